@@ -1,0 +1,35 @@
+# netoffload developer entry points. `make demo` and `make test` set up
+# everything they need on a fresh machine (see tools/bootstrap).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: all bootstrap test test-fast demo rpm pack bench clean
+
+all: test
+
+bootstrap:
+	PYTHON=$(PYTHON) tools/bootstrap
+
+test: bootstrap
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Tests that need neither root nor network namespaces.
+test-fast: bootstrap
+	$(PY) -m pytest -m "not root" $(PYTEST_ARGS)
+
+demo: bootstrap
+	$(PY) -m sim.demo $(DEMO_ARGS)
+
+rpm: bootstrap
+	$(PY) pack/build.py rpm
+
+pack: bootstrap
+	$(PY) pack/build.py pack
+
+bench: bootstrap
+	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache

@@ -1,0 +1,5 @@
+import sys
+
+from netoffload.cli import main
+
+sys.exit(main())

@@ -1,0 +1,62 @@
+"""The `netoffload` command in dom0: argument parsing and exit codes only.
+
+Each group of verbs lives in a module under netoffload/commands/ that
+exposes `register(subparsers)`; a verb's handler takes the parsed args and
+returns an exit code. Exit codes: 0 ok, 1 partial failure or device/XAPI
+error, 2 bad usage.
+"""
+import argparse
+import importlib
+import sys
+
+from netoffload import __version__
+from netoffload import errors
+
+EXIT_OK = 0
+EXIT_PARTIAL = 1
+EXIT_USAGE = 2
+
+COMMAND_MODULES = (
+    "netoffload.commands.local",     # show, set, restore (ethtool engine)
+    "netoffload.commands.pool",      # status, policy, apply, revert (plugin)
+    "netoffload.commands.diagnose",  # check-checksums, counters, doctor
+    "netoffload.commands.bench",     # bench server/client/--compare
+)
+
+_USAGE_CODES = (errors.BAD_ARGUMENT, errors.NOT_FOUND, errors.AMBIGUOUS,
+                errors.CONFIRM_REQUIRED)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="netoffload",
+        description="Keep NIC offload settings in line with a pool-wide policy.")
+    parser.add_argument("--version", action="version",
+                        version="netoffload %s" % __version__)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return handler(args)
+    except errors.NetoffloadError as err:
+        sys.stderr.write("netoffload: %s: %s\n" % (err.code, err.message))
+        for param in err.params:
+            sys.stderr.write("  %s\n" % param)
+        return EXIT_USAGE if err.code in _USAGE_CODES else EXIT_PARTIAL
+    except KeyboardInterrupt:
+        sys.stderr.write("netoffload: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

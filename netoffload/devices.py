@@ -1,0 +1,32 @@
+"""Device names: validation and the dom0 naming of guest devices."""
+import re
+
+from netoffload.errors import BadArgument
+
+_DEVICE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+# vif<domid>.<devid> (netback) and tap<domid>.<devid> (qemu emulated NIC)
+_GUEST_RE = re.compile(r"^(vif|tap)([0-9]{1,5})\.([0-9]{1,5})$")
+
+
+def validate_device(name):
+    """Return name if it is a plausible Linux interface name, else raise."""
+    if not isinstance(name, str) or not _DEVICE_RE.match(name) \
+            or name in (".", ".."):
+        shown = name if isinstance(name, str) and len(name) <= 64 \
+            else repr(name)[:64] + "..."
+        raise BadArgument(
+            "invalid device name %r: use 1-15 of A-Z a-z 0-9 _ . : @ -" % shown)
+    return name
+
+
+def parse_guest_device(name):
+    """('vif'|'tap', domid, devid) for a guest backend device, else None."""
+    match = _GUEST_RE.match(name or "")
+    if not match:
+        return None
+    return match.group(1), int(match.group(2)), int(match.group(3))
+
+
+def guest_device_names(domid, devid):
+    """The dom0 devices that can carry one VIF of a running domain."""
+    return ["vif%d.%d" % (domid, devid), "tap%d.%d" % (domid, devid)]

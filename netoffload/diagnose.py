@@ -1,0 +1,3 @@
+"""Diagnostics (issue 6): placeholder until it lands."""
+
+PLUGIN_FUNCTIONS = {}

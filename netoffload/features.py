@@ -1,0 +1,98 @@
+"""The eight offload features: short names, ethtool long names, kernel bits.
+
+Pure data and pure functions; no I/O.
+
+The short names are the `ethtool -K` aliases, the xapi `ethtool-<f>` key
+suffixes and the JSON keys. Each short name stands for a group of kernel
+feature bits, matched the way ethtool's `off_flag_def` table does it (shell
+patterns over the kernel's ETH_SS_FEATURES strings), so that
+`tx` covers every `tx-checksum-*` bit and `tso` every `tx-tcp*-segmentation`
+bit, including ones newer kernels add (6.18 has tx-tcp-accecn-segmentation).
+"""
+import fnmatch
+
+FEATURES = ("rx", "tx", "sg", "tso", "ufo", "gso", "gro", "lro")
+
+# xenopsd copies only these ethtool-* keys from VIF.other_config to the
+# hotplug script; ethtool-gro/lro on a VIF are dropped by xapi.
+VIF_XAPI_FEATURES = ("rx", "tx", "sg", "tso", "ufo", "gso")
+
+ON = "on"
+OFF = "off"
+VALUES = (ON, OFF)
+
+# The group headings ethtool prints (`ethtool -k`, and the old
+# "Offload parameters for X:" format), one per ethtool off-flag.
+LONG_TO_SHORT = {
+    "rx-checksumming": "rx",
+    "tx-checksumming": "tx",
+    "scatter-gather": "sg",
+    "tcp-segmentation-offload": "tso",
+    "udp-fragmentation-offload": "ufo",
+    "generic-segmentation-offload": "gso",
+    "generic-receive-offload": "gro",
+    "large-receive-offload": "lro",
+    # ethtool's other off-flags: not ours, but they are headings, not bits.
+    "rx-vlan-offload": "rxvlan",
+    "tx-vlan-offload": "txvlan",
+    "ntuple-filters": "ntuple",
+    "receive-hashing": "rxhash",
+}
+SHORT_TO_LONG = dict((short, long_name)
+                     for long_name, short in LONG_TO_SHORT.items())
+
+# Short name -> shell patterns over kernel feature names (ethtool's table).
+KERNEL_PATTERNS = {
+    "rx": ("rx-checksum",),
+    "tx": ("tx-checksum-*",),
+    "sg": ("tx-scatter-gather*",),
+    "tso": ("tx-tcp*-segmentation",),
+    "ufo": ("tx-udp-fragmentation",),
+    "gso": ("tx-generic-segmentation",),
+    "gro": ("rx-gro",),
+    "lro": ("rx-lro",),
+    "rxvlan": ("rx-vlan-hw-parse",),
+    "txvlan": ("tx-vlan-hw-insert",),
+    "ntuple": ("rx-ntuple-filter",),
+    "rxhash": ("rx-hashing",),
+}
+
+# When a group has exactly one kernel bit, ethtool prints that bit under the
+# group's long name; this is the bit's kernel name.
+SINGLE_BIT_NAME = dict((short, patterns[0])
+                       for short, patterns in KERNEL_PATTERNS.items()
+                       if not any(c in patterns[0] for c in "*?["))
+
+_VALUE_ALIASES = {"on": ON, "true": ON, "off": OFF, "false": OFF}
+
+
+def short_for_kernel_bit(kernel_name):
+    """The short group (ours or ethtool's other off-flags) of a kernel bit."""
+    for short, patterns in KERNEL_PATTERNS.items():
+        for pattern in patterns:
+            if fnmatch.fnmatchcase(kernel_name, pattern):
+                return short
+    return None
+
+
+def kernel_bits_for(short, kernel_names):
+    """The kernel feature names (in kernel order) that make up `short`."""
+    patterns = KERNEL_PATTERNS[short]
+    return [name for name in kernel_names
+            if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
+
+
+def value_or_none(value):
+    """'on'/'true' -> 'on', 'off'/'false' -> 'off' (case and blanks ignored).
+
+    None for anything else; policy.normalise_value raises instead.
+    """
+    if isinstance(value, bool):
+        return ON if value else OFF
+    if not isinstance(value, str):
+        return None
+    return _VALUE_ALIASES.get(value.strip().lower())
+
+
+def is_feature(name):
+    return name in FEATURES

@@ -1,0 +1,392 @@
+"""Read and apply the eight offload features of a network device.
+
+Reading uses the SIOCETHTOOL ioctl (netoffload.ethtool_ioctl) and falls back
+to parsing `ethtool -k` where the ioctl is unavailable. Applying runs one
+`ethtool -K` for what differs, then reads back and classifies each feature.
+
+A short feature (tx, tso, ...) is a group of kernel bits (see features.py).
+Its state is derived the way ethtool shows it: on if any of its bits is
+active, fixed only if all of its bits are fixed, and absent (active None)
+if the kernel has none of its bits (ufo since Linux 4.14).
+"""
+import collections
+import errno
+import re
+import socket
+
+from netoffload import features as F
+from netoffload import proc
+from netoffload.devices import validate_device
+from netoffload.errors import BadArgument, DeviceError
+from netoffload.log import get_logger
+
+ETHTOOL = "ethtool"
+READ_TIMEOUT = 10.0
+APPLY_TIMEOUT = 20.0
+# ethtool's exit code when -K found nothing to change (ioctl path).
+EXIT_NOTHING_CHANGED = 80
+
+# active: True/False, or None when the kernel lacks every bit of the feature.
+# requested: what was asked for, None when unknown or not changeable.
+FeatureState = collections.namedtuple("FeatureState",
+                                      "active fixed requested")
+ABSENT = FeatureState(None, False, None)
+
+# Apply outcomes per feature.
+CHANGED = "changed"
+UNCHANGED = "unchanged"
+FIXED = "fixed"
+UNSUPPORTED = "unsupported"
+FORCED = "forced"
+FAILED = "failed"
+WOULD_CHANGE = "would-change"  # dry runs only
+
+
+def _onoff(active):
+    return F.ON if active else F.OFF
+
+
+def state_json(state):
+    return {"active": state.active, "fixed": state.fixed,
+            "requested": state.requested}
+
+
+class DeviceFeatures(object):
+    """Features of one device: `.features` {short: FeatureState}, `.kernel`
+    {kernel name: FeatureState}, `.source` 'ioctl' or 'ethtool'."""
+
+    def __init__(self, device, kernel, features, source):
+        self.device = device
+        self.kernel = kernel
+        self.features = features
+        self.source = source
+
+    def as_onoff(self):
+        """{short: 'on'|'off'} for the features this kernel has."""
+        return dict((short, _onoff(state.active))
+                    for short, state in self.features.items()
+                    if state.active is not None)
+
+    def fixed(self):
+        return [s for s in F.FEATURES if self.features[s].fixed]
+
+    def present(self, short):
+        return self.features[short].active is not None
+
+    def to_json(self, with_kernel=False):
+        result = {"device": self.device, "source": self.source,
+                  "features": self.as_onoff(),
+                  "fixed": self.fixed(),
+                  "absent": [s for s in F.FEATURES if not self.present(s)]}
+        if with_kernel:
+            result["kernel"] = dict((name, state_json(state))
+                                    for name, state in self.kernel.items())
+        return result
+
+    def __repr__(self):
+        return "DeviceFeatures(%r, %r)" % (self.device, self.as_onoff())
+
+
+def derive(kernel, headers=None):
+    """{short: FeatureState} for the eight features from kernel bits.
+
+    `headers` are group lines from text with no bits under them (the old
+    "Offload parameters" format); they count only where no bit is known.
+    """
+    names = list(kernel)
+    result = {}
+    for short in F.FEATURES:
+        bits = [kernel[n] for n in F.kernel_bits_for(short, names)]
+        if not bits:
+            result[short] = (headers or {}).get(short, ABSENT)
+            continue
+        changeable = [b for b in bits if not b.fixed]
+        result[short] = FeatureState(
+            active=any(b.active for b in bits),
+            fixed=not changeable,
+            requested=any(b.requested for b in changeable)
+            if changeable else None)
+    return result
+
+
+# -- the text of `ethtool -k` -------------------------------------------------
+
+_TITLE_RE = re.compile(r"^(?:Features|Offload parameters) for (\S+?):\s*$")
+_LINE_RE = re.compile(
+    r"^(?P<indent>\s*)(?P<name>[A-Za-z0-9_.-]+): (?P<value>on|off)"
+    r"(?: \[(?P<note>fixed|requested on|requested off)\])?\s*$")
+
+
+def _text_state(value, note):
+    active = value == "on"
+    if note == "fixed":
+        return FeatureState(active, True, None)
+    if note == "requested on":
+        return FeatureState(active, False, True)
+    if note == "requested off":
+        return FeatureState(active, False, False)
+    return FeatureState(active, False, active)
+
+
+def parse_features_text(text, device=None):
+    """Parse `ethtool -k` output (modern or old format) into DeviceFeatures.
+
+    Group headings are recognised by exact long name (features.LONG_TO_SHORT):
+    a heading with one kernel bit stands for that bit; a heading over several
+    bits is followed by the bits, indented.
+    """
+    kernel = collections.OrderedDict()
+    headers = {}
+    group = None
+    title_seen = False
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        title = _TITLE_RE.match(line)
+        if title:
+            if title_seen:
+                break  # a second device: not ours
+            title_seen = True
+            device = device or title.group(1)
+            continue
+        match = _LINE_RE.match(line)
+        if not match:
+            continue  # e.g. old ethtool's "Cannot get ...: Operation not supported"
+        name = match.group("name")
+        state = _text_state(match.group("value"), match.group("note"))
+        if match.group("indent"):
+            if group is not None:
+                kernel[name] = state
+            continue
+        short = F.LONG_TO_SHORT.get(name)
+        if short is None:
+            group = None
+            kernel[name] = state
+            continue
+        group = short
+        headers[short] = state
+        if short in F.SINGLE_BIT_NAME:
+            kernel[F.SINGLE_BIT_NAME[short]] = state
+    if not title_seen:
+        raise DeviceError("not ethtool -k output: no 'Features for' line")
+    return DeviceFeatures(device, kernel, derive(kernel, headers), "ethtool")
+
+
+# -- reading ------------------------------------------------------------------
+
+def _from_raw(device, raw):
+    kernel = collections.OrderedDict(
+        (bit.name, FeatureState(bit.active, bit.fixed, bit.requested))
+        for bit in raw)
+    return DeviceFeatures(device, kernel, derive(kernel), "ioctl")
+
+
+def read_features_ethtool(device):
+    """Read through the ethtool binary (one process)."""
+    validate_device(device)
+    result = proc.run([ETHTOOL, "-k", device], timeout=READ_TIMEOUT)
+    if result.returncode != 0:
+        raise DeviceError("cannot read features of %s: %s" % (
+            device, result.stderr.strip() or "ethtool exit %d"
+            % result.returncode), device)
+    return parse_features_text(result.stdout, device)
+
+
+class Reader(object):
+    """Reads many devices with one ioctl socket, falling back per device."""
+
+    def __init__(self):
+        self._ioctl = None
+        self._ioctl_broken = False
+
+    def _reader(self):
+        if self._ioctl is None and not self._ioctl_broken:
+            try:
+                from netoffload.ethtool_ioctl import IoctlReader
+                self._ioctl = IoctlReader()
+            except (OSError, ImportError) as err:
+                get_logger().info("ethtool ioctl unavailable (%s); using the "
+                                  "ethtool binary", err)
+                self._ioctl_broken = True
+        return self._ioctl
+
+    def read(self, device):
+        validate_device(device)
+        reader = self._reader()
+        if reader is not None:
+            from netoffload.ethtool_ioctl import FALLBACK_ERRNOS
+            try:
+                return _from_raw(device, reader.read(device))
+            except OSError as err:
+                if err.errno == errno.ENODEV:
+                    raise DeviceError("no such device %s" % device, device)
+                if err.errno not in FALLBACK_ERRNOS:
+                    raise DeviceError("cannot read features of %s: %s"
+                                      % (device, err), device)
+        return read_features_ethtool(device)
+
+    def close(self):
+        if self._ioctl is not None:
+            self._ioctl.close()
+            self._ioctl = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def read_features(device):
+    """DeviceFeatures of one device; DeviceError if it does not exist."""
+    with Reader() as reader:
+        return reader.read(device)
+
+
+def read_many(devices):
+    """{device: DeviceFeatures}; devices that vanish meanwhile are left out."""
+    result = collections.OrderedDict()
+    with Reader() as reader:
+        for device in devices:
+            try:
+                result[device] = reader.read(device)
+            except DeviceError as err:
+                get_logger().info("skipping %s: %s", device, err.message)
+    return result
+
+
+def list_devices():
+    """Interface names of the current network namespace, in index order."""
+    return [name for _, name in sorted(socket.if_nameindex())]
+
+
+# -- applying -----------------------------------------------------------------
+
+def check_wanted(wanted):
+    """Validate {short: on|off|true|false}; return it normalised."""
+    if not isinstance(wanted, dict):
+        raise BadArgument("wanted features must be a mapping")
+    result = {}
+    for short, value in wanted.items():
+        if short not in F.FEATURES:
+            raise BadArgument("unknown feature %r; valid features are %s"
+                              % (short, ", ".join(F.FEATURES)))
+        norm = F.value_or_none(value)
+        if norm is None:
+            raise BadArgument("invalid value %r for %s; valid values are on, "
+                              "off, true, false" % (value, short))
+        result[short] = norm
+    return result
+
+
+def plan(current, wanted):
+    """({short: value} to change, {short: status}) without touching anything.
+
+    status is unchanged, fixed (differs but cannot change), unsupported
+    (absent on this kernel) or would-change.
+    """
+    to_change = collections.OrderedDict()
+    status = {}
+    for short in F.FEATURES:
+        if short not in wanted:
+            continue
+        state = current.features[short]
+        if state.active is None:
+            status[short] = UNSUPPORTED
+        elif _onoff(state.active) == wanted[short]:
+            status[short] = UNCHANGED
+        elif state.fixed:
+            status[short] = FIXED
+        else:
+            status[short] = WOULD_CHANGE
+            to_change[short] = wanted[short]
+    return to_change, status
+
+
+class ApplyResult(object):
+    """What apply_features did to one device."""
+
+    def __init__(self, device, features, before, after, ran_command=False,
+                 command=None, forced=None, errors=None, dry_run=False):
+        self.device = device
+        self.features = features      # {short: status}
+        self.before = before          # {short: on|off}
+        self.after = after            # {short: on|off}
+        self.ran_command = ran_command
+        self.command = command
+        self.forced = forced or {}    # {short: new value}
+        self.errors = errors or []
+        self.dry_run = dry_run
+
+    @property
+    def ok(self):
+        return FAILED not in self.features.values()
+
+    @property
+    def changed(self):
+        return dict((s, self.after[s]) for s, st in self.features.items()
+                    if st in (CHANGED, FORCED) and s in self.after)
+
+    def to_json(self):
+        """A JSON-ready dict."""
+        return {"device": self.device, "features": dict(self.features),
+                "before": dict(self.before), "after": dict(self.after),
+                "forced": dict(self.forced), "ran_command": self.ran_command,
+                "command": self.command, "errors": list(self.errors),
+                "dry_run": self.dry_run, "ok": self.ok}
+
+    def __repr__(self):
+        return "ApplyResult(%r, %r)" % (self.device, self.features)
+
+
+def apply_features(device, wanted, dry_run=False, reader=None):
+    """Bring `device` to `wanted` {short: on|off} with at most one ethtool -K.
+
+    Raises BadArgument for a bad name or wish (before anything runs) and
+    DeviceError if the device is missing.
+    """
+    validate_device(device)
+    wanted = check_wanted(wanted)
+    own_reader = reader is None
+    reader = reader or Reader()
+    try:
+        current = reader.read(device)
+        before = current.as_onoff()
+        to_change, status = plan(current, wanted)
+        if dry_run or not to_change:
+            return ApplyResult(device, status, before, dict(before),
+                               dry_run=dry_run)
+        argv = [ETHTOOL, "-K", device]
+        for short, value in to_change.items():
+            argv += [short, value]
+        errors = []
+        done = proc.run(argv, timeout=APPLY_TIMEOUT)
+        if done.returncode not in (0, EXIT_NOTHING_CHANGED):
+            errors.append("ethtool -K exit %d: %s" % (
+                done.returncode, done.stderr.strip()))
+        after = reader.read(device).as_onoff()
+    finally:
+        if own_reader:
+            reader.close()
+    forced = {}
+    for short in F.FEATURES:
+        if short not in after or after.get(short) == before.get(short):
+            if status.get(short) == WOULD_CHANGE:
+                status[short] = FAILED
+            continue
+        if short in to_change:
+            status[short] = CHANGED if after[short] == to_change[short] \
+                else FAILED
+        else:
+            status[short] = FORCED
+            forced[short] = after[short]
+    failed = [s for s, st in status.items() if st == FAILED]
+    if failed:
+        errors.append("%s did not change: %s" % (device, ", ".join(failed)))
+        get_logger().warning("%s: could not set %s", device, ", ".join(
+            "%s %s" % (s, to_change[s]) for s in failed))
+    if forced:
+        get_logger().info("%s: turned %s as a dependency", device, ", ".join(
+            "%s %s" % item for item in sorted(forced.items())))
+    return ApplyResult(device, status, before, after, ran_command=True,
+                       command=argv, forced=forced, errors=errors)

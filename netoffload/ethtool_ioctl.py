@@ -1,0 +1,122 @@
+"""Reading netdev features with the SIOCETHTOOL ioctl (no process per device).
+
+Three ethtool commands on one AF_INET datagram socket, reused for every
+device: ETHTOOL_GSSET_INFO for the number of feature strings,
+ETHTOOL_GSTRINGS for their names (global to the kernel, so cached), and
+ETHTOOL_GFEATURES for the available / requested / active / never-changed
+bitmaps of one device. The socket belongs to the network namespace it was
+created in.
+"""
+import ctypes
+import errno
+import fcntl
+import socket
+import struct
+
+SIOCETHTOOL = 0x8946
+ETHTOOL_GSTRINGS = 0x1b
+ETHTOOL_GSSET_INFO = 0x37
+ETHTOOL_GFEATURES = 0x3a
+ETH_SS_FEATURES = 4
+ETH_GSTRING_LEN = 32
+IFNAMSIZ = 16
+# struct ifreq is 40 bytes on 64-bit, 32 on 32-bit; the kernel reads only
+# the name and the data pointer, so 40 fits both.
+_IFREQ_SIZE = 40
+_BLOCK = struct.Struct("=4I")  # available, requested, active, never_changed
+
+# errnos after which the ethtool binary may still succeed (netlink path,
+# or a driver without the legacy ioctl).
+FALLBACK_ERRNOS = frozenset(e for e in (
+    errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP),
+    errno.EPERM, errno.EACCES, errno.EINVAL, errno.ENOTTY,
+    errno.EAFNOSUPPORT, errno.EFAULT))
+
+
+class RawFeature(object):
+    """One kernel feature bit as the kernel reports it."""
+
+    __slots__ = ("name", "available", "requested", "active", "never_changed")
+
+    def __init__(self, name, available, requested, active, never_changed):
+        self.name = name
+        self.available = available
+        self.requested = requested
+        self.active = active
+        self.never_changed = never_changed
+
+    @property
+    def fixed(self):
+        # ethtool's rule: not in hw_features, or in NETIF_F_NEVER_CHANGE.
+        return not self.available or self.never_changed
+
+
+class IoctlReader(object):
+    """Reads features of many devices through one socket."""
+
+    def __init__(self):
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._strings = {}  # count -> tuple of names
+
+    def close(self):
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _ioctl(self, device, buf):
+        ifreq = struct.pack("%dsP" % IFNAMSIZ, device.encode("ascii"),
+                            ctypes.addressof(buf))
+        ifreq += b"\0" * (_IFREQ_SIZE - len(ifreq))
+        fcntl.ioctl(self._sock.fileno(), SIOCETHTOOL, ifreq)
+
+    def _feature_count(self, device):
+        buf = ctypes.create_string_buffer(struct.calcsize("=IIQI"))
+        struct.pack_into("=IIQ", buf, 0, ETHTOOL_GSSET_INFO, 0,
+                         1 << ETH_SS_FEATURES)
+        self._ioctl(device, buf)
+        mask = struct.unpack_from("=Q", buf, 8)[0]
+        if not mask & (1 << ETH_SS_FEATURES):
+            raise OSError(errno.EOPNOTSUPP, "no feature strings")
+        return struct.unpack_from("=I", buf, 16)[0]
+
+    def _feature_names(self, device, count):
+        names = self._strings.get(count)
+        if names is None:
+            buf = ctypes.create_string_buffer(12 + count * ETH_GSTRING_LEN)
+            struct.pack_into("=III", buf, 0, ETHTOOL_GSTRINGS,
+                             ETH_SS_FEATURES, count)
+            self._ioctl(device, buf)
+            raw = buf.raw[12:]
+            names = tuple(
+                raw[i * ETH_GSTRING_LEN:(i + 1) * ETH_GSTRING_LEN]
+                .split(b"\0", 1)[0].decode("ascii", "replace")
+                for i in range(count))
+            self._strings[count] = names
+        return names
+
+    def read(self, device):
+        """[RawFeature] in kernel order; raises OSError from the ioctl."""
+        count = self._feature_count(device)
+        names = self._feature_names(device, count)
+        blocks = (count + 31) // 32
+        buf = ctypes.create_string_buffer(8 + blocks * _BLOCK.size)
+        struct.pack_into("=II", buf, 0, ETHTOOL_GFEATURES, blocks)
+        self._ioctl(device, buf)
+        words = [_BLOCK.unpack_from(buf, 8 + i * _BLOCK.size)
+                 for i in range(blocks)]
+        result = []
+        for index, name in enumerate(names):
+            if not name:
+                continue
+            available, requested, active, never = words[index // 32]
+            bit = 1 << (index % 32)
+            result.append(RawFeature(name, bool(available & bit),
+                                     bool(requested & bit), bool(active & bit),
+                                     bool(never & bit)))
+        return result

@@ -1,0 +1,319 @@
+"""The local cache that bring-up works from when XAPI is not reachable.
+
+`/var/lib/netoffload/cache.json` (directory from $NETOFFLOAD_STATE_DIR),
+written by the boot unit and the watcher, read by the udev helper. It holds,
+for this host, the resolved desired features of each of its PIF devices and
+of every VIF in the pool (a VM can start here later), keyed
+"<vm-uuid>/<devid>":
+
+    {"format": 1,
+     "generated_at": "2024-05-01T10:00:00Z",
+     "host": {"uuid": "...", "name": "..."},
+     "policy": {"pool": {"vif": "all-off", "pif": null, "tags": {"bsd": "tx-off"}},
+                "host": {"pif": null}},
+     "pifs": {"eth0": {"features": {"tx": "off", ...}, "source": "pool",
+                       "sources": {"tx": "pool", ...}, "policy": "all-off"}},
+     "vifs": {"<vm-uuid>/0": {"features": {...}, "source": "vm",
+                              "sources": {...}, "policy": "tx-off",
+                              "vm": "web01"}}}
+
+Only objects whose policy sets at least one feature are listed: a device
+that is not listed is left alone. `features` holds every feature the policy
+sets, gro and lro included (xapi drops those for VIFs; we apply them live).
+
+Writes are atomic (temp file in the same directory, fsync, rename), the file
+is 0600 and the directory 0700. A write whose content equals the file's
+apart from `generated_at` is skipped, so the watcher can refresh freely.
+
+Next to the cache, `pif/<device>` holds one empty marker file per PIF device
+listed: the udev rules test for it to recognise virtual PIF devices.
+"""
+import datetime
+import json
+import os
+import re
+import tempfile
+
+from netoffload import devices
+from netoffload import features as feature_names
+from netoffload.errors import BadArgument, NotFound
+
+FORMAT = 1
+CACHE_FILE = "cache.json"
+PIF_MARKER_DIR = "pif"
+DEFAULT_STATE_DIR = "/var/lib/netoffload"
+
+_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+                      r"[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_DEVID_RE = re.compile(r"^[0-9]{1,5}$")
+_POLICY_KEY_PREFIX = "netoffload-"
+_TAG_KEY_PREFIX = "netoffload-tag:"
+
+
+class CacheUnusable(NotFound):
+    """The cache is missing, unreadable or not in a format we understand."""
+
+
+def state_dir(explicit=None):
+    return explicit or os.environ.get("NETOFFLOAD_STATE_DIR") \
+        or DEFAULT_STATE_DIR
+
+
+def cache_path(directory=None):
+    return os.path.join(state_dir(directory), CACHE_FILE)
+
+
+def is_uuid(text):
+    return isinstance(text, str) and bool(_UUID_RE.match(text))
+
+
+def vif_key(vm_uuid, devid):
+    return "%s/%s" % (vm_uuid.lower(), int(devid))
+
+
+def _utc_now():
+    return datetime.datetime.utcnow().replace(microsecond=0) \
+        .isoformat() + "Z"
+
+
+# -- building from pool records ----------------------------------------------
+
+def entry_from_resolution(resolution, vm_name=None):
+    """The cache entry for one object, or None if its policy sets nothing."""
+    wanted = dict(resolution.features or {})
+    if not wanted:
+        return None
+    entry = {
+        "features": wanted,
+        "source": getattr(resolution, "level", None),
+        "sources": dict(getattr(resolution, "sources", None) or {}),
+        "policy": getattr(resolution, "policy", None),
+    }
+    if vm_name is not None:
+        entry["vm"] = vm_name
+    return entry
+
+
+def policy_summary(records, host_ref):
+    """The policy keys that feed this host's cache, for a reader's benefit."""
+    pool_oc = records.pool_other_config
+    host_oc = records.hosts.get(host_ref, {}).get("other_config") or {}
+    tags = dict((key[len(_TAG_KEY_PREFIX):], value)
+                for key, value in sorted(pool_oc.items())
+                if key.startswith(_TAG_KEY_PREFIX))
+    return {
+        "pool": {"vif": pool_oc.get("netoffload-vif"),
+                 "pif": pool_oc.get("netoffload-pif"),
+                 "tags": tags},
+        "host": {"pif": host_oc.get("netoffload-pif")},
+    }
+
+
+def pif_device_name(pif):
+    """The kernel device of a PIF record: eth0, bond0, or eth0.100 for a VLAN."""
+    device = pif.get("device") or ""
+    try:
+        vlan = int(str(pif.get("VLAN", "-1")), 10)
+    except ValueError:
+        vlan = -1
+    if vlan >= 0:
+        device = "%s.%d" % (device, vlan)
+    try:
+        return devices.validate_device(device)
+    except BadArgument:
+        return None
+
+
+def build(records, host_ref, generated_at=None):
+    """The cache content for host_ref from a resolve.PoolRecords snapshot."""
+    from netoffload import resolve  # the cache reader (udev) never needs it
+    host = records.hosts.get(host_ref, {})
+    pifs = {}
+    for pif_ref, pif in sorted(records.pifs.items()):
+        device = pif_device_name(pif)
+        if pif.get("host") != host_ref or device is None:
+            continue
+        entry = entry_from_resolution(resolve.resolve_pif(records, pif_ref))
+        if entry is not None:
+            pifs[device] = entry
+    vifs = {}
+    eligible = set(resolve.eligible_vms(records))
+    for vif_ref, vif in sorted(records.vifs.items()):
+        vm_ref = vif.get("VM")
+        if vm_ref not in eligible:
+            continue
+        vm = records.vms[vm_ref]
+        try:
+            key = vif_key(vm["uuid"], vif.get("device", ""))
+        except (KeyError, ValueError, TypeError, AttributeError):
+            continue
+        entry = entry_from_resolution(resolve.resolve_vif(records, vif_ref),
+                                      vm.get("name_label", ""))
+        if entry is not None:
+            vifs[key] = entry
+    return {
+        "format": FORMAT,
+        "generated_at": generated_at or _utc_now(),
+        "host": {"uuid": host.get("uuid"), "name": host.get("name_label")},
+        "policy": policy_summary(records, host_ref),
+        "pifs": pifs,
+        "vifs": vifs,
+    }
+
+
+# -- writing -----------------------------------------------------------------
+
+def _encode(data):
+    return json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n"
+
+
+def _without_timestamp(data):
+    if not isinstance(data, dict):
+        return data
+    return dict((k, v) for k, v in data.items() if k != "generated_at")
+
+
+def _ensure_dir(path):
+    if not os.path.isdir(path):
+        os.makedirs(path, mode=0o700)
+    os.chmod(path, 0o700)
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, text, mode=0o600):
+    """Write text to path atomically: same-directory temp file, fsync, rename."""
+    directory = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(directory)
+
+
+def write(data, directory=None):
+    """Store data as the cache; False if it held the same content already."""
+    directory = state_dir(directory)
+    _ensure_dir(directory)
+    path = os.path.join(directory, CACHE_FILE)
+    try:
+        current = read_raw(directory)
+    except CacheUnusable:
+        current = None
+    changed = _without_timestamp(current) != _without_timestamp(data)
+    if changed:
+        atomic_write(path, _encode(data))
+    sync_pif_markers(sorted(data.get("pifs", {})), directory)
+    return changed
+
+
+def sync_pif_markers(pif_devices, directory=None):
+    """One empty file per PIF device under <state>/pif/, stale ones removed."""
+    marker_dir = os.path.join(state_dir(directory), PIF_MARKER_DIR)
+    _ensure_dir(marker_dir)
+    wanted = set()
+    for name in pif_devices:
+        try:
+            wanted.add(devices.validate_device(name))
+        except BadArgument:  # never make a file from a bad name
+            continue
+    present = set(os.listdir(marker_dir))
+    for name in sorted(wanted - present):
+        fd = os.open(os.path.join(marker_dir, name),
+                     os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+    for name in sorted(present - wanted):
+        os.unlink(os.path.join(marker_dir, name))
+
+
+# -- reading -----------------------------------------------------------------
+
+def read_raw(directory=None):
+    """The parsed cache file; CacheUnusable if missing, unreadable or bad."""
+    path = cache_path(directory)
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+    except (IOError, OSError) as err:
+        raise CacheUnusable("cache %s cannot be read: %s" % (
+            path, getattr(err, "strerror", None) or err))
+    except ValueError as err:
+        raise CacheUnusable("cache %s is corrupt: %s" % (path, err))
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CacheUnusable("cache %s has an unknown format (want %d)" % (
+            path, FORMAT))
+    for section in ("pifs", "vifs"):
+        if not isinstance(data.get(section), dict):
+            raise CacheUnusable("cache %s is corrupt: no %s section" % (
+                path, section))
+    return data
+
+
+def _checked_features(entry):
+    """The entry's features if every name and value is valid, else None."""
+    if not isinstance(entry, dict):
+        return None
+    wanted = entry.get("features")
+    if not isinstance(wanted, dict) or not wanted:
+        return None
+    for name, value in wanted.items():
+        if name not in feature_names.FEATURES or value not in feature_names.VALUES:
+            return None
+    return dict(wanted)
+
+
+class LocalCache(object):
+    """Read access to a loaded cache; entries are checked when looked up."""
+
+    def __init__(self, data, path=None):
+        self.data = data
+        self.path = path
+
+    @property
+    def host_uuid(self):
+        return (self.data.get("host") or {}).get("uuid")
+
+    @property
+    def generated_at(self):
+        return self.data.get("generated_at")
+
+    def pif(self, device):
+        """(features, entry) for a PIF device of this host, or (None, None).
+
+        A listed entry with invalid content counts as corrupt: CacheUnusable.
+        """
+        return self._lookup("pifs", device)
+
+    def vif(self, vm_uuid, devid):
+        if not is_uuid(vm_uuid) or not _DEVID_RE.match(str(devid)):
+            return None, None
+        return self._lookup("vifs", vif_key(vm_uuid, devid))
+
+    def _lookup(self, section, key):
+        entry = self.data[section].get(key)
+        if entry is None:
+            return None, None
+        wanted = _checked_features(entry)
+        if wanted is None:
+            raise CacheUnusable("cache entry %s/%s is corrupt" % (section, key))
+        return wanted, entry
+
+
+def load(directory=None):
+    return LocalCache(read_raw(directory), cache_path(directory))

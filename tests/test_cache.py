@@ -1,0 +1,203 @@
+"""The local cache: content built from pool records, atomic 0600 writes,
+strict reading."""
+import json
+import os
+import stat
+
+import pytest
+
+from netoffload import cache
+from netoffload.resolve import PoolRecords
+
+HOST_A = "OpaqueRef:host-a"
+HOST_B = "OpaqueRef:host-b"
+VM_UUID = "0f0f0f0f-1111-2222-3333-444444444444"
+BSD_UUID = "0b5d0b5d-1111-2222-3333-444444444444"
+OPT_OUT_UUID = "00000000-aaaa-bbbb-cccc-dddddddddddd"
+ALL_OFF = dict((f, "off") for f in ("rx", "tx", "sg", "tso", "ufo", "gso",
+                                    "gro", "lro"))
+
+
+def _vm(uuid, name, other_config=None, tags=(), **extra):
+    record = {"uuid": uuid, "name_label": name, "other_config": other_config or {},
+              "tags": list(tags), "is_a_template": False, "is_a_snapshot": False,
+              "is_control_domain": False, "power_state": "Running"}
+    record.update(extra)
+    return record
+
+
+def _records():
+    """Two hosts; pool policy all-off for VIFs and tx-off for PIFs."""
+    pool = {"OpaqueRef:pool": {"uuid": "pool-uuid", "master": HOST_A,
+                               "other_config": {"netoffload-vif": "all-off",
+                                                "netoffload-pif": "tx-off",
+                                                "netoffload-tag:bsd": "tx-off"}}}
+    hosts = {HOST_A: {"uuid": "host-a-uuid", "name_label": "xs1",
+                      "other_config": {}},
+             HOST_B: {"uuid": "host-b-uuid", "name_label": "xs2",
+                      "other_config": {"netoffload-pif": "none"}}}
+    networks = {"OpaqueRef:net": {"uuid": "net-uuid", "other_config": {}}}
+    pifs = {"OpaqueRef:pif-a0": {"device": "eth0", "VLAN": "-1", "host": HOST_A,
+                                 "other_config": {}},
+            "OpaqueRef:pif-a1": {"device": "eth1", "VLAN": "-1", "host": HOST_A,
+                                 "other_config": {"ethtool-tx": "on"}},
+            "OpaqueRef:pif-a0v": {"device": "eth0", "VLAN": "100", "host": HOST_A,
+                                  "other_config": {}},
+            "OpaqueRef:pif-b0": {"device": "eth0", "VLAN": "-1", "host": HOST_B,
+                                 "other_config": {}}}
+    vms = {"OpaqueRef:vm": _vm(VM_UUID, "web 01", resident_on=HOST_B),
+           "OpaqueRef:bsd": _vm(BSD_UUID, "fw", tags=["bsd"]),
+           "OpaqueRef:optout": _vm(OPT_OUT_UUID, "db",
+                                   other_config={"netoffload-vif": "none"}),
+           "OpaqueRef:tmpl": _vm("99999999-1111-2222-3333-444444444444", "tmpl",
+                                 is_a_template=True)}
+    vifs = {"OpaqueRef:vif0": {"VM": "OpaqueRef:vm", "device": "0",
+                               "network": "OpaqueRef:net", "other_config": {}},
+            "OpaqueRef:vif1": {"VM": "OpaqueRef:vm", "device": "1",
+                               "network": "OpaqueRef:net",
+                               "other_config": {"ethtool-gso": "true"}},
+            "OpaqueRef:bsd0": {"VM": "OpaqueRef:bsd", "device": "0",
+                               "network": "OpaqueRef:net", "other_config": {}},
+            "OpaqueRef:opt0": {"VM": "OpaqueRef:optout", "device": "0",
+                               "network": "OpaqueRef:net", "other_config": {}},
+            "OpaqueRef:tmpl0": {"VM": "OpaqueRef:tmpl", "device": "0",
+                                "network": "OpaqueRef:net", "other_config": {}}}
+    return PoolRecords(pool, hosts, networks, pifs, vms, vifs)
+
+
+# -- building ------------------------------------------------------------------
+
+def test_build_lists_this_hosts_pifs_and_every_vif_in_the_pool():
+    data = cache.build(_records(), HOST_A, generated_at="2024-01-01T00:00:00Z")
+    assert data["format"] == cache.FORMAT
+    assert data["host"] == {"uuid": "host-a-uuid", "name": "xs1"}
+    assert data["policy"]["pool"] == {"vif": "all-off", "pif": "tx-off",
+                                      "tags": {"bsd": "tx-off"}}
+    assert sorted(data["pifs"]) == ["eth0", "eth0.100", "eth1"]
+    assert data["pifs"]["eth0"]["features"] == {"tx": "off"}
+    assert data["pifs"]["eth0"]["source"] == "pool"
+    # the VM is resident on host B but may start here later: listed anyway
+    assert sorted(data["vifs"]) == [BSD_UUID + "/0", VM_UUID + "/0",
+                                    VM_UUID + "/1"]
+    assert data["vifs"][VM_UUID + "/0"] == {
+        "features": ALL_OFF, "source": "pool", "policy": "all-off",
+        "sources": dict((f, "pool") for f in ALL_OFF), "vm": "web 01"}
+    assert data["vifs"][BSD_UUID + "/0"]["features"] == {"tx": "off"}
+    assert data["vifs"][BSD_UUID + "/0"]["source"] == "tag:bsd"
+
+
+def test_build_keeps_explicit_keys_and_leaves_opt_outs_out():
+    data = cache.build(_records(), HOST_A)
+    assert data["pifs"]["eth1"]["features"] == {"tx": "on"}
+    assert data["pifs"]["eth1"]["sources"] == {"tx": "explicit"}
+    vif1 = data["vifs"][VM_UUID + "/1"]
+    assert vif1["features"]["gso"] == "on"
+    assert vif1["sources"]["gso"] == "explicit"
+    assert OPT_OUT_UUID + "/0" not in data["vifs"]
+
+
+def test_build_for_a_host_whose_pif_policy_is_none_lists_no_pifs():
+    data = cache.build(_records(), HOST_B)
+    assert data["pifs"] == {}
+    assert data["policy"]["host"] == {"pif": "none"}
+    assert len(data["vifs"]) == 3
+
+
+# -- writing -------------------------------------------------------------------
+
+def _sample(pifs=None, vifs=None, generated_at="2024-01-01T00:00:00Z"):
+    return {"format": cache.FORMAT, "generated_at": generated_at,
+            "host": {"uuid": "h", "name": "xs1"}, "policy": {},
+            "pifs": pifs if pifs is not None else {
+                "eth0": {"features": {"tx": "off"}, "source": "pool"}},
+            "vifs": vifs if vifs is not None else {
+                VM_UUID + "/0": {"features": ALL_OFF, "source": "pool",
+                                 "vm": "web 01"}}}
+
+
+def test_write_is_root_only_and_leaves_no_temp_files(tmp_path):
+    directory = str(tmp_path / "state")
+    assert cache.write(_sample(), directory) is True
+    assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+    path = cache.cache_path(directory)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert sorted(os.listdir(directory)) == ["cache.json", "pif"]
+    with open(path) as handle:
+        assert json.load(handle) == _sample()
+
+
+def test_write_with_same_content_keeps_the_file(tmp_path):
+    directory = str(tmp_path)
+    cache.write(_sample(), directory)
+    before = os.stat(cache.cache_path(directory))
+    assert cache.write(_sample(generated_at="2030-01-01T00:00:00Z"),
+                       directory) is False
+    after = os.stat(cache.cache_path(directory))
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert cache.load(directory).generated_at == "2024-01-01T00:00:00Z"
+
+
+def test_failed_write_keeps_the_old_cache(tmp_path, mocker):
+    directory = str(tmp_path)
+    cache.write(_sample(), directory)
+    mocker.patch("netoffload.cache.os.rename", autospec=True,
+                 side_effect=OSError(28, "No space left on device"))
+    with pytest.raises(OSError):
+        cache.write(_sample(pifs={}), directory)
+    assert cache.load(directory).data == _sample()
+    assert sorted(os.listdir(directory)) == ["cache.json", "pif"]
+
+
+def test_pif_markers_follow_the_cache(tmp_path):
+    directory = str(tmp_path)
+    cache.write(_sample(pifs={"eth0": {"features": {"tx": "off"}},
+                              "bond0": {"features": {"tx": "off"}}}), directory)
+    assert sorted(os.listdir(os.path.join(directory, "pif"))) == ["bond0", "eth0"]
+    cache.write(_sample(pifs={"eth1": {"features": {"tx": "off"}},
+                              "../evil": {"features": {"tx": "off"}}}), directory)
+    assert os.listdir(os.path.join(directory, "pif")) == ["eth1"]
+    assert not os.path.exists(os.path.join(str(tmp_path.parent), "evil"))
+
+
+# -- reading -------------------------------------------------------------------
+
+@pytest.mark.parametrize("content, message", [
+    (None, "cannot be read"),
+    ("", "corrupt"),
+    ('{"format": 1, "pifs": {}, "vifs": ', "corrupt"),
+    ("[]", "unknown format"),
+    ('{"format": 2, "pifs": {}, "vifs": {}}', "unknown format"),
+    ('{"format": 1, "pifs": {}}', "no vifs section"),
+    ('{"format": 1, "pifs": [], "vifs": {}}', "no pifs section"),
+], ids=["missing", "empty", "truncated", "not-an-object", "future-format",
+        "no-vifs", "pifs-not-a-map"])
+def test_unusable_caches_are_refused(tmp_path, content, message):
+    if content is not None:
+        (tmp_path / "cache.json").write_text(content)
+    with pytest.raises(cache.CacheUnusable) as info:
+        cache.load(str(tmp_path))
+    assert message in info.value.message
+
+
+def test_lookups(tmp_path):
+    cache.write(_sample(), str(tmp_path))
+    loaded = cache.load(str(tmp_path))
+    assert loaded.host_uuid == "h"
+    assert loaded.pif("eth0")[0] == {"tx": "off"}
+    assert loaded.pif("eth9") == (None, None)
+    features, entry = loaded.vif(VM_UUID.upper(), 0)
+    assert features == ALL_OFF and entry["vm"] == "web 01"
+    assert loaded.vif(VM_UUID, "1") == (None, None)
+    assert loaded.vif("not-a-uuid", "0") == (None, None)
+    assert loaded.vif(VM_UUID, "0; rm") == (None, None)
+
+
+@pytest.mark.parametrize("features", [
+    {"tx": "maybe"}, {"txx": "off"}, {}, "off", None,
+], ids=["bad-value", "bad-feature", "empty", "not-a-map", "null"])
+def test_a_corrupt_entry_is_refused_on_lookup(tmp_path, features):
+    cache.write(_sample(pifs={"eth0": {"features": features}}), str(tmp_path))
+    loaded = cache.load(str(tmp_path))
+    with pytest.raises(cache.CacheUnusable):
+        loaded.pif("eth0")
+    assert loaded.vif(VM_UUID, 0)[0] == ALL_OFF

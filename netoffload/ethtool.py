@@ -42,6 +42,15 @@ FAILED = "failed"
 WOULD_CHANGE = "would-change"  # dry runs only
 
 
+def check_device(name):
+    """validate_device, plus a refusal of the trailing newline its `$`
+    lets through."""
+    validate_device(name)
+    if name.endswith("\n"):
+        raise BadArgument("invalid device name %r" % name)
+    return name
+
+
 def _onoff(active):
     return F.ON if active else F.OFF
 
@@ -183,7 +192,7 @@ def _from_raw(device, raw):
 
 def read_features_ethtool(device):
     """Read through the ethtool binary (one process)."""
-    validate_device(device)
+    check_device(device)
     result = proc.run([ETHTOOL, "-k", device], timeout=READ_TIMEOUT)
     if result.returncode != 0:
         raise DeviceError("cannot read features of %s: %s" % (
@@ -211,7 +220,7 @@ class Reader(object):
         return self._ioctl
 
     def read(self, device):
-        validate_device(device)
+        check_device(device)
         reader = self._reader()
         if reader is not None:
             from netoffload.ethtool_ioctl import FALLBACK_ERRNOS
@@ -279,6 +288,14 @@ def check_wanted(wanted):
     return result
 
 
+def _held_by_kernel(current, short, value):
+    want = value == F.ON
+    bits = [current.kernel[n]
+            for n in F.kernel_bits_for(short, list(current.kernel))]
+    changeable = [b for b in bits if not b.fixed]
+    return bool(changeable) and all(b.requested is want for b in changeable)
+
+
 def plan(current, wanted):
     """({short: value} to change, {short: status}) without touching anything.
 
@@ -297,17 +314,30 @@ def plan(current, wanted):
             status[short] = UNCHANGED
         elif state.fixed:
             status[short] = FIXED
+        elif _held_by_kernel(current, short, wanted[short]):
+            # Already requested, yet the kernel keeps it (a dependency, or
+            # macvlan following its lower device): another -K changes nothing.
+            status[short] = FAILED
         else:
             status[short] = WOULD_CHANGE
             to_change[short] = wanted[short]
     return to_change, status
 
 
+def _held_errors(status):
+    held = sorted(s for s, st in status.items() if st == FAILED)
+    if not held:
+        return []
+    return ["the kernel keeps %s as it is although the change is requested"
+            % ", ".join(held)]
+
+
 class ApplyResult(object):
     """What apply_features did to one device."""
 
     def __init__(self, device, features, before, after, ran_command=False,
-                 command=None, forced=None, errors=None, dry_run=False):
+                 command=None, forced=None, errors=None, dry_run=False,
+                 forced_bits=None):
         self.device = device
         self.features = features      # {short: status}
         self.before = before          # {short: on|off}
@@ -317,6 +347,7 @@ class ApplyResult(object):
         self.forced = forced or {}    # {short: new value}
         self.errors = errors or []
         self.dry_run = dry_run
+        self.forced_bits = forced_bits or {}  # {kernel bit: new value}
 
     @property
     def ok(self):
@@ -331,7 +362,9 @@ class ApplyResult(object):
         """A JSON-ready dict."""
         return {"device": self.device, "features": dict(self.features),
                 "before": dict(self.before), "after": dict(self.after),
-                "forced": dict(self.forced), "ran_command": self.ran_command,
+                "forced": dict(self.forced),
+                "forced_bits": dict(self.forced_bits),
+                "ran_command": self.ran_command,
                 "command": self.command, "errors": list(self.errors),
                 "dry_run": self.dry_run, "ok": self.ok}
 
@@ -345,7 +378,7 @@ def apply_features(device, wanted, dry_run=False, reader=None):
     Raises BadArgument for a bad name or wish (before anything runs) and
     DeviceError if the device is missing.
     """
-    validate_device(device)
+    check_device(device)
     wanted = check_wanted(wanted)
     own_reader = reader is None
     reader = reader or Reader()
@@ -355,16 +388,17 @@ def apply_features(device, wanted, dry_run=False, reader=None):
         to_change, status = plan(current, wanted)
         if dry_run or not to_change:
             return ApplyResult(device, status, before, dict(before),
-                               dry_run=dry_run)
+                               dry_run=dry_run, errors=_held_errors(status))
         argv = [ETHTOOL, "-K", device]
         for short, value in to_change.items():
             argv += [short, value]
-        errors = []
+        errors = _held_errors(status)
         done = proc.run(argv, timeout=APPLY_TIMEOUT)
         if done.returncode not in (0, EXIT_NOTHING_CHANGED):
             errors.append("ethtool -K exit %d: %s" % (
                 done.returncode, done.stderr.strip()))
-        after = reader.read(device).as_onoff()
+        reread = reader.read(device)
+        after = reread.as_onoff()
     finally:
         if own_reader:
             reader.close()
@@ -380,13 +414,23 @@ def apply_features(device, wanted, dry_run=False, reader=None):
         else:
             status[short] = FORCED
             forced[short] = after[short]
+    # Kernel bits outside the groups we asked for that moved anyway: on
+    # 6.x `tx off` drops the tcp bits but leaves tx-tcp-accecn-segmentation,
+    # so ethtool (and we) still show tso on; the bits tell the full story.
+    forced_bits = dict(
+        (name, _onoff(state.active)) for name, state in reread.kernel.items()
+        if name in current.kernel
+        and current.kernel[name].active != state.active
+        and F.short_for_kernel_bit(name) not in to_change)
     failed = [s for s, st in status.items() if st == FAILED]
     if failed:
         errors.append("%s did not change: %s" % (device, ", ".join(failed)))
         get_logger().warning("%s: could not set %s", device, ", ".join(
-            "%s %s" % (s, to_change[s]) for s in failed))
-    if forced:
+            "%s %s" % (s, wanted[s]) for s in failed))
+    if forced or forced_bits:
         get_logger().info("%s: turned %s as a dependency", device, ", ".join(
-            "%s %s" % item for item in sorted(forced.items())))
+            "%s %s" % item for item in sorted(forced.items())
+            + sorted(forced_bits.items())))
     return ApplyResult(device, status, before, after, ran_command=True,
-                       command=argv, forced=forced, errors=errors)
+                       command=argv, forced=forced, errors=errors,
+                       forced_bits=forced_bits)

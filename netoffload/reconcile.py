@@ -1,0 +1,483 @@
+"""Plan and apply: database keys (pool-wide) and live devices (this host).
+
+Data flows one way: records -> resolution (resolve.py) -> a plan per object
+-> writes -> bookkeeping that revert uses.
+
+Bookkeeping on each VIF/PIF the pack wrote to (the watcher relies on it):
+- `netoffload-managed`: comma-separated sorted short names whose
+  `ethtool-<f>` key the pack wrote, e.g. `gso,rx,sg,tso,tx,ufo`;
+- `netoffload-saved`: compact JSON, short name -> the key's prior value
+  string, or null when it was absent, e.g. `{"sg":null,"tx":"true"}`.
+An `ethtool-<f>` key not listed in managed is explicit (someone else's) and
+is never touched unless `force=True`, which saves it first. When the policy
+stops covering a managed feature the saved value is restored and the feature
+un-managed; when nothing is managed both bookkeeping keys go.
+
+Write order keeps a crash harmless: bookkeeping that grows is written before
+the ethtool keys, bookkeeping that shrinks after them.
+
+Interfaces:
+- `select(records, spec, host_ref, pool_wide)` -> `Selection` (target
+  parsing: ALL, vm=, tag=, network=, pif=; NotFound / Ambiguous);
+- `plan_db(records, targets, force=False)` -> [ObjectPlan] (targets: VIF
+  and/or PIF refs);
+- `plan_revert(records, targets)` -> [ObjectPlan] restoring everything managed;
+- `apply_db(xapi, plans)` -> [dict] per object (a lost race re-reads the
+  object and re-plans it; a vanished object is reported "gone");
+- `local_devices(records, host_ref, targets=None)` -> [LocalDevice];
+- `enforce_live(records, host_ref, store, targets=None, dry_run=False)` and
+  `revert_live(records, host_ref, store, targets=None)` -> [dict] per device;
+- `device_status(records, host_ref, targets=None)` -> [dict] per device.
+"""
+import json
+
+from netoffload import ethtool
+from netoffload import resolve as R
+from netoffload.errors import Ambiguous, DeviceError, NotFound, XapiError
+from netoffload.features import FEATURES, VIF_XAPI_FEATURES, value_or_none
+from netoffload.log import get_logger
+from netoffload.xapi import LostRace, ObjectGone
+
+MAX_RACE_RETRIES = 3
+
+
+# -- target selection ---------------------------------------------------------
+
+class Selection(object):
+    """The objects a target names: VIF refs, PIF refs, and what it was."""
+
+    def __init__(self, kind, value, vifs=(), pifs=(), object_ref=None):
+        self.kind = kind          # "all" | "vm" | "tag" | "network" | "pif"
+        self.value = value
+        self.vifs = list(vifs)
+        self.pifs = list(pifs)
+        self.object_ref = object_ref  # the VM or network ref, if one
+
+    @property
+    def refs(self):
+        return self.vifs + self.pifs
+
+    def to_json(self):
+        return {"kind": self.kind, "value": self.value,
+                "vifs": len(self.vifs), "pifs": len(self.pifs)}
+
+
+def find_by_name_or_uuid(table, value, what, eligible=None):
+    """The ref whose uuid or name_label is `value`; NotFound / Ambiguous."""
+    candidates = [ref for ref, rec in table.items()
+                  if eligible is None or eligible(rec)]
+    for ref in candidates:
+        if table[ref].get("uuid") == value:
+            return ref
+    matches = sorted((ref for ref in candidates
+                      if table[ref].get("name_label") == value),
+                     key=lambda r: table[r].get("uuid", ""))
+    if not matches:
+        raise NotFound("no %s has the name-label or uuid %r" % (what, value),
+                       value)
+    if len(matches) > 1:
+        raise Ambiguous("%d %ss are named %r; use a uuid" % (
+            len(matches), what, value), *[table[r].get("uuid") for r in matches])
+    return matches[0]
+
+
+def select(records, spec, host_ref=None, pool_wide=False):
+    """Selection for a target spec (kind, value) from api.parse_target.
+
+    pif=DEV names the PIFs with that device on this host, or on every host
+    when pool_wide.
+    """
+    kind, value = spec
+    vifs = R.eligible_vifs(records)
+    if kind == "all":
+        return Selection(kind, value, vifs, sorted(records.pifs))
+    if kind == "vm":
+        vm_ref = find_by_name_or_uuid(records.vms, value, "VM",
+                                      R.is_eligible_vm)
+        return Selection(kind, value, records.vifs_of_vm(vm_ref),
+                         object_ref=vm_ref)
+    if kind == "tag":
+        tagged = set(ref for ref, vm in records.vms.items()
+                     if R.is_eligible_vm(vm) and value in (vm.get("tags") or []))
+        return Selection(kind, value, [v for v in vifs
+                                       if records.vifs[v].get("VM") in tagged])
+    if kind == "network":
+        net_ref = find_by_name_or_uuid(records.networks, value, "network")
+        return Selection(kind, value, [v for v in vifs if records.vifs[v].get(
+            "network") == net_ref], object_ref=net_ref)
+    if kind == "pif":
+        pifs = sorted(ref for ref, pif in records.pifs.items()
+                      if pif.get("device") == value
+                      and (pool_wide or pif.get("host") == host_ref))
+        if not pifs:
+            raise NotFound("no PIF with device %r%s" % (
+                value, "" if pool_wide else " on this host"), value)
+        return Selection(kind, value, pifs=pifs)
+    raise NotFound("unknown target kind %r" % kind)
+
+
+# -- planning the database ------------------------------------------------------
+
+class ObjectPlan(object):
+    """What to write on one VIF or PIF, in order, and what it leads to."""
+
+    def __init__(self, cls, ref, record, label, resolution, writes, final,
+                 force=False):
+        self.cls = cls
+        self.force = force
+        self.current = dict(record.get("other_config") or {})
+        self.ref = ref
+        self.uuid = record.get("uuid", "")
+        self.label = label
+        self.resolution = resolution
+        self.writes = writes      # [(key, value or None, expected)]
+        self.final = final        # other_config after the writes
+
+    @property
+    def changes(self):
+        return bool(self.writes)
+
+    @property
+    def live_only(self):
+        """gro/lro wishes on a VIF: xapi drops these keys; enforced live."""
+        if self.cls != "VIF":
+            return {}
+        return dict((f, v) for f, v in self.resolution.features.items()
+                    if f not in VIF_XAPI_FEATURES)
+
+    def _reapplied(self, config):
+        keys = VIF_XAPI_FEATURES if self.cls == "VIF" else FEATURES
+        return all(value_or_none(config.get(R.ETHTOOL_PREFIX + f)) == v
+                   for f, v in self.resolution.features.items() if f in keys)
+
+    @property
+    def reapplied_at_plug(self):
+        """After the writes, would xapi apply every desired key at plug?"""
+        return self._reapplied(self.final)
+
+    @property
+    def reapplied_now(self):
+        """With the keys as they are now, would xapi apply them at plug?"""
+        return self._reapplied(self.current)
+
+    def to_json(self):
+        return {"class": self.cls, "uuid": self.uuid, "label": self.label,
+                "writes": [[k, v] for k, v, _ in self.writes],
+                "policy": self.resolution.policy,
+                "level": self.resolution.level,
+                "desired": dict(self.resolution.features),
+                "sources": dict(self.resolution.sources),
+                "live_only": self.live_only,
+                "reapplied_at_plug": self.reapplied_at_plug,
+                "policy_error": self.resolution.error}
+
+
+def _bookkeeping(managed, saved):
+    if not managed:
+        return None, None
+    return (R.format_managed(managed),
+            R.format_saved(dict((f, saved.get(f)) for f in managed)))
+
+
+def plan_object(cls, ref, record, label, resolution, force=False):
+    """The ordered writes that bring one object's keys to `resolution`."""
+    config = dict(record.get("other_config") or {})
+    keys = VIF_XAPI_FEATURES if cls == "VIF" else FEATURES
+    managed = R.parse_managed(config.get(R.KEY_MANAGED))
+    saved = R.parse_saved(config.get(R.KEY_SAVED))
+    new_managed = set(managed)
+    new_saved = dict((f, saved.get(f)) for f in managed)
+    key_writes = []
+    for feature in keys:
+        key = R.ETHTOOL_PREFIX + feature
+        current = config.get(key)
+        source = resolution.sources.get(feature)
+        wanted = resolution.features.get(feature) \
+            if source not in (None, "explicit") else None
+        if feature in managed:
+            if wanted is None:
+                prior = saved.get(feature)
+                if current != prior:
+                    key_writes.append((key, prior))
+                new_managed.discard(feature)
+                new_saved.pop(feature, None)
+            elif current != wanted:
+                key_writes.append((key, wanted))
+        elif wanted is not None and value_or_none(current) != wanted:
+            if current is not None and not force:
+                continue  # explicit: resolution already let it win
+            new_managed.add(feature)
+            new_saved[feature] = current
+            key_writes.append((key, wanted))
+    old_book = (config.get(R.KEY_MANAGED), config.get(R.KEY_SAVED))
+    grown_saved = dict((f, saved.get(f)) for f in managed)
+    grown_saved.update(new_saved)
+    grown_book = _bookkeeping(managed | new_managed, grown_saved)
+    final_book = _bookkeeping(new_managed, new_saved)
+    ordered = []
+    if grown_book != old_book and (managed | new_managed) != managed:
+        ordered += list(zip((R.KEY_MANAGED, R.KEY_SAVED), grown_book))
+        old_book = grown_book
+    ordered += key_writes
+    if final_book != old_book:
+        ordered += list(zip((R.KEY_MANAGED, R.KEY_SAVED), final_book))
+    writes = []
+    for key, value in ordered:
+        expected = config.get(key)
+        if expected == value:
+            continue
+        writes.append((key, value, expected))
+        if value is None:
+            config.pop(key, None)
+        else:
+            config[key] = value
+    return ObjectPlan(cls, ref, record, label, resolution, writes, config,
+                      force)
+
+
+def _plan_ref(records, ref, force=False, revert=False):
+    if ref in records.vifs:
+        cls, record, label = "VIF", records.vifs[ref], records.vif_label(ref)
+        resolution = R.resolve_vif(records, ref, force) if not revert else None
+    elif ref in records.pifs:
+        cls, record, label = "PIF", records.pifs[ref], records.pif_label(ref)
+        resolution = R.resolve_pif(records, ref, force) if not revert else None
+    else:
+        raise NotFound("no VIF or PIF %s" % ref, ref)
+    if resolution is None:  # revert: nothing is desired any more
+        resolution = R.Resolution()
+        resolution.explicit = R.explicit_keys(record.get("other_config") or {})
+    return plan_object(cls, ref, record, label, resolution, force)
+
+
+def plan_db(records, targets, force=False):
+    """[ObjectPlan] for the given VIF/PIF refs (unchanged objects included)."""
+    return [_plan_ref(records, ref, force) for ref in targets]
+
+
+def plan_revert(records, targets):
+    """[ObjectPlan] restoring every managed key of the given refs."""
+    return [_plan_ref(records, ref, revert=True) for ref in targets]
+
+
+# -- applying to the database ---------------------------------------------------
+
+def _replan(plan, fresh_config):
+    record = {"uuid": plan.uuid, "other_config": fresh_config}
+    resolution = R.rederive(plan.resolution, fresh_config, plan.force)
+    return plan_object(plan.cls, plan.ref, record, plan.label, resolution,
+                       plan.force)
+
+
+def _apply_one(xapi, plan):
+    result = {"class": plan.cls, "uuid": plan.uuid, "label": plan.label,
+              "written": [], "status": "unchanged"}
+    for _attempt in range(MAX_RACE_RETRIES):
+        try:
+            for key, value, expected in plan.writes:
+                xapi.set_other_config_key(plan.cls, plan.ref, key, value,
+                                          expected)
+                result["written"].append([key, value])
+                result["status"] = "changed"
+            break
+        except LostRace as race:
+            get_logger().info("%s %s: lost a race on other_config; re-planning",
+                              plan.cls, plan.uuid)
+            plan = _replan(plan, race.other_config)
+        except ObjectGone:
+            result["status"] = "gone"
+            return result
+        except XapiError as err:
+            result["status"] = "failed"
+            result["error"] = [err.message] + err.params
+            return result
+    else:
+        result["status"] = "failed"
+        result["error"] = ["lost %d races in a row" % MAX_RACE_RETRIES]
+        return result
+    result["live_only"] = plan.live_only
+    result["reapplied_at_plug"] = plan.reapplied_at_plug
+    result["desired"] = dict(plan.resolution.features)
+    return result
+
+
+def apply_db(xapi, plans):
+    """Carry out plans; [dict] per object with status changed / unchanged /
+    gone / failed, the keys written, live-only wishes, reapplied_at_plug."""
+    return [_apply_one(xapi, plan) for plan in plans]
+
+
+# -- live devices on this host -------------------------------------------------
+
+class LocalDevice(object):
+    def __init__(self, device, kind, ref, resolution, vm=None):
+        self.device = device
+        self.kind = kind          # "pif" | "vif" | "tap"
+        self.ref = ref            # the PIF or VIF ref
+        self.resolution = resolution
+        self.vm = vm              # {"uuid", "name_label"} for guest devices
+
+
+def _pif_device(pif):
+    vlan = R.as_int(pif.get("VLAN"))
+    device = pif.get("device") or ""
+    return "%s.%d" % (device, vlan) if vlan >= 0 else device
+
+
+def local_devices(records, host_ref, targets=None):
+    """This host's PIF devices and the vif/tap devices of its running VMs."""
+    wanted = None if targets is None else set(targets)
+    result = []
+    for ref in records.pifs_of_host(host_ref):
+        if wanted is None or ref in wanted:
+            result.append(LocalDevice(_pif_device(records.pifs[ref]), "pif",
+                                      ref, R.resolve_pif(records, ref)))
+    for vm_ref in R.eligible_vms(records):
+        vm = records.vms[vm_ref]
+        if vm.get("resident_on") != host_ref or \
+                vm.get("power_state") not in ("Running", "Paused"):
+            continue
+        domid = R.as_int(vm.get("domid"))
+        if domid <= 0:
+            continue
+        for vif_ref in records.vifs_of_vm(vm_ref):
+            if wanted is not None and vif_ref not in wanted:
+                continue
+            devid = R.as_int(records.vifs[vif_ref].get("device"))
+            if devid < 0:
+                continue
+            resolution = R.resolve_vif(records, vif_ref)
+            for kind in ("vif", "tap"):
+                result.append(LocalDevice(
+                    "%s%d.%d" % (kind, domid, devid), kind, vif_ref, resolution,
+                    {"uuid": vm.get("uuid"), "name_label": vm.get("name_label")}))
+    return result
+
+
+def _device_entry(local):
+    entry = {"device": local.device, "kind": local.kind,
+             "desired": dict(local.resolution.features),
+             "policy": local.resolution.policy,
+             "level": local.resolution.level}
+    if local.vm:
+        entry["vm"] = local.vm
+    return entry
+
+
+def enforce_live(records, host_ref, store, targets=None, dry_run=False):
+    """Apply each local device's desired features (LiveStateStore.apply).
+
+    Devices no policy covers any more get their recorded state restored.
+    """
+    present = set(ethtool.list_devices())
+    recorded = store.recorded()
+    results = []
+    for local in local_devices(records, host_ref, targets):
+        if local.device not in present:
+            continue
+        entry = _device_entry(local)
+        desired = local.resolution.features
+        try:
+            if desired and dry_run:
+                entry.update(ethtool.apply_features(
+                    local.device, desired, dry_run=True).to_json())
+                entry["action"] = "plan"
+            elif desired:
+                entry.update(store.apply(local.device, desired).to_json())
+                entry["action"] = "apply"
+            elif local.device in recorded and not dry_run:
+                entry.update(store.restore(local.device).to_json())
+                entry["action"] = "restore"
+            else:
+                entry["action"] = "none"
+        except DeviceError as err:
+            entry["action"] = "failed"
+            entry["ok"] = False
+            entry["errors"] = [err.message]
+        results.append(entry)
+    return results
+
+
+def revert_live(records, host_ref, store, targets=None):
+    """Restore recorded live state: of the targets' devices, or (targets
+    None) of every device recorded on this host, known to xapi or not."""
+    recorded = store.recorded()
+    present = set(ethtool.list_devices())
+    if targets is None:
+        devices = [(dev, {"device": dev, "kind": _kind_of(dev)})
+                   for dev in sorted(recorded)]
+    else:
+        devices = [(d.device, _device_entry(d))
+                   for d in local_devices(records, host_ref, targets)
+                   if d.device in recorded]
+    results = []
+    for device, entry in devices:
+        if device not in present:
+            entry["action"] = "absent"
+            results.append(entry)
+            continue
+        try:
+            entry.update(store.restore(device).to_json())
+            entry["action"] = "restore"
+        except DeviceError as err:
+            entry["action"] = "failed"
+            entry["ok"] = False
+            entry["errors"] = [err.message]
+        results.append(entry)
+    return results
+
+
+def _kind_of(device):
+    for kind in ("vif", "tap"):
+        if device.startswith(kind) and device[len(kind):][:1].isdigit():
+            return kind
+    return "pif"
+
+
+def device_status(records, host_ref, targets=None, plans=None):
+    """Per local device: live vs desired, compliance, db state (VIFs)."""
+    present = set(ethtool.list_devices())
+    locals_ = [d for d in local_devices(records, host_ref, targets)
+               if d.device in present]
+    live = ethtool.read_many([d.device for d in locals_])
+    db_plans = dict((p.ref, p) for p in (plans or []))
+    results = []
+    for local in locals_:
+        entry = _device_entry(local)
+        features = live.get(local.device)
+        if features is None:
+            entry["live"] = {}
+            entry["compliant"] = False
+            entry["error"] = "device vanished while reading"
+            results.append(entry)
+            continue
+        entry["live"] = features.as_onoff()
+        unsupported = sorted(f for f in entry["desired"]
+                             if not features.present(f))
+        fixed = sorted(f for f, v in entry["desired"].items()
+                       if features.present(f) and features.features[f].fixed
+                       and entry["live"][f] != v)
+        differ = sorted(f for f, v in entry["desired"].items()
+                        if features.present(f) and entry["live"][f] != v
+                        and f not in fixed)
+        entry["compliant"] = not differ
+        entry["differs"] = differ
+        entry["fixed"] = fixed
+        entry["unsupported"] = unsupported
+        plan = db_plans.get(local.ref)
+        if plan is not None:
+            entry["db_compliant"] = not plan.changes
+            entry["reapplied_at_plug"] = plan.reapplied_now
+        results.append(entry)
+    return results
+
+
+def saved_summary(plans):
+    """A compact JSON summary of plans (carried by CONFIRM_REQUIRED)."""
+    changing = [p for p in plans if p.changes]
+    return json.dumps({
+        "objects": len(plans), "changing": len(changing),
+        "keys": sum(len(p.writes) for p in changing),
+        "plan": [{"class": p.cls, "uuid": p.uuid, "label": p.label,
+                  "writes": dict((k, v) for k, v, _ in p.writes)}
+                 for p in changing]}, sort_keys=True, separators=(",", ":"))

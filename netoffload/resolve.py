@@ -1,0 +1,336 @@
+"""Policy resolution (DESIGN section 3): records -> desired features. Pure.
+
+Input is a `PoolRecords`: the dicts ref -> record exactly as XenAPI's
+`get_all_records` returns them. Output is a `Resolution` per VIF or PIF:
+
+- `.features` {short: "on"|"off"}: the full desired state (all eight for
+  VIFs too: gro/lro are enforced live only), explicit keys included;
+- `.sources` {short: "explicit" | "force" | "vm" | "tag:<t>" | "network" |
+  "pool" | "host"}: where each feature came from;
+- `.policy_features`: what the winning policy level asks for;
+- `.explicit` {short: value}: `ethtool-<f>` keys the pack did not write
+  (value "on"/"off", or the raw string when xapi would ignore it);
+- `.policy` (canonical text or None), `.level` ("vm", "tag:<t>", "network",
+  "pool", "host" or None), `.error` (a broken policy string, or None).
+
+Precedence, first match wins:
+  VIF: explicit key on the VIF (per feature) -> VM `netoffload-vif` -> the
+       first of the VM's tags in sorted order with a pool
+       `netoffload-tag:<tag>` -> network `netoffload-vif` -> pool
+       `netoffload-vif`.
+  PIF: explicit key -> host `netoffload-pif` -> pool `netoffload-pif`.
+
+A policy level is taken whole: the first level holding a policy key decides
+every feature it names; later levels are not merged in. `none` at a level
+is an opt-out: it stops the search, so nothing below applies to that
+object, and features the pack wrote earlier are restored at the next apply.
+A policy string that does not parse is treated like `none` (change nothing)
+and reported in `.error`: a typo must never turn into "all off".
+With `force=True` the policy also beats explicit keys (source "force").
+"""
+import json
+
+from netoffload.errors import BadArgument
+from netoffload.features import FEATURES, value_or_none
+from netoffload.policy import parse_policy
+
+KEY_VIF = "netoffload-vif"
+KEY_PIF = "netoffload-pif"
+TAG_PREFIX = "netoffload-tag:"
+KEY_MANAGED = "netoffload-managed"
+KEY_SAVED = "netoffload-saved"
+ETHTOOL_PREFIX = "ethtool-"
+
+
+def as_int(value, default=-1):
+    """xapi sends int fields as strings ("-1"); accept both."""
+    try:
+        return int(str(value), 10)
+    except (TypeError, ValueError):
+        return default
+
+
+def parse_managed(text):
+    """`netoffload-managed` -> set of short names (unknown names dropped)."""
+    if not text:
+        return set()
+    return set(name.strip() for name in text.split(",")
+               if name.strip() in FEATURES)
+
+
+def format_managed(names):
+    return ",".join(sorted(names))
+
+
+def parse_saved(text):
+    """`netoffload-saved` -> {short: prior value string or None}."""
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return dict((k, v) for k, v in data.items()
+                if k in FEATURES and (v is None or isinstance(v, str)))
+
+
+def format_saved(saved):
+    return json.dumps(saved, sort_keys=True, separators=(",", ":"))
+
+
+def explicit_keys(other_config):
+    """{short: value} for ethtool-* keys the pack did not write."""
+    managed = parse_managed(other_config.get(KEY_MANAGED))
+    result = {}
+    for feature in FEATURES:
+        raw = other_config.get(ETHTOOL_PREFIX + feature)
+        if raw is not None and feature not in managed:
+            result[feature] = value_or_none(raw) or raw
+    return result
+
+
+class Resolution(object):
+    __slots__ = ("features", "sources", "policy_features", "explicit",
+                 "policy", "level", "error")
+
+    def __init__(self):
+        self.features = {}
+        self.sources = {}
+        self.policy_features = {}
+        self.explicit = {}
+        self.policy = None
+        self.level = None
+        self.error = None
+
+    def to_json(self):
+        return {"features": dict(self.features), "sources": dict(self.sources),
+                "policy": self.policy, "level": self.level,
+                "explicit": dict(self.explicit), "error": self.error}
+
+    def __repr__(self):
+        return "Resolution(%r from %r, features=%r)" % (
+            self.policy, self.level, self.features)
+
+
+class PoolRecords(object):
+    """All records of one pool snapshot, with lookups."""
+
+    def __init__(self, pool, hosts, networks, pifs, vms, vifs,
+                 host_metrics=None):
+        self.pool = pool or {}
+        self.hosts = hosts or {}
+        self.networks = networks or {}
+        self.pifs = pifs or {}
+        self.vms = vms or {}
+        self.vifs = vifs or {}
+        # None: unknown (no host_metrics class); treat enabled hosts as live.
+        self.host_metrics = host_metrics
+
+    # -- the pool ----------------------------------------------------------------
+    @property
+    def pool_ref(self):
+        return next(iter(sorted(self.pool)), None)
+
+    @property
+    def pool_record(self):
+        ref = self.pool_ref
+        return self.pool[ref] if ref else {}
+
+    @property
+    def pool_other_config(self):
+        return self.pool_record.get("other_config") or {}
+
+    def copy(self):
+        """A copy deep enough to edit other_config maps in place."""
+        def dup(table):
+            return dict((ref, dict(rec, other_config=dict(
+                rec.get("other_config") or {}))) for ref, rec in table.items())
+        return PoolRecords(dup(self.pool), dup(self.hosts), dup(self.networks),
+                           dup(self.pifs), dup(self.vms), dup(self.vifs),
+                           self.host_metrics)
+
+    def table(self, cls):
+        return {"pool": self.pool, "host": self.hosts,
+                "network": self.networks, "PIF": self.pifs, "VM": self.vms,
+                "VIF": self.vifs}[cls]
+
+    # -- lookups -----------------------------------------------------------------
+    def host_is_live(self, host_ref):
+        host = self.hosts.get(host_ref) or {}
+        if host.get("enabled") is False:
+            return False
+        if self.host_metrics is None:
+            return True
+        metrics = self.host_metrics.get(host.get("metrics"))
+        return bool(metrics and metrics.get("live"))
+
+    def host_by_uuid(self, uuid):
+        for ref, rec in self.hosts.items():
+            if rec.get("uuid") == uuid:
+                return ref
+        return None
+
+    def vifs_of_vm(self, vm_ref):
+        return sorted((ref for ref, rec in self.vifs.items()
+                       if rec.get("VM") == vm_ref),
+                      key=lambda r: as_int(self.vifs[r].get("device"), 0))
+
+    def pifs_of_host(self, host_ref):
+        return sorted((ref for ref, rec in self.pifs.items()
+                       if rec.get("host") == host_ref),
+                      key=lambda r: (self.pifs[r].get("device", ""),
+                                     as_int(self.pifs[r].get("VLAN"))))
+
+    def vif_label(self, vif_ref):
+        vif = self.vifs.get(vif_ref) or {}
+        vm = self.vms.get(vif.get("VM")) or {}
+        return "%s/vif%s" % (vm.get("name_label", "?"), vif.get("device", "?"))
+
+    def pif_label(self, pif_ref):
+        pif = self.pifs.get(pif_ref) or {}
+        host = self.hosts.get(pif.get("host")) or {}
+        device = pif.get("device", "?")
+        vlan = as_int(pif.get("VLAN"))
+        if vlan >= 0:
+            device = "%s.%d" % (device, vlan)
+        return "%s/%s" % (host.get("name_label", "?"), device)
+
+
+def is_eligible_vm(vm):
+    return not (vm.get("is_a_template") or vm.get("is_a_snapshot")
+                or vm.get("is_control_domain"))
+
+
+def eligible_vms(records):
+    """Refs of real guests: no templates, snapshots or control domains."""
+    return sorted(ref for ref, vm in records.vms.items() if is_eligible_vm(vm))
+
+
+def eligible_vifs(records):
+    """Refs of VIFs that belong to eligible VMs (halted or running)."""
+    vms = set(eligible_vms(records))
+    return sorted(ref for ref, vif in records.vifs.items()
+                  if vif.get("VM") in vms)
+
+
+def _level_policy(other_config, key):
+    """(Policy or None, error text or None) for one level's key."""
+    text = (other_config or {}).get(key)
+    if text is None:
+        return None, None
+    try:
+        return parse_policy(text), None
+    except BadArgument as err:
+        return None, "%s=%r: %s" % (key, text[:80], err.message)
+
+
+def _finish(resolution, other_config, levels, force):
+    """Walk `levels` [(level name, other_config, key)], then merge explicit."""
+    for level, level_config, key in levels:
+        if key not in (level_config or {}):
+            continue
+        policy, error = _level_policy(level_config, key)
+        resolution.level = level
+        if error:
+            resolution.error = error
+            break
+        resolution.policy = policy.text
+        resolution.policy_features = dict(policy.features)
+        break
+    return merge_explicit(resolution, other_config, force)
+
+
+def merge_explicit(resolution, other_config, force=False):
+    """Fill .explicit/.features/.sources from the object's own keys."""
+    resolution.explicit = explicit_keys(other_config or {})
+    resolution.features = {}
+    resolution.sources = {}
+    for feature in FEATURES:
+        wanted = resolution.policy_features.get(feature)
+        explicit = resolution.explicit.get(feature)
+        if explicit is not None and not (force and wanted is not None):
+            if explicit in ("on", "off"):
+                resolution.features[feature] = explicit
+                resolution.sources[feature] = "explicit"
+            continue
+        if wanted is not None:
+            resolution.features[feature] = wanted
+            resolution.sources[feature] = (
+                "force" if explicit is not None else resolution.level)
+    return resolution
+
+
+def rederive(resolution, other_config, force=False):
+    """The same policy decision over a fresh other_config (after a race)."""
+    redo = Resolution()
+    redo.policy = resolution.policy
+    redo.level = resolution.level
+    redo.error = resolution.error
+    redo.policy_features = dict(resolution.policy_features)
+    return merge_explicit(redo, other_config, force)
+
+
+def vif_levels(records, vif_ref):
+    vif = records.vifs[vif_ref]
+    vm = records.vms.get(vif.get("VM")) or {}
+    network = records.networks.get(vif.get("network")) or {}
+    pool_config = records.pool_other_config
+    levels = [("vm", vm.get("other_config"), KEY_VIF)]
+    for tag in sorted(vm.get("tags") or []):
+        if TAG_PREFIX + tag in pool_config:
+            levels.append(("tag:" + tag, pool_config, TAG_PREFIX + tag))
+            break
+    levels.append(("network", network.get("other_config"), KEY_VIF))
+    levels.append(("pool", pool_config, KEY_VIF))
+    return levels
+
+
+def resolve_vif(records, vif_ref, force=False):
+    vif = records.vifs[vif_ref]
+    return _finish(Resolution(), vif.get("other_config"),
+                   vif_levels(records, vif_ref), force)
+
+
+def resolve_pif(records, pif_ref, force=False):
+    pif = records.pifs[pif_ref]
+    host = records.hosts.get(pif.get("host")) or {}
+    levels = [("host", host.get("other_config"), KEY_PIF),
+              ("pool", records.pool_other_config, KEY_PIF)]
+    return _finish(Resolution(), pif.get("other_config"), levels, force)
+
+
+def all_policies(records):
+    """Every policy key in the pool, as a list of flat dicts (get_policy)."""
+    result = []
+    pool_config = records.pool_other_config
+    pool_uuid = records.pool_record.get("uuid", "")
+    for key in sorted(pool_config, key=lambda k: (k.startswith(TAG_PREFIX), k)):
+        if key in (KEY_VIF, KEY_PIF):
+            result.append({"level": "pool", "kind": key[len("netoffload-"):],
+                           "uuid": pool_uuid, "name": "", "key": key,
+                           "policy": pool_config[key]})
+        elif key.startswith(TAG_PREFIX):
+            result.append({"level": "tag", "kind": "vif", "uuid": pool_uuid,
+                           "name": key[len(TAG_PREFIX):], "key": key,
+                           "policy": pool_config[key]})
+    for level, table, key in (("host", records.hosts, KEY_PIF),
+                              ("network", records.networks, KEY_VIF),
+                              ("vm", records.vms, KEY_VIF)):
+        for ref in sorted(table, key=lambda r: (table[r].get("name_label", ""),
+                                                table[r].get("uuid", ""))):
+            rec = table[ref]
+            if key in (rec.get("other_config") or {}):
+                result.append({"level": level, "kind": key[len("netoffload-"):],
+                               "uuid": rec.get("uuid", ""),
+                               "name": rec.get("name_label", ""), "key": key,
+                               "policy": rec["other_config"][key]})
+    for entry in result:
+        try:
+            parse_policy(entry["policy"])
+            entry["valid"] = True
+        except BadArgument as err:
+            entry["valid"] = False
+            entry["error"] = err.message
+    return result

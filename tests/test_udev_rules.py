@@ -1,0 +1,162 @@
+"""The udev rules, resolved by the real `udevadm test` on real devices.
+
+The rules file is copied into /run/udev/rules.d under a unique name (removed
+afterwards) and `udevadm test --action=add /sys/class/net/<dev>` runs inside
+a network namespace, where `ip netns exec` shows that namespace's /sys.
+
+What this can and cannot exercise here: vif*/tap* net devices and PIF
+devices listed by the cache (the marker-file rule; a veth named eth0 plays
+the PIF) are tested for real. The xen-backend "online" rule needs a Xen
+backend, the physical-NIC rule (DEVPATH outside /devices/virtual) a real NIC
+we must not touch, and the bond/vlan rule kernel modules this machine cannot
+load: those are checked for syntax only (udevadm reports no complaint about
+any line of the file), and bond/vlan are tried and skipped with the reason.
+"""
+import itertools
+import os
+import re
+
+import pytest
+
+from tests.support.netns import kernel_supports
+
+pytestmark = pytest.mark.root
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RULES = os.path.join(REPO, "udev", "xen-netoffload.rules")
+RULES_DIR = "/run/udev/rules.d"
+UDEV_DATA = "/run/udev/data"
+HELPER = "/usr/libexec/netoffload/netoffload-udev"
+MARKER_DIR = "/var/lib/netoffload/pif/"
+_names = itertools.count()
+
+
+@pytest.fixture
+def rules(tmp_path):
+    """Our rules in /run/udev/rules.d, PIF markers redirected to tmp_path."""
+    marker_dir = tmp_path / "pif"
+    marker_dir.mkdir()
+    with open(RULES) as handle:
+        text = handle.read()
+    assert text.count(MARKER_DIR) == 1
+    text = text.replace(MARKER_DIR, str(marker_dir) + "/")
+    if not os.path.isdir(RULES_DIR):
+        os.makedirs(RULES_DIR)
+    # the name keeps the installed file's sort position (after xen-backend)
+    path = os.path.join(RULES_DIR, "xen-netoffload-test-%d-%d.rules" % (
+        os.getpid(), next(_names)))
+    data_before = set(os.listdir(UDEV_DATA)) if os.path.isdir(UDEV_DATA) else set()
+    with open(path, "w") as handle:
+        handle.write(text)
+    try:
+        yield path, marker_dir
+    finally:
+        os.unlink(path)
+        # udevadm test records the devices it saw; drop what we added
+        if os.path.isdir(UDEV_DATA):
+            for name in set(os.listdir(UDEV_DATA)) - data_before:
+                try:
+                    os.unlink(os.path.join(UDEV_DATA, name))
+                except OSError:
+                    pass
+
+
+def udev_runs(ns, device, action="add"):
+    """The RUN programs udevadm test resolves, and its full log."""
+    proc = ns.run(["udevadm", "test", "--action=" + action,
+                   "/sys/class/net/" + device], check=False)
+    assert proc.returncode == 0, proc.stderr
+    output = proc.stdout + proc.stderr
+    runs = [m.group(1) for m in re.finditer(r"^run: '(.*)'$", output, re.M)]
+    return runs, output
+
+
+def _make(ns, kind, name):
+    if kind == "veth":
+        ns.add_veth(name, "p%d" % next(_names))
+    elif kind == "tap":
+        ns.add_tap(name)
+    elif kind == "bridge":
+        ns.add_link(name, "bridge")
+    elif kind == "macvlan":
+        ns.add_veth("lower0", "lower1")
+        ns.add_macvlan(name, "lower0")
+    elif kind == "ifb":
+        ns.add_link(name, "ifb")
+    else:
+        raise AssertionError(kind)
+
+
+CASES = [
+    # (id, kind, device name, listed in the cache as a PIF, helper runs)
+    ("vif", "veth", "vif5.0", False, True),
+    ("vif-high-ids", "veth", "vif32000.12", False, True),
+    ("tap", "tap", "tap5.1", False, True),
+    ("pif-listed-by-cache", "veth", "eth0", True, True),
+    ("pif-listed-macvlan", "macvlan", "eth1", True, True),
+    ("eth-not-a-pif", "veth", "eth2", False, False),
+    ("docker0", "bridge", "docker0", False, False),
+    ("veth123", "veth", "veth123", False, False),
+    ("xenbr0-not-listed", "bridge", "xenbr0", False, False),
+    ("ifb", "ifb", "ifb9", False, False),
+    ("vif-without-devid", "veth", "vifx", False, False),
+    ("tap-not-guest", "tap", "tapfoo", False, False),
+]
+
+
+@pytest.mark.parametrize("kind, device, listed, expect_run",
+                         [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_add_event_runs_helper_only_for_our_devices(netns, rules, kind, device,
+                                                    listed, expect_run):
+    path, marker_dir = rules
+    _make(netns, kind, device)
+    if listed:
+        (marker_dir / device).write_text("")
+    runs, output = udev_runs(netns, device)
+    ours = [r for r in runs if r.startswith(HELPER)]
+    assert "Reading rules file: %s" % path in output
+    if expect_run:
+        assert ours == ["%s %s" % (HELPER, device)]
+    else:
+        assert ours == []
+
+
+def test_remove_event_runs_nothing(netns, rules):
+    netns.add_veth("vif7.0", "p7")
+    runs, _ = udev_runs(netns, "vif7.0", action="remove")
+    assert [r for r in runs if r.startswith(HELPER)] == []
+
+
+def test_every_line_of_the_rules_file_is_accepted(netns, rules):
+    """udevadm names the file and line of any rule it rejects or drops."""
+    path, _ = rules
+    netns.add_tap("tap3.0")
+    _, output = udev_runs(netns, "tap3.0")
+    complaints = [line for line in output.splitlines()
+                  if line.startswith(path + ":") and " RUN " not in line]
+    assert complaints == []
+
+
+@pytest.mark.parametrize("kind", ["bond", "vlan"])
+def test_bond_and_vlan_pifs(netns, rules, kind):
+    if not kernel_supports(kind):
+        pytest.skip("this kernel cannot create %s devices (ip link add type %s "
+                    "fails)" % (kind, kind))
+    if kind == "bond":
+        netns.add_link("bond0", "bond")
+        device = "bond0"
+    else:
+        netns.add_veth("eth0", "peer0")
+        netns.ip("link", "add", "link", "eth0", "name", "eth0.100", "type",
+                 "vlan", "id", "100")
+        device = "eth0.100"
+    runs, _ = udev_runs(netns, device)
+    assert "%s %s" % (HELPER, device) in runs
+
+
+def test_installed_rules_file_name_sorts_after_xapis_rules():
+    # udev runs RUN programs in rule-file name order across directories:
+    # ours must come after xapi's xen-backend.rules (vif-real).
+    names = sorted(["xen-backend.rules", os.path.basename(RULES),
+                    "80-net-setup-link.rules", "99-systemd.rules"])
+    assert names[-1] == os.path.basename(RULES)

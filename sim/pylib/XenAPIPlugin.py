@@ -1,0 +1,77 @@
+"""Test double of dom0's XenAPIPlugin module, written from the protocol.
+
+xapi runs a plugin with one argument, an XML-RPC methodCall whose method is
+the function name and whose params are (session ref, {str: str}).
+`dispatch(table)` decodes it, gives the function a XenAPI session carrying
+the caller's session ref (no login), and prints exactly one XML-RPC
+methodResponse on stdout:
+
+- success: {'Status': 'Success', 'Value': result};
+- `Failure(code, params)`: {'Status': 'Failure', 'ErrorDescription': [code] + params};
+- any other exception: ErrorDescription
+  ['XENAPI_PLUGIN_FAILURE', fn, exception class name, str(exception)];
+- an unknown function: ['UNKNOWN_XENAPI_PLUGIN_FUNCTION', fn].
+
+The only difference from the real module is where the session points: in
+dom0 it is XenAPI.xapi_local(); here NETOFFLOAD_XAPI_SOCKET (a unix socket
+path) or NETOFFLOAD_XAPI_URL select the simulator, as netoffload.xapi does.
+"""
+import os
+import sys
+import xmlrpc.client
+
+import XenAPI
+
+
+class Failure(Exception):
+    """Raise to fail the call with an API error: code plus string params."""
+
+    def __init__(self, code, params):
+        Exception.__init__(self)
+        self.params = [code] + params
+
+    def __str__(self):
+        return str(self.params)
+
+
+def _response(status):
+    return xmlrpc.client.dumps((status,), "", True)
+
+
+def success_message(result):
+    return _response({"Status": "Success", "Value": result})
+
+
+def failure_message(description):
+    return _response({"Status": "Failure", "ErrorDescription": description})
+
+
+def _local_session():
+    socket_path = os.environ.get("NETOFFLOAD_XAPI_SOCKET")
+    if socket_path:
+        return XenAPI.Session("http://%s/" % socket_path.replace("/", "_"),
+                              transport=XenAPI.UDSTransport())
+    url = os.environ.get("NETOFFLOAD_XAPI_URL")
+    if url:
+        return XenAPI.Session(url)
+    return XenAPI.xapi_local()
+
+
+def dispatch(fn_table):
+    if len(sys.argv) != 2:
+        raise Exception("Incorrect number of commandline arguments")
+    params, methodname = xmlrpc.client.loads(sys.argv[1])
+    session_ref, args = params[0], params[1]
+    if methodname not in fn_table:
+        print(failure_message(["UNKNOWN_XENAPI_PLUGIN_FUNCTION", methodname]))
+        return
+    session = _local_session()
+    session._session = session_ref
+    try:
+        result = fn_table[methodname](session, args)
+        print(success_message(result))
+    except Failure as exc:
+        print(failure_message(exc.params))
+    except Exception as exc:
+        print(failure_message(["XENAPI_PLUGIN_FAILURE", methodname,
+                               exc.__class__.__name__, str(exc)]))

@@ -1,0 +1,1103 @@
+"""A XenAPI (XAPI) simulator that speaks the real wire protocol.
+
+It serves XML-RPC over HTTP on 127.0.0.1 and over a unix socket, so the real
+`XenAPI` client talks to it unchanged, and it keeps xapi's semantics where
+clients can observe them: refs distinct from uuids, the
+{"Status": ..., "Value"/"ErrorDescription": ...} envelope, real error codes
+and params, sessions that die with a restart, event.from tokens, and
+host.call_plugin running the plugin file as a subprocess. See
+docs/simulator.md for what is modelled and the known gaps.
+
+In-process use:
+
+    sim = XapiSim(socket_path="/tmp/x/xapi.sock", port=0)
+    sim.start()
+    host = sim.add_host("host1", plugin_dir="plugins", netns="ns1")
+    ...
+    sim.stop()
+
+Out of process: `python -m sim.xapi_sim --socket PATH --db FILE` and drive it
+with `SimClient` (the `sim.*` admin calls over XML-RPC).
+"""
+import argparse
+import collections
+import json
+import os
+import signal
+import socket
+import socketserver
+import sys
+import tempfile
+import threading
+import time
+import uuid as uuidlib
+from xmlrpc.server import (SimpleXMLRPCDispatcher, SimpleXMLRPCRequestHandler,
+                           SimpleXMLRPCServer)
+
+from sim import xapi_plugins
+from sim import xapi_schema as schema
+from sim.xapi_db import Database
+from sim.xapi_errors import ApiError
+
+NULL = schema.NULL_REF
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIM_PYLIB = os.path.join(REPO_ROOT, "sim", "pylib")
+DEFAULT_PLUGIN_DIR = os.path.join(REPO_ROOT, "plugins")
+DEFAULT_PLUGIN_TIMEOUT = 600.0
+TOKEN_FORMAT = "%020d,%020d"
+
+# Values an API caller may send for each field kind (xapi's unmarshaller
+# refuses anything else).
+_STR_TYPES = (str,)
+
+
+def success(value):
+    return {"Status": "Success", "Value": value}
+
+
+def failure(description):
+    return {"Status": "Failure", "ErrorDescription": description}
+
+
+def wire(cls, rec):
+    """A record as xapi sends it: int fields as strings, copies of containers."""
+    out = {}
+    for name, spec in schema.CLASSES[cls].items():
+        value = rec[name]
+        if spec["kind"] == schema.INT:
+            value = str(value)
+        elif isinstance(value, dict):
+            value = dict(value)
+        elif isinstance(value, list):
+            value = list(value)
+        out[name] = value
+    return out
+
+
+def _check_str(value, what):
+    if not isinstance(value, _STR_TYPES):
+        raise ApiError("FIELD_TYPE_ERROR", what)
+    return value
+
+
+def _check_map(value, what):
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ApiError("FIELD_TYPE_ERROR", what)
+    return dict(value)
+
+
+def coerce(cls, field, value):
+    """Check/convert an API-supplied value for cls.field to its stored form."""
+    kind = schema.CLASSES[cls][field]["kind"]
+    what = field
+    if kind in (schema.STR, schema.REF):
+        return _check_str(value, what)
+    if kind == schema.ENUM:
+        choices = schema.CLASSES[cls][field]["choices"]
+        if not isinstance(value, str) or (choices and value not in choices):
+            raise ApiError("INVALID_VALUE", field, str(value))
+        return value
+    if kind == schema.INT:
+        try:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        except (TypeError, ValueError):
+            raise ApiError("FIELD_TYPE_ERROR", what)
+    if kind == schema.BOOL:
+        if not isinstance(value, bool):
+            raise ApiError("FIELD_TYPE_ERROR", what)
+        return value
+    if kind == schema.FLOAT:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ApiError("FIELD_TYPE_ERROR", what)
+        return float(value)
+    if kind == schema.MAP:
+        return _check_map(value, what)
+    if kind in (schema.STRS, schema.REFS):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ApiError("FIELD_TYPE_ERROR", what)
+        return list(value)
+    raise ApiError("FIELD_TYPE_ERROR", what)
+
+
+# --------------------------------------------------------------------------
+# HTTP / unix-socket servers
+# --------------------------------------------------------------------------
+class _Handler(SimpleXMLRPCRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as xapi and the client use
+    rpc_paths = ("/", "/RPC2")
+    encode_threshold = None  # xapi never gzips responses
+
+    def setup(self):
+        SimpleXMLRPCRequestHandler.setup(self)
+        self.server.track(self.connection, True)
+
+    def finish(self):
+        try:
+            SimpleXMLRPCRequestHandler.finish(self)
+        finally:
+            self.server.track(self.connection, False)
+
+    def address_string(self):
+        if isinstance(self.client_address, tuple) and self.client_address:
+            return self.client_address[0]
+        return "unix"
+
+    def log_message(self, fmt, *args):
+        pass
+
+
+class _UnixHandler(_Handler):
+    disable_nagle_algorithm = False  # TCP_NODELAY fails on a unix socket
+
+
+class _ServerMixin(object):
+    daemon_threads = True
+    block_on_close = False
+
+    def _init_mixin(self, endpoint):
+        self.logRequests = False
+        self._connections = set()
+        self._conn_lock = threading.Lock()
+        self.register_instance(endpoint)
+
+    def track(self, conn, add):
+        with self._conn_lock:
+            if add:
+                self._connections.add(conn)
+            else:
+                self._connections.discard(conn)
+
+    def drop_connections(self):
+        with self._conn_lock:
+            conns = list(self._connections)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def handle_error(self, request, client_address):
+        pass  # a client that went away, or a connection cut by stop()
+
+
+class _TCPServer(_ServerMixin, socketserver.ThreadingMixIn, SimpleXMLRPCServer):
+    allow_reuse_address = True
+
+    def __init__(self, address, endpoint):
+        SimpleXMLRPCServer.__init__(self, address, requestHandler=_Handler,
+                                    logRequests=False, allow_none=True)
+        self._init_mixin(endpoint)
+
+
+class _UnixServer(_ServerMixin, socketserver.ThreadingMixIn,
+                  socketserver.UnixStreamServer, SimpleXMLRPCDispatcher):
+    def __init__(self, path, endpoint):
+        SimpleXMLRPCDispatcher.__init__(self, allow_none=True, encoding=None)
+        socketserver.UnixStreamServer.__init__(self, path, _UnixHandler)
+        self._init_mixin(endpoint)
+
+
+class _Endpoint(object):
+    """What one listening socket dispatches to (a host's local xapi)."""
+
+    def __init__(self, sim, via_host):
+        self.sim = sim
+        self.via_host = via_host
+
+    def _dispatch(self, method, params):
+        return self.sim.handle(method, params, self.via_host)
+
+
+# --------------------------------------------------------------------------
+# The simulator
+# --------------------------------------------------------------------------
+class XapiSim(object):
+    """A pool's xapi: one database, one or more listening sockets."""
+
+    def __init__(self, socket_path=None, port=None, db_path=None,
+                 latency_ms=0.0, plugin_dir=None, state_root=None,
+                 credentials=None, plugin_timeout=DEFAULT_PLUGIN_TIMEOUT):
+        """socket_path: unix socket (no '_' in it: the XenAPI client maps
+        '_' to '/'); port: TCP port on 127.0.0.1 (0 = any free one, None =
+        no HTTP); db_path: JSON file the database lives in across restarts;
+        credentials: (user, password) required at login, None = any."""
+        if socket_path is not None and "_" in socket_path:
+            raise ValueError("socket path must not contain '_' (XenAPI's "
+                             "UDS transport maps '_' to '/'): %s" % socket_path)
+        if socket_path is None and port is None:
+            raise ValueError("give a socket_path, a port or both")
+        self.socket_path = socket_path
+        self.port = port
+        self.latency = float(latency_ms) / 1000.0
+        self.plugin_dir = plugin_dir or DEFAULT_PLUGIN_DIR
+        self.state_root = state_root
+        self.credentials = credentials
+        self.plugin_timeout = plugin_timeout
+        self.db = Database()
+        self.db_path = db_path
+        self.host_config = {}  # host ref -> {plugin_dir, netns, env, cwd}
+        self._counts = collections.Counter()
+        self._count_lock = threading.Lock()
+        self._servers = []
+        self._threads = []
+        self._running = False
+        self._boot = 0
+        self._domids = collections.Counter()
+        if db_path:
+            self.db.attach(db_path)
+            self._load_sim_config()
+        if not self.state_root:
+            self.state_root = tempfile.mkdtemp(prefix="xapisim-")
+        with self.db.lock:
+            if not self.db.tables["pool"]:
+                self.db.create("pool", {"name_label": ""})
+        self._methods = self._build_methods()
+
+    # -- lifecycle ------------------------------------------------------------
+    @property
+    def url(self):
+        if not self._servers or self.port is None:
+            return None
+        return "http://127.0.0.1:%d/" % self.port
+
+    def start(self):
+        if self._running:
+            return self
+        self._running = True
+        self._boot += 1
+        if self.socket_path:
+            if os.path.exists(self.socket_path):
+                os.unlink(self.socket_path)
+            self._listen(_UnixServer(self.socket_path, _Endpoint(self, None)))
+        if self.port is not None:
+            server = _TCPServer(("127.0.0.1", self.port), _Endpoint(self, None))
+            self.port = server.server_address[1]
+            self._listen(server)
+        self._write_inventories()
+        return self
+
+    def _listen(self, server):
+        thread = threading.Thread(target=server.serve_forever,
+                                  kwargs={"poll_interval": 0.05},
+                                  name="xapisim-%s" % (server.server_address,))
+        thread.daemon = True
+        thread.start()
+        self._servers.append(server)
+        self._threads.append(thread)
+
+    def stop(self):
+        """Like xapi going down: listeners closed, connections cut, sessions gone."""
+        if not self._running:
+            return
+        self._running = False
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+            server.drop_connections()
+        for thread in self._threads:
+            thread.join(5)
+        self._servers, self._threads = [], []
+        if self.socket_path and os.path.exists(self.socket_path):
+            os.unlink(self.socket_path)
+        with self.db.lock:
+            # xapi destroys every session at start-up and forgets deletions.
+            for ref in list(self.db.tables["session"]):
+                rec = self.db.tables["session"].pop(ref)
+                self.db.by_uuid["session"].pop(rec["uuid"], None)
+                self.db.stamps.pop(ref, None)
+            self.db.deleted.clear()
+            self.db.lock.notify_all()
+            self.db.compact()
+
+    def restart(self):
+        """stop() then start() on the same socket/port with the same database."""
+        self.stop()
+        self.start()
+
+    def close(self):
+        self.stop()
+        self.db.detach_journal()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- dispatch ---------------------------------------------------------------
+    def handle(self, method, params, via_host=None):
+        if method.startswith("sim."):
+            return self._admin_call(method[4:], params)
+        with self._count_lock:
+            self._counts[method] += 1
+        if self.latency:
+            time.sleep(self.latency)
+        try:
+            return success(self._call(method, params, via_host))
+        except ApiError as exc:
+            return failure(exc.description())
+        except Exception as exc:  # a sim bug: report as xapi would
+            return failure(["INTERNAL_ERROR", "%s: %s" % (type(exc).__name__, exc)])
+
+    def _call(self, method, params, via_host):
+        entry = self._lookup(method)
+        if entry is None:
+            raise ApiError("MESSAGE_METHOD_UNKNOWN", method)
+        fn, nargs, with_session = entry
+        lo, hi = nargs if isinstance(nargs, tuple) else (nargs, nargs)
+        received = len(params) - (1 if with_session else 0)
+        if not lo <= received <= hi:
+            raise ApiError("MESSAGE_PARAMETER_COUNT_MISMATCH", method, lo, received)
+        if not with_session:
+            return fn(via_host, *params)
+        session = params[0]
+        with self.db.lock:
+            if not isinstance(session, str) or session not in self.db.tables["session"]:
+                raise ApiError("SESSION_INVALID", session)
+        return fn(session, *params[1:])
+
+    def _lookup(self, method):
+        entry = self._methods.get(method)
+        if entry is not None:
+            return entry
+        cls, _, name = method.partition(".")
+        if cls not in schema.CLASSES:
+            return None
+        return self._generic(cls, name)
+
+    def _generic(self, cls, name):
+        fields = schema.CLASSES[cls]
+        if name == "get_all":
+            return (lambda s: self._get_all(cls), 0, True)
+        if name == "get_all_records":
+            return (lambda s: self._get_all_records(cls), 0, True)
+        if name == "get_record":
+            return (lambda s, ref: self._get_record(cls, ref), 1, True)
+        if name == "get_by_uuid":
+            return (lambda s, uuid: self._get_by_uuid(cls, uuid), 1, True)
+        if name == "get_by_name_label" and cls in schema.NAMED_CLASSES:
+            return (lambda s, label: self._get_by_name_label(cls, label), 1, True)
+        for prefix, handler, nargs, kinds in (
+                ("get_", self._get_field, 1, None),
+                ("set_", self._set_field, 2, "rw"),
+                ("add_to_", self._add_to_map, 3, (schema.MAP,)),
+                ("remove_from_", self._remove_from_map, 2, (schema.MAP,)),
+                ("add_", self._add_to_set, 2, (schema.STRS,)),
+                ("remove_", self._remove_from_set, 2, (schema.STRS,))):
+            if not name.startswith(prefix):
+                continue
+            field = name[len(prefix):]
+            spec = fields.get(field)
+            if spec is None:
+                continue
+            if kinds == "rw" and not spec["rw"]:
+                continue
+            if kinds not in (None, "rw") and (
+                    spec["kind"] not in kinds or not spec["rw"]):
+                continue
+            return (self._bind(handler, cls, field), nargs, True)
+        return None
+
+    @staticmethod
+    def _bind(handler, cls, field):
+        return lambda s, *args: handler(cls, field, *args)
+
+    def _build_methods(self):
+        return {
+            "session.login_with_password": (self._login, (2, 4), False),
+            "session.logout": (self._logout, 0, True),
+            "session.get_this_host": (self._session_this_host, 1, True),
+            "pool.designate_new_master": (self._designate_new_master, 1, True),
+            "host.call_plugin": (self._host_call_plugin, 4, True),
+            "VM.create": (lambda s, rec: self._vm_create(rec), 1, True),
+            "VM.destroy": (lambda s, vm: self._vm_destroy(vm), 1, True),
+            "VM.start": (lambda s, vm, paused, force: self._vm_start(vm, None), 3, True),
+            "VM.start_on": (lambda s, vm, host, paused, force: self._vm_start(vm, host), 4, True),
+            "VM.clean_shutdown": (lambda s, vm: self._vm_shutdown(vm), 1, True),
+            "VM.hard_shutdown": (lambda s, vm: self._vm_shutdown(vm), 1, True),
+            "VM.shutdown": (lambda s, vm: self._vm_shutdown(vm), 1, True),
+            "VIF.create": (lambda s, rec: self._vif_create(rec), 1, True),
+            "VIF.destroy": (lambda s, vif: self._vif_destroy(vif), 1, True),
+            "VIF.plug": (lambda s, vif: self._vif_plug(vif, True), 1, True),
+            "VIF.unplug": (lambda s, vif: self._vif_plug(vif, False), 1, True),
+            "event.from": (self._event_from, 3, True),
+            "event.inject": (self._event_inject, 2, True),
+        }
+
+    # -- generic class calls ------------------------------------------------------
+    def _get_all(self, cls):
+        with self.db.lock:
+            return list(self.db.tables[cls])
+
+    def _get_all_records(self, cls):
+        with self.db.lock:
+            return dict((ref, wire(cls, rec))
+                        for ref, rec in self.db.tables[cls].items())
+
+    def _get_record(self, cls, ref):
+        with self.db.lock:
+            return wire(cls, self.db.row(cls, ref))
+
+    def _get_by_uuid(self, cls, uuid):
+        with self.db.lock:
+            return self.db.ref_of_uuid(cls, uuid)
+
+    def _get_by_name_label(self, cls, label):
+        with self.db.lock:
+            return [ref for ref, rec in self.db.tables[cls].items()
+                    if rec["name_label"] == label]
+
+    def _get_field(self, cls, field, ref):
+        with self.db.lock:
+            return wire(cls, self.db.row(cls, ref))[field]
+
+    def _set_field(self, cls, field, ref, value):
+        with self.db.lock:
+            self.db.row(cls, ref)
+            value = coerce(cls, field, value)
+            if field == "affinity" and value != NULL:
+                self.db.row("host", value)
+            self.db.set_field(cls, ref, field, value)
+        return ""
+
+    def _add_to_map(self, cls, field, ref, key, value):
+        with self.db.lock:
+            current = self.db.row(cls, ref)[field]
+            _check_str(key, "key")
+            _check_str(value, "value")
+            if key in current:
+                raise ApiError("MAP_DUPLICATE_KEY", cls, field, ref, key)
+            updated = dict(current)
+            updated[key] = value
+            self.db.set_field(cls, ref, field, updated)
+        return ""
+
+    def _remove_from_map(self, cls, field, ref, key):
+        with self.db.lock:
+            current = self.db.row(cls, ref)[field]
+            _check_str(key, "key")
+            if key in current:
+                updated = dict(current)
+                del updated[key]
+                self.db.set_field(cls, ref, field, updated)
+        return ""
+
+    def _add_to_set(self, cls, field, ref, value):
+        with self.db.lock:
+            current = self.db.row(cls, ref)[field]
+            _check_str(value, "value")
+            if value not in current:
+                self.db.set_field(cls, ref, field, current + [value])
+        return ""
+
+    def _remove_from_set(self, cls, field, ref, value):
+        with self.db.lock:
+            current = self.db.row(cls, ref)[field]
+            _check_str(value, "value")
+            if value in current:
+                self.db.set_field(cls, ref, field, [v for v in current if v != value])
+        return ""
+
+    # -- session ------------------------------------------------------------------
+    def _login(self, via_host, uname, password, version=None, originator=None):
+        if self.credentials is not None and (uname, password) != tuple(self.credentials):
+            raise ApiError("SESSION_AUTHENTICATION_FAILED", uname,
+                           "Authentication failure")
+        with self.db.lock:
+            host = via_host or self._master()
+            return self.db.create("session", {
+                "this_host": host, "auth_user_name": str(uname),
+                "originator": str(originator or ""),
+                "last_active": time.strftime("%Y%m%dT%H:%M:%SZ", time.gmtime())})
+
+    def _logout(self, session):
+        with self.db.lock:
+            if session in self.db.tables["session"]:
+                self.db.destroy("session", session)
+        return ""
+
+    def _session_this_host(self, session, target):
+        with self.db.lock:
+            return self.db.row("session", target)["this_host"]
+
+    # -- pool / host ------------------------------------------------------------------
+    def _pool_ref(self):
+        return next(iter(self.db.tables["pool"]))
+
+    def _master(self):
+        return self.db.tables["pool"][self._pool_ref()]["master"]
+
+    def _host_live(self, host):
+        metrics = self.db.row("host", host)["metrics"]
+        rec = self.db.tables["host_metrics"].get(metrics)
+        return bool(rec and rec["live"])
+
+    def _designate_new_master(self, session, host):
+        with self.db.lock:
+            self.db.row("host", host)
+            self.db.set_field("pool", self._pool_ref(), "master", host)
+            self._save_sim_config()
+        return ""
+
+    def _host_call_plugin(self, session, host, plugin, fn, args):
+        _check_str(plugin, "plugin")
+        _check_str(fn, "fn")
+        args = _check_map(args, "args")
+        with self.db.lock:
+            host_rec = self.db.row("host", host)
+            local = self._master()
+            if host != local and not self._host_live(host):
+                raise ApiError("HOST_OFFLINE", host)
+            config = dict(self.host_config.get(host, {}))
+            env = self.plugin_env(host)
+        plugin_dir = config.get("plugin_dir") or self.plugin_dir
+        try:
+            names = os.listdir(plugin_dir)
+        except OSError:
+            names = []
+        if plugin not in names:
+            raise ApiError("XENAPI_MISSING_PLUGIN", plugin)
+        argv = [os.path.join(plugin_dir, plugin),
+                xapi_plugins.method_call(fn, session, args)]
+        if config.get("netns"):
+            argv = ["ip", "netns", "exec", config["netns"]] + argv
+        del host_rec
+        out = xapi_plugins.run_plugin(argv, env, config.get("cwd") or "/",
+                                      self.plugin_timeout)
+        return xapi_plugins.parse_output(out)
+
+    def host_dir(self, host):
+        with self.db.lock:
+            uuid = self.db.row("host", host)["uuid"]
+        return os.path.join(self.state_root, uuid)
+
+    def plugin_env(self, host):
+        """The environment a plugin (or helper) on `host` runs with."""
+        config = self.host_config.get(host, {})
+        hdir = self.host_dir(host)
+        bin_dir = os.path.dirname(os.path.abspath(sys.executable))
+        env = {
+            "PATH": ":".join([bin_dir, "/usr/local/sbin", "/usr/local/bin",
+                              "/usr/sbin", "/usr/bin", "/sbin", "/bin"]),
+            "HOME": "/root",
+            "LANG": "C",
+            "PYTHONPATH": ":".join([REPO_ROOT, SIM_PYLIB, self._xenapi_overlay()]),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "NETOFFLOAD_INVENTORY": os.path.join(hdir, "xensource-inventory"),
+            "NETOFFLOAD_STATE_DIR": os.path.join(hdir, "state"),
+        }
+        if self.socket_path:
+            env["NETOFFLOAD_XAPI_SOCKET"] = self.socket_path
+        elif self.url:
+            env["NETOFFLOAD_XAPI_URL"] = self.url
+        env.update(config.get("env") or {})
+        return env
+
+    def _xenapi_overlay(self):
+        """A directory exposing only the XenAPI package to other interpreters."""
+        overlay = os.path.join(self.state_root, "pylib")
+        link = os.path.join(overlay, "XenAPI")
+        if not os.path.lexists(link):
+            try:
+                import XenAPI
+            except ImportError:
+                return overlay
+            os.makedirs(overlay, exist_ok=True)
+            os.symlink(os.path.dirname(os.path.abspath(XenAPI.__file__)), link)
+        return overlay
+
+    def _write_inventories(self):
+        with self.db.lock:
+            hosts = dict(self.db.tables["host"])
+            dom0 = dict((rec["resident_on"], rec["uuid"])
+                        for rec in self.db.tables["VM"].values()
+                        if rec["is_control_domain"])
+        for ref, rec in hosts.items():
+            hdir = os.path.join(self.state_root, rec["uuid"])
+            os.makedirs(os.path.join(hdir, "state"), mode=0o700, exist_ok=True)
+            lines = [
+                "PRODUCT_BRAND='XenServer'",
+                "PRODUCT_VERSION='8.4.0'",
+                "BUILD_NUMBER='xapisim'",
+                "INSTALLATION_UUID='%s'" % rec["uuid"],
+                "CONTROL_DOMAIN_UUID='%s'" % dom0.get(ref, ""),
+                "MANAGEMENT_INTERFACE='xenbr0'",
+            ]
+            path = os.path.join(hdir, "xensource-inventory")
+            with open(path + ".tmp", "w") as fh:
+                fh.write("\n".join(lines) + "\n")
+            os.rename(path + ".tmp", path)
+
+    # -- VM / VIF -----------------------------------------------------------------------
+    _VM_CREATE_FIXED = ("uuid", "power_state", "resident_on", "domid", "VIFs",
+                        "is_control_domain", "is_a_snapshot", "is_default_template")
+
+    def _vm_create(self, record):
+        if not isinstance(record, dict) or "name_label" not in record:
+            raise ApiError("FIELD_TYPE_ERROR", "name_label")
+        fields = {}
+        for name, value in record.items():
+            if name in schema.CLASSES["VM"] and name not in self._VM_CREATE_FIXED:
+                fields[name] = coerce("VM", name, value)
+        with self.db.lock:
+            return self.db.create("VM", fields)
+
+    def _vm_destroy(self, vm):
+        with self.db.lock:
+            rec = self.db.row("VM", vm)
+            if rec["power_state"] != "Halted":
+                raise ApiError("VM_BAD_POWER_STATE", vm, "halted",
+                               rec["power_state"].lower())
+            for vif in list(rec["VIFs"]):
+                self.db.destroy("VIF", vif)
+            self.db.destroy("VM", vm)
+        return ""
+
+    def _vm_start(self, vm, host, domid=None):
+        with self.db.lock:
+            rec = self.db.row("VM", vm)
+            if rec["is_a_template"]:
+                raise ApiError("VM_IS_TEMPLATE", vm)
+            if rec["power_state"] != "Halted":
+                raise ApiError("VM_BAD_POWER_STATE", vm, "halted",
+                               rec["power_state"].lower())
+            host = host or self._master()
+            self.db.row("host", host)
+            if not self._host_live(host):
+                raise ApiError("HOST_OFFLINE", host)
+            if domid is None:
+                domid = self._next_domid(host)
+            self.db.set_field("VM", vm, "resident_on", host)
+            self.db.set_field("VM", vm, "domid", int(domid))
+            self.db.set_field("VM", vm, "power_state", "Running")
+            for vif in rec["VIFs"]:
+                self.db.set_field("VIF", vif, "currently_attached", True)
+        return ""
+
+    def _next_domid(self, host):
+        # Xen hands out increasing domids; they are not reused at once.
+        used = [rec["domid"] for rec in self.db.tables["VM"].values()
+                if rec["resident_on"] == host]
+        domid = max(used + [self._domids[host]]) + 1
+        self._domids[host] = domid
+        return domid
+
+    def _vm_shutdown(self, vm):
+        with self.db.lock:
+            rec = self.db.row("VM", vm)
+            if rec["power_state"] != "Running":
+                raise ApiError("VM_BAD_POWER_STATE", vm, "running",
+                               rec["power_state"].lower())
+            for vif in rec["VIFs"]:
+                self.db.set_field("VIF", vif, "currently_attached", False)
+            self.db.set_field("VM", vm, "power_state", "Halted")
+            self.db.set_field("VM", vm, "resident_on", NULL)
+            self.db.set_field("VM", vm, "domid", -1)
+        return ""
+
+    def _vif_create(self, record):
+        if not isinstance(record, dict):
+            raise ApiError("FIELD_TYPE_ERROR", "record")
+        for required in ("device", "network", "VM"):
+            if required not in record:
+                raise ApiError("FIELD_TYPE_ERROR", required)
+        fields = {}
+        for name in ("device", "network", "VM", "MAC", "MTU", "other_config",
+                     "qos_algorithm_type", "qos_algorithm_params", "locking_mode"):
+            if name in record:
+                fields[name] = coerce("VIF", name, record[name])
+        device = fields["device"]
+        with self.db.lock:
+            self.db.row("network", fields["network"])
+            vm = self.db.row("VM", fields["VM"])
+            if not device.isdigit():
+                raise ApiError("INVALID_DEVICE", device)
+            for other in vm["VIFs"]:
+                if int(self.db.tables["VIF"][other]["device"]) == int(device):
+                    raise ApiError("DEVICE_ALREADY_EXISTS", device)
+            if not fields.get("MAC"):
+                fields["MAC"] = _random_mac()
+                fields["MAC_autogenerated"] = True
+            return self.db.create("VIF", fields)
+
+    def _vif_destroy(self, vif):
+        with self.db.lock:
+            rec = self.db.row("VIF", vif)
+            vm = self.db.tables["VM"].get(rec["VM"])
+            if vm and vm["power_state"] == "Running" and rec["currently_attached"]:
+                raise ApiError("OPERATION_NOT_ALLOWED",
+                               "VIF currently attached to a running VM")
+            self.db.destroy("VIF", vif)
+        return ""
+
+    def _vif_plug(self, vif, plug):
+        with self.db.lock:
+            rec = self.db.row("VIF", vif)
+            vm = self.db.row("VM", rec["VM"])
+            if vm["power_state"] != "Running":
+                raise ApiError("VM_BAD_POWER_STATE", rec["VM"], "running",
+                               vm["power_state"].lower())
+            if rec["currently_attached"] == plug:
+                raise ApiError("DEVICE_ALREADY_ATTACHED" if plug
+                               else "DEVICE_ALREADY_DETACHED", vif)
+            self.db.set_field("VIF", vif, "currently_attached", plug)
+        return ""
+
+    # -- events -----------------------------------------------------------------------------
+    def _event_from(self, session, classes, token, timeout):
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise ApiError("FIELD_TYPE_ERROR", "classes")
+        if not isinstance(token, str):
+            raise ApiError("FIELD_TYPE_ERROR", "token")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise ApiError("FIELD_TYPE_ERROR", "timeout")
+        since = _parse_token(token)
+        tables, object_filter = _subscriptions(classes)
+        deadline = time.time() + max(0.0, float(timeout))
+        boot = self._boot
+        db = self.db
+        with db.lock:
+            while True:
+                if session not in db.tables["session"] or boot != self._boot:
+                    raise ApiError("SESSION_INVALID", session)
+                adds, mods, dels = db.changes_since(since, tables, object_filter)
+                remaining = deadline - time.time()
+                if adds or mods or dels or remaining <= 0 or not self._running:
+                    break
+                db.lock.wait(remaining)
+            events = []
+            for op, items in (("add", adds), ("mod", mods)):
+                for cls, ref, stamp in sorted(items, key=lambda i: i[2]):
+                    events.append({
+                        "id": str(stamp), "timestamp": "0.0",
+                        "class": cls.lower(), "operation": op, "ref": ref,
+                        "snapshot": wire(cls, db.tables[cls][ref])})
+            for cls, ref, stamp in sorted(dels, key=lambda i: i[2]):
+                events.append({"id": str(stamp), "timestamp": "0.0",
+                               "class": cls.lower(), "operation": "del",
+                               "ref": ref})
+            return {"events": events, "valid_ref_counts": db.counts(),
+                    "token": TOKEN_FORMAT % (db.generation, 0)}
+
+    def _event_inject(self, session, cls, ref):
+        _check_str(cls, "class")
+        with self.db.lock:
+            table = schema.table_of_event_class(cls) if cls not in schema.CLASSES else cls
+            if table is None or table != cls or not self.db.exists(table, ref):
+                raise ApiError("HANDLE_INVALID", cls, ref)
+            before = self.db.generation
+            self.db.touch(table, ref)
+            return TOKEN_FORMAT % (before, 0)
+
+    # -- admin API (tests, demo; also sim.* over XML-RPC) ------------------------------------
+    ADMIN = ("add_host", "add_network", "add_pif", "add_vm", "add_vif",
+             "start_vm", "shutdown_vm", "destroy_vm", "destroy_vif", "set_master",
+             "set_host_live", "configure_host", "call_counts",
+             "reset_call_counts", "snapshot_db", "restart", "set_latency_ms",
+             "info", "host_env")
+
+    def _admin_call(self, name, params):
+        try:
+            if name not in self.ADMIN:
+                raise ApiError("MESSAGE_METHOD_UNKNOWN", "sim." + name)
+            kwargs = params[0] if params else {}
+            if len(params) > 1 or not isinstance(kwargs, dict):
+                raise ApiError("MESSAGE_PARAMETER_COUNT_MISMATCH", "sim." + name,
+                               1, len(params))
+            if name == "restart":
+                # Answer first, then restart (this call's connection dies).
+                threading.Timer(0.05, self.restart).start()
+                return success("")
+            result = getattr(self, name)(**kwargs)
+            if name == "snapshot_db":
+                result = json.dumps(result, sort_keys=True)
+            return success(result if result is not None else "")
+        except ApiError as exc:
+            return failure(exc.description())
+        except (TypeError, ValueError, KeyError) as exc:
+            return failure(["SIM_BAD_ARGUMENT", "%s: %s" % (type(exc).__name__, exc)])
+
+    def info(self):
+        with self.db.lock:
+            pool = self._pool_ref()
+            return {"url": self.url or "", "socket": self.socket_path or "",
+                    "pool": pool, "master": self._master(),
+                    "state_root": self.state_root, "pid": os.getpid()}
+
+    def add_host(self, name_label, address=None, live=True, enabled=True,
+                 plugin_dir=None, netns=None, env=None, cwd=None, uuid=None):
+        """A host with its host_metrics and its control domain (dom0) VM."""
+        with self.db.lock:
+            index = len(self.db.tables["host"]) + 1
+            metrics = self.db.create("host_metrics", {"live": bool(live)})
+            fields = {"name_label": name_label, "hostname": name_label,
+                      "address": address or "10.0.0.%d" % index,
+                      "enabled": bool(enabled), "metrics": metrics,
+                      "software_version": {"product_version": "8.4.0",
+                                           "xapi": "sim"}}
+            if uuid:
+                fields["uuid"] = uuid
+            host = self.db.create("host", fields)
+            self.db.create("VM", {
+                "name_label": "Control domain on host: %s" % name_label,
+                "is_control_domain": True, "power_state": "Running",
+                "resident_on": host, "domid": 0})
+            pool = self._pool_ref()
+            if self.db.tables["pool"][pool]["master"] == NULL:
+                self.db.set_field("pool", pool, "master", host)
+            self.host_config[host] = {}
+            self.configure_host(host, plugin_dir=plugin_dir, netns=netns,
+                                env=env, cwd=cwd)
+        self._write_inventories()
+        return host
+
+    def configure_host(self, host, plugin_dir=None, netns=None, env=None, cwd=None):
+        """Where and how host.call_plugin runs plugins for this host."""
+        with self.db.lock:
+            self.db.row("host", host)
+            config = self.host_config.setdefault(host, {})
+            for key, value in (("plugin_dir", plugin_dir), ("netns", netns),
+                               ("env", env), ("cwd", cwd)):
+                if value is not None:
+                    config[key] = value
+            self._save_sim_config()
+        return ""
+
+    def host_env(self, host):
+        """The environment plugins on `host` get (for running helpers by hand)."""
+        with self.db.lock:
+            self.db.row("host", host)
+            return self.plugin_env(host)
+
+    def add_network(self, name_label, bridge=None, other_config=None, MTU=1500):
+        with self.db.lock:
+            index = len(self.db.tables["network"])
+            return self.db.create("network", {
+                "name_label": name_label, "bridge": bridge or "xenbr%d" % index,
+                "MTU": int(MTU), "other_config": dict(other_config or {})})
+
+    def add_pif(self, host, network, device, vlan=-1, mac=None,
+                other_config=None, physical=None, management=False,
+                currently_attached=True):
+        with self.db.lock:
+            self.db.row("host", host)
+            self.db.row("network", network)
+            return self.db.create("PIF", {
+                "host": host, "network": network, "device": device,
+                "VLAN": int(vlan), "MAC": mac or _random_mac(),
+                "physical": (int(vlan) == -1) if physical is None else bool(physical),
+                "management": bool(management),
+                "currently_attached": bool(currently_attached),
+                "other_config": dict(other_config or {})})
+
+    def add_vm(self, name_label, tags=(), power_state="Halted", resident_on=None,
+               domid=None, other_config=None, is_a_template=False, uuid=None):
+        with self.db.lock:
+            fields = {"name_label": name_label, "tags": list(tags),
+                      "is_a_template": bool(is_a_template),
+                      "other_config": dict(other_config or {})}
+            if uuid:
+                fields["uuid"] = uuid
+            vm = self.db.create("VM", fields)
+            if power_state == "Running":
+                self._vm_start(vm, resident_on, domid)
+            elif power_state != "Halted":
+                self.db.set_field("VM", vm, "power_state", power_state)
+            return vm
+
+    def add_vif(self, vm, network, device, mac=None, other_config=None, MTU=1500):
+        with self.db.lock:
+            vif = self._vif_create({"VM": vm, "network": network,
+                                    "device": str(device), "MAC": mac or "",
+                                    "MTU": str(MTU),
+                                    "other_config": dict(other_config or {})})
+            if self.db.tables["VM"][vm]["power_state"] == "Running":
+                self.db.set_field("VIF", vif, "currently_attached", True)
+            return vif
+
+    def start_vm(self, vm, host=None, domid=None):
+        self._vm_start(vm, host, domid)
+        with self.db.lock:
+            return self.db.tables["VM"][vm]["domid"]
+
+    def shutdown_vm(self, vm):
+        return self._vm_shutdown(vm)
+
+    def destroy_vm(self, vm):
+        with self.db.lock:
+            if self.db.row("VM", vm)["power_state"] == "Running":
+                self._vm_shutdown(vm)
+            return self._vm_destroy(vm)
+
+    def destroy_vif(self, vif):
+        with self.db.lock:
+            self.db.set_field("VIF", vif, "currently_attached", False)
+            return self._vif_destroy(vif)
+
+    def set_master(self, host):
+        """Promote `host` (what pool.designate_new_master ends with)."""
+        return self._designate_new_master(None, host)
+
+    def set_host_live(self, host, live):
+        with self.db.lock:
+            metrics = self.db.row("host", host)["metrics"]
+            self.db.set_field("host_metrics", metrics, "live", bool(live))
+        return ""
+
+    def set_latency_ms(self, latency_ms):
+        self.latency = float(latency_ms) / 1000.0
+        return ""
+
+    def call_counts(self):
+        with self._count_lock:
+            return dict(self._counts)
+
+    def reset_call_counts(self):
+        with self._count_lock:
+            self._counts.clear()
+        return ""
+
+    def snapshot_db(self):
+        """Every object except sessions: {class: {ref: record}} (a copy)."""
+        with self.db.lock:
+            return self.db.snapshot()
+
+    # -- sim-only config persistence (host plugin settings) -------------------------------
+    def _sim_config_path(self):
+        return self.db_path + ".sim.json" if self.db_path else None
+
+    def _save_sim_config(self):
+        path = self._sim_config_path()
+        if not path:
+            return
+        with open(path + ".tmp", "w") as fh:
+            json.dump({"host_config": self.host_config,
+                       "state_root": self.state_root}, fh, sort_keys=True)
+        os.rename(path + ".tmp", path)
+
+    def _load_sim_config(self):
+        path = self._sim_config_path()
+        if path and os.path.exists(path):
+            with open(path) as fh:
+                data = json.load(fh)
+            self.host_config = data.get("host_config", {})
+            if not self.state_root:
+                self.state_root = data.get("state_root")
+
+
+def _random_mac():
+    raw = uuidlib.uuid4().bytes[:5]
+    return "02:" + ":".join("%02x" % b for b in raw)
+
+
+def _parse_token(token):
+    if token == "":
+        return 0
+    parts = token.split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError(token)
+        return int(parts[0])
+    except ValueError:
+        raise ApiError("EVENT_FROM_TOKEN_PARSE_FAILURE", token)
+
+
+def _subscriptions(classes):
+    """(tables, object filter) for event.from's class list, as xapi parses it."""
+    everything = False
+    whole = set()
+    objects = set()
+    for item in classes:
+        if item == "*":
+            everything = True
+            continue
+        cls, _, ref = item.partition("/")
+        table = schema.table_of_event_class(cls)
+        if table is None or table not in schema.EVENT_CLASSES:
+            continue  # xapi accepts unknown classes and reports nothing for them
+        if ref:
+            objects.add((table, ref))
+        else:
+            whole.add(table)
+    tables = (list(schema.EVENT_CLASSES) if everything
+              else sorted(whole | set(t for t, _ in objects)))
+
+    def object_filter(cls, ref):
+        return everything or cls in whole or (cls, ref) in objects
+    return tables, object_filter
+
+
+# --------------------------------------------------------------------------
+# Out-of-process admin client
+# --------------------------------------------------------------------------
+class SimError(Exception):
+    def __init__(self, description):
+        Exception.__init__(self, description)
+        self.description = description
+
+
+class SimClient(object):
+    """Calls the `sim.*` admin API of a simulator in another process.
+
+    SimClient(socket_path=...).add_vm(name_label="web01", power_state="Running")
+    """
+
+    def __init__(self, url=None, socket_path=None):
+        import xmlrpc.client
+        if socket_path:
+            import XenAPI
+            self._proxy = xmlrpc.client.ServerProxy(
+                "http://%s/" % socket_path.replace("/", "_"),
+                transport=XenAPI.UDSTransport(), allow_none=True)
+        else:
+            self._proxy = xmlrpc.client.ServerProxy(url, allow_none=True)
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+
+        def call(**kwargs):
+            result = getattr(self._proxy, "sim." + name)(kwargs)
+            if result.get("Status") != "Success":
+                raise SimError(result.get("ErrorDescription"))
+            value = result["Value"]
+            return json.loads(value) if name == "snapshot_db" else value
+        return call
+
+
+# --------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m sim.xapi_sim",
+        description="Run the XAPI simulator until SIGTERM/SIGINT.")
+    parser.add_argument("--socket", help="unix socket path (no '_')")
+    parser.add_argument("--port", type=int, help="HTTP port on 127.0.0.1 (0 = any)")
+    parser.add_argument("--db", help="JSON database file (kept across restarts)")
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--plugin-dir", help="default plugin directory")
+    parser.add_argument("--state-root", help="per-host inventory/state dirs")
+    args = parser.parse_args(argv)
+    if not args.socket and args.port is None:
+        parser.error("give --socket, --port or both")
+    sim = XapiSim(socket_path=args.socket, port=args.port, db_path=args.db,
+                  latency_ms=args.latency_ms, plugin_dir=args.plugin_dir,
+                  state_root=args.state_root)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *a: stop.set())
+    sim.start()
+    sys.stdout.write(json.dumps(sim.info(), sort_keys=True) + "\n")
+    sys.stdout.flush()
+    while not stop.wait(0.5):
+        pass
+    sim.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

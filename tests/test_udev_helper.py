@@ -1,0 +1,238 @@
+"""The udev helper, run the way udev runs it, on real devices in a netns.
+
+The helper gets udev's environment (ACTION, SUBSYSTEM, INTERFACE, DEVPATH,
+a bare PATH) plus the test `xenstore-read` stand-in first on PATH, and an
+`ethtool` wrapper that logs each invocation before running the real one, so
+the tests can count `ethtool -K` calls.
+"""
+import json
+import os
+import stat
+import sys
+
+import pytest
+
+from netoffload import cache
+from netoffload.ethtool import parse_features_text
+from netoffload.livestate import LiveStateStore
+
+pytestmark = pytest.mark.root
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIM_BIN = os.path.join(REPO, "sim", "bin")
+VM_UUID = "5a5a5a5a-1111-2222-3333-444444444444"
+OTHER_VM_UUID = "6b6b6b6b-1111-2222-3333-444444444444"
+ALL_OFF = dict((f, "off") for f in ("rx", "tx", "sg", "tso", "ufo", "gso",
+                                    "gro", "lro"))
+TX_OFF = {"tx": "off"}
+
+
+def _cache_data():
+    return {"format": cache.FORMAT, "generated_at": "2024-01-01T00:00:00Z",
+            "host": {"uuid": "host-uuid", "name": "xs1"}, "policy": {},
+            "pifs": {"eth0": {"features": {"gro": "off", "sg": "off"},
+                              "source": "pool", "policy": "gro=off,sg=off"}},
+            "vifs": {VM_UUID + "/0": {"features": ALL_OFF, "source": "vm",
+                                      "policy": "all-off", "vm": "web 01"},
+                     VM_UUID + "/1": {"features": TX_OFF, "source": "tag:bsd",
+                                      "policy": "tx-off", "vm": "web 01"},
+                     OTHER_VM_UUID + "/0": {"features": ALL_OFF,
+                                            "source": "pool",
+                                            "policy": "all-off", "vm": "db"}}}
+
+
+class Dom0(object):
+    """A netns with dom0-named devices, a cache, xenstore and tool wrappers."""
+
+    def __init__(self, ns, tmp_path):
+        self.ns = ns
+        self.state = str(tmp_path / "state")
+        self.xenstore = str(tmp_path / "xenstore.json")
+        self.calls = str(tmp_path / "ethtool-calls")
+        self.bin = tmp_path / "bin"
+        self.bin.mkdir()
+        wrapper = self.bin / "ethtool"
+        wrapper.write_text("#!/bin/sh\necho \"$*\" >> %s\nexec %s \"$@\"\n" % (
+            self.calls, "/usr/sbin/ethtool"))
+        wrapper.chmod(0o755)
+        with open(self.xenstore, "w") as handle:
+            json.dump({"/local/domain/5/vm": "/vm/" + VM_UUID,
+                       # an older layout: the uuid lives under the vm node
+                       "/local/domain/8/vm": "/vm/legacy-8",
+                       "/vm/legacy-8/uuid": OTHER_VM_UUID}, handle)
+        cache.write(_cache_data(), self.state)
+        ns.add_tap("tap5.0")
+        ns.add_veth("vif5.1", "guest51")
+        ns.add_veth("vif8.0", "guest80")
+        ns.add_veth("eth0", "peer0")
+        ns.add_veth("tap9.0", "guest90")
+
+    def env(self, device, action="add", subsystem="net", **extra):
+        env = {"PATH": "%s:%s:/usr/sbin:/usr/bin:/sbin:/bin" % (self.bin, SIM_BIN),
+               "PYTHONPATH": REPO, "ACTION": action, "SUBSYSTEM": subsystem,
+               "INTERFACE": device, "DEVPATH": "/devices/virtual/net/" + device,
+               "SEQNUM": "4242", "NETOFFLOAD_STATE_DIR": self.state,
+               "NETOFFLOAD_SIM_XENSTORE": self.xenstore}
+        env.update(extra)
+        return env
+
+    def helper(self, argv, env):
+        return self.ns.run([sys.executable, "-m", "netoffload.udev"] + argv,
+                           env=env, check=False, timeout=30)
+
+    def features(self, device):
+        return parse_features_text(self.ns.ethtool_k(device), device).as_onoff()
+
+    def ethtool_text(self, device):
+        return self.ns.ethtool_k(device)
+
+    def set_calls(self):
+        if not os.path.exists(self.calls):
+            return []
+        with open(self.calls) as handle:
+            return [line.split() for line in handle if line.startswith("-K ")]
+
+
+@pytest.fixture
+def dom0(netns, tmp_path):
+    return Dom0(netns, tmp_path)
+
+
+def _covered(features, wanted):
+    return dict((f, v) for f, v in features.items() if f in wanted)
+
+
+GOOD_CASES = [
+    # id, argv, env overrides, device, wanted
+    ("tap-add", ["tap5.0"], {}, "tap5.0", ALL_OFF),
+    ("vif-net-add", ["vif5.1"], {}, "vif5.1", TX_OFF),
+    ("vif-backend-online", ["vif-5-1"],
+     {"SUBSYSTEM": "xen-backend", "ACTION": "online",
+      "XENBUS_PATH": "backend/vif/5/1", "INTERFACE": ""}, "vif5.1", TX_OFF),
+    ("vm-path-needs-uuid-lookup", ["vif8.0"], {}, "vif8.0", ALL_OFF),
+    ("pif", ["eth0"], {}, "eth0", {"gro": "off", "sg": "off"}),
+    ("name-from-INTERFACE", [], {"INTERFACE": "tap5.0"}, "tap5.0", ALL_OFF),
+]
+
+
+@pytest.mark.parametrize("argv, overrides, device, wanted",
+                         [c[1:] for c in GOOD_CASES],
+                         ids=[c[0] for c in GOOD_CASES])
+def test_helper_brings_a_fresh_device_into_policy(dom0, argv, overrides,
+                                                  device, wanted):
+    before = dom0.features(device)
+    assert _covered(before, wanted) != {f: v for f, v in wanted.items()
+                                        if f in before}
+    env = dom0.env(device)
+    env.update(overrides)
+    proc = dom0.helper(argv, env)
+    assert (proc.returncode, proc.stdout) == (0, "")
+    assert proc.stderr == ""  # success logs at info level, to syslog only
+    after = dom0.features(device)
+    present = dict((f, v) for f, v in wanted.items() if f in after)
+    # tx off takes tso/gso with it on Linux; nothing else may move
+    assert _covered(after, wanted) == present
+    recorded = LiveStateStore(dom0.state).recorded()[device]
+    assert all(recorded[f] == before[f] for f in recorded)
+
+
+def test_second_run_is_idempotent_and_runs_no_ethtool_set(dom0):
+    first = dom0.helper(["tap5.0"], dom0.env("tap5.0"))
+    assert first.returncode == 0
+    assert len(dom0.set_calls()) == 1
+    live_state = os.path.join(dom0.state, "live-state.json")
+    with open(live_state) as handle:
+        recorded = handle.read()
+    second = dom0.helper(["tap5.0"], dom0.env("tap5.0"))
+    assert (second.returncode, second.stderr) == (0, "")
+    assert len(dom0.set_calls()) == 1
+    with open(live_state) as handle:
+        assert handle.read() == recorded
+
+
+def test_restore_after_the_helper_gives_back_the_original_device(dom0):
+    original = dom0.ethtool_text("tap5.0")
+    dom0.helper(["tap5.0"], dom0.env("tap5.0"))
+    assert dom0.ethtool_text("tap5.0") != original
+    with dom0.ns.entered():
+        LiveStateStore(dom0.state).restore("tap5.0")
+    assert dom0.ethtool_text("tap5.0") == original
+
+
+def _corrupt(dom0):
+    with open(cache.cache_path(dom0.state), "w") as handle:
+        handle.write('{"format": 1, "pifs": {"eth0": ')
+
+
+def _missing(dom0):
+    os.unlink(cache.cache_path(dom0.state))
+
+
+def _bad_entry(dom0):
+    data = _cache_data()
+    data["vifs"][VM_UUID + "/0"]["features"] = {"tx": "sideways"}
+    cache.write(data, dom0.state)
+
+
+def _no_xenstore(dom0):
+    os.unlink(dom0.xenstore)
+
+
+def _nothing(dom0):
+    pass
+
+
+LEFT_ALONE = [
+    # id, break the setup, argv, device to watch, message
+    ("corrupt-cache", _corrupt, ["tap5.0"], "tap5.0", "corrupt"),
+    ("missing-cache", _missing, ["tap5.0"], "tap5.0", "cannot be read"),
+    ("corrupt-entry", _bad_entry, ["tap5.0"], "tap5.0", "corrupt"),
+    ("unknown-domid", _nothing, ["tap9.0"], "tap9.0", "couldn't read path"),
+    ("xenstore-down", _no_xenstore, ["tap5.0"], "tap5.0", "xenstore has no"),
+    ("not-in-cache", _nothing, ["peer0"], "peer0", None),
+    ("device-gone", _nothing, ["vif5.7"], "tap5.0", None),
+    ("name-with-slash", _nothing, ["../tap5.0"], "tap5.0", "refused"),
+    ("name-too-long", _nothing, ["tap5.0000000000000"], "tap5.0", "refused"),
+    ("name-with-semicolon", _nothing, ["tap5.0;reboot"], "tap5.0", "refused"),
+    ("name-empty", _nothing, [""], "tap5.0", "refused"),
+    ("backend-name-mangled", _nothing, ["vif-5-x"], "tap5.0", None),
+]
+
+
+@pytest.mark.parametrize("breakage, argv, device, message",
+                         [c[1:] for c in LEFT_ALONE],
+                         ids=[c[0] for c in LEFT_ALONE])
+def test_failures_leave_the_device_alone_and_exit_0(dom0, breakage, argv,
+                                                    device, message):
+    breakage(dom0)
+    before = dom0.ethtool_text(device)
+    env = dom0.env(argv[0] if argv else "")
+    proc = dom0.helper(argv, env)
+    assert (proc.returncode, proc.stdout) == (0, "")
+    if message:
+        assert message in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+    assert dom0.ethtool_text(device) == before
+    assert dom0.set_calls() == []
+
+
+def test_device_gone_is_logged_once(dom0):
+    # a Windows PV vif may vanish between its two registrations
+    data = _cache_data()
+    data["vifs"][VM_UUID + "/7"] = {"features": ALL_OFF, "source": "vm"}
+    cache.write(data, dom0.state)
+    proc = dom0.helper(["vif5.7"], dom0.env("vif5.7"))
+    assert proc.returncode == 0
+    assert "left alone" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_remove_events_do_nothing(dom0):
+    before = dom0.ethtool_text("tap5.0")
+    proc = dom0.helper(["tap5.0"], dom0.env("tap5.0", action="remove"))
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert dom0.ethtool_text("tap5.0") == before
+
+
+def test_cache_file_stays_root_only(dom0):
+    assert stat.S_IMODE(os.stat(cache.cache_path(dom0.state)).st_mode) == 0o600

@@ -10,6 +10,7 @@ active, fixed only if all of its bits are fixed, and absent (active None)
 if the kernel has none of its bits (ufo since Linux 4.14).
 """
 import collections
+import contextlib
 import errno
 import re
 import socket
@@ -380,36 +381,113 @@ def apply_features(device, wanted, dry_run=False, reader=None):
     """
     check_device(device)
     wanted = check_wanted(wanted)
-    own_reader = reader is None
-    reader = reader or Reader()
-    try:
+    with _reader_for(reader) as reader:
         current = reader.read(device)
-        before = current.as_onoff()
         to_change, status = plan(current, wanted)
         if dry_run or not to_change:
+            before = current.as_onoff()
             return ApplyResult(device, status, before, dict(before),
                                dry_run=dry_run, errors=_held_errors(status))
-        argv = [ETHTOOL, "-K", device]
-        for short, value in to_change.items():
-            argv += [short, value]
-        errors = _held_errors(status)
-        done = proc.run(argv, timeout=APPLY_TIMEOUT)
-        if done.returncode not in (0, EXIT_NOTHING_CHANGED):
-            errors.append("ethtool -K exit %d: %s" % (
-                done.returncode, done.stderr.strip()))
-        reread = reader.read(device)
-        after = reread.as_onoff()
-    finally:
-        if own_reader:
-            reader.close()
+        return _execute(device, reader, current, list(to_change.items()),
+                        wanted, status, commanded=set(to_change))
+
+
+def requested_bits(current, shorts):
+    """{kernel bit: 'on'|'off'} requested now for the changeable bits of
+    `shorts`: what restore_features needs to put requests back exactly."""
+    names = list(current.kernel)
+    result = {}
+    for short in shorts:
+        for name in F.kernel_bits_for(short, names):
+            state = current.kernel[name]
+            if not state.fixed and state.requested is not None:
+                result[name] = _onoff(state.requested)
+    return result
+
+
+def restore_features(device, features, bits=None, reader=None):
+    """Put recorded state back: `features` {short: on|off} as it was active,
+    `bits` {kernel bit: on|off} as it was requested (see requested_bits).
+
+    Requests are restored bit by bit, so a change the kernel refused (which
+    still altered the request) is undone too; features without recorded
+    bits fall back to their short name.
+    """
+    check_device(device)
+    features = check_wanted(features)
+    bits = dict(bits or {})
+    with _reader_for(reader) as reader:
+        current = reader.read(device)
+        names = list(current.kernel)
+        pairs = []
+        status = {}
+        for short in F.FEATURES:
+            if short not in features:
+                continue
+            state = current.features[short]
+            if state.active is None:
+                status[short] = UNSUPPORTED
+                continue
+            group_bits = [b for b in F.kernel_bits_for(short, names)
+                          if b in bits]
+            if group_bits:
+                for name in group_bits:
+                    bit = current.kernel[name]
+                    if not bit.fixed and bit.requested is not (
+                            bits[name] == F.ON):
+                        pairs.append((name, bits[name]))
+            elif _onoff(state.active) != features[short] and not state.fixed:
+                pairs.append((short, features[short]))
+            if state.fixed and _onoff(state.active) != features[short]:
+                status[short] = FIXED
+        if not pairs:
+            before = current.as_onoff()
+            for short in features:
+                if short not in status:
+                    status[short] = UNCHANGED \
+                        if before.get(short) == features[short] else FAILED
+            return ApplyResult(device, status, before, dict(before),
+                               errors=_held_errors(status))
+        return _execute(device, reader, current, pairs, features, status,
+                        commanded=set(features))
+
+
+@contextlib.contextmanager
+def _reader_for(reader):
+    if reader is not None:
+        yield reader
+        return
+    with Reader() as own:
+        yield own
+
+
+def _execute(device, reader, current, pairs, targets, status, commanded):
+    """Run one ethtool -K with `pairs`, re-read, classify every feature."""
+    argv = [ETHTOOL, "-K", device]
+    for name, value in pairs:
+        argv += [name, value]
+    errors = _held_errors(status)
+    done = proc.run(argv, timeout=APPLY_TIMEOUT)
+    if done.returncode not in (0, EXIT_NOTHING_CHANGED):
+        errors.append("ethtool -K exit %d: %s" % (
+            done.returncode, done.stderr.strip()))
+    reread = reader.read(device)
+    before = current.as_onoff()
+    after = reread.as_onoff()
     forced = {}
     for short in F.FEATURES:
-        if short not in after or after.get(short) == before.get(short):
-            if status.get(short) == WOULD_CHANGE:
-                status[short] = FAILED
+        if status.get(short) in (UNSUPPORTED, FIXED):
             continue
-        if short in to_change:
-            status[short] = CHANGED if after[short] == to_change[short] \
+        moved = after.get(short) != before.get(short)
+        if short not in targets:
+            if moved:
+                status[short] = FORCED
+                forced[short] = after[short]
+        elif not moved:
+            status[short] = UNCHANGED if after.get(short) == targets[short] \
+                else FAILED
+        elif short in commanded:
+            status[short] = CHANGED if after[short] == targets[short] \
                 else FAILED
         else:
             status[short] = FORCED
@@ -421,12 +499,13 @@ def apply_features(device, wanted, dry_run=False, reader=None):
         (name, _onoff(state.active)) for name, state in reread.kernel.items()
         if name in current.kernel
         and current.kernel[name].active != state.active
-        and F.short_for_kernel_bit(name) not in to_change)
-    failed = [s for s, st in status.items() if st == FAILED]
+        and F.short_for_kernel_bit(name) not in commanded)
+    failed = sorted(s for s, st in status.items() if st == FAILED)
     if failed:
-        errors.append("%s did not change: %s" % (device, ", ".join(failed)))
+        errors.append("%s did not reach the wanted state: %s"
+                      % (device, ", ".join(failed)))
         get_logger().warning("%s: could not set %s", device, ", ".join(
-            "%s %s" % (s, wanted[s]) for s in failed))
+            "%s %s" % (s, targets[s]) for s in failed))
     if forced or forced_bits:
         get_logger().info("%s: turned %s as a dependency", device, ", ".join(
             "%s %s" % item for item in sorted(forced.items())

@@ -1,0 +1,223 @@
+"""The record of live state: what each feature was before we first changed it.
+
+`LiveStateStore.apply` records the prior value of every feature it is about
+to change (only the first time: a second policy must not overwrite the
+original), then applies; features the kernel turned as a dependency are
+recorded too. `restore` puts the recorded values back and forgets them.
+
+One JSON file, `live-state.json`, in the state directory (default
+/var/lib/netoffload, or $NETOFFLOAD_STATE_DIR): directory 0700, file 0600,
+written atomically (temp file, fsync, rename, fsync of the directory) under
+an exclusive flock, because the udev helper, the watcher and the plugin may
+run at the same time.
+"""
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import tempfile
+import time
+
+from netoffload import ethtool
+from netoffload.errors import Busy, DeviceError
+from netoffload.features import FEATURES, value_or_none
+from netoffload.log import get_logger
+
+DEFAULT_STATE_DIR = "/var/lib/netoffload"
+STATE_FILE = "live-state.json"
+LOCK_FILE = "live-state.lock"
+FORMAT_VERSION = 1
+LOCK_TIMEOUT = 30.0
+
+
+def state_dir_default():
+    return os.environ.get("NETOFFLOAD_STATE_DIR") or DEFAULT_STATE_DIR
+
+
+def atomic_write_json(path, data, mode=0o600):
+    """Write JSON so that readers see the old or the new file, never half."""
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path),
+                               suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=1, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _onoff_map(raw, key_ok):
+    if not isinstance(raw, dict):
+        return {}
+    return dict((k, value_or_none(v)) for k, v in raw.items()
+                if key_ok(k) and value_or_none(v) is not None)
+
+
+class LiveStateStore(object):
+    """Per device: `features` {short: value before our first change} and
+    `requested` {kernel bit: what was requested before}, so that restore
+    also undoes a request the kernel refused (it still shows as
+    `[requested ...]`)."""
+
+    def __init__(self, state_dir=None):
+        self.state_dir = state_dir or state_dir_default()
+        self.path = os.path.join(self.state_dir, STATE_FILE)
+
+    # -- storage ------------------------------------------------------------
+    def _ensure_dir(self):
+        try:
+            os.makedirs(self.state_dir, 0o700)
+        except OSError as err:
+            if err.errno != errno.EEXIST:
+                raise DeviceError("cannot create state directory %s: %s"
+                                  % (self.state_dir, err.strerror))
+
+    @contextlib.contextmanager
+    def _locked(self):
+        self._ensure_dir()
+        fd = os.open(os.path.join(self.state_dir, LOCK_FILE),
+                     os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            deadline = time.time() + LOCK_TIMEOUT
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except (IOError, OSError) as err:
+                    if err.errno not in (errno.EAGAIN, errno.EACCES):
+                        raise
+                    if time.time() > deadline:
+                        raise Busy("the live-state record %s is locked by "
+                                   "another netoffload process" % self.path)
+                    time.sleep(0.05)
+            yield
+        finally:
+            os.close(fd)  # also releases the lock
+
+    def _load(self):
+        try:
+            with open(self.path) as handle:
+                data = json.load(handle)
+        except (IOError, OSError) as err:
+            if err.errno == errno.ENOENT:
+                return {}
+            raise DeviceError("cannot read %s: %s" % (self.path, err.strerror))
+        except ValueError as err:
+            # Never overwrite a record we cannot read: it may be all that
+            # remembers the original state.
+            raise DeviceError("the live-state record %s is corrupt (%s); "
+                              "move it away to start afresh" % (self.path, err))
+        devices = data.get("devices") if isinstance(data, dict) else None
+        if not isinstance(devices, dict):
+            raise DeviceError("the live-state record %s has no devices map"
+                              % self.path)
+        result = {}
+        for device, record in devices.items():
+            if not isinstance(record, dict):
+                continue
+            result[device] = {
+                "features": _onoff_map(record.get("features"),
+                                       lambda f: f in FEATURES),
+                "requested": _onoff_map(record.get("requested"),
+                                        lambda b: isinstance(b, str)),
+            }
+        return result
+
+    def _save(self, devices):
+        data = {"version": FORMAT_VERSION,
+                "devices": dict((d, r) for d, r in devices.items()
+                                if r.get("features"))}
+        atomic_write_json(self.path, data)
+
+    # -- the API ------------------------------------------------------------
+    def recorded(self):
+        """{device: {short: 'on'|'off'}} as it was before our changes."""
+        if not os.path.exists(self.path):
+            return {}
+        with self._locked():
+            return dict((d, dict(r["features"]))
+                        for d, r in self._load().items() if r["features"])
+
+    def apply(self, device, wanted, dry_run=False):
+        """Record prior values of what will change, then apply `wanted`."""
+        ethtool.check_device(device)
+        wanted = ethtool.check_wanted(wanted)
+        if dry_run:
+            return ethtool.apply_features(device, wanted, dry_run=True)
+        with self._locked(), ethtool.Reader() as reader:
+            devices = self._load()
+            record = devices.get(device) or {"features": {}, "requested": {}}
+            current = reader.read(device)
+            to_change, _ = ethtool.plan(current, wanted)
+            before = current.as_onoff()
+            added = [f for f in to_change if f not in record["features"]]
+            if added:
+                self._remember(record, current, added)
+                devices[device] = record
+                self._save(devices)  # before touching the device
+            result = ethtool.apply_features(device, wanted, reader=reader)
+            forced = [f for f in result.forced if f not in record["features"]]
+            if forced:
+                self._remember(record, current, forced)
+                devices[device] = record
+                self._save(devices)
+        return result
+
+    @staticmethod
+    def _remember(record, current, shorts):
+        before = current.as_onoff()
+        for short in shorts:
+            record["features"][short] = before[short]
+        for bit, value in ethtool.requested_bits(current, shorts).items():
+            record["requested"].setdefault(bit, value)
+
+    def restore(self, device):
+        """Put recorded values back, forget them; ApplyResult.
+
+        A device with no record is left alone (ran_command False). Features
+        that fail to restore stay recorded. DeviceError if the device is
+        gone (the record is kept; see forget()).
+        """
+        ethtool.check_device(device)
+        with self._locked():
+            devices = self._load()
+            record = devices.get(device)
+            if not record or not record["features"]:
+                return ethtool.ApplyResult(device, {}, {}, {})
+            result = ethtool.restore_features(device, record["features"],
+                                              record["requested"])
+            kept = dict((f, v) for f, v in record["features"].items()
+                        if result.features.get(f) == ethtool.FAILED)
+            if kept:
+                record["features"] = kept
+                devices[device] = record
+            else:
+                devices.pop(device, None)
+            self._save(devices)
+        get_logger().info("%s: restored %s", device, ", ".join(
+            "%s %s" % item for item in sorted(record["features"].items())))
+        return result
+
+    def forget(self, device):
+        """Drop the record of a device (e.g. one that no longer exists)."""
+        with self._locked():
+            devices = self._load()
+            if devices.pop(device, None) is not None:
+                self._save(devices)
+                return True
+        return False

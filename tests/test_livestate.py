@@ -1,0 +1,163 @@
+"""Record and restore of live state, on real devices in a namespace."""
+import json
+import os
+import stat
+
+import pytest
+
+from netoffload import proc
+from netoffload.errors import BadArgument, DeviceError
+from netoffload.livestate import LiveStateStore, atomic_write_json
+from netoffload.policy import parse_policy
+
+KINDS = ["veth", "tap", "bridge", "macvlan", "ifb"]
+
+
+def make(ns, kind):
+    if kind == "veth":
+        ns.add_veth("dut", "dutpeer")
+    elif kind == "tap":
+        ns.add_tap("dut")
+    elif kind == "macvlan":
+        ns.add_veth("parent0", "parent1")
+        ns.add_macvlan("dut", "parent0")
+    else:
+        ns.add_link("dut", kind)
+    return "dut"
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("policy", ["all-off", "tx-off", "sg=off",
+                                    "gro=on,lro=on"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_restore_returns_exact_prior_state(netns, state_dir, kind, policy):
+    dev = make(netns, kind)
+    original = netns.ethtool_k(dev)
+    store = LiveStateStore(state_dir)
+    with netns.entered():
+        first = store.apply(dev, parse_policy(policy).features)
+        # a second, different policy must not overwrite the original record
+        store.apply(dev, parse_policy("tx=on,gso=off").features)
+    if first.ran_command and first.changed:
+        assert netns.ethtool_k(dev) != original
+    with netns.entered():
+        result = store.restore(dev)
+    assert result.ok, result.to_json()
+    assert netns.ethtool_k(dev) == original
+    assert store.recorded() == {}
+
+
+@pytest.mark.root
+def test_record_holds_first_prior_values_and_forced_ones(netns, state_dir):
+    dev = make(netns, "veth")
+    store = LiveStateStore(state_dir)
+    with netns.entered():
+        store.apply(dev, {"sg": "off"})       # forces gso off
+        store.apply(dev, {"sg": "on", "tx": "off"})
+    assert store.recorded() == {dev: {"sg": "on", "gso": "on", "tx": "on"}}
+
+
+@pytest.mark.root
+def test_nothing_to_change_records_nothing(netns, state_dir):
+    dev = make(netns, "veth")
+    store = LiveStateStore(state_dir)
+    with netns.entered():
+        result = store.apply(dev, {"gro": "off", "ufo": "off"})
+    assert not result.ran_command
+    assert store.recorded() == {}
+
+
+@pytest.mark.root
+def test_dry_run_records_and_changes_nothing(netns, state_dir):
+    dev = make(netns, "veth")
+    text = netns.ethtool_k(dev)
+    store = LiveStateStore(state_dir)
+    with netns.entered():
+        result = store.apply(dev, {"tx": "off"}, dry_run=True)
+    assert result.features == {"tx": "would-change"}
+    assert store.recorded() == {}
+    assert netns.ethtool_k(dev) == text
+
+
+@pytest.mark.root
+def test_restore_without_record_runs_nothing(netns, state_dir, mocker):
+    spy = mocker.patch("netoffload.proc.run", autospec=True,
+                       side_effect=proc.run)
+    result = LiveStateStore(state_dir).restore("dut")
+    assert result.features == {} and not result.ran_command
+    assert not spy.called
+
+
+@pytest.mark.root
+def test_restore_of_vanished_device_keeps_record_until_forgotten(netns,
+                                                               state_dir):
+    dev = make(netns, "veth")
+    store = LiveStateStore(state_dir)
+    with netns.entered():
+        store.apply(dev, {"tx": "off"})
+    netns.ip("link", "del", dev)
+    with netns.entered():
+        with pytest.raises(DeviceError):
+            store.restore(dev)
+    assert store.recorded() == {dev: {"tx": "on"}}
+    assert store.forget(dev) is True
+    assert store.recorded() == {}
+    assert store.forget(dev) is False
+
+
+@pytest.mark.root
+def test_files_are_private(netns, tmp_path):
+    state_dir = str(tmp_path / "fresh" / "state")
+    dev = make(netns, "veth")
+    with netns.entered():
+        LiveStateStore(state_dir).apply(dev, {"tx": "off"})
+    assert stat.S_IMODE(os.stat(state_dir).st_mode) == 0o700
+    path = os.path.join(state_dir, "live-state.json")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    with open(path) as handle:
+        assert json.load(handle) == {"version": 1, "devices": {dev: {
+            "features": {"tx": "on"},
+            "requested": {"tx-checksum-ip-generic": "on",
+                          "tx-checksum-sctp": "on"}}}}
+    # no temp files left behind
+    assert sorted(os.listdir(state_dir)) == ["live-state.json",
+                                             "live-state.lock"]
+
+
+def test_state_dir_from_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("NETOFFLOAD_STATE_DIR", str(tmp_path))
+    assert LiveStateStore().state_dir == str(tmp_path)
+    monkeypatch.delenv("NETOFFLOAD_STATE_DIR")
+    assert LiveStateStore().state_dir == "/var/lib/netoffload"
+
+
+def test_corrupt_record_is_never_overwritten(state_dir):
+    path = os.path.join(state_dir, "live-state.json")
+    with open(path, "w") as handle:
+        handle.write("{not json")
+    store = LiveStateStore(state_dir)
+    with pytest.raises(DeviceError) as info:
+        store.recorded()
+    assert "corrupt" in info.value.message
+    with pytest.raises(DeviceError):
+        store.forget("eth0")
+    with open(path) as handle:
+        assert handle.read() == "{not json"
+
+
+@pytest.mark.parametrize("device,wanted", [
+    ("bad name", {"tx": "off"}), ("eth0", {"tx": "perhaps"}),
+    ("eth0", {"nope": "off"})], ids=["bad-device", "bad-value", "bad-feature"])
+def test_bad_input_writes_nothing(state_dir, device, wanted):
+    with pytest.raises(BadArgument):
+        LiveStateStore(state_dir).apply(device, wanted)
+    assert os.listdir(state_dir) == []
+
+
+def test_atomic_write_replaces_whole_file(tmp_path):
+    path = str(tmp_path / "f.json")
+    atomic_write_json(path, {"a": 1})
+    atomic_write_json(path, {"b": 2})
+    with open(path) as handle:
+        assert json.load(handle) == {"b": 2}
+    assert os.listdir(str(tmp_path)) == ["f.json"]

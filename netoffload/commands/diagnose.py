@@ -1,5 +1,135 @@
-"""Placeholder until this verb group lands; registers nothing."""
+"""CLI verbs: check-checksums, counters, doctor.
+
+These diagnostics are host-local (they read this host's devices, kernel
+counters and tcpdump), so the CLI calls the library directly rather than
+going through the plugin; to diagnose another host, call the plugin there
+(`xe host-call-plugin host-uuid=... plugin=netoffload fn=doctor`). doctor
+opens its own local XAPI session for the policy section and carries on
+without it when XAPI is unreachable.
+"""
+import json
+import sys
+
+from netoffload import diagnose
+
+EXIT_OK = 0
+EXIT_FINDING = 1
+
+
+def _string_args(pairs):
+    return dict((k, str(v)) for k, v in pairs if v is not None)
+
+
+def _print_json(result):
+    sys.stdout.write(json.dumps(result, indent=2, sort_keys=True) + "\n")
+
+
+def _check_checksums(opts):
+    result = diagnose.check_checksums(None, _string_args([
+        ("device", opts.device), ("seconds", opts.seconds),
+        ("packets", opts.packets)]))
+    if opts.json:
+        _print_json(result)
+    else:
+        out = sys.stdout
+        out.write("device %s (%s): %d packet(s) captured in %.1fs, %d flagged "
+                  "by tcpdump\n" % (result["device"], result["kind"],
+                                    result["packets"]["captured"],
+                                    result["elapsed"],
+                                    result["packets"]["flagged"]))
+        for name, count in sorted(result["classes"].items()):
+            out.write("  %-18s %d\n" % (name, count))
+        out.write("  kernel checksum drops during capture: %s\n" % ", ".join(
+            "%s +%d" % kv for kv in sorted(
+                result["kernel_counters_delta"].items())))
+        offload = result["offload"]
+        out.write("  live offload: %s\n" % (offload.get("error") or " ".join(
+            "%s=%s" % kv for kv in sorted(offload.items()))))
+        for example in result["examples"]:
+            out.write("  [%s] %s\n" % (example["class"], example["text"].replace(
+                "\n", "\n      ")))
+        out.write("verdict: %s\n" % result["verdict"])
+    return EXIT_FINDING if result["status"] == "corruption" else EXIT_OK
+
+
+def _counters(opts):
+    result = diagnose.counters_fn(None, _string_args([
+        ("device", opts.device), ("seconds", opts.seconds)]))
+    if opts.json:
+        _print_json(result)
+        return EXIT_OK
+    out = sys.stdout
+    window = result["seconds"]
+    out.write("%-16s %-5s %s\n" % ("DEVICE", "KIND", "ERROR COUNTERS (%s)" % (
+        "change over %ds" % window if window else "non-zero since boot")))
+    for device in result["devices"]:
+        values = device["delta"] if window else dict(
+            (k, v) for k, v in list(device["link"].items()) +
+            list(device["driver"].items()) if v)
+        out.write("%-16s %-5s %s\n" % (device["device"], device["kind"], ", ".join(
+            "%s=%d" % kv for kv in sorted(values.items())) or "-"))
+    out.write("kernel checksum drops: %s\n" % ", ".join(
+        "%s=%s%s" % (name, item["value"], " (+%d)" % item["delta"]
+                     if "delta" in item else "")
+        for name, item in sorted(result["kernel"].items())))
+    for note in result["notes"]:
+        out.write("note: %s\n" % note)
+    return EXIT_OK
+
+
+def _doctor(opts):
+    result = diagnose.doctor(None, {})
+    if opts.json:
+        _print_json(result)
+        return EXIT_OK
+    out = sys.stdout
+    policy = result["policy"]
+    if policy.get("available"):
+        out.write("policy: %d device(s), %d covered, %d non-compliant, %d "
+                  "pending replug(s)\n" % (
+                      policy["devices"], policy["covered"],
+                      len(policy["non_compliant"]),
+                      len(policy["pending_replugs"])))
+    else:
+        out.write("policy: not checked: %s\n" % policy.get("reason"))
+    dom0 = result["dom0"]
+    sched = dom0["scheduler"]
+    out.write("dom0: %s vCPUs, scheduler %s, netback %s\n" % (
+        dom0["vcpus"],
+        "weight %s cap %s" % (sched["weight"], sched["cap"])
+        if sched.get("available") else "unavailable (%s)" % sched["reason"],
+        "max_queues %d" % dom0["netback"]["max_queues"]
+        if dom0["netback"].get("available") else "unavailable"))
+    for item in result["advice"]:
+        out.write("* %s: %s\n    why: %s\n" % (item["item"], item["advice"],
+                                              item["reason"]))
+        if item.get("cost"):
+            out.write("    cost: %s\n" % item["cost"])
+    return EXIT_OK
 
 
 def register(subparsers):
-    return None
+    parser = subparsers.add_parser(
+        "check-checksums", help="capture on a device and tell whether "
+        "tcpdump's 'incorrect' checksums are real corruption")
+    parser.add_argument("device", metavar="DEV")
+    parser.add_argument("--seconds", type=int, default=None,
+                        help="capture at most this long (1-60, default 10)")
+    parser.add_argument("--packets", type=int, default=None,
+                        help="packet cap per direction (default 200)")
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(handler=_check_checksums)
+
+    parser = subparsers.add_parser(
+        "counters", help="device error counters and kernel checksum drops")
+    parser.add_argument("device", metavar="DEV", nargs="?")
+    parser.add_argument("--seconds", type=int, default=None,
+                        help="report the change over this window (0-60; "
+                        "0 = snapshot)")
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(handler=_counters)
+
+    parser = subparsers.add_parser(
+        "doctor", help="one report for this host, with advice")
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(handler=_doctor)

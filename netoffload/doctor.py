@@ -1,0 +1,259 @@
+"""doctor: one report for this host, with advice and the reason for each item.
+
+Sections: offload vs policy (through XAPI; if XAPI cannot be reached the
+report says so and goes on), pending replugs, kernel checksum counters,
+devices with errors, dom0 vCPUs and scheduler weight, netback queues.
+"""
+import os
+
+from netoffload import counters as counters_mod
+from netoffload import proc
+from netoffload.errors import DeviceError, NetoffloadError
+from netoffload.log import get_logger
+
+NETBACK_MAX_QUEUES = "/sys/module/xen_netback/parameters/max_queues"
+DEFAULT_CREDIT_WEIGHT = 256
+
+COST_TX_OFF = ("tx off also forces tso (and gso with sg) off, so the host or "
+               "guest segments and checksums every packet in software")
+COST_BLANKET = ("disabling every offload everywhere lowers throughput and "
+                "raises CPU use for all guests, not only the one with a "
+                "problem")
+CRR_NOTE = ("a gap in small-packet or connection rate (TCP_CRR) under Xen is "
+            "per-packet hypervisor and netback cost; offload settings do not "
+            "change it (measure with `netoffload bench`)")
+
+
+def parse_sched_table(text):
+    """`xl sched-credit[2] -d 0` output -> [{column: value}].
+
+    xl prints `%-33s %4s %6s %4s` (Name ID Weight Cap); the name may hold
+    spaces, so numeric columns are taken from the right.
+    """
+    rows = []
+    header = None
+    for line in text.splitlines():
+        fields = line.split()
+        if not fields:
+            continue
+        if fields[0] == "Name" and "Weight" in fields:
+            header = fields
+            continue
+        if header is None or len(fields) < len(header):
+            continue
+        numbers = fields[-(len(header) - 1):]
+        if not all(n.lstrip("-").isdigit() for n in numbers):
+            continue
+        row = {"Name": " ".join(fields[:len(fields) - len(numbers)])}
+        for name, value in zip(header[1:], numbers):
+            row[name] = int(value)
+        rows.append(row)
+    return rows
+
+
+def dom0_scheduler():
+    """dom0's scheduler weight and cap, or why they are unavailable."""
+    reasons = []
+    for verb in ("sched-credit", "sched-credit2"):
+        try:
+            done = proc.run(["xl", verb, "-d", "0"], timeout=10)
+        except DeviceError as err:
+            return {"available": False, "reason": err.message}
+        if done.returncode == 0:
+            for row in parse_sched_table(done.stdout):
+                if row.get("ID") == 0:
+                    return {"available": True, "scheduler": verb[6:],
+                            "weight": row.get("Weight"), "cap": row.get("Cap")}
+        reasons.append("xl %s: %s" % (verb, (done.stderr.strip() or
+                                             "no Domain-0 row")[:200]))
+    return {"available": False, "reason": "; ".join(reasons)}
+
+
+def netback_queues(path=NETBACK_MAX_QUEUES):
+    try:
+        with open(path) as handle:
+            return {"available": True, "max_queues": int(handle.read().strip())}
+    except (IOError, OSError):
+        return {"available": False,
+                "reason": "xen_netback is not loaded (%s is absent)" % path}
+    except ValueError as err:
+        return {"available": False, "reason": "unreadable %s: %s" % (path, err)}
+
+
+def _open_session():
+    from netoffload import xapi
+    return xapi.open_session(), xapi.close_session
+
+
+def policy_section(session=None):
+    """Offload vs policy for this host's devices, through XAPI."""
+    close = None
+    try:
+        from netoffload import reconcile
+        from netoffload import xapi as xapi_mod
+        if session is None:
+            session, close = _open_session()
+        xapi = xapi_mod.Xapi(session)
+        records = xapi.snapshot()
+        host_ref = xapi.local_host_ref()
+        selection = reconcile.select(records, ("all", "ALL"), host_ref)
+        plans = reconcile.plan_db(records, selection.refs)
+        devices = reconcile.device_status(records, host_ref, plans=plans)
+        pending = _pending_replugs(records, host_ref, reconcile)
+    except ImportError as err:
+        return {"available": False, "reason": "policy engine missing: %s" % err}
+    except NetoffloadError as err:
+        return {"available": False,
+                "reason": "XAPI unreachable or failing: %s" % err.message}
+    except (IOError, OSError) as err:
+        return {"available": False, "reason": "XAPI unreachable: %s" % err}
+    finally:
+        if close is not None:
+            close(session)
+    covered = [d for d in devices if d.get("desired")]
+    return {
+        "available": True,
+        "devices": len(devices),
+        "covered": len(covered),
+        "non_compliant": [{"device": d["device"], "kind": d["kind"],
+                           "differs": d.get("differs", []),
+                           "desired": d.get("desired", {}),
+                           "live": d.get("live", {})}
+                          for d in covered if not d.get("compliant")],
+        "db_out_of_date": sorted(d["device"] for d in covered
+                                 if d.get("db_compliant") is False),
+        "pending_replugs": pending,
+    }
+
+
+def _pending_replugs(records, host_ref, reconcile):
+    """VIF devices whose ethtool-* keys in the database differ from live.
+
+    xapi applies those keys only when the VIF is plugged (VM start), so a
+    difference means the next replug will change the live state.
+    """
+    from netoffload import ethtool
+    from netoffload.features import VIF_XAPI_FEATURES, value_or_none
+    present = set(ethtool.list_devices())
+    result = []
+    for local in reconcile.local_devices(records, host_ref):
+        if local.kind != "vif" or local.device not in present:
+            continue
+        config = records.vifs[local.ref].get("other_config") or {}
+        db = dict((f, value_or_none(config.get("ethtool-" + f)))
+                  for f in VIF_XAPI_FEATURES if "ethtool-" + f in config)
+        db = dict((f, v) for f, v in db.items() if v)
+        if not db:
+            continue
+        try:
+            live = ethtool.read_features(local.device).as_onoff()
+        except DeviceError:
+            continue
+        differs = sorted(f for f, v in db.items() if f in live and live[f] != v)
+        if differs:
+            result.append({"device": local.device, "vm": local.vm,
+                           "database": db, "differs": differs})
+    return result
+
+
+def _advice(report):
+    items = []
+    policy = report["policy"]
+    if not policy.get("available"):
+        items.append({
+            "item": "policy",
+            "advice": "policy compliance was not checked",
+            "reason": policy.get("reason")})
+    else:
+        for device in policy["non_compliant"]:
+            items.append({
+                "item": "non-compliant device %s" % device["device"],
+                "advice": "run `netoffload apply` for its target to enforce "
+                          "the policy live (no VM restart needed)",
+                "reason": "live %s differ from the policy"
+                          % ", ".join(device["differs"])})
+        for device in policy["pending_replugs"]:
+            items.append({
+                "item": "pending replug %s" % device["device"],
+                "advice": "nothing to do now; the next VM start applies the "
+                          "database keys, which netoffload already enforces "
+                          "live",
+                "reason": "database ethtool keys (%s) differ from the live "
+                          "device" % ", ".join(device["differs"])})
+        if policy["db_out_of_date"]:
+            items.append({
+                "item": "database keys",
+                "advice": "run `netoffload apply` to bring the ethtool-* keys "
+                          "in line",
+                "reason": "%d device(s) have keys the policy does not match"
+                          % len(policy["db_out_of_date"])})
+    dropped = dict((k, v["value"]) for k, v in report["checksum_counters"].items()
+                   if v.get("value"))
+    if dropped:
+        items.append({
+            "item": "checksum drops",
+            "advice": "run `netoffload check-checksums DEV` on the suspected "
+                      "device to see which received packets are bad; if a "
+                      "single guest sends them, set tx-off on that guest's "
+                      "VIF policy only",
+            "reason": "the kernel has dropped packets for bad checksums since "
+                      "boot (%s)" % ", ".join("%s=%d" % kv for kv in
+                                               sorted(dropped.items())),
+            "cost": COST_TX_OFF})
+    else:
+        items.append({
+            "item": "checksum drops",
+            "advice": "do not disable offload to fix checksums",
+            "reason": "the kernel has dropped no packet for a bad checksum; "
+                      "tcpdump's 'incorrect' on outgoing packets is expected "
+                      "with tx offload on",
+            "cost": COST_BLANKET})
+    for device in report["devices_with_errors"]:
+        items.append({
+            "item": "device errors %s" % device["device"],
+            "advice": "check the NIC, cable, switch port and driver (offload "
+                      "does not cause link-level errors)",
+            "reason": "non-zero %s" % ", ".join(device["nonzero"])})
+    sched = report["dom0"]["scheduler"]
+    if sched.get("available") and sched.get("weight") is not None \
+            and sched["weight"] <= DEFAULT_CREDIT_WEIGHT \
+            and report["dom0"]["vcpus"] is not None:
+        items.append({
+            "item": "dom0 scheduling",
+            "advice": "if many guests push small packets, consider a higher "
+                      "dom0 weight (xl sched-credit -d 0 -w 512) or more dom0 "
+                      "vCPUs",
+            "reason": "dom0 (weight %d, %d vCPUs) does netback work for every "
+                      "guest; %s" % (sched["weight"], report["dom0"]["vcpus"],
+                                     CRR_NOTE)})
+    queues = report["dom0"]["netback"]
+    if queues.get("available") and report["dom0"]["vcpus"] and \
+            queues["max_queues"] < report["dom0"]["vcpus"]:
+        items.append({
+            "item": "netback queues",
+            "advice": "multi-queue guests can use up to max_queues per VIF; "
+                      "raising it to the dom0 vCPU count spreads the load",
+            "reason": "max_queues=%d is below dom0's %d vCPUs"
+                      % (queues["max_queues"], report["dom0"]["vcpus"])})
+    items.append({"item": "connection rate", "advice": "do not expect offload "
+                  "changes to close a TCP_CRR gap", "reason": CRR_NOTE})
+    return items
+
+
+def doctor(session=None):
+    """The host report (see the module docstring)."""
+    snapshot = counters_mod.counters(None, 0)
+    with_errors = [{"device": d["device"], "kind": d["kind"],
+                    "nonzero": d["nonzero"]}
+                   for d in snapshot["devices"] if d["nonzero"]]
+    report = {
+        "policy": policy_section(session),
+        "checksum_counters": snapshot["kernel"],
+        "devices_with_errors": with_errors,
+        "dom0": {"vcpus": os.cpu_count(), "scheduler": dom0_scheduler(),
+                 "netback": netback_queues()},
+        "notes": snapshot["notes"] + [CRR_NOTE],
+    }
+    report["advice"] = _advice(report)
+    get_logger().info("doctor: %d advice item(s)", len(report["advice"]))
+    return report

@@ -1,0 +1,670 @@
+"""The pool in a box, narrated: ``python -m sim.demo [--json] [--hosts N] [--keep]``.
+
+Builds a simulated pool (see sim/poolbox.py) and runs the product's real code
+paths against it, one step at a time:
+
+1. ``netoffload status --pool`` before anything is set;
+2. ``policy set`` at pool level (tx-off for VIFs), tag level (all-off for VMs
+   tagged pfsense) and host level (gro=off on host2's PIFs), then
+   ``apply ALL --pool``: the plan first, then the confirmed run;
+3. the automatic part: the watcher (``python -m netoffload.watch``) on every
+   host; a new VM is created and started, the watcher writes its VIF keys,
+   its vif/tap devices appear and the udev helper, run as udev would run it,
+   brings them into policy;
+4. a host reboot (devices recreated with kernel defaults) and the boot unit
+   (``python -m netoffload.boot``) restoring policy;
+5. ``check_checksums`` on a vif carrying traffic, and ``doctor``;
+6. ``revert ALL --pool``: every other-config map and every device's
+   ``ethtool -k`` back to exactly where they started.
+
+Each step checks what it did against an independent oracle: the expectations
+written by hand in VM_SPECS, the simulator's database read through the XenAPI
+client, and ``ethtool -k`` read in the host's namespace. The narrative ends
+with ``VERDICT: PASS`` or ``VERDICT: FAIL``; the exit status is 0 only on
+PASS. ``--json`` prints a machine-readable record of every step instead (the
+narrative then goes to stderr).
+
+The end-to-end test (tests/test_e2e_poolbox.py) runs these same step
+functions with assertions, so the demo and the test cannot drift apart.
+"""
+import argparse
+import collections
+import json
+import os
+import re
+import sys
+import time
+
+from sim import poolbox
+
+# -- the scenario's pool, and what the policy must make of it ---------------
+
+POOL_POLICY_VIF = "tx-off"
+TAG = "pfsense"
+TAG_POLICY = "all-off"
+PIF_POLICY_HOST = 2            # host index whose PIFs get HOST_PIF_POLICY
+HOST_PIF_POLICY = "gro=off"
+
+ALL_FEATURES = ("rx", "tx", "sg", "tso", "ufo", "gso", "gro", "lro")
+VIF_DB_FEATURES = ("rx", "tx", "sg", "tso", "ufo", "gso")
+
+VMSpec = collections.namedtuple(
+    "VMSpec", "name host domid nics hvm tags other_config vif_other_config "
+              "expect")
+# expect: what the policies above must make of this VM's VIFs
+#   "tx-off"   pool level: ethtool-tx=off in the DB, tx off live
+#   "all-off"  tag level: the six xapi keys off in the DB, all eight off live
+#   "explicit" an ethtool-tx=true someone else set wins: kept, tx on live
+#   "none"     the VM opted out (netoffload-vif=none): untouched
+VM_SPECS = (
+    VMSpec("web01", 1, 1, (0,), False, (), {}, {}, "tx-off"),
+    VMSpec("pfsense-fw", 1, 2, (0, 1), True, (TAG,), {}, {}, "all-off"),
+    VMSpec("db 01 (prod)", 2, 3, (0,), False, (), {},
+           {0: {"ethtool-tx": "true"}}, "explicit"),
+    VMSpec("opnsense-lab", 3, 4, (1,), True, ("lab", TAG), {}, {},
+           "all-off"),
+    VMSpec("legacy appliance", 3, 5, (0,), False, (),
+           {"netoffload-vif": "none"}, {}, "none"),
+    VMSpec("archive", None, None, (0,), False, (), {}, {}, "tx-off"),
+)
+NEW_VM = VMSpec("new-app", 2, 6, (0,), True, (), {}, {}, "tx-off")
+
+# Extra keys someone else keeps on PIFs: revert must leave them alone.
+PIF_OTHER_CONFIG = {(1, "eth1"): {"management_purpose": "storage"}}
+
+# A VIF's wished features, live, per expectation.
+LIVE_EXPECT = {
+    "tx-off": {"tx": "off"},
+    "all-off": dict((f, "off") for f in ALL_FEATURES),
+    "explicit": {"tx": "on"},
+    "none": {},
+}
+DB_EXPECT = {
+    "tx-off": {"ethtool-tx": "off"},
+    "all-off": dict(("ethtool-%s" % f, "off") for f in VIF_DB_FEATURES),
+    "explicit": {"ethtool-tx": "true"},
+    "none": {},
+}
+
+# -- reading `ethtool -k` independently of the engine -----------------------
+
+_HEADINGS = {
+    "rx-checksumming": "rx", "tx-checksumming": "tx", "scatter-gather": "sg",
+    "tcp-segmentation-offload": "tso", "udp-fragmentation-offload": "ufo",
+    "generic-segmentation-offload": "gso", "generic-receive-offload": "gro",
+    "large-receive-offload": "lro",
+}
+_FEATURE_LINE = re.compile(
+    r"^(?P<name>[a-z0-9-]+): (?P<value>on|off)(?P<note> \[[a-z ]+\])?$")
+
+LiveFeature = collections.namedtuple("LiveFeature", "value fixed")
+
+
+def parse_ethtool_k(text):
+    """{short: LiveFeature} for the eight group headings `ethtool -k` prints."""
+    found = {}
+    for line in text.splitlines():
+        match = _FEATURE_LINE.match(line)
+        if match and match.group("name") in _HEADINGS:
+            found[_HEADINGS[match.group("name")]] = LiveFeature(
+                match.group("value"), match.group("note") == " [fixed]")
+    return found
+
+
+def live_mismatches(text, wanted):
+    """Features in `wanted` that are changeable here and differ live."""
+    live = parse_ethtool_k(text)
+    bad = {}
+    for feature, value in sorted(wanted.items()):
+        state = live.get(feature)
+        if state is None or state.fixed:
+            continue       # absent (ufo) or fixed by the driver: cannot differ
+        if state.value != value:
+            bad[feature] = state.value
+    return bad
+
+
+# -- recording what happened --------------------------------------------------
+
+class Step(object):
+    """One step's record: the commands it ran, its checks, its data."""
+
+    def __init__(self, key, title):
+        self.key = key
+        self.title = title
+        self.commands = []
+        self.checks = []
+        self.data = {}
+        self.seconds = 0.0
+        self.error = None
+
+    def check(self, what, ok, detail=""):
+        self.checks.append({"what": what, "ok": bool(ok), "detail": detail})
+        return bool(ok)
+
+    @property
+    def ok(self):
+        return self.error is None and all(c["ok"] for c in self.checks)
+
+    def failures(self):
+        out = ["%s: %s" % (c["what"], c["detail"]) for c in self.checks
+               if not c["ok"]]
+        if self.error:
+            out.append("error: %s" % self.error)
+        return out
+
+    def to_json(self):
+        return {"key": self.key, "title": self.title, "ok": self.ok,
+                "seconds": round(self.seconds, 3), "commands": self.commands,
+                "checks": self.checks, "data": self.data,
+                "error": self.error}
+
+
+class Narrator(object):
+    """Prints the story; quiet (or on stderr) when a JSON record is wanted."""
+
+    def __init__(self, stream=None):
+        self.stream = stream
+
+    def say(self, text=""):
+        if self.stream is not None:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def block(self, text, indent="    "):
+        for line in (text or "").rstrip("\n").splitlines():
+            self.say(indent + line)
+
+
+class Scenario(object):
+    """The demo's steps over one PoolBox; each step returns a Step."""
+
+    def __init__(self, box, narrator=None):
+        self.box = box
+        self.out = narrator or Narrator(None)
+        self.baseline_db = None          # {(class, uuid): other_config}
+        self.baseline_live = None        # {host: {dev: ethtool -k text}}
+        self.steps = []
+
+    # -- helpers ------------------------------------------------------------
+    def _cli(self, step, host, args, input_text=None, timeout=90,
+             show=True):
+        started = time.time()
+        proc = host.cli(*args, input_text=input_text, timeout=timeout)
+        record = {"host": host.name, "argv": ["netoffload"] + list(args),
+                  "rc": proc.returncode, "stdout": proc.stdout,
+                  "stderr": proc.stderr,
+                  "seconds": round(time.time() - started, 3)}
+        step.commands.append(record)
+        if show:
+            self.out.say("  [%s dom0]# netoffload %s" % (
+                host.name, " ".join(_shell_quote(a) for a in args)))
+            self.out.block(proc.stdout)
+            if proc.returncode != 0:
+                self.out.block(proc.stderr, indent="    ! ")
+        return proc
+
+    def _cli_json(self, step, host, args, **kw):
+        proc = self._cli(step, host, list(args) + ["--json"], show=False, **kw)
+        try:
+            return proc, json.loads(proc.stdout)
+        except ValueError:
+            return proc, None
+
+    def _report_checks(self, step, start_index=0):
+        for check in step.checks[start_index:]:
+            self.out.say("  %s %s%s" % (
+                "ok  " if check["ok"] else "FAIL", check["what"],
+                (": " + check["detail"]) if check["detail"] else ""))
+
+    def _vif_devices(self, spec):
+        if spec.host is None:
+            return []
+        guest = self.box.guest(spec.name)
+        return guest.devices() if guest else []
+
+    def _check_policy_state(self, step, specs, host_filter=None):
+        """Check DB keys and live features of the given VMs and the PIFs."""
+        db = self.box.db_other_config()
+        for spec in specs:
+            for devid in spec.nics:
+                vif_uuid = self.box.vif_uuid(spec.name, devid)
+                got = db.get(("VIF", vif_uuid), {})
+                want = DB_EXPECT[spec.expect]
+                ethtool_keys = dict((k, v) for k, v in got.items()
+                                    if k.startswith("ethtool-"))
+                if spec.expect == "none":
+                    ok = got == self.baseline_db_for(("VIF", vif_uuid))
+                    detail = "" if ok else "changed to %r" % got
+                else:
+                    ok = ethtool_keys == want
+                    detail = "" if ok else "ethtool keys %r, want %r" % (
+                        ethtool_keys, want)
+                step.check("%s VIF %d: DB keys (%s)" % (
+                    spec.name, devid, spec.expect), ok, detail)
+            host = self.box.host_of(spec.name)
+            if host is None or (host_filter and host is not host_filter):
+                continue
+            for dev in self._vif_devices(spec):
+                text = host.ns.ethtool_k(dev)
+                if spec.expect == "none":
+                    base = self.baseline_live_for(host, dev)
+                    step.check("%s %s on %s: untouched live" % (
+                        spec.name, dev, host.name), text == base,
+                        "" if text == base else "features changed")
+                    continue
+                bad = live_mismatches(text, LIVE_EXPECT[spec.expect])
+                step.check("%s %s on %s: live %s" % (
+                    spec.name, dev, host.name, _wanted_text(
+                        LIVE_EXPECT[spec.expect])), not bad,
+                    "" if not bad else "differs live: %r" % bad)
+        for host in self.box.hosts:
+            if host_filter and host is not host_filter:
+                continue
+            for dev in host.pif_devices():
+                pif_uuid = self.box.pif_uuid(host, dev)
+                got = db.get(("PIF", pif_uuid), {})
+                text = host.ns.ethtool_k(dev)
+                if host.index == PIF_POLICY_HOST:
+                    keys = dict((k, v) for k, v in got.items()
+                                if k.startswith("ethtool-"))
+                    step.check("%s PIF %s: DB ethtool-gro=off" % (
+                        host.name, dev), keys == {"ethtool-gro": "off"},
+                        "got %r" % keys)
+                    bad = live_mismatches(text, {"gro": "off"})
+                    step.check("%s PIF %s: live gro off" % (host.name, dev),
+                               not bad, "differs live: %r" % bad if bad else "")
+                else:
+                    base = self.baseline_db_for(("PIF", pif_uuid))
+                    step.check("%s PIF %s: untouched (no PIF policy)" % (
+                        host.name, dev),
+                        got == base and text == self.baseline_live_for(
+                            host, dev),
+                        "" if got == base else "DB changed to %r" % got)
+
+    def baseline_db_for(self, key):
+        return self.baseline_db.get(key, {})
+
+    def baseline_live_for(self, host, dev):
+        return self.baseline_live.get(host.name, {}).get(dev)
+
+    # -- the steps ------------------------------------------------------------
+    def run_step(self, key):
+        method, title = STEPS[key]
+        step = Step(key, title)
+        self.out.say("")
+        self.out.say("== %d. %s ==" % (STEP_ORDER.index(key) + 1, title))
+        started = time.time()
+        try:
+            getattr(self, method)(step)
+        except Exception as err:  # a step that crashes is a failed step
+            step.error = "%s: %s" % (type(err).__name__, err)
+            self.out.say("  FAIL %s" % step.error)
+        step.seconds = time.time() - started
+        self.steps.append(step)
+        return step
+
+    def step_build(self, step):
+        box = self.box
+        box.start()
+        self.out.say("  %d hosts, each a network namespace with eth0, eth1 "
+                     "(veth to a shared switch namespace) and bond0."
+                     % len(box.hosts))
+        if not box.bond_supported:
+            self.out.say("  This kernel cannot create bond links, so bond0 is "
+                         "an empty bridge standing in for the bond PIF.")
+        self.out.say("  XAPI simulator on %s; plugin run by host.call_plugin "
+                     "inside each host's namespace." % box.socket_path)
+        rows = []
+        for host in box.hosts:
+            for domid in sorted(host.guests):
+                guest = host.guests[domid]
+                rows.append((host.name, guest.vm_name, str(domid),
+                             "HVM" if guest.hvm else "PV",
+                             " ".join(guest.devices())))
+        self.out.block(_table(("host", "VM", "domid", "type", "devices"),
+                              rows))
+        self.baseline_db = box.db_other_config()
+        self.baseline_live = box.live_features()
+        step.data["hosts"] = [h.name for h in box.hosts]
+        step.data["devices"] = dict((h, sorted(d)) for h, d in
+                                    self.baseline_live.items())
+        step.check("every host has its PIF devices",
+                   all(set(h.pif_devices()) <= set(h.ns.links())
+                       for h in box.hosts))
+        step.check("every running VM has its vif/tap devices",
+                   all(set(g.devices()) <= set(h.ns.links())
+                       for h in box.hosts for g in h.guests.values()))
+        step.check("the DB holds every VM",
+                   all(spec.name in box.vm_uuids for spec in box.vm_specs))
+        self._report_checks(step)
+
+    def step_status_before(self, step):
+        master = self.box.master
+        proc = self._cli(step, master, ["status", "--pool"])
+        step.check("status --pool exits 0", proc.returncode == 0,
+                   proc.stderr.strip()[-300:])
+        proc, data = self._cli_json(step, master, ["status", "--pool"])
+        step.data["status"] = data
+        step.check("status --pool --json parses", data is not None,
+                   proc.stderr.strip()[-300:])
+        step.check("nothing changed: no policy set anywhere",
+                   self.box.db_other_config() == self.baseline_db and
+                   self.box.live_features() == self.baseline_live)
+        self._report_checks(step)
+
+    def step_policy_apply(self, step):
+        master = self.box.master
+        for args in (["policy", "set", "pool", "vif", POOL_POLICY_VIF],
+                     ["policy", "set", "tag", "vif", TAG_POLICY,
+                      "--tag", TAG],
+                     ["policy", "set", "host", "pif", HOST_PIF_POLICY,
+                      "--host", self.box.hosts[PIF_POLICY_HOST - 1].name]):
+            proc = self._cli(step, master, args)
+            step.check("%s exits 0" % " ".join(args), proc.returncode == 0,
+                       proc.stderr.strip()[-300:])
+        proc = self._cli(step, master, ["policy", "get"])
+        step.check("policy get exits 0", proc.returncode == 0)
+        pool_oc = self.box.pool_other_config()
+        step.check("pool other-config holds the pool and tag policy",
+                   pool_oc.get("netoffload-vif") == POOL_POLICY_VIF and
+                   pool_oc.get("netoffload-tag:%s" % TAG) == TAG_POLICY,
+                   "pool other-config: %r" % pool_oc)
+        self.out.say("  The plan (dry run): nothing is written yet.")
+        proc = self._cli(step, master, ["apply", "ALL", "--pool", "--dry-run"])
+        step.check("apply ALL --dry-run exits 0", proc.returncode == 0,
+                   proc.stderr.strip()[-300:])
+        step.check("the dry run wrote nothing to the VIFs",
+                   all(v == self.baseline_db.get(k, {}) for k, v in
+                       self.box.db_other_config().items() if k[0] == "VIF"))
+        self.out.say("  Without --yes and without a terminal, apply ALL "
+                     "refuses (the original script's sanity check):")
+        proc = self._cli(step, master, ["apply", "ALL", "--pool"],
+                         input_text="")
+        step.check("apply ALL without confirmation refuses (exit 2)",
+                   proc.returncode == 2, "exit %d" % proc.returncode)
+        self.out.say("  Confirmed:")
+        proc = self._cli(step, master, ["apply", "ALL", "--pool", "--yes"])
+        step.check("apply ALL --pool --yes exits 0", proc.returncode == 0,
+                   proc.stderr.strip()[-300:])
+        self._check_policy_state(step, self.box.vm_specs)
+        self._report_checks(step)
+
+    def step_new_vm(self, step):
+        box = self.box
+        self.out.say("  Starting the watcher service on every host "
+                     "(python -m netoffload.watch).")
+        before = box.db_other_config()
+        box.start_watchers()
+        ready = box.wait_watchers_ready(timeout=20)
+        step.check("every watcher wrote its cache", ready,
+                   "not ready: %s" % box.watchers_not_ready())
+        step.check("the watchers' full sync wrote nothing (pool already in "
+                   "policy)", box.db_other_config() == before)
+        spec = NEW_VM
+        host = box.hosts[min(spec.host, len(box.hosts)) - 1]
+        self.out.say("  Creating VM %r (HVM, one VIF) with the XenAPI client "
+                     "and starting it on %s." % (spec.name, host.name))
+        started = time.time()
+        box.create_vm(spec)
+        vif_uuid = box.vif_uuid(spec.name, 0)
+        self.baseline_db[("VIF", vif_uuid)] = {}
+        self.baseline_db[("VM", box.vm_uuids[spec.name])] = \
+            box.db_other_config().get(("VM", box.vm_uuids[spec.name]), {})
+        box.start_vm(spec, host, plug=False)
+        keys = box.wait_vif_keys(vif_uuid, DB_EXPECT[spec.expect],
+                                 timeout=15)
+        step.data["watcher_seconds"] = round(time.time() - started, 3)
+        step.check("the watcher on the master wrote the new VIF's keys",
+                   keys is not None, "VIF other-config: %r" % (
+                       box.db_other_config().get(("VIF", vif_uuid)),))
+        self.out.say("  Watcher wrote %r in %.2f s." % (
+            keys, step.data["watcher_seconds"]))
+        cached = box.wait_cached(host, box.vm_uuids[spec.name], timeout=15)
+        step.check("%s's cache knows the new VIF" % host.name, cached)
+        guest = box.plug_vm(spec, host)
+        for dev in guest.devices():
+            self.baseline_live.setdefault(host.name, {})[dev] = \
+                host.ns.ethtool_k(dev)
+        fresh = dict((dev, live_mismatches(
+            self.baseline_live[host.name][dev], LIVE_EXPECT[spec.expect]))
+            for dev in guest.devices())
+        step.check("the new devices came up out of policy (kernel defaults)",
+                   all(fresh.values()), "%r" % fresh)
+        self.out.say("  udev add events for %s, run as udev runs them:" %
+                     ", ".join(guest.devices()))
+        runs = []
+        for dev in guest.devices():
+            run = box.udev_add(host, dev)
+            runs.append(run)
+            self.out.say("    %s: RUN %s -> exit %s%s" % (
+                dev, run["run"], run["rc"],
+                ("; " + run["log"]) if run.get("log") else ""))
+            step.check("udev rules run the helper for %s" % dev,
+                       run["matched"], run.get("detail", ""))
+            step.check("the helper exits 0 for %s" % dev, run["rc"] == 0,
+                       run.get("stderr", "")[-300:])
+        step.data["udev"] = runs
+        self._check_policy_state(step, [spec], host_filter=host)
+        self._report_checks(step)
+
+    def step_reboot(self, step):
+        box = self.box
+        host = box.hosts[min(PIF_POLICY_HOST, len(box.hosts)) - 1]
+        self.out.say("  Rebooting %s: the watcher stops, every device is "
+                     "recreated with kernel defaults." % host.name)
+        box.reboot_devices(host)
+        reset = dict((dev, host.ns.ethtool_k(dev)) for dev in host.devices())
+        step.check("after the reboot every device is back at kernel defaults",
+                   reset == dict((d, self.baseline_live_for(host, d))
+                                 for d in host.devices()),
+                   "differs: %s" % sorted(
+                       d for d in reset
+                       if reset[d] != self.baseline_live_for(host, d)))
+        self.out.say("  [%s] systemd runs netoffload-boot.service "
+                     "(python -m netoffload.boot):" % host.name)
+        started = time.time()
+        proc = host.python(["netoffload.boot"], timeout=60)
+        step.commands.append({"host": host.name,
+                              "argv": ["python", "-m", "netoffload.boot"],
+                              "rc": proc.returncode, "stdout": proc.stdout,
+                              "stderr": proc.stderr,
+                              "seconds": round(time.time() - started, 3)})
+        self.out.block(proc.stdout)
+        step.check("the boot unit exits 0", proc.returncode == 0,
+                   proc.stderr.strip()[-300:])
+        specs = [s for s in box.vm_specs if box.host_of(s.name) is host]
+        self._check_policy_state(step, specs, host_filter=host)
+        box.finish_reboot(host)
+        self._report_checks(step)
+
+    def step_diagnostics(self, step):
+        box = self.box
+        spec = VM_SPECS[0]
+        host = box.host_of(spec.name)
+        dev = "vif%d.0" % spec.domid
+        self.out.say("  Traffic from %s's guest to %s (%s) over %s, while "
+                     "check_checksums watches it through the plugin:" % (
+                         spec.name, host.name, host.address, dev))
+        self.out.say("  $ xe host-call-plugin host-uuid=%s plugin=netoffload "
+                     "fn=check_checksums args:device=%s args:seconds=3" % (
+                         host.uuid, dev))
+        with box.traffic(host, spec.name, seconds=6):
+            time.sleep(0.5)
+            result, failure = box.call_plugin(
+                host, "check_checksums", {"device": dev, "seconds": "3"})
+        step.data["check_checksums"] = result
+        step.check("check_checksums succeeds", failure is None,
+                   "%r" % (failure,))
+        if result is not None:
+            self.out.block(json.dumps(result, indent=1, sort_keys=True)[:3000])
+            verdict = str(result.get("verdict", ""))
+            step.check("it saw the traffic", _count_packets(result) > 0,
+                       "no packets counted")
+            step.check("verdict: no evidence of corruption",
+                       "no evidence" in verdict.lower(), verdict)
+        proc, data = self._cli_json(step, host, ["doctor"])
+        step.data["doctor"] = data
+        step.check("doctor --json exits 0 and parses",
+                   proc.returncode == 0 and data is not None,
+                   proc.stderr.strip()[-300:])
+        proc = self._cli(step, host, ["doctor"])
+        step.check("doctor prints a report", proc.returncode == 0 and
+                   proc.stdout.strip() != "", proc.stderr.strip()[-300:])
+        self._report_checks(step)
+
+    def step_revert(self, step):
+        box = self.box
+        master = box.master
+        proc = self._cli(step, master, ["revert", "ALL", "--pool", "--yes"])
+        step.check("revert ALL --pool --yes exits 0", proc.returncode == 0,
+                   proc.stderr.strip()[-300:])
+        for attempt in ("at once", "2 s later (the watchers stay quiet)"):
+            if attempt != "at once":
+                time.sleep(2)
+            db = box.db_other_config()
+            diffs = sorted("%s %s" % key for key in
+                           set(db) | set(self.baseline_db)
+                           if db.get(key, {}) != self.baseline_db.get(key, {}))
+            step.check("every other-config map as it started (%s)" % attempt,
+                       not diffs, "differs: %s" % ", ".join(diffs[:10]))
+            live = box.live_features()
+            ldiffs = sorted("%s/%s" % (h, d) for h in live for d in live[h]
+                            if live[h][d] != self.baseline_live_for(
+                                box.host(h), d))
+            step.check("every device's ethtool -k as it started (%s)" %
+                       attempt, not ldiffs, "differs: %s" % ", ".join(
+                           ldiffs[:10]))
+        step.data["objects_compared"] = len(self.baseline_db)
+        step.data["devices_compared"] = sum(len(v) for v in
+                                            box.live_features().values())
+        self.out.say("  Compared %d other-config maps and %d devices with "
+                     "the start." % (step.data["objects_compared"],
+                                     step.data["devices_compared"]))
+        proc = self._cli(step, master, ["status", "--pool"])
+        step.check("status --pool after revert exits 0", proc.returncode == 0)
+        self._report_checks(step)
+
+
+# key -> (method, title); STEP_ORDER is the story.
+STEPS = {
+    "build": ("step_build", "Build the pool in a box"),
+    "status_before": ("step_status_before",
+                      "status --pool before any policy"),
+    "policy_apply": ("step_policy_apply",
+                     "Policy at pool, tag and host level; apply ALL"),
+    "new_vm": ("step_new_vm",
+               "A new VM: the watcher writes its keys, udev brings its "
+               "devices into policy"),
+    "reboot": ("step_reboot", "A host reboots: the boot unit restores policy"),
+    "diagnostics": ("step_diagnostics",
+                    "Is offload really the problem? check_checksums, doctor"),
+    "revert": ("step_revert", "revert ALL: back to exactly where we started"),
+}
+STEP_ORDER = ("build", "status_before", "policy_apply", "new_vm", "reboot",
+              "diagnostics", "revert")
+
+
+def _count_packets(result):
+    """Total packets check_checksums reports having seen (any shape)."""
+    for key in ("packets", "captured", "packets_seen", "total"):
+        value = result.get(key)
+        if isinstance(value, int):
+            return value
+        if isinstance(value, dict):
+            return sum(v for v in value.values() if isinstance(v, int))
+    counts = result.get("counts")
+    if isinstance(counts, dict):
+        return sum(v for v in counts.values() if isinstance(v, int))
+    return 0
+
+
+def _wanted_text(wanted):
+    if len(wanted) == len(ALL_FEATURES) and set(wanted.values()) == {"off"}:
+        return "all off"
+    return ",".join("%s=%s" % kv for kv in sorted(wanted.items()))
+
+
+def _shell_quote(arg):
+    if re.match(r"^[A-Za-z0-9_./=:,@+-]+$", arg):
+        return arg
+    return "'" + arg.replace("'", "'\\''") + "'"
+
+
+def _table(headers, rows):
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row)]
+    fmt = "  ".join("%%-%ds" % w for w in widths)
+    lines = [fmt % tuple(headers)]
+    lines.extend(fmt % tuple(row) for row in rows)
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def run(hosts=3, narrator=None, keep=False):
+    """Run the whole story; returns (ok, record)."""
+    started = time.time()
+    box = poolbox.PoolBox(hosts=hosts, vm_specs=VM_SPECS,
+                          pif_other_config=PIF_OTHER_CONFIG)
+    scenario = Scenario(box, narrator)
+    try:
+        for key in STEP_ORDER:
+            step = scenario.run_step(key)
+            if not step.ok and key == "build":
+                break
+        if keep:
+            box.print_access(scenario.out)
+            scenario.out.say("  --keep: the box stays up; Ctrl-C to clean up.")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+    finally:
+        box.close()
+    ok = bool(scenario.steps) and len(scenario.steps) == len(STEP_ORDER) and \
+        all(s.ok for s in scenario.steps)
+    failed = [s.key for s in scenario.steps if not s.ok]
+    checks = sum(len(s.checks) for s in scenario.steps)
+    verdict = ("VERDICT: PASS: %d steps, %d checks, %.1f s" % (
+        len(scenario.steps), checks, time.time() - started) if ok else
+        "VERDICT: FAIL: %s" % "; ".join(
+            "%s (%s)" % (s.key, "; ".join(s.failures())[:300])
+            for s in scenario.steps if not s.ok) if failed else
+        "VERDICT: FAIL: stopped after %d steps" % len(scenario.steps))
+    record = {"ok": ok, "verdict": verdict, "hosts": hosts,
+              "seconds": round(time.time() - started, 3),
+              "steps": [s.to_json() for s in scenario.steps]}
+    return ok, record
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m sim.demo",
+        description="netoffload on a simulated XenServer pool, end to end.")
+    parser.add_argument("--json", action="store_true",
+                        help="print a JSON record of every step (the "
+                             "narrative goes to stderr)")
+    parser.add_argument("--hosts", type=int, default=3, choices=(2, 3),
+                        help="simulated hosts in the pool (default 3)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the box up after the story until Ctrl-C")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        sys.stderr.write("sim.demo: needs root (network namespaces)\n")
+        return 2
+    narrator = Narrator(sys.stderr if args.json else sys.stdout)
+    try:
+        ok, record = run(hosts=args.hosts, narrator=narrator, keep=args.keep)
+    except KeyboardInterrupt:
+        narrator.say("VERDICT: FAIL: interrupted (everything cleaned up)")
+        return 130
+    narrator.say("")
+    narrator.say(record["verdict"])
+    if args.json:
+        sys.stdout.write(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,5 +1,171 @@
-"""Placeholder until this verb group lands; registers nothing."""
+"""Local verbs on this host's devices, straight through the engine:
+
+  netoffload show [DEV...] [--json]
+  netoffload set DEV... POLICY [--dry-run] [--json]
+  netoffload restore (DEV... | --all) [--json]
+
+Exit codes: 0 ok, 1 some device failed, 2 bad usage (bad name or policy:
+then nothing is changed at all).
+"""
+import json
+import sys
+
+from netoffload import ethtool
+from netoffload.errors import BadArgument, NetoffloadError
+from netoffload.features import FEATURES
+from netoffload.livestate import LiveStateStore
+from netoffload.policy import parse_policy
+
+EXIT_OK = 0
+EXIT_PARTIAL = 1
 
 
 def register(subparsers):
-    return None
+    show = subparsers.add_parser(
+        "show", help="show the offload features of local devices",
+        description="Show the eight offload features of local devices "
+                    "(all devices by default). '*' marks a fixed feature, "
+                    "'-' one this kernel does not have.")
+    show.add_argument("devices", nargs="*", metavar="DEV")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(handler=cmd_show)
+
+    setp = subparsers.add_parser(
+        "set", help="apply a policy to local devices now",
+        description="Apply POLICY (all-off, tx-off, none, or a list like "
+                    "tx=off,sg=off) to the devices with ethtool, recording "
+                    "what was there before so that `restore` can put it back.")
+    setp.add_argument("devices", nargs="+", metavar="DEV")
+    setp.add_argument("policy", metavar="POLICY")
+    setp.add_argument("--dry-run", action="store_true",
+                      help="show what would change, change nothing")
+    setp.add_argument("--json", action="store_true", help="print JSON")
+    setp.set_defaults(handler=cmd_set)
+
+    restore = subparsers.add_parser(
+        "restore", help="put back what `set` changed",
+        description="Restore the recorded prior state of the devices and "
+                    "forget the record.")
+    restore.add_argument("devices", nargs="*", metavar="DEV")
+    restore.add_argument("--all", action="store_true",
+                         help="every device with a record")
+    restore.add_argument("--json", action="store_true", help="print JSON")
+    restore.set_defaults(handler=cmd_restore)
+
+
+def _cell(state):
+    if state.active is None:
+        return "-"
+    return ("on" if state.active else "off") + ("*" if state.fixed else "")
+
+
+def format_table(device_features):
+    """A device x feature table as text."""
+    rows = [["DEVICE"] + list(FEATURES)]
+    for dev in device_features:
+        rows.append([dev.device] + [_cell(dev.features[f]) for f in FEATURES])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row))
+             .rstrip() for row in rows]
+    lines.append("(* fixed: the driver does not allow a change; "
+                 "- not on this kernel)")
+    return "\n".join(lines) + "\n"
+
+
+def _print_json(data):
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _check_devices(devices):
+    for dev in devices:
+        ethtool.check_device(dev)
+    if len(set(devices)) != len(devices):
+        raise BadArgument("a device is named more than once")
+
+
+def cmd_show(args):
+    _check_devices(args.devices)
+    names = args.devices or ethtool.list_devices()
+    found = []
+    errors = []
+    with ethtool.Reader() as reader:
+        for name in names:
+            try:
+                found.append(reader.read(name))
+            except NetoffloadError as err:
+                errors.append({"device": name, "code": err.code,
+                               "message": err.message})
+    if args.json:
+        _print_json({"devices": [d.to_json() for d in found],
+                     "errors": errors})
+    else:
+        sys.stdout.write(format_table(found))
+        for err in errors:
+            sys.stderr.write("netoffload: %s: %s\n" % (err["device"],
+                                                       err["message"]))
+    return EXIT_PARTIAL if errors else EXIT_OK
+
+
+def describe(result):
+    """One line per device: what happened to each feature."""
+    parts = []
+    for short in FEATURES:
+        outcome = result.features.get(short)
+        if outcome is None:
+            continue
+        if outcome in ("changed", "forced"):
+            parts.append("%s %s->%s" % (short, result.before.get(short),
+                                        result.after.get(short)) +
+                         (" (forced)" if outcome == "forced" else ""))
+        elif outcome == "would-change":
+            parts.append("%s %s->%s (dry run)" % (
+                short, result.before.get(short),
+                "off" if result.before.get(short) == "on" else "on"))
+        else:
+            parts.append("%s %s" % (short, outcome))
+    line = "%s: %s" % (result.device, ", ".join(parts) or "nothing to do")
+    for err in result.errors:
+        line += "\n  %s" % err
+    return line + "\n"
+
+
+def _run_each(devices, action, json_out):
+    results = []
+    errors = []
+    for dev in devices:
+        try:
+            results.append(action(dev))
+        except NetoffloadError as err:
+            errors.append({"device": dev, "code": err.code,
+                           "message": err.message})
+    if json_out:
+        _print_json({"results": [r.to_json() for r in results],
+                     "errors": errors})
+    else:
+        for result in results:
+            sys.stdout.write(describe(result))
+        for err in errors:
+            sys.stderr.write("netoffload: %s: %s\n" % (err["device"],
+                                                       err["message"]))
+    failed = errors or [r for r in results if not r.ok]
+    return EXIT_PARTIAL if failed else EXIT_OK
+
+
+def cmd_set(args):
+    devices = args.devices
+    policy = parse_policy(args.policy)  # refuse bad input before anything
+    _check_devices(devices)
+    store = LiveStateStore()
+    return _run_each(devices,
+                     lambda dev: store.apply(dev, policy.features,
+                                             dry_run=args.dry_run),
+                     args.json)
+
+
+def cmd_restore(args):
+    _check_devices(args.devices)
+    if args.all == bool(args.devices):
+        raise BadArgument("name the devices to restore, or give --all")
+    store = LiveStateStore()
+    devices = args.devices or sorted(store.recorded())
+    return _run_each(devices, store.restore, args.json)

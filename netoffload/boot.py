@@ -1,0 +1,127 @@
+"""The boot unit: refresh the local cache from XAPI, then enforce every device.
+
+Installed as /usr/libexec/netoffload/netoffload-boot and run once per boot
+by netoffload-boot.service, after xapi-init-complete.target.
+
+- With XAPI: one local session, one snapshot of the pool, the cache written
+  (netoffload.cache), then `reconcile.enforce_live` on this host's PIF
+  devices and the vif/tap devices of its running VMs.
+- Without XAPI (it failed to start, or the socket is gone): every local
+  device is enforced from the existing cache, as the udev helper would.
+- `--refresh-only`: write the cache and stop (the RPM scriptlet primes the
+  cache this way); XAPI being down is then logged and not an error.
+
+Exit status: 0 all done, 1 something failed (logged), 2 bad usage.
+"""
+import argparse
+import sys
+
+from netoffload import cache
+from netoffload import devices
+from netoffload import xapi
+from netoffload.errors import DeviceError, NetoffloadError, NotFound, XapiError
+from netoffload.log import get_logger
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+
+
+def refresh_cache(session, directory=None):
+    """Snapshot the pool and write this host's cache: (records, host_ref, data)."""
+    client = xapi.Xapi(session)
+    host_ref = client.local_host_ref()
+    records = client.snapshot()
+    data = cache.build(records, host_ref)
+    cache.write(data, directory)
+    return records, host_ref, data
+
+
+def enforce_from_xapi(records, host_ref, directory=None):
+    """[per-device dict] from reconcile.enforce_live."""
+    from netoffload import livestate
+    from netoffload import reconcile
+    return reconcile.enforce_live(records, host_ref,
+                                  livestate.LiveStateStore(directory))
+
+
+def enforce_from_cache(directory=None):
+    """Apply the cache to every local device it covers: [(device, line|error)]."""
+    from netoffload import ethtool
+    from netoffload import udev
+    loaded = cache.load(directory)  # CacheUnusable: nothing we can do
+    results = []
+    for device in ethtool.list_devices():
+        if devices.parse_guest_device(device) is None and \
+                loaded.pif(device) == (None, None):
+            continue
+        try:
+            results.append((device, True, udev.handle(device, directory)))
+        except (NotFound, DeviceError) as err:
+            results.append((device, False, err.message))
+    return results
+
+
+def _summarise_live(results):
+    applied = [r for r in results if r.get("action") in ("apply", "restore")]
+    changed = [r for r in applied if r.get("ran_command")]
+    failed = [r for r in results if r.get("ok") is False]
+    return len(applied), len(changed), failed
+
+
+def run(refresh_only=False, directory=None):
+    log = get_logger()
+    try:
+        session = xapi.open_session()
+    except XapiError as err:
+        if refresh_only:
+            log.warning("boot: xapi unreachable, cache not refreshed: %s",
+                        err.message)
+            return EXIT_OK
+        log.warning("boot: xapi unreachable (%s); enforcing from the cache",
+                    err.message)
+        try:
+            results = enforce_from_cache(directory)
+        except cache.CacheUnusable as cache_err:
+            log.warning("boot: nothing enforced: %s", cache_err.message)
+            return EXIT_FAILED
+        failed = [r for r in results if not r[1]]
+        for device, _, message in failed:
+            log.warning("boot: %s: %s", device, message)
+        log.info("boot: enforced %d devices from the cache, %d failed",
+                 len(results), len(failed))
+        return EXIT_FAILED if failed else EXIT_OK
+    try:
+        records, host_ref, data = refresh_cache(session, directory)
+        log.info("boot: cache refreshed: %d PIFs, %d VIFs", len(data["pifs"]),
+                 len(data["vifs"]))
+        if refresh_only:
+            return EXIT_OK
+        results = enforce_from_xapi(records, host_ref, directory)
+    finally:
+        xapi.close_session(session)
+    enforced, changed, failed = _summarise_live(results)
+    for entry in failed:
+        log.warning("boot: %s: %s", entry.get("device"),
+                    "; ".join(entry.get("errors") or ["failed"]))
+    log.info("boot: %d devices enforced, %d changed, %d failed",
+             enforced, changed, len(failed))
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="netoffload-boot",
+        description="Refresh the netoffload cache from XAPI and enforce the "
+                    "offload policy on every device of this host.")
+    parser.add_argument("--refresh-only", action="store_true",
+                        help="only write the cache (used by the RPM scriptlet)")
+    args = parser.parse_args(argv)
+    try:
+        return run(refresh_only=args.refresh_only)
+    except NetoffloadError as err:
+        get_logger().warning("boot: %s: %s", err.code, err.message)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

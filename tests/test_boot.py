@@ -1,0 +1,148 @@
+"""The boot entry point against the XAPI simulator and real devices.
+
+The simulator serves a unix socket (reachable from inside a network
+namespace); `python -m netoffload.boot` runs inside a netns holding this
+host's devices, with the environment the simulator gives a host's helpers.
+"""
+import itertools
+import json
+import os
+import shutil
+import sys
+
+import pytest
+
+from netoffload import cache
+from netoffload.ethtool import parse_features_text
+from sim.xapi_sim import XapiSim
+
+pytestmark = pytest.mark.root
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIM_BIN = os.path.join(REPO, "sim", "bin")
+_dirs = itertools.count()
+ALL_OFF = dict((f, "off") for f in ("rx", "tx", "sg", "tso", "ufo", "gso",
+                                    "gro", "lro"))
+
+
+@pytest.fixture
+def workdir():
+    # XenAPI's unix transport maps '_' to '/': keep '_' out of socket paths
+    path = "/tmp/noboot-%d-%d" % (os.getpid(), next(_dirs))
+    os.makedirs(path)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class Host(object):
+    def __init__(self, netns, workdir):
+        self.ns = netns
+        self.sim = XapiSim(socket_path=os.path.join(workdir, "xapi.sock"),
+                           state_root=os.path.join(workdir, "hosts"))
+        self.sim.start()
+        self.host = self.sim.add_host("xs1")
+        net = self.sim.add_network("net0")
+        self.sim.add_pif(self.host, net, "eth0")
+        pool = self.sim.info()["pool"]
+        self.sim.db.tables["pool"][pool]["other_config"].update(
+            {"netoffload-vif": "all-off", "netoffload-pif": "tx-off"})
+        self.web = self.sim.add_vm("web", power_state="Running",
+                                   resident_on=self.host)
+        self.sim.add_vif(self.web, net, 0)
+        self.halted = self.sim.add_vm("halted")
+        self.sim.add_vif(self.halted, net, 0)
+        self.domid = int(self.sim.db.tables["VM"][self.web]["domid"])
+        self.env = self.sim.host_env(self.host)
+        self.state = self.env["NETOFFLOAD_STATE_DIR"]
+        xenstore = os.path.join(workdir, "xenstore.json")
+        with open(xenstore, "w") as handle:
+            json.dump({"/local/domain/%d/vm" % self.domid:
+                       "/vm/" + self.uuid(self.web)}, handle)
+        self.env["NETOFFLOAD_SIM_XENSTORE"] = xenstore
+        self.env["PATH"] = SIM_BIN + ":" + self.env["PATH"]
+        self.vif = "vif%d.0" % self.domid
+        self.tap = "tap%d.0" % self.domid
+        netns.add_veth("eth0", "peer0")
+        netns.add_veth(self.vif, "guest0")
+        netns.add_tap(self.tap)
+
+    def uuid(self, vm):
+        return self.sim.db.tables["VM"][vm]["uuid"]
+
+    def boot(self, *args):
+        return self.ns.run([sys.executable, "-m", "netoffload.boot"] + list(args),
+                           env=self.env, check=False, timeout=60)
+
+    def features(self, device):
+        return parse_features_text(self.ns.ethtool_k(device), device).as_onoff()
+
+    def compliant(self, device, wanted):
+        live = self.features(device)
+        return all(live[f] == v for f, v in wanted.items() if f in live)
+
+    def close(self):
+        self.sim.close()
+
+
+@pytest.fixture
+def host(netns, workdir):
+    h = Host(netns, workdir)
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+def test_boot_refreshes_the_cache_and_enforces_every_device(host):
+    proc = host.boot()
+    assert (proc.returncode, proc.stdout) == (0, ""), proc.stderr
+    data = cache.load(host.state).data
+    assert sorted(data["pifs"]) == ["eth0"]
+    assert sorted(data["vifs"]) == sorted(
+        [host.uuid(host.web) + "/0", host.uuid(host.halted) + "/0"])
+    assert host.compliant("eth0", {"tx": "off"})
+    assert host.compliant(host.vif, ALL_OFF)
+    assert host.compliant(host.tap, ALL_OFF)
+    assert not host.compliant("peer0", {"tx": "off"})  # not ours: untouched
+
+
+def test_refresh_only_writes_the_cache_and_touches_no_device(host):
+    before = dict((d, host.ns.ethtool_k(d)) for d in ("eth0", host.vif, host.tap))
+    proc = host.boot("--refresh-only")
+    assert proc.returncode == 0, proc.stderr
+    assert cache.load(host.state).pif("eth0")[0] == {"tx": "off"}
+    assert before == dict((d, host.ns.ethtool_k(d)) for d in before)
+
+
+def test_without_xapi_boot_enforces_from_the_cache(host):
+    assert host.boot("--refresh-only").returncode == 0
+    host.sim.stop()
+    proc = host.boot()
+    assert proc.returncode == 0, proc.stderr
+    assert "enforcing from the cache" in proc.stderr
+    assert host.compliant("eth0", {"tx": "off"})
+    assert host.compliant(host.vif, ALL_OFF)
+    assert host.compliant(host.tap, ALL_OFF)
+
+
+def test_without_xapi_refresh_only_keeps_the_cache_and_succeeds(host):
+    assert host.boot("--refresh-only").returncode == 0
+    with open(cache.cache_path(host.state)) as handle:
+        before = handle.read()
+    host.sim.stop()
+    proc = host.boot("--refresh-only")
+    assert proc.returncode == 0
+    assert "cache not refreshed" in proc.stderr
+    with open(cache.cache_path(host.state)) as handle:
+        assert handle.read() == before
+
+
+def test_without_xapi_or_cache_boot_fails_and_changes_nothing(host):
+    host.sim.stop()
+    before = host.ns.ethtool_k(host.tap)
+    proc = host.boot()
+    assert proc.returncode == 1
+    assert "nothing enforced" in proc.stderr
+    assert host.ns.ethtool_k(host.tap) == before

@@ -1,5 +1,95 @@
-"""Placeholder until this verb group lands; registers nothing."""
+"""CLI: netoffload bench server | client HOST | --compare POLICY DEV... --host HOST.
+
+Measure before disabling offload: connection rate (TCP_CRR), transaction
+rate (TCP_RR) and stream throughput between two endpoints. `bench server`
+runs on the far end (a guest or another host; the module is stdlib-only, so
+`python3 -m netoffload bench server` works wherever the package is copied).
+"""
+import json
+import sys
+
+from netoffload import bench
+from netoffload.errors import BadArgument
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+
+def _print(result, table, as_json):
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    else:
+        sys.stdout.write(table + "\n")
+
+
+def _tests(opts):
+    return tuple(opts.tests.split(",")) if opts.tests else bench.TESTS
+
+
+def _handler(opts):
+    if opts.compare:
+        if opts.verb is not None:
+            raise BadArgument("--compare runs its own client; do not combine "
+                              "it with %s" % opts.verb)
+        if len(opts.compare) < 2 or not opts.host:
+            raise BadArgument("usage: bench --compare POLICY DEV [DEV ...] "
+                              "--host HOST (a host running `bench server`, "
+                              "reached through DEV)")
+        result = bench.compare(opts.compare[0], opts.compare[1:], opts.host,
+                               opts.port, opts.duration, opts.parallel,
+                               _tests(opts))
+        table = bench.format_table(result["before"], result["after"])
+        table = "policy %s on %s (restored afterwards: %s)\n%s" % (
+            result["policy"], ", ".join(result["devices"]),
+            "yes" if all(r.get("ok") for r in result["restored"].values())
+            else "NO, see --json", table)
+        _print(result, table, opts.json)
+        return EXIT_OK if all(r.get("ok") for r in result["restored"].values()) \
+            else 1
+    if opts.verb == "server":
+        bench.check_bounds(1, 1, opts.port)
+        server = bench.BenchServer(opts.bind, opts.port)
+        sys.stderr.write("netoffload bench server listening on %s:%d\n"
+                         % (opts.bind, server.port))
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        return EXIT_OK
+    if opts.verb == "client":
+        result = bench.run_client(opts.client_host, opts.port, opts.duration,
+                                  opts.parallel, _tests(opts))
+        _print(result, bench.format_table(result), opts.json)
+        return EXIT_OK
+    raise BadArgument("usage: bench server | bench client HOST | "
+                      "bench --compare POLICY DEV ... --host HOST")
+
+
+def _common(parser):
+    parser.add_argument("--port", type=int, default=bench.DEFAULT_PORT)
+    parser.add_argument("--duration", type=float, default=5.0,
+                        help="seconds per test (default 5)")
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="concurrent connections (default 1)")
+    parser.add_argument("--tests", default=None,
+                        help="comma list of %s" % ",".join(bench.TESTS))
+    parser.add_argument("--json", action="store_true")
 
 
 def register(subparsers):
-    return None
+    parser = subparsers.add_parser(
+        "bench", help="measure connection rate, transaction rate and "
+        "throughput (before/after an offload change)")
+    _common(parser)
+    parser.add_argument("--compare", nargs="+", metavar="POLICY DEV",
+                        help="bench, apply POLICY to DEV(s) temporarily, bench "
+                        "again, restore")
+    parser.add_argument("--host", help="the bench server for --compare")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+    server = verbs.add_parser("server", help="serve bench clients")
+    server.add_argument("--port", type=int, default=bench.DEFAULT_PORT)
+    server.add_argument("--bind", default="0.0.0.0")
+    client = verbs.add_parser("client", help="run the tests against HOST")
+    client.add_argument("client_host", metavar="HOST")
+    _common(client)
+    parser.set_defaults(handler=_handler, verb=None)

@@ -988,6 +988,16 @@ class XapiSim(object):
                 self.state_root = data.get("state_root")
 
 
+def socket_dir(prefix="xsim"):
+    """A fresh private directory whose path has no '_' (for socket paths)."""
+    base = tempfile.gettempdir()
+    if "_" in base:
+        base = "/tmp"
+    path = os.path.join(base, "%s%s" % (prefix, uuidlib.uuid4().hex))
+    os.mkdir(path, 0o700)
+    return path
+
+
 def _random_mac():
     raw = uuidlib.uuid4().bytes[:5]
     return "02:" + ":".join("%02x" % b for b in raw)

@@ -15,6 +15,7 @@ This runs on the build machine, not in dom0. It installs its tools on
 Debian when run as root, else it fails with the apt-get command to run.
 """
 import argparse
+import glob
 import io
 import os
 import re
@@ -41,6 +42,10 @@ DEV_KEY_UID = "netoffload development key (NOT FOR PRODUCTION) <dev@netoffload.i
 # the tests that %check may run.
 SOURCE_TOP = ("netoffload", "plugins", "udev", "init", "pack", "tests", "sim",
               "docs", "setup.py", "pyproject.toml", "README.md", "LICENSE")
+# What a release RPM needs from the other parts of the tree.
+REQUIRED_SOURCES = ("plugins/netoffload", "init/netoffload-boot.service",
+                    "init/netoffload-watch.service", "netoffload/cli.py",
+                    "netoffload/udev.py", "netoffload/watch.py", "netoffload/boot.py")
 # binary -> Debian package providing it
 TOOLS = {
     "rpmbuild": "rpm", "rpm": "rpm", "rpmsign": "rpm",
@@ -133,6 +138,13 @@ def source_files(root=ROOT):
         if os.path.isfile(os.path.join(root, name)):  # deleted but tracked: skip
             keep.append(name)
     return keep
+
+
+def missing_sources(root=ROOT):
+    missing = [p for p in REQUIRED_SOURCES if not os.path.isfile(os.path.join(root, p))]
+    if not glob.glob(os.path.join(root, "udev", "*.rules")):
+        missing.append("udev/*.rules")
+    return missing
 
 
 def make_tarball(dest_dir, version, root=ROOT):
@@ -261,8 +273,12 @@ def build_rpm(opts, signer=None):
     make_tarball(os.path.join(topdir, "SOURCES"), version)
     spec = os.path.join(topdir, "SPECS", NAME + ".spec")
     shutil.copyfile(os.path.join(PACK, NAME + ".spec"), spec)
-    if opts.allow_incomplete:
-        log("WARNING: development build: missing plugin/units/rules are left out")
+    missing = missing_sources()
+    if missing and not opts.allow_incomplete:
+        raise BuildError("the tree lacks %s; a development build takes --allow-incomplete"
+                         % ", ".join(missing))
+    if missing:
+        log("WARNING: development build without %s" % ", ".join(missing))
     log("rpmbuild %s-%s-%s (check: %s)" % (NAME, version, opts.release, opts.check))
     run(["rpmbuild", "-bb", "--quiet",
          "--define", "_topdir %s" % topdir,

@@ -39,13 +39,17 @@ def _missing_sources():
     return missing
 
 
-def _tree_version():
+def _build_module():
     sys.path.insert(0, os.path.join(ROOT, "pack"))
     try:
         import build
     finally:
         sys.path.pop(0)
-    return build.read_version(ROOT)
+    return build
+
+
+def _tree_version():
+    return _build_module().read_version(ROOT)
 
 
 def _bumped(version):
@@ -77,7 +81,7 @@ def built(tmp_path_factory):
     result.version = _tree_version()
     result.bumped = _bumped(result.version)
     result.outdir = str(base / "dist")
-    incomplete = ["--allow-incomplete"] if _missing_sources() else []
+    incomplete = ["--allow-incomplete"] if _build_module().missing_sources(ROOT) else []
     for version_args in ([], ["--version", result.bumped]):
         check([sys.executable, BUILD_PY, "rpm", "--outdir", result.outdir,
                "--builddir", str(base / "build")] + incomplete + version_args)

@@ -215,7 +215,8 @@ class Scenario(object):
         for check in step.checks[start_index:]:
             self.out.say("  %s %s%s" % (
                 "ok  " if check["ok"] else "FAIL", check["what"],
-                (": " + check["detail"]) if check["detail"] else ""))
+                (": " + check["detail"]) if check["detail"] and
+                not check["ok"] else ""))
 
     def _vif_devices(self, spec):
         if spec.host is None:
@@ -429,8 +430,11 @@ class Scenario(object):
         fresh = dict((dev, live_mismatches(
             self.baseline_live[host.name][dev], LIVE_EXPECT[spec.expect]))
             for dev in guest.devices())
-        step.check("the new devices came up out of policy (kernel defaults)",
-                   all(fresh.values()), "%r" % fresh)
+        # A tap with no queue attached starts with tx off already; the vif
+        # (veth) starts with everything on.
+        step.check("the new vif came up out of policy (kernel defaults)",
+                   all(fresh[d] for d in fresh if d.startswith("vif")),
+                   "%r" % fresh)
         self.out.say("  udev add events for %s, run as udev runs them:" %
                      ", ".join(guest.devices()))
         runs = []
@@ -567,12 +571,11 @@ STEP_ORDER = ("build", "status_before", "policy_apply", "new_vm", "reboot",
 
 def _count_packets(result):
     """Total packets check_checksums reports having seen (any shape)."""
-    for key in ("packets", "captured", "packets_seen", "total"):
-        value = result.get(key)
-        if isinstance(value, int):
-            return value
-        if isinstance(value, dict):
-            return sum(v for v in value.values() if isinstance(v, int))
+    packets = result.get("packets")
+    if isinstance(packets, dict) and isinstance(packets.get("captured"), int):
+        return packets["captured"]
+    if isinstance(packets, int):
+        return packets
     counts = result.get("counts")
     if isinstance(counts, dict):
         return sum(v for v in counts.values() if isinstance(v, int))

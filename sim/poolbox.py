@@ -249,6 +249,12 @@ class SimHost(object):
         self.write_xenstore()
 
     def destroy_devices(self):
+        # Delete the links first: that removes their peers (switch ports,
+        # guest ends) at once, whereas a namespace is torn down
+        # asynchronously by the kernel and its names would linger.
+        if self.ns is not None:
+            for dev in self.ns.links():
+                self.ns.ip("link", "del", dev, check=False)
         for guest in self.guests.values():
             if guest.ns is not None:
                 guest.ns.delete()

@@ -32,6 +32,7 @@ EXIT_NOTHING_CHANGED = 80
 FeatureState = collections.namedtuple("FeatureState",
                                       "active fixed requested")
 ABSENT = FeatureState(None, False, None)
+_STATE_CACHE = {}
 
 # Apply outcomes per feature.
 CHANGED = "changed"
@@ -103,10 +104,10 @@ def derive(kernel, headers=None):
     `headers` are group lines from text with no bits under them (the old
     "Offload parameters" format); they count only where no bit is known.
     """
-    names = list(kernel)
+    groups = F.group_bits(kernel)
     result = {}
     for short in F.FEATURES:
-        bits = [kernel[n] for n in F.kernel_bits_for(short, names)]
+        bits = [kernel[n] for n in groups[short]]
         if not bits:
             result[short] = (headers or {}).get(short, ABSENT)
             continue
@@ -185,9 +186,16 @@ def parse_features_text(text, device=None):
 # -- reading ------------------------------------------------------------------
 
 def _from_raw(device, raw):
-    kernel = collections.OrderedDict(
-        (bit.name, FeatureState(bit.active, bit.fixed, bit.requested))
-        for bit in raw)
+    # Only twelve distinct states exist: share them instead of building
+    # ~65 tuples per device (this is the hot path of reading many devices).
+    states = _STATE_CACHE
+    kernel = collections.OrderedDict()
+    for name, active, fixed, requested in raw:
+        key = (active, fixed, requested)
+        state = states.get(key)
+        if state is None:
+            state = states[key] = FeatureState(active, fixed, requested)
+        kernel[name] = state
     return DeviceFeatures(device, kernel, derive(kernel), "ioctl")
 
 

@@ -33,30 +33,13 @@ FALLBACK_ERRNOS = frozenset(e for e in (
     errno.EAFNOSUPPORT, errno.EFAULT))
 
 
-class RawFeature(object):
-    """One kernel feature bit as the kernel reports it."""
-
-    __slots__ = ("name", "available", "requested", "active", "never_changed")
-
-    def __init__(self, name, available, requested, active, never_changed):
-        self.name = name
-        self.available = available
-        self.requested = requested
-        self.active = active
-        self.never_changed = never_changed
-
-    @property
-    def fixed(self):
-        # ethtool's rule: not in hw_features, or in NETIF_F_NEVER_CHANGE.
-        return not self.available or self.never_changed
-
-
 class IoctlReader(object):
     """Reads features of many devices through one socket."""
 
     def __init__(self):
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._strings = {}  # count -> tuple of names
+        self._count = None
 
     def close(self):
         if self._sock is not None:
@@ -101,22 +84,28 @@ class IoctlReader(object):
         return names
 
     def read(self, device):
-        """[RawFeature] in kernel order; raises OSError from the ioctl."""
-        count = self._feature_count(device)
+        """[(name, active, fixed, requested)] in kernel order, where fixed
+        is ethtool's rule (not in hw_features, or NETIF_F_NEVER_CHANGE);
+        raises OSError from the ioctl."""
+        count = self._count
+        if count is None:
+            # ETH_SS_FEATURES is one global table: ask once per reader.
+            count = self._count = self._feature_count(device)
         names = self._feature_names(device, count)
         blocks = (count + 31) // 32
         buf = ctypes.create_string_buffer(8 + blocks * _BLOCK.size)
         struct.pack_into("=II", buf, 0, ETHTOOL_GFEATURES, blocks)
         self._ioctl(device, buf)
-        words = [_BLOCK.unpack_from(buf, 8 + i * _BLOCK.size)
-                 for i in range(blocks)]
+        words = struct.unpack_from("=%dI" % (4 * blocks), buf, 8)
         result = []
         for index, name in enumerate(names):
             if not name:
                 continue
-            available, requested, active, never = words[index // 32]
+            base = 4 * (index // 32)
             bit = 1 << (index % 32)
-            result.append(RawFeature(name, bool(available & bit),
-                                     bool(requested & bit), bool(active & bit),
-                                     bool(never & bit)))
+            available = words[base] & bit
+            requested = bool(words[base + 1] & bit)
+            active = bool(words[base + 2] & bit)
+            fixed = not available or bool(words[base + 3] & bit)
+            result.append((name, active, fixed, requested))
         return result

@@ -10,6 +10,7 @@ patterns over the kernel's ETH_SS_FEATURES strings), so that
 bit, including ones newer kernels add (6.18 has tx-tcp-accecn-segmentation).
 """
 import fnmatch
+import functools
 
 FEATURES = ("rx", "tx", "sg", "tso", "ufo", "gso", "gro", "lro")
 
@@ -77,9 +78,21 @@ def short_for_kernel_bit(kernel_name):
 
 def kernel_bits_for(short, kernel_names):
     """The kernel feature names (in kernel order) that make up `short`."""
-    patterns = KERNEL_PATTERNS[short]
-    return [name for name in kernel_names
-            if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
+    return list(group_bits(kernel_names)[short])
+
+
+@functools.lru_cache(maxsize=8)
+def _groups(kernel_names):
+    return dict((short, tuple(
+        name for name in kernel_names
+        if any(fnmatch.fnmatchcase(name, p) for p in patterns)))
+        for short, patterns in KERNEL_PATTERNS.items())
+
+
+def group_bits(kernel_names):
+    """{short: (kernel names,)} for every group; cached, because the kernel's
+    feature list is the same for every device."""
+    return _groups(tuple(kernel_names))
 
 
 def value_or_none(value):

@@ -1,0 +1,397 @@
+"""The watcher daemon: follow XAPI events, keep keys, cache and devices in policy.
+
+Installed as /usr/libexec/netoffload/netoffload-watch and run by
+netoffload-watch.service on every host (`python -m netoffload.watch` in
+tests, with $NETOFFLOAD_XAPI_SOCKET / _URL pointing at the simulator).
+
+One local session and an `event.from` loop over pool, host, network, VM, VIF
+and PIF:
+
+- Start and every reconnect begin with token "" (every object arrives as an
+  `add`): the records snapshot is rebuilt from those, then a full reconcile
+  runs, so nothing created while we were away is missed.
+- The snapshot is kept up to date from event snapshots, trimmed to the fields
+  the pack reads, so memory stays flat however long it runs.
+- For each batch the watcher works out which VIFs and PIFs it affects: the
+  object itself for VIF/PIF events; all VIFs of a VM whose policy key, tags
+  or residence changed; all VIFs of a network, all PIFs of a host, or
+  everything for a pool policy change; everything when this host has just
+  become the master.
+- On the pool master only (pool.master is this host), `reconcile.plan_db` +
+  `apply_db` write the `ethtool-*` keys of the affected objects that need
+  them. Planning is idempotent, so the mod events of our own writes plan
+  nothing and write nothing; explicit keys are never overwritten.
+- On every host: the local cache is rebuilt (debounced; written only when its
+  content changes) and live state is enforced on the affected devices of VMs
+  running here and on this host's PIFs.
+- Lost connections, SESSION_INVALID (the XenAPI client logs in again; we
+  notice the new session and resync), xapi restarts and master changes are
+  survived with bounded exponential backoff.
+"""
+import argparse
+import random
+import signal
+import socket
+import sys
+import time
+
+from netoffload import cache
+from netoffload import resolve
+from netoffload import xapi
+from netoffload.errors import NetoffloadError
+from netoffload.log import get_logger
+
+EVENT_CLASSES = ["pool", "host", "network", "vm", "vif", "pif"]
+EVENT_TIMEOUT = 30.0
+CACHE_DEBOUNCE = 0.5
+BACKOFF_INITIAL = 0.5
+BACKOFF_MAX = 30.0
+
+# event class -> PoolRecords table attribute, and the fields we keep.
+_TABLES = {"pool": "pool", "host": "hosts", "network": "networks",
+           "pif": "pifs", "vm": "vms", "vif": "vifs"}
+_KEEP = {
+    "pool": ("uuid", "name_label", "master", "other_config"),
+    "host": ("uuid", "name_label", "enabled", "other_config"),
+    "network": ("uuid", "name_label", "other_config"),
+    "pif": ("uuid", "device", "VLAN", "host", "network", "other_config"),
+    "vm": ("uuid", "name_label", "other_config", "tags", "is_a_template",
+           "is_a_snapshot", "is_control_domain", "power_state",
+           "resident_on", "domid"),
+    "vif": ("uuid", "device", "VM", "network", "other_config"),
+}
+
+
+class _Stop(BaseException):
+    """SIGTERM/SIGINT: leave the loop at once (event.from may be blocking).
+
+    A BaseException, so that no `except Exception` on the way swallows it.
+    """
+
+
+def trim(cls, snapshot):
+    """The part of an event snapshot the pack reads (keeps memory small)."""
+    record = dict((k, snapshot[k]) for k in _KEEP[cls] if k in snapshot)
+    if "other_config" in record:
+        record["other_config"] = dict(record["other_config"] or {})
+    return record
+
+
+def _policy_view(cls, record):
+    """What, in a record, decides the policy of the objects below it."""
+    config = (record or {}).get("other_config") or {}
+    if cls == "vm":
+        return (config.get(resolve.KEY_VIF), tuple(sorted(record.get("tags") or ())),
+                resolve.is_eligible_vm(record) if record else None)
+    if cls == "network":
+        return config.get(resolve.KEY_VIF)
+    if cls == "host":
+        return config.get(resolve.KEY_PIF)
+    if cls == "pool":
+        return tuple(sorted((k, v) for k, v in config.items()
+                            if k.startswith("netoffload-")))
+    # VIF / PIF: its own keys and where it hangs
+    return tuple(sorted(config.items())) + tuple(
+        (k, record.get(k)) for k in ("VM", "network", "host", "device", "VLAN"))
+
+
+def _run_view(record):
+    record = record or {}
+    return (record.get("power_state"), record.get("resident_on"),
+            record.get("domid"))
+
+
+class Watcher(object):
+    """The event loop; `run()` until `stop()` or a signal."""
+
+    def __init__(self, state_dir=None, event_timeout=EVENT_TIMEOUT,
+                 cache_debounce=CACHE_DEBOUNCE, backoff_max=BACKOFF_MAX,
+                 open_session=None, sleep=time.sleep):
+        self.state_dir = cache.state_dir(state_dir)
+        self.event_timeout = float(event_timeout)
+        self.cache_debounce = float(cache_debounce)
+        self.backoff_max = float(backoff_max)
+        self._open_session = open_session or xapi.open_session
+        self._sleep = sleep
+        self.log = get_logger()
+        self.session = None
+        self.client = None
+        self.session_ref = None
+        self.records = None
+        self.host_ref = None
+        self.token = ""
+        self.was_master = False
+        self.cache_due = None     # monotonic time the cache must be rebuilt by
+        self.stopping = False
+        self.stats = {"syncs": 0, "batches": 0, "writes": 0, "objects_written": 0,
+                      "cache_writes": 0, "live_applied": 0, "errors": 0}
+        self._store = None
+
+    # -- lifecycle -------------------------------------------------------------
+    def stop(self):
+        self.stopping = True
+
+    def run(self):
+        backoff = BACKOFF_INITIAL
+        while not self.stopping:
+            try:
+                self._connect()
+                self._full_sync()
+                backoff = BACKOFF_INITIAL
+                while not self.stopping:
+                    self._step()
+            except _Stop:
+                break
+            except Exception as err:  # noqa: every failure means reconnect
+                if self.stopping:
+                    break
+                self.stats["errors"] += 1
+                detail = err.message if isinstance(err, NetoffloadError) else (
+                    "%s: %s" % (type(err).__name__, err))
+                self.log.warning("watch: %s; reconnecting in %.1fs", detail, backoff)
+                self._disconnect()
+                try:
+                    self._sleep(backoff * (0.8 + 0.4 * random.random()))
+                except _Stop:
+                    break
+                backoff = min(backoff * 2, self.backoff_max)
+        self._flush_cache()
+        self._disconnect()
+
+    def _connect(self):
+        self._disconnect()
+        self.session = self._open_session()
+        self.client = xapi.Xapi(self.session)
+        self.session_ref = getattr(self.session, "_session", None)
+        self.host_ref = self.client.local_host_ref()
+
+    def _disconnect(self):
+        if self.session is not None:
+            xapi.close_session(self.session)
+        self.session = self.client = None
+
+    # -- the loop ------------------------------------------------------------------
+    def _events(self, token, timeout):
+        result = self.client.call("event.from", EVENT_CLASSES, token,
+                                  float(timeout))
+        if getattr(self.session, "_session", None) != self.session_ref:
+            # the XenAPI client logged in again after SESSION_INVALID: xapi
+            # restarted and our token means nothing any more
+            raise xapi.XapiError("xapi session was renewed (xapi restarted?)")
+        return result
+
+    def _full_sync(self):
+        result = self._events("", 0.0)
+        tables = dict((name, {}) for name in _TABLES.values())
+        for event in result.get("events") or []:
+            cls = str(event.get("class", "")).lower()
+            if cls in _TABLES and event.get("operation") != "del" \
+                    and isinstance(event.get("snapshot"), dict):
+                tables[_TABLES[cls]][event["ref"]] = trim(cls, event["snapshot"])
+        self.records = resolve.PoolRecords(
+            tables["pool"], tables["hosts"], tables["networks"], tables["pifs"],
+            tables["vms"], tables["vifs"])
+        self.token = result["token"]
+        self.stats["syncs"] += 1
+        self.was_master = self.is_master
+        self.log.info("watch: synced %d VMs, %d VIFs, %d PIFs (%s)",
+                      len(tables["vms"]), len(tables["vifs"]), len(tables["pifs"]),
+                      "master" if self.was_master else "member")
+        self._reconcile(set(self.records.vifs) | set(self.records.pifs),
+                        live_all=True)
+        self._flush_cache()
+
+    def _step(self):
+        timeout = self.event_timeout
+        if self.cache_due is not None:
+            timeout = max(0.0, min(timeout, self.cache_due - time.monotonic()))
+        result = self._events(self.token, timeout)
+        self.token = result["token"]
+        events = result.get("events") or []
+        if events:
+            self.stats["batches"] += 1
+            affected, live = self._apply_events(events)
+            if affected or live:
+                self._reconcile(affected, live=live)
+        if self.cache_due is not None and time.monotonic() >= self.cache_due:
+            self._flush_cache()
+
+    @property
+    def is_master(self):
+        if self.records is None:
+            return False
+        return self.records.pool_record.get("master") == self.host_ref
+
+    def _apply_events(self, events):
+        """Update the snapshot; (refs whose policy may have changed, VIF refs
+        whose VM started or moved)."""
+        affected, live = set(), set()
+        vm_changed, net_changed, host_changed = set(), set(), set()
+        everything = False
+        self.cache_due = self.cache_due or (time.monotonic() + self.cache_debounce)
+        for event in events:
+            cls = str(event.get("class", "")).lower()
+            if cls not in _TABLES:
+                continue
+            table = getattr(self.records, _TABLES[cls])
+            ref = event.get("ref")
+            old = table.get(ref)
+            if event.get("operation") == "del":
+                table.pop(ref, None)
+                continue
+            snapshot = event.get("snapshot")
+            if not isinstance(snapshot, dict):
+                continue
+            new = trim(cls, snapshot)
+            table[ref] = new
+            if old is not None and _policy_view(cls, old) == _policy_view(cls, new):
+                if cls == "vm" and _run_view(old) != _run_view(new):
+                    vm_changed.add(("run", ref))
+                continue
+            if cls in ("vif", "pif"):
+                affected.add(ref)
+            elif cls == "vm":
+                vm_changed.add(("policy", ref))
+            elif cls == "network":
+                net_changed.add(ref)
+            elif cls == "host":
+                host_changed.add(ref)
+            elif cls == "pool":
+                everything = True
+        if self.is_master and not self.was_master:
+            self.log.info("watch: this host is now the pool master; taking over")
+            everything = True
+        self.was_master = self.is_master
+        if everything:
+            return set(self.records.vifs) | set(self.records.pifs), set()
+        if vm_changed or net_changed:
+            for vif_ref, vif in self.records.vifs.items():
+                if ("policy", vif.get("VM")) in vm_changed or \
+                        vif.get("network") in net_changed:
+                    affected.add(vif_ref)
+                elif ("run", vif.get("VM")) in vm_changed:
+                    live.add(vif_ref)
+        if host_changed:
+            affected.update(ref for ref, pif in self.records.pifs.items()
+                            if pif.get("host") in host_changed)
+        return affected, live
+
+    # -- acting ------------------------------------------------------------------
+    def _eligible(self, ref):
+        if ref in self.records.pifs:
+            return True
+        vif = self.records.vifs.get(ref)
+        vm = self.records.vms.get((vif or {}).get("VM"))
+        return vm is not None and resolve.is_eligible_vm(vm)
+
+    def _reconcile(self, affected, live=(), live_all=False):
+        from netoffload import reconcile
+        targets = sorted(ref for ref in affected if self._eligible(ref))
+        if self.is_master and targets:
+            plans = [p for p in reconcile.plan_db(self.records, targets) if p.writes]
+            if plans:
+                results = reconcile.apply_db(self.client, plans)
+                written = [r for r in results if r["status"] == "changed"]
+                failed = [r for r in results if r["status"] == "failed"]
+                self.stats["writes"] += sum(len(r["written"]) for r in written)
+                self.stats["objects_written"] += len(written)
+                self.log.info("watch: wrote offload keys on %d objects%s",
+                              len(written), ", %d failed" % len(failed) if failed else "")
+                for result in failed:
+                    self.log.warning("watch: %s %s: %s", result["class"],
+                                     result["label"], "; ".join(result.get("error", [])))
+        self._enforce(None if live_all else set(targets) | set(live))
+
+    def _local_targets(self, refs):
+        """The refs among `refs` that have a device on this host."""
+        local = set()
+        for ref in refs:
+            if ref in self.records.pifs:
+                if self.records.pifs[ref].get("host") == self.host_ref:
+                    local.add(ref)
+                continue
+            vm = self.records.vms.get((self.records.vifs.get(ref) or {}).get("VM"))
+            if vm and vm.get("resident_on") == self.host_ref and \
+                    vm.get("power_state") in ("Running", "Paused"):
+                local.add(ref)
+        return local
+
+    def _enforce(self, refs):
+        from netoffload import livestate
+        from netoffload import reconcile
+        if refs is not None:
+            refs = self._local_targets(refs)
+            if not refs:
+                return
+        if self._store is None:
+            self._store = livestate.LiveStateStore(self.state_dir)
+        try:
+            results = reconcile.enforce_live(self.records, self.host_ref,
+                                             self._store, targets=refs)
+        except NetoffloadError as err:
+            self.log.warning("watch: live enforcement failed: %s", err.message)
+            return
+        changed = [r for r in results if r.get("ran_command")]
+        self.stats["live_applied"] += len(changed)
+        for entry in results:
+            if entry.get("ok") is False:
+                self.log.warning("watch: %s: %s", entry.get("device"),
+                                 "; ".join(entry.get("errors") or ["failed"]))
+        if changed:
+            self.log.info("watch: applied live state on %s",
+                          ", ".join(r["device"] for r in changed))
+
+    def _flush_cache(self):
+        if self.records is None or self.host_ref is None:
+            return
+        self.cache_due = None
+        try:
+            data = cache.build(self.records, self.host_ref)
+            if cache.write(data, self.state_dir):
+                self.stats["cache_writes"] += 1
+                self.log.info("watch: cache updated: %d PIFs, %d VIFs",
+                              len(data["pifs"]), len(data["vifs"]))
+        except (OSError, IOError) as err:
+            self.log.warning("watch: cannot write the cache: %s", err)
+
+
+_WATCHERS = []
+
+
+def _raise_stop(signum, frame):
+    for watcher in _WATCHERS:
+        watcher.stop()
+    raise _Stop()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="netoffload-watch",
+        description="Follow XAPI events and keep VIF/PIF offload keys, the "
+                    "local cache and this host's devices in policy.")
+    parser.add_argument("--event-timeout", type=float, default=EVENT_TIMEOUT,
+                        help="seconds one event.from call may block")
+    parser.add_argument("--cache-debounce", type=float, default=CACHE_DEBOUNCE,
+                        help="seconds to gather changes before rewriting the cache")
+    parser.add_argument("--backoff-max", type=float, default=BACKOFF_MAX,
+                        help="longest wait between reconnection attempts")
+    args = parser.parse_args(argv)
+    # a hung xapi must not hang us forever: bound every socket operation
+    socket.setdefaulttimeout(args.event_timeout + 60.0)
+    watcher = Watcher(event_timeout=args.event_timeout,
+                      cache_debounce=args.cache_debounce,
+                      backoff_max=args.backoff_max)
+    _WATCHERS.append(watcher)
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, _raise_stop)
+    watcher.log.info("watch: starting")
+    try:
+        watcher.run()
+    except _Stop:
+        pass
+    watcher.log.info("watch: stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

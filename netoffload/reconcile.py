@@ -356,7 +356,8 @@ def local_devices(records, host_ref, targets=None):
 
 def _device_entry(local):
     entry = {"device": local.device, "kind": local.kind,
-             "desired": dict(local.resolution.features),
+             "desired": local.resolution.live_features,
+             "explicit": dict(local.resolution.explicit),
              "policy": local.resolution.policy,
              "level": local.resolution.level}
     if local.vm:
@@ -376,7 +377,7 @@ def enforce_live(records, host_ref, store, targets=None, dry_run=False):
         if local.device not in present:
             continue
         entry = _device_entry(local)
-        desired = local.resolution.features
+        desired = local.resolution.live_features
         try:
             if desired and dry_run:
                 entry.update(ethtool.apply_features(

@@ -5,6 +5,8 @@ Input is a `PoolRecords`: the dicts ref -> record exactly as XenAPI's
 
 - `.features` {short: "on"|"off"}: the full desired state (all eight for
   VIFs too: gro/lro are enforced live only), explicit keys included;
+- `.live_features`: `.features` without the explicit ones, which is what
+  live enforcement applies (explicit keys are xapi's business at plug);
 - `.sources` {short: "explicit" | "force" | "vm" | "tag:<t>" | "network" |
   "pool" | "host"}: where each feature came from;
 - `.policy_features`: what the winning policy level asks for;
@@ -103,6 +105,16 @@ class Resolution(object):
         self.policy = None
         self.level = None
         self.error = None
+
+    @property
+    def live_features(self):
+        """What to enforce on live devices: the policy's features only.
+
+        Explicit keys are someone else's; xapi applies them to vif devices
+        at plug, and the pack leaves those features alone live.
+        """
+        return dict((f, v) for f, v in self.features.items()
+                    if self.sources.get(f) != "explicit")
 
     def to_json(self):
         return {"features": dict(self.features), "sources": dict(self.sources),

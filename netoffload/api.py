@@ -1,0 +1,515 @@
+"""The plugin functions: `fn(session, args) -> dict` (DESIGN section 3).
+
+`version`, `status`, `get_policy`, `set_policy`, `apply`, `revert`. Every
+argument is a string; unknown arguments, bad values and over-long strings
+are refused before anything changes. Targets:
+`target=ALL | vm=<name-label or uuid> | tag=<tag> | network=<name-label or
+uuid> | pif=<device>` (exactly one; `status` takes none for "everything").
+
+`pool=true` on status/apply/revert: the database part runs once (here), the
+live part runs here and, through `host.call_plugin(host, "netoffload", fn,
+args + scope=local)`, in parallel on every other live host; each host is
+reported on its own and an unreachable host does not fail the others.
+`scope=local` is that internal call: live part only, no database writes and
+no further fan-out.
+
+Where `policy=` is stored by `apply` (the level the target names):
+ALL -> pool `netoffload-vif` and `netoffload-pif`; vm -> the VM; tag -> pool
+`netoffload-tag:<tag>`; network -> the network; pif -> this host's
+`netoffload-pif` (the pool's with pool=true).
+
+`revert`: restores saved keys and recorded live state of the target, and
+for ALL removes every policy key in the pool; for vm/tag/network it sets
+that level to `none` so the target stays out; for pif it leaves policy
+alone (a PIF has no level of its own; set the host to `none` to keep it out).
+"""
+import json
+import threading
+
+from netoffload import __version__, API_LEVEL
+from netoffload import args as A
+from netoffload import reconcile
+from netoffload import resolve as R
+from netoffload import xapi as X
+from netoffload.devices import validate_device
+from netoffload.errors import BadArgument, ConfirmRequired, XapiError
+from netoffload.lock import host_lock, state_dir
+from netoffload.log import get_logger
+from netoffload.policy import parse_policy
+
+PLUGIN_NAME = "netoffload"
+TARGET_KEYS = ("target", "vm", "tag", "network", "pif")
+FANOUT_TIMEOUT = 600.0
+SCOPES = ("pool", "local")
+
+
+# -- arguments ------------------------------------------------------------------
+
+def _check_args(args, allowed):
+    if not isinstance(args, dict):
+        raise BadArgument("arguments must be a map of strings")
+    for key in args:
+        if not isinstance(key, str):
+            raise BadArgument("argument names must be strings")
+    A.reject_unknown(args, allowed)
+    for key in args:
+        A.get(args, key)  # every value a string of bounded length
+
+
+def parse_target(args, required=True):
+    """(kind, value) with kind all|vm|tag|network|pif, or None."""
+    given = [k for k in TARGET_KEYS if args.get(k) not in (None, "")]
+    if not given:
+        if required:
+            raise BadArgument("name a target: target=ALL, vm=, tag=, network= "
+                              "or pif=")
+        return None
+    if len(given) > 1:
+        raise BadArgument("name one target, not %s" % " and ".join(given))
+    key = given[0]
+    value = A.get(args, key)
+    if key == "target":
+        if value != "ALL":
+            raise BadArgument("target=%r: the only target= value is ALL (in "
+                              "capitals); use vm=, tag=, network= or pif= for "
+                              "the others" % value[:40])
+        return ("all", value)
+    if key == "pif":
+        validate_device(value)
+    return (key, value)
+
+
+def _confirmed(args):
+    value = A.get(args, "confirm")
+    if value is None:
+        return False
+    if value != "yes":
+        raise BadArgument("confirm=%r: pass confirm=yes" % value[:40])
+    return True
+
+
+def _scope(args):
+    scope = A.get(args, "scope") or "pool"
+    if scope not in SCOPES:
+        raise BadArgument("scope=%r: valid scopes are %s" % (
+            scope[:40], ", ".join(SCOPES)))
+    return scope
+
+
+def _policy_arg(args, key="policy"):
+    text = A.get(args, key)
+    if text is None:
+        return None
+    return parse_policy(text)
+
+
+# -- shared pieces ----------------------------------------------------------------
+
+class _Context(object):
+    """One call's view: the wrapper, a snapshot and this host."""
+
+    def __init__(self, session):
+        self.xapi = X.Xapi(session)
+        self.records = self.xapi.snapshot()
+        self.host_uuid = X.local_host_uuid()
+        self.host_ref = self.records.host_by_uuid(self.host_uuid) or \
+            self.xapi.local_host_ref(self.host_uuid)
+
+    def host_json(self, host_ref=None):
+        ref = host_ref or self.host_ref
+        rec = self.records.hosts.get(ref) or {}
+        return {"uuid": rec.get("uuid", ""),
+                "name_label": rec.get("name_label", "")}
+
+
+def _store():
+    from netoffload.livestate import LiveStateStore
+    return LiveStateStore(state_dir())
+
+
+def _summary_of(objects, devices):
+    statuses = {}
+    for obj in objects:
+        statuses[obj.get("status", "planned")] = \
+            statuses.get(obj.get("status", "planned"), 0) + 1
+    failed = [d["device"] for d in devices if d.get("ok") is False]
+    return {"objects": statuses, "devices": len(devices),
+            "devices_changed": sum(1 for d in devices if d.get("ran_command")),
+            "devices_failed": failed}
+
+
+def _fan_out(ctx, fn, args, local_result):
+    """Per host: the local result here, host.call_plugin elsewhere."""
+    call_args = dict((k, v) for k, v in args.items() if k != "pool")
+    call_args["scope"] = "local"
+    entries = []
+    threads = []
+    for host_ref in sorted(ctx.records.hosts,
+                           key=lambda r: ctx.records.hosts[r].get(
+                               "name_label", "")):
+        entry = ctx.host_json(host_ref)
+        entries.append(entry)
+        if host_ref == ctx.host_ref:
+            entry.update(ok=True, result=local_result)
+        elif not ctx.records.host_is_live(host_ref):
+            entry.update(ok=False, error=["HOST_OFFLINE",
+                                          "the host is not live"])
+        else:
+            thread = threading.Thread(target=_call_host,
+                                      args=(host_ref, fn, call_args, entry))
+            thread.daemon = True
+            thread.start()
+            threads.append((thread, entry))
+    for thread, entry in threads:
+        thread.join(FANOUT_TIMEOUT)
+        if thread.is_alive():
+            entry.update(ok=False, error=["TIMEOUT", "no answer in %ds"
+                                          % FANOUT_TIMEOUT])
+    return entries
+
+
+def _call_host(host_ref, fn, call_args, entry):
+    # One session per thread: a XenAPI session object is one HTTP connection.
+    try:
+        session = X.open_session()
+    except XapiError as err:
+        entry.update(ok=False, error=[err.code, err.message])
+        return
+    try:
+        text = session.xenapi.host.call_plugin(host_ref, PLUGIN_NAME, fn,
+                                               call_args)
+        entry.update(ok=True, result=json.loads(text))
+    except Exception as err:  # report any failure of this host, go on
+        details = getattr(err, "details", None)
+        entry.update(ok=False, error=[str(d) for d in details] if details
+                     else [type(err).__name__, str(err)])
+        get_logger().warning("host %s: %s failed: %s", host_ref, fn,
+                             entry["error"])
+    finally:
+        X.close_session(session)
+
+
+# -- version / policy ------------------------------------------------------------------
+
+def version(session, args):
+    _check_args(args, ())
+    return {"version": __version__, "api": API_LEVEL}
+
+
+def get_policy(session, args):
+    _check_args(args, ())
+    records = X.Xapi(session).snapshot()
+    return {"policies": R.all_policies(records)}
+
+
+_LEVELS = {
+    # level: (allowed kinds, selector argument, default kind)
+    "pool": (("vif", "pif"), None, None),
+    "host": (("pif",), "host", "pif"),
+    "network": (("vif",), "network", "vif"),
+    "tag": (("vif",), "tag", "vif"),
+    "vm": (("vif",), "vm", "vif"),
+}
+
+
+def _policy_location(ctx, level, kind, selector):
+    """(cls, ref, key, uuid, name) where a level's policy lives."""
+    records = ctx.records
+    if level == "pool":
+        return ("pool", records.pool_ref, "netoffload-" + kind,
+                records.pool_record.get("uuid", ""), "")
+    if level == "tag":
+        return ("pool", records.pool_ref, R.TAG_PREFIX + selector,
+                records.pool_record.get("uuid", ""), selector)
+    if level == "host":
+        ref = ctx.host_ref if not selector else reconcile.find_by_name_or_uuid(
+            records.hosts, selector, "host")
+        table, cls = records.hosts, "host"
+    elif level == "network":
+        ref = reconcile.find_by_name_or_uuid(records.networks, selector,
+                                             "network")
+        table, cls = records.networks, "network"
+    else:
+        ref = reconcile.find_by_name_or_uuid(records.vms, selector, "VM",
+                                             R.is_eligible_vm)
+        table, cls = records.vms, "VM"
+    return (cls, ref, "netoffload-" + kind, table[ref].get("uuid", ""),
+            table[ref].get("name_label", ""))
+
+
+def _write_policy(ctx, location, text):
+    cls, ref, key, _, _ = location
+    current = ctx.records.table(cls)[ref].get("other_config") or {}
+    ctx.xapi.set_other_config_key(cls, ref, key, text, current.get(key))
+    ctx.records.table(cls)[ref].setdefault("other_config", {})
+    if text is None:
+        ctx.records.table(cls)[ref]["other_config"].pop(key, None)
+    else:
+        ctx.records.table(cls)[ref]["other_config"][key] = text
+
+
+def _location_json(location, text, previous):
+    cls, _, key, uuid, name = location
+    return {"class": cls, "uuid": uuid, "name": name, "key": key,
+            "policy": text, "previous": previous}
+
+
+def set_policy(session, args):
+    _check_args(args, ("level", "kind", "policy", "vm", "network", "tag",
+                       "host"))
+    level = A.require(args, "level")
+    if level not in _LEVELS:
+        raise BadArgument("level=%r: valid levels are %s" % (
+            level[:40], ", ".join(sorted(_LEVELS))))
+    kinds, selector_key, default_kind = _LEVELS[level]
+    kind = A.get(args, "kind") or default_kind
+    if kind is None:
+        raise BadArgument("level=pool needs kind=vif or kind=pif")
+    if kind not in kinds:
+        raise BadArgument("kind=%r is not valid at level %s (valid: %s)" % (
+            kind[:40], level, ", ".join(kinds)))
+    for other in ("vm", "network", "tag", "host"):
+        if other != selector_key and args.get(other) not in (None, ""):
+            raise BadArgument("%s= does not apply to level=%s" % (other, level))
+    selector = A.get(args, selector_key) if selector_key else None
+    if selector_key in ("vm", "network", "tag") and not selector:
+        raise BadArgument("level=%s needs %s=" % (level, selector_key))
+    if "policy" not in args:
+        raise BadArgument("missing argument policy (an empty policy clears "
+                          "the level)")
+    text = A.get(args, "policy")
+    policy = parse_policy(text) if text.strip() else None
+    stored = policy.text if policy is not None else None
+    ctx = _Context(session)
+    location = _policy_location(ctx, level, kind, selector)
+    cls, ref = location[0], location[1]
+    previous = (ctx.records.table(cls)[ref].get("other_config") or {}).get(
+        location[2])
+    _write_policy(ctx, location, stored)
+    return dict(_location_json(location, stored, previous), level=level,
+                kind=kind)
+
+
+def _apply_policy_locations(ctx, spec, pool_wide):
+    kind, value = spec
+    if kind == "all":
+        return [_policy_location(ctx, "pool", "vif", None),
+                _policy_location(ctx, "pool", "pif", None)]
+    if kind == "pif":
+        if pool_wide:
+            return [_policy_location(ctx, "pool", "pif", None)]
+        return [_policy_location(ctx, "host", "pif", None)]
+    return [_policy_location(ctx, kind, "vif", value)]
+
+
+def _all_policy_locations(ctx):
+    """Every policy key in the pool (for revert ALL)."""
+    records = ctx.records
+    result = []
+    for key in sorted(records.pool_other_config):
+        if key in (R.KEY_VIF, R.KEY_PIF) or key.startswith(R.TAG_PREFIX):
+            result.append(("pool", records.pool_ref, key, "", ""))
+    for cls, key in (("host", R.KEY_PIF), ("network", R.KEY_VIF),
+                     ("VM", R.KEY_VIF)):
+        table = records.table(cls)
+        for ref in sorted(table):
+            if key in (table[ref].get("other_config") or {}):
+                result.append((cls, ref, key, table[ref].get("uuid", ""),
+                               table[ref].get("name_label", "")))
+    return result
+
+
+# -- status ------------------------------------------------------------------------------
+
+def status(session, args):
+    _check_args(args, TARGET_KEYS + ("pool", "scope"))
+    spec = parse_target(args, required=False)
+    pool_wide = A.parse_bool(args, "pool")
+    scope = _scope(args)
+    ctx = _Context(session)
+    targets = None
+    selection = None
+    if spec is not None:
+        selection = reconcile.select(ctx.records, spec, ctx.host_ref)
+        targets = selection.refs
+    local = reconcile.local_devices(ctx.records, ctx.host_ref, targets)
+    vif_refs = sorted(set(d.ref for d in local if d.kind != "pif"))
+    plans = reconcile.plan_db(ctx.records, vif_refs)
+    devices = reconcile.device_status(ctx.records, ctx.host_ref, targets,
+                                      plans)
+    result = {"host": ctx.host_json(), "devices": devices,
+              "summary": {"devices": len(devices),
+                          "compliant": sum(1 for d in devices
+                                           if d.get("compliant"))}}
+    if scope == "pool":
+        db_refs = selection.refs if selection else \
+            R.eligible_vifs(ctx.records) + sorted(ctx.records.pifs)
+        pending = [p for p in reconcile.plan_db(ctx.records, db_refs)
+                   if p.changes]
+        result["db"] = {"objects": len(db_refs), "pending": len(pending),
+                        "pending_objects": [
+                            {"class": p.cls, "uuid": p.uuid, "label": p.label}
+                            for p in pending]}
+    if pool_wide and scope == "pool":
+        result["hosts"] = _fan_out(ctx, "status", args, {
+            "host": result["host"], "devices": devices,
+            "summary": result["summary"]})
+    return result
+
+
+# -- apply / revert ------------------------------------------------------------------------
+
+def _records_after(records, plans):
+    """records with each planned object's other_config as it will be."""
+    after = records.copy()
+    for plan in plans:
+        after.table(plan.cls)[plan.ref]["other_config"] = dict(plan.final)
+    return after
+
+
+def _local_live(session, args, revert):
+    """scope=local: this host's live part only (called by the fan-out)."""
+    spec = parse_target(args)
+    ctx = _Context(session)
+    selection = reconcile.select(ctx.records, spec, ctx.host_ref)
+    targets = None if spec[0] == "all" else selection.refs
+    with host_lock():
+        store = _store()
+        if revert:
+            devices = reconcile.revert_live(ctx.records, ctx.host_ref, store,
+                                            targets)
+        else:
+            devices = reconcile.enforce_live(ctx.records, ctx.host_ref, store,
+                                             targets)
+    return {"host": ctx.host_json(), "devices": devices,
+            "summary": _summary_of([], devices)}
+
+
+def apply(session, args):
+    _check_args(args, TARGET_KEYS + ("policy", "dry_run", "confirm", "pool",
+                                     "force", "scope"))
+    spec = parse_target(args)
+    policy = _policy_arg(args)
+    dry_run = A.parse_bool(args, "dry_run")
+    confirm = _confirmed(args)
+    pool_wide = A.parse_bool(args, "pool")
+    force = A.parse_bool(args, "force")
+    if _scope(args) == "local":
+        return _local_live(session, args, revert=False)
+    if dry_run:
+        return _apply(session, args, spec, policy, True, confirm, pool_wide,
+                      force)
+    with host_lock():
+        return _apply(session, args, spec, policy, False, confirm, pool_wide,
+                      force)
+
+
+def _apply(session, args, spec, policy, dry_run, confirm, pool_wide, force):
+    ctx = _Context(session)
+    selection = reconcile.select(ctx.records, spec, ctx.host_ref, pool_wide)
+    locations = []
+    planned = ctx.records
+    if policy is not None:
+        locations = _apply_policy_locations(ctx, spec, pool_wide)
+        planned = ctx.records.copy()
+        for cls, ref, key, _, _ in locations:
+            planned.table(cls)[ref]["other_config"][key] = policy.text
+    plans = reconcile.plan_db(planned, selection.refs, force)
+    policy_json = [_location_json(
+        loc, policy.text, (ctx.records.table(loc[0])[loc[1]].get(
+            "other_config") or {}).get(loc[2])) for loc in locations]
+    live_targets = None if spec[0] == "all" else selection.refs
+    base = {"host": ctx.host_json(), "target": selection.to_json(),
+            "policy": policy_json, "dry_run": dry_run}
+    if dry_run:
+        devices = reconcile.enforce_live(_records_after(planned, plans),
+                                         ctx.host_ref, _store(), live_targets,
+                                         dry_run=True)
+        objects = [p.to_json() for p in plans if p.changes]
+        return dict(base, objects=objects, devices=devices,
+                    summary=dict(_summary_of([], devices), objects={
+                        "planned": len(objects),
+                        "unchanged": len(plans) - len(objects)}))
+    if spec[0] == "all" and not confirm:
+        raise ConfirmRequired(
+            "target=ALL changes every VIF and PIF in the pool and every device "
+            "on this host; nothing was changed. Review the plan and pass "
+            "confirm=yes", reconcile.saved_summary(plans))
+    for location in locations:
+        _write_policy(ctx, location, policy.text)
+    results = reconcile.apply_db(ctx.xapi, plans)
+    devices = reconcile.enforce_live(_records_after(planned, plans),
+                                     ctx.host_ref, _store(), live_targets)
+    objects = [r for r in results if r["status"] != "unchanged"]
+    result = dict(base, objects=objects, devices=devices,
+                  summary=_summary_of(results, devices))
+    result["summary"]["xapi_calls"] = ctx.xapi.calls
+    if pool_wide:
+        result["hosts"] = _fan_out(ctx, "apply", args, {
+            "host": result["host"], "devices": devices,
+            "summary": _summary_of([], devices)})
+    return result
+
+
+def revert(session, args):
+    _check_args(args, TARGET_KEYS + ("confirm", "pool", "scope", "dry_run"))
+    spec = parse_target(args)
+    confirm = _confirmed(args)
+    pool_wide = A.parse_bool(args, "pool")
+    dry_run = A.parse_bool(args, "dry_run")
+    if _scope(args) == "local":
+        return _local_live(session, args, revert=True)
+    if dry_run:
+        return _revert(session, args, spec, True, confirm, pool_wide)
+    with host_lock():
+        return _revert(session, args, spec, False, confirm, pool_wide)
+
+
+def _revert(session, args, spec, dry_run, confirm, pool_wide):
+    ctx = _Context(session)
+    selection = reconcile.select(ctx.records, spec, ctx.host_ref, pool_wide)
+    if spec[0] == "all":
+        changes = [(loc, None) for loc in _all_policy_locations(ctx)]
+    elif spec[0] == "pif":
+        changes = []
+    else:
+        changes = [(_policy_location(ctx, spec[0], "vif", spec[1]), "none")]
+    plans = reconcile.plan_revert(ctx.records, selection.refs)
+    policy_json = [_location_json(loc, text, (ctx.records.table(loc[0])[
+        loc[1]].get("other_config") or {}).get(loc[2]))
+        for loc, text in changes]
+    base = {"host": ctx.host_json(), "target": selection.to_json(),
+            "policy": policy_json, "dry_run": dry_run}
+    if dry_run:
+        objects = [p.to_json() for p in plans if p.changes]
+        return dict(base, objects=objects, devices=[], summary={
+            "objects": {"planned": len(objects)}})
+    if spec[0] == "all" and not confirm:
+        raise ConfirmRequired(
+            "revert target=ALL restores every VIF and PIF in the pool and "
+            "removes every policy; nothing was changed. Pass confirm=yes",
+            reconcile.saved_summary(plans))
+    for location, text in changes:
+        _write_policy(ctx, location, text)
+    results = reconcile.apply_db(ctx.xapi, plans)
+    live_targets = None if spec[0] == "all" else selection.refs
+    devices = reconcile.revert_live(ctx.records, ctx.host_ref, _store(),
+                                    live_targets)
+    result = dict(base, objects=[r for r in results
+                                 if r["status"] != "unchanged"],
+                  devices=devices, summary=_summary_of(results, devices))
+    if pool_wide:
+        result["hosts"] = _fan_out(ctx, "revert", args, {
+            "host": result["host"], "devices": devices,
+            "summary": _summary_of([], devices)})
+    return result
+
+
+FUNCTIONS = {
+    "version": version,
+    "status": status,
+    "get_policy": get_policy,
+    "set_policy": set_policy,
+    "apply": apply,
+    "revert": revert,
+}

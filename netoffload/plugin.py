@@ -1,0 +1,65 @@
+"""The plugin entry point's table: `FUNCTIONS` {name: fn(session, args)}.
+
+Each function from netoffload.api and netoffload.diagnose.PLUGIN_FUNCTIONS
+is wrapped so that xapi gets what it expects:
+- success: the result dict as JSON text (sort_keys);
+- NetoffloadError: XenAPIPlugin.Failure(code, [message, params...]);
+- anything else (a bug, an unexpected OS or XenAPI failure): logged with its
+  traceback to syslog/stderr and raised as a NETOFFLOAD_* Failure, never as
+  XenAPIPlugin's generic XENAPI_PLUGIN_FAILURE: XenAPI failures and
+  connection errors as NETOFFLOAD_XAPI_ERROR, OS errors as
+  NETOFFLOAD_DEVICE_ERROR, other exceptions as NETOFFLOAD_XAPI_ERROR with
+  "internal error" in the message (the plugin call itself failed).
+Nothing is ever printed on stdout: XenAPIPlugin.dispatch prints the response.
+"""
+import json
+import traceback
+
+from netoffload import api
+from netoffload import errors
+from netoffload.log import get_logger
+
+
+def _failure(code, params):
+    import XenAPIPlugin  # dom0's module (sim/pylib in tests); not at import
+    return XenAPIPlugin.Failure(code, [str(p) for p in params])
+
+
+def _classify(err):
+    if isinstance(err, (OSError, IOError)) and \
+            not isinstance(err, ConnectionError):
+        return errors.DEVICE_ERROR, "operating system error"
+    name = type(err).__name__
+    if name in ("Failure", "Fault", "ProtocolError") or \
+            isinstance(err, ConnectionError):
+        return errors.XAPI_ERROR, "XenAPI call failed"
+    return errors.XAPI_ERROR, "internal error"
+
+
+def wrap(name, fn):
+    def call(session, args):
+        log = get_logger()
+        try:
+            return json.dumps(fn(session, args), sort_keys=True)
+        except errors.NetoffloadError as err:
+            log.warning("%s: %s: %s", name, err.code, err.message)
+            raise _failure(err.code, err.failure_params())
+        except Exception as err:  # never let xapi see a bare exception
+            log.error("%s: unexpected %s: %s\n%s", name, type(err).__name__,
+                      err, traceback.format_exc())
+            code, what = _classify(err)
+            raise _failure(code, ["%s in %s: %s: %s (see syslog)" % (
+                what, name, type(err).__name__, str(err)[:500])])
+    call.__name__ = name
+    call.__doc__ = fn.__doc__
+    return call
+
+
+def build_functions():
+    from netoffload import diagnose
+    table = dict(api.FUNCTIONS)
+    table.update(getattr(diagnose, "PLUGIN_FUNCTIONS", {}) or {})
+    return dict((name, wrap(name, fn)) for name, fn in table.items())
+
+
+FUNCTIONS = build_functions()

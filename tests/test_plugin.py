@@ -1,0 +1,464 @@
+"""The plugin as xapi runs it: through the simulator's host.call_plugin
+(a subprocess with the XML-RPC call in argv[1], inside the host's network
+namespace), against real veth/tap devices named as in dom0."""
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import XenAPI
+
+from sim.xapi_sim import XapiSim
+from tests.support.netns import NetNS
+
+pytestmark = pytest.mark.root
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_counter = itertools.count()
+ALL_OFF = dict((f, "off") for f in ("rx", "tx", "sg", "tso", "ufo", "gso",
+                                     "gro", "lro"))
+
+
+class Pool(object):
+    """A simulated pool: hosts are network namespaces with dom0-named devices.
+
+    h1 (master): eth0 (veth, PIF with unrelated keys), VMs "web 01" (domid 5:
+    vif5.0 veth + tap5.0 tap; its VIF has ethtool-tx=true set by someone
+    else), "bsd" (tag bsd, domid 6: vif6.0), "halted" (no devices).
+    h2: eth0 and VM "db" (domid 7: vif7.0). h3: not live.
+    """
+
+    def __init__(self, hosts=2):
+        # No "_" anywhere in the socket path: XenAPI maps it to "/".
+        self.dir = "/tmp/nosim-%d-%d" % (os.getpid(), next(_counter))
+        os.makedirs(self.dir)
+        self.sim = XapiSim(socket_path=os.path.join(self.dir, "xapi.sock"),
+                           state_root=os.path.join(self.dir, "hosts"))
+        self.sim.start()
+        self.ns = {}
+        self.hosts = {}
+        try:
+            self._build(hosts)
+        except Exception:
+            self.close()
+            raise
+        self.session = XenAPI.Session(
+            "http://%s/" % self.sim.socket_path.replace("/", "_"),
+            transport=XenAPI.UDSTransport())
+        self.session.login_with_password("root", "", "1.0", "tests")
+
+    def _build(self, hosts):
+        sim = self.sim
+        self.lan = sim.add_network("LAN 1", other_config={"unrelated": "n"})
+        for index in range(1, hosts + 1):
+            name = "h%d" % index
+            ns = NetNS("plg")
+            self.ns[name] = ns
+            host = sim.add_host(name, netns=ns.name)
+            self.hosts[name] = host
+            ns.add_veth("eth0", "peer0")
+            sim.add_pif(host, self.lan, "eth0", other_config={
+                "ethtool-autoneg": "off", "management-note": "keep me"})
+        h1 = self.hosts["h1"]
+        self.web = sim.add_vm("web 01", power_state="Running", resident_on=h1,
+                              domid=5)
+        self.web_vif = sim.add_vif(self.web, self.lan, 0,
+                                   other_config={"ethtool-tx": "true"})
+        self.ns["h1"].add_veth("vif5.0", "guest5")
+        self.ns["h1"].add_tap("tap5.0")
+        self.bsd = sim.add_vm("bsd", tags=["bsd"], power_state="Running",
+                              resident_on=h1, domid=6)
+        self.bsd_vif = sim.add_vif(self.bsd, self.lan, 0)
+        self.ns["h1"].add_veth("vif6.0", "guest6")
+        self.halted = sim.add_vm("halted")
+        self.halted_vif = sim.add_vif(self.halted, self.lan, 0)
+        if "h2" in self.hosts:
+            self.db_vm = sim.add_vm("db", power_state="Running",
+                                    resident_on=self.hosts["h2"], domid=7)
+            sim.add_vif(self.db_vm, self.lan, 0)
+            self.ns["h2"].add_veth("vif7.0", "guest7")
+        sim.add_vm("a template", is_a_template=True)
+
+    # -- calling ---------------------------------------------------------------
+    def call(self, fn, host="h1", **args):
+        """host.call_plugin; returns the parsed JSON result."""
+        text = self.session.xenapi.host.call_plugin(
+            self.hosts[host], "netoffload", fn, args)
+        assert isinstance(text, str)
+        return json.loads(text)
+
+    def fail(self, fn, host="h1", **args):
+        """host.call_plugin that must fail; returns the error description."""
+        with pytest.raises(XenAPI.Failure) as err:
+            self.call(fn, host=host, **args)
+        return err.value.details
+
+    # -- observing -------------------------------------------------------------
+    def other_configs(self):
+        snap = self.sim.snapshot_db()
+        return dict(("%s/%s" % (cls, rec.get("uuid")),
+                     dict(rec.get("other_config") or {}))
+                    for cls, table in sorted(snap.items())
+                    for rec in table.values() if "other_config" in rec)
+
+    def db(self):
+        return json.dumps(self.sim.snapshot_db(), sort_keys=True)
+
+    def features(self):
+        """`ethtool -k` text of every device of every host."""
+        return dict(("%s/%s" % (name, dev), ns.ethtool_k(dev))
+                    for name, ns in sorted(self.ns.items())
+                    for dev in ns.links() if dev != "lo")
+
+    def state(self):
+        return self.db(), self.features()
+
+    def close(self):
+        try:
+            self.sim.close()
+        finally:
+            for ns in self.ns.values():
+                ns.close()
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def pool():
+    box = Pool()
+    try:
+        yield box
+    finally:
+        box.close()
+
+
+def live(box, host, dev):
+    out = box.ns[host].run(["ethtool", "-k", dev]).stdout
+    result = {}
+    names = {"rx-checksumming": "rx", "tx-checksumming": "tx",
+             "scatter-gather": "sg", "tcp-segmentation-offload": "tso",
+             "generic-segmentation-offload": "gso",
+             "generic-receive-offload": "gro",
+             "large-receive-offload": "lro"}
+    for line in out.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key in names:
+            result[names[key]] = value.split()[0]
+    return result
+
+
+# -- version / policy -----------------------------------------------------------
+
+def test_version(pool):
+    assert pool.call("version") == {"version": "0.1.0", "api": 1}
+
+
+def test_set_and_get_policy_every_level(pool):
+    calls = [
+        dict(level="pool", kind="vif", policy="all-off"),
+        dict(level="pool", kind="pif", policy="TX=False"),
+        dict(level="host", policy="none"),
+        dict(level="network", network="LAN 1", policy="tx-off"),
+        dict(level="tag", tag="bsd", policy="tx-off"),
+        dict(level="vm", vm="web 01", policy="sg=off,tx=off"),
+    ]
+    stored = [pool.call("set_policy", **c)["policy"] for c in calls]
+    assert stored == ["all-off", "tx=off", "none", "tx-off", "tx-off",
+                      "tx=off,sg=off"]
+    found = pool.call("get_policy")["policies"]
+    assert [(p["level"], p["kind"], p["policy"]) for p in found] == [
+        ("pool", "pif", "tx=off"), ("pool", "vif", "all-off"),
+        ("tag", "vif", "tx-off"), ("host", "pif", "none"),
+        ("network", "vif", "tx-off"), ("vm", "vif", "tx=off,sg=off")]
+    cleared = pool.call("set_policy", level="pool", kind="vif", policy="")
+    assert (cleared["policy"], cleared["previous"]) == (None, "all-off")
+
+
+# -- errors change nothing -------------------------------------------------------
+
+ERROR_CASES = [
+    ("unknown-function", "nosuch", {}, "UNKNOWN_XENAPI_PLUGIN_FUNCTION"),
+    ("unknown-argument", "version", {"x": "1"}, "NETOFFLOAD_BAD_ARGUMENT"),
+    ("no-target", "apply", {}, "NETOFFLOAD_BAD_ARGUMENT"),
+    ("two-targets", "apply", {"vm": "bsd", "tag": "bsd"},
+     "NETOFFLOAD_BAD_ARGUMENT"),
+    ("lowercase-all", "apply", {"target": "all", "confirm": "yes"},
+     "NETOFFLOAD_BAD_ARGUMENT"),
+    ("unknown-feature", "apply", {"vm": "bsd", "policy": "tx=off,fly=off"},
+     "NETOFFLOAD_BAD_ARGUMENT"),
+    ("unknown-profile", "set_policy",
+     {"level": "pool", "kind": "vif", "policy": "fast"},
+     "NETOFFLOAD_BAD_ARGUMENT"),
+    ("bad-level", "set_policy", {"level": "rack", "policy": "none"},
+     "NETOFFLOAD_BAD_ARGUMENT"),
+    ("kind-not-at-level", "set_policy",
+     {"level": "vm", "vm": "bsd", "kind": "pif", "policy": "none"},
+     "NETOFFLOAD_BAD_ARGUMENT"),
+    ("10kB-string", "apply", {"vm": "x" * 10240}, "NETOFFLOAD_BAD_ARGUMENT"),
+    ("shell-in-vm-name", "apply", {"vm": "a; rm -rf / $(reboot) `id`",
+                                   "policy": "all-off"},
+     "NETOFFLOAD_NOT_FOUND"),
+    ("shell-in-device", "apply", {"pif": "eth0;reboot"},
+     "NETOFFLOAD_BAD_ARGUMENT"),
+    ("unknown-vm", "apply", {"vm": "nobody"}, "NETOFFLOAD_NOT_FOUND"),
+    ("unknown-network", "status", {"network": "WAN"}, "NETOFFLOAD_NOT_FOUND"),
+    ("unknown-pif", "apply", {"pif": "eth9"}, "NETOFFLOAD_NOT_FOUND"),
+    ("template-is-not-a-target", "apply", {"vm": "a template"},
+     "NETOFFLOAD_NOT_FOUND"),
+    ("all-needs-confirm", "apply", {"target": "ALL", "policy": "all-off"},
+     "NETOFFLOAD_CONFIRM_REQUIRED"),
+    ("revert-all-needs-confirm", "revert", {"target": "ALL"},
+     "NETOFFLOAD_CONFIRM_REQUIRED"),
+    ("confirm-must-be-yes", "apply", {"target": "ALL", "confirm": "true"},
+     "NETOFFLOAD_BAD_ARGUMENT"),
+    ("bad-bool", "apply", {"vm": "bsd", "dry_run": "perhaps"},
+     "NETOFFLOAD_BAD_ARGUMENT"),
+    ("bad-scope", "status", {"scope": "galaxy"}, "NETOFFLOAD_BAD_ARGUMENT"),
+]
+
+
+@pytest.mark.parametrize("fn,args,code", [c[1:] for c in ERROR_CASES],
+                         ids=[c[0] for c in ERROR_CASES])
+def test_errors_change_nothing(pool, fn, args, code):
+    pool.call("set_policy", level="pool", kind="pif", policy="all-off")
+    before = pool.state()
+    details = pool.fail(fn, **args)
+    assert details[0] == code
+    assert all(isinstance(d, str) for d in details) and len(details) >= 2
+    assert pool.state() == before
+
+
+def test_ambiguous_vm_lists_uuids_and_changes_nothing(pool):
+    other = pool.sim.add_vm("web 01")
+    before = pool.state()
+    details = pool.fail("apply", vm="web 01", policy="all-off")
+    uuids = sorted(pool.session.xenapi.VM.get_uuid(ref)
+                   for ref in (pool.web, other))
+    assert details[0] == "NETOFFLOAD_AMBIGUOUS"
+    assert sorted(details[2:]) == uuids
+    assert pool.state() == before
+
+
+def test_confirm_required_carries_the_plan(pool):
+    details = pool.fail("apply", target="ALL", policy="all-off")
+    plan = json.loads(details[2])
+    labels = sorted(p["label"] for p in plan["plan"])
+    assert "bsd/vif0" in labels and "h1/eth0" in labels
+    assert "a template/vif0" not in labels
+
+
+def test_busy_when_the_host_lock_is_held(pool):
+    from netoffload.lock import host_lock
+    env_dir = pool.sim.plugin_env(pool.hosts["h1"])["NETOFFLOAD_STATE_DIR"]
+    before = pool.state()
+    with host_lock(env_dir):
+        details = pool.fail("apply", vm="bsd", policy="all-off")
+    assert details[0] == "NETOFFLOAD_BUSY"
+    assert pool.state() == before
+
+
+# -- apply / revert ----------------------------------------------------------------
+
+def test_apply_all_then_revert_all_is_byte_for_byte(pool):
+    before = pool.state()
+    result = pool.call("apply", target="ALL", policy="all-off", confirm="yes")
+    assert result["summary"]["devices_failed"] == []
+    after = pool.other_configs()
+    web_vif = pool.session.xenapi.VIF.get_uuid(pool.web_vif)
+    # someone else's explicit tx=true stays, the other five are ours
+    assert after["VIF/" + web_vif]["ethtool-tx"] == "true"
+    assert after["VIF/" + web_vif]["netoffload-managed"] == "gso,rx,sg,tso,ufo"
+    assert live(pool, "h1", "vif6.0")["tx"] == "off"
+    assert live(pool, "h1", "tap5.0")["gro"] == "off"
+    assert live(pool, "h1", "vif5.0")["tx"] == "on"  # explicit: left alone
+    assert live(pool, "h1", "eth0")["sg"] == "off"
+    assert pool.state() != before
+    pool.call("revert", target="ALL", confirm="yes")
+    assert pool.state() == before
+
+
+def test_pool_wide_apply_reaches_other_hosts_and_reports_dead_ones(pool):
+    dead = pool.sim.add_host("h3", netns=pool.ns["h1"].name)
+    pool.sim.set_host_live(dead, False)
+    before = pool.state()
+    result = pool.call("apply", target="ALL", policy="all-off", confirm="yes",
+                       pool="true")
+    by_name = dict((h["name_label"], h) for h in result["hosts"])
+    assert (by_name["h1"]["ok"], by_name["h2"]["ok"], by_name["h3"]["ok"]) == (
+        True, True, False)
+    assert by_name["h3"]["error"][0] == "HOST_OFFLINE"
+    assert live(pool, "h2", "vif7.0")["tx"] == "off"
+    assert live(pool, "h2", "eth0")["tx"] == "off"
+    status = pool.call("status", pool="true")
+    h2 = [h for h in status["hosts"] if h["name_label"] == "h2"][0]
+    assert all(d["compliant"] for d in h2["result"]["devices"])
+    pool.call("revert", target="ALL", confirm="yes", pool="true")
+    assert pool.state() == before
+
+
+def test_vm_target_apply_and_revert(pool):
+    result = pool.call("apply", vm="bsd", policy="tx-off")
+    assert [p["policy"] for p in result["policy"]] == ["tx-off"]
+    [obj] = result["objects"]
+    assert obj["written"][-1] == ["ethtool-tx", "off"]
+    assert obj["reapplied_at_plug"] is True
+    assert [d["device"] for d in result["devices"]] == ["vif6.0"]
+    assert live(pool, "h1", "vif6.0")["tx"] == "off"
+    assert live(pool, "h1", "vif5.0")["tx"] == "on"  # other VM untouched
+    pool.call("revert", vm="bsd")
+    vm_config = pool.session.xenapi.VM.get_other_config(pool.bsd)
+    assert vm_config == {"netoffload-vif": "none"}
+    assert pool.session.xenapi.VIF.get_other_config(pool.bsd_vif) == {}
+    assert live(pool, "h1", "vif6.0")["tx"] == "on"
+
+
+def test_vm_with_policy_none_is_untouched(pool):
+    pool.call("set_policy", level="vm", vm="bsd", policy="none")
+    pool.call("apply", target="ALL", policy="all-off", confirm="yes")
+    assert pool.session.xenapi.VIF.get_other_config(pool.bsd_vif) == {}
+    assert live(pool, "h1", "vif6.0")["tx"] == "on"
+    assert live(pool, "h1", "tap5.0")["tx"] == "off"
+
+
+def test_tag_and_network_levels(pool):
+    pool.call("set_policy", level="network", network="LAN 1",
+              policy="gso=off")
+    pool.call("apply", tag="bsd", policy="tx-off")
+    assert pool.session.xenapi.VIF.get_other_config(pool.bsd_vif)[
+        "ethtool-tx"] == "off"
+    result = pool.call("apply", network="LAN 1")
+    halted = pool.session.xenapi.VIF.get_other_config(pool.halted_vif)
+    assert halted["ethtool-gso"] == "off" and "ethtool-tx" not in halted
+    bsd = pool.session.xenapi.VIF.get_other_config(pool.bsd_vif)
+    assert "ethtool-gso" not in bsd  # the tag level wins over the network
+    assert live(pool, "h1", "tap5.0")["gso"] == "off"
+    assert result["target"]["kind"] == "network"
+
+
+def test_explicit_key_kept_unless_forced(pool):
+    pool.call("apply", vm="web 01", policy="tx-off")
+    assert pool.session.xenapi.VIF.get_other_config(pool.web_vif) == {
+        "ethtool-tx": "true"}
+    pool.call("apply", vm="web 01", force="true")
+    forced = pool.session.xenapi.VIF.get_other_config(pool.web_vif)
+    assert forced == {"ethtool-tx": "off", "netoffload-managed": "tx",
+                      "netoffload-saved": '{"tx":"true"}'}
+    assert live(pool, "h1", "vif5.0")["tx"] == "off"
+    pool.call("revert", vm="web 01")
+    assert pool.session.xenapi.VIF.get_other_config(pool.web_vif) == {
+        "ethtool-tx": "true"}
+
+
+def test_dry_run_returns_the_plan_and_changes_nothing(pool):
+    before = pool.state()
+    result = pool.call("apply", target="ALL", policy="all-off",
+                       dry_run="true")
+    assert pool.state() == before
+    assert result["dry_run"] is True
+    labels = sorted(o["label"] for o in result["objects"])
+    assert labels == ["bsd/vif0", "h1/eth0", "h2/eth0", "halted/vif0",
+                      "web 01/vif0", "db/vif0"] or len(labels) == 6
+    vif = [d for d in result["devices"] if d["device"] == "vif6.0"][0]
+    assert vif["features"]["tx"] == "would-change"
+    tap = [d for d in result["devices"] if d["device"] == "tap5.0"][0]
+    assert "tx" not in tap["desired"]  # web 01's VIF has an explicit tx
+
+
+def test_status_reports_compliance_and_db_state(pool):
+    pool.call("set_policy", level="pool", kind="vif", policy="tx-off")
+    status = pool.call("status")
+    by_dev = dict((d["device"], d) for d in status["devices"])
+    assert sorted(by_dev) == ["eth0", "tap5.0", "vif5.0", "vif6.0"]
+    assert by_dev["vif6.0"]["desired"] == {"tx": "off"}
+    assert (by_dev["vif6.0"]["compliant"], by_dev["vif6.0"]["db_compliant"],
+            by_dev["vif6.0"]["reapplied_at_plug"]) == (False, False, False)
+    assert by_dev["vif5.0"]["desired"] == {}  # only an explicit key
+    assert by_dev["vif5.0"]["explicit"] == {"tx": "on"}
+    assert by_dev["eth0"]["desired"] == {}
+    pool.call("apply", vm="bsd")
+    vif6 = [d for d in pool.call("status", vm="bsd")["devices"]][0]
+    assert (vif6["compliant"], vif6["db_compliant"],
+            vif6["reapplied_at_plug"]) == (True, True, True)
+
+
+def test_pif_target_uses_the_host_level(pool):
+    result = pool.call("apply", pif="eth0", policy="sg=off")
+    assert [p["class"] for p in result["policy"]] == ["host"]
+    assert live(pool, "h1", "eth0")["sg"] == "off"
+    assert live(pool, "h2", "eth0")["sg"] == "on"
+    pool.call("revert", pif="eth0")
+    assert live(pool, "h1", "eth0")["sg"] == "on"
+
+
+def test_names_with_quotes_and_non_ascii(pool):
+    name = "caf\u00e9 \"o'neil\" & <b>"
+    vm = pool.sim.add_vm(name)
+    vif = pool.sim.add_vif(vm, pool.lan, 0)
+    pool.call("apply", vm=name, policy="tx-off")
+    assert pool.session.xenapi.VIF.get_other_config(vif)["ethtool-tx"] == "off"
+
+
+# -- the wrapper and the wire ----------------------------------------------------------
+
+def run_plugin_directly(box, fn, args, extra_env=None):
+    """Run the plugin file like xapi does, returning its raw stdout."""
+    from sim.xapi_plugins import method_call
+    env = box.sim.plugin_env(box.hosts["h1"])
+    env.update(extra_env or {})
+    session_ref = box.session._session
+    proc = subprocess.run(
+        ["ip", "netns", "exec", box.ns["h1"].name,
+         os.path.join(REPO, "plugins", "netoffload"),
+         method_call(fn, session_ref, args)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=60,
+        universal_newlines=True)
+    return proc
+
+
+@pytest.mark.parametrize("fn,args", [
+    ("version", {}), ("status", {}), ("apply", {"vm": "bsd"}),
+    ("nosuch", {}), ("apply", {"vm": "$(reboot);`id`|<&>" * 300})],
+    ids=["version", "status", "apply", "unknown", "hostile"])
+def test_stdout_is_exactly_one_xmlrpc_response(pool, fn, args):
+    import xmlrpc.client
+    proc = run_plugin_directly(pool, fn, args)
+    assert proc.returncode == 0
+    (response,), method = xmlrpc.client.loads(proc.stdout)
+    assert method is None and response["Status"] in ("Success", "Failure")
+
+
+def test_unexpected_exception_is_a_wellformed_netoffload_failure(pool,
+                                                                  tmp_path):
+    # Fault injection at interpreter start-up (sitecustomize): the version
+    # function hits a bug. The plugin process itself is unmodified.
+    (tmp_path / "sitecustomize.py").write_text(
+        "from netoffload import api\n"
+        "def broken(session, args):\n"
+        "    return {}['no such key']\n"
+        "api.FUNCTIONS['version'] = broken\n")
+    env = pool.sim.plugin_env(pool.hosts["h1"])
+    proc = run_plugin_directly(pool, "version", {}, {
+        "PYTHONPATH": str(tmp_path) + ":" + env["PYTHONPATH"]})
+    import xmlrpc.client
+    (response,), method = xmlrpc.client.loads(proc.stdout)
+    assert method is None and response["Status"] == "Failure"
+    code, message = response["ErrorDescription"]
+    assert code == "NETOFFLOAD_XAPI_ERROR"
+    assert message.startswith("internal error in version: KeyError")
+    assert "Traceback" in proc.stderr  # logged, not lost
+
+
+def test_wrapper_maps_a_bug_to_a_netoffload_failure(mocker):
+    sys.path.insert(0, os.path.join(REPO, "sim", "pylib"))
+    import XenAPIPlugin
+    from netoffload import plugin
+
+    def broken(session, args):
+        raise KeyError("oops")
+    with pytest.raises(XenAPIPlugin.Failure) as err:
+        plugin.wrap("broken", broken)(None, {})
+    assert err.value.params[0] == "NETOFFLOAD_XAPI_ERROR"
+    assert "internal error in broken: KeyError" in err.value.params[1]

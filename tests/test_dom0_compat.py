@@ -179,3 +179,49 @@ def test_importing_every_module_has_no_side_effects(tmp_path):
     assert done.stderr == ""
     assert os.listdir(str(work)) == []
     assert not state.exists()
+
+
+def _python36():
+    import shutil
+    for candidate in (shutil.which("python3.6"),
+                      "/root/.pyenv/versions/3.6.15/bin/python3.6",
+                      "/usr/bin/python3.6"):
+        if candidate and os.path.exists(candidate):
+            probe = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2])"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   universal_newlines=True, timeout=30)
+            if probe.returncode == 0 and probe.stdout.strip() == "(3, 6)":
+                return candidate
+    return None
+
+
+_ENGINE_ON_36 = r"""
+import json, sys
+from netoffload import ethtool, livestate, policy
+before = ethtool.read_features("dut")
+store = livestate.LiveStateStore()
+applied = store.apply("dut", policy.parse_policy("all-off").features)
+restored = store.restore("dut")
+print(json.dumps({"version": list(sys.version_info[:2]),
+                  "source": before.source, "applied": applied.features,
+                  "restored_ok": restored.ok,
+                  "same": ethtool.read_features("dut").features == before.features}))
+"""
+
+
+@pytest.mark.root
+def test_engine_runs_on_real_python36(netns, state_dir):
+    python36 = _python36()
+    if python36 is None:
+        pytest.skip("no Python 3.6 interpreter on this machine")
+    netns.add_veth("dut", "dutpeer")
+    done = netns.run([python36, "-c", _ENGINE_ON_36], check=False,
+                     env=dict(os.environ, PYTHONPATH=ROOT,
+                              PYTHONDONTWRITEBYTECODE="1",
+                              NETOFFLOAD_STATE_DIR=state_dir))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["version"] == [3, 6]
+    assert report["source"] == "ioctl"
+    assert report["applied"]["tx"] == "changed"
+    assert report["restored_ok"] and report["same"]

@@ -213,6 +213,34 @@ def test_second_rpm_carries_the_bumped_version_inside(built, tmp_path):
     assert '__version__ = "%s"' % built.bumped in init.splitlines()
 
 
+def _interpreter(minor):
+    """A python3.<minor> binary if this machine has one (pyenv or system)."""
+    found = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/%s.*/bin/python%s"
+                                                % (minor, minor))))
+    found += [p for p in ("/usr/bin/python%s" % minor,) if os.path.exists(p)]
+    return found[0] if found else None
+
+
+# dom0: XenServer 8 / XCP-ng 8.3 have 3.6, XCP-ng 9 has 3.12.
+DOM0_PYTHONS = ["3.6", "3.12"]
+
+
+@pytest.mark.parametrize("minor", DOM0_PYTHONS)
+def test_packaged_tree_passes_selftest_under_dom0_python(built, tmp_path, minor):
+    python = _interpreter(minor)
+    if python is None:
+        pytest.skip("no python%s on this machine" % minor)
+    copy = str(tmp_path / "v1.rpm")
+    shutil.copyfile(built.v1, copy)
+    check(["rpm2archive", copy])
+    tree = tmp_path / "tree"
+    with tarfile.open(copy + ".tgz") as archive:
+        archive.extractall(str(tree))
+    incomplete = ["--allow-incomplete"] if _build_module().missing_sources(ROOT) else []
+    check([python, os.path.join(ROOT, "pack", "selftest.py"), "--buildroot", str(tree),
+           "--version", built.version] + incomplete)
+
+
 # ------------------------------------------------------------ a root to install into
 
 def _copy_binary(root, binary):

@@ -243,6 +243,7 @@ class XapiSim(object):
         self._count_lock = threading.Lock()
         self._servers = []
         self._threads = []
+        self._host_servers = {}  # host ref -> (server, thread) of its own socket
         self._running = False
         self._boot = 0
         self._domids = collections.Counter()
@@ -276,15 +277,55 @@ class XapiSim(object):
             server = _TCPServer(("127.0.0.1", self.port), _Endpoint(self, None))
             self.port = server.server_address[1]
             self._listen(server)
+        with self.db.lock:
+            hosts = list(self.host_config)
+        for host in hosts:
+            self._sync_host_socket(host)
         self._write_inventories()
         return self
 
-    def _listen(self, server):
+    def _sync_host_socket(self, host):
+        """A host's own xapi socket exists while the sim runs and the host is live.
+
+        Like a member's local xapi, it serves the same pool database (the
+        member forwards to the master); it just disappears when the host dies.
+        """
+        with self.db.lock:
+            path = self.host_config.get(host, {}).get("socket")
+            wanted = bool(path) and self._running and self._host_live(host)
+        current = self._host_servers.get(host)
+        if current and (not wanted or current[0].server_address != path):
+            self._host_servers.pop(host)
+            self._close_server(*current)
+            if os.path.exists(current[0].server_address):
+                os.unlink(current[0].server_address)
+            current = None
+        if wanted and not current:
+            if "_" in path:
+                raise ValueError("socket path must not contain '_': %s" % path)
+            if os.path.exists(path):
+                os.unlink(path)
+            server = _UnixServer(path, _Endpoint(self, host))
+            thread = self._serve(server)
+            self._host_servers[host] = (server, thread)
+
+    def _serve(self, server):
         thread = threading.Thread(target=server.serve_forever,
                                   kwargs={"poll_interval": 0.05},
                                   name="xapisim-%s" % (server.server_address,))
         thread.daemon = True
         thread.start()
+        return thread
+
+    @staticmethod
+    def _close_server(server, thread):
+        server.shutdown()
+        server.server_close()
+        server.drop_connections()
+        thread.join(5)
+
+    def _listen(self, server):
+        thread = self._serve(server)
         self._servers.append(server)
         self._threads.append(thread)
 
@@ -293,13 +334,11 @@ class XapiSim(object):
         if not self._running:
             return
         self._running = False
-        for server in self._servers:
-            server.shutdown()
-            server.server_close()
-            server.drop_connections()
-        for thread in self._threads:
-            thread.join(5)
+        for server, thread in zip(self._servers, self._threads):
+            self._close_server(server, thread)
         self._servers, self._threads = [], []
+        for host in list(self._host_servers):
+            self._sync_host_socket(host)
         if self.socket_path and os.path.exists(self.socket_path):
             os.unlink(self.socket_path)
         with self.db.lock:
@@ -507,7 +546,9 @@ class XapiSim(object):
             raise ApiError("SESSION_AUTHENTICATION_FAILED", uname,
                            "Authentication failure")
         with self.db.lock:
-            host = via_host or self._master()
+            # A member's xapi forwards the login to the master, so the
+            # session belongs to the master whichever socket was used.
+            host = self._master()
             return self.db.create("session", {
                 "this_host": host, "auth_user_name": str(uname),
                 "originator": str(originator or ""),
@@ -589,7 +630,9 @@ class XapiSim(object):
             "NETOFFLOAD_INVENTORY": os.path.join(hdir, "xensource-inventory"),
             "NETOFFLOAD_STATE_DIR": os.path.join(hdir, "state"),
         }
-        if self.socket_path:
+        if config.get("socket"):
+            env["NETOFFLOAD_XAPI_SOCKET"] = config["socket"]
+        elif self.socket_path:
             env["NETOFFLOAD_XAPI_SOCKET"] = self.socket_path
         elif self.url:
             env["NETOFFLOAD_XAPI_URL"] = self.url
@@ -828,7 +871,8 @@ class XapiSim(object):
                     "state_root": self.state_root, "pid": os.getpid()}
 
     def add_host(self, name_label, address=None, live=True, enabled=True,
-                 plugin_dir=None, netns=None, env=None, cwd=None, uuid=None):
+                 plugin_dir=None, netns=None, env=None, cwd=None, uuid=None,
+                 socket_path=None):
         """A host with its host_metrics and its control domain (dom0) VM."""
         with self.db.lock:
             index = len(self.db.tables["host"]) + 1
@@ -850,20 +894,27 @@ class XapiSim(object):
                 self.db.set_field("pool", pool, "master", host)
             self.host_config[host] = {}
             self.configure_host(host, plugin_dir=plugin_dir, netns=netns,
-                                env=env, cwd=cwd)
+                                env=env, cwd=cwd, socket_path=socket_path)
         self._write_inventories()
         return host
 
-    def configure_host(self, host, plugin_dir=None, netns=None, env=None, cwd=None):
-        """Where and how host.call_plugin runs plugins for this host."""
+    def configure_host(self, host, plugin_dir=None, netns=None, env=None, cwd=None,
+                       socket_path=None):
+        """Where and how host.call_plugin runs plugins for this host.
+
+        socket_path: the host's own local xapi socket (its plugins and
+        helpers are pointed at it); it goes away while the host is not live.
+        """
         with self.db.lock:
             self.db.row("host", host)
             config = self.host_config.setdefault(host, {})
             for key, value in (("plugin_dir", plugin_dir), ("netns", netns),
-                               ("env", env), ("cwd", cwd)):
+                               ("env", env), ("cwd", cwd),
+                               ("socket", socket_path)):
                 if value is not None:
                     config[key] = value
             self._save_sim_config()
+        self._sync_host_socket(host)
         return ""
 
     def host_env(self, host):
@@ -945,6 +996,7 @@ class XapiSim(object):
         with self.db.lock:
             metrics = self.db.row("host", host)["metrics"]
             self.db.set_field("host_metrics", metrics, "live", bool(live))
+        self._sync_host_socket(host)
         return ""
 
     def set_latency_ms(self, latency_ms):

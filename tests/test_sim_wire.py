@@ -331,3 +331,23 @@ def test_call_counters_and_latency(sim, pool):
 def test_socket_path_with_underscore_is_refused(sock_dir):
     with pytest.raises(ValueError):
         XapiSim(socket_path=sock_dir + "/bad_name.sock")
+
+
+def test_host_socket_lives_and_dies_with_the_host(sim, pool, sock_dir):
+    member = pool["hosts"][1]
+    path = sock_dir + "/member.sock"
+    sim.configure_host(member, socket_path=path)
+    assert sim.host_env(member)["NETOFFLOAD_XAPI_SOCKET"] == path
+    local = XenAPI.Session("http://%s/" % path.replace("/", "_"),
+                           transport=XenAPI.UDSTransport())
+    local.login_with_password("root", "")
+    # the member forwards to the master: same database, master-owned session
+    assert local.xenapi.VM.get_record(pool["web"])["resident_on"] == member
+    assert local.xenapi.session.get_this_host(local.handle) == pool["hosts"][0]
+    sim.set_host_live(member, False)
+    with pytest.raises(OSError):
+        local.xenapi.VM.get_all()
+    sim.set_host_live(member, True)
+    assert pool["web"] in local.xenapi.VM.get_all()  # logged in again
+    sim.restart()
+    assert pool["web"] in local.xenapi.VM.get_all()

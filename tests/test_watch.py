@@ -1,0 +1,274 @@
+"""The watcher against the XAPI simulator, each watcher in its own netns.
+
+The simulator runs as a separate process (`python -m sim.xapi_sim` with a
+JSON database) so a test can kill it with SIGKILL and start it again on the
+same database, like a crashed xapi. Objects are created through the real
+XenAPI client (VIF.create, pool.add_to_other_config, ...) so every change
+reaches the watcher as a real event; call counts come from the simulator.
+"""
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import XenAPI
+from netoffload import cache
+from netoffload.ethtool import parse_features_text
+from sim.xapi_sim import SimClient
+
+pytestmark = pytest.mark.root
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+XAPI_SIX = ("rx", "tx", "sg", "tso", "ufo", "gso")
+_dirs = itertools.count()
+
+
+def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for %s" % what)
+        time.sleep(interval)
+
+
+class Pool(object):
+    """A simulator process plus helpers to drive it like an admin would."""
+
+    def __init__(self, workdir):
+        self.dir = workdir
+        self.sock = os.path.join(workdir, "xapi.sock")
+        self.proc = None
+        self.watchers = []
+        self.start()
+        self.admin = SimClient(socket_path=self.sock)
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sim.xapi_sim", "--socket", self.sock,
+             "--db", os.path.join(self.dir, "db.json"),
+             "--state-root", os.path.join(self.dir, "hosts")],
+            cwd=REPO, stdout=subprocess.PIPE, universal_newlines=True)
+        json.loads(self.proc.stdout.readline())  # up and listening
+        self._session = None
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self._session = None
+
+    @property
+    def api(self):
+        if self._session is None:
+            session = XenAPI.Session("http://" + self.sock.replace("/", "_") + "/",
+                                     transport=XenAPI.UDSTransport())
+            session.login_with_password("root", "", "1.0", "test")
+            self._session = session
+        return self._session.xenapi
+
+    @property
+    def pool_ref(self):
+        return self.api.pool.get_all()[0]
+
+    def set_pool_policy(self, key, value):
+        self.api.pool.remove_from_other_config(self.pool_ref, key)
+        if value is not None:
+            self.api.pool.add_to_other_config(self.pool_ref, key, value)
+
+    def create_vif(self, vm, network, device, other_config=None):
+        return self.api.VIF.create({
+            "device": str(device), "network": network, "VM": vm, "MAC": "",
+            "MTU": "1500", "other_config": other_config or {},
+            "qos_algorithm_type": "", "qos_algorithm_params": {}})
+
+    def vif_config(self, vif):
+        return self.api.VIF.get_other_config(vif)
+
+    def writes(self):
+        counts = self.admin.call_counts()
+        return sum(n for m, n in counts.items()
+                   if m.endswith(("add_to_other_config", "remove_from_other_config"))
+                   and m.startswith(("VIF.", "PIF.")))
+
+    def watch(self, host, netns):
+        env = dict(self.admin.host_env(host=host))
+        env["PYTHONPATH"] = REPO + ":" + env["PYTHONPATH"]
+        proc = netns.popen([sys.executable, "-m", "netoffload.watch",
+                            "--event-timeout", "5", "--cache-debounce", "0.2",
+                            "--backoff-max", "1"],
+                           env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, universal_newlines=True)
+        self.watchers.append(proc)
+        return proc, env["NETOFFLOAD_STATE_DIR"]
+
+    def close(self):
+        for proc in self.watchers:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def keys_written(config, values="off"):
+    return all(config.get("ethtool-" + f) == values for f in XAPI_SIX)
+
+
+@pytest.fixture
+def pool():
+    # XenAPI's unix transport maps '_' to '/': keep '_' out of the socket path
+    workdir = "/tmp/nowatch-%d-%d" % (os.getpid(), next(_dirs))
+    os.makedirs(workdir)
+    p = Pool(workdir)
+    try:
+        yield p
+    finally:
+        p.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def one_host(pool, netns):
+    """Host xs1 (master) with eth0, net0, policy all-off, a watcher running."""
+    host = pool.admin.add_host(name_label="xs1")
+    net = pool.admin.add_network(name_label="net0")
+    pool.admin.add_pif(host=host, network=net, device="eth0")
+    pool.set_pool_policy("netoffload-vif", "all-off")
+    vm = pool.admin.add_vm(name_label="web 01")
+    proc, state = pool.watch(host, netns)
+    return {"host": host, "net": net, "vm": vm, "watcher": proc, "state": state}
+
+
+def _settled(pool, seconds=1.0):
+    """The number of DB writes, once it has not moved for `seconds`."""
+    last = pool.writes()
+    while True:
+        time.sleep(seconds)
+        now = pool.writes()
+        if now == last:
+            return now
+        last = now
+
+
+def test_a_new_vif_gets_its_keys_and_the_watcher_does_not_loop(pool, one_host):
+    time.sleep(0.5)
+    vif = pool.create_vif(one_host["vm"], one_host["net"], 0)
+    config = wait_for(lambda: keys_written(pool.vif_config(vif))
+                      and pool.vif_config(vif), what="keys on the VIF")
+    assert config["netoffload-managed"] == "gso,rx,sg,tso,tx,ufo"
+    # 6 keys + 2 bookkeeping keys, then nothing more: our own mod events
+    # plan no writes
+    assert _settled(pool) == 8
+    events_before = pool.admin.call_counts().get("event.from", 0)
+    time.sleep(1.5)
+    assert pool.writes() == 8
+    assert pool.admin.call_counts().get("event.from", 0) - events_before <= 2
+
+
+def test_a_burst_of_vifs_all_get_keys(pool, one_host):
+    vms = [pool.admin.add_vm(name_label="burst %d" % i) for i in range(10)]
+    vifs = [pool.create_vif(vm, one_host["net"], dev)
+            for vm in vms for dev in range(5)]
+    wait_for(lambda: all(keys_written(pool.vif_config(v)) for v in vifs),
+             timeout=20, what="keys on 50 VIFs")
+    assert _settled(pool) == 8 * len(vifs)
+
+
+def test_opt_out_vm_and_explicit_keys_are_left_alone(pool, one_host):
+    opted_out = pool.admin.add_vm(name_label="db",
+                                  other_config={"netoffload-vif": "none"})
+    quiet = pool.create_vif(opted_out, one_host["net"], 0)
+    explicit = pool.create_vif(one_host["vm"], one_host["net"], 1,
+                               other_config={"ethtool-tx": "on"})
+    marker = pool.create_vif(one_host["vm"], one_host["net"], 2)
+    wait_for(lambda: keys_written(pool.vif_config(marker)), what="marker VIF")
+    _settled(pool, 0.5)
+    assert pool.vif_config(quiet) == {}
+    config = pool.vif_config(explicit)
+    assert config["ethtool-tx"] == "on"
+    assert "tx" not in config["netoffload-managed"].split(",")
+    assert all(config["ethtool-" + f] == "off" for f in XAPI_SIX if f != "tx")
+
+
+def test_killing_the_simulator_mid_burst_loses_no_vif(pool, one_host):
+    vms = [pool.admin.add_vm(name_label="k%d" % i) for i in range(10)]
+    vifs = [pool.create_vif(vm, one_host["net"], 0) for vm in vms]
+    pool.kill()  # the watcher is still working through the burst
+    pool.start()
+    vifs += [pool.create_vif(vm, one_host["net"], 1) for vm in vms]
+    wait_for(lambda: all(keys_written(pool.vif_config(v)) for v in vifs),
+             timeout=30, what="keys on every VIF after the restart")
+    assert one_host["watcher"].poll() is None
+
+
+def test_a_policy_change_reaches_existing_vifs_the_cache_and_live_devices(
+        pool, one_host, netns):
+    vm = pool.admin.add_vm(name_label="running", power_state="Running",
+                           resident_on=one_host["host"])
+    domid = pool.api.VM.get_domid(vm)
+    device = "vif%s.0" % domid
+    netns.add_veth(device, "guest0")
+    vm_uuid = pool.api.VM.get_uuid(vm)
+    pool.set_pool_policy("netoffload-vif", "tx-off")
+    vif = pool.create_vif(vm, one_host["net"], 0)
+    wait_for(lambda: pool.vif_config(vif).get("netoffload-managed") == "tx",
+             what="tx-off keys")
+
+    def live():
+        return parse_features_text(netns.ethtool_k(device), device).as_onoff()
+    wait_for(lambda: live()["tx"] == "off", what="tx off live")
+    assert live()["sg"] == "on"
+
+    pool.set_pool_policy("netoffload-vif", "all-off")
+    wait_for(lambda: keys_written(pool.vif_config(vif)), what="all-off keys")
+    wait_for(lambda: cache.load(one_host["state"]).vif(vm_uuid, 0)[0]
+             == dict((f, "off") for f in XAPI_SIX + ("gro", "lro")),
+             what="all-off in the cache")
+    wait_for(lambda: all(v == "off" for f, v in live().items()
+                         if f in ("rx", "tx", "sg", "tso", "gso")),
+             what="all-off live")
+
+
+def test_only_the_master_writes_and_promotion_moves_the_writing(pool, netns):
+    master = pool.admin.add_host(name_label="xs1")
+    member = pool.admin.add_host(name_label="xs2")
+    net = pool.admin.add_network(name_label="net0")
+    pool.set_pool_policy("netoffload-vif", "all-off")
+    vm = pool.admin.add_vm(name_label="web")
+    member_ns = netns
+    member_proc, member_state = pool.watch(member, member_ns)
+    time.sleep(1.0)
+    vif = pool.create_vif(vm, net, 0)
+    # the member sees the VIF (its cache lists it) but writes nothing
+    vm_uuid = pool.api.VM.get_uuid(vm)
+    wait_for(lambda: os.path.exists(cache.cache_path(member_state)) and
+             cache.load(member_state).vif(vm_uuid, 0)[0], what="member cache")
+    time.sleep(1.0)
+    assert pool.writes() == 0
+    assert pool.vif_config(vif) == {}
+    pool.admin.set_master(host=member)
+    wait_for(lambda: keys_written(pool.vif_config(vif)),
+             what="the new master writing")
+    assert member_proc.poll() is None
+
+
+def test_the_watcher_stops_cleanly_on_sigterm(pool, one_host):
+    proc = one_host["watcher"]
+    wait_for(lambda: os.path.exists(cache.cache_path(one_host["state"])),
+             what="first cache")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+    assert "Traceback" not in proc.stderr.read()

@@ -117,3 +117,36 @@ def test_torn_journal_line_is_ignored(sock_dir):
     again.attach(path)
     assert list(again.tables["VM"]) == [kept]
     assert again.generation == db.generation
+
+
+def test_xe_lookalike_one_process_per_command(sock_dir):
+    from sim.xapi_sim import XapiSim
+    with XapiSim(socket_path=sock_dir + "/xe.sock", state_root=sock_dir + "/st") as sim:
+        net = sim.add_network("net0")
+        vm = sim.add_vm("web 01", power_state="Halted")
+        vif = sim.add_vif(vm, net, 0, other_config={"ethtool-tx": "on"})
+        snap = sim.snapshot_db()
+        vm_uuid, vif_uuid = snap["VM"][vm]["uuid"], snap["VIF"][vif]["uuid"]
+        env = dict(os.environ, XE_SIM_SOCKET=sim.socket_path)
+
+        def xe(*args):
+            proc = subprocess.run([sys.executable, "-m", "sim.xe"] + list(args),
+                                  cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, universal_newlines=True,
+                                  timeout=30)
+            return proc.returncode, proc.stdout.strip(), proc.stderr
+        assert xe("vm-list", "name-label=web 01", "--minimal")[:2] == (0, vm_uuid)
+        assert xe("vif-list", "vm-uuid=" + vm_uuid, "--minimal")[:2] == (0, vif_uuid)
+        sim.reset_call_counts()
+        assert xe("vif-param-set", "uuid=" + vif_uuid, "other-config:ethtool-tx=off")[0] == 0
+        assert sim.call_counts() == {
+            "session.login_with_password": 1, "VIF.get_by_uuid": 1,
+            "VIF.remove_from_other_config": 1, "VIF.add_to_other_config": 1,
+            "session.logout": 1}
+        assert xe("vif-param-get", "uuid=" + vif_uuid, "param-name=other-config",
+                  "param-key=ethtool-tx")[:2] == (0, "off")
+        assert xe("vif-param-remove", "uuid=" + vif_uuid, "param-name=other-config",
+                  "param-key=ethtool-tx")[0] == 0
+        assert sim.snapshot_db()["VIF"][vif]["other_config"] == {}
+        code, _, err = xe("vif-param-set", "uuid=nope", "other-config:a=b")
+        assert code == 1 and "UUID_INVALID" in err

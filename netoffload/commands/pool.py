@@ -1,5 +1,315 @@
-"""Placeholder until this verb group lands; registers nothing."""
+"""CLI verbs over the plugin: status, policy get|set, apply, revert.
+
+A thin client: it opens a local session (netoffload.xapi.open_session),
+calls host.call_plugin(<this host>, "netoffload", fn, args), and prints the
+JSON result as tables (or as JSON with --json). TARGET is `ALL`,
+`vm=NAME`, `tag=T`, `network=N` or `pif=DEV`.
+
+`apply ALL` / `revert ALL` without --yes show the plan (a dry run) and ask
+for `YES` on the terminal, like the original script's sanity check; with no
+terminal and no --yes they stop with exit code 2.
+"""
+import json
+import sys
+
+from netoffload import errors
+from netoffload import xapi as X
+
+PLUGIN = "netoffload"
+TARGET_KINDS = ("vm", "tag", "network", "pif")
+_CODE_CLASSES = {
+    errors.BAD_ARGUMENT: errors.BadArgument,
+    errors.NOT_FOUND: errors.NotFound,
+    errors.AMBIGUOUS: errors.Ambiguous,
+    errors.CONFIRM_REQUIRED: errors.ConfirmRequired,
+    errors.BUSY: errors.Busy,
+    errors.DEVICE_ERROR: errors.DeviceError,
+    errors.XAPI_ERROR: errors.XapiError,
+}
+
+
+def parse_target(text):
+    """ALL | vm=NAME | tag=T | network=N | pif=DEV -> plugin args."""
+    if text == "ALL":
+        return {"target": "ALL"}
+    kind, sep, value = text.partition("=")
+    if not sep or kind not in TARGET_KINDS or not value:
+        raise errors.BadArgument(
+            "target %r: use ALL (in capitals), vm=NAME, tag=T, network=N or "
+            "pif=DEV" % text[:60])
+    return {kind: value}
+
+
+def call_plugin(fn, args):
+    """Call the plugin on this host; the parsed JSON result."""
+    import XenAPI
+    session = X.open_session()
+    try:
+        host = X.Xapi(session).local_host_ref()
+        try:
+            text = session.xenapi.host.call_plugin(host, PLUGIN, fn, args)
+        except XenAPI.Failure as failure:
+            details = X.failure_details(failure)
+            cls = _CODE_CLASSES.get(details[0], errors.XapiError)
+            if cls is errors.XapiError and details[0] != errors.XAPI_ERROR:
+                raise errors.XapiError("the plugin call failed: %s" % " ".join(
+                    details), *details)
+            raise cls(details[1] if len(details) > 1 else details[0],
+                      *details[2:])
+        return json.loads(text)
+    finally:
+        X.close_session(session)
+
+
+# -- output ------------------------------------------------------------------------
+
+def _table(rows, headers, out):
+    rows = [[str(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows])
+              for i, h in enumerate(headers)]
+    for row in [headers] + rows:
+        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+                  + "\n")
+
+
+def _features(mapping):
+    return ",".join("%s=%s" % (k, mapping[k]) for k in sorted(mapping)) or "-"
+
+
+def _print_devices(devices, out):
+    rows = []
+    for dev in devices:
+        vm = (dev.get("vm") or {}).get("name_label", "")
+        if "compliant" in dev:
+            state = "ok" if dev["compliant"] else \
+                "differs: " + ",".join(dev.get("differs") or [])
+            if dev.get("db_compliant") is False:
+                state += " (db keys pending)"
+        else:
+            changed = sorted(f for f, s in (dev.get("features") or {}).items()
+                             if s in ("changed", "forced", "would-change"))
+            failed = sorted(f for f, s in (dev.get("features") or {}).items()
+                            if s == "failed")
+            state = dev.get("action", "")
+            if changed:
+                state += " changed:" + ",".join(changed)
+            if failed:
+                state += " FAILED:" + ",".join(failed)
+        rows.append([dev["device"], dev["kind"], vm or "-",
+                     _features(dev.get("desired") or {}), state])
+    if rows:
+        _table(rows, ["DEVICE", "KIND", "VM", "DESIRED", "STATE"], out)
+    else:
+        out.write("(no devices)\n")
+
+
+def _print_objects(objects, out):
+    rows = []
+    for obj in objects:
+        writes = obj.get("writes", obj.get("written")) or []
+        shown = ",".join("%s=%s" % (k[len("ethtool-"):], v if v is not None
+                                    else "(removed)")
+                         for k, v in writes if k.startswith("ethtool-"))
+        rows.append([obj["class"], obj["label"], obj.get("status", "planned"),
+                     shown or "-"])
+    if rows:
+        _table(rows, ["CLASS", "OBJECT", "STATUS", "ETHTOOL KEYS"], out)
+
+
+def _print_hosts(hosts, out):
+    for host in hosts or []:
+        out.write("\nhost %s (%s): " % (host["name_label"], host["uuid"]))
+        if not host["ok"]:
+            out.write("UNREACHABLE %s\n" % " ".join(host["error"]))
+            continue
+        out.write("\n")
+        _print_devices(host["result"].get("devices") or [], out)
+
+
+def _print_result(result, out):
+    for pol in result.get("policy") or []:
+        out.write("policy %s %s %s: %s -> %s\n" % (
+            pol["class"], pol["name"] or pol["uuid"], pol["key"],
+            pol["previous"], pol["policy"]))
+    _print_objects(result.get("objects") or [], out)
+    if not result.get("hosts"):
+        out.write("\nthis host (%s):\n" % result["host"]["name_label"])
+        _print_devices(result.get("devices") or [], out)
+    _print_hosts(result.get("hosts"), out)
+    live_only = sorted(set(f for o in result.get("objects") or []
+                           for f in (o.get("live_only") or {})))
+    if live_only:
+        out.write("\nnote: %s on VIFs are enforced live only (xapi ignores "
+                  "ethtool-gro/lro on VIFs)\n" % ",".join(live_only))
+    out.write("summary: %s\n" % json.dumps(result.get("summary"),
+                                           sort_keys=True))
+
+
+def _partial(result):
+    summary = result.get("summary") or {}
+    if summary.get("devices_failed"):
+        return True
+    if any(k in ("failed", "gone") for k in summary.get("objects") or {}):
+        return True
+    for host in result.get("hosts") or []:
+        if not host["ok"] or (host["result"].get("summary") or {}).get(
+                "devices_failed"):
+            return True
+    return False
+
+
+def _emit(result, as_json, printer):
+    if as_json:
+        sys.stdout.write(json.dumps(result, sort_keys=True, indent=1) + "\n")
+    else:
+        printer(result, sys.stdout)
+    return 1 if _partial(result) else 0
+
+
+# -- verbs ---------------------------------------------------------------------------
+
+def _status(ns):
+    args = parse_target(ns.target) if ns.target else {}
+    if ns.pool:
+        args["pool"] = "true"
+    result = call_plugin("status", args)
+
+    def printer(res, out):
+        out.write("host %s (%s)\n" % (res["host"]["name_label"],
+                                      res["host"]["uuid"]))
+        _print_devices(res["devices"], out)
+        db = res.get("db")
+        if db:
+            out.write("\ndatabase: %d objects, %d with keys to write\n" % (
+                db["objects"], db["pending"]))
+        _print_hosts([h for h in res.get("hosts") or []
+                      if h["uuid"] != res["host"]["uuid"]], out)
+    code = _emit(result, ns.json, printer)
+    noncompliant = [d for d in result["devices"] if not d.get("compliant")]
+    return code or (1 if noncompliant else 0)
+
+
+def _policy_get(ns):
+    result = call_plugin("get_policy", {})
+
+    def printer(res, out):
+        rows = [[p["level"], p["kind"], p["name"] or p["uuid"], p["policy"]
+                 + ("" if p["valid"] else "  (INVALID: %s)" % p["error"])]
+                for p in res["policies"]]
+        if rows:
+            _table(rows, ["LEVEL", "KIND", "OBJECT", "POLICY"], out)
+        else:
+            out.write("no policy is set: netoffload changes nothing\n")
+    return _emit(result, ns.json, printer)
+
+
+def _policy_set(ns):
+    args = {"level": ns.level, "kind": ns.kind, "policy": ns.policy}
+    for key in ("vm", "network", "tag", "host"):
+        if getattr(ns, key):
+            args[key] = getattr(ns, key)
+    result = call_plugin("set_policy", args)
+
+    def printer(res, out):
+        out.write("%s %s %s: %s -> %s\n" % (
+            res["level"], res["kind"], res["name"] or res["uuid"],
+            res["previous"], res["policy"]))
+        out.write("run `netoffload apply ...` to enforce it\n")
+    return _emit(result, ns.json, printer)
+
+
+def _confirm_on_tty(fn, args, as_json):
+    """Show the dry-run plan and ask; True to go on."""
+    plan = call_plugin(fn, dict(args, dry_run="true"))
+    if as_json:
+        sys.stderr.write(json.dumps(plan, sort_keys=True, indent=1) + "\n")
+    else:
+        _print_result(plan, sys.stdout)
+    if not sys.stdin.isatty():
+        raise errors.ConfirmRequired(
+            "%s ALL touches every VIF and PIF in the pool: run it on a "
+            "terminal to confirm, or pass --yes" % fn)
+    sys.stdout.write("\nThis changes every VIF and PIF in the pool. "
+                     "Type YES to continue: ")
+    sys.stdout.flush()
+    answer = sys.stdin.readline().strip()
+    if answer != "YES":
+        sys.stdout.write("nothing was changed\n")
+        return False
+    return True
+
+
+def _apply(ns):
+    args = parse_target(ns.target)
+    if ns.policy is not None:
+        args["policy"] = ns.policy
+    for flag, key in ((ns.pool, "pool"), (ns.force, "force"),
+                      (ns.dry_run, "dry_run")):
+        if flag:
+            args[key] = "true"
+    return _run_change("apply", args, ns)
+
+
+def _revert(ns):
+    args = parse_target(ns.target)
+    if ns.pool:
+        args["pool"] = "true"
+    if ns.dry_run:
+        args["dry_run"] = "true"
+    return _run_change("revert", args, ns)
+
+
+def _run_change(fn, args, ns):
+    if "target" in args and not ns.dry_run:
+        if not ns.yes and not _confirm_on_tty(fn, args, ns.json):
+            return 2
+        args["confirm"] = "yes"
+    return _emit(call_plugin(fn, args), ns.json, _print_result)
 
 
 def register(subparsers):
-    return None
+    target_help = "ALL, vm=NAME, tag=T, network=N or pif=DEV"
+    p = subparsers.add_parser("status", help="live vs desired on this host "
+                              "(--pool: every host)")
+    p.add_argument("target", nargs="?", help=target_help)
+    p.add_argument("--pool", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_status)
+
+    p = subparsers.add_parser("policy", help="get or set policies")
+    verbs = p.add_subparsers(dest="policy_verb", metavar="get|set")
+    g = verbs.add_parser("get", help="every policy key in the pool")
+    g.add_argument("--json", action="store_true")
+    g.set_defaults(handler=_policy_get)
+    s = verbs.add_parser("set", help="store a policy (empty string clears)")
+    s.add_argument("level", choices=("pool", "host", "network", "tag", "vm"))
+    s.add_argument("kind", choices=("vif", "pif"))
+    s.add_argument("policy", help="all-off, tx-off, none, or e.g. tx=off,sg=off")
+    group = s.add_mutually_exclusive_group()
+    for key in ("vm", "network", "tag", "host"):
+        group.add_argument("--" + key, metavar=key.upper())
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(handler=_policy_set)
+
+    p = subparsers.add_parser("apply", help="bring keys and devices in line "
+                              "with the policy")
+    p.add_argument("target", help=target_help)
+    p.add_argument("--policy", help="store this policy at the target's level "
+                   "first")
+    p.add_argument("--pool", action="store_true",
+                   help="enforce live state on every host")
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--yes", action="store_true", help="do not ask for ALL")
+    p.add_argument("--force", action="store_true",
+                   help="also overwrite explicit ethtool-* keys (saved first)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_apply)
+
+    p = subparsers.add_parser("revert", help="restore saved keys and live "
+                              "state")
+    p.add_argument("target", help=target_help)
+    p.add_argument("--pool", action="store_true")
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--yes", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_revert)

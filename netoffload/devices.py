@@ -3,9 +3,9 @@ import re
 
 from netoffload.errors import BadArgument
 
-_DEVICE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+_DEVICE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}\Z")
 # vif<domid>.<devid> (netback) and tap<domid>.<devid> (qemu emulated NIC)
-_GUEST_RE = re.compile(r"^(vif|tap)([0-9]{1,5})\.([0-9]{1,5})$")
+_GUEST_RE = re.compile(r"^(vif|tap)([0-9]{1,5})\.([0-9]{1,5})\Z")
 
 
 def validate_device(name):

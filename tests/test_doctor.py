@@ -1,0 +1,125 @@
+"""doctor: parsers, and the plugin function as xapi runs it (simulator)."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import XenAPI
+
+from netoffload import doctor
+from netoffload.errors import BadArgument
+from netoffload import diagnose
+from sim.xapi_sim import XapiSim
+from tests.support.netns import NetNS
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "diag")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_parse_xl_sched_credit_table():
+    with open(os.path.join(FIXTURES, "xl_sched_credit_d0.txt")) as handle:
+        rows = doctor.parse_sched_table(handle.read())
+    assert rows == [{"Name": "Domain-0", "ID": 0, "Weight": 256, "Cap": 0}]
+
+
+@pytest.mark.parametrize("text,expected", [
+    pytest.param("Cpupool Pool-0: tslice=30ms ratelimit=1000us\n"
+                 "Name                                ID Weight  Cap\n"
+                 "Domain-0                             0    512    0\n"
+                 "my vm with spaces                    3    256   50\n",
+                 [{"Name": "Domain-0", "ID": 0, "Weight": 512, "Cap": 0},
+                  {"Name": "my vm with spaces", "ID": 3, "Weight": 256,
+                   "Cap": 50}], id="pool-line-and-spaced-name"),
+    pytest.param("Domain-0                             0    256    0\n", [],
+                 id="no-header"),
+    pytest.param("", [], id="empty"),
+])
+def test_parse_sched_table_shapes(text, expected):
+    assert doctor.parse_sched_table(text) == expected
+
+
+def test_netback_absent_is_unavailable_not_error(tmp_path):
+    result = doctor.netback_queues(str(tmp_path / "max_queues"))
+    assert result["available"] is False and "not loaded" in result["reason"]
+    (tmp_path / "max_queues").write_text("4\n")
+    assert doctor.netback_queues(str(tmp_path / "max_queues")) == {
+        "available": True, "max_queues": 4}
+
+
+def test_doctor_takes_no_arguments():
+    with pytest.raises(BadArgument):
+        diagnose.doctor(None, {"verbose": "yes"})
+
+
+@pytest.fixture
+def simpool():
+    """One simulated host (a namespace) with eth0 and a running VM whose
+    VIF carries ethtool-tx=off in the database while its vif5.0 is live
+    with tx on (a pending replug); the test's pool policy sg=off makes it
+    non-compliant too (the explicit tx key is left to xapi)."""
+    tmp = "/tmp/nodoc-%d" % os.getpid()
+    os.makedirs(tmp)
+    ns = NetNS("doc")
+    sim = XapiSim(socket_path=os.path.join(tmp, "xapi.sock"),
+                  state_root=os.path.join(tmp, "hosts"))
+    try:
+        sim.start()
+        lan = sim.add_network("LAN")
+        host = sim.add_host("h1", netns=ns.name)
+        ns.add_veth("eth0", "peer0")
+        sim.add_pif(host, lan, "eth0")
+        vm = sim.add_vm("web", power_state="Running", resident_on=host,
+                        domid=5)
+        sim.add_vif(vm, lan, 0, other_config={"ethtool-tx": "off"})
+        ns.add_veth("vif5.0", "guest5")
+        session = XenAPI.Session("http://%s/" % sim.socket_path.replace(
+            "/", "_"), transport=XenAPI.UDSTransport())
+        session.login_with_password("root", "", "1.0", "tests")
+        yield sim, session, host, ns
+    finally:
+        sim.close()
+        ns.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.mark.root
+def test_doctor_plugin_reports_policy_replugs_and_advice(simpool):
+    sim, session, host, ns = simpool
+    session.xenapi.host.call_plugin(host, "netoffload", "set_policy", {
+        "level": "pool", "kind": "vif", "policy": "sg=off"})
+    text = session.xenapi.host.call_plugin(host, "netoffload", "doctor", {})
+    report = json.loads(text)
+    policy = report["policy"]
+    assert policy["available"] is True, policy
+    assert [(d["device"], d["differs"]) for d in policy["non_compliant"]] == \
+        [("vif5.0", ["sg"])]
+    assert [(d["device"], d["database"], d["differs"])
+            for d in policy["pending_replugs"]] == \
+        [("vif5.0", {"tx": "off"}, ["tx"])]
+    items = dict((a["item"], a) for a in report["advice"])
+    assert "non-compliant device vif5.0" in items
+    assert "pending replug vif5.0" in items
+    assert all(a["reason"] for a in report["advice"])
+    # no Xen here: reported as unavailable, not as a failure
+    assert report["dom0"]["scheduler"]["available"] is False
+    assert report["dom0"]["netback"]["available"] is False
+    assert report["dom0"]["vcpus"] >= 1
+    assert "tx off also forces tso" in items["checksum drops"]["cost"] or \
+        "lowers throughput" in items["checksum drops"]["cost"]
+
+
+@pytest.mark.root
+def test_doctor_cli_without_xapi_says_so_and_continues(netns):
+    env = dict(os.environ, NETOFFLOAD_XAPI_URL="http://127.0.0.1:1/",
+               PYTHONPATH=REPO)
+    done = netns.run([sys.executable, "-m", "netoffload", "doctor", "--json"],
+                     env=env, check=False, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["policy"]["available"] is False
+    assert "unreachable" in report["policy"]["reason"]
+    assert report["advice"][0]["item"] == "policy"
+    assert "checksum_counters" in report and "devices_with_errors" in report

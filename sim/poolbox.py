@@ -45,6 +45,8 @@ PLUGIN_DIR = os.path.join(REPO_ROOT, "plugins")
 UDEV_DIR = os.path.join(REPO_ROOT, "udev")
 
 NS_PREFIX = "nobox"
+WORKDIR_PREFIX = "netoffload-box-"
+RULES_DIR = "/run/udev/rules.d"
 MGMT_NET = "10.77.%d.%d"   # (network index, host or guest number)
 
 
@@ -82,22 +84,62 @@ def _pid_alive(pid):
     return True
 
 
+def _box_pid(name, prefix):
+    """The pid embedded after prefix in a box's name, or None."""
+    digits = ""
+    for ch in name[len(prefix):]:
+        if not ch.isdigit():
+            break
+        digits += ch
+    return int(digits) if name.startswith(prefix) and digits else None
+
+
+def _processes_with_env(marker):
+    """Pids whose environment contains marker (bytes)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open("/proc/%s/environ" % name, "rb") as f:
+                if marker in f.read():
+                    found.append(int(name))
+        except OSError:
+            continue
+    return found
+
+
 def cleanup_stale():
-    """Delete namespaces left by boxes whose process died (kill -9)."""
+    """Remove what boxes whose process died (kill -9) left behind: their
+    namespaces, their processes (watchers carry the box's work directory in
+    their environment), work directories and udev rules copies."""
     removed = []
     proc = _run(["ip", "netns", "list"], check=False)
     for line in proc.stdout.splitlines():
         name = line.split()[0] if line.split() else ""
-        if not name.startswith(NS_PREFIX):
-            continue
-        digits = ""
-        for ch in name[len(NS_PREFIX):]:
-            if not ch.isdigit():
-                break
-            digits += ch
-        if digits and not _pid_alive(int(digits)):
+        pid = _box_pid(name, NS_PREFIX)
+        if pid is not None and not _pid_alive(pid):
             _run(["ip", "netns", "del", name], check=False)
             removed.append(name)
+    for name in os.listdir("/tmp"):
+        pid = _box_pid(name, WORKDIR_PREFIX)
+        if pid is None or _pid_alive(pid):
+            continue
+        marker = ("/tmp/%s" % name).encode()
+        for stale in _processes_with_env(marker):
+            try:
+                os.kill(stale, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            removed.append("pid %d" % stale)
+        shutil.rmtree(os.path.join("/tmp", name), ignore_errors=True)
+        removed.append("/tmp/%s" % name)
+    if os.path.isdir(RULES_DIR):
+        for name in os.listdir(RULES_DIR):
+            match = re.match(r"^.*-box([0-9]+)\.rules$", name)
+            if match and not _pid_alive(int(match.group(1))):
+                os.unlink(os.path.join(RULES_DIR, name))
+                removed.append(name)
     return removed
 
 
@@ -437,7 +479,7 @@ class PoolBox(object):
         cleanup_stale()
         token = binascii.hexlify(os.urandom(4)).decode()
         # No "_" anywhere: XenAPI's unix-socket transport maps "_" to "/".
-        self.workdir = "/tmp/netoffload-box-%d-%s" % (os.getpid(), token)
+        self.workdir = "/tmp/%s%d-%s" % (WORKDIR_PREFIX, os.getpid(), token)
         os.mkdir(self.workdir, 0o700)
         self.socket_path = os.path.join(self.workdir, "xapi.sock")
         self.bond_supported = kernel_can_create("bond")
@@ -717,9 +759,9 @@ class PoolBox(object):
                      if n.endswith(".rules")]
             if not rules:
                 raise BoxError("no udev rules in %s" % UDEV_DIR)
-            os.makedirs("/run/udev/rules.d", exist_ok=True)
-            self._rules_file = "/run/udev/rules.d/%s-box%d.rules" % (
-                rules[0][:-len(".rules")], os.getpid())
+            os.makedirs(RULES_DIR, exist_ok=True)
+            self._rules_file = "%s/%s-box%d.rules" % (
+                RULES_DIR, rules[0][:-len(".rules")], os.getpid())
             shutil.copyfile(os.path.join(UDEV_DIR, rules[0]), self._rules_file)
         return self._rules_file
 

@@ -253,3 +253,29 @@ def _processes_of_demo(pid):
         except OSError:
             continue
     return found
+
+
+@pytest.mark.root
+def test_killed_demo_is_cleaned_by_the_next_box():
+    """kill -9 runs no handler: the next box start removes the leftovers."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sim.demo", "--hosts", "2"], cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        universal_newlines=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("== 2."):
+                break
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert _demo_namespaces(proc.pid), "kill -9 should leave namespaces"
+    removed = poolbox.cleanup_stale()
+    assert _demo_namespaces(proc.pid) == []
+    assert _processes_of_demo(proc.pid) == []
+    assert not [n for n in os.listdir("/tmp")
+                if n.startswith("netoffload-box-%d-" % proc.pid)]
+    assert any(n.startswith("nobox%d" % proc.pid) for n in removed)

@@ -286,6 +286,7 @@ def build_rpm(opts, signer=None):
          "--define", "pkg_release %s" % opts.release,
          "--define", "check_mode %s" % opts.check,
          "--define", "allow_incomplete %d" % (1 if opts.allow_incomplete else 0),
+         "--define", "check_python %s" % sys.executable,
          "--define", "_build_name_fmt %{NAME}-%{VERSION}-%{RELEASE}.%{ARCH}.rpm",
          spec])
     standard_name = "%s-%s-%s.noarch.rpm" % (NAME, version, opts.release)
@@ -372,7 +373,8 @@ def parse_args(argv=None):
     parser.add_argument("--allow-incomplete", action="store_true",
                         help="development build: leave out a missing plugin, units or rules")
     parser.add_argument("--sign", action="store_true",
-                        help="rpm: also sign the RPM (pack always signs)")
+                        help="rpm: sign the RPM even without NETOFFLOAD_GPG_KEY, with the dev key "
+                        "(with it set, rpm always signs; pack always signs)")
     opts = parser.parse_args(argv)
     opts.outdir = os.path.abspath(opts.outdir)
     opts.builddir = os.path.abspath(opts.builddir)
@@ -388,7 +390,7 @@ def main(argv=None):
     os.makedirs(opts.builddir, exist_ok=True)
     try:
         if opts.what == "rpm":
-            if opts.sign:
+            if opts.sign or os.environ.get("NETOFFLOAD_GPG_KEY", "").strip():
                 signer = Signer.from_environment(opts.builddir)
                 try:
                     build_rpm(opts, signer)

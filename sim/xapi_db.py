@@ -129,7 +129,10 @@ class Database(object):
         else:
             return
         self.stamps[parent_ref][1] = self._bump()
-        self._journal_row(parent_cls, parent_ref)
+        # Derived sets are rebuilt on load: journal only the new stamp, so a
+        # write stays O(1) however many VIFs a network has.
+        self._write_journal({"op": "stamp", "ref": parent_ref,
+                             "stamp": self.stamps[parent_ref]})
 
     # -- events ----------------------------------------------------------------
     def changes_since(self, since, tables, object_filter):
@@ -175,10 +178,12 @@ class Database(object):
         return out
 
     def _journal_row(self, cls, ref):
-        if cls != "session":
+        if cls != "session" and self._journal_file is not None:
+            rec = self.tables[cls][ref]
             self._write_journal({"op": "put", "cls": cls, "ref": ref,
-                           "rec": self.tables[cls][ref],
-                           "stamp": self.stamps[ref]})
+                                 "rec": dict((k, v) for k, v in rec.items()
+                                             if (cls, k) not in schema.DERIVED),
+                                 "stamp": self.stamps[ref]})
 
     def _write_journal(self, entry):
         if self._journal_file is None:
@@ -207,12 +212,31 @@ class Database(object):
                     if entry["op"] == "put":
                         self._load_row(entry["cls"], entry["ref"],
                                        entry["rec"], entry["stamp"])
+                    elif entry["op"] == "stamp":
+                        if entry["ref"] in self.stamps:
+                            self.stamps[entry["ref"]] = list(entry["stamp"])
+                            self.generation = max(self.generation,
+                                                  entry["stamp"][1])
                     elif entry["cls"] in self.tables:
                         rec = self.tables[entry["cls"]].pop(entry["ref"], None)
                         if rec is not None:
                             self.by_uuid[entry["cls"]].pop(rec["uuid"], None)
                             self.stamps.pop(entry["ref"], None)
+        self._rebuild_relations()
         self.compact()
+
+    def _rebuild_relations(self):
+        """Derive the parent-side sets (VM.VIFs, ...) from the child rows."""
+        for _, _, parent, field in schema.RELATIONS:
+            for rec in self.tables[parent].values():
+                rec[field] = []
+        for child, cfield, parent, pfield in schema.RELATIONS:
+            rows = sorted(self.tables[child].items(),
+                          key=lambda item: self.stamps[item[0]][0])
+            for ref, rec in rows:
+                owner = self.tables[parent].get(rec[cfield])
+                if owner is not None:
+                    owner[pfield].append(ref)
 
     def _load_row(self, cls, ref, rec, stamp):
         full = schema.default_record(cls)

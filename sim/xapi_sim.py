@@ -59,18 +59,23 @@ def failure(description):
     return {"Status": "Failure", "ErrorDescription": description}
 
 
+_INT_FIELDS = dict((cls, tuple(name for name, spec in fields.items()
+                               if spec["kind"] == schema.INT))
+                   for cls, fields in schema.CLASSES.items())
+
+
 def wire(cls, rec):
-    """A record as xapi sends it: int fields as strings, copies of containers."""
-    out = {}
-    for name, spec in schema.CLASSES[cls].items():
-        value = rec[name]
-        if spec["kind"] == schema.INT:
-            value = str(value)
-        elif isinstance(value, dict):
-            value = dict(value)
-        elif isinstance(value, list):
-            value = list(value)
-        out[name] = value
+    """A record as xapi sends it: int fields as strings.
+
+    A shallow copy with lists copied: rows are updated in place and
+    relation lists grow in place, while maps are always replaced whole.
+    """
+    out = dict(rec)
+    for name, value in out.items():
+        if type(value) is list:
+            out[name] = list(value)
+    for name in _INT_FIELDS[cls]:
+        out[name] = str(out[name])
     return out
 
 

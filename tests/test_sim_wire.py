@@ -351,3 +351,36 @@ def test_host_socket_lives_and_dies_with_the_host(sim, pool, sock_dir):
     assert pool["web"] in local.xenapi.VM.get_all()  # logged in again
     sim.restart()
     assert pool["web"] in local.xenapi.VM.get_all()
+
+
+@pytest.mark.parametrize("classes,expected_classes", [
+    (["*"], {"pool", "host", "host_metrics", "network", "pif", "vm", "vif"}),
+    (["VM", "Vif"], {"vm", "vif"}),
+    (["nosuchclass"], set()),
+], ids=["star", "case-insensitive", "unknown-class"])
+def test_event_subscription_classes(sim, pool, classes, expected_classes):
+    api = logged_in(unix_session, sim).xenapi
+    batch = _event_from(api, classes, "", 0.2)
+    assert set(e["class"] for e in batch["events"]) == expected_classes
+
+
+def test_event_object_subscription_and_inject(sim, pool):
+    api = logged_in(unix_session, sim).xenapi
+    token = _event_from(api, ["vm/" + pool["web"]], "", 5.0)["token"]
+    sim.add_vm("unrelated")
+    api.VM.add_to_other_config(pool["db"], "k", "v")
+    assert _event_from(api, ["vm/" + pool["web"]], token, 0.2)["events"] == []
+    injected = api.event.inject("VM", pool["web"])
+    batch = _event_from(api, ["vm"], injected, 5.0)
+    assert [(e["operation"], e["ref"]) for e in batch["events"]] == [("mod", pool["web"])]
+    assert failure_of(api.event.inject, "VIF", pool["web"]) == [
+        "HANDLE_INVALID", "VIF", pool["web"]]
+
+
+def test_creating_a_vif_stamps_its_vm_and_network(sim, pool):
+    api = logged_in(unix_session, sim).xenapi
+    token = _event_from(api, ["vm", "network", "vif"], "", 5.0)["token"]
+    vif = sim.add_vif(pool["db"], pool["net"], 4)
+    batch = _event_from(api, ["vm", "network", "vif"], token, 5.0)
+    assert sorted((e["class"], e["operation"], e["ref"]) for e in batch["events"]) == sorted([
+        ("vif", "add", vif), ("vm", "mod", pool["db"]), ("network", "mod", pool["net"])])

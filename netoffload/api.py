@@ -40,6 +40,9 @@ from netoffload.policy import parse_policy
 PLUGIN_NAME = "netoffload"
 TARGET_KEYS = ("target", "vm", "tag", "network", "pif")
 FANOUT_TIMEOUT = 600.0
+# Database writes for many objects are spread over this many sessions.
+DB_SESSIONS = 4
+PARALLEL_MIN_OBJECTS = 32
 SCOPES = ("pool", "local")
 
 
@@ -187,6 +190,25 @@ def _call_host(host_ref, fn, call_args, entry):
                              entry["error"])
     finally:
         X.close_session(session)
+
+
+def _apply_db(ctx, plans):
+    """reconcile.apply_db, in parallel sessions when there is much to do."""
+    extra = []
+    if sum(1 for p in plans if p.changes) >= PARALLEL_MIN_OBJECTS:
+        for _ in range(DB_SESSIONS - 1):
+            try:
+                extra.append(X.Xapi(X.open_session()))
+            except XapiError as err:
+                get_logger().info("writing with fewer sessions: %s",
+                                  err.message)
+                break
+    try:
+        return reconcile.apply_db(ctx.xapi, plans, [ctx.xapi] + extra)
+    finally:
+        for client in extra:
+            X.close_session(client.session)
+            ctx.xapi.calls += client.calls + 2  # + login and logout
 
 
 # -- version / policy ------------------------------------------------------------------
@@ -437,7 +459,7 @@ def _apply(session, args, spec, policy, dry_run, confirm, pool_wide, force):
             "confirm=yes", reconcile.saved_summary(plans))
     for location in locations:
         _write_policy(ctx, location, policy.text)
-    results = reconcile.apply_db(ctx.xapi, plans)
+    results = _apply_db(ctx, plans)
     devices = reconcile.enforce_live(_records_after(planned, plans),
                                      ctx.host_ref, _store(), live_targets)
     objects = [r for r in results if r["status"] != "unchanged"]
@@ -491,13 +513,14 @@ def _revert(session, args, spec, dry_run, confirm, pool_wide):
             reconcile.saved_summary(plans))
     for location, text in changes:
         _write_policy(ctx, location, text)
-    results = reconcile.apply_db(ctx.xapi, plans)
+    results = _apply_db(ctx, plans)
     live_targets = None if spec[0] == "all" else selection.refs
     devices = reconcile.revert_live(ctx.records, ctx.host_ref, _store(),
                                     live_targets)
     result = dict(base, objects=[r for r in results
                                  if r["status"] != "unchanged"],
                   devices=devices, summary=_summary_of(results, devices))
+    result["summary"]["xapi_calls"] = ctx.xapi.calls
     if pool_wide:
         result["hosts"] = _fan_out(ctx, "revert", args, {
             "host": result["host"], "devices": devices,

@@ -30,6 +30,7 @@ Interfaces:
 - `device_status(records, host_ref, targets=None)` -> [dict] per device.
 """
 import json
+import threading
 
 from netoffload import ethtool
 from netoffload import resolve as R
@@ -301,10 +302,34 @@ def _apply_one(xapi, plan):
     return result
 
 
-def apply_db(xapi, plans):
+def apply_db(xapi, plans, clients=None):
     """Carry out plans; [dict] per object with status changed / unchanged /
-    gone / failed, the keys written, live-only wishes, reapplied_at_plug."""
-    return [_apply_one(xapi, plan) for plan in plans]
+    gone / failed, the keys written, live-only wishes, reapplied_at_plug.
+
+    `clients`: Xapi objects (one session each) to spread the objects over
+    in parallel threads; an object's own writes stay in order on one client.
+    """
+    clients = list(clients or [xapi])
+    if len(clients) == 1 or len(plans) < 2:
+        return [_apply_one(clients[0], plan) for plan in plans]
+    results = [None] * len(plans)
+    indexes = iter(range(len(plans)))
+    take = threading.Lock()
+
+    def work(client):
+        while True:
+            with take:
+                index = next(indexes, None)
+            if index is None:
+                return
+            results[index] = _apply_one(client, plans[index])
+    threads = [threading.Thread(target=work, args=(c,)) for c in clients]
+    for thread in threads:
+        thread.daemon = True
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
 
 
 # -- live devices on this host -------------------------------------------------

@@ -29,6 +29,7 @@ Next to the cache, `pif/<device>` holds one empty marker file per PIF device
 listed: the udev rules test for it to recognise virtual PIF devices.
 """
 import datetime
+import hashlib
 import json
 import os
 import re
@@ -207,16 +208,29 @@ def atomic_write(path, text, mode=0o600):
     _fsync_dir(directory)
 
 
-def write(data, directory=None):
-    """Store data as the cache; False if it held the same content already."""
+def digest(data):
+    """A fingerprint of the content, generated_at left out."""
+    return hashlib.sha256(_encode(_without_timestamp(data)).encode("utf-8")) \
+        .hexdigest()
+
+
+def write(data, directory=None, current_digest=None):
+    """Store data as the cache; False if it held the same content already.
+
+    With current_digest (what digest() gave for the last write) the file is
+    not read back to compare: the watcher keeps that instead of the content.
+    """
     directory = state_dir(directory)
     _ensure_dir(directory)
     path = os.path.join(directory, CACHE_FILE)
-    try:
-        current = read_raw(directory)
-    except CacheUnusable:
-        current = None
-    changed = _without_timestamp(current) != _without_timestamp(data)
+    if current_digest is not None:
+        changed = digest(data) != current_digest
+    else:
+        try:
+            current = read_raw(directory)
+        except CacheUnusable:
+            current = None
+        changed = _without_timestamp(current) != _without_timestamp(data)
     if changed:
         atomic_write(path, _encode(data))
     sync_pif_markers(sorted(data.get("pifs", {})), directory)

@@ -29,6 +29,7 @@ and PIF:
   survived with bounded exponential backoff.
 """
 import argparse
+import concurrent.futures
 import random
 import signal
 import socket
@@ -44,8 +45,15 @@ from netoffload.log import get_logger
 EVENT_CLASSES = ["pool", "host", "network", "vm", "vif", "pif"]
 EVENT_TIMEOUT = 30.0
 CACHE_DEBOUNCE = 0.5
+# While events keep coming the cache is rebuilt at most this often: a
+# rebuild resolves every VIF in the pool and would delay key writes.
+CACHE_MAX_LAG = 5.0
 BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 30.0
+# Extra sessions the master writes through in parallel (one object per
+# session at a time, so each object's keys keep their order). xapi caps
+# sessions per originator; a handful is well inside that.
+WRITERS = 8
 
 # event class -> PoolRecords table attribute, and the fields we keep.
 _TABLES = {"pool": "pool", "host": "hosts", "network": "networks",
@@ -106,7 +114,7 @@ class Watcher(object):
 
     def __init__(self, state_dir=None, event_timeout=EVENT_TIMEOUT,
                  cache_debounce=CACHE_DEBOUNCE, backoff_max=BACKOFF_MAX,
-                 open_session=None, sleep=time.sleep):
+                 writers=WRITERS, open_session=None, sleep=time.sleep):
         self.state_dir = cache.state_dir(state_dir)
         self.event_timeout = float(event_timeout)
         self.cache_debounce = float(cache_debounce)
@@ -122,10 +130,15 @@ class Watcher(object):
         self.token = ""
         self.was_master = False
         self.cache_due = None     # monotonic time the cache must be rebuilt by
+        self.cache_deadline = None  # ... at the latest, however busy
+        self._cache_digest = None
         self.stopping = False
         self.stats = {"syncs": 0, "batches": 0, "writes": 0, "objects_written": 0,
                       "cache_writes": 0, "live_applied": 0, "errors": 0}
         self._store = None
+        self.writers = max(1, int(writers))
+        self._writer_sessions = []
+        self._pool = None
 
     # -- lifecycle -------------------------------------------------------------
     def stop(self):
@@ -166,9 +179,33 @@ class Watcher(object):
         self.host_ref = self.client.local_host_ref()
 
     def _disconnect(self):
+        for session in self._writer_sessions:
+            xapi.close_session(session)
+        self._writer_sessions = []
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         if self.session is not None:
             xapi.close_session(self.session)
         self.session = self.client = None
+
+    def _write(self, plans):
+        """apply_db over plans, spread over the writer sessions."""
+        from netoffload import reconcile
+        if len(plans) < 2 or self.writers < 2:
+            return reconcile.apply_db(self.client, plans)
+        if not self._writer_sessions:
+            self._writer_sessions = [self._open_session()
+                                     for _ in range(self.writers - 1)]
+            self._pool = concurrent.futures.ThreadPoolExecutor(self.writers)
+        clients = [self.client] + [xapi.Xapi(s) for s in self._writer_sessions]
+        chunks = [plans[i::len(clients)] for i in range(len(clients))]
+        futures = [self._pool.submit(reconcile.apply_db, client, chunk)
+                   for client, chunk in zip(clients, chunks) if chunk]
+        results = []
+        for future in futures:
+            results.extend(future.result())
+        return results
 
     # -- the loop ------------------------------------------------------------------
     def _events(self, token, timeout):
@@ -228,7 +265,11 @@ class Watcher(object):
         affected, live = set(), set()
         vm_changed, net_changed, host_changed = set(), set(), set()
         everything = False
-        self.cache_due = self.cache_due or (time.monotonic() + self.cache_debounce)
+        now = time.monotonic()
+        # debounce: every batch pushes the rebuild back, up to CACHE_MAX_LAG
+        if self.cache_deadline is None:
+            self.cache_deadline = now + max(CACHE_MAX_LAG, self.cache_debounce)
+        self.cache_due = min(now + self.cache_debounce, self.cache_deadline)
         for event in events:
             cls = str(event.get("class", "")).lower()
             if cls not in _TABLES:
@@ -290,7 +331,7 @@ class Watcher(object):
         if self.is_master and targets:
             plans = [p for p in reconcile.plan_db(self.records, targets) if p.writes]
             if plans:
-                results = reconcile.apply_db(self.client, plans)
+                results = self._write(plans)
                 written = [r for r in results if r["status"] == "changed"]
                 failed = [r for r in results if r["status"] == "failed"]
                 self.stats["writes"] += sum(len(r["written"]) for r in written)
@@ -344,10 +385,12 @@ class Watcher(object):
     def _flush_cache(self):
         if self.records is None or self.host_ref is None:
             return
-        self.cache_due = None
+        self.cache_due = self.cache_deadline = None
         try:
             data = cache.build(self.records, self.host_ref)
-            if cache.write(data, self.state_dir):
+            written = cache.write(data, self.state_dir, self._cache_digest)
+            self._cache_digest = cache.digest(data)
+            if written:
                 self.stats["cache_writes"] += 1
                 self.log.info("watch: cache updated: %d PIFs, %d VIFs",
                               len(data["pifs"]), len(data["vifs"]))
@@ -375,12 +418,14 @@ def main(argv=None):
                         help="seconds to gather changes before rewriting the cache")
     parser.add_argument("--backoff-max", type=float, default=BACKOFF_MAX,
                         help="longest wait between reconnection attempts")
+    parser.add_argument("--writers", type=int, default=WRITERS,
+                        help="XAPI sessions the master writes keys through")
     args = parser.parse_args(argv)
     # a hung xapi must not hang us forever: bound every socket operation
     socket.setdefaulttimeout(args.event_timeout + 60.0)
     watcher = Watcher(event_timeout=args.event_timeout,
                       cache_debounce=args.cache_debounce,
-                      backoff_max=args.backoff_max)
+                      backoff_max=args.backoff_max, writers=args.writers)
     _WATCHERS.append(watcher)
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)

@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""Watcher benchmark against the XAPI simulator with 1 ms added per call.
+
+1. A pool with --pool-vifs VIFs (default 10,000) whose keys are already in
+   policy is loaded into the simulator; the watcher starts (in a throw-away
+   netns, so it can never touch this machine's devices) and syncs.
+2. VIF.create runs at a sustained --rate (default 100/s) for --seconds
+   (default 60). A listener on event.from timestamps the moment each new
+   VIF's six ethtool keys are all written: latency = that minus the return
+   of its VIF.create.
+3. The watcher's RSS is sampled every second from /proc.
+
+Targets (issue 4): p99 <= 250 ms; RSS <= 50 MiB and flat over the run.
+Prints a table and writes bench/results/bench_watch.json. Needs root.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import XenAPI  # noqa: E402
+from sim.xapi_sim import SimClient  # noqa: E402
+from tests.support.netns import NetNS  # noqa: E402
+
+XAPI_SIX = ("rx", "tx", "sg", "tso", "ufo", "gso")
+IN_POLICY = dict([("ethtool-" + f, "off") for f in XAPI_SIX] + [
+    ("netoffload-managed", ",".join(sorted(XAPI_SIX))),
+    ("netoffload-saved", json.dumps(dict((f, None) for f in sorted(XAPI_SIX)),
+                                    sort_keys=True, separators=(",", ":")))])
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as handle:
+        for line in handle:
+            fields = line.split()
+            if fields and fields[0] == "VmRSS:":
+                return int(fields[1])
+    return 0
+
+
+def session(sock):
+    s = XenAPI.Session("http://" + sock.replace("/", "_") + "/",
+                       transport=XenAPI.UDSTransport())
+    s.login_with_password("root", "", "1.0", "bench")
+    return s
+
+
+def percentile(values, p):
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, int(round(p / 100.0 * len(ordered) + 0.5)) - 1))
+    return ordered[index]
+
+
+class Listener(threading.Thread):
+    """Timestamps the first event in which a VIF carries all six keys."""
+
+    def __init__(self, sock):
+        threading.Thread.__init__(self, daemon=True)
+        self.api = session(sock).xenapi
+        self.done = {}
+        self.stopping = False
+
+    def run(self):
+        token = getattr(self.api.event, "from")(["vif"], "", 0.0)["token"]
+        while not self.stopping:
+            try:
+                result = getattr(self.api.event, "from")(["vif"], token, 1.0)
+            except Exception:
+                if self.stopping:
+                    return
+                raise
+            now = time.monotonic()
+            token = result["token"]
+            for event in result["events"]:
+                snap = event.get("snapshot") or {}
+                config = snap.get("other_config") or {}
+                if event["ref"] not in self.done and all(
+                        config.get("ethtool-" + f) == "off" for f in XAPI_SIX):
+                    self.done[event["ref"]] = now
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--pool-vifs", type=int, default=10000)
+    parser.add_argument("--latency-ms", type=float, default=1.0)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.stderr.write("bench_watch needs root for a network namespace\n")
+        return 2
+    work = "/tmp/nobenchwatch-%d" % os.getpid()
+    os.makedirs(work)
+    sock = os.path.join(work, "xapi.sock")
+    sim = subprocess.Popen([sys.executable, "-m", "sim.xapi_sim", "--socket", sock,
+                            "--state-root", os.path.join(work, "hosts")],
+                           cwd=ROOT, stdout=subprocess.PIPE, universal_newlines=True)
+    sim.stdout.readline()
+    ns = NetNS("benchwatch")
+    watcher = None
+    try:
+        admin = SimClient(socket_path=sock)
+        host = admin.add_host(name_label="xs1")
+        net = admin.add_network(name_label="net0")
+        admin.add_pif(host=host, network=net, device="eth0")
+        per_vm = 10
+        started = time.monotonic()
+        for i in range(args.pool_vifs // per_vm):
+            vm = admin.add_vm(name_label="pool-vm-%d" % i)
+            for dev in range(per_vm):
+                admin.add_vif(vm=vm, network=net, device=dev, other_config=IN_POLICY)
+        load_seconds = time.monotonic() - started
+        api = session(sock).xenapi
+        pool = api.pool.get_all()[0]
+        api.pool.add_to_other_config(pool, "netoffload-vif", "all-off")
+        admin.set_latency_ms(latency_ms=args.latency_ms)
+
+        env = dict(admin.host_env(host=host))
+        env["PYTHONPATH"] = ROOT + ":" + env["PYTHONPATH"]
+        state = env["NETOFFLOAD_STATE_DIR"]
+        profile = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
+        watcher = ns.popen([sys.executable] + profile + ["-m", "netoffload.watch",
+                            "--event-timeout", "5"], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        sync_start = time.monotonic()
+        while not os.path.exists(os.path.join(state, "cache.json")):
+            time.sleep(0.05)
+        sync_seconds = time.monotonic() - sync_start
+        rss = [(0.0, rss_kib(watcher.pid))]
+        admin.reset_call_counts()
+
+        listener = Listener(sock)
+        listener.start()
+        time.sleep(0.5)
+        vms = [admin.add_vm(name_label="load-vm-%d" % i) for i in range(100)]
+        created = {}
+        total = int(args.seconds * args.rate)
+        t0 = time.monotonic()
+        next_sample = t0 + 1.0
+        for i in range(total):
+            due = t0 + i / args.rate
+            while True:
+                now = time.monotonic()
+                if now >= next_sample:
+                    rss.append((now - t0, rss_kib(watcher.pid)))
+                    next_sample += 1.0
+                if now >= due:
+                    break
+                time.sleep(min(due - now, 0.002))
+            ref = api.VIF.create({"device": str(i // 100), "network": net,
+                                  "VM": vms[i % 100], "MAC": "", "MTU": "1500",
+                                  "other_config": {}, "qos_algorithm_type": "",
+                                  "qos_algorithm_params": {}})
+            created[ref] = time.monotonic()
+        achieved_rate = total / (time.monotonic() - t0)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not all(r in listener.done for r in created):
+            time.sleep(0.05)
+        rss.append((time.monotonic() - t0, rss_kib(watcher.pid)))
+        listener.stopping = True
+        latencies = [1000.0 * (listener.done[r] - t) for r, t in created.items()
+                     if r in listener.done]
+        missing = len(created) - len(latencies)
+        counts = admin.call_counts()
+        rss_values = [v for _, v in rss]
+        result = {
+            "pool_vifs": args.pool_vifs, "latency_ms_per_call": args.latency_ms,
+            "seconds": args.seconds, "rate_target": args.rate,
+            "rate_achieved": round(achieved_rate, 1), "created": len(created),
+            "missing": missing,
+            "latency_ms": {"p50": round(percentile(latencies, 50), 1),
+                           "p99": round(percentile(latencies, 99), 1),
+                           "max": round(max(latencies), 1) if latencies else None},
+            "pool_load_seconds": round(load_seconds, 1),
+            "initial_sync_seconds": round(sync_seconds, 2),
+            "rss_mib": {"after_sync": round(rss_values[0] / 1024.0, 1),
+                        "min": round(min(rss_values) / 1024.0, 1),
+                        "max": round(max(rss_values) / 1024.0, 1),
+                        "end": round(rss_values[-1] / 1024.0, 1)},
+            "rss_samples_kib": rss,
+            "xapi_calls_during_load": counts,
+            "python": sys.version.split()[0],
+            "targets": {"p99_ms": 250, "rss_mib": 50},
+        }
+        print("VIF.create -> keys written, %d VIFs in pool, %.0f ms/call, %.0f s at %.1f/s"
+              % (args.pool_vifs, args.latency_ms, args.seconds, achieved_rate))
+        print("%-28s %10s" % ("metric", "value"))
+        for name, value in (("created", len(created)), ("missing", missing),
+                            ("latency p50 (ms)", result["latency_ms"]["p50"]),
+                            ("latency p99 (ms)", result["latency_ms"]["p99"]),
+                            ("latency max (ms)", result["latency_ms"]["max"]),
+                            ("initial sync (s)", result["initial_sync_seconds"]),
+                            ("RSS after sync (MiB)", result["rss_mib"]["after_sync"]),
+                            ("RSS max (MiB)", result["rss_mib"]["max"]),
+                            ("RSS end (MiB)", result["rss_mib"]["end"])):
+            print("%-28s %10s" % (name, value))
+        os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+        with open(os.path.join(ROOT, "bench", "results", "bench_watch.json"), "w") as out:
+            json.dump(result, out, indent=1, sort_keys=True)
+        ok = missing == 0 and result["latency_ms"]["p99"] <= 250 and \
+            result["rss_mib"]["max"] <= 50
+        return 0 if ok else 1
+    finally:
+        if watcher is not None:
+            watcher.terminate()
+            watcher.wait(10)
+        sim.terminate()
+        sim.wait(10)
+        ns.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -593,7 +593,8 @@ class XapiSim(object):
         _check_str(fn, "fn")
         args = _check_map(args, "args")
         with self.db.lock:
-            host_rec = self.db.row("host", host)
+            self.db.row("host", host)
+            # The call lands on the master, which runs it or forwards it.
             local = self._master()
             if host != local and not self._host_live(host):
                 raise ApiError("HOST_OFFLINE", host)
@@ -610,7 +611,6 @@ class XapiSim(object):
                 xapi_plugins.method_call(fn, session, args)]
         if config.get("netns"):
             argv = ["ip", "netns", "exec", config["netns"]] + argv
-        del host_rec
         out = xapi_plugins.run_plugin(argv, env, config.get("cwd") or "/",
                                       self.plugin_timeout)
         return xapi_plugins.parse_output(out)

@@ -105,12 +105,6 @@ class BenchServer(object):
             self._drop(conn)
             return
         if size == 0:
-            if conn.mode == "stream":
-                try:
-                    conn.sock.setblocking(True)
-                    conn.sock.sendall(_COUNT.pack(conn.count))
-                except OSError:
-                    pass
             self._drop(conn)
             return
         data = memoryview(self._buffer)[:size]
@@ -121,7 +115,13 @@ class BenchServer(object):
                 return
             data = data[1:]
         if conn.mode == "stream":
+            # Bulk data: a blocking reader thread per stream costs fewer
+            # syscalls than the event loop and releases the GIL in recv.
             conn.count += len(data)
+            self._selector.unregister(conn.sock)
+            reader = threading.Thread(target=self._stream_reader, args=(conn,))
+            reader.daemon = True
+            reader.start()
             return
         if not len(data):
             return
@@ -132,6 +132,23 @@ class BenchServer(object):
             return
         if conn.mode == "tcp_crr":
             self._drop(conn)  # the server closes first: see the docstring
+
+    @staticmethod
+    def _stream_reader(conn):
+        buffer = bytearray(RECV_CHUNK)
+        sock = conn.sock
+        try:
+            sock.setblocking(True)
+            while True:
+                size = sock.recv_into(buffer)
+                if not size:
+                    break
+                conn.count += size
+            sock.sendall(_COUNT.pack(conn.count))
+        except OSError:
+            pass
+        finally:
+            sock.close()
 
     def start(self):
         """Serve in a background thread (tests, compare)."""

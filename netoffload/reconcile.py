@@ -180,8 +180,13 @@ def _bookkeeping(managed, saved):
             R.format_saved(dict((f, saved.get(f)) for f in managed)))
 
 
-def plan_object(cls, ref, record, label, resolution, force=False):
-    """The ordered writes that bring one object's keys to `resolution`."""
+def plan_object(cls, ref, record, label, resolution, force=False,
+                actual=None):
+    """The ordered writes that bring one object's keys to `resolution`.
+
+    `actual`: the map as xapi holds it, when the decision is made on an
+    adjusted view of it (after a lost race); `expected` values follow it.
+    """
     config = dict(record.get("other_config") or {})
     keys = VIF_XAPI_FEATURES if cls == "VIF" else FEATURES
     managed = R.parse_managed(config.get(R.KEY_MANAGED))
@@ -210,7 +215,8 @@ def plan_object(cls, ref, record, label, resolution, force=False):
             new_managed.add(feature)
             new_saved[feature] = current
             key_writes.append((key, wanted))
-    old_book = (config.get(R.KEY_MANAGED), config.get(R.KEY_SAVED))
+    held = config if actual is None else actual
+    old_book = (held.get(R.KEY_MANAGED), held.get(R.KEY_SAVED))
     grown_saved = dict((f, saved.get(f)) for f in managed)
     grown_saved.update(new_saved)
     grown_book = _bookkeeping(managed | new_managed, grown_saved)
@@ -223,6 +229,7 @@ def plan_object(cls, ref, record, label, resolution, force=False):
     if final_book != old_book:
         ordered += list(zip((R.KEY_MANAGED, R.KEY_SAVED), final_book))
     writes = []
+    config = dict(config if actual is None else actual)
     for key, value in ordered:
         expected = config.get(key)
         if expected == value:
@@ -263,11 +270,33 @@ def plan_revert(records, targets):
 
 # -- applying to the database ---------------------------------------------------
 
-def _replan(plan, fresh_config):
-    record = {"uuid": plan.uuid, "other_config": fresh_config}
-    resolution = R.rederive(plan.resolution, fresh_config, plan.force)
-    return plan_object(plan.cls, plan.ref, record, plan.label, resolution,
-                       plan.force)
+def _replan(plan, fresh_config, lost_key=None):
+    """Re-decide one object from its fresh map after a lost race.
+
+    The other writer's key wins: if we had just claimed that feature in our
+    bookkeeping (written before the key), the claim is withdrawn.
+    """
+    view = dict(fresh_config)
+    feature = (lost_key or "")[len(R.ETHTOOL_PREFIX):]
+    claimed = R.parse_managed(view.get(R.KEY_MANAGED))
+    if lost_key and lost_key.startswith(R.ETHTOOL_PREFIX) and \
+            feature in claimed and feature not in \
+            R.parse_managed(plan.current.get(R.KEY_MANAGED)):
+        claimed.discard(feature)
+        saved = R.parse_saved(view.get(R.KEY_SAVED))
+        saved.pop(feature, None)
+        book = _bookkeeping(claimed, saved)
+        for key, value in zip((R.KEY_MANAGED, R.KEY_SAVED), book):
+            if value is None:
+                view.pop(key, None)
+            else:
+                view[key] = value
+    record = {"uuid": plan.uuid, "other_config": view}
+    resolution = R.rederive(plan.resolution, view, plan.force)
+    again = plan_object(plan.cls, plan.ref, record, plan.label, resolution,
+                        plan.force, actual=fresh_config)
+    again.current = dict(plan.current)
+    return again
 
 
 def _apply_one(xapi, plan):
@@ -284,7 +313,8 @@ def _apply_one(xapi, plan):
         except LostRace as race:
             get_logger().info("%s %s: lost a race on other_config; re-planning",
                               plan.cls, plan.uuid)
-            plan = _replan(plan, race.other_config)
+            plan = _replan(plan, race.other_config,
+                           race.params[2] if len(race.params) > 2 else None)
         except ObjectGone:
             result["status"] = "gone"
             return result

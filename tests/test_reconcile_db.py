@@ -1,0 +1,172 @@
+"""reconcile.apply_db and xapi.Xapi against the simulator's real XAPI
+semantics: MAP_DUPLICATE_KEY races, HANDLE_INVALID, call counts."""
+import itertools
+import os
+import shutil
+
+import pytest
+
+import XenAPI
+
+from netoffload import reconcile
+from netoffload import xapi as X
+from sim.xapi_sim import XapiSim
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+def sim():
+    workdir = "/tmp/nodb-%d-%d" % (os.getpid(), next(_counter))
+    os.makedirs(workdir)
+    simulator = XapiSim(socket_path=os.path.join(workdir, "xapi.sock"),
+                        state_root=os.path.join(workdir, "hosts"))
+    simulator.start()
+    try:
+        yield simulator
+    finally:
+        simulator.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def client(sim, monkeypatch):
+    monkeypatch.setenv("NETOFFLOAD_XAPI_SOCKET", sim.socket_path)
+    monkeypatch.delenv("NETOFFLOAD_XAPI_URL", raising=False)
+    session = X.open_session()
+    try:
+        yield X.Xapi(session)
+    finally:
+        X.close_session(session)
+
+
+def small_pool(sim, vms=1, policy="all-off"):
+    sim.add_host("h1")
+    lan = sim.add_network("LAN")
+    vifs = []
+    for i in range(vms):
+        vm = sim.add_vm("vm%d" % i)
+        vifs.append(sim.add_vif(vm, lan, 0))
+    pool = sim.info()["pool"]
+    sim.db.tables["pool"][pool]["other_config"]["netoffload-vif"] = policy
+    return vifs
+
+
+def test_fresh_apply_is_one_call_per_key(sim, client):
+    [vif] = small_pool(sim)
+    records = client.snapshot()
+    plans = reconcile.plan_db(records, [vif])
+    before = client.calls
+    [result] = reconcile.apply_db(client, plans)
+    assert result["status"] == "changed"
+    assert client.calls - before == 8  # 6 ethtool keys + 2 bookkeeping
+
+
+def test_lost_race_rereads_and_keeps_the_other_writers_key(sim, client):
+    [vif] = small_pool(sim, policy="tx=off,sg=off")
+    plans = reconcile.plan_db(client.snapshot(), [vif])
+    # Someone (say Xen Orchestra) sets tx between our read and our write.
+    client.session.xenapi.VIF.add_to_other_config(vif, "ethtool-tx", "on")
+    [result] = reconcile.apply_db(client, plans)
+    assert result["status"] == "changed"
+    assert client.session.xenapi.VIF.get_other_config(vif) == {
+        "ethtool-tx": "on", "ethtool-sg": "off",
+        "netoffload-managed": "sg", "netoffload-saved": '{"sg":null}'}
+
+
+def test_object_gone_is_reported_and_others_continue(sim, client):
+    vifs = small_pool(sim, vms=2)
+    plans = reconcile.plan_db(client.snapshot(), vifs)
+    sim.destroy_vif(vifs[0])
+    results = reconcile.apply_db(client, plans)
+    assert [r["status"] for r in results] == ["gone", "changed"]
+
+
+def test_parallel_apply_matches_sequential(sim, client, monkeypatch):
+    vifs = small_pool(sim, vms=40)
+    records = client.snapshot()
+    plans = reconcile.plan_db(records, vifs)
+    extra = [X.Xapi(X.open_session()) for _ in range(3)]
+    try:
+        results = reconcile.apply_db(client, plans, [client] + extra)
+    finally:
+        for other in extra:
+            X.close_session(other.session)
+    assert [r["uuid"] for r in results] == [p.uuid for p in plans]
+    assert set(r["status"] for r in results) == {"changed"}
+    calls = client.calls + sum(e.calls for e in extra)
+    after = client.snapshot()
+    assert all(after.vifs[v]["other_config"] == p.final
+               for v, p in zip(vifs, plans))
+    assert calls == 7 + 40 * 8
+
+
+def test_set_other_config_key_replaces_with_remove_then_add(sim, client):
+    small_pool(sim)
+    pool = sim.info()["pool"]
+    calls = client.calls
+    client.set_other_config_key("pool", pool, "netoffload-vif", "tx-off",
+                                "all-off")
+    assert client.calls - calls == 2
+    assert client.session.xenapi.pool.get_other_config(pool)[
+        "netoffload-vif"] == "tx-off"
+    client.set_other_config_key("pool", pool, "netoffload-vif", None, "tx-off")
+    assert "netoffload-vif" not in client.session.xenapi.pool.get_other_config(
+        pool)
+
+
+def test_same_value_written_meanwhile_is_not_a_race(sim, client):
+    [vif] = small_pool(sim)
+    client.session.xenapi.VIF.add_to_other_config(vif, "ethtool-tx", "off")
+    client.set_other_config_key("VIF", vif, "ethtool-tx", "off", None)
+    assert client.session.xenapi.VIF.get_other_config(vif) == {
+        "ethtool-tx": "off"}
+
+
+def test_stale_ref_raises_object_gone(sim, client):
+    [vif] = small_pool(sim)
+    sim.destroy_vif(vif)
+    with pytest.raises(X.ObjectGone):
+        client.set_other_config_key("VIF", vif, "ethtool-tx", "off", None)
+
+
+def test_other_failures_carry_the_xapi_code(sim, client):
+    with pytest.raises(X.XapiError) as err:
+        client.call("VIF.add_to_other_config", "OpaqueRef:nope", "k")
+    assert err.value.params[0] == "MESSAGE_PARAMETER_COUNT_MISMATCH"
+    assert err.value.code == "NETOFFLOAD_XAPI_ERROR"
+
+
+def test_snapshot_uses_one_call_per_class(sim, client):
+    small_pool(sim, vms=3)
+    calls = client.calls
+    records = client.snapshot()
+    assert client.calls - calls == 7  # pool host network PIF VM VIF metrics
+    assert len(records.vifs) == 3 and records.host_metrics
+
+
+def test_session_survives_a_xapi_restart(sim, client):
+    small_pool(sim)
+    sim.restart()
+    assert client.snapshot().vifs  # XenAPI logs in again on SESSION_INVALID
+
+
+def test_unreachable_xapi_is_a_xapi_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("NETOFFLOAD_XAPI_SOCKET", "/tmp/nosuch-%d/sock"
+                       % os.getpid())
+    with pytest.raises(X.XapiError):
+        X.open_session()
+
+
+def test_url_session(sim, monkeypatch):
+    sim.stop()
+    sim.port = 0
+    sim.start()
+    monkeypatch.delenv("NETOFFLOAD_XAPI_SOCKET", raising=False)
+    monkeypatch.setenv("NETOFFLOAD_XAPI_URL", sim.url)
+    session = X.open_session()
+    try:
+        assert isinstance(session, XenAPI.Session)
+        assert X.Xapi(session).get_all_records("pool")
+    finally:
+        X.close_session(session)

@@ -403,15 +403,16 @@ def test_names_with_quotes_and_non_ascii(pool):
 
 # -- the wrapper and the wire ----------------------------------------------------------
 
-def run_plugin_directly(box, fn, args, extra_env=None):
-    """Run the plugin file like xapi does, returning its raw stdout."""
+def run_plugin_directly(box, fn, args, extra_env=None, interpreter=None):
+    """Run the plugin file like xapi does (CompletedProcess)."""
     from sim.xapi_plugins import method_call
     env = box.sim.plugin_env(box.hosts["h1"])
     env.update(extra_env or {})
     session_ref = box.session._session
     proc = subprocess.run(
-        ["ip", "netns", "exec", box.ns["h1"].name,
-         os.path.join(REPO, "plugins", "netoffload"),
+        ["ip", "netns", "exec", box.ns["h1"].name]
+        + ([interpreter] if interpreter else [])
+        + [os.path.join(REPO, "plugins", "netoffload"),
          method_call(fn, session_ref, args)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=60,
         universal_newlines=True)
@@ -462,3 +463,26 @@ def test_wrapper_maps_a_bug_to_a_netoffload_failure(mocker):
         plugin.wrap("broken", broken)(None, {})
     assert err.value.params[0] == "NETOFFLOAD_XAPI_ERROR"
     assert "internal error in broken: KeyError" in err.value.params[1]
+
+
+DOM0_PYTHONS = [("3.6", "/root/.pyenv/versions/3.6.15/bin/python3.6"),
+                ("3.12", "/root/.pyenv/versions/3.12.1/bin/python3.12")]
+
+
+@pytest.mark.parametrize("interpreter", [p for _, p in DOM0_PYTHONS],
+                         ids=[v for v, _ in DOM0_PYTHONS])
+def test_plugin_runs_on_dom0_pythons(pool, interpreter):
+    """XenServer 8 / XCP-ng 8.3 ship 3.6, XCP-ng 9 3.12: apply and revert."""
+    if not os.access(interpreter, os.X_OK):
+        pytest.skip("%s is not installed here" % interpreter)
+    from sim.xapi_plugins import parse_output
+    before = pool.state()
+    for fn, args in (("apply", {"target": "ALL", "policy": "all-off",
+                                "confirm": "yes"}),
+                     ("revert", {"target": "ALL", "confirm": "yes"})):
+        proc = run_plugin_directly(pool, fn, args, interpreter=interpreter)
+        assert json.loads(parse_output(proc.stdout))["summary"][
+            "devices_failed"] == [], proc.stderr
+        if fn == "apply":
+            assert live(pool, "h1", "tap5.0")["sg"] == "off"
+    assert pool.state() == before

@@ -29,11 +29,9 @@ Next to the cache, `pif/<device>` holds one empty marker file per PIF device
 listed: the udev rules test for it to recognise virtual PIF devices.
 """
 import datetime
-import hashlib
 import json
 import os
 import re
-import tempfile
 
 from netoffload import devices
 from netoffload import features as feature_names
@@ -190,6 +188,7 @@ def _fsync_dir(path):
 
 def atomic_write(path, text, mode=0o600):
     """Write text to path atomically: same-directory temp file, fsync, rename."""
+    import tempfile  # writers only: keep the udev helper's start-up short
     directory = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".")
     try:
@@ -210,6 +209,7 @@ def atomic_write(path, text, mode=0o600):
 
 def digest(data):
     """A fingerprint of the content, generated_at left out."""
+    import hashlib  # writers only: keep the udev helper's start-up short
     return hashlib.sha256(_encode(_without_timestamp(data)).encode("utf-8")) \
         .hexdigest()
 

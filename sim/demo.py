@@ -622,7 +622,8 @@ def _table(headers, rows):
 
 
 def run(hosts=3, narrator=None, keep=False):
-    """Run the whole story; returns (ok, record)."""
+    """Run the whole story; returns (ok, record). The box is closed on
+    return, on any exception and on SIGTERM/SIGHUP (see sim.poolbox)."""
     started = time.time()
     box = poolbox.PoolBox(hosts=hosts, vm_specs=VM_SPECS,
                           pif_other_config=PIF_OTHER_CONFIG)
@@ -632,7 +633,10 @@ def run(hosts=3, narrator=None, keep=False):
             step = scenario.run_step(key)
             if not step.ok and key == "build":
                 break
+        record = _record(scenario, hosts, started)
         if keep:
+            scenario.out.say("")
+            scenario.out.say(record["verdict"])
             box.print_access(scenario.out)
             scenario.out.say("  --keep: the box stays up; Ctrl-C to clean up.")
             try:
@@ -642,20 +646,25 @@ def run(hosts=3, narrator=None, keep=False):
                 pass
     finally:
         box.close()
-    ok = bool(scenario.steps) and len(scenario.steps) == len(STEP_ORDER) and \
-        all(s.ok for s in scenario.steps)
-    failed = [s.key for s in scenario.steps if not s.ok]
-    checks = sum(len(s.checks) for s in scenario.steps)
-    verdict = ("VERDICT: PASS: %d steps, %d checks, %.1f s" % (
-        len(scenario.steps), checks, time.time() - started) if ok else
-        "VERDICT: FAIL: %s" % "; ".join(
+    return record["ok"], record
+
+
+def _record(scenario, hosts, started):
+    steps = scenario.steps
+    ok = len(steps) == len(STEP_ORDER) and all(s.ok for s in steps)
+    checks = sum(len(s.checks) for s in steps)
+    if ok:
+        verdict = "VERDICT: PASS: %d steps, %d checks, %.1f s" % (
+            len(steps), checks, time.time() - started)
+    elif any(not s.ok for s in steps):
+        verdict = "VERDICT: FAIL: %s" % "; ".join(
             "%s (%s)" % (s.key, "; ".join(s.failures())[:300])
-            for s in scenario.steps if not s.ok) if failed else
-        "VERDICT: FAIL: stopped after %d steps" % len(scenario.steps))
-    record = {"ok": ok, "verdict": verdict, "hosts": hosts,
-              "seconds": round(time.time() - started, 3),
-              "steps": [s.to_json() for s in scenario.steps]}
-    return ok, record
+            for s in steps if not s.ok)
+    else:
+        verdict = "VERDICT: FAIL: stopped after %d steps" % len(steps)
+    return {"ok": ok, "verdict": verdict, "hosts": hosts,
+            "seconds": round(time.time() - started, 3),
+            "steps": [s.to_json() for s in steps]}
 
 
 def main(argv=None):
@@ -679,6 +688,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         narrator.say("VERDICT: FAIL: interrupted (everything cleaned up)")
         return 130
+    except SystemExit as stop:   # SIGTERM/SIGHUP, raised by sim.poolbox
+        narrator.say("VERDICT: FAIL: terminated (everything cleaned up)")
+        raise stop
     narrator.say("")
     narrator.say(record["verdict"])
     if args.json:

@@ -330,7 +330,8 @@ def _all_policy_locations(ctx):
     result = []
     for key in sorted(records.pool_other_config):
         if key in (R.KEY_VIF, R.KEY_PIF) or key.startswith(R.TAG_PREFIX):
-            result.append(("pool", records.pool_ref, key, "", ""))
+            result.append(("pool", records.pool_ref, key,
+                           records.pool_record.get("uuid", ""), ""))
     for cls, key in (("host", R.KEY_PIF), ("network", R.KEY_VIF),
                      ("VM", R.KEY_VIF)):
         table = records.table(cls)

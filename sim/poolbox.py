@@ -858,6 +858,48 @@ class PoolBox(object):
 
         return _Traffic()
 
+    def admin(self, line, host=None, input_text=None):
+        """Run one documented admin command line against the box, as in
+        that host's dom0 (default: the master): `netoffload ...` runs the
+        real CLI; `xe host-call-plugin host-uuid=U plugin=P fn=F args:k=v
+        ...` calls host.call_plugin like xe and prints the result string as
+        xe does (a host-uuid that is not a host of the box, such as a
+        `$MASTER` placeholder, means `host`). Line continuations ("\\\n")
+        and shell quoting are honoured; nothing runs through a shell.
+        Returns (exit status, stdout, stderr)."""
+        import shlex
+        host = host or self.master
+        argv = shlex.split(line.replace("\\\n", " "))
+        if argv and argv[0] == "netoffload":
+            proc = host.cli(*argv[1:], input_text=input_text, timeout=120)
+            return proc.returncode, proc.stdout, proc.stderr
+        if argv[:2] != ["xe", "host-call-plugin"]:
+            raise BoxError("not a netoffload or xe host-call-plugin command: "
+                           "%s" % line)
+        params, args = {}, {}
+        for word in argv[2:]:
+            key, sep, value = word.partition("=")
+            if not sep:
+                return 1, "", "Syntax error: %s\n" % word
+            if key.startswith("args:"):
+                args[key[len("args:"):]] = value
+            else:
+                params[key] = value
+        target = host
+        for candidate in self.hosts:
+            if candidate.uuid == params.get("host-uuid"):
+                target = candidate
+        import XenAPI
+        try:
+            text = self.session().xenapi.host.call_plugin(
+                target.ref, params.get("plugin", ""), params.get("fn", ""),
+                args)
+        except XenAPI.Failure as failure:
+            details = [str(d) for d in failure.details]
+            return 1, "", "The server failed to handle your request.\n" \
+                "%s\n" % "\n".join(details)
+        return 0, text + "\n", ""
+
     def print_access(self, narrator):
         narrator.say("")
         narrator.say("  The box is up. To act as a host's dom0:")

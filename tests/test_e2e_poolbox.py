@@ -186,6 +186,29 @@ def test_07_revert_all_restores_everything(story):
 
 
 @pytest.mark.root
+@pytest.mark.parametrize("line, rc, wanted", [
+    ("xe host-call-plugin host-uuid=$MASTER plugin=netoffload fn=version",
+     0, "version"),
+    ("xe host-call-plugin host-uuid=<uuid> plugin=netoffload fn=apply \\\n"
+     "   args:vm=\"db 01 (prod)\" args:dry_run=true", 0, "objects"),
+    ("xe host-call-plugin host-uuid=$MASTER plugin=netoffload fn=nosuchfn",
+     1, "UNKNOWN_XENAPI_PLUGIN_FUNCTION"),
+    ("netoffload policy get --json", 0, "{"),
+    ("netoffload apply vm='no such vm' --dry-run", 2, "NETOFFLOAD_NOT_FOUND"),
+], ids=["xe-version", "xe-quoted-continued", "xe-unknown-fn", "cli-json",
+        "cli-not-found"])
+def test_07b_documented_commands_run_against_the_box(story, line, rc, wanted):
+    """PoolBox.admin runs doc command lines (for the README doc test)."""
+    if story.failed:
+        pytest.skip("step %r failed before this one" % story.failed)
+    got_rc, out, err = story.box.admin(line)
+    assert got_rc == rc, (out, err)
+    assert wanted in (out + err)
+    if rc == 0 and out.lstrip().startswith("{"):
+        json.loads(out)
+
+
+@pytest.mark.root
 def test_08_close_leaves_nothing(story):
     box = story.box
     procs = [h.watcher for h in box.hosts if h.watcher] + list(box.processes)

@@ -279,11 +279,12 @@ class Scenario(object):
                                not bad, "differs live: %r" % bad if bad else "")
                 else:
                     base = self.baseline_db_for(("PIF", pif_uuid))
+                    same_live = text == self.baseline_live_for(host, dev)
                     step.check("%s PIF %s: untouched (no PIF policy)" % (
-                        host.name, dev),
-                        got == base and text == self.baseline_live_for(
-                            host, dev),
-                        "" if got == base else "DB changed to %r" % got)
+                        host.name, dev), got == base and same_live,
+                        "; ".join(filter(None, [
+                            "" if got == base else "DB changed to %r" % got,
+                            "" if same_live else "live features changed"])))
 
     def baseline_db_for(self, key):
         return self.baseline_db.get(key, {})

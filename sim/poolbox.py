@@ -740,14 +740,23 @@ class PoolBox(object):
         return self._poll(got, timeout)
 
     # -- the watchers -----------------------------------------------------
+    def _event_from_calls(self):
+        return self.sim.call_counts().get("event.from", 0)
+
     def start_watchers(self):
+        self._event_from_before = self._event_from_calls()
         for host in self.hosts:
             host.start_watcher()
 
     def watchers_not_ready(self):
+        """Hosts whose watcher is not running, or has not yet both written
+        its cache and gone back to waiting on event.from after the full sync
+        (nothing else here calls event.from: two calls per watcher)."""
+        waiting = self._event_from_calls() - getattr(
+            self, "_event_from_before", 0) >= 2 * len(self.hosts)
         return [h.name for h in self.hosts
                 if h.watcher is None or h.watcher.poll() is not None or
-                self._read_cache(h) is None]
+                self._read_cache(h) is None or not waiting]
 
     def wait_watchers_ready(self, timeout=20):
         return self._poll(lambda: not self.watchers_not_ready(), timeout)

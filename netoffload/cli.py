@@ -47,7 +47,9 @@ def main(argv=None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # a closed pipe shows up here, not at exit
+        return code
     except errors.NetoffloadError as err:
         sys.stderr.write("netoffload: %s: %s\n" % (err.code, err.message))
         for param in err.params:
@@ -56,6 +58,21 @@ def main(argv=None):
     except KeyboardInterrupt:
         sys.stderr.write("netoffload: interrupted\n")
         return 130
+    except BrokenPipeError:
+        # `netoffload status | head`: the reader left; say nothing more.
+        _silence_stdout()
+        return EXIT_OK
+
+
+def _silence_stdout():
+    """Point stdout at /dev/null so the interpreter's final flush is quiet."""
+    import os
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

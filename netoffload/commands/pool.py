@@ -118,9 +118,9 @@ def _print_objects(objects, out):
 
 def _print_hosts(hosts, out):
     for host in hosts or []:
-        out.write("\nhost %s (%s): " % (host["name_label"], host["uuid"]))
+        out.write("\nhost %s (%s)" % (host["name_label"], host["uuid"]))
         if not host["ok"]:
-            out.write("UNREACHABLE %s\n" % " ".join(host["error"]))
+            out.write(": UNREACHABLE %s\n" % " ".join(host["error"]))
             continue
         out.write("\n")
         _print_devices(host["result"].get("devices") or [], out)

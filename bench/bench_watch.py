@@ -60,6 +60,31 @@ def percentile(values, p):
     return ordered[index]
 
 
+def cpu_seconds(pid):
+    """user+system CPU seconds of a process so far, from /proc."""
+    with open("/proc/%d/stat" % pid) as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
+
+
+class Probe(threading.Thread):
+    """Round trip of a cheap call (pool.get_all) every 50 ms: how loaded the
+    simulator itself is, apart from the watcher."""
+
+    def __init__(self, sock):
+        threading.Thread.__init__(self, daemon=True)
+        self.api = session(sock).xenapi
+        self.samples = []
+        self.stopping = False
+
+    def run(self):
+        while not self.stopping:
+            start = time.monotonic()
+            self.api.pool.get_all()
+            self.samples.append(1000.0 * (time.monotonic() - start))
+            time.sleep(0.05)
+
+
 class Listener(threading.Thread):
     """Timestamps the first event in which a VIF carries all six keys."""
 
@@ -140,6 +165,9 @@ def main():
 
         listener = Listener(sock)
         listener.start()
+        probe = Probe(sock)
+        probe.start()
+        cpu_start = (cpu_seconds(sim.pid), cpu_seconds(watcher.pid), time.monotonic())
         time.sleep(0.5)
         vms = [admin.add_vm(name_label="load-vm-%d" % i) for i in range(100)]
         created = {}
@@ -167,6 +195,12 @@ def main():
             time.sleep(0.05)
         rss.append((time.monotonic() - t0, rss_kib(watcher.pid)))
         listener.stopping = True
+        probe.stopping = True
+        elapsed = time.monotonic() - cpu_start[2]
+        cpu_share = {"simulator": round((cpu_seconds(sim.pid) - cpu_start[0]) / elapsed, 2),
+                     "watcher": round((cpu_seconds(watcher.pid) - cpu_start[1]) / elapsed, 2)}
+        with open("/proc/loadavg") as handle:
+            loadavg = handle.read().split()[:3]
         latencies = [1000.0 * (listener.done[r] - t) for r, t in created.items()
                      if r in listener.done]
         missing = len(created) - len(latencies)
@@ -188,6 +222,10 @@ def main():
                         "end": round(rss_values[-1] / 1024.0, 1)},
             "rss_samples_kib": rss,
             "xapi_calls_during_load": counts,
+            "sim_probe_ms": {"p50": round(percentile(probe.samples, 50), 1),
+                             "p99": round(percentile(probe.samples, 99), 1)},
+            "cpu_share_during_load": cpu_share,
+            "loadavg_at_end": loadavg,
             "python": sys.version.split()[0],
             "targets": {"p99_ms": 250, "rss_mib": 50},
         }
@@ -201,7 +239,12 @@ def main():
                             ("initial sync (s)", result["initial_sync_seconds"]),
                             ("RSS after sync (MiB)", result["rss_mib"]["after_sync"]),
                             ("RSS max (MiB)", result["rss_mib"]["max"]),
-                            ("RSS end (MiB)", result["rss_mib"]["end"])):
+                            ("RSS end (MiB)", result["rss_mib"]["end"]),
+                            ("sim probe p50 (ms)", result["sim_probe_ms"]["p50"]),
+                            ("sim probe p99 (ms)", result["sim_probe_ms"]["p99"]),
+                            ("sim CPU (cores)", cpu_share["simulator"]),
+                            ("watcher CPU (cores)", cpu_share["watcher"]),
+                            ("load average", " ".join(loadavg))):
             print("%-28s %10s" % (name, value))
         os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
         with open(os.path.join(ROOT, "bench", "results", "bench_watch.json"), "w") as out:

@@ -5,7 +5,8 @@ udev/xen-netoffload.rules with one argument: the net device name
 (vif<domid>.<devid>, tap<domid>.<devid> or a PIF device), or the xen-backend
 device name vif-<domid>-<devid> on the backend's "online" event.
 
-It reads only the local cache (never XAPI, which may be down at boot). For a
+It reads only the local cache (never XAPI, which may be down at boot), through
+cache.index: one byte search, not a parse of the whole pool's JSON. For a
 guest device it maps the domain to its VM through xenstore
 (/local/domain/<domid>/vm -> /vm/<vm-uuid>), then applies the cached desired
 features through LiveStateStore, so that revert can restore the device.
@@ -89,7 +90,7 @@ def _summary(result):
 
 def handle(device, state_dir=None):
     """Apply the cached policy to device; return the line to log."""
-    loaded = cache.load(state_dir)
+    loaded = cache.open_lookup(state_dir)
     guest = devices.parse_guest_device(device)
     if guest:
         kind, domid, devid = guest

@@ -121,7 +121,7 @@ def test_write_is_root_only_and_leaves_no_temp_files(tmp_path):
     assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
     path = cache.cache_path(directory)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert sorted(os.listdir(directory)) == ["cache.json", "pif"]
+    assert sorted(os.listdir(directory)) == ["cache.index", "cache.json", "pif"]
     with open(path) as handle:
         assert json.load(handle) == _sample()
 
@@ -145,7 +145,7 @@ def test_failed_write_keeps_the_old_cache(tmp_path, mocker):
     with pytest.raises(OSError):
         cache.write(_sample(pifs={}), directory)
     assert cache.load(directory).data == _sample()
-    assert sorted(os.listdir(directory)) == ["cache.json", "pif"]
+    assert sorted(os.listdir(directory)) == ["cache.index", "cache.json", "pif"]
 
 
 def test_pif_markers_follow_the_cache(tmp_path):
@@ -179,9 +179,14 @@ def test_unusable_caches_are_refused(tmp_path, content, message):
     assert message in info.value.message
 
 
-def test_lookups(tmp_path):
+READERS = [("cache.json", cache.load), ("index", cache.open_lookup)]
+
+
+@pytest.mark.parametrize("reader", [r[1] for r in READERS],
+                         ids=[r[0] for r in READERS])
+def test_lookups(tmp_path, reader):
     cache.write(_sample(), str(tmp_path))
-    loaded = cache.load(str(tmp_path))
+    loaded = reader(str(tmp_path))
     assert loaded.host_uuid == "h"
     assert loaded.pif("eth0")[0] == {"tx": "off"}
     assert loaded.pif("eth9") == (None, None)
@@ -195,9 +200,78 @@ def test_lookups(tmp_path):
 @pytest.mark.parametrize("features", [
     {"tx": "maybe"}, {"txx": "off"}, {}, "off", None,
 ], ids=["bad-value", "bad-feature", "empty", "not-a-map", "null"])
-def test_a_corrupt_entry_is_refused_on_lookup(tmp_path, features):
+@pytest.mark.parametrize("reader", [r[1] for r in READERS],
+                         ids=[r[0] for r in READERS])
+def test_a_corrupt_entry_is_refused_on_lookup(tmp_path, features, reader):
     cache.write(_sample(pifs={"eth0": {"features": features}}), str(tmp_path))
-    loaded = cache.load(str(tmp_path))
+    loaded = reader(str(tmp_path))
     with pytest.raises(cache.CacheUnusable):
         loaded.pif("eth0")
     assert loaded.vif(VM_UUID, 0)[0] == ALL_OFF
+
+
+# -- the index the udev helper reads -------------------------------------------
+
+def test_encoded_text_is_the_plain_json_encoding():
+    data = _sample(pifs={"eth0": {"features": {"tx": "off"}},
+                         'we"ird\n': {"features": {"tx": "off"}}})
+    encoded = cache.Encoded.from_data(data)
+    assert encoded.text() == json.dumps(data, sort_keys=True,
+                                        separators=(",", ":")) + "\n"
+    assert json.loads(encoded.text()) == data
+    assert 'we"ird' not in encoded.index_text([1, 2, 3])
+
+
+def test_the_index_is_used_when_it_belongs_to_cache_json(tmp_path):
+    cache.write(_sample(), str(tmp_path))
+    loaded = cache.open_lookup(str(tmp_path))
+    assert isinstance(loaded, cache.IndexedCache)
+    assert loaded.generated_at == "2024-01-01T00:00:00Z"
+
+
+def _hand_edit(directory):
+    data = _sample(vifs={})
+    with open(cache.cache_path(directory), "w") as handle:
+        json.dump(data, handle)
+
+
+def _index_removed(directory):
+    os.unlink(os.path.join(directory, cache.INDEX_FILE))
+
+
+def _index_garbled(directory):
+    with open(os.path.join(directory, cache.INDEX_FILE), "w") as handle:
+        handle.write("netoffload-cache-index 1 {\n")
+
+
+@pytest.mark.parametrize("change, vif_listed", [
+    (_hand_edit, False), (_index_removed, True), (_index_garbled, True),
+], ids=["cache-json-edited", "index-missing", "index-garbled"])
+def test_a_stale_or_broken_index_falls_back_to_cache_json(tmp_path, change,
+                                                         vif_listed):
+    directory = str(tmp_path)
+    cache.write(_sample(), directory)
+    change(directory)
+    loaded = cache.open_lookup(directory)
+    assert not isinstance(loaded, cache.IndexedCache)
+    assert (loaded.vif(VM_UUID, 0)[0] is not None) == vif_listed
+
+
+@pytest.mark.parametrize("change", [_index_removed, _index_garbled],
+                         ids=["index-missing", "index-garbled"])
+def test_an_unchanged_write_repairs_the_index(tmp_path, change):
+    directory = str(tmp_path)
+    cache.write(_sample(), directory)
+    change(directory)
+    assert cache.write(_sample(), directory) is False
+    assert isinstance(cache.open_lookup(directory), cache.IndexedCache)
+
+
+def test_a_corrupt_cache_json_is_refused_even_with_an_index(tmp_path):
+    directory = str(tmp_path)
+    cache.write(_sample(), directory)
+    with open(cache.cache_path(directory), "w") as handle:
+        handle.write('{"format": 1, "pifs": ')
+    with pytest.raises(cache.CacheUnusable) as info:
+        cache.open_lookup(directory)
+    assert "corrupt" in info.value.message

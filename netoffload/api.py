@@ -390,12 +390,30 @@ def _records_after(records, plans):
     return after
 
 
-def _local_live(session, args, revert):
-    """scope=local: this host's live part only (called by the fan-out)."""
+def _local_live(session, args, revert, dry_run, confirm):
+    """scope=local: this host's live part only (called by the fan-out).
+
+    The same rules as the pool scope: dry_run only plans, and target=ALL
+    changes nothing without confirm=yes (the fan-out forwards it).
+    """
     spec = parse_target(args)
     ctx = _Context(session)
     selection = reconcile.select(ctx.records, spec, ctx.host_ref)
     targets = None if spec[0] == "all" else selection.refs
+    base = {"host": ctx.host_json(), "dry_run": dry_run}
+    if dry_run:
+        if revert:
+            devices = reconcile.revert_live(ctx.records, ctx.host_ref,
+                                            _store(), targets, dry_run=True)
+        else:
+            devices = reconcile.enforce_live(ctx.records, ctx.host_ref,
+                                             _store(), targets, dry_run=True)
+        return dict(base, devices=devices, summary=_summary_of([], devices))
+    if spec[0] == "all" and not confirm:
+        raise ConfirmRequired(
+            "%s target=ALL scope=local changes every device on this host; "
+            "nothing was changed. Pass confirm=yes"
+            % ("revert" if revert else "apply"))
     with host_lock():
         store = _store()
         if revert:
@@ -404,8 +422,7 @@ def _local_live(session, args, revert):
         else:
             devices = reconcile.enforce_live(ctx.records, ctx.host_ref, store,
                                              targets)
-    return {"host": ctx.host_json(), "devices": devices,
-            "summary": _summary_of([], devices)}
+    return dict(base, devices=devices, summary=_summary_of([], devices))
 
 
 def apply(session, args):
@@ -418,7 +435,7 @@ def apply(session, args):
     pool_wide = A.parse_bool(args, "pool")
     force = A.parse_bool(args, "force")
     if _scope(args) == "local":
-        return _local_live(session, args, revert=False)
+        return _local_live(session, args, False, dry_run, confirm)
     if dry_run:
         return _apply(session, args, spec, policy, True, confirm, pool_wide,
                       force)
@@ -481,7 +498,7 @@ def revert(session, args):
     pool_wide = A.parse_bool(args, "pool")
     dry_run = A.parse_bool(args, "dry_run")
     if _scope(args) == "local":
-        return _local_live(session, args, revert=True)
+        return _local_live(session, args, True, dry_run, confirm)
     if dry_run:
         return _revert(session, args, spec, True, confirm, pool_wide)
     with host_lock():

@@ -454,9 +454,10 @@ def enforce_live(records, host_ref, store, targets=None, dry_run=False):
     return results
 
 
-def revert_live(records, host_ref, store, targets=None):
+def revert_live(records, host_ref, store, targets=None, dry_run=False):
     """Restore recorded live state: of the targets' devices, or (targets
-    None) of every device recorded on this host, known to xapi or not."""
+    None) of every device recorded on this host, known to xapi or not.
+    dry_run: report what would be restored (action "plan"), change nothing."""
     recorded = store.recorded()
     present = set(ethtool.list_devices())
     if targets is None:
@@ -470,6 +471,11 @@ def revert_live(records, host_ref, store, targets=None):
     for device, entry in devices:
         if device not in present:
             entry["action"] = "absent"
+            results.append(entry)
+            continue
+        if dry_run:
+            entry["action"] = "plan"
+            entry["restore"] = dict(recorded[device])
             results.append(entry)
             continue
         try:

@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """netoffload bench on one veth path between two network namespaces:
 
-1. stream throughput: `netoffload bench` vs `iperf3` (target: within 15%);
+1. stream throughput: `netoffload bench` vs `iperf3`, apples to apples: same
+   direction (client sends), same duration, same block size (128 KiB), both
+   rates as the receiver counted them; single stream (`--parallel 1` vs
+   `iperf3 -P 1`) and parallel (`--parallel 2` vs `-P 2`). Target: within
+   15% for the single stream.
 2. TCP_CRR: `netoffload bench` (Python) vs a minimal C client + server
    compiled with gcc here, speaking the same protocol (shows how much of
    the rate is the tool and how much the path);
@@ -9,9 +13,13 @@
    throughput, TCP_RR and TCP_CRR, the evidence to look at before disabling
    offload.
 
-Each figure is the median of ROUNDS runs of DURATION seconds (env
-BENCH_DIAG_DURATION, BENCH_DIAG_ROUNDS). Prints a table and writes
-bench/results/bench_diag.json.
+The machine is shared, so the tool and its reference run back to back in
+each round, in alternating order (ABBA), and the ratio is the median of the
+per-round ratios; every round records the load average. Each figure is the
+median of ROUNDS runs of DURATION whole seconds (env BENCH_DIAG_DURATION,
+BENCH_DIAG_ROUNDS; BENCH_DIAG_CODE = a directory holding another netoffload
+package to measure instead, e.g. an older checkout). Prints a table and
+writes bench/results/bench_diag.json.
 """
 import json
 import os
@@ -29,15 +37,18 @@ sys.path.insert(0, ROOT)
 
 from tests.support.netns import NetNS  # noqa: E402
 
-DURATION = float(os.environ.get("BENCH_DIAG_DURATION", "3"))
-ROUNDS = int(os.environ.get("BENCH_DIAG_ROUNDS", "3"))
+DURATION = int(os.environ.get("BENCH_DIAG_DURATION", "3"))
+ROUNDS = int(os.environ.get("BENCH_DIAG_ROUNDS", "5"))
+COMPARE_ROUNDS = int(os.environ.get("BENCH_DIAG_COMPARE_ROUNDS", "3"))
+CODE = os.environ.get("BENCH_DIAG_CODE", ROOT)
 PY = sys.executable
-ENV = dict(os.environ, PYTHONPATH=ROOT)
+ENV = dict(os.environ, PYTHONPATH=CODE)
 SERVER_IP = "10.79.0.2"
 PORT = 12866
 C_PORT = 12867
 IPERF_PORT = 5209
 STREAM_TARGET = 0.15
+PARALLEL = 2
 
 CRR_C = r"""
 #include <arpa/inet.h>
@@ -94,21 +105,27 @@ int main(int argc, char **argv) {
 
 
 def median(values):
-    return round(statistics.median(values), 1)
+    return round(statistics.median(values), 3 if max(values) < 10 else 1)
 
 
-def bench_client(ns, tests):
+def load():
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def bench_client(ns, tests, parallel=1, duration=DURATION):
     done = ns.run([PY, "-m", "netoffload", "bench", "client", SERVER_IP,
-                   "--duration", str(DURATION), "--tests", ",".join(tests),
-                   "--json"], env=ENV, cwd=ROOT, timeout=DURATION * 10 + 30)
+                   "--duration", str(duration), "--parallel", str(parallel),
+                   "--tests", ",".join(tests), "--json"], env=ENV, cwd=CODE,
+                  timeout=duration * 10 + 30)
     return json.loads(done.stdout)["tests"]
 
 
-def iperf3_mbit(ns):
+def iperf3_mbit(ns, parallel):
     done = ns.run(["iperf3", "-c", SERVER_IP, "-p", str(IPERF_PORT), "-t",
-                   str(int(max(1, DURATION))), "-J"], timeout=DURATION + 30)
+                   str(DURATION), "-P", str(parallel), "-J"],
+                  timeout=DURATION + 30)
     report = json.loads(done.stdout)
-    return report["end"]["sum_received"]["bits_per_second"] / 1e6
+    return round(report["end"]["sum_received"]["bits_per_second"] / 1e6, 1)
 
 
 def build_c(workdir):
@@ -123,11 +140,57 @@ def build_c(workdir):
     return binary
 
 
+def paired(rounds, ours_key, ref_key):
+    """Medians of both sides and the median of per-round ratios."""
+    pairs = [r for r in rounds if r.get(ref_key)]
+    result = {"netoffload": median([r[ours_key] for r in rounds]),
+              "runs": [r[ours_key] for r in rounds]}
+    if pairs:
+        result["reference"] = median([r[ref_key] for r in pairs])
+        result["reference_runs"] = [r[ref_key] for r in pairs]
+        result["ratio"] = median([r[ours_key] / r[ref_key] for r in pairs])
+    return result
+
+
+def measure_round(a, index, have_iperf, c_binary):
+    """One round; the order flips every round so drift hits both sides."""
+    row = {"load_before": load()}
+    steps = [
+        ("stream_p1", lambda: bench_client(a, ("stream",))["stream"][
+            "mbit_per_s"]),
+        ("iperf3_p1", (lambda: iperf3_mbit(a, 1)) if have_iperf else None),
+        ("stream_p%d" % PARALLEL, lambda: bench_client(
+            a, ("stream",), PARALLEL)["stream"]["mbit_per_s"]),
+        ("iperf3_p%d" % PARALLEL,
+         (lambda: iperf3_mbit(a, PARALLEL)) if have_iperf else None),
+        ("crr", lambda: bench_client(a, ("tcp_crr",))["tcp_crr"][
+            "per_second"]),
+        ("c_crr", (lambda: float(a.run(
+            [c_binary, "client", SERVER_IP, str(C_PORT), str(DURATION)],
+            timeout=DURATION + 30).stdout.strip())) if c_binary else None),
+    ]
+    for pair_start in range(0, len(steps), 2):
+        pair = steps[pair_start:pair_start + 2]
+        if index % 2:
+            pair.reverse()
+        for name, step in pair:
+            if step is not None:
+                row[name] = step()
+    row["load_after"] = load()
+    return row
+
+
 def main():
     results = {"machine": {"python": platform.python_version(),
                            "kernel": platform.release(),
-                           "cpus": os.cpu_count()},
-               "duration": DURATION, "rounds": ROUNDS}
+                           "cpus": os.cpu_count(),
+                           "iperf3": (subprocess.run(
+                               ["iperf3", "--version"], stdout=subprocess.PIPE,
+                               universal_newlines=True).stdout.split("\n")[0]
+                               if shutil.which("iperf3") else None)},
+               "code": CODE, "duration": DURATION, "rounds": ROUNDS,
+               "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+               "load_start": load()}
     a, b = NetNS("bda"), NetNS("bdb")
     servers = []
     workdir = tempfile.mkdtemp(prefix="bench-diag-")
@@ -139,14 +202,15 @@ def main():
         a.ip("link", "set", "vA", "up")
         b.ip("link", "set", "vB", "up")
         server = b.popen([PY, "-m", "netoffload", "bench", "server", "--bind",
-                          SERVER_IP, "--port", str(PORT)], env=ENV, cwd=ROOT,
+                          SERVER_IP, "--port", str(PORT)], env=ENV, cwd=CODE,
                          stderr=subprocess.PIPE, universal_newlines=True)
         servers.append(server)
         server.stderr.readline()
         have_iperf = shutil.which("iperf3") is not None
         if have_iperf:
             servers.append(b.popen(["iperf3", "-s", "-p", str(IPERF_PORT)],
-                                   stdout=subprocess.DEVNULL))
+                                   stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL))
         c_binary = build_c(workdir)
         if c_binary:
             c_server = b.popen([c_binary, "server", SERVER_IP, str(C_PORT)],
@@ -155,40 +219,31 @@ def main():
             c_server.stderr.readline()
         time.sleep(0.5)
 
-        ours_stream, iperf, ours_crr, c_crr = [], [], [], []
-        for _ in range(ROUNDS):
-            tests = bench_client(a, ("stream", "tcp_crr"))
-            ours_stream.append(tests["stream"]["mbit_per_s"])
-            ours_crr.append(tests["tcp_crr"]["per_second"])
-            if have_iperf:
-                iperf.append(iperf3_mbit(a))
-            if c_binary:
-                done = a.run([c_binary, "client", SERVER_IP, str(C_PORT),
-                              str(DURATION)], timeout=DURATION + 30)
-                c_crr.append(float(done.stdout.strip()))
-        stream = {"netoffload_mbit_s": median(ours_stream),
-                  "runs": ours_stream}
-        if iperf:
-            stream["iperf3_mbit_s"] = median(iperf)
-            stream["iperf3_runs"] = [round(v, 1) for v in iperf]
-            stream["ratio"] = round(median(ours_stream) / median(iperf), 3)
-            stream["within_target"] = abs(1 - stream["ratio"]) <= STREAM_TARGET
-        crr = {"netoffload_per_s": median(ours_crr), "runs": ours_crr}
-        if c_crr:
-            crr["c_reference_per_s"] = median(c_crr)
-            crr["c_runs"] = c_crr
-            crr["ratio"] = round(median(ours_crr) / median(c_crr), 3)
-        results["stream"] = stream
-        results["tcp_crr"] = crr
+        rounds = []
+        for index in range(ROUNDS):
+            rounds.append(measure_round(a, index, have_iperf, c_binary))
+            sys.stderr.write("round %d: %s\n" % (index + 1, json.dumps(
+                rounds[-1], sort_keys=True)))
+        results["rounds_raw"] = rounds
+        results["stream_p1"] = paired(rounds, "stream_p1", "iperf3_p1")
+        results["stream_p%d" % PARALLEL] = paired(
+            rounds, "stream_p%d" % PARALLEL, "iperf3_p%d" % PARALLEL)
+        results["tcp_crr"] = paired(rounds, "crr", "c_crr")
+        if "ratio" in results["stream_p1"]:
+            results["stream_p1"]["within_target"] = abs(
+                1 - results["stream_p1"]["ratio"]) <= STREAM_TARGET
 
         compares = []
-        for _ in range(ROUNDS):
+        for _ in range(COMPARE_ROUNDS):
+            load_before = load()
             done = a.run([PY, "-m", "netoffload", "bench", "--compare",
                           "all-off", "vA", "--host", SERVER_IP, "--duration",
-                          str(DURATION), "--json"], env=ENV, cwd=ROOT,
+                          str(DURATION), "--json"], env=ENV, cwd=CODE,
                          timeout=DURATION * 20 + 60)
-            compares.append(json.loads(done.stdout))
-        offload = {}
+            compare = json.loads(done.stdout)
+            compare["load_before"] = load_before
+            compares.append(compare)
+        offload = {"loads": [c["load_before"] for c in compares]}
         for test, key in (("stream", "mbit_per_s"), ("tcp_rr", "per_second"),
                           ("tcp_crr", "per_second")):
             default = median([c["before"]["tests"][test][key] for c in compares])
@@ -210,30 +265,35 @@ def main():
         a.close()
         b.close()
         shutil.rmtree(workdir, ignore_errors=True)
+    results["load_end"] = load()
 
-    print("one veth path, %ss x %d rounds (median)" % (DURATION, ROUNDS))
-    print("%-34s %14s %14s %8s" % ("MEASURE", "NETOFFLOAD", "REFERENCE",
+    print("one veth path, %ds x %d rounds (median; ratio = median of per-round"
+          " ratios)" % (DURATION, ROUNDS))
+    print("load average (1/5/15 min): start %s, end %s; per round 1-min: %s"
+          % (results["load_start"], results["load_end"],
+             [r["load_before"][0] for r in rounds]))
+    print("%-36s %12s %12s %7s" % ("MEASURE", "NETOFFLOAD", "REFERENCE",
                                    "RATIO"))
-    s = results["stream"]
-    print("%-34s %14.1f %14s %8s" % (
-        "stream Mbit/s (ref iperf3)", s["netoffload_mbit_s"],
-        s.get("iperf3_mbit_s", "n/a"), s.get("ratio", "n/a")))
-    c = results["tcp_crr"]
-    print("%-34s %14.1f %14s %8s" % (
-        "TCP_CRR conn/s (ref C client+srv)", c["netoffload_per_s"],
-        c.get("c_reference_per_s", "n/a"), c.get("ratio", "n/a")))
+    for key, label in (("stream_p1", "stream -P1 Mbit/s (iperf3)"),
+                       ("stream_p%d" % PARALLEL,
+                        "stream -P%d Mbit/s (iperf3)" % PARALLEL),
+                       ("tcp_crr", "TCP_CRR conn/s (C client+srv)")):
+        entry = results[key]
+        print("%-36s %12.1f %12s %7s" % (
+            label, entry["netoffload"], entry.get("reference", "n/a"),
+            entry.get("ratio", "n/a")))
     print()
-    print("%-34s %14s %14s %8s" % ("OFFLOAD (netoffload bench)", "DEFAULT",
+    print("%-36s %12s %12s %7s" % ("OFFLOAD (netoffload bench)", "DEFAULT",
                                    "ALL-OFF", "CHANGE"))
     for test in ("stream", "tcp_rr", "tcp_crr"):
         o = results["all_off_vs_default"][test]
-        print("%-34s %14.1f %14.1f %7.1f%%" % (test, o["default"], o["all_off"],
+        print("%-36s %12.1f %12.1f %6.1f%%" % (test, o["default"], o["all_off"],
                                                o["change_percent"]))
     print("state restored after every compare: %s"
           % results["all_off_vs_default"]["restored"])
-    if "within_target" in s:
-        print("stream within %d%% of iperf3: %s" % (STREAM_TARGET * 100,
-                                                    s["within_target"]))
+    if "within_target" in results["stream_p1"]:
+        print("single stream within %d%% of iperf3: %s" % (
+            STREAM_TARGET * 100, results["stream_p1"]["within_target"]))
     out_dir = os.path.join(ROOT, "bench", "results")
     if not os.path.isdir(out_dir):
         os.makedirs(out_dir)

@@ -7,17 +7,30 @@ Three tests between a client and a `bench server`:
   the server closes first so TIME_WAIT sits on the server and the client
   never runs out of ports);
 - tcp_rr: 1-byte transactions on one connection (latency);
-- stream: bulk send; the receiver counts the bytes (throughput).
+- stream: bulk send of 128 KiB blocks, like `iperf3 -c HOST` (same block
+  size, plain copying writes, no socket buffer sizing, Nagle left on); the
+  receiver counts the bytes and times them from the first byte to EOF, and
+  the rate is computed from the receiver's figures, as iperf3 reports it.
 
 Wire protocol: the client's first byte picks the test (C, R, S). For C and
 R every further byte is a request answered by one byte; for S the server
-reads to EOF and answers with the byte count (8 bytes, network order).
+reads to EOF and answers with the byte count and the receiver's first-byte
+and EOF times in nanoseconds of its own clock (3 x 8 bytes, network order).
+
+Server: one selectors loop accepts; a connection whose request is already
+there (the usual case for tcp_crr) is answered and closed right in the
+accept loop without touching the selector; tcp_rr and stream connections
+get one blocking thread each (no select per transaction or per block).
+Clients use blocking sockets with kernel timeouts (SO_RCVTIMEO/SO_SNDTIMEO)
+rather than Python timeouts, which would add a poll() to every call.
 
 `compare()` runs the client, applies a policy temporarily to local devices
-with the engine, runs it again, and restores every device's prior state in
-a `finally` (SIGTERM is turned into KeyboardInterrupt so that also covers
-`kill`). It restores the exact pre-bench state read with ethtool rather than
-using LiveStateStore, whose record holds the pre-netoffload state.
+with the engine, runs it again, and restores every device's prior state
+exactly (active features and the kernel's requested bits, through
+`ethtool.restore_features`) in a `finally` (SIGTERM is turned into
+KeyboardInterrupt so that also covers `kill`). It restores the state read
+just before the bench rather than using LiveStateStore, whose record holds
+the pre-netoffload state.
 """
 import errno
 import selectors
@@ -30,40 +43,50 @@ import time
 from netoffload.errors import BadArgument, DeviceError
 
 DEFAULT_PORT = 12866
-STREAM_CHUNK = 128 * 1024
-RECV_CHUNK = 256 * 1024
+STREAM_BLOCK = 128 * 1024  # iperf3's default TCP block size
+RECV_BUFFER = 256 * 1024
 TESTS = ("tcp_crr", "tcp_rr", "stream")
 MAX_DURATION = 300
 MAX_PARALLEL = 64
-_COUNT = struct.Struct("!Q")
+IO_TIMEOUT = 10
+_STREAM_REPORT = struct.Struct("!QQQ")  # bytes, first byte ns, EOF ns
+_TIMEVAL = struct.Struct("@ll")
 _MODES = {b"C": "tcp_crr", b"R": "tcp_rr", b"S": "stream"}
+_ANSWER = b"r"
+
+
+def _now_ns():
+    return int(time.monotonic() * 1e9)
+
+
+def _kernel_timeouts(sock, send=False):
+    """A blocking socket whose calls fail after IO_TIMEOUT seconds: one
+    setsockopt instead of Python's settimeout (a poll before every call)."""
+    value = _TIMEVAL.pack(IO_TIMEOUT, 0)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    if send:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
 
 
 # -- server ------------------------------------------------------------------
 
-class _Conn(object):
-    __slots__ = ("sock", "mode", "count")
-
-    def __init__(self, sock):
-        self.sock = sock
-        self.mode = None
-        self.count = 0
-
-
 class BenchServer(object):
-    """A single-threaded event-loop server for all three tests."""
+    """Accepts in one selectors loop; see the module docstring."""
 
     def __init__(self, host="0.0.0.0", port=DEFAULT_PORT):
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.listener = socket.socket(family, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Accepted sockets inherit TCP_NODELAY: tcp_rr needs it, and the
+        # stream receiver only sends its 24-byte report.
+        self.listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.listener.bind((host, port))
         self.listener.listen(1024)
         self.listener.setblocking(False)
         self.port = self.listener.getsockname()[1]
         self._selector = selectors.DefaultSelector()
-        self._selector.register(self.listener, selectors.EVENT_READ, None)
-        self._buffer = bytearray(RECV_CHUNK)
+        self._selector.register(self.listener, selectors.EVENT_READ, "accept")
+        self._buffer = bytearray(64)
         self._stop = False
         self._thread = None
 
@@ -71,10 +94,11 @@ class BenchServer(object):
         try:
             while not self._stop:
                 for key, _mask in self._selector.select(timeout=0.2):
-                    if key.data is None:
+                    if key.data == "accept":
                         self._accept()
                     else:
-                        self._readable(key.data)
+                        self._selector.unregister(key.fileobj)
+                        self._read(key.fileobj, key.data)
         finally:
             self._close_all()
 
@@ -85,70 +109,47 @@ class BenchServer(object):
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as err:
-                if err.errno in (errno.EMFILE, errno.ENFILE):
+                if err.errno in (errno.EMFILE, errno.ENFILE, errno.ECONNABORTED):
                     return
                 raise
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._selector.register(sock, selectors.EVENT_READ, _Conn(sock))
+            self._read(sock, None)
 
-    def _drop(self, conn):
-        self._selector.unregister(conn.sock)
-        conn.sock.close()
-
-    def _readable(self, conn):
+    def _read(self, sock, mode):
+        """Read without blocking (`sock` itself is blocking: MSG_DONTWAIT);
+        wait in the selector if the client has not sent enough yet. `mode`
+        is None until the test byte has arrived."""
         try:
-            size = conn.sock.recv_into(self._buffer)
+            size = sock.recv_into(self._buffer, 0, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
+            self._selector.register(sock, selectors.EVENT_READ, mode)
             return
         except OSError:
-            self._drop(conn)
-            return
-        if size == 0:
-            self._drop(conn)
-            return
-        data = memoryview(self._buffer)[:size]
-        if conn.mode is None:
-            conn.mode = _MODES.get(bytes(data[:1]))
-            if conn.mode is None:
-                self._drop(conn)
-                return
-            data = data[1:]
-        if conn.mode == "stream":
-            # Bulk data: a blocking reader thread per stream costs fewer
-            # syscalls than the event loop and releases the GIL in recv.
-            conn.count += len(data)
-            self._selector.unregister(conn.sock)
-            reader = threading.Thread(target=self._stream_reader, args=(conn,))
-            reader.daemon = True
-            reader.start()
-            return
-        if not len(data):
-            return
-        try:
-            conn.sock.send(b"r" * len(data))
-        except OSError:
-            self._drop(conn)
-            return
-        if conn.mode == "tcp_crr":
-            self._drop(conn)  # the server closes first: see the docstring
-
-    @staticmethod
-    def _stream_reader(conn):
-        buffer = bytearray(RECV_CHUNK)
-        sock = conn.sock
-        try:
-            sock.setblocking(True)
-            while True:
-                size = sock.recv_into(buffer)
-                if not size:
-                    break
-                conn.count += size
-            sock.sendall(_COUNT.pack(conn.count))
-        except OSError:
-            pass
-        finally:
             sock.close()
+            return
+        if not size:
+            sock.close()
+            return
+        requests = size
+        if mode is None:
+            mode = _MODES.get(bytes(self._buffer[:1]))
+            requests -= 1
+            if mode is None:
+                sock.close()
+                return
+        if mode == "tcp_crr":
+            if not requests:  # the request byte is still on its way
+                self._selector.register(sock, selectors.EVENT_READ, mode)
+                return
+            try:
+                sock.send(_ANSWER * requests)
+            except OSError:
+                pass
+            sock.close()  # the server closes first: see the docstring
+            return
+        target = _serve_rr if mode == "tcp_rr" else _serve_stream
+        worker = threading.Thread(target=target, args=(sock, requests))
+        worker.daemon = True
+        worker.start()
 
     def start(self):
         """Serve in a background thread (tests, compare)."""
@@ -169,13 +170,56 @@ class BenchServer(object):
         self._selector.close()
 
 
+def _serve_rr(sock, pending):
+    """tcp_rr: answer every request byte, until EOF."""
+    buffer = bytearray(64)
+    try:
+        _kernel_timeouts(sock, send=True)
+        if pending:
+            sock.sendall(_ANSWER * pending)
+        while True:
+            size = sock.recv_into(buffer)
+            if not size:
+                break
+            sock.sendall(_ANSWER if size == 1 else _ANSWER * size)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+def _serve_stream(sock, already):
+    """Count bytes to EOF with one big preallocated buffer; report them."""
+    buffer = bytearray(RECV_BUFFER)
+    recv_into = sock.recv_into
+    count = already
+    first = _now_ns()
+    try:
+        _kernel_timeouts(sock, send=True)
+        while True:
+            size = recv_into(buffer)
+            if not size:
+                break
+            count += size
+        sock.sendall(_STREAM_REPORT.pack(count, first, _now_ns()))
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
 # -- client ------------------------------------------------------------------
 
-def _connect(address, family):
+def _connect(address, family, nodelay, send_timeout=False):
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.settimeout(10)
-    sock.connect(address)
+    try:
+        _kernel_timeouts(sock, send=send_timeout)
+        if nodelay:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.connect(address)
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 
@@ -191,12 +235,15 @@ def _recv_exact(sock, size):
 
 def _crr_worker(address, family, deadline, result):
     count = 0
-    while time.monotonic() < deadline:
-        sock = _connect(address, family)
+    monotonic = time.monotonic
+    while monotonic() < deadline:
+        # One request in one segment; Nagle cannot delay a first write.
+        sock = _connect(address, family, nodelay=False)
         try:
-            sock.sendall(b"Cq")
-            _recv_exact(sock, 1)
-            sock.recv(1)  # the server's FIN
+            sock.send(b"Cq")
+            if not sock.recv(16):
+                raise DeviceError("bench server closed the connection early")
+            sock.recv(16)  # the server's FIN
         finally:
             sock.close()
         count += 1
@@ -204,13 +251,16 @@ def _crr_worker(address, family, deadline, result):
 
 
 def _rr_worker(address, family, deadline, result):
-    sock = _connect(address, family)
+    sock = _connect(address, family, nodelay=True)
     count = 0
+    monotonic = time.monotonic
+    send, recv = sock.send, sock.recv
     try:
-        sock.sendall(b"R")
-        while time.monotonic() < deadline:
-            sock.sendall(b"q")
-            _recv_exact(sock, 1)
+        send(b"R")
+        while monotonic() < deadline:
+            send(b"q")
+            if not recv(16):
+                raise DeviceError("bench server closed the connection early")
             count += 1
     finally:
         sock.close()
@@ -218,17 +268,19 @@ def _rr_worker(address, family, deadline, result):
 
 
 def _stream_worker(address, family, deadline, result):
-    sock = _connect(address, family)
-    payload = memoryview(b"\0" * STREAM_CHUNK)
+    sock = _connect(address, family, nodelay=False, send_timeout=True)
+    block = b"\0" * STREAM_BLOCK
+    monotonic = time.monotonic
+    sendall = sock.sendall
     try:
-        sock.sendall(b"S")
-        while time.monotonic() < deadline:
-            sock.sendall(payload)
+        sendall(b"S")
+        while monotonic() < deadline:
+            sendall(block)
         sock.shutdown(socket.SHUT_WR)
-        received = _COUNT.unpack(_recv_exact(sock, _COUNT.size))[0]
+        report = _recv_exact(sock, _STREAM_REPORT.size)
     finally:
         sock.close()
-    result.append(received)
+    result.append(_STREAM_REPORT.unpack(report))
 
 
 _WORKERS = {"tcp_crr": _crr_worker, "tcp_rr": _rr_worker,
@@ -245,7 +297,8 @@ def _resolve(host, port):
 
 
 def run_test(test, host, port=DEFAULT_PORT, duration=5.0, parallel=1):
-    """One test with `parallel` threads; a dict of totals and the rate."""
+    """One test with `parallel` threads (one connection each at a time);
+    a dict of totals and the rate."""
     family, address = _resolve(host, port)
     results, errors = [], []
 
@@ -268,12 +321,18 @@ def run_test(test, host, port=DEFAULT_PORT, duration=5.0, parallel=1):
     if errors:
         raise DeviceError("bench %s against %s:%d failed: %s" % (
             test, host, port, errors[0]), str(errors[0]))
-    total = sum(results)
     entry = {"seconds": round(elapsed, 3), "parallel": parallel}
     if test == "stream":
+        # Receiver side: all bytes over the span from the first stream's
+        # first byte to the last stream's EOF (one clock, the server's).
+        total = sum(r[0] for r in results)
+        span = (max(r[2] for r in results) - min(r[1] for r in results)) / 1e9
         entry["bytes"] = total
-        entry["mbit_per_s"] = round(total * 8 / elapsed / 1e6, 1)
+        entry["receiver_seconds"] = round(span, 3)
+        entry["mbit_per_s"] = round(total * 8 / span / 1e6, 1) if span > 0 \
+            else 0.0
     else:
+        total = sum(results)
         entry["transactions"] = total
         entry["per_second"] = round(total / elapsed, 1)
         if total:

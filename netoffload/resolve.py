@@ -137,7 +137,7 @@ class PoolRecords(object):
         self.pifs = pifs or {}
         self.vms = vms or {}
         self.vifs = vifs or {}
-        # None: unknown (no host_metrics class); treat enabled hosts as live.
+        # None: unknown (no host_metrics class); treat every host as live.
         self.host_metrics = host_metrics
 
     # -- the pool ----------------------------------------------------------------
@@ -170,9 +170,10 @@ class PoolRecords(object):
 
     # -- lookups -----------------------------------------------------------------
     def host_is_live(self, host_ref):
+        """host_metrics.live only: a disabled host (maintenance mode) still
+        runs VMs and answers host.call_plugin (xapi's forwarding does not
+        look at `enabled`)."""
         host = self.hosts.get(host_ref) or {}
-        if host.get("enabled") is False:
-            return False
         if self.host_metrics is None:
             return True
         metrics = self.host_metrics.get(host.get("metrics"))

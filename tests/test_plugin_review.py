@@ -53,3 +53,76 @@ def test_local_scope_all_needs_confirm(pool, fn):
     done = pool.call(fn, target="ALL", scope="local", confirm="yes")
     assert done["summary"]["devices_failed"] == []
     assert pool.state() != before
+
+
+# -- 5, 6, 8: the pool fan-out ---------------------------------------------------
+
+def test_fan_out_reaches_a_host_in_maintenance_mode(pool):
+    with pool.sim.db.lock:  # what host.disable leaves: enabled=false, live
+        pool.sim.db.set_field("host", pool.hosts["h2"], "enabled", False)
+    result = pool.call("apply", target="ALL", policy="all-off", confirm="yes",
+                       pool="true")
+    h2 = [h for h in result["hosts"] if h["name_label"] == "h2"][0]
+    assert h2["ok"] is True, h2
+    assert live(pool, "h2", "vif7.0")["tx"] == "off"
+
+
+def test_fan_out_reports_live_but_unreachable_hosts(pool, tmp_path):
+    # Live in the database, yet the call fails when it is made: a host
+    # whose dom0 namespace is gone, and one without the plugin installed.
+    gone = pool.sim.add_host("h3", netns="nosuch-netns-%d" % id(pool))
+    bare = pool.sim.add_host("h4", netns=pool.ns["h2"].name,
+                             plugin_dir=str(tmp_path))
+    result = pool.call("apply", target="ALL", policy="tx-off", confirm="yes",
+                       pool="true")
+    by_name = dict((h["name_label"], h) for h in result["hosts"])
+    assert sorted(by_name) == ["h1", "h2", "h3", "h4"]
+    assert (by_name["h1"]["ok"], by_name["h2"]["ok"]) == (True, True)
+    assert by_name["h2"]["result"]["summary"]["devices_failed"] == []
+    assert live(pool, "h2", "vif7.0")["tx"] == "off"
+    assert (by_name["h3"]["ok"], by_name["h3"]["error"][0]) == (
+        False, "XENAPI_PLUGIN_FAILURE")
+    assert (by_name["h4"]["ok"], by_name["h4"]["error"][0]) == (
+        False, "XENAPI_MISSING_PLUGIN")
+    assert gone and bare
+
+
+@pytest.fixture
+def in_process(pool, monkeypatch):
+    """This process as the plugin on h1 (its env), for fan-out internals."""
+    for key, value in pool.sim.plugin_env(pool.hosts["h1"]).items():
+        if key.startswith("NETOFFLOAD_"):
+            monkeypatch.setenv(key, value)
+    from netoffload import api
+    return api._Context(pool.session)
+
+
+def test_fan_out_thread_bug_is_reported_not_raised(pool, in_process, mocker):
+    from netoffload import api
+    mocker.patch.object(api.X, "open_session", autospec=True,
+                        side_effect=RuntimeError("injected"))
+    entries = api._fan_out(in_process, "version", {}, {"here": True})
+    by_name = dict((h["name_label"], h) for h in entries)
+    assert by_name["h1"] == dict(by_name["h1"], ok=True,
+                                 result={"here": True})
+    assert by_name["h2"]["ok"] is False
+    assert by_name["h2"]["error"] == ["RuntimeError", "injected"]
+    json.dumps(entries)
+
+
+def test_fan_out_timeout_marks_the_host_and_late_answers_change_nothing(
+        pool, in_process, mocker):
+    from netoffload import api
+    mocker.patch.object(api, "FANOUT_TIMEOUT", 0.3)
+    pool.sim.set_latency_ms(400)  # every call of the h2 thread is slow
+    try:
+        entries = api._fan_out(in_process, "version", {}, {})
+        snapshot = json.dumps(entries, sort_keys=True)
+        by_name = dict((h["name_label"], h) for h in entries)
+        assert by_name["h2"]["ok"] is False
+        assert by_name["h2"]["error"][0] == "TIMEOUT"
+    finally:
+        pool.sim.set_latency_ms(0)
+    import time
+    time.sleep(1.5)  # the late thread finishes now
+    assert json.dumps(entries, sort_keys=True) == snapshot

@@ -196,7 +196,8 @@ def test_host_liveness():
     assert records.host_is_live("OpaqueRef:host")
     records.host_metrics["OpaqueRef:hm"]["live"] = False
     assert not records.host_is_live("OpaqueRef:host")
+    records.host_metrics["OpaqueRef:hm"]["live"] = True
+    records.hosts["OpaqueRef:host"]["enabled"] = False  # maintenance mode
+    assert records.host_is_live("OpaqueRef:host")
     records.host_metrics = None
     assert records.host_is_live("OpaqueRef:host")
-    records.hosts["OpaqueRef:host"]["enabled"] = False
-    assert not records.host_is_live("OpaqueRef:host")

@@ -419,7 +419,13 @@ def compare(policy_text, devices, host, port=DEFAULT_PORT, duration=5.0,
     for device in devices:
         validate_device(device)
     check_bounds(duration, parallel, port)
-    prior = dict((d, ethtool.read_features(d).as_onoff()) for d in devices)
+    from netoffload.features import FEATURES
+    current = dict((d, ethtool.read_features(d)) for d in devices)
+    prior = dict((d, state.as_onoff()) for d, state in current.items())
+    # The kernel's requested bits too: a restore by short name alone would
+    # turn a group's bits all on or all off (see ethtool.restore_features).
+    prior_bits = dict((d, ethtool.requested_bits(state, FEATURES))
+                      for d, state in current.items())
     before = run_client(host, port, duration, parallel, tests)
     previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
     applied, restored = {}, {}
@@ -434,7 +440,8 @@ def compare(policy_text, devices, host, port=DEFAULT_PORT, duration=5.0,
                                          [signal.SIGINT, signal.SIGTERM])
         for device in devices:
             try:
-                result = ethtool.apply_features(device, prior[device])
+                result = ethtool.restore_features(device, prior[device],
+                                                  prior_bits[device])
                 restored[device] = {"ok": result.ok, "state": result.after}
             except DeviceError as err:
                 restored[device] = {"ok": False, "error": err.message}
@@ -442,6 +449,7 @@ def compare(policy_text, devices, host, port=DEFAULT_PORT, duration=5.0,
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     return {
         "policy": policy.text, "devices": list(devices), "prior": prior,
+        "prior_requested": prior_bits,
         "applied": applied, "restored": restored,
         "before": before, "after": after,
         "change_percent": dict(

@@ -78,10 +78,33 @@ def test_table_output_and_parallel(path):
     assert [line.split()[0] for line in lines[1:]] == ["tcp_crr", "stream"]
 
 
+# The state before the bench: the veth defaults; tx off, so the tso bits
+# read "off [requested on]"; one tso bit off while the group reads on (a
+# restore by short name would turn it back on). An exact restore puts
+# every requested bit back, so `ethtool -k` reads the same text after.
+PRIOR_STATES = [
+    pytest.param([], None, id="defaults"),
+    pytest.param(["tx", "off"], "tx-tcp-segmentation: off [requested on]",
+                 id="tx-off-tso-requested-on"),
+    pytest.param(["tx-tcp6-segmentation", "off"], "tx-tcp6-segmentation: off\n",
+                 id="one-tso-bit-off"),
+]
+
+
+def prepare(ns, dev, change, marker):
+    if change:
+        ns.run(["ethtool", "-K", dev] + change)
+    text = live(ns, dev)
+    if marker:
+        assert marker in text, text  # the state this case is about
+    return text
+
+
 @pytest.mark.root
-def test_compare_applies_then_restores(path):
+@pytest.mark.parametrize("change,marker", PRIOR_STATES)
+def test_compare_applies_then_restores_exactly(path, change, marker):
     a, _b = path
-    before = live(a, "vA")
+    before = prepare(a, "vA", change, marker)
     done = cli(a, "--compare", "all-off", "vA", "--host", "10.78.0.2",
                "--duration", "1", "--tests", "stream", "--json")
     assert done.returncode == 0, done.stderr
@@ -91,21 +114,23 @@ def test_compare_applies_then_restores(path):
     assert result["restored"]["vA"]["ok"] is True
     assert result["before"]["tests"]["stream"]["mbit_per_s"] > 0
     assert result["after"]["tests"]["stream"]["mbit_per_s"] > 0
-    assert live(a, "vA") == before
+    assert live(a, "vA") == before  # the full `ethtool -k` text
 
 
 @pytest.mark.root
-def test_compare_restores_on_sigterm_while_policy_applied(path):
+@pytest.mark.parametrize("change,marker", PRIOR_STATES)
+def test_compare_restores_exactly_on_sigterm_while_policy_applied(
+        path, change, marker):
     a, _b = path
-    before = live(a, "vA")
-    proc = a.popen([PY, "-m", "netoffload", "bench", "--compare", "tx-off",
+    before = prepare(a, "vA", change, marker)
+    proc = a.popen([PY, "-m", "netoffload", "bench", "--compare", "all-off",
                     "vA", "--host", "10.78.0.2", "--duration", "1",
                     "--tests", "tcp_rr"], env=ENV, cwd=REPO,
                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            if "tx-checksumming: off" in live(a, "vA"):
+            if "scatter-gather: off" in live(a, "vA"):
                 break
             time.sleep(0.05)
         else:
@@ -117,7 +142,7 @@ def test_compare_restores_on_sigterm_while_policy_applied(path):
             proc.kill()
             proc.wait()
     assert proc.returncode == 130  # interrupted, as the CLI reports it
-    assert live(a, "vA") == before
+    assert live(a, "vA") == before  # the full `ethtool -k` text
 
 
 @pytest.mark.parametrize("kwargs", [

@@ -381,7 +381,7 @@ def status(session, args):
     vif_refs = sorted(set(d.ref for d in local if d.kind != "pif"))
     plans = reconcile.plan_db(ctx.records, vif_refs)
     devices = reconcile.device_status(ctx.records, ctx.host_ref, targets,
-                                      plans)
+                                      plans, _store())
     result = {"host": ctx.host_json(), "devices": devices,
               "summary": {"devices": len(devices),
                           "compliant": sum(1 for d in devices

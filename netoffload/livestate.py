@@ -20,6 +20,7 @@ import tempfile
 import time
 
 from netoffload import ethtool
+from netoffload import features as F
 from netoffload.errors import Busy, DeviceError
 from netoffload.features import FEATURES, value_or_none
 from netoffload.log import get_logger
@@ -186,32 +187,64 @@ class LiveStateStore(object):
         for bit, value in ethtool.requested_bits(current, shorts).items():
             record["requested"].setdefault(bit, value)
 
-    def restore(self, device):
+    def restore(self, device, features=None):
         """Put recorded values back, forget them; ApplyResult.
 
-        A device with no record is left alone (ran_command False). Features
-        that fail to restore stay recorded. DeviceError if the device is
-        gone (the record is kept; see forget()).
+        `features`: restore only these short names (the rest stays
+        recorded), e.g. when a policy stops covering them; None = all.
+        Requests are restored exactly (recorded kernel bits). A feature
+        whose requests are back as recorded counts as restored even if
+        the kernel still holds it (a dependency of a feature still wanted,
+        e.g. tso while tx stays off): it returns by itself when that one
+        is restored. A device with no record is left alone (ran_command
+        False). Features that fail to restore stay recorded. DeviceError
+        if the device is gone (the record is kept; see forget()).
         """
         ethtool.check_device(device)
         with self._locked():
             devices = self._load()
             record = devices.get(device)
-            if not record or not record["features"]:
+            chosen = dict((f, v) for f, v in (record or {}).get(
+                "features", {}).items() if features is None or f in features)
+            if not chosen:
                 return ethtool.ApplyResult(device, {}, {}, {})
-            result = ethtool.restore_features(device, record["features"],
-                                              record["requested"])
-            kept = dict((f, v) for f, v in record["features"].items()
-                        if result.features.get(f) == ethtool.FAILED)
-            if kept:
-                record["features"] = kept
+            bits = dict((b, v) for b, v in record["requested"].items()
+                        if F.short_for_kernel_bit(b) in chosen)
+            result = ethtool.restore_features(device, chosen, bits)
+            if features is not None:
+                self._accept_held(device, result, bits)
+            done = [f for f in chosen
+                    if result.features.get(f) != ethtool.FAILED]
+            for short in done:
+                record["features"].pop(short, None)
+            record["requested"] = dict(
+                (b, v) for b, v in record["requested"].items()
+                if F.short_for_kernel_bit(b) not in done)
+            if record["features"]:
                 devices[device] = record
             else:
                 devices.pop(device, None)
             self._save(devices)
         get_logger().info("%s: restored %s", device, ", ".join(
-            "%s %s" % item for item in sorted(record["features"].items())))
+            "%s %s" % (f, chosen[f]) for f in sorted(done)))
         return result
+
+    @staticmethod
+    def _accept_held(device, result, bits):
+        """FAILED -> FORCED where every recorded request is back: the
+        kernel holds the feature for another one that stays changed."""
+        failed = [f for f, st in result.features.items()
+                  if st == ethtool.FAILED]
+        if not failed:
+            return
+        current = ethtool.read_features(device)
+        for short in failed:
+            mine = dict((b, v) for b, v in bits.items()
+                        if F.short_for_kernel_bit(b) == short)
+            now = ethtool.requested_bits(current, [short])
+            if mine and all(now.get(b) == v for b, v in mine.items()):
+                result.features[short] = ethtool.FORCED
+                result.forced[short] = result.after.get(short)
 
     def forget(self, device):
         """Drop the record of a device (e.g. one that no longer exists)."""

@@ -420,10 +420,21 @@ def _device_entry(local):
     return entry
 
 
-def enforce_live(records, host_ref, store, targets=None, dry_run=False):
-    """Apply each local device's desired features (LiveStateStore.apply).
+def pending_restores(recorded, desired):
+    """{short: recorded value} of features recorded for a device that its
+    policy no longer wants (the policy narrowed or went away)."""
+    return dict((f, v) for f, v in (recorded or {}).items()
+                if f not in desired)
 
-    Devices no policy covers any more get their recorded state restored.
+
+def enforce_live(records, host_ref, store, targets=None, dry_run=False):
+    """Apply each local device's desired features (LiveStateStore.apply),
+    then restore the recorded features its policy no longer wants (all of
+    them when nothing is wanted any more).
+
+    Entry: the apply result (or the restore result when nothing is
+    desired), `pending_restore` {short: value} planned/attempted, and
+    `restored` (the restore's result) when both ran.
     """
     present = set(ethtool.list_devices())
     recorded = store.recorded()
@@ -433,25 +444,41 @@ def enforce_live(records, host_ref, store, targets=None, dry_run=False):
             continue
         entry = _device_entry(local)
         desired = local.resolution.live_features
+        pending = pending_restores(recorded.get(local.device), desired)
+        if pending:
+            entry["pending_restore"] = pending
         try:
-            if desired and dry_run:
-                entry.update(ethtool.apply_features(
-                    local.device, desired, dry_run=True).to_json())
-                entry["action"] = "plan"
-            elif desired:
-                entry.update(store.apply(local.device, desired).to_json())
-                entry["action"] = "apply"
-            elif local.device in recorded and not dry_run:
-                entry.update(store.restore(local.device).to_json())
-                entry["action"] = "restore"
+            if dry_run:
+                if desired:
+                    entry.update(ethtool.apply_features(
+                        local.device, desired, dry_run=True).to_json())
+                entry["action"] = "plan" if desired or pending else "none"
             else:
-                entry["action"] = "none"
+                _enforce_one(store, local.device, desired, pending, entry)
         except DeviceError as err:
             entry["action"] = "failed"
             entry["ok"] = False
             entry["errors"] = [err.message]
         results.append(entry)
     return results
+
+
+def _enforce_one(store, device, desired, pending, entry):
+    entry["action"] = "none"
+    if desired:
+        entry.update(store.apply(device, desired).to_json())
+        entry["action"] = "apply"
+    if not pending:
+        return
+    restored = store.restore(device, set(pending)).to_json()
+    if not desired:
+        entry.update(restored)
+        entry["action"] = "restore"
+        return
+    entry["restored"] = restored
+    entry["ran_command"] = entry["ran_command"] or restored["ran_command"]
+    entry["ok"] = entry["ok"] and restored["ok"]
+    entry["errors"] = entry["errors"] + restored["errors"]
 
 
 def revert_live(records, host_ref, store, targets=None, dry_run=False):
@@ -496,8 +523,13 @@ def _kind_of(device):
     return "pif"
 
 
-def device_status(records, host_ref, targets=None, plans=None):
-    """Per local device: live vs desired, compliance, db state (VIFs)."""
+def device_status(records, host_ref, targets=None, plans=None, store=None):
+    """Per local device: live vs desired, compliance, db state (VIFs).
+
+    `store` (a LiveStateStore): a device with recorded features that its
+    policy no longer wants and that are not back yet is not compliant.
+    """
+    recorded = store.recorded() if store is not None else {}
     present = set(ethtool.list_devices())
     locals_ = [d for d in local_devices(records, host_ref, targets)
                if d.device in present]
@@ -522,7 +554,12 @@ def device_status(records, host_ref, targets=None, plans=None):
         differ = sorted(f for f, v in entry["desired"].items()
                         if features.present(f) and entry["live"][f] != v
                         and f not in fixed)
-        entry["compliant"] = not differ
+        # Recorded features the policy no longer wants, not yet back.
+        pending = dict((f, v) for f, v in pending_restores(
+            recorded.get(local.device), entry["desired"]).items()
+            if entry["live"].get(f, v) != v)
+        entry["compliant"] = not differ and not pending
+        entry["pending_restore"] = pending
         entry["differs"] = differ
         entry["fixed"] = fixed
         entry["unsupported"] = unsupported

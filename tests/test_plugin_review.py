@@ -126,3 +126,37 @@ def test_fan_out_timeout_marks_the_host_and_late_answers_change_nothing(
     import time
     time.sleep(1.5)  # the late thread finishes now
     assert json.dumps(entries, sort_keys=True) == snapshot
+
+
+# -- 2: narrowing a policy restores what it no longer covers --------------------
+
+def test_narrowing_a_policy_restores_the_features_it_drops(pool):
+    from netoffload.livestate import LiveStateStore
+    state_dir = pool.sim.plugin_env(pool.hosts["h1"])["NETOFFLOAD_STATE_DIR"]
+    before = pool.state()
+    original = live(pool, "h1", "eth0")
+    pool.call("apply", pif="eth0", policy="all-off")
+    assert live(pool, "h1", "eth0")["sg"] == "off"
+    pool.call("set_policy", level="host", policy="tx-off")
+    # not yet enforced: status says so, dry-run shows the pending restores
+    [eth0] = pool.call("status", pif="eth0")["devices"]
+    assert eth0["compliant"] is False
+    assert eth0["pending_restore"]["sg"] == "on"
+    [planned] = pool.call("apply", pif="eth0", dry_run="true")["devices"]
+    assert planned["action"] == "plan"
+    assert planned["pending_restore"]["rx"] == "on"
+    assert live(pool, "h1", "eth0")["sg"] == "off"  # the dry run did nothing
+    result = pool.call("apply", pif="eth0")
+    [done] = result["devices"]
+    assert done["ok"] is True and done["restored"]["ok"] is True
+    now = live(pool, "h1", "eth0")
+    assert now["tx"] == "off"
+    assert dict((f, now[f]) for f in ("rx", "sg", "gso", "gro")) == dict(
+        (f, original[f]) for f in ("rx", "sg", "gso", "gro"))
+    recorded = LiveStateStore(state_dir).recorded()["eth0"]
+    assert "tx" in recorded and "sg" not in recorded and "rx" not in recorded
+    [eth0] = pool.call("status", pif="eth0")["devices"]
+    assert (eth0["compliant"], eth0["pending_restore"]) == (True, {})
+    pool.call("revert", pif="eth0")
+    pool.call("set_policy", level="host", policy="")
+    assert pool.state() == before

@@ -93,9 +93,13 @@ class Listener(threading.Thread):
         self.api = session(sock).xenapi
         self.done = {}
         self.stopping = False
+        self.ready = threading.Event()
 
     def run(self):
-        token = getattr(self.api.event, "from")(["vif"], "", 0.0)["token"]
+        # tokens are pool-wide: take one from the smallest class rather than
+        # have the simulator marshal all 10,000 VIFs at the start of the load
+        token = getattr(self.api.event, "from")(["pool"], "", 0.0)["token"]
+        self.ready.set()
         while not self.stopping:
             try:
                 result = getattr(self.api.event, "from")(["vif"], token, 1.0)
@@ -165,6 +169,7 @@ def main():
 
         listener = Listener(sock)
         listener.start()
+        listener.ready.wait(30)
         probe = Probe(sock)
         probe.start()
         cpu_start = (cpu_seconds(sim.pid), cpu_seconds(watcher.pid), time.monotonic())
@@ -204,6 +209,13 @@ def main():
         latencies = [1000.0 * (listener.done[r] - t) for r, t in created.items()
                      if r in listener.done]
         missing = len(created) - len(latencies)
+        by_second = {}
+        for ref, t in created.items():
+            if ref in listener.done:
+                by_second.setdefault(int(t - t0), []).append(
+                    1000.0 * (listener.done[ref] - t))
+        latency_by_second = [[sec, round(percentile(v, 50), 1), round(max(v), 1)]
+                             for sec, v in sorted(by_second.items())]
         counts = admin.call_counts()
         rss_values = [v for _, v in rss]
         result = {
@@ -221,6 +233,7 @@ def main():
                         "max": round(max(rss_values) / 1024.0, 1),
                         "end": round(rss_values[-1] / 1024.0, 1)},
             "rss_samples_kib": rss,
+            "latency_by_second_p50_max_ms": latency_by_second,
             "xapi_calls_during_load": counts,
             "sim_probe_ms": {"p50": round(percentile(probe.samples, 50), 1),
                              "p99": round(percentile(probe.samples, 99), 1)},

@@ -337,19 +337,22 @@ def _index_matches(directory):
         return False
 
 
-def write(data, directory=None, current_digest=None):
+def write(data, directory=None, current_digest=None, changed=None):
     """Store data (a dict, or Encoded) as the cache; False if it held the
     same content already.
 
     With current_digest (what digest() gave for the last write) the file is
-    not read back to compare: the watcher keeps that instead of the content.
+    not read back to compare; with changed=True it is written without any
+    comparison (the watcher knows which entries changed).
     cache.index is rewritten with cache.json (or when it is missing/stale).
     """
     directory = state_dir(directory)
     _ensure_dir(directory)
     path = os.path.join(directory, CACHE_FILE)
     encoded = data if isinstance(data, Encoded) else Encoded.from_data(data)
-    if current_digest is not None:
+    if changed is not None:
+        changed = bool(changed)
+    elif current_digest is not None:
         changed = encoded.digest() != current_digest
     else:
         try:

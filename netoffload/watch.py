@@ -7,11 +7,14 @@ tests, with $NETOFFLOAD_XAPI_SOCKET / _URL pointing at the simulator).
 One local session and an `event.from` loop over pool, host, network, VM, VIF
 and PIF:
 
-- Start and every reconnect begin with token "" (every object arrives as an
-  `add`): the records snapshot is rebuilt from those, then a full reconcile
-  runs, so nothing created while we were away is missed.
+- Start and every reconnect begin with a full sync: an event token is taken
+  first, then one get_all_records per class (each trimmed as it arrives, so
+  the whole pool is never held twice), then a full reconcile runs, so
+  nothing created while we were away is missed; anything that changed after
+  the token arrives again as an event (planning is idempotent).
 - The snapshot is kept up to date from event snapshots, trimmed to the fields
-  the pack reads, so memory stays flat however long it runs.
+  the pack reads (strings interned: refs and keys repeat), so memory stays
+  flat however long it runs; after a sync the freed heap goes back to the OS.
 - For each batch the watcher works out which VIFs and PIFs it affects: the
   object itself for VIF/PIF events; all VIFs of a VM whose policy key, tags
   or residence changed; all VIFs of a network, all PIFs of a host, or
@@ -19,17 +22,26 @@ and PIF:
   become the master.
 - On the pool master only (pool.master is this host), `reconcile.plan_db` +
   `apply_db` write the `ethtool-*` keys of the affected objects that need
-  them. Planning is idempotent, so the mod events of our own writes plan
+  them. Writes run in writer threads (one object per session at a time, so
+  an object's keys keep their order) while the loop goes on reading events;
+  an object is never planned while its writes are in flight, and is planned
+  again afterwards only if it changed meanwhile, once the snapshot shows our
+  writes. Planning is idempotent, so the mod events of our own writes plan
   nothing and write nothing; explicit keys are never overwritten.
-- On every host: the local cache is rebuilt (debounced; written only when its
-  content changes) and live state is enforced on the affected devices of VMs
-  running here and on this host's PIFs.
+- On every host: the local cache is kept as pre-encoded entries; a change
+  re-resolves only the entries it touches, and the files are rewritten
+  (debounced) only when an entry or the header changed. Live state is
+  enforced on the affected devices of VMs running here and on this host's
+  PIFs.
 - Lost connections, SESSION_INVALID (the XenAPI client logs in again; we
   notice the new session and resync), xapi restarts and master changes are
   survived with bounded exponential backoff.
 """
 import argparse
+import collections
 import concurrent.futures
+import gc
+import queue
 import random
 import signal
 import socket
@@ -44,9 +56,12 @@ from netoffload.log import get_logger
 
 EVENT_CLASSES = ["pool", "host", "network", "vm", "vif", "pif"]
 EVENT_TIMEOUT = 30.0
+# After a batch, wait this long before asking for the next one: the several
+# writes of one object (ours: 8 per new VIF) then arrive as one event, not
+# eight, each carrying the whole record to parse.
+EVENT_COALESCE = 0.05
 CACHE_DEBOUNCE = 0.5
-# While events keep coming the cache is rebuilt at most this often: a
-# rebuild resolves every VIF in the pool and would delay key writes.
+# While events keep coming the cache is still written at least this often.
 CACHE_MAX_LAG = 5.0
 BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 30.0
@@ -77,12 +92,36 @@ class _Stop(BaseException):
     """
 
 
+_intern = sys.intern
+
+
+def _compact(value):
+    """Strings interned (refs, keys and values repeat across records)."""
+    if isinstance(value, str):
+        return _intern(value)
+    if isinstance(value, dict):
+        return dict((_compact(k), _compact(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return [_compact(v) for v in value]
+    return value
+
+
 def trim(cls, snapshot):
     """The part of an event snapshot the pack reads (keeps memory small)."""
-    record = dict((k, snapshot[k]) for k in _KEEP[cls] if k in snapshot)
+    record = dict((k, _compact(snapshot[k])) for k in _KEEP[cls] if k in snapshot)
     if "other_config" in record:
         record["other_config"] = dict(record["other_config"] or {})
     return record
+
+
+def release_memory():
+    """Give freed heap back to the OS after a big transient (the sync)."""
+    gc.collect()
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def _policy_view(cls, record):
@@ -109,15 +148,67 @@ def _run_view(record):
             record.get("domid"))
 
 
+class CacheEntries(object):
+    """This host's cache as pre-encoded entries, refreshed per object.
+
+    `refresh(records, refs)` re-resolves only the given VIF/PIF refs (None:
+    all); `encoded(records)` assembles a cache.Encoded; `changed` says
+    whether anything differs from what was last written.
+    """
+
+    def __init__(self, host_ref):
+        self.host_ref = host_ref
+        self.vifs = {}   # vif ref -> (key, json text)
+        self.pifs = {}   # pif ref -> (device, json text)
+        self.changed = True
+        self.written_once = False  # until then, compare with the file on disk
+        self._header = None
+
+    def refresh(self, records, refs=None):
+        if refs is None:
+            self.vifs, self.pifs = {}, {}
+            refs = list(records.vifs) + list(records.pifs)
+            self.changed = True
+        for ref in refs:
+            if ref in records.pifs:
+                table, found = self.pifs, cache.pif_entry(records, ref, self.host_ref)
+            elif ref in records.vifs:
+                table, found = self.vifs, cache.vif_entry(records, ref)
+            else:  # deleted
+                table, found = (self.vifs if ref in self.vifs else self.pifs), None
+            new = None if found is None else (found[0], cache.encode_entry(found[1]))
+            if table.get(ref) != new:
+                self.changed = True
+                if new is None:
+                    table.pop(ref, None)
+                else:
+                    table[ref] = new
+
+    def encoded(self, records):
+        head = cache.header(records, self.host_ref)
+        bare = dict(head, generated_at=None)
+        if bare != self._header:
+            self._header = bare
+            self.changed = True
+        sections = {}
+        for name, table in (("pifs", self.pifs), ("vifs", self.vifs)):
+            # as cache.build: for a key held twice, the later ref wins
+            sections[name] = dict(table[ref] for ref in sorted(table))
+        return cache.Encoded(head, sections)
+
+
 class Watcher(object):
     """The event loop; `run()` until `stop()` or a signal."""
 
     def __init__(self, state_dir=None, event_timeout=EVENT_TIMEOUT,
                  cache_debounce=CACHE_DEBOUNCE, backoff_max=BACKOFF_MAX,
-                 writers=WRITERS, open_session=None, sleep=time.sleep):
+                 writers=WRITERS, open_session=None, sleep=time.sleep,
+                 coalesce=EVENT_COALESCE):
         self.state_dir = cache.state_dir(state_dir)
         self.event_timeout = float(event_timeout)
         self.cache_debounce = float(cache_debounce)
+        self.coalesce = max(0.0, float(coalesce))
+        self._next_call = 0.0     # monotonic time the next event.from may start
         self.backoff_max = float(backoff_max)
         self._open_session = open_session or xapi.open_session
         self._sleep = sleep
@@ -131,14 +222,19 @@ class Watcher(object):
         self.was_master = False
         self.cache_due = None     # monotonic time the cache must be rebuilt by
         self.cache_deadline = None  # ... at the latest, however busy
-        self._cache_digest = None
+        self._entries = None      # CacheEntries
+        self._cache_dirty = set()  # refs to re-resolve; None: everything
         self.stopping = False
         self.stats = {"syncs": 0, "batches": 0, "writes": 0, "objects_written": 0,
                       "cache_writes": 0, "live_applied": 0, "errors": 0}
         self._store = None
         self.writers = max(1, int(writers))
         self._writer_sessions = []
+        self._writer_clients = None   # queue of idle Xapi clients
         self._pool = None
+        self._inflight = {}           # ref -> (plan, future)
+        self._finished = collections.deque()  # refs whose writes are done
+        self._recheck = set()         # in-flight refs that changed meanwhile
 
     # -- lifecycle -------------------------------------------------------------
     def stop(self):
@@ -179,37 +275,97 @@ class Watcher(object):
         self.host_ref = self.client.local_host_ref()
 
     def _disconnect(self):
-        for session in self._writer_sessions:
-            xapi.close_session(session)
-        self._writer_sessions = []
+        for _plan, future in self._inflight.values():
+            future.cancel()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        self._harvest(replan=False)
+        self._inflight.clear()
+        self._finished.clear()
+        self._recheck.clear()
+        for session in self._writer_sessions:
+            xapi.close_session(session)
+        self._writer_sessions = []
+        self._writer_clients = None
         if self.session is not None:
             xapi.close_session(self.session)
         self.session = self.client = None
 
-    def _write(self, plans):
-        """apply_db over plans, spread over the writer sessions."""
-        from netoffload import reconcile
-        if len(plans) < 2 or self.writers < 2:
-            return reconcile.apply_db(self.client, plans)
-        if not self._writer_sessions:
+    # -- writing (master) --------------------------------------------------------
+    def _submit(self, plans):
+        """Start the writes of plans in the writer threads."""
+        if self._pool is None:
             self._writer_sessions = [self._open_session()
-                                     for _ in range(self.writers - 1)]
+                                     for _ in range(self.writers)]
+            self._writer_clients = queue.Queue()
+            for session in self._writer_sessions:
+                self._writer_clients.put(xapi.Xapi(session))
             self._pool = concurrent.futures.ThreadPoolExecutor(self.writers)
-        clients = [self.client] + [xapi.Xapi(s) for s in self._writer_sessions]
-        chunks = [plans[i::len(clients)] for i in range(len(clients))]
-        futures = [self._pool.submit(reconcile.apply_db, client, chunk)
-                   for client, chunk in zip(clients, chunks) if chunk]
-        results = []
-        for future in futures:
-            results.extend(future.result())
-        return results
+        for plan in plans:
+            future = self._pool.submit(self._write_one, plan)
+            self._inflight[plan.ref] = (plan, future)
+            future.add_done_callback(
+                lambda _f, ref=plan.ref: self._finished.append(ref))
+
+    def _write_one(self, plan):
+        from netoffload import reconcile
+        client = self._writer_clients.get()
+        try:
+            return reconcile.apply_db(client, [plan])[0]
+        finally:
+            self._writer_clients.put(client)
+
+    def _harvest(self, replan=True):
+        """Collect finished writes: log them; plan again the objects that
+        changed while their writes were in flight, once our writes show."""
+        written, failed, again = [], [], []
+        while self._finished:
+            ref = self._finished.popleft()
+            plan, future = self._inflight.pop(ref, (None, None))
+            if future is None or future.cancelled():
+                continue
+            try:
+                result = future.result()
+            except Exception as err:  # noqa: a writer thread's surprise
+                result = {"class": plan.cls, "label": plan.label,
+                          "status": "failed", "written": [],
+                          "error": ["%s: %s" % (type(err).__name__, err)]}
+            if result["status"] == "changed":
+                written.append(result)
+            elif result["status"] == "failed":
+                failed.append(result)
+            if ref in self._recheck:
+                self._recheck.discard(ref)
+                if self._shows(ref, result.get("written") or []):
+                    again.append(ref)
+                # else: the event of our last write is still to come, and
+                # that event plans the object again
+        self.stats["writes"] += sum(len(r["written"]) for r in written)
+        self.stats["objects_written"] += len(written)
+        if written or failed:
+            self.log.info("watch: wrote offload keys on %d objects%s",
+                          len(written), ", %d failed" % len(failed) if failed else "")
+        for result in failed:
+            self.log.warning("watch: %s %s: %s", result["class"],
+                             result["label"], "; ".join(result.get("error", [])))
+        if replan and again:
+            self._reconcile(set(again))
+
+    def _shows(self, ref, written):
+        """True if the snapshot of ref holds every key we wrote."""
+        record = self.records.vifs.get(ref) or self.records.pifs.get(ref)
+        if record is None:
+            return False
+        config = record.get("other_config") or {}
+        return all(config.get(key) == value for key, value in written)
 
     # -- the loop ------------------------------------------------------------------
     def _events(self, token, timeout):
-        result = self.client.call("event.from", EVENT_CLASSES, token,
+        return self._events_of(EVENT_CLASSES, token, timeout)
+
+    def _events_of(self, classes, token, timeout):
+        result = self.client.call("event.from", classes, token,
                                   float(timeout))
         if getattr(self.session, "_session", None) != self.session_ref:
             # the XenAPI client logged in again after SESSION_INVALID: xapi
@@ -218,22 +374,28 @@ class Watcher(object):
         return result
 
     def _full_sync(self):
-        result = self._events("", 0.0)
-        tables = dict((name, {}) for name in _TABLES.values())
-        for event in result.get("events") or []:
-            cls = str(event.get("class", "")).lower()
-            if cls in _TABLES and event.get("operation") != "del" \
-                    and isinstance(event.get("snapshot"), dict):
-                tables[_TABLES[cls]][event["ref"]] = trim(cls, event["snapshot"])
+        # The token first: whatever changes after it comes again as an event.
+        # (Tokens are pool-wide, so the smallest class is enough to get one.)
+        self.token = self._events_of(["pool"], "", 0.0)["token"]
+        self.records = None
+        tables = {}
+        for cls in ("pool", "host", "network", "pif", "vm", "vif"):
+            raw = self.client.get_all_records(cls if cls in ("pool", "host", "network")
+                                              else cls.upper())
+            tables[_TABLES[cls]] = dict(
+                (_intern(ref), trim(cls, record)) for ref, record in raw.items())
+            del raw
         self.records = resolve.PoolRecords(
             tables["pool"], tables["hosts"], tables["networks"], tables["pifs"],
             tables["vms"], tables["vifs"])
-        self.token = result["token"]
+        release_memory()
         self.stats["syncs"] += 1
         self.was_master = self.is_master
         self.log.info("watch: synced %d VMs, %d VIFs, %d PIFs (%s)",
                       len(tables["vms"]), len(tables["vifs"]), len(tables["pifs"]),
                       "master" if self.was_master else "member")
+        self._entries = CacheEntries(self.host_ref)
+        self._cache_dirty = None
         self._reconcile(set(self.records.vifs) | set(self.records.pifs),
                         live_all=True)
         self._flush_cache()
@@ -242,14 +404,24 @@ class Watcher(object):
         timeout = self.event_timeout
         if self.cache_due is not None:
             timeout = max(0.0, min(timeout, self.cache_due - time.monotonic()))
+        pause = self._next_call - time.monotonic()
+        if pause > 0:
+            self._sleep(pause)
+        self._harvest()
+        if self._inflight:
+            timeout = min(timeout, 1.0)  # to log finished writes promptly
+        # Snapshots in this batch may predate the last writes of objects in
+        # flight now, even if those writes finish before we look at them.
+        busy = set(self._inflight)
         result = self._events(self.token, timeout)
         self.token = result["token"]
         events = result.get("events") or []
         if events:
+            self._next_call = time.monotonic() + self.coalesce
             self.stats["batches"] += 1
             affected, live = self._apply_events(events)
             if affected or live:
-                self._reconcile(affected, live=live)
+                self._reconcile(affected, live=live, busy=busy)
         if self.cache_due is not None and time.monotonic() >= self.cache_due:
             self._flush_cache()
 
@@ -275,8 +447,10 @@ class Watcher(object):
             if cls not in _TABLES:
                 continue
             table = getattr(self.records, _TABLES[cls])
-            ref = event.get("ref")
+            ref = _intern(str(event.get("ref")))
             old = table.get(ref)
+            if cls in ("vif", "pif"):
+                self._dirty([ref])
             if event.get("operation") == "del":
                 table.pop(ref, None)
                 continue
@@ -285,6 +459,9 @@ class Watcher(object):
                 continue
             new = trim(cls, snapshot)
             table[ref] = new
+            if cls == "vm" and old is not None and \
+                    old.get("name_label") != new.get("name_label"):
+                vm_changed.add(("name", ref))
             if old is not None and _policy_view(cls, old) == _policy_view(cls, new):
                 if cls == "vm" and _run_view(old) != _run_view(new):
                     vm_changed.add(("run", ref))
@@ -304,18 +481,29 @@ class Watcher(object):
             everything = True
         self.was_master = self.is_master
         if everything:
+            self._dirty(None)
             return set(self.records.vifs) | set(self.records.pifs), set()
         if vm_changed or net_changed:
             for vif_ref, vif in self.records.vifs.items():
                 if ("policy", vif.get("VM")) in vm_changed or \
                         vif.get("network") in net_changed:
                     affected.add(vif_ref)
-                elif ("run", vif.get("VM")) in vm_changed:
+                elif ("name", vif.get("VM")) in vm_changed:
+                    self._dirty([vif_ref])
+                if ("run", vif.get("VM")) in vm_changed:
                     live.add(vif_ref)
         if host_changed:
             affected.update(ref for ref, pif in self.records.pifs.items()
                             if pif.get("host") in host_changed)
+        self._dirty(affected)
         return affected, live
+
+    def _dirty(self, refs):
+        """Mark cache entries to re-resolve (None: all of them)."""
+        if refs is None:
+            self._cache_dirty = None
+        elif self._cache_dirty is not None:
+            self._cache_dirty.update(refs)
 
     # -- acting ------------------------------------------------------------------
     def _eligible(self, ref):
@@ -325,22 +513,17 @@ class Watcher(object):
         vm = self.records.vms.get((vif or {}).get("VM"))
         return vm is not None and resolve.is_eligible_vm(vm)
 
-    def _reconcile(self, affected, live=(), live_all=False):
+    def _reconcile(self, affected, live=(), live_all=False, busy=()):
         from netoffload import reconcile
         targets = sorted(ref for ref in affected if self._eligible(ref))
         if self.is_master and targets:
-            plans = [p for p in reconcile.plan_db(self.records, targets) if p.writes]
+            busy = set(busy) | set(self._inflight)
+            waiting = [ref for ref in targets if ref in busy]
+            self._recheck.update(waiting)
+            idle = [ref for ref in targets if ref not in busy]
+            plans = [p for p in reconcile.plan_db(self.records, idle) if p.writes]
             if plans:
-                results = self._write(plans)
-                written = [r for r in results if r["status"] == "changed"]
-                failed = [r for r in results if r["status"] == "failed"]
-                self.stats["writes"] += sum(len(r["written"]) for r in written)
-                self.stats["objects_written"] += len(written)
-                self.log.info("watch: wrote offload keys on %d objects%s",
-                              len(written), ", %d failed" % len(failed) if failed else "")
-                for result in failed:
-                    self.log.warning("watch: %s %s: %s", result["class"],
-                                     result["label"], "; ".join(result.get("error", [])))
+                self._submit(plans)
         self._enforce(None if live_all else set(targets) | set(live))
 
     def _local_targets(self, refs):
@@ -383,17 +566,24 @@ class Watcher(object):
                           ", ".join(r["device"] for r in changed))
 
     def _flush_cache(self):
-        if self.records is None or self.host_ref is None:
+        if self.records is None or self.host_ref is None or self._entries is None:
             return
         self.cache_due = self.cache_deadline = None
+        dirty, self._cache_dirty = self._cache_dirty, set()
+        self._entries.refresh(self.records, dirty)
+        encoded = self._entries.encoded(self.records)
+        if not self._entries.changed:
+            return
         try:
-            data = cache.build(self.records, self.host_ref)
-            written = cache.write(data, self.state_dir, self._cache_digest)
-            self._cache_digest = cache.digest(data)
+            written = cache.write(encoded, self.state_dir,
+                                  changed=True if self._entries.written_once else None)
+            self._entries.changed = False
+            self._entries.written_once = True
             if written:
                 self.stats["cache_writes"] += 1
+                counts = encoded.counts()
                 self.log.info("watch: cache updated: %d PIFs, %d VIFs",
-                              len(data["pifs"]), len(data["vifs"]))
+                              counts["pifs"], counts["vifs"])
         except (OSError, IOError) as err:
             self.log.warning("watch: cannot write the cache: %s", err)
 
@@ -420,12 +610,16 @@ def main(argv=None):
                         help="longest wait between reconnection attempts")
     parser.add_argument("--writers", type=int, default=WRITERS,
                         help="XAPI sessions the master writes keys through")
+    parser.add_argument("--coalesce", type=float, default=EVENT_COALESCE,
+                        help="seconds to let changes gather between two "
+                             "event batches")
     args = parser.parse_args(argv)
     # a hung xapi must not hang us forever: bound every socket operation
     socket.setdefaulttimeout(args.event_timeout + 60.0)
     watcher = Watcher(event_timeout=args.event_timeout,
                       cache_debounce=args.cache_debounce,
-                      backoff_max=args.backoff_max, writers=args.writers)
+                      backoff_max=args.backoff_max, writers=args.writers,
+                      coalesce=args.coalesce)
     _WATCHERS.append(watcher)
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)

@@ -9,10 +9,17 @@ It follows xapi's database model where clients can see it:
 - one-to-many relations (VIF.VM <-> VM.VIFs, ...) are kept in step, and the
   parent row is stamped as modified when a child joins or leaves.
 
+event.from cost follows the number of changes since the token, not the
+size of the database: every stamp is also appended to a change log ordered
+by generation, which changes_since bisects (xapi's own scan over its tables
+is native code and cheap; a Python scan over 10,000 rows under the one
+database lock would make the simulator the bottleneck of any benchmark).
+
 Persistence: a JSON snapshot plus an append-only journal (one JSON line per
 row write or delete). A process killed with SIGKILL loses nothing that a
 call had already returned; loading replays the journal and compacts it.
 """
+import bisect
 import collections
 import json
 import os
@@ -39,6 +46,9 @@ class Database(object):
         self.by_uuid = dict((cls, {}) for cls in schema.CLASSES)
         self.deleted = collections.deque(maxlen=MAX_DELETED)
         self.generation = 0
+        # change log: generations (ascending) and the (cls, ref) stamped then
+        self._log_gens = []
+        self._log_items = []
         self._path = None
         self._journal_file = None
 
@@ -83,6 +93,7 @@ class Database(object):
         gen = self._bump()
         self.tables[cls][ref] = rec
         self.stamps[ref] = [gen, gen]
+        self._logged(cls, ref, gen)
         self.by_uuid[cls][rec["uuid"]] = ref
         for child, cfield, parent, pfield in schema.RELATIONS:
             if child == cls:
@@ -100,6 +111,7 @@ class Database(object):
                 self._link(parent, value, pfield, ref, True)
         rec[field] = value
         self.stamps[ref][1] = self._bump()
+        self._logged(cls, ref, self.generation)
         self._journal_row(cls, ref)
         self.lock.notify_all()
 
@@ -129,6 +141,7 @@ class Database(object):
         else:
             return
         self.stamps[parent_ref][1] = self._bump()
+        self._logged(parent_cls, parent_ref, self.generation)
         # Derived sets are rebuilt on load: journal only the new stamp, so a
         # write stays O(1) however many VIFs a network has.
         self._write_journal({"op": "stamp", "ref": parent_ref,
@@ -142,25 +155,47 @@ class Database(object):
         `add`; one created and deleted since then is not reported at all.
         """
         adds, mods, dels = [], [], []
-        for cls in tables:
-            for ref in self.tables[cls]:
-                if not object_filter(cls, ref):
-                    continue
-                ctime, mtime = self.stamps[ref]
-                if ctime > since:
-                    adds.append((cls, ref, ctime))
-                elif mtime > since:
-                    mods.append((cls, ref, mtime))
-        for cls, ref, ctime, dtime in self.deleted:
-            if (dtime > since and ctime <= since and cls in tables
-                    and object_filter(cls, ref)):
+        wanted = set(tables)
+        seen = set()
+        start = bisect.bisect_right(self._log_gens, since)
+        for index in range(len(self._log_items) - 1, start - 1, -1):
+            cls, ref = self._log_items[index]
+            if ref in seen:
+                continue
+            seen.add(ref)
+            if cls not in wanted or ref not in self.tables[cls] \
+                    or not object_filter(cls, ref):
+                continue  # deleted rows are reported from self.deleted
+            ctime, mtime = self.stamps[ref]
+            if ctime > since:
+                adds.append((cls, ref, ctime))
+            elif mtime > since:
+                mods.append((cls, ref, mtime))
+        for cls, ref, ctime, dtime in reversed(self.deleted):
+            if dtime <= since:
+                break  # appended in generation order
+            if ctime <= since and cls in wanted and object_filter(cls, ref):
                 dels.append((cls, ref, dtime))
         return adds, mods, dels
+
+    def _logged(self, cls, ref, gen):
+        self._log_gens.append(gen)
+        self._log_items.append((cls, ref))
+        if len(self._log_gens) > 4 * len(self.stamps) + 10000:
+            self._rebuild_log()
+
+    def _rebuild_log(self):
+        """The change log from the stamps: one entry per row, by mtime."""
+        entries = sorted((self.stamps[ref][1], cls, ref)
+                         for cls, rows in self.tables.items() for ref in rows)
+        self._log_gens = [gen for gen, _, _ in entries]
+        self._log_items = [(cls, ref) for _, cls, ref in entries]
 
     def touch(self, cls, ref):
         """Stamp a row as modified without changing it (event.inject)."""
         self.row(cls, ref)
         self.stamps[ref][1] = self._bump()
+        self._logged(cls, ref, self.generation)
         self._journal_row(cls, ref)
         self.lock.notify_all()
 
@@ -223,6 +258,7 @@ class Database(object):
                             self.by_uuid[entry["cls"]].pop(rec["uuid"], None)
                             self.stamps.pop(entry["ref"], None)
         self._rebuild_relations()
+        self._rebuild_log()
         self.compact()
 
     def _rebuild_relations(self):

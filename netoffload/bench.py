@@ -103,16 +103,18 @@ class BenchServer(object):
             self._close_all()
 
     def _accept(self):
-        while True:
-            try:
-                sock, _addr = self.listener.accept()
-            except (BlockingIOError, InterruptedError):
+        # One accept per wakeup: the selector is level-triggered, so more
+        # pending connections wake it again at once, and the loop saves a
+        # failing accept (and its exception) per connection.
+        try:
+            sock, _addr = self.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as err:
+            if err.errno in (errno.EMFILE, errno.ENFILE, errno.ECONNABORTED):
                 return
-            except OSError as err:
-                if err.errno in (errno.EMFILE, errno.ENFILE, errno.ECONNABORTED):
-                    return
-                raise
-            self._read(sock, None)
+            raise
+        self._read(sock, None)
 
     def _read(self, sock, mode):
         """Read without blocking (`sock` itself is blocking: MSG_DONTWAIT);

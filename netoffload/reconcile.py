@@ -6,8 +6,12 @@ Data flows one way: records -> resolution (resolve.py) -> a plan per object
 Bookkeeping on each VIF/PIF the pack wrote to (the watcher relies on it):
 - `netoffload-managed`: comma-separated sorted short names whose
   `ethtool-<f>` key the pack wrote, e.g. `gso,rx,sg,tso,tx,ufo`;
-- `netoffload-saved`: compact JSON, short name -> the key's prior value
-  string, or null when it was absent, e.g. `{"sg":null,"tx":"true"}`.
+- `netoffload-saved`: compact JSON, short name -> `[prior, written]`: the
+  key's prior value string (null when it was absent) and the value the pack
+  wrote, e.g. `{"sg":[null,"off"],"tx":["true","off"]}` (the earlier form
+  with a bare prior is still read). A managed key that no longer holds what
+  the pack wrote was changed by someone else: it is un-managed, its prior
+  dropped, and left alone (resolve.taken_over).
 An `ethtool-<f>` key not listed in managed is explicit (someone else's) and
 is never touched unless `force=True`, which saves it first. When the policy
 stops covering a managed feature the saved value is restored and the feature
@@ -173,26 +177,35 @@ class ObjectPlan(object):
                 "policy_error": self.resolution.error}
 
 
-def _bookkeeping(managed, saved):
+def _bookkeeping(managed, saved, written):
     if not managed:
         return None, None
     return (R.format_managed(managed),
-            R.format_saved(dict((f, saved.get(f)) for f in managed)))
+            R.format_saved(dict((f, saved.get(f)) for f in managed),
+                           dict((f, written.get(f)) for f in managed)))
 
 
 def plan_object(cls, ref, record, label, resolution, force=False,
                 actual=None):
     """The ordered writes that bring one object's keys to `resolution`.
 
+    A managed key someone changed or removed since the pack wrote it
+    (resolve.taken_over) is theirs: it is un-managed and left as it is,
+    and its saved prior is dropped, so revert keeps their value. With
+    force the policy overwrites it and saves *their* value as the prior.
+
     `actual`: the map as xapi holds it, when the decision is made on an
     adjusted view of it (after a lost race); `expected` values follow it.
     """
     config = dict(record.get("other_config") or {})
     keys = VIF_XAPI_FEATURES if cls == "VIF" else FEATURES
-    managed = R.parse_managed(config.get(R.KEY_MANAGED))
+    managed = R.parse_managed(config.get(R.KEY_MANAGED)) - \
+        R.taken_over(config)
     saved = R.parse_saved(config.get(R.KEY_SAVED))
+    written = R.parse_written(config.get(R.KEY_SAVED))
     new_managed = set(managed)
     new_saved = dict((f, saved.get(f)) for f in managed)
+    new_written = dict((f, written.get(f)) for f in managed)
     key_writes = []
     for feature in keys:
         key = R.ETHTOOL_PREFIX + feature
@@ -207,22 +220,30 @@ def plan_object(cls, ref, record, label, resolution, force=False,
                     key_writes.append((key, prior))
                 new_managed.discard(feature)
                 new_saved.pop(feature, None)
+                new_written.pop(feature, None)
             elif current != wanted:
                 key_writes.append((key, wanted))
+                new_written[feature] = wanted
         elif wanted is not None and value_or_none(current) != wanted:
             if current is not None and not force:
                 continue  # explicit: resolution already let it win
             new_managed.add(feature)
             new_saved[feature] = current
+            new_written[feature] = wanted
             key_writes.append((key, wanted))
     held = config if actual is None else actual
     old_book = (held.get(R.KEY_MANAGED), held.get(R.KEY_SAVED))
+    # Before the keys: every feature about to be written is claimed with
+    # the value it will hold; after them: what is no longer ours goes.
     grown_saved = dict((f, saved.get(f)) for f in managed)
     grown_saved.update(new_saved)
-    grown_book = _bookkeeping(managed | new_managed, grown_saved)
-    final_book = _bookkeeping(new_managed, new_saved)
+    grown_written = dict((f, written.get(f)) for f in managed)
+    grown_written.update(new_written)
+    grown_book = _bookkeeping(managed | new_managed, grown_saved,
+                              grown_written)
+    final_book = _bookkeeping(new_managed, new_saved, new_written)
     ordered = []
-    if grown_book != old_book and (managed | new_managed) != managed:
+    if key_writes and grown_book != old_book:
         ordered += list(zip((R.KEY_MANAGED, R.KEY_SAVED), grown_book))
         old_book = grown_book
     ordered += key_writes
@@ -285,7 +306,8 @@ def _replan(plan, fresh_config, lost_key=None):
         claimed.discard(feature)
         saved = R.parse_saved(view.get(R.KEY_SAVED))
         saved.pop(feature, None)
-        book = _bookkeeping(claimed, saved)
+        book = _bookkeeping(claimed, saved,
+                            R.parse_written(view.get(R.KEY_SAVED)))
         for key, value in zip((R.KEY_MANAGED, R.KEY_SAVED), book):
             if value is None:
                 view.pop(key, None)

@@ -29,6 +29,13 @@ object, and features the pack wrote earlier are restored at the next apply.
 A policy string that does not parse is treated like `none` (change nothing)
 and reported in `.error`: a typo must never turn into "all off".
 With `force=True` the policy also beats explicit keys (source "force").
+
+Bookkeeping (see reconcile.py): `netoffload-managed` lists the features the
+pack wrote; `netoffload-saved` holds per feature `[prior, written]` (the old
+form, a bare prior, is still read). A managed key whose value is no longer
+the one the pack wrote (someone set or removed it later) is `taken_over`:
+explicit, no longer the pack's, and revert leaves it as they set it (their
+later value wins over our saved prior; DESIGN precedence rule 1).
 """
 import json
 
@@ -64,8 +71,8 @@ def format_managed(names):
     return ",".join(sorted(names))
 
 
-def parse_saved(text):
-    """`netoffload-saved` -> {short: prior value string or None}."""
+def _saved_items(text):
+    """{short: (prior, written or None)} from `netoffload-saved`."""
     if not text:
         return {}
     try:
@@ -74,17 +81,56 @@ def parse_saved(text):
         return {}
     if not isinstance(data, dict):
         return {}
-    return dict((k, v) for k, v in data.items()
-                if k in FEATURES and (v is None or isinstance(v, str)))
+    result = {}
+    for short, value in data.items():
+        if short not in FEATURES:
+            continue
+        if value is None or isinstance(value, str):
+            result[short] = (value, None)  # the old form: prior only
+        elif isinstance(value, list) and len(value) == 2 and \
+                (value[0] is None or isinstance(value[0], str)) and \
+                isinstance(value[1], str):
+            result[short] = (value[0], value[1])
+    return result
 
 
-def format_saved(saved):
-    return json.dumps(saved, sort_keys=True, separators=(",", ":"))
+def parse_saved(text):
+    """`netoffload-saved` -> {short: prior value string or None}."""
+    return dict((k, v[0]) for k, v in _saved_items(text).items())
+
+
+def parse_written(text):
+    """`netoffload-saved` -> {short: the value the pack wrote}, for the
+    entries that record it (the old prior-only form does not)."""
+    return dict((k, v[1]) for k, v in _saved_items(text).items()
+                if v[1] is not None)
+
+
+def format_saved(saved, written=None):
+    """{short: prior} (+ {short: written}) -> `netoffload-saved` text:
+    `[prior, written]` per feature, or the bare prior when the written
+    value is unknown (records made before it was kept)."""
+    written = written or {}
+    data = dict((k, [v, written[k]] if written.get(k) is not None else v)
+                for k, v in saved.items())
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def taken_over(other_config):
+    """Managed features whose `ethtool-<f>` no longer holds what the pack
+    wrote (someone set or removed it since): theirs now, not ours."""
+    managed = parse_managed(other_config.get(KEY_MANAGED))
+    written = parse_written(other_config.get(KEY_SAVED))
+    return set(f for f in managed if f in written
+               and other_config.get(ETHTOOL_PREFIX + f) != written[f])
 
 
 def explicit_keys(other_config):
-    """{short: value} for ethtool-* keys the pack did not write."""
-    managed = parse_managed(other_config.get(KEY_MANAGED))
+    """{short: value} for ethtool-* keys the pack did not write, or that
+    someone changed after the pack wrote them. The value is "on"/"off" when
+    xapi honours it (exactly `on|true`, `off|false`), else the raw string."""
+    managed = parse_managed(other_config.get(KEY_MANAGED)) - \
+        taken_over(other_config)
     result = {}
     for feature in FEATURES:
         raw = other_config.get(ETHTOOL_PREFIX + feature)

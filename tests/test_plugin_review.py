@@ -160,3 +160,23 @@ def test_narrowing_a_policy_restores_the_features_it_drops(pool):
     pool.call("revert", pif="eth0")
     pool.call("set_policy", level="host", policy="")
     assert pool.state() == before
+
+
+# -- 3: a key someone sets after the pack wrote it is theirs -------------------
+
+def test_key_changed_by_an_admin_after_apply_is_kept_and_survives_revert(pool):
+    api = pool.session.xenapi
+    pool.call("apply", vm="bsd", policy="all-off")
+    assert api.VIF.get_other_config(pool.bsd_vif)["ethtool-tx"] == "off"
+    # Xen Orchestra's "TX checksumming" toggle, later on
+    api.VIF.remove_from_other_config(pool.bsd_vif, "ethtool-tx")
+    api.VIF.add_to_other_config(pool.bsd_vif, "ethtool-tx", "on")
+    [plan] = pool.call("apply", vm="bsd", dry_run="true")["objects"]
+    assert ["ethtool-tx", "off"] not in plan["writes"]
+    assert plan["sources"]["tx"] == "explicit"
+    pool.call("apply", vm="bsd")
+    config = api.VIF.get_other_config(pool.bsd_vif)
+    assert config["ethtool-tx"] == "on"
+    assert "tx" not in config["netoffload-managed"].split(",")
+    pool.call("revert", vm="bsd")
+    assert api.VIF.get_other_config(pool.bsd_vif) == {"ethtool-tx": "on"}

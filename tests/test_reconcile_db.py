@@ -71,7 +71,7 @@ def test_lost_race_rereads_and_keeps_the_other_writers_key(sim, client):
     assert result["status"] == "changed"
     assert client.session.xenapi.VIF.get_other_config(vif) == {
         "ethtool-tx": "on", "ethtool-sg": "off",
-        "netoffload-managed": "sg", "netoffload-saved": '{"sg":null}'}
+        "netoffload-managed": "sg", "netoffload-saved": '{"sg":[null,"off"]}'}
 
 
 def test_object_gone_is_reported_and_others_continue(sim, client):

@@ -8,8 +8,13 @@ from tests.test_resolve import build
 
 SIX_OFF = dict(("ethtool-" + f, "off") for f in ("rx", "tx", "sg", "tso", "ufo", "gso"))
 FRESH_BOOK = {"netoffload-managed": "gso,rx,sg,tso,tx,ufo",
-              "netoffload-saved": '{"gso":null,"rx":null,"sg":null,'
-                                  '"tso":null,"tx":null,"ufo":null}'}
+              "netoffload-saved": '{"gso":[null,"off"],"rx":[null,"off"],'
+                                  '"sg":[null,"off"],"tso":[null,"off"],'
+                                  '"tx":[null,"off"],"ufo":[null,"off"]}'}
+# Written before the pack kept the value it wrote: prior values only.
+OLD_BOOK = {"netoffload-managed": "gso,rx,sg,tso,tx,ufo",
+            "netoffload-saved": '{"gso":null,"rx":null,"sg":null,'
+                                '"tso":null,"tx":null,"ufo":null}'}
 
 
 def final_vif_config(records, force=False):
@@ -42,6 +47,11 @@ PLAN_CASES = [
      {"netoffload-vif": "tx-off"},
      dict(SIX_OFF, **FRESH_BOOK),
      {"ethtool-tx": "off", "netoffload-managed": "tx",
+      "netoffload-saved": '{"tx":[null,"off"]}'}),
+    ("old-book-shrinks-too",
+     {"netoffload-vif": "tx-off"},
+     dict(SIX_OFF, **OLD_BOOK),
+     {"ethtool-tx": "off", "netoffload-managed": "tx",
       "netoffload-saved": '{"tx":null}'}),
     ("policy-gone-removes-everything", {},
      dict(SIX_OFF, other="x", **FRESH_BOOK), {"other": "x"}),
@@ -52,7 +62,25 @@ PLAN_CASES = [
      {"ethtool-tx": "off", "netoffload-managed": "tx",
       "netoffload-saved": '{"tx":null}'},
      {"ethtool-tx": "on", "netoffload-managed": "tx",
-      "netoffload-saved": '{"tx":null}'}),
+      "netoffload-saved": '{"tx":[null,"on"]}'}),
+    # Someone set or removed a key after the pack wrote it: theirs now.
+    ("admin-changed-managed-key-is-unmanaged-and-kept",
+     {"netoffload-vif": "all-off"},
+     dict(SIX_OFF, **dict(FRESH_BOOK, **{"ethtool-tx": "on"})),
+     dict(SIX_OFF, **{"ethtool-tx": "on",
+                      "netoffload-managed": "gso,rx,sg,tso,ufo",
+                      "netoffload-saved": '{"gso":[null,"off"],"rx":[null,'
+                      '"off"],"sg":[null,"off"],"tso":[null,"off"],'
+                      '"ufo":[null,"off"]}'})),
+    ("admin-removed-managed-key-policy-claims-it-afresh",
+     {"netoffload-vif": "tx-off"},
+     {"netoffload-managed": "tx", "netoffload-saved": '{"tx":["true","off"]}'},
+     {"ethtool-tx": "off", "netoffload-managed": "tx",
+      "netoffload-saved": '{"tx":[null,"off"]}'}),
+    ("admin-changed-key-survives-policy-removal", {},
+     {"ethtool-tx": "TRUE", "netoffload-managed": "tx",
+      "netoffload-saved": '{"tx":["false","off"]}'},
+     {"ethtool-tx": "TRUE"}),
 ]
 
 
@@ -91,7 +119,7 @@ def test_force_saves_explicit_and_revert_restores_it():
     plan = final_vif_config(records, force=True)
     assert plan.final == {"ethtool-tx": "off", "unrelated": "1",
                           "netoffload-managed": "tx",
-                          "netoffload-saved": '{"tx":"true"}'}
+                          "netoffload-saved": '{"tx":["true","off"]}'}
     records.vifs["OpaqueRef:vif"]["other_config"] = plan.final
     [back] = reconcile.plan_revert(records, ["OpaqueRef:vif"])
     assert back.final == vif
@@ -129,7 +157,7 @@ def test_replan_after_lost_race_respects_the_new_explicit_key():
     again = reconcile._replan(plan, fresh)
     assert again.final == {"ethtool-tx": "on", "ethtool-sg": "off",
                            "netoffload-managed": "sg",
-                           "netoffload-saved": '{"sg":null}'}
+                           "netoffload-saved": '{"sg":[null,"off"]}'}
 
 
 def two_vms(name_a="web", name_b="web"):

@@ -19,9 +19,11 @@ ALL -> pool `netoffload-vif` and `netoffload-pif`; vm -> the VM; tag -> pool
 `netoffload-pif` (the pool's with pool=true).
 
 `revert`: restores saved keys and recorded live state of the target, and
-for ALL removes every policy key in the pool; for vm/tag/network it sets
-that level to `none` so the target stays out; for pif it leaves policy
-alone (a PIF has no level of its own; set the host to `none` to keep it out).
+for ALL removes every policy key in the pool; otherwise it sets to `none`
+the level the target's objects resolve from, so the watcher does not undo
+it (see _revert_scope): vm/tag/network set that level to none and leave
+(report as `kept`) objects whose policy comes from a level above the
+target; pif= sets the PIF's host to none and reverts that host's PIFs.
 """
 import json
 import threading
@@ -422,6 +424,8 @@ def _local_live(session, args, revert, dry_run, confirm):
     ctx = _Context(session)
     selection = reconcile.select(ctx.records, spec, ctx.host_ref)
     targets = None if spec[0] == "all" else selection.refs
+    if revert and targets is not None:
+        targets = _revert_scope(ctx, spec, selection)[1]
     base = {"host": ctx.host_json(), "dry_run": dry_run}
     if dry_run:
         if revert:
@@ -527,21 +531,75 @@ def revert(session, args):
         return _revert(session, args, spec, False, confirm, pool_wide)
 
 
+def _covered_by(kind, value, level):
+    """Does setting the target's level to none take the policy off an
+    object that resolves from `level`? (Levels above it still apply.)"""
+    if level is None or kind in ("all", "vm"):
+        return True
+    if level == "vm":
+        return False
+    if level.startswith("tag:"):
+        return kind == "tag" and level == "tag:" + value
+    return True  # network, pool: below tag and network
+
+
+def _revert_scope(ctx, spec, selection):
+    """(policy changes [(location, text)], refs to revert, kept [json]).
+
+    Revert sets to `none` the level each selected object resolves from, so
+    the watcher and later applies leave it reverted:
+    - ALL: every policy key goes;
+    - vm/tag/network: that level is set to none; an object whose policy
+      comes from a level above the target (its VM's own policy, or an
+      earlier tag) is not the target's doing: it is left as it is and
+      reported in `kept` (revert vm= or that tag to undo it);
+    - pif: a PIF's policy is its host's or the pool's; the host's
+      `netoffload-pif` is set to none (only that host opts out), which
+      takes every PIF of that host out, so all of them are reverted.
+    """
+    records = ctx.records
+    kind, value = spec
+    if kind == "all":
+        changes = [(loc, None) for loc in _all_policy_locations(ctx)]
+        return changes, selection.refs, []
+    if kind == "pif":
+        hosts = sorted(set(records.pifs[ref].get("host")
+                           for ref in selection.pifs
+                           if R.resolve_pif(records, ref).level is not None))
+        changes = []
+        refs = list(selection.pifs)
+        for host_ref in hosts:
+            host = records.hosts.get(host_ref) or {}
+            if (host.get("other_config") or {}).get(R.KEY_PIF) != "none":
+                changes.append((("host", host_ref, R.KEY_PIF,
+                                 host.get("uuid", ""),
+                                 host.get("name_label", "")), "none"))
+            refs += [r for r in records.pifs_of_host(host_ref)
+                     if r not in refs]
+        return changes, refs, []
+    changes = [(_policy_location(ctx, kind, "vif", value), "none")]
+    refs, kept = [], []
+    for ref in selection.vifs:
+        level = R.resolve_vif(records, ref).level
+        if _covered_by(kind, value, level):
+            refs.append(ref)
+        else:
+            kept.append({"class": "VIF", "uuid": records.vifs[ref].get(
+                "uuid", ""), "label": records.vif_label(ref),
+                "level": level})
+    return changes, refs + selection.pifs, kept
+
+
 def _revert(session, args, spec, dry_run, confirm, pool_wide):
     ctx = _Context(session)
     selection = reconcile.select(ctx.records, spec, ctx.host_ref, pool_wide)
-    if spec[0] == "all":
-        changes = [(loc, None) for loc in _all_policy_locations(ctx)]
-    elif spec[0] == "pif":
-        changes = []
-    else:
-        changes = [(_policy_location(ctx, spec[0], "vif", spec[1]), "none")]
-    plans = reconcile.plan_revert(ctx.records, selection.refs)
+    changes, refs, kept = _revert_scope(ctx, spec, selection)
+    plans = reconcile.plan_revert(ctx.records, refs)
     policy_json = [_location_json(loc, text, (ctx.records.table(loc[0])[
         loc[1]].get("other_config") or {}).get(loc[2]))
         for loc, text in changes]
     base = {"host": ctx.host_json(), "target": selection.to_json(),
-            "policy": policy_json, "dry_run": dry_run}
+            "policy": policy_json, "dry_run": dry_run, "kept": kept}
     if dry_run:
         objects = [p.to_json() for p in plans if p.changes]
         return dict(base, objects=objects, devices=[], summary={
@@ -554,7 +612,7 @@ def _revert(session, args, spec, dry_run, confirm, pool_wide):
     for location, text in changes:
         _write_policy(ctx, location, text)
     results = _apply_db(ctx, plans)
-    live_targets = None if spec[0] == "all" else selection.refs
+    live_targets = None if spec[0] == "all" else refs
     devices = reconcile.revert_live(ctx.records, ctx.host_ref, _store(),
                                     live_targets)
     result = dict(base, objects=[r for r in results

@@ -16,6 +16,12 @@ from tests.support.netns import NetNS
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
 ENV = dict(os.environ, PYTHONPATH=REPO)
+# Server and client on fixed, different CPUs, like two hosts: on this VM a
+# 1-byte round trip takes ~10 us on one CPU but ~70 us across two idle
+# vCPUs, so unpinned tcp_rr/tcp_crr figures jump by 10x with placement.
+_CPUS = sorted(os.sched_getaffinity(0))
+SERVER_CPU = ["taskset", "-c", str(_CPUS[-1])]
+CLIENT_CPU = ["taskset", "-c", str(_CPUS[0])]
 
 
 @pytest.fixture
@@ -29,9 +35,10 @@ def path():
         b.ip("addr", "add", "10.78.0.2/24", "dev", "vB")
         a.ip("link", "set", "vA", "up")
         b.ip("link", "set", "vB", "up")
-        server = b.popen([PY, "-m", "netoffload", "bench", "server",
-                          "--bind", "10.78.0.2"], env=ENV, cwd=REPO,
-                         stderr=subprocess.PIPE, universal_newlines=True)
+        server = b.popen(SERVER_CPU + [PY, "-m", "netoffload", "bench",
+                                       "server", "--bind", "10.78.0.2"],
+                         env=ENV, cwd=REPO, stderr=subprocess.PIPE,
+                         universal_newlines=True)
         assert "listening" in server.stderr.readline()
         yield a, b
     finally:
@@ -43,8 +50,8 @@ def path():
 
 
 def cli(ns, *argv, **kw):
-    return ns.run([PY, "-m", "netoffload", "bench"] + list(argv), env=ENV,
-                  cwd=REPO, check=False, **kw)
+    return ns.run(CLIENT_CPU + [PY, "-m", "netoffload", "bench"] + list(argv),
+                  env=ENV, cwd=REPO, check=False, **kw)
 
 
 def live(ns, dev):

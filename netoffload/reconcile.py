@@ -39,7 +39,7 @@ import threading
 from netoffload import ethtool
 from netoffload import resolve as R
 from netoffload.errors import Ambiguous, DeviceError, NotFound, XapiError
-from netoffload.features import FEATURES, VIF_XAPI_FEATURES, value_or_none
+from netoffload.features import FEATURES, VIF_XAPI_FEATURES
 from netoffload.log import get_logger
 from netoffload.xapi import LostRace, ObjectGone
 
@@ -152,7 +152,7 @@ class ObjectPlan(object):
 
     def _reapplied(self, config):
         keys = VIF_XAPI_FEATURES if self.cls == "VIF" else FEATURES
-        return all(value_or_none(config.get(R.ETHTOOL_PREFIX + f)) == v
+        return all(R.xapi_value(config.get(R.ETHTOOL_PREFIX + f)) == v
                    for f, v in self.resolution.features.items() if f in keys)
 
     @property
@@ -224,7 +224,7 @@ def plan_object(cls, ref, record, label, resolution, force=False,
             elif current != wanted:
                 key_writes.append((key, wanted))
                 new_written[feature] = wanted
-        elif wanted is not None and value_or_none(current) != wanted:
+        elif wanted is not None and R.xapi_value(current) != wanted:
             if current is not None and not force:
                 continue  # explicit: resolution already let it win
             new_managed.add(feature)
@@ -435,6 +435,10 @@ def _device_entry(local):
     entry = {"device": local.device, "kind": local.kind,
              "desired": local.resolution.live_features,
              "explicit": dict(local.resolution.explicit),
+             # explicit keys xapi will not apply at plug (e.g. "TRUE")
+             "ignored_by_xapi": sorted(
+                 f for f, v in local.resolution.explicit.items()
+                 if v not in ("on", "off")),
              "policy": local.resolution.policy,
              "level": local.resolution.level}
     if local.vm:

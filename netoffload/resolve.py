@@ -40,7 +40,7 @@ later value wins over our saved prior; DESIGN precedence rule 1).
 import json
 
 from netoffload.errors import BadArgument
-from netoffload.features import FEATURES, value_or_none
+from netoffload.features import FEATURES
 from netoffload.policy import parse_policy
 
 KEY_VIF = "netoffload-vif"
@@ -69,6 +69,17 @@ def parse_managed(text):
 
 def format_managed(names):
     return ",".join(sorted(names))
+
+
+# What xapi itself accepts in an ethtool-<f> key (vif-real and the PIF
+# path match these strings exactly; "TRUE" or " on" is ignored at plug).
+XAPI_VALUES = {"on": "on", "true": "on", "off": "off", "false": "off"}
+
+
+def xapi_value(raw):
+    """"on"/"off" as xapi reads an ethtool-<f> key value, or None when
+    xapi ignores it (it compares exactly: no case folding, no blanks)."""
+    return XAPI_VALUES.get(raw) if isinstance(raw, str) else None
 
 
 def _saved_items(text):
@@ -135,7 +146,7 @@ def explicit_keys(other_config):
     for feature in FEATURES:
         raw = other_config.get(ETHTOOL_PREFIX + feature)
         if raw is not None and feature not in managed:
-            result[feature] = value_or_none(raw) or raw
+            result[feature] = xapi_value(raw) or raw
     return result
 
 

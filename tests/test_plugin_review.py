@@ -180,3 +180,35 @@ def test_key_changed_by_an_admin_after_apply_is_kept_and_survives_revert(pool):
     assert "tx" not in config["netoffload-managed"].split(",")
     pool.call("revert", vm="bsd")
     assert api.VIF.get_other_config(pool.bsd_vif) == {"ethtool-tx": "on"}
+
+
+# -- 7: xapi compares key values exactly -----------------------------------------
+
+def test_explicit_value_xapi_ignores_is_not_reported_as_honoured(pool):
+    api = pool.session.xenapi
+    api.VIF.remove_from_other_config(pool.web_vif, "ethtool-tx")
+    api.VIF.add_to_other_config(pool.web_vif, "ethtool-tx", "TRUE")
+    pool.call("set_policy", level="vm", vm="web 01", policy="tx-off")
+    [vif] = [d for d in pool.call("status", vm="web 01")["devices"]
+             if d["device"] == "vif5.0"]
+    assert vif["explicit"] == {"tx": "TRUE"}
+    assert vif["ignored_by_xapi"] == ["tx"]
+    result = pool.call("apply", vm="web 01")
+    assert api.VIF.get_other_config(pool.web_vif) == {"ethtool-tx": "TRUE"}
+    assert result["objects"] == []  # not overwritten without force
+    forced = pool.call("apply", vm="web 01", force="true")
+    [obj] = forced["objects"]
+    assert obj["reapplied_at_plug"] is True
+    assert api.VIF.get_other_config(pool.web_vif)["ethtool-tx"] == "off"
+    pool.call("revert", vm="web 01")
+    assert api.VIF.get_other_config(pool.web_vif) == {"ethtool-tx": "TRUE"}
+
+
+def test_reapplied_at_plug_compares_exactly():
+    from netoffload import reconcile
+    from tests.test_resolve import build
+    records = build(pool={"netoffload-vif": "tx-off"},
+                    vif={"ethtool-tx": "Off"})
+    [plan] = reconcile.plan_db(records, ["OpaqueRef:vif"], force=True)
+    assert plan.final["ethtool-tx"] == "off"  # "Off" does nothing in xapi
+    assert plan.reapplied_at_plug is True and plan.reapplied_now is False

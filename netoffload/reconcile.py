@@ -509,7 +509,9 @@ def _enforce_one(store, device, desired, pending, entry):
 
 def revert_live(records, host_ref, store, targets=None, dry_run=False):
     """Restore recorded live state: of the targets' devices, or (targets
-    None) of every device recorded on this host, known to xapi or not.
+    None) of every device recorded on this host, known to xapi or not;
+    then the records of vif/tap devices that no longer exist are dropped
+    (action "gone").
     dry_run: report what would be restored (action "plan"), change nothing."""
     recorded = store.recorded()
     present = set(ethtool.list_devices())
@@ -524,6 +526,13 @@ def revert_live(records, host_ref, store, targets=None, dry_run=False):
     for device, entry in devices:
         if device not in present:
             entry["action"] = "absent"
+            if targets is None and not dry_run and \
+                    entry.get("kind", _kind_of(device)) != "pif":
+                # A guest's vif/tap name dies with its domain (domids are
+                # not reused soon): nothing left to restore. A PIF device
+                # may come back (driver reload), so its record is kept.
+                store.forget(device)
+                entry["action"] = "gone"
             results.append(entry)
             continue
         if dry_run:

@@ -212,3 +212,18 @@ def test_reapplied_at_plug_compares_exactly():
     [plan] = reconcile.plan_db(records, ["OpaqueRef:vif"], force=True)
     assert plan.final["ethtool-tx"] == "off"  # "Off" does nothing in xapi
     assert plan.reapplied_at_plug is True and plan.reapplied_now is False
+
+
+# -- 9: revert ALL forgets records of guest devices that are gone ---------------
+
+def test_revert_all_forgets_records_of_vanished_guest_devices(pool):
+    from netoffload.livestate import LiveStateStore
+    state_dir = pool.sim.plugin_env(pool.hosts["h1"])["NETOFFLOAD_STATE_DIR"]
+    pool.call("apply", target="ALL", policy="all-off", confirm="yes")
+    assert "vif6.0" in LiveStateStore(state_dir).recorded()
+    pool.ns["h1"].run(["ip", "link", "del", "vif6.0"])  # the domain died
+    result = pool.call("revert", target="ALL", confirm="yes")
+    by_dev = dict((d["device"], d) for d in result["devices"])
+    assert by_dev["vif6.0"]["action"] == "gone"
+    assert by_dev["eth0"]["action"] == "restore"
+    assert LiveStateStore(state_dir).recorded() == {}

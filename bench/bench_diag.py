@@ -13,7 +13,12 @@
    throughput, TCP_RR and TCP_CRR, the evidence to look at before disabling
    offload.
 
-The machine is shared, so the tool and its reference run back to back in
+Placement: every server runs on one CPU and every client on another, like
+two hosts (on a VM an unpinned 1-byte exchange takes ~10 us when both ends
+share a CPU and ~70 us across two idle vCPUs, so unpinned RR/CRR figures
+jump tenfold with the scheduler's choice). TCP_CRR is also measured with
+both ends on one CPU, where the rate is bounded by CPU per connection, i.e.
+by the tool's own cost. The machine is shared, so the tool and its reference run back to back in
 each round, in alternating order (ABBA), and the ratio is the median of the
 per-round ratios; every round records the load average. Each figure is the
 median of ROUNDS runs of DURATION whole seconds (env BENCH_DIAG_DURATION,
@@ -49,6 +54,8 @@ C_PORT = 12867
 IPERF_PORT = 5209
 STREAM_TARGET = 0.15
 PARALLEL = 2
+_CPUS = sorted(os.sched_getaffinity(0))
+CLIENT_CPU, SERVER_CPU = _CPUS[0], _CPUS[-1]
 
 CRR_C = r"""
 #include <arpa/inet.h>
@@ -112,17 +119,27 @@ def load():
     return [round(v, 2) for v in os.getloadavg()]
 
 
+def pinned(cpu, argv):
+    return ["taskset", "-c", str(cpu)] + argv
+
+
+def pin_servers(servers, cpu):
+    for proc in servers:
+        os.sched_setaffinity(proc.pid, {cpu})
+
+
 def bench_client(ns, tests, parallel=1, duration=DURATION):
-    done = ns.run([PY, "-m", "netoffload", "bench", "client", SERVER_IP,
+    done = ns.run(pinned(CLIENT_CPU, [PY, "-m", "netoffload", "bench", "client", SERVER_IP,
                    "--duration", str(duration), "--parallel", str(parallel),
-                   "--tests", ",".join(tests), "--json"], env=ENV, cwd=CODE,
+                   "--tests", ",".join(tests), "--json"]), env=ENV, cwd=CODE,
                   timeout=duration * 10 + 30)
     return json.loads(done.stdout)["tests"]
 
 
 def iperf3_mbit(ns, parallel):
-    done = ns.run(["iperf3", "-c", SERVER_IP, "-p", str(IPERF_PORT), "-t",
-                   str(DURATION), "-P", str(parallel), "-J"],
+    done = ns.run(pinned(CLIENT_CPU, [
+        "iperf3", "-c", SERVER_IP, "-p", str(IPERF_PORT), "-t",
+        str(DURATION), "-P", str(parallel), "-J"]),
                   timeout=DURATION + 30)
     report = json.loads(done.stdout)
     return round(report["end"]["sum_received"]["bits_per_second"] / 1e6, 1)
@@ -152,9 +169,16 @@ def paired(rounds, ours_key, ref_key):
     return result
 
 
-def measure_round(a, index, have_iperf, c_binary):
+def c_crr(a, c_binary):
+    return float(a.run(pinned(CLIENT_CPU, [
+        c_binary, "client", SERVER_IP, str(C_PORT), str(DURATION)]),
+        timeout=DURATION + 30).stdout.strip())
+
+
+def measure_round(a, index, have_iperf, c_binary, servers):
     """One round; the order flips every round so drift hits both sides."""
     row = {"load_before": load()}
+    pin_servers(servers, SERVER_CPU)
     steps = [
         ("stream_p1", lambda: bench_client(a, ("stream",))["stream"][
             "mbit_per_s"]),
@@ -165,9 +189,11 @@ def measure_round(a, index, have_iperf, c_binary):
          (lambda: iperf3_mbit(a, PARALLEL)) if have_iperf else None),
         ("crr", lambda: bench_client(a, ("tcp_crr",))["tcp_crr"][
             "per_second"]),
-        ("c_crr", (lambda: float(a.run(
-            [c_binary, "client", SERVER_IP, str(C_PORT), str(DURATION)],
-            timeout=DURATION + 30).stdout.strip())) if c_binary else None),
+        ("c_crr", (lambda: c_crr(a, c_binary)) if c_binary else None),
+        ("crr_one_cpu", lambda: (pin_servers(servers, CLIENT_CPU), bench_client(
+            a, ("tcp_crr",))["tcp_crr"]["per_second"])[1]),
+        ("c_crr_one_cpu", (lambda: (pin_servers(servers, CLIENT_CPU), c_crr(
+            a, c_binary))[1]) if c_binary else None),
     ]
     for pair_start in range(0, len(steps), 2):
         pair = steps[pair_start:pair_start + 2]
@@ -176,6 +202,7 @@ def measure_round(a, index, have_iperf, c_binary):
         for name, step in pair:
             if step is not None:
                 row[name] = step()
+    pin_servers(servers, SERVER_CPU)
     row["load_after"] = load()
     return row
 
@@ -201,19 +228,22 @@ def main():
         b.ip("addr", "add", SERVER_IP + "/24", "dev", "vB")
         a.ip("link", "set", "vA", "up")
         b.ip("link", "set", "vB", "up")
-        server = b.popen([PY, "-m", "netoffload", "bench", "server", "--bind",
-                          SERVER_IP, "--port", str(PORT)], env=ENV, cwd=CODE,
+        server = b.popen(pinned(SERVER_CPU, [
+            PY, "-m", "netoffload", "bench", "server", "--bind", SERVER_IP,
+            "--port", str(PORT)]), env=ENV, cwd=CODE,
                          stderr=subprocess.PIPE, universal_newlines=True)
         servers.append(server)
         server.stderr.readline()
         have_iperf = shutil.which("iperf3") is not None
         if have_iperf:
-            servers.append(b.popen(["iperf3", "-s", "-p", str(IPERF_PORT)],
+            servers.append(b.popen(pinned(SERVER_CPU, [
+                "iperf3", "-s", "-p", str(IPERF_PORT)]),
                                    stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL))
         c_binary = build_c(workdir)
         if c_binary:
-            c_server = b.popen([c_binary, "server", SERVER_IP, str(C_PORT)],
+            c_server = b.popen(pinned(SERVER_CPU, [
+                c_binary, "server", SERVER_IP, str(C_PORT)]),
                                stderr=subprocess.PIPE, universal_newlines=True)
             servers.append(c_server)
             c_server.stderr.readline()
@@ -221,7 +251,8 @@ def main():
 
         rounds = []
         for index in range(ROUNDS):
-            rounds.append(measure_round(a, index, have_iperf, c_binary))
+            rounds.append(measure_round(a, index, have_iperf, c_binary,
+                                        servers))
             sys.stderr.write("round %d: %s\n" % (index + 1, json.dumps(
                 rounds[-1], sort_keys=True)))
         results["rounds_raw"] = rounds
@@ -229,6 +260,8 @@ def main():
         results["stream_p%d" % PARALLEL] = paired(
             rounds, "stream_p%d" % PARALLEL, "iperf3_p%d" % PARALLEL)
         results["tcp_crr"] = paired(rounds, "crr", "c_crr")
+        results["tcp_crr_one_cpu"] = paired(rounds, "crr_one_cpu",
+                                            "c_crr_one_cpu")
         if "ratio" in results["stream_p1"]:
             results["stream_p1"]["within_target"] = abs(
                 1 - results["stream_p1"]["ratio"]) <= STREAM_TARGET
@@ -236,9 +269,10 @@ def main():
         compares = []
         for _ in range(COMPARE_ROUNDS):
             load_before = load()
-            done = a.run([PY, "-m", "netoffload", "bench", "--compare",
-                          "all-off", "vA", "--host", SERVER_IP, "--duration",
-                          str(DURATION), "--json"], env=ENV, cwd=CODE,
+            done = a.run(pinned(CLIENT_CPU, [
+                PY, "-m", "netoffload", "bench", "--compare", "all-off", "vA",
+                "--host", SERVER_IP, "--duration", str(DURATION), "--json"]),
+                env=ENV, cwd=CODE,
                          timeout=DURATION * 20 + 60)
             compare = json.loads(done.stdout)
             compare["load_before"] = load_before
@@ -268,7 +302,8 @@ def main():
     results["load_end"] = load()
 
     print("one veth path, %ds x %d rounds (median; ratio = median of per-round"
-          " ratios)" % (DURATION, ROUNDS))
+          " ratios); servers on CPU %d, clients on CPU %d"
+          % (DURATION, ROUNDS, SERVER_CPU, CLIENT_CPU))
     print("load average (1/5/15 min): start %s, end %s; per round 1-min: %s"
           % (results["load_start"], results["load_end"],
              [r["load_before"][0] for r in rounds]))
@@ -277,7 +312,8 @@ def main():
     for key, label in (("stream_p1", "stream -P1 Mbit/s (iperf3)"),
                        ("stream_p%d" % PARALLEL,
                         "stream -P%d Mbit/s (iperf3)" % PARALLEL),
-                       ("tcp_crr", "TCP_CRR conn/s (C client+srv)")):
+                       ("tcp_crr", "TCP_CRR conn/s (C client+srv)"),
+                       ("tcp_crr_one_cpu", "TCP_CRR both ends 1 CPU (C)")):
         entry = results[key]
         print("%-36s %12.1f %12s %7s" % (
             label, entry["netoffload"], entry.get("reference", "n/a"),

@@ -98,7 +98,10 @@ def policy_section(session=None):
         host_ref = xapi.local_host_ref()
         selection = reconcile.select(records, ("all", "ALL"), host_ref)
         plans = reconcile.plan_db(records, selection.refs)
-        devices = reconcile.device_status(records, host_ref, plans=plans)
+        from netoffload.livestate import LiveStateStore
+        # the store lets doctor see features a narrowed policy still owes back
+        devices = reconcile.device_status(records, host_ref, plans=plans,
+                                          store=LiveStateStore())
         pending = _pending_replugs(records, host_ref, reconcile)
     except ImportError as err:
         return {"available": False, "reason": "policy engine missing: %s" % err}
@@ -118,7 +121,8 @@ def policy_section(session=None):
         "non_compliant": [{"device": d["device"], "kind": d["kind"],
                            "differs": d.get("differs", []),
                            "desired": d.get("desired", {}),
-                           "live": d.get("live", {})}
+                           "live": d.get("live", {}),
+                           "pending_restore": d.get("pending_restore", {})}
                           for d in covered if not d.get("compliant")],
         "db_out_of_date": sorted(d["device"] for d in covered
                                  if d.get("db_compliant") is False),

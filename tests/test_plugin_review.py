@@ -142,6 +142,10 @@ def test_narrowing_a_policy_restores_the_features_it_drops(pool):
     [eth0] = pool.call("status", pif="eth0")["devices"]
     assert eth0["compliant"] is False
     assert eth0["pending_restore"]["sg"] == "on"
+    doctor = pool.call("doctor")
+    [owed] = [d for d in doctor["policy"]["non_compliant"]
+              if d["device"] == "eth0"]
+    assert owed["pending_restore"]["sg"] == "on"
     [planned] = pool.call("apply", pif="eth0", dry_run="true")["devices"]
     assert planned["action"] == "plan"
     assert planned["pending_restore"]["rx"] == "on"

@@ -123,6 +123,8 @@ def main():
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--pool-vifs", type=int, default=10000)
     parser.add_argument("--latency-ms", type=float, default=1.0)
+    parser.add_argument("--coalesce", type=float, default=None,
+                        help="the watcher's --coalesce (default: its own)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.stderr.write("bench_watch needs root for a network namespace\n")
@@ -157,8 +159,9 @@ def main():
         env["PYTHONPATH"] = ROOT + ":" + env["PYTHONPATH"]
         state = env["NETOFFLOAD_STATE_DIR"]
         profile = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
+        extra = [] if args.coalesce is None else ["--coalesce", str(args.coalesce)]
         watcher = ns.popen([sys.executable] + profile + ["-m", "netoffload.watch",
-                            "--event-timeout", "5"], env=env,
+                            "--event-timeout", "5"] + extra, env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         sync_start = time.monotonic()
         while not os.path.exists(os.path.join(state, "cache.json")):

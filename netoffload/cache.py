@@ -337,6 +337,33 @@ def _index_matches(directory):
         return False
 
 
+_GENERATED_AT_RE = re.compile(r'"generated_at":("(?:[^"\\]|\\.)*"|null)')
+
+
+def _same_content(path, encoded):
+    """True if the file at path holds encoded's content, generated_at aside.
+
+    Compares text, not parsed data: parsing a big pool's cache only to
+    compare it would cost the watcher its memory (the fragments stay).
+    """
+    try:
+        with open(path) as handle:
+            text = handle.read()
+    except (IOError, OSError, UnicodeDecodeError):
+        return False
+    # top-level keys are sorted, so the first match is the top-level one
+    # (inside a JSON string a quote is escaped, so a value cannot match)
+    match = _GENERATED_AT_RE.search(text)
+    if match is None:
+        return False
+    try:
+        stamp = json.loads(match.group(1))
+    except ValueError:
+        return False
+    return Encoded(dict(encoded.header, generated_at=stamp),
+                   encoded.sections).text() == text
+
+
 def write(data, directory=None, current_digest=None, changed=None):
     """Store data (a dict, or Encoded) as the cache; False if it held the
     same content already.
@@ -355,12 +382,7 @@ def write(data, directory=None, current_digest=None, changed=None):
     elif current_digest is not None:
         changed = encoded.digest() != current_digest
     else:
-        try:
-            current = read_raw(directory)
-        except CacheUnusable:
-            current = None
-        changed = current is None or \
-            Encoded.from_data(current).text(False) != encoded.text(False)
+        changed = not _same_content(path, encoded)
     if changed:
         atomic_write(path, encoded.text())
     if changed or not _index_matches(directory):

@@ -41,6 +41,7 @@ import argparse
 import collections
 import concurrent.futures
 import gc
+import json
 import queue
 import random
 import signal
@@ -59,10 +60,12 @@ EVENT_TIMEOUT = 30.0
 # After a batch, wait this long before asking for the next one: the several
 # writes of one object (ours: 8 per new VIF) then arrive as one event, not
 # eight, each carrying the whole record to parse.
-EVENT_COALESCE = 0.05
+EVENT_COALESCE = 0.02
 CACHE_DEBOUNCE = 0.5
 # While events keep coming the cache is still written at least this often.
 CACHE_MAX_LAG = 5.0
+PLAN_SLICE = 200
+SWITCH_INTERVAL = 0.0005
 BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 30.0
 # Extra sessions the master writes through in parallel (one object per
@@ -106,6 +109,13 @@ def _compact(value):
     return value
 
 
+def _compact_record(record):
+    record = _compact(record)
+    if "other_config" in record:
+        record["other_config"] = dict(record["other_config"] or {})
+    return record
+
+
 def trim(cls, snapshot):
     """The part of an event snapshot the pack reads (keeps memory small)."""
     record = dict((k, _compact(snapshot[k])) for k in _KEEP[cls] if k in snapshot)
@@ -114,9 +124,11 @@ def trim(cls, snapshot):
     return record
 
 
-def release_memory():
-    """Give freed heap back to the OS after a big transient (the sync)."""
-    gc.collect()
+def release_memory(collect=True):
+    """Give freed heap back to the OS after a big transient (the sync, a
+    cache write)."""
+    if collect:
+        gc.collect()
     try:
         import ctypes
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -382,9 +394,18 @@ class Watcher(object):
         for cls in ("pool", "host", "network", "pif", "vm", "vif"):
             raw = self.client.get_all_records(cls if cls in ("pool", "host", "network")
                                               else cls.upper())
-            tables[_TABLES[cls]] = dict(
-                (_intern(ref), trim(cls, record)) for ref, record in raw.items())
+            # Through one JSON string: the trimmed records are then built
+            # after the raw ones are freed, packed together instead of
+            # scattered among the holes the raw ones leave, so the heap
+            # can shrink back.
+            packed = json.dumps(dict((ref, trim(cls, record))
+                                     for ref, record in raw.items()))
             del raw
+            gc.collect()
+            tables[_TABLES[cls]] = dict(
+                (_intern(ref), _compact_record(record))
+                for ref, record in json.loads(packed).items())
+            del packed
         self.records = resolve.PoolRecords(
             tables["pool"], tables["hosts"], tables["networks"], tables["pifs"],
             tables["vms"], tables["vifs"])
@@ -521,9 +542,13 @@ class Watcher(object):
             waiting = [ref for ref in targets if ref in busy]
             self._recheck.update(waiting)
             idle = [ref for ref in targets if ref not in busy]
-            plans = [p for p in reconcile.plan_db(self.records, idle) if p.writes]
-            if plans:
-                self._submit(plans)
+            # in slices: a full sync plans every object, and holding 10,000
+            # plans at once would leave the heap that much bigger for good
+            for start in range(0, len(idle), PLAN_SLICE):
+                plans = [p for p in reconcile.plan_db(
+                    self.records, idle[start:start + PLAN_SLICE]) if p.writes]
+                if plans:
+                    self._submit(plans)
         self._enforce(None if live_all else set(targets) | set(live))
 
     def _local_targets(self, refs):
@@ -584,6 +609,8 @@ class Watcher(object):
                 counts = encoded.counts()
                 self.log.info("watch: cache updated: %d PIFs, %d VIFs",
                               counts["pifs"], counts["vifs"])
+            del encoded
+            release_memory(collect=False)  # the MB-sized texts just freed
         except (OSError, IOError) as err:
             self.log.warning("watch: cannot write the cache: %s", err)
 
@@ -616,6 +643,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     # a hung xapi must not hang us forever: bound every socket operation
     socket.setdefaulttimeout(args.event_timeout + 60.0)
+    # Writer threads spend a few microseconds of Python between two calls;
+    # with the default 5 ms GIL slice each would wait behind the main
+    # thread parsing a big event batch, and an object's 8 writes add up.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     watcher = Watcher(event_timeout=args.event_timeout,
                       cache_debounce=args.cache_debounce,
                       backoff_max=args.backoff_max, writers=args.writers,

@@ -228,29 +228,39 @@ class Encoded(object):
     def counts(self):
         return dict((name, len(self.sections[name])) for name in self.SECTIONS)
 
+    def chunks(self, with_timestamp=True):
+        """cache.json in pieces (a big pool's file is never one string)."""
+        head = self.header if with_timestamp else _without_timestamp(self.header)
+        sep = "{"
+        for name in sorted(set(head) | set(self.SECTIONS)):
+            if name in self.SECTIONS:
+                yield '%s"%s":{' % (sep, name)
+                inner = ""
+                for key in sorted(self.sections[name]):
+                    yield "%s%s:%s" % (inner, _json_key(key), self.sections[name][key])
+                    inner = ","
+                yield "}"
+            else:
+                yield "%s%s:%s" % (sep, json.dumps(name), encode_entry(head[name]))
+            sep = ","
+        yield "}\n"
+
     def text(self, with_timestamp=True):
         """cache.json: the same text as json.dumps(data, sort_keys=True,
         separators=(",", ":")) + newline."""
-        head = self.header if with_timestamp else _without_timestamp(self.header)
-        parts = []
-        for name in sorted(set(head) | set(self.SECTIONS)):
-            if name in self.SECTIONS:
-                body = ",".join("%s:%s" % (_json_key(key), text) for key, text
-                                in sorted(self.sections[name].items()))
-                parts.append('"%s":{%s}' % (name, body))
-            else:
-                parts.append("%s:%s" % (json.dumps(name), encode_entry(head[name])))
-        return "{" + ",".join(parts) + "}\n"
+        return "".join(self.chunks(with_timestamp))
+
+    def index_chunks(self, cache_stamp):
+        yield INDEX_MAGIC + encode_entry(dict(self.header, cache=cache_stamp)) + "\n"
+        for name, prefix in (("pifs", "pif"), ("vifs", "vif")):
+            table = self.sections[name]
+            for key in sorted(table):
+                # lookups use validated names only: other keys can stay out
+                if _PLAIN_KEY_RE.match(key):
+                    yield "%s %s %s\n" % (prefix, key, table[key])
 
     def index_text(self, cache_stamp):
-        head = dict(self.header, cache=cache_stamp)
-        lines = [INDEX_MAGIC + encode_entry(head)]
-        for name, prefix in (("pifs", "pif"), ("vifs", "vif")):
-            # lookups use validated names only: other keys can stay out
-            lines.extend("%s %s %s" % (prefix, key, text)
-                         for key, text in sorted(self.sections[name].items())
-                         if _PLAIN_KEY_RE.match(key))
-        return "\n".join(lines) + "\n"
+        return "".join(self.index_chunks(cache_stamp))
 
     def digest(self):
         """A fingerprint of the content, generated_at left out."""
@@ -289,14 +299,19 @@ def _fsync_dir(path):
 
 
 def atomic_write(path, text, mode=0o600):
-    """Write text to path atomically: same-directory temp file, fsync, rename."""
+    """Write text (a str, or an iterable of str) to path atomically:
+    same-directory temp file, fsync, rename."""
     import tempfile  # writers only: keep the udev helper's start-up short
     directory = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".")
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+            if isinstance(text, str):
+                handle.write(text)
+            else:
+                for chunk in text:
+                    handle.write(chunk)
             handle.flush()
             os.fsync(handle.fileno())
         os.rename(tmp, path)
@@ -384,10 +399,10 @@ def write(data, directory=None, current_digest=None, changed=None):
     else:
         changed = not _same_content(path, encoded)
     if changed:
-        atomic_write(path, encoded.text())
+        atomic_write(path, encoded.chunks())
     if changed or not _index_matches(directory):
         atomic_write(os.path.join(directory, INDEX_FILE),
-                     encoded.index_text(_stamp(os.stat(path))))
+                     encoded.index_chunks(_stamp(os.stat(path))))
     sync_pif_markers(sorted(encoded.sections["pifs"]), directory)
     return changed
 

@@ -482,11 +482,16 @@ def enforce_live(records, host_ref, store, targets=None, dry_run=False):
             else:
                 _enforce_one(store, local.device, desired, pending, entry)
         except DeviceError as err:
-            entry["action"] = "failed"
-            entry["ok"] = False
-            entry["errors"] = [err.message]
+            _mark_failed(entry, err)
         results.append(entry)
     return results
+
+
+def _mark_failed(entry, err):
+    """One device failed: say so in its entry; the others still run."""
+    entry["action"] = "failed"
+    entry["ok"] = False
+    entry["errors"] = [err.message]
 
 
 def _enforce_one(store, device, desired, pending, entry):
@@ -544,9 +549,7 @@ def revert_live(records, host_ref, store, targets=None, dry_run=False):
             entry.update(store.restore(device).to_json())
             entry["action"] = "restore"
         except DeviceError as err:
-            entry["action"] = "failed"
-            entry["ok"] = False
-            entry["errors"] = [err.message]
+            _mark_failed(entry, err)
         results.append(entry)
     return results
 

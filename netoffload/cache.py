@@ -19,7 +19,9 @@ of every VIF in the pool (a VM can start here later), keyed
 
 Only objects whose policy sets at least one feature are listed: a device
 that is not listed is left alone. `features` holds every feature the policy
-sets, gro and lro included (xapi drops those for VIFs; we apply them live).
+sets, gro and lro included (xapi drops those for VIFs; we apply them live),
+and never an explicit `ethtool-*` key (Resolution.live_features, the same
+set reconcile.enforce_live applies).
 
 Writes are atomic (temp file in the same directory, fsync, rename), the file
 is 0600 and the directory 0700. A write whose content equals the file's
@@ -93,15 +95,21 @@ def _utc_now():
 # -- building from pool records ----------------------------------------------
 
 def entry_from_resolution(resolution, vm_name=None):
-    """The cache entry for one object, or None if its policy sets nothing."""
-    wanted = dict(resolution.features or {})
+    """The cache entry for one object, or None if its policy sets nothing.
+
+    Only the policy's features (`live_features`), as reconcile.enforce_live
+    applies: explicit `ethtool-*` keys are xapi's to apply at plug, and an
+    opted-out VM (`none`) or an object without policy is left alone.
+    """
+    wanted = dict(resolution.live_features)
     if not wanted:
         return None
+    sources = resolution.sources or {}
     entry = {
         "features": wanted,
-        "source": getattr(resolution, "level", None),
-        "sources": dict(getattr(resolution, "sources", None) or {}),
-        "policy": getattr(resolution, "policy", None),
+        "source": resolution.level,
+        "sources": dict((f, sources[f]) for f in wanted if f in sources),
+        "policy": resolution.policy,
     }
     if vm_name is not None:
         entry["vm"] = vm_name

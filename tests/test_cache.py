@@ -73,7 +73,7 @@ def test_build_lists_this_hosts_pifs_and_every_vif_in_the_pool():
     assert data["host"] == {"uuid": "host-a-uuid", "name": "xs1"}
     assert data["policy"]["pool"] == {"vif": "all-off", "pif": "tx-off",
                                       "tags": {"bsd": "tx-off"}}
-    assert sorted(data["pifs"]) == ["eth0", "eth0.100", "eth1"]
+    assert sorted(data["pifs"]) == ["eth0", "eth0.100"]
     assert data["pifs"]["eth0"]["features"] == {"tx": "off"}
     assert data["pifs"]["eth0"]["source"] == "pool"
     # the VM is resident on host B but may start here later: listed anyway
@@ -86,14 +86,48 @@ def test_build_lists_this_hosts_pifs_and_every_vif_in_the_pool():
     assert data["vifs"][BSD_UUID + "/0"]["source"] == "tag:bsd"
 
 
-def test_build_keeps_explicit_keys_and_leaves_opt_outs_out():
+def test_build_lists_policy_features_only_never_explicit_keys():
+    """Like reconcile.enforce_live: explicit keys are xapi's business at plug,
+    so the cache (what udev and boot-without-xapi apply) leaves them out."""
     data = cache.build(_records(), HOST_A)
-    assert data["pifs"]["eth1"]["features"] == {"tx": "on"}
-    assert data["pifs"]["eth1"]["sources"] == {"tx": "explicit"}
+    # eth1's only policy feature (tx) is explicit: nothing left to apply
+    assert "eth1" not in data["pifs"]
     vif1 = data["vifs"][VM_UUID + "/1"]
-    assert vif1["features"]["gso"] == "on"
-    assert vif1["sources"]["gso"] == "explicit"
+    assert vif1["features"] == dict((f, v) for f, v in ALL_OFF.items()
+                                    if f != "gso")
+    assert "gso" not in vif1["sources"]
     assert OPT_OUT_UUID + "/0" not in data["vifs"]
+
+
+def _opted_out_with_explicit_keys(pool_policy):
+    """The reviewer's repro: a VM with netoffload-vif=none whose VIF holds
+    ethtool-gro=off and ethtool-tx=true; a PIF with an explicit key."""
+    records = _records()
+    records.pool["OpaqueRef:pool"]["other_config"] = dict(pool_policy)
+    records.vifs["OpaqueRef:opt0"]["other_config"] = {
+        "ethtool-gro": "off", "ethtool-tx": "true"}
+    return records
+
+
+@pytest.mark.parametrize("pool_policy", [
+    {"netoffload-vif": "all-off", "netoffload-pif": "tx-off"}, {}],
+    ids=["pool-policy", "no-policy"])
+def test_cache_entries_are_what_enforce_live_applies(pool_policy):
+    from netoffload import resolve
+    records = _opted_out_with_explicit_keys(pool_policy)
+    data = cache.build(records, HOST_A)
+    assert OPT_OUT_UUID + "/0" not in data["vifs"]
+    for vif_ref in resolve.eligible_vifs(records):
+        vif = records.vifs[vif_ref]
+        key = cache.vif_key(records.vms[vif["VM"]]["uuid"], vif["device"])
+        live = resolve.resolve_vif(records, vif_ref).live_features
+        assert data["vifs"].get(key, {}).get("features", {}) == live, key
+    for pif_ref in records.pifs_of_host(HOST_A):
+        device = cache.pif_device_name(records.pifs[pif_ref])
+        live = resolve.resolve_pif(records, pif_ref).live_features
+        assert data["pifs"].get(device, {}).get("features", {}) == live, device
+    if not pool_policy:
+        assert (data["pifs"], data["vifs"]) == ({}, {})
 
 
 def test_build_for_a_host_whose_pif_policy_is_none_lists_no_pifs():

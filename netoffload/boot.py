@@ -6,8 +6,10 @@ by netoffload-boot.service, after xapi-init-complete.target.
 - With XAPI: one local session, one snapshot of the pool, the cache written
   (netoffload.cache), then `reconcile.enforce_live` on this host's PIF
   devices and the vif/tap devices of its running VMs.
-- Without XAPI (it failed to start, or the socket is gone): every local
-  device is enforced from the existing cache, as the udev helper would.
+- Without XAPI (it failed to start, the socket is gone, or it fails a
+  call after the login: still starting, or going away mid-snapshot): every
+  local device is enforced from the existing cache, as the udev helper
+  would, and the log says why.
 - `--refresh-only`: write the cache and stop (the RPM scriptlet primes the
   cache this way); XAPI being down is then logged and not an error.
 
@@ -68,37 +70,55 @@ def _summarise_live(results):
     return len(applied), len(changed), failed
 
 
+def _fall_back_to_cache(log, directory):
+    """Enforce every local device from the existing cache: the exit status."""
+    try:
+        results = enforce_from_cache(directory)
+    except cache.CacheUnusable as cache_err:
+        log.warning("boot: nothing enforced: %s", cache_err.message)
+        return EXIT_FAILED
+    failed = [r for r in results if not r[1]]
+    for device, _, message in failed:
+        log.warning("boot: %s: %s", device, message)
+    log.info("boot: enforced %d devices from the cache, %d failed",
+             len(results), len(failed))
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _without_xapi(log, why, refresh_only, directory):
+    if refresh_only:
+        log.warning("boot: %s, cache not refreshed", why)
+        return EXIT_OK
+    log.warning("boot: %s; enforcing from the cache", why)
+    return _fall_back_to_cache(log, directory)
+
+
 def run(refresh_only=False, directory=None):
     log = get_logger()
     try:
         session = xapi.open_session()
     except XapiError as err:
-        if refresh_only:
-            log.warning("boot: xapi unreachable, cache not refreshed: %s",
-                        err.message)
-            return EXIT_OK
-        log.warning("boot: xapi unreachable (%s); enforcing from the cache",
-                    err.message)
-        try:
-            results = enforce_from_cache(directory)
-        except cache.CacheUnusable as cache_err:
-            log.warning("boot: nothing enforced: %s", cache_err.message)
-            return EXIT_FAILED
-        failed = [r for r in results if not r[1]]
-        for device, _, message in failed:
-            log.warning("boot: %s: %s", device, message)
-        log.info("boot: enforced %d devices from the cache, %d failed",
-                 len(results), len(failed))
-        return EXIT_FAILED if failed else EXIT_OK
+        return _without_xapi(log, "xapi unreachable (%s)" % err.message,
+                             refresh_only, directory)
     try:
-        records, host_ref, data = refresh_cache(session, directory)
-        log.info("boot: cache refreshed: %d PIFs, %d VIFs", len(data["pifs"]),
-                 len(data["vifs"]))
-        if refresh_only:
-            return EXIT_OK
-        results = enforce_from_xapi(records, host_ref, directory)
+        try:
+            records, host_ref, data = refresh_cache(session, directory)
+        except XapiError as err:
+            # logged in, then failed: xapi still starting, or going away
+            failure = err.message
+        else:
+            failure = None
+            log.info("boot: cache refreshed: %d PIFs, %d VIFs",
+                     len(data["pifs"]), len(data["vifs"]))
+            if not refresh_only:
+                results = enforce_from_xapi(records, host_ref, directory)
     finally:
         xapi.close_session(session)
+    if failure is not None:
+        return _without_xapi(log, "xapi failed after login (%s)" % failure,
+                             refresh_only, directory)
+    if refresh_only:
+        return EXIT_OK
     enforced, changed, failed = _summarise_live(results)
     for entry in failed:
         log.warning("boot: %s: %s", entry.get("device"),

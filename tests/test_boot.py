@@ -146,3 +146,48 @@ def test_without_xapi_or_cache_boot_fails_and_changes_nothing(host):
     assert proc.returncode == 1
     assert "nothing enforced" in proc.stderr
     assert host.ns.ethtool_k(host.tap) == before
+
+
+def _fail_after_login(host, how):
+    """xapi accepts the login, then fails the snapshot: still starting
+    (HOST_STILL_BOOTING on every call), or going away (stopped mid-call)."""
+    import threading
+    from sim.xapi_sim import failure
+    handle = host.sim.handle
+
+    def flaky(method, params, via_host=None):
+        if method.startswith("session.") or method.startswith("sim."):
+            return handle(method, params, via_host)
+        if how == "stopped" and method.endswith(".get_all_records"):
+            stopper = threading.Thread(target=host.sim.stop)
+            stopper.start()
+            stopper.join(10)
+        elif how == "still-booting":
+            return failure(["HOST_STILL_BOOTING", "xapi is still starting"])
+        return handle(method, params, via_host)
+    host.sim.handle = flaky
+
+
+@pytest.mark.parametrize("how", ["still-booting", "stopped"])
+def test_xapi_failing_after_login_boot_enforces_from_the_cache(host, how):
+    assert host.boot("--refresh-only").returncode == 0
+    _fail_after_login(host, how)
+    proc = host.boot()
+    assert proc.returncode == 0, proc.stderr
+    assert "enforcing from the cache" in proc.stderr
+    assert host.compliant("eth0", {"tx": "off"})
+    assert host.compliant(host.vif, ALL_OFF)
+    assert host.compliant(host.tap, ALL_OFF)
+
+
+@pytest.mark.parametrize("how", ["still-booting", "stopped"])
+def test_xapi_failing_after_login_refresh_only_keeps_the_cache(host, how):
+    assert host.boot("--refresh-only").returncode == 0
+    with open(cache.cache_path(host.state)) as handle:
+        before = handle.read()
+    _fail_after_login(host, how)
+    proc = host.boot("--refresh-only")
+    assert proc.returncode == 0, proc.stderr
+    assert "cache not refreshed" in proc.stderr
+    with open(cache.cache_path(host.state)) as handle:
+        assert handle.read() == before

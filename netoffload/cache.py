@@ -46,6 +46,7 @@ import os
 import re
 
 from netoffload import devices
+from netoffload import fileutil
 from netoffload import features as feature_names
 from netoffload.errors import BadArgument, NotFound
 
@@ -298,38 +299,9 @@ def _ensure_dir(path):
     os.chmod(path, 0o700)
 
 
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path, text, mode=0o600):
-    """Write text (a str, or an iterable of str) to path atomically:
-    same-directory temp file, fsync, rename."""
-    import tempfile  # writers only: keep the udev helper's start-up short
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w") as handle:
-            if isinstance(text, str):
-                handle.write(text)
-            else:
-                for chunk in text:
-                    handle.write(chunk)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(directory)
+# one implementation for every state file (fileutil): same-directory temp
+# file, fsync, rename, directory fsync
+atomic_write = fileutil.atomic_write
 
 
 def digest(data):

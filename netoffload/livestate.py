@@ -16,11 +16,11 @@ import errno
 import fcntl
 import json
 import os
-import tempfile
 import time
 
 from netoffload import ethtool
 from netoffload import features as F
+from netoffload import fileutil
 from netoffload.errors import Busy, DeviceError
 from netoffload.features import FEATURES, value_or_none
 from netoffload.log import get_logger
@@ -38,28 +38,8 @@ def state_dir_default():
 
 def atomic_write_json(path, data, mode=0o600):
     """Write JSON so that readers see the old or the new file, never half."""
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path),
-                               suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=1, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fileutil.atomic_write(path, json.dumps(data, indent=1, sort_keys=True) + "\n",
+                          mode)
 
 
 def _onoff_map(raw, key_ok):

@@ -1,0 +1,57 @@
+"""Files under the state directory: written whole or not at all.
+
+`atomic_write(path, data, mode=0o600)`: a temp file in the same directory
+(so the rename cannot cross filesystems), fsync, rename over `path`, fsync
+of the directory (so the rename itself survives a crash). Readers see the
+old file or the new one, never half of one. `data` is a str or an iterable
+of str (a big file need not be one string).
+
+No tempfile import: the udev helper writes the live-state record and its
+start-up time counts; a random name opened with O_EXCL does the same job.
+"""
+import os
+
+_TEMP_ATTEMPTS = 100
+
+
+def fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _open_temp(directory, base, mode):
+    """(fd, path) of a new file that nobody else can have opened."""
+    for _ in range(_TEMP_ATTEMPTS):
+        tmp = os.path.join(directory, ".%s.%s.tmp" % (base, os.urandom(6).hex()))
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError("no free temporary name for %s in %s" % (base, directory))
+
+
+def atomic_write(path, data, mode=0o600):
+    """Replace path with data (str, or an iterable of str) atomically."""
+    directory = os.path.dirname(path) or "."
+    fd, tmp = _open_temp(directory, os.path.basename(path), mode)
+    try:
+        os.fchmod(fd, mode)  # O_CREAT's mode is filtered by the umask
+        with os.fdopen(fd, "w") as handle:
+            if isinstance(data, str):
+                handle.write(data)
+            else:
+                for chunk in data:
+                    handle.write(chunk)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(directory)

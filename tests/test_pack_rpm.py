@@ -13,6 +13,8 @@ import tarfile
 
 import pytest
 
+from tests.support.tools import interpreter, require_tool
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD_PY = os.path.join(ROOT, "pack", "build.py")
 PYPRIVATE = "/usr/lib/netoffload/python"
@@ -28,8 +30,14 @@ REQUIRED_SOURCES = (
     "netoffload/boot.py",
 )
 
-pytestmark = pytest.mark.skipif(shutil.which("rpmbuild") is None,
-                                reason="rpmbuild missing: run tools/bootstrap")
+PACK_TOOLS = ("rpmbuild", "rpm", "rpm2archive")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def pack_tools():
+    """Skips locally, fails under CI=true, without the tools (before `built`)."""
+    for name in PACK_TOOLS:
+        require_tool(name)
 
 
 def _missing_sources():
@@ -213,21 +221,13 @@ def test_second_rpm_carries_the_bumped_version_inside(built, tmp_path):
     assert '__version__ = "%s"' % built.bumped in init.splitlines()
 
 
-def _interpreter(minor):
-    """A python3.<minor> binary if this machine has one (pyenv or system)."""
-    found = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/%s.*/bin/python%s"
-                                                % (minor, minor))))
-    found += [p for p in ("/usr/bin/python%s" % minor,) if os.path.exists(p)]
-    return found[0] if found else None
-
-
 # dom0: XenServer 8 / XCP-ng 8.3 have 3.6, XCP-ng 9 has 3.12.
 DOM0_PYTHONS = ["3.6", "3.12"]
 
 
 @pytest.mark.parametrize("minor", DOM0_PYTHONS)
 def test_packaged_tree_passes_selftest_under_dom0_python(built, tmp_path, minor):
-    python = _interpreter(minor)
+    python = interpreter(minor)
     if python is None:
         pytest.skip("no python%s on this machine" % minor)
     copy = str(tmp_path / "v1.rpm")

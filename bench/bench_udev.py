@@ -88,9 +88,12 @@ def main():
     try:
         state = os.path.join(work, "state")
         vm_uuids = [str(uuid.uuid4()) for _ in range(args.devices)]
-        vifs = dict(("%s/0" % u, {"features": ALL_OFF, "source": "pool",
-                                  "policy": "all-off", "vm": "vm%d" % i})
-                    for i, u in enumerate(vm_uuids))
+        # devid 0: the runs with the Python stand-in, 1: with the sh one;
+        # both must find an entry, or the run measures "left alone"
+        vifs = dict(("%s/%d" % (u, devid),
+                     {"features": ALL_OFF, "source": "pool",
+                      "policy": "all-off", "vm": "vm%d" % i})
+                    for i, u in enumerate(vm_uuids) for devid in (0, 1))
         for i in range(max(0, args.cache_vifs - len(vifs))):
             vifs["%s/%d" % (uuid.uuid4(), i % 4)] = {
                 "features": ALL_OFF, "source": "pool", "policy": "all-off",
@@ -154,6 +157,14 @@ def main():
             rows["sh xenstore-read stand-in"].append(ms)
             ms, _ = timed_run(ns, [PYTHON, "-c", "pass"], env)
             rows["python3 -c pass"].append(ms)
+        # every helper run changed its device (recorded for revert): none
+        # of them was a cheap "no policy, left alone"
+        with open(os.path.join(state, "live-state.json")) as handle:
+            recorded = set(json.load(handle)["devices"])
+        expected = set(["eth%d" % i for i in range(args.devices)] +
+                       ["tap%d.%d" % (i + 1, d) for i in range(args.devices)
+                        for d in (0, 1)])
+        assert expected <= recorded, sorted(expected - recorded)[:5]
         medians = dict((k, round(statistics.median(v), 1)) for k, v in rows.items())
         result = {"devices": args.devices, "cache_vifs": len(vifs),
                   "cache_bytes": os.path.getsize(cache.cache_path(state)),

@@ -7,7 +7,7 @@ ETHTOOL_GFEATURES for the available / requested / active / never-changed
 bitmaps of one device. The socket belongs to the network namespace it was
 created in.
 """
-import ctypes
+import array
 import errno
 import fcntl
 import socket
@@ -33,6 +33,11 @@ FALLBACK_ERRNOS = frozenset(e for e in (
     errno.EAFNOSUPPORT, errno.EFAULT))
 
 
+def _buffer(size):
+    """A zeroed, writable buffer whose address stays put (ioctl data)."""
+    return array.array("B", bytes(size))
+
+
 class IoctlReader(object):
     """Reads features of many devices through one socket."""
 
@@ -53,13 +58,15 @@ class IoctlReader(object):
         self.close()
 
     def _ioctl(self, device, buf):
+        # buf is an array: buffer_info() gives its address without ctypes
+        # (a few ms of the udev helper's start-up)
         ifreq = struct.pack("%dsP" % IFNAMSIZ, device.encode("ascii"),
-                            ctypes.addressof(buf))
+                            buf.buffer_info()[0])
         ifreq += b"\0" * (_IFREQ_SIZE - len(ifreq))
         fcntl.ioctl(self._sock.fileno(), SIOCETHTOOL, ifreq)
 
     def _feature_count(self, device):
-        buf = ctypes.create_string_buffer(struct.calcsize("=IIQI"))
+        buf = _buffer(struct.calcsize("=IIQI"))
         struct.pack_into("=IIQ", buf, 0, ETHTOOL_GSSET_INFO, 0,
                          1 << ETH_SS_FEATURES)
         self._ioctl(device, buf)
@@ -71,11 +78,11 @@ class IoctlReader(object):
     def _feature_names(self, device, count):
         names = self._strings.get(count)
         if names is None:
-            buf = ctypes.create_string_buffer(12 + count * ETH_GSTRING_LEN)
+            buf = _buffer(12 + count * ETH_GSTRING_LEN)
             struct.pack_into("=III", buf, 0, ETHTOOL_GSTRINGS,
                              ETH_SS_FEATURES, count)
             self._ioctl(device, buf)
-            raw = buf.raw[12:]
+            raw = buf.tobytes()[12:]
             names = tuple(
                 raw[i * ETH_GSTRING_LEN:(i + 1) * ETH_GSTRING_LEN]
                 .split(b"\0", 1)[0].decode("ascii", "replace")
@@ -93,7 +100,7 @@ class IoctlReader(object):
             count = self._count = self._feature_count(device)
         names = self._feature_names(device, count)
         blocks = (count + 31) // 32
-        buf = ctypes.create_string_buffer(8 + blocks * _BLOCK.size)
+        buf = _buffer(8 + blocks * _BLOCK.size)
         struct.pack_into("=II", buf, 0, ETHTOOL_GFEATURES, blocks)
         self._ioctl(device, buf)
         words = struct.unpack_from("=%dI" % (4 * blocks), buf, 8)

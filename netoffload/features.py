@@ -9,7 +9,6 @@ patterns over the kernel's ETH_SS_FEATURES strings), so that
 `tx` covers every `tx-checksum-*` bit and `tso` every `tx-tcp*-segmentation`
 bit, including ones newer kernels add (6.18 has tx-tcp-accecn-segmentation).
 """
-import fnmatch
 import functools
 
 FEATURES = ("rx", "tx", "sg", "tso", "ufo", "gso", "gro", "lro")
@@ -67,11 +66,31 @@ SINGLE_BIT_NAME = dict((short, patterns[0])
 _VALUE_ALIASES = {"on": ON, "true": ON, "off": OFF, "false": OFF}
 
 
+def _star_match(name, pattern):
+    """What fnmatchcase gives for patterns whose only wildcard is `*` (all
+    of KERNEL_PATTERNS), without compiling a regex: the udev helper's
+    start-up would pay for that on every device."""
+    parts = pattern.split("*")
+    if len(parts) == 1:
+        return name == pattern
+    head, tail = parts[0], parts[-1]
+    if len(name) < len(head) + len(tail) or not name.startswith(head) \
+            or not name.endswith(tail):
+        return False
+    position, end = len(head), len(name) - len(tail)
+    for middle in parts[1:-1]:
+        found = name.find(middle, position, end)
+        if found < 0:
+            return False
+        position = found + len(middle)
+    return True
+
+
 def short_for_kernel_bit(kernel_name):
     """The short group (ours or ethtool's other off-flags) of a kernel bit."""
     for short, patterns in KERNEL_PATTERNS.items():
         for pattern in patterns:
-            if fnmatch.fnmatchcase(kernel_name, pattern):
+            if _star_match(kernel_name, pattern):
                 return short
     return None
 
@@ -85,7 +104,7 @@ def kernel_bits_for(short, kernel_names):
 def _groups(kernel_names):
     return dict((short, tuple(
         name for name in kernel_names
-        if any(fnmatch.fnmatchcase(name, p) for p in patterns)))
+        if any(_star_match(name, p) for p in patterns)))
         for short, patterns in KERNEL_PATTERNS.items())
 
 

@@ -31,6 +31,7 @@ from netoffload import cache
 from netoffload import devices
 from netoffload import proc
 from netoffload.errors import DeviceError, NetoffloadError, NotFound
+from netoffload import log as netoffload_log
 from netoffload.log import get_logger
 
 DEADLINE = 15
@@ -119,6 +120,8 @@ def main(argv=None, environ=None):
     """Entry point for udev; returns 0 whatever happens."""
     argv = sys.argv[1:] if argv is None else argv
     environ = os.environ if environ is None else environ
+    # syslog through the C module: no logging import on every bring-up
+    netoffload_log.use_syslog_module()
     log = get_logger()
     action = environ.get("ACTION", "")
     shown = (argv[0] if argv else environ.get("INTERFACE", ""))[:40]

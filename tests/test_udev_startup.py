@@ -1,0 +1,100 @@
+"""The udev helper's cheap start: what a bring-up imports, and the pieces
+that replace heavier standard-library modules on that path.
+
+Timings live in bench/bench_udev.py; these tests pin the causes: a real
+helper run (fresh device, cache hit, ethtool -K, live-state record) must
+not pull in logging, logging.handlers, fnmatch, ctypes or tempfile.
+"""
+import fnmatch
+import json
+import sys
+
+import pytest
+
+from netoffload import features as F
+from netoffload import log as netoffload_log
+from tests.test_udev_helper import dom0  # noqa: F401 (the fixture)
+
+HEAVY = ("logging", "logging.handlers", "fnmatch", "ctypes", "tempfile")
+
+_LIST_MODULES = ("import sys, json; from netoffload.udev import main; "
+                 "main(sys.argv[1:]); "
+                 "sys.stdout.write(json.dumps(sorted(sys.modules)))")
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("device", ["eth0", "tap5.0"], ids=["pif", "tap"])
+def test_a_bring_up_imports_none_of_the_heavy_modules(dom0, device):  # noqa: F811
+    before = dom0.features(device)
+    # -S: no site (a venv's .pth files import fnmatch themselves); the
+    # code comes from PYTHONPATH
+    proc = dom0.ns.run([sys.executable, "-S", "-c", _LIST_MODULES, device],
+                       env=dom0.env(device), check=False, timeout=30)
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert dom0.features(device) != before  # it did the whole job
+    loaded = set(json.loads(proc.stdout))
+    assert {"netoffload.livestate", "netoffload.ethtool_ioctl"} <= loaded
+    assert sorted(loaded & set(HEAVY)) == []
+
+
+# Every kernel feature name this project has seen (tests/fixtures and
+# current kernels), plus near misses.
+KERNEL_NAMES = (
+    "rx-checksum", "tx-checksum-ipv4", "tx-checksum-ip-generic",
+    "tx-checksum-ipv6", "tx-checksum-fcoe-crc", "tx-checksum-sctp",
+    "tx-scatter-gather", "tx-scatter-gather-fraglist",
+    "tx-tcp-segmentation", "tx-tcp-ecn-segmentation",
+    "tx-tcp-mangleid-segmentation", "tx-tcp6-segmentation",
+    "tx-tcp-accecn-segmentation", "tx-udp-fragmentation",
+    "tx-generic-segmentation", "rx-gro", "rx-lro", "rx-gro-hw",
+    "rx-gro-list", "rx-udp-gro-forwarding", "rx-vlan-hw-parse",
+    "tx-vlan-hw-insert", "rx-ntuple-filter", "rx-hashing",
+    "tx-udp-segmentation", "tx-gso-partial", "tx-checksum", "tx-tcp",
+    "tx-tcp-segmentation-x", "xtx-tcp-segmentation", "tx-tcpsegmentation",
+    "", "rx-checksumx", "highdma", "loopback", "hsr-tag-ins-offload")
+
+
+@pytest.mark.parametrize("short", sorted(F.KERNEL_PATTERNS))
+def test_star_match_agrees_with_fnmatch(short):
+    for pattern in F.KERNEL_PATTERNS[short]:
+        for name in KERNEL_NAMES:
+            assert F._star_match(name, pattern) == \
+                fnmatch.fnmatchcase(name, pattern), (name, pattern)
+
+
+@pytest.mark.parametrize("pattern", ["a*b*c", "*", "a*", "*c", "abc"])
+@pytest.mark.parametrize("name", ["abc", "ac", "abbc", "abcbc", "a", "c", "",
+                                  "xabc", "abcx", "aXbYc"])
+def test_star_match_agrees_with_fnmatch_on_star_patterns(pattern, name):
+    assert F._star_match(name, pattern) == fnmatch.fnmatchcase(name, pattern)
+
+
+@pytest.mark.parametrize("level, priority, on_stderr", [
+    ("info", "LOG_INFO", False), ("warning", "LOG_WARNING", True),
+    ("error", "LOG_ERR", True)])
+def test_syslog_logger_tags_levels_and_stderr(mocker, capsys, level, priority,
+                                              on_stderr):
+    import syslog
+    openlog = mocker.patch("syslog.openlog", autospec=True)
+    send = mocker.patch("syslog.syslog", autospec=True)
+    logger = netoffload_log.SyslogLogger()
+    getattr(logger, level)("udev add %s: %d features", "tap5.0", 3)
+    openlog.assert_called_once_with("netoffload", 0, syslog.LOG_USER)
+    send.assert_called_once_with(getattr(syslog, priority),
+                                 "udev add tap5.0: 3 features")
+    err = capsys.readouterr().err
+    assert err == ("netoffload: %s udev add tap5.0: 3 features\n"
+                   % level.upper() if on_stderr else "")
+
+
+def test_syslog_logger_exception_carries_the_traceback(mocker, capsys):
+    mocker.patch("syslog.openlog", autospec=True)
+    send = mocker.patch("syslog.syslog", autospec=True)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        netoffload_log.SyslogLogger().exception("udev: unexpected %s", "x")
+    text = send.call_args[0][1]
+    assert text.startswith("udev: unexpected x\nTraceback")
+    assert text.endswith("ValueError: boom")
+    assert capsys.readouterr().err.startswith("netoffload: ERROR udev: unexpected x")

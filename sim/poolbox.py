@@ -779,9 +779,11 @@ class PoolBox(object):
         host's namespace, then run our RUN program with udev's environment.
         Returns a record of what was matched and run."""
         self._install_rules()
-        proc = host.ns.run(["udevadm", "test", "--action=add",
-                            "/sys/class/net/%s" % dev], check=False,
-                           timeout=30)
+        from sim import udevdb  # udevadm test writes the host's udev data
+        with udevdb.restored([udevdb.ifindex_in(host.ns.run, dev)]):
+            proc = host.ns.run(["udevadm", "test", "--action=add",
+                                "/sys/class/net/%s" % dev], check=False,
+                               timeout=30)
         props, runs = parse_udevadm_test(proc.stdout + "\n" + proc.stderr)
         ours = []
         for command in runs:

@@ -18,6 +18,7 @@ import re
 
 import pytest
 
+from sim import udevdb
 from tests.support.netns import kernel_supports
 
 pytestmark = pytest.mark.root
@@ -25,7 +26,6 @@ pytestmark = pytest.mark.root
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RULES = os.path.join(REPO, "udev", "xen-netoffload.rules")
 RULES_DIR = "/run/udev/rules.d"
-UDEV_DATA = "/run/udev/data"
 HELPER = "/usr/libexec/netoffload/netoffload-udev"
 MARKER_DIR = "/var/lib/netoffload/pif/"
 _names = itertools.count()
@@ -45,26 +45,22 @@ def rules(tmp_path):
     # the name keeps the installed file's sort position (after xen-backend)
     path = os.path.join(RULES_DIR, "xen-netoffload-test-%d-%d.rules" % (
         os.getpid(), next(_names)))
-    data_before = set(os.listdir(UDEV_DATA)) if os.path.isdir(UDEV_DATA) else set()
     with open(path, "w") as handle:
         handle.write(text)
     try:
         yield path, marker_dir
     finally:
         os.unlink(path)
-        # udevadm test records the devices it saw; drop what we added
-        if os.path.isdir(UDEV_DATA):
-            for name in set(os.listdir(UDEV_DATA)) - data_before:
-                try:
-                    os.unlink(os.path.join(UDEV_DATA, name))
-                except OSError:
-                    pass
 
 
 def udev_runs(ns, device, action="add"):
-    """The RUN programs udevadm test resolves, and its full log."""
-    proc = ns.run(["udevadm", "test", "--action=" + action,
-                   "/sys/class/net/" + device], check=False)
+    """The RUN programs udevadm test resolves, and its full log.
+
+    udevadm test writes /run/udev/data/n<ifindex> in the host's /run (the
+    entry of the host device with that ifindex, if any): put it back."""
+    with udevdb.restored([udevdb.ifindex_in(ns.run, device)]):
+        proc = ns.run(["udevadm", "test", "--action=" + action,
+                       "/sys/class/net/" + device], check=False)
     assert proc.returncode == 0, proc.stderr
     output = proc.stdout + proc.stderr
     runs = [m.group(1) for m in re.finditer(r"^run: '(.*)'$", output, re.M)]
@@ -160,3 +156,58 @@ def test_installed_rules_file_name_sorts_after_xapis_rules():
     names = sorted(["xen-backend.rules", os.path.basename(RULES),
                     "80-net-setup-link.rules", "99-systemd.rules"])
     assert names[-1] == os.path.basename(RULES)
+
+
+@pytest.fixture
+def udev_data_dir():
+    created = not os.path.isdir(udevdb.UDEV_DATA)
+    if created:
+        os.makedirs(udevdb.UDEV_DATA)
+    yield udevdb.UDEV_DATA
+    if created:
+        try:
+            os.rmdir(udevdb.UDEV_DATA)
+        except OSError:
+            pass
+
+
+def test_udevadm_test_leaves_the_host_udev_database_as_it_was(
+        netns, rules, udev_data_dir):
+    """The entry udevadm test writes for a namespace device is put back:
+    a host device's entry with the same ifindex byte for byte, an entry
+    that did not exist removed; other entries are not touched."""
+    netns.add_tap("tap4.0")
+    netns.add_veth("vif4.0", "p4")
+    host_like = udevdb.entry_path(udevdb.ifindex_in(netns.run, "tap4.0"))
+    absent = udevdb.entry_path(udevdb.ifindex_in(netns.run, "vif4.0"))
+    saved = [udevdb._save(p) for p in (host_like, absent)]
+    bystander = os.path.join(udev_data_dir, "n%d-bystander-%d" % (
+        os.getpid(), next(_names)))
+    try:
+        for path in (host_like, absent):
+            if os.path.exists(path):
+                os.unlink(path)
+        content = b"I:123456\nE:ID_NET_NAME=host-device\nG:systemd\n"
+        with open(host_like, "wb") as handle:
+            handle.write(content)
+        os.chmod(host_like, 0o640)
+
+        runs, _ = udev_runs(netns, "tap4.0")  # does write the entry ...
+        assert "%s tap4.0" % HELPER in runs
+        with open(host_like, "rb") as handle:  # ... and puts it back
+            assert handle.read() == content
+        assert os.stat(host_like).st_mode & 0o777 == 0o640
+
+        with udevdb.restored([udevdb.ifindex_in(netns.run, "vif4.0")]):
+            netns.run(["udevadm", "test", "--action=add",
+                       "/sys/class/net/vif4.0"])
+            assert os.path.exists(absent)  # what the guard is for
+            with open(bystander, "w") as handle:
+                handle.write("E:someone else's\n")
+        assert not os.path.exists(absent)
+        assert os.path.exists(bystander)
+    finally:
+        for path, was in zip((host_like, absent), saved):
+            udevdb._put_back(path, was)
+        if os.path.exists(bystander):
+            os.unlink(bystander)

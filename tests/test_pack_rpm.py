@@ -10,15 +10,19 @@ import stat
 import subprocess
 import sys
 import tarfile
+import xml.etree.ElementTree as ET
 
 import pytest
 
+from netoffload.livestate import DEFAULT_STATE_DIR, STATE_FILE
 from tests.support.tools import interpreter, require_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD_PY = os.path.join(ROOT, "pack", "build.py")
 PYPRIVATE = "/usr/lib/netoffload/python"
 CALLS_LOG = "/var/log/standin-calls"
+# The live-state record the engine writes (what erase and upgrade must keep).
+LIVE_STATE = DEFAULT_STATE_DIR + "/" + STATE_FILE
 
 # Source files other engineers provide; a release build needs every one.
 REQUIRED_SOURCES = (
@@ -90,9 +94,15 @@ def built(tmp_path_factory):
     result.bumped = _bumped(result.version)
     result.outdir = str(base / "dist")
     incomplete = ["--allow-incomplete"] if _build_module().missing_sources(ROOT) else []
-    for version_args in ([], ["--version", result.bumped]):
-        check([sys.executable, BUILD_PY, "rpm", "--outdir", result.outdir,
-               "--builddir", str(base / "build")] + incomplete + version_args)
+    # The first build is `make rpm`'s (its %check runs the no-root tests with
+    # this python); the bumped one only needs the quick selftest.
+    result.builddir = str(base / "build")
+    result.log = run([sys.executable, BUILD_PY, "rpm", "--outdir", result.outdir,
+                      "--builddir", result.builddir] + incomplete)
+    assert result.log.returncode == 0, result.log.stderr
+    check([sys.executable, BUILD_PY, "rpm", "--outdir", result.outdir,
+           "--builddir", str(base / "build-bumped"), "--check", "selftest",
+           "--version", result.bumped] + incomplete)
     result.v1 = os.path.join(result.outdir, "netoffload-%s.rpm" % result.version)
     result.v2 = os.path.join(result.outdir, "netoffload-%s.rpm" % result.bumped)
     return result
@@ -170,6 +180,32 @@ def test_file_list_is_exactly_the_layout(built):
                     "/usr/lib/netoffload", "/usr/lib/udev/rules.d/",
                     "/usr/lib/systemd/system/", "/var/lib/netoffload")
     assert [p for p in listed if not p.startswith(allowed_tops)] == []
+
+
+def test_default_check_ran_the_no_root_tests(built):
+    """`make rpm` (build.py's default check) ran pytest in %check: every test
+    passed, none marked root, none of the pack tests."""
+    report = os.path.join(built.builddir, "rpmbuild", "check-pytest.xml")
+    root = ET.parse(report).getroot()
+    suite = root if root.tag == "testsuite" else root.find("testsuite")
+    cases = suite.findall("testcase")
+    # classname: tests.<module>[.<class>]
+    modules = {".".join(case.get("classname").split(".")[:2]) for case in cases}
+    assert (int(suite.get("failures")), int(suite.get("errors"))) == (0, 0)
+    assert int(suite.get("tests")) == len(cases) > 100
+    assert "tests.test_policy" in modules  # no root needed: ran
+    assert "tests.test_ethtool_kernel" not in modules  # all marked root
+    assert not [m for m in modules if m.startswith("tests.test_pack_")]
+    summary = build_log_line(built.log.stderr, "%check ran pytest: ")
+    assert summary.startswith("%d tests, 0 failed, 0 errors, " % len(cases))
+
+
+def build_log_line(stderr, prefix):
+    """The one `build: <prefix>...` line pack/build.py logged, without the prefix."""
+    lines = [line[len("build: " + prefix):] for line in stderr.splitlines()
+             if line.startswith("build: " + prefix)]
+    assert len(lines) == 1, stderr
+    return lines[0]
 
 
 REQUIRED_DEPENDENCIES = ["python3 >= 3.6", "xapi-core", "ethtool", "/usr/bin/systemctl",
@@ -406,7 +442,7 @@ def test_upgrade_restarts_watcher_and_keeps_state(built, tmp_path):
     root = RpmRoot(tmp_path / "root")
     assert root.rpm("-i", built.v1).returncode == 0
     root.calls()
-    record = root.file("/var/lib/netoffload/livestate.json")
+    record = root.file(LIVE_STATE)
     with open(record, "w") as handle:
         handle.write('{"vif1.0": {"tx": "on"}}\n')
     proc = root.rpm("-U", built.v2)
@@ -430,7 +466,7 @@ def test_erase_stops_units_and_removes_files(built, tmp_path, with_record):
     pycache = root.file(PYPRIVATE + "/netoffload/__pycache__")
     os.makedirs(pycache)
     open(os.path.join(pycache, "cli.cpython-36.pyc"), "w").close()
-    record = root.file("/var/lib/netoffload/livestate.json")
+    record = root.file(LIVE_STATE)
     if with_record:
         with open(record, "w") as handle:
             handle.write("{}\n")

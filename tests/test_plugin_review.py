@@ -1,6 +1,7 @@
 """Review findings, each through the simulator's host.call_plugin and real
 namespaced devices (the Pool of tests/test_plugin.py)."""
 import json
+import shutil
 
 import pytest
 
@@ -231,3 +232,17 @@ def test_revert_all_forgets_records_of_vanished_guest_devices(pool):
     assert by_dev["vif6.0"]["action"] == "gone"
     assert by_dev["eth0"]["action"] == "restore"
     assert LiveStateStore(state_dir).recorded() == {}
+
+
+# -- a device-level failure is NETOFFLOAD_DEVICE_ERROR and changes nothing -------
+
+def test_check_checksums_without_tcpdump_is_a_device_error(pool):
+    # dom0 without tcpdump (the RPM only Recommends it): the plugin's PATH
+    # keeps ip and ethtool (/usr/sbin) but not tcpdump (/usr/bin).
+    assert shutil.which("tcpdump", path="/usr/sbin:/sbin") is None
+    pool.sim.configure_host(pool.hosts["h1"], env={"PATH": "/usr/sbin"})
+    pool.call("set_policy", level="pool", kind="vif", policy="all-off")
+    before = pool.state()
+    details = pool.fail("check_checksums", device="vif6.0", seconds="1")
+    assert details[:2] == ["NETOFFLOAD_DEVICE_ERROR", "tcpdump is not installed"]
+    assert pool.state() == before

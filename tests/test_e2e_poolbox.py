@@ -302,3 +302,31 @@ def test_killed_demo_is_cleaned_by_the_next_box():
     assert not [n for n in os.listdir("/tmp")
                 if n.startswith("netoffload-box-%d-" % proc.pid)]
     assert any(n.startswith("nobox%d" % proc.pid) for n in removed)
+
+
+# -- the machine-readable run -------------------------------------------------
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_demo_json_prints_only_the_record_and_passes():
+    """`python -m sim.demo --json` (a 2-host box, about 9 s): stdout is one
+    JSON record, the narrative goes to stderr."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sim.demo", "--json", "--hosts", "2"], cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    record = json.loads(stdout)
+    assert (proc.returncode, record["ok"]) == (0, True), record.get("verdict")
+    assert record["verdict"].startswith("VERDICT: PASS: %d steps" % len(demo.STEP_ORDER))
+    assert record["verdict"] in stderr.splitlines()
+    assert record["hosts"] == 2
+    assert [s["key"] for s in record["steps"]] == list(demo.STEP_ORDER)
+    failed = [(s["key"], c["what"]) for s in record["steps"]
+              for c in s["checks"] if not c["ok"]]
+    assert failed == [] and all(s["checks"] for s in record["steps"])
+    assert _demo_namespaces(proc.pid) == []

@@ -29,6 +29,16 @@ def call(pool, host, fn, **args):
                                                 fn, args))
 
 
+XAPI_VIF_KEYS = ("rx", "tx", "sg", "tso", "ufo", "gso")
+
+
+def fully_written(config, features):
+    """The pack's keys for `features` and both bookkeeping keys are there."""
+    return (all("ethtool-%s" % f in config for f in features)
+            and "netoffload-managed" in config
+            and "netoffload-saved" in config)
+
+
 def stays(predicate, seconds=2.0):
     """predicate() holds now and for `seconds` (the watcher had its go)."""
     deadline = time.monotonic() + seconds
@@ -62,12 +72,15 @@ def test_revert_tag_is_not_undone_and_keeps_what_the_vm_level_covers(
     pool.watch(host["ref"], host["ns"])
     fw_vif = pool.create_vif(fw, host["net"], 0)
     pinned_vif = pool.create_vif(pinned, host["net"], 0)
-    wait_for(lambda: pool.vif_config(fw_vif).get("ethtool-tx") == "off"
-             and pool.vif_config(pinned_vif).get("ethtool-sg") == "off",
+    # every key and both bookkeeping keys: the watcher's writes are done
+    wait_for(lambda: fully_written(pool.vif_config(fw_vif), ("tx",))
+             and fully_written(pool.vif_config(pinned_vif), XAPI_VIF_KEYS),
              what="the watcher writing both VIFs")
     pinned_before = pool.vif_config(pinned_vif)
     result = call(pool, host, "revert", tag="bsd")
     assert [k["label"] for k in result["kept"]] == ["pinned/vif0"]
     assert result["kept"][0]["level"] == "vm"
-    assert stays(lambda: pool.vif_config(fw_vif) == {}
-                 and pool.vif_config(pinned_vif) == pinned_before)
+    reverted = lambda: (pool.vif_config(fw_vif) == {}  # noqa: E731
+                        and pool.vif_config(pinned_vif) == pinned_before)
+    assert reverted()
+    assert stays(reverted)

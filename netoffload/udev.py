@@ -132,9 +132,7 @@ def main(argv=None, environ=None):
     try:
         device = device_name(argv, environ)
         log.info("udev %s %s", action or "run", handle(device))
-    except cache.CacheUnusable as err:
-        log.warning("udev %s %s: left alone: %s", action, shown, err.message)
-    except (NotFound, DeviceError) as err:
+    except (NotFound, DeviceError) as err:  # CacheUnusable is a NotFound
         log.warning("udev %s %s: left alone: %s", action, shown, err.message)
     except NetoffloadError as err:
         log.warning("udev %s %r: refused: %s", action, shown, err.message)

@@ -62,7 +62,6 @@ _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
 _DEVID_RE = re.compile(r"^[0-9]{1,5}$")
 # keys JSON needs no escapes for, and that cannot break an index line
 _PLAIN_KEY_RE = re.compile(r"^[A-Za-z0-9_.:@/-]+\Z")
-_POLICY_KEY_PREFIX = "netoffload-"
 _TAG_KEY_PREFIX = "netoffload-tag:"
 
 
@@ -237,9 +236,9 @@ class Encoded(object):
     def counts(self):
         return dict((name, len(self.sections[name])) for name in self.SECTIONS)
 
-    def chunks(self, with_timestamp=True):
+    def chunks(self):
         """cache.json in pieces (a big pool's file is never one string)."""
-        head = self.header if with_timestamp else _without_timestamp(self.header)
+        head = self.header
         sep = "{"
         for name in sorted(set(head) | set(self.SECTIONS)):
             if name in self.SECTIONS:
@@ -254,10 +253,10 @@ class Encoded(object):
             sep = ","
         yield "}\n"
 
-    def text(self, with_timestamp=True):
+    def text(self):
         """cache.json: the same text as json.dumps(data, sort_keys=True,
         separators=(",", ":")) + newline."""
-        return "".join(self.chunks(with_timestamp))
+        return "".join(self.chunks())
 
     def index_chunks(self, cache_stamp):
         yield INDEX_MAGIC + encode_entry(dict(self.header, cache=cache_stamp)) + "\n"
@@ -271,26 +270,11 @@ class Encoded(object):
     def index_text(self, cache_stamp):
         return "".join(self.index_chunks(cache_stamp))
 
-    def digest(self):
-        """A fingerprint of the content, generated_at left out."""
-        import hashlib  # writers only: keep the udev helper's start-up short
-        return hashlib.sha256(self.text(False).encode("utf-8")).hexdigest()
-
 
 # -- writing -----------------------------------------------------------------
 
 def encode_entry(value):
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-def _encode(data):
-    return encode_entry(data) + "\n"
-
-
-def _without_timestamp(data):
-    if not isinstance(data, dict):
-        return data
-    return dict((k, v) for k, v in data.items() if k != "generated_at")
 
 
 def _ensure_dir(path):
@@ -304,16 +288,24 @@ def _ensure_dir(path):
 atomic_write = fileutil.atomic_write
 
 
-def digest(data):
-    """A fingerprint of the content, generated_at left out."""
-    if not isinstance(data, Encoded):
-        data = Encoded.from_data(data)
-    return data.digest()
-
-
 def _stamp(stat_result):
     """What identifies one version of cache.json: inode, size, mtime."""
     return [stat_result.st_ino, stat_result.st_size, stat_result.st_mtime_ns]
+
+
+def _index_head(first_line, current):
+    """The header of an index whose first line is first_line, if it was
+    written with the cache.json whose stamp is current; else None."""
+    if not first_line.startswith(INDEX_MAGIC):
+        return None
+    try:
+        head = json.loads(first_line[len(INDEX_MAGIC):])
+    except ValueError:
+        return None
+    if not isinstance(head, dict) or head.get("cache") != current \
+            or head.get("format") != FORMAT:
+        return None
+    return head
 
 
 def _index_matches(directory):
@@ -324,12 +316,7 @@ def _index_matches(directory):
         current = _stamp(os.stat(os.path.join(directory, CACHE_FILE)))
     except (IOError, OSError):
         return False
-    if not first.startswith(INDEX_MAGIC):
-        return False
-    try:
-        return json.loads(first[len(INDEX_MAGIC):]).get("cache") == current
-    except (ValueError, AttributeError):
-        return False
+    return _index_head(first, current) is not None
 
 
 _GENERATED_AT_RE = re.compile(r'"generated_at":("(?:[^"\\]|\\.)*"|null)')
@@ -359,13 +346,12 @@ def _same_content(path, encoded):
                    encoded.sections).text() == text
 
 
-def write(data, directory=None, current_digest=None, changed=None):
+def write(data, directory=None, changed=None):
     """Store data (a dict, or Encoded) as the cache; False if it held the
     same content already.
 
-    With current_digest (what digest() gave for the last write) the file is
-    not read back to compare; with changed=True it is written without any
-    comparison (the watcher knows which entries changed).
+    With changed=True it is written without reading the file back to
+    compare (the watcher knows which entries changed).
     cache.index is rewritten with cache.json (or when it is missing/stale).
     """
     directory = state_dir(directory)
@@ -374,8 +360,6 @@ def write(data, directory=None, current_digest=None, changed=None):
     encoded = data if isinstance(data, Encoded) else Encoded.from_data(data)
     if changed is not None:
         changed = bool(changed)
-    elif current_digest is not None:
-        changed = encoded.digest() != current_digest
     else:
         changed = not _same_content(path, encoded)
     if changed:
@@ -408,6 +392,11 @@ def sync_pif_markers(pif_devices, directory=None):
 
 # -- reading -----------------------------------------------------------------
 
+def _unreadable(path, err):
+    return CacheUnusable("cache %s cannot be read: %s" % (
+        path, getattr(err, "strerror", None) or err))
+
+
 def read_raw(directory=None):
     """The parsed cache file; CacheUnusable if missing, unreadable or bad."""
     path = cache_path(directory)
@@ -415,8 +404,7 @@ def read_raw(directory=None):
         with open(path) as handle:
             data = json.load(handle)
     except (IOError, OSError) as err:
-        raise CacheUnusable("cache %s cannot be read: %s" % (
-            path, getattr(err, "strerror", None) or err))
+        raise _unreadable(path, err)
     except ValueError as err:
         raise CacheUnusable("cache %s is corrupt: %s" % (path, err))
     if not isinstance(data, dict) or data.get("format") != FORMAT:
@@ -429,17 +417,16 @@ def read_raw(directory=None):
     return data
 
 
-def _checked_features(entry):
-    """The entry's features if every name and value is valid, else None."""
-    if not isinstance(entry, dict):
-        return None
-    wanted = entry.get("features")
-    if not isinstance(wanted, dict) or not wanted:
-        return None
-    for name, value in wanted.items():
-        if name not in feature_names.FEATURES or value not in feature_names.VALUES:
-            return None
-    return dict(wanted)
+def _checked(section, key, entry):
+    """(features, entry) if every feature name and value in the listed
+    entry is valid; else the cache is corrupt: CacheUnusable."""
+    wanted = entry.get("features") if isinstance(entry, dict) else None
+    if not isinstance(wanted, dict) or not wanted or any(
+            name not in feature_names.FEATURES
+            or value not in feature_names.VALUES
+            for name, value in wanted.items()):
+        raise CacheUnusable("cache entry %s/%s is corrupt" % (section, key))
+    return dict(wanted), entry
 
 
 class LocalCache(object):
@@ -473,10 +460,7 @@ class LocalCache(object):
         entry = self.data[section].get(key)
         if entry is None:
             return None, None
-        wanted = _checked_features(entry)
-        if wanted is None:
-            raise CacheUnusable("cache entry %s/%s is corrupt" % (section, key))
-        return wanted, entry
+        return _checked(section, key, entry)
 
 
 def load(directory=None):
@@ -496,22 +480,15 @@ class IndexedCache(LocalCache):
         try:
             current = _stamp(os.stat(path))
         except (IOError, OSError) as err:
-            raise CacheUnusable("cache %s cannot be read: %s" % (
-                path, getattr(err, "strerror", None) or err))
+            raise _unreadable(path, err)
         try:
             with open(os.path.join(directory, INDEX_FILE), "rb") as handle:
                 self._text = handle.read()
         except (IOError, OSError):
             raise _IndexStale()
         first = self._text[:self._text.find(b"\n")].decode("utf-8", "replace")
-        if not first.startswith(INDEX_MAGIC):
-            raise _IndexStale()
-        try:
-            head = json.loads(first[len(INDEX_MAGIC):])
-        except ValueError:
-            raise _IndexStale()
-        if not isinstance(head, dict) or head.get("cache") != current \
-                or head.get("format") != FORMAT:
+        head = _index_head(first, current)
+        if head is None:
             raise _IndexStale()
         LocalCache.__init__(self, head, path)
 
@@ -526,10 +503,7 @@ class IndexedCache(LocalCache):
             entry = json.loads(self._text[start:end].decode("utf-8"))
         except ValueError:
             entry = None
-        wanted = _checked_features(entry)
-        if wanted is None:
-            raise CacheUnusable("cache entry %s/%s is corrupt" % (section, key))
-        return wanted, entry
+        return _checked(section, key, entry)
 
 
 def open_lookup(directory=None):

@@ -37,7 +37,7 @@ from netoffload import resolve as R
 from netoffload import xapi as X
 from netoffload.devices import validate_device
 from netoffload.errors import BadArgument, ConfirmRequired, XapiError
-from netoffload.lock import host_lock, state_dir
+from netoffload.lock import host_lock
 from netoffload.log import get_logger
 from netoffload.policy import parse_policy
 
@@ -134,7 +134,7 @@ class _Context(object):
 
 def _store():
     from netoffload.livestate import LiveStateStore
-    return LiveStateStore(state_dir())
+    return LiveStateStore()
 
 
 def _summary_of(objects, devices):

@@ -55,7 +55,6 @@ CACHE_FILE = "cache.json"
 INDEX_FILE = "cache.index"
 INDEX_MAGIC = "netoffload-cache-index 1 "
 PIF_MARKER_DIR = "pif"
-DEFAULT_STATE_DIR = "/var/lib/netoffload"
 
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
                       r"[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -69,9 +68,7 @@ class CacheUnusable(NotFound):
     """The cache is missing, unreadable or not in a format we understand."""
 
 
-def state_dir(explicit=None):
-    return explicit or os.environ.get("NETOFFLOAD_STATE_DIR") \
-        or DEFAULT_STATE_DIR
+state_dir = fileutil.state_dir
 
 
 def cache_path(directory=None):

@@ -1,4 +1,6 @@
-"""Files under the state directory: written whole or not at all.
+"""Files under the state directory: where it is, and written whole or not at all.
+
+`state_dir(explicit=None)`: the directory every state file lives in.
 
 `atomic_write(path, data, mode=0o600)`: a temp file in the same directory
 (so the rename cannot cross filesystems), fsync, rename over `path`, fsync
@@ -11,7 +13,15 @@ start-up time counts; a random name opened with O_EXCL does the same job.
 """
 import os
 
+DEFAULT_STATE_DIR = "/var/lib/netoffload"
 _TEMP_ATTEMPTS = 100
+
+
+def state_dir(explicit=None):
+    """The state directory: explicit, else $NETOFFLOAD_STATE_DIR, else
+    /var/lib/netoffload."""
+    return explicit or os.environ.get("NETOFFLOAD_STATE_DIR") \
+        or DEFAULT_STATE_DIR
 
 
 def fsync_dir(path):

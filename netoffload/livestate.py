@@ -23,17 +23,13 @@ from netoffload import features as F
 from netoffload import fileutil
 from netoffload.errors import Busy, DeviceError
 from netoffload.features import FEATURES, value_or_none
+from netoffload.fileutil import DEFAULT_STATE_DIR  # noqa: F401 (tests, docs)
 from netoffload.log import get_logger
 
-DEFAULT_STATE_DIR = "/var/lib/netoffload"
 STATE_FILE = "live-state.json"
 LOCK_FILE = "live-state.lock"
 FORMAT_VERSION = 1
 LOCK_TIMEOUT = 30.0
-
-
-def state_dir_default():
-    return os.environ.get("NETOFFLOAD_STATE_DIR") or DEFAULT_STATE_DIR
 
 
 def atomic_write_json(path, data, mode=0o600):
@@ -56,7 +52,7 @@ class LiveStateStore(object):
     `[requested ...]`)."""
 
     def __init__(self, state_dir=None):
-        self.state_dir = state_dir or state_dir_default()
+        self.state_dir = fileutil.state_dir(state_dir)
         self.path = os.path.join(self.state_dir, STATE_FILE)
 
     # -- storage ------------------------------------------------------------

@@ -5,13 +5,7 @@ import fcntl
 import os
 
 from netoffload.errors import Busy, DeviceError
-
-DEFAULT_STATE_DIR = "/var/lib/netoffload"
-
-
-def state_dir():
-    return os.environ.get("NETOFFLOAD_STATE_DIR") or DEFAULT_STATE_DIR
-
+from netoffload.fileutil import state_dir
 
 @contextlib.contextmanager
 def host_lock(directory=None):
@@ -20,7 +14,7 @@ def host_lock(directory=None):
     Failing fast (rather than waiting) is deliberate: xapi puts no timeout
     on plugin calls, so a waiting call could hang its caller for ever.
     """
-    directory = directory or state_dir()
+    directory = state_dir(directory)
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         fd = os.open(os.path.join(directory, "lock"),

@@ -129,16 +129,11 @@ def policy_summary(records, host_ref):
 
 
 def pif_device_name(pif):
-    """The kernel device of a PIF record: eth0, bond0, or eth0.100 for a VLAN."""
-    device = pif.get("device") or ""
+    """The kernel device of a PIF record (resolve.pif_device), or None if
+    that is not a valid device name."""
+    from netoffload import resolve
     try:
-        vlan = int(str(pif.get("VLAN", "-1")), 10)
-    except ValueError:
-        vlan = -1
-    if vlan >= 0:
-        device = "%s.%d" % (device, vlan)
-    try:
-        return devices.validate_device(device)
+        return devices.validate_device(resolve.pif_device(pif))
     except BadArgument:
         return None
 

@@ -395,19 +395,13 @@ class LocalDevice(object):
         self.vm = vm              # {"uuid", "name_label"} for guest devices
 
 
-def _pif_device(pif):
-    vlan = R.as_int(pif.get("VLAN"))
-    device = pif.get("device") or ""
-    return "%s.%d" % (device, vlan) if vlan >= 0 else device
-
-
 def local_devices(records, host_ref, targets=None):
     """This host's PIF devices and the vif/tap devices of its running VMs."""
     wanted = None if targets is None else set(targets)
     result = []
     for ref in records.pifs_of_host(host_ref):
         if wanted is None or ref in wanted:
-            result.append(LocalDevice(_pif_device(records.pifs[ref]), "pif",
+            result.append(LocalDevice(R.pif_device(records.pifs[ref]), "pif",
                                       ref, R.resolve_pif(records, ref)))
     for vm_ref in R.eligible_vms(records):
         vm = records.vms[vm_ref]

@@ -261,11 +261,15 @@ class PoolRecords(object):
     def pif_label(self, pif_ref):
         pif = self.pifs.get(pif_ref) or {}
         host = self.hosts.get(pif.get("host")) or {}
-        device = pif.get("device", "?")
-        vlan = as_int(pif.get("VLAN"))
-        if vlan >= 0:
-            device = "%s.%d" % (device, vlan)
-        return "%s/%s" % (host.get("name_label", "?"), device)
+        return "%s/%s" % (host.get("name_label", "?"),
+                          pif_device(pif, missing="?"))
+
+
+def pif_device(pif, missing=""):
+    """The kernel device of a PIF record: eth0, bond0, or eth0.100 for a VLAN."""
+    device = pif.get("device", missing) or missing
+    vlan = as_int(pif.get("VLAN"))
+    return "%s.%d" % (device, vlan) if vlan >= 0 else device
 
 
 def is_eligible_vm(vm):

@@ -405,8 +405,7 @@ def local_devices(records, host_ref, targets=None):
                                       ref, R.resolve_pif(records, ref)))
     for vm_ref in R.eligible_vms(records):
         vm = records.vms[vm_ref]
-        if vm.get("resident_on") != host_ref or \
-                vm.get("power_state") not in ("Running", "Paused"):
+        if not R.runs_on(vm, host_ref):
             continue
         domid = R.as_int(vm.get("domid"))
         if domid <= 0:

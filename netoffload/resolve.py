@@ -277,6 +277,12 @@ def is_eligible_vm(vm):
                 or vm.get("is_control_domain"))
 
 
+def runs_on(vm, host_ref):
+    """True if vm is running (or paused) on host_ref: its devices are there."""
+    return vm.get("resident_on") == host_ref and \
+        vm.get("power_state") in ("Running", "Paused")
+
+
 def eligible_vms(records):
     """Refs of real guests: no templates, snapshots or control domains."""
     return sorted(ref for ref, vm in records.vms.items() if is_eligible_vm(vm))

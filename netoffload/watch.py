@@ -560,8 +560,7 @@ class Watcher(object):
                     local.add(ref)
                 continue
             vm = self.records.vms.get((self.records.vifs.get(ref) or {}).get("VM"))
-            if vm and vm.get("resident_on") == self.host_ref and \
-                    vm.get("power_state") in ("Running", "Paused"):
+            if vm and resolve.runs_on(vm, self.host_ref):
                 local.add(ref)
         return local
 

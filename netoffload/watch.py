@@ -118,10 +118,8 @@ def _compact_record(record):
 
 def trim(cls, snapshot):
     """The part of an event snapshot the pack reads (keeps memory small)."""
-    record = dict((k, _compact(snapshot[k])) for k in _KEEP[cls] if k in snapshot)
-    if "other_config" in record:
-        record["other_config"] = dict(record["other_config"] or {})
-    return record
+    return _compact_record(dict((k, snapshot[k]) for k in _KEEP[cls]
+                                if k in snapshot))
 
 
 def release_memory(collect=True):

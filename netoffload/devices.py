@@ -26,7 +26,3 @@ def parse_guest_device(name):
         return None
     return match.group(1), int(match.group(2)), int(match.group(3))
 
-
-def guest_device_names(domid, devid):
-    """The dom0 devices that can carry one VIF of a running domain."""
-    return ["vif%d.%d" % (domid, devid), "tap%d.%d" % (domid, devid)]

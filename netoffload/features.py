@@ -125,6 +125,3 @@ def value_or_none(value):
         return None
     return _VALUE_ALIASES.get(value.strip().lower())
 
-
-def is_feature(name):
-    return name in FEATURES

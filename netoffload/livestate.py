@@ -141,7 +141,6 @@ class LiveStateStore(object):
             record = devices.get(device) or {"features": {}, "requested": {}}
             current = reader.read(device)
             to_change, _ = ethtool.plan(current, wanted)
-            before = current.as_onoff()
             added = [f for f in to_change if f not in record["features"]]
             if added:
                 self._remember(record, current, added)

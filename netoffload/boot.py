@@ -57,7 +57,7 @@ def enforce_from_cache(directory=None):
                 loaded.pif(device) == (None, None):
             continue
         try:
-            results.append((device, True, udev.handle(device, directory)))
+            results.append((device, True, udev.handle(device, directory, loaded)))
         except (NotFound, DeviceError) as err:
             results.append((device, False, err.message))
     return results

@@ -89,9 +89,13 @@ def _summary(result):
                      for status, names in sorted(by_status.items()))
 
 
-def handle(device, state_dir=None):
-    """Apply the cached policy to device; return the line to log."""
-    loaded = cache.open_lookup(state_dir)
+def handle(device, state_dir=None, loaded=None):
+    """Apply the cached policy to device; return the line to log.
+
+    loaded: a LocalCache already open (the boot unit's, for every device).
+    """
+    if loaded is None:
+        loaded = cache.open_lookup(state_dir)
     guest = devices.parse_guest_device(device)
     if guest:
         kind, domid, devid = guest

@@ -10,6 +10,11 @@ by netoffload-boot.service, after xapi-init-complete.target.
   call after the login: still starting, or going away mid-snapshot): every
   local device is enforced from the existing cache, as the udev helper
   would, and the log says why.
+- Before enforcing, the live-state records of vif/tap devices that do not
+  exist are forgotten: no guest survives a dom0 boot, and domids restart
+  at 1, so such a record would be taken for a new VM's past. (Records of
+  guest devices that already exist are kept: a VM xapi started meanwhile
+  may have been recorded by the udev helper; their owner tells them apart.)
 - `--refresh-only`: write the cache and stop (the RPM scriptlet primes the
   cache this way); XAPI being down is then logged and not an error.
 
@@ -63,6 +68,17 @@ def enforce_from_cache(directory=None):
     return results
 
 
+def forget_departed_guests(directory=None):
+    """Forget the live-state records of vif/tap devices that are gone."""
+    from netoffload import ethtool
+    from netoffload import livestate
+    store = livestate.LiveStateStore(directory)
+    present = set(ethtool.list_devices())
+    return store.forget_many(
+        d for d in store.owners()
+        if devices.parse_guest_device(d) is not None and d not in present)
+
+
 def _summarise_live(results):
     applied = [r for r in results if r.get("action") in ("apply", "restore")]
     changed = [r for r in applied if r.get("ran_command")]
@@ -95,6 +111,15 @@ def _without_xapi(log, why, refresh_only, directory):
 
 def run(refresh_only=False, directory=None):
     log = get_logger()
+    if not refresh_only:
+        try:
+            gone = forget_departed_guests(directory)
+        except DeviceError as err:
+            log.warning("boot: live-state records not pruned: %s", err.message)
+        else:
+            if gone:
+                log.info("boot: forgot the live-state records of %d departed "
+                         "guest devices (%s)", len(gone), ", ".join(gone[:10]))
     try:
         session = xapi.open_session()
     except XapiError as err:

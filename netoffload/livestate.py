@@ -5,6 +5,12 @@ to change (only the first time: a second policy must not overwrite the
 original), then applies; features the kernel turned as a dependency are
 recorded too. `restore` puts the recorded values back and forgets them.
 
+A guest device's name (vif<domid>.<devid>) is reused once domids restart
+after a dom0 reboot, so its record carries an `owner` ("<vm-uuid>/<devid>").
+A record owned by someone else is treated as no record: it is replaced on
+apply, and never restored onto the new owner's device. A record with no
+owner (older format) is adopted by the first owner that names it.
+
 One JSON file, `live-state.json`, in the state directory (default
 /var/lib/netoffload, or $NETOFFLOAD_STATE_DIR): directory 0700, file 0600,
 written atomically (temp file, fsync, rename, fsync of the directory) under
@@ -113,6 +119,9 @@ class LiveStateStore(object):
                 "requested": _onoff_map(record.get("requested"),
                                         lambda b: isinstance(b, str)),
             }
+            owner = record.get("owner")
+            if isinstance(owner, str) and owner:
+                result[device]["owner"] = owner
         return result
 
     def _save(self, devices):
@@ -121,24 +130,55 @@ class LiveStateStore(object):
                                 if r.get("features"))}
         atomic_write_json(self.path, data)
 
+    @staticmethod
+    def _owned(record, owner):
+        """The record if it belongs to `owner` (None: anyone), else None."""
+        if record is None or owner is None:
+            return record
+        if record.get("owner", owner) != owner:
+            return None
+        record["owner"] = owner  # adopt an ownerless (older) record
+        return record
+
     # -- the API ------------------------------------------------------------
-    def recorded(self):
-        """{device: {short: 'on'|'off'}} as it was before our changes."""
+    def recorded(self, owners=None):
+        """{device: {short: 'on'|'off'}} as it was before our changes.
+
+        owners: {device: owner}; a listed device whose record belongs to
+        another owner is left out (it is not this device's past)."""
+        if not os.path.exists(self.path):
+            return {}
+        owners = owners or {}
+        with self._locked():
+            return dict((d, dict(r["features"]))
+                        for d, r in self._load().items() if r["features"]
+                        and self._owned(r, owners.get(d)) is not None)
+
+    def owners(self):
+        """{device: owner or None} of every record."""
         if not os.path.exists(self.path):
             return {}
         with self._locked():
-            return dict((d, dict(r["features"]))
-                        for d, r in self._load().items() if r["features"])
+            return dict((d, r.get("owner")) for d, r in self._load().items())
 
-    def apply(self, device, wanted, dry_run=False):
-        """Record prior values of what will change, then apply `wanted`."""
+    def apply(self, device, wanted, dry_run=False, owner=None):
+        """Record prior values of what will change, then apply `wanted`.
+
+        owner: "<vm-uuid>/<devid>" for a guest device; another owner's
+        record is replaced."""
         ethtool.check_device(device)
         wanted = ethtool.check_wanted(wanted)
         if dry_run:
             return ethtool.apply_features(device, wanted, dry_run=True)
         with self._locked(), ethtool.Reader() as reader:
             devices = self._load()
-            record = devices.get(device) or {"features": {}, "requested": {}}
+            record = self._owned(devices.get(device), owner)
+            if record is None:
+                record = {"features": {}, "requested": {}}
+                if owner is not None:
+                    record["owner"] = owner
+                if devices.pop(device, None) is not None:
+                    self._save(devices)  # another owner's past: not ours
             current = reader.read(device)
             to_change, _ = ethtool.plan(current, wanted)
             added = [f for f in to_change if f not in record["features"]]
@@ -162,8 +202,11 @@ class LiveStateStore(object):
         for bit, value in ethtool.requested_bits(current, shorts).items():
             record["requested"].setdefault(bit, value)
 
-    def restore(self, device, features=None):
+    def restore(self, device, features=None, owner=None):
         """Put recorded values back, forget them; ApplyResult.
+
+        owner: as for apply; another owner's record is dropped, not
+        restored.
 
         `features`: restore only these short names (the rest stays
         recorded), e.g. when a policy stops covering them; None = all.
@@ -178,7 +221,9 @@ class LiveStateStore(object):
         ethtool.check_device(device)
         with self._locked():
             devices = self._load()
-            record = devices.get(device)
+            record = self._owned(devices.get(device), owner)
+            if record is None and devices.pop(device, None) is not None:
+                self._save(devices)  # another owner's past: not ours
             chosen = dict((f, v) for f, v in (record or {}).get(
                 "features", {}).items() if features is None or f in features)
             if not chosen:
@@ -223,9 +268,16 @@ class LiveStateStore(object):
 
     def forget(self, device):
         """Drop the record of a device (e.g. one that no longer exists)."""
+        return bool(self.forget_many([device]))
+
+    def forget_many(self, names):
+        """Drop the records of these devices; the ones that had a record."""
+        names = set(names)
+        if not names or not os.path.exists(self.path):
+            return []
         with self._locked():
             devices = self._load()
-            if devices.pop(device, None) is not None:
+            gone = sorted(d for d in names if devices.pop(d, None) is not None)
+            if gone:
                 self._save(devices)
-                return True
-        return False
+        return gone

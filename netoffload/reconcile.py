@@ -393,6 +393,10 @@ class LocalDevice(object):
         self.ref = ref            # the PIF or VIF ref
         self.resolution = resolution
         self.vm = vm              # {"uuid", "name_label"} for guest devices
+        self.owner = None         # "<vm-uuid>/<devid>": the live record's owner
+        if vm and vm.get("uuid") and "." in device:
+            self.owner = "%s/%s" % (vm["uuid"].lower(),
+                                    int(device.rsplit(".", 1)[1]))
 
 
 def local_devices(records, host_ref, targets=None):
@@ -456,9 +460,12 @@ def enforce_live(records, host_ref, store, targets=None, dry_run=False):
     `restored` (the restore's result) when both ran.
     """
     present = set(ethtool.list_devices())
-    recorded = store.recorded()
+    locals_ = local_devices(records, host_ref, targets)
+    # a guest device's record from another VM (domids restart at boot)
+    # is not this device's past
+    recorded = store.recorded(dict((d.device, d.owner) for d in locals_))
     results = []
-    for local in local_devices(records, host_ref, targets):
+    for local in locals_:
         if local.device not in present:
             continue
         entry = _device_entry(local)
@@ -473,7 +480,7 @@ def enforce_live(records, host_ref, store, targets=None, dry_run=False):
                         local.device, desired, dry_run=True).to_json())
                 entry["action"] = "plan" if desired or pending else "none"
             else:
-                _enforce_one(store, local.device, desired, pending, entry)
+                _enforce_one(store, local, desired, pending, entry)
         except DeviceError as err:
             _mark_failed(entry, err)
         results.append(entry)
@@ -487,14 +494,16 @@ def _mark_failed(entry, err):
     entry["errors"] = [err.message]
 
 
-def _enforce_one(store, device, desired, pending, entry):
+def _enforce_one(store, local, desired, pending, entry):
     entry["action"] = "none"
     if desired:
-        entry.update(store.apply(device, desired).to_json())
+        entry.update(store.apply(local.device, desired,
+                                 owner=local.owner).to_json())
         entry["action"] = "apply"
     if not pending:
         return
-    restored = store.restore(device, set(pending)).to_json()
+    restored = store.restore(local.device, set(pending),
+                             owner=local.owner).to_json()
     if not desired:
         entry.update(restored)
         entry["action"] = "restore"
@@ -511,17 +520,18 @@ def revert_live(records, host_ref, store, targets=None, dry_run=False):
     then the records of vif/tap devices that no longer exist are dropped
     (action "gone").
     dry_run: report what would be restored (action "plan"), change nothing."""
-    recorded = store.recorded()
     present = set(ethtool.list_devices())
     if targets is None:
-        devices = [(dev, {"device": dev, "kind": _kind_of(dev)})
+        recorded = store.recorded()
+        devices = [(dev, {"device": dev, "kind": _kind_of(dev)}, None)
                    for dev in sorted(recorded)]
     else:
-        devices = [(d.device, _device_entry(d))
-                   for d in local_devices(records, host_ref, targets)
-                   if d.device in recorded]
+        locals_ = local_devices(records, host_ref, targets)
+        recorded = store.recorded(dict((d.device, d.owner) for d in locals_))
+        devices = [(d.device, _device_entry(d), d.owner)
+                   for d in locals_ if d.device in recorded]
     results = []
-    for device, entry in devices:
+    for device, entry, owner in devices:
         if device not in present:
             entry["action"] = "absent"
             if targets is None and not dry_run and \
@@ -539,7 +549,7 @@ def revert_live(records, host_ref, store, targets=None, dry_run=False):
             results.append(entry)
             continue
         try:
-            entry.update(store.restore(device).to_json())
+            entry.update(store.restore(device, owner=owner).to_json())
             entry["action"] = "restore"
         except DeviceError as err:
             _mark_failed(entry, err)
@@ -560,10 +570,11 @@ def device_status(records, host_ref, targets=None, plans=None, store=None):
     `store` (a LiveStateStore): a device with recorded features that its
     policy no longer wants and that are not back yet is not compliant.
     """
-    recorded = store.recorded() if store is not None else {}
     present = set(ethtool.list_devices())
     locals_ = [d for d in local_devices(records, host_ref, targets)
                if d.device in present]
+    recorded = store.recorded(dict((d.device, d.owner) for d in locals_)) \
+        if store is not None else {}
     live = ethtool.read_many([d.device for d in locals_])
     db_plans = dict((p.ref, p) for p in (plans or []))
     results = []

@@ -17,6 +17,11 @@ the event means vif-real and we never race over the same device. A hard
 deadline (DEADLINE seconds, SIGALRM) bounds it anyway; subprocesses have
 their own shorter timeouts.
 
+On `remove` of a vif/tap device it forgets that device's live-state record
+(the name returns with another VM once domids are reused); a guest record
+also carries its owner (<vm-uuid>/<devid>) so a stale one is never taken
+for the new device's past.
+
 It logs one line to syslog and always exits 0: a missing or corrupt cache, an
 unknown domain, a bad name or an ethtool failure leaves the device alone.
 Running it twice is harmless (Windows PV guests register their vif twice);
@@ -38,6 +43,7 @@ DEADLINE = 15
 XENSTORE_TIMEOUT = 3.0
 XENSTORE_READ = "xenstore-read"
 ACTIONS = ("add", "online", "change", "")
+REMOVE = "remove"
 
 # xen-backend device names: vif-<domid>-<devid>
 _BACKEND_RE = re.compile(r"^vif-([0-9]{1,5})-([0-9]{1,5})$")
@@ -97,10 +103,12 @@ def handle(device, state_dir=None, loaded=None):
     if loaded is None:
         loaded = cache.open_lookup(state_dir)
     guest = devices.parse_guest_device(device)
+    owner = None
     if guest:
         kind, domid, devid = guest
         vm_uuid = vm_uuid_of_domain(domid)
         wanted, entry = loaded.vif(vm_uuid, devid)
+        owner = "%s/%d" % (vm_uuid, devid)
         what = "%s of VM %s (%s) device %d" % (
             kind, vm_uuid, (entry or {}).get("vm", "?"), devid)
     else:
@@ -109,11 +117,22 @@ def handle(device, state_dir=None, loaded=None):
     if wanted is None:
         return "%s: %s: no policy in the cache, left alone" % (device, what)
     from netoffload import livestate  # only once there is work to do
-    result = livestate.LiveStateStore(state_dir).apply(device, wanted)
+    result = livestate.LiveStateStore(state_dir).apply(device, wanted,
+                                                       owner=owner)
     outcome = "applied" if result.ok else "partly applied"
     return "%s: %s: %s %s from %s: %s" % (
         device, what, outcome, entry.get("policy") or "explicit keys",
         entry.get("source") or "explicit", _summary(result))
+
+
+def forget(device, state_dir=None):
+    """A guest device went away: drop its live-state record; the line."""
+    if devices.parse_guest_device(device) is None:
+        return "%s: not a guest device, nothing to forget" % device
+    from netoffload import livestate
+    if livestate.LiveStateStore(state_dir).forget(device):
+        return "%s: removed, its live-state record forgotten" % device
+    return "%s: removed, no live-state record" % device
 
 
 def _on_alarm(signum, frame):
@@ -129,13 +148,16 @@ def main(argv=None, environ=None):
     log = get_logger()
     action = environ.get("ACTION", "")
     shown = (argv[0] if argv else environ.get("INTERFACE", ""))[:40]
-    if action not in ACTIONS:
+    if action not in ACTIONS and action != REMOVE:
         return 0
     previous = signal.signal(signal.SIGALRM, _on_alarm)
     signal.alarm(DEADLINE)
     try:
         device = device_name(argv, environ)
-        log.info("udev %s %s", action or "run", handle(device))
+        if action == REMOVE:
+            log.info("udev remove %s", forget(device))
+        else:
+            log.info("udev %s %s", action or "run", handle(device))
     except (NotFound, DeviceError) as err:  # CacheUnusable is a NotFound
         log.warning("udev %s %s: left alone: %s", action, shown, err.message)
     except NetoffloadError as err:

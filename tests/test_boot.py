@@ -108,6 +108,34 @@ def test_boot_refreshes_the_cache_and_enforces_every_device(host):
     assert not host.compliant("peer0", {"tx": "off"})  # not ours: untouched
 
 
+def _seed_live_state(host, records):
+    from netoffload.livestate import STATE_FILE, atomic_write_json
+    if not os.path.isdir(host.state):
+        os.makedirs(host.state, 0o700)
+    atomic_write_json(os.path.join(host.state, STATE_FILE),
+                      {"version": 1, "devices": records})
+
+
+@pytest.mark.parametrize("xapi_up", [True, False], ids=["xapi", "cache"])
+def test_boot_forgets_records_of_departed_guest_devices(host, xapi_up):
+    """No guest survives a dom0 boot and domids restart at 1: a record of a
+    vif/tap that is not there would be taken for a new VM's past."""
+    from netoffload.livestate import LiveStateStore
+    assert host.boot("--refresh-only").returncode == 0
+    _seed_live_state(host, {
+        "vif77.0": {"features": {"tx": "on"}, "owner": "x/0"},
+        "tap77.0": {"features": {"sg": "on"}},
+        "eth9": {"features": {"gro": "on"}}})  # a PIF may come back: kept
+    if not xapi_up:
+        host.sim.stop()
+    proc = host.boot()
+    assert proc.returncode == 0, proc.stderr
+    recorded = LiveStateStore(host.state).recorded()
+    assert "vif77.0" not in recorded and "tap77.0" not in recorded
+    assert recorded["eth9"] == {"gro": "on"}
+    assert host.vif in recorded  # enforced this boot: recorded afresh
+
+
 def test_refresh_only_writes_the_cache_and_touches_no_device(host):
     before = dict((d, host.ns.ethtool_k(d)) for d in ("eth0", host.vif, host.tap))
     proc = host.boot("--refresh-only")

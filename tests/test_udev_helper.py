@@ -227,11 +227,32 @@ def test_device_gone_is_logged_once(dom0):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_remove_events_do_nothing(dom0):
+def test_remove_forgets_the_guest_device_record_and_changes_nothing(dom0):
+    assert dom0.helper(["tap5.0"], dom0.env("tap5.0")).returncode == 0
+    assert dom0.helper(["eth0"], dom0.env("eth0")).returncode == 0
+    store = LiveStateStore(dom0.state)
+    assert set(store.recorded()) == {"tap5.0", "eth0"}
     before = dom0.ethtool_text("tap5.0")
-    proc = dom0.helper(["tap5.0"], dom0.env("tap5.0", action="remove"))
-    assert (proc.returncode, proc.stderr) == (0, "")
+    for device in ("tap5.0", "eth0"):
+        proc = dom0.helper([device], dom0.env(device, action="remove"))
+        assert (proc.returncode, proc.stderr) == (0, "")
     assert dom0.ethtool_text("tap5.0") == before
+    # a PIF's device may come back (driver reload): its record stays
+    assert set(store.recorded()) == {"eth0"}
+
+
+def test_helper_replaces_another_vms_record_of_a_reused_name(dom0):
+    """vif5.1 was another VM's device before a dom0 reboot (domids restart):
+    its old record is not this device's past."""
+    store = LiveStateStore(dom0.state)
+    with dom0.ns.entered():
+        store.apply("vif5.1", {"sg": "off"}, owner=OTHER_VM_UUID + "/1")
+        from netoffload import ethtool
+        ethtool.apply_features("vif5.1", {"sg": "on"})  # the new device
+    proc = dom0.helper(["vif5.1"], dom0.env("vif5.1"))
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert store.owners() == {"vif5.1": VM_UUID + "/1"}
+    assert store.recorded() == {"vif5.1": {"tx": "on"}}
 
 
 def test_cache_file_stays_root_only(dom0):

@@ -117,10 +117,26 @@ def test_add_event_runs_helper_only_for_our_devices(netns, rules, kind, device,
         assert ours == []
 
 
-def test_remove_event_runs_nothing(netns, rules):
-    netns.add_veth("vif7.0", "p7")
-    runs, _ = udev_runs(netns, "vif7.0", action="remove")
-    assert [r for r in runs if r.startswith(HELPER)] == []
+REMOVE_CASES = [
+    # (id, kind, device, helper runs: to forget the live-state record)
+    ("vif", "veth", "vif7.0", True),
+    ("tap", "tap", "tap7.1", True),
+    ("pif-listed", "veth", "eth0", False),
+    ("unrelated", "veth", "veth7", False),
+]
+
+
+@pytest.mark.parametrize("kind, device, expect_run",
+                         [c[1:] for c in REMOVE_CASES],
+                         ids=[c[0] for c in REMOVE_CASES])
+def test_remove_event_runs_helper_only_for_guest_devices(netns, rules, kind,
+                                                         device, expect_run):
+    _, marker_dir = rules
+    _make(netns, kind, device)
+    (marker_dir / "eth0").write_text("")
+    runs, _ = udev_runs(netns, device, action="remove")
+    ours = [r for r in runs if r.startswith(HELPER)]
+    assert ours == (["%s %s" % (HELPER, device)] if expect_run else [])
 
 
 def test_every_line_of_the_rules_file_is_accepted(netns, rules):

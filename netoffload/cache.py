@@ -138,9 +138,14 @@ def pif_device_name(pif):
         return None
 
 
-def pif_entry(records, pif_ref, host_ref):
+# pif_entry/vif_entry(on_error=KEEP): the object's policy string is broken;
+# the watcher keeps the entry it had rather than drop it.
+KEEP = "keep"
+
+
+def pif_entry(records, pif_ref, host_ref, on_error=None):
     """(device, entry) for one PIF of host_ref whose policy sets something,
-    else None."""
+    else None (or `on_error` if its policy string is broken)."""
     from netoffload import resolve  # the cache reader (udev) never needs it
     pif = records.pifs.get(pif_ref)
     if pif is None or pif.get("host") != host_ref:
@@ -148,13 +153,16 @@ def pif_entry(records, pif_ref, host_ref):
     device = pif_device_name(pif)
     if device is None:
         return None
-    entry = entry_from_resolution(resolve.resolve_pif(records, pif_ref))
+    resolution = resolve.resolve_pif(records, pif_ref)
+    if resolution.error:
+        return on_error
+    entry = entry_from_resolution(resolution)
     return None if entry is None else (device, entry)
 
 
-def vif_entry(records, vif_ref):
+def vif_entry(records, vif_ref, on_error=None):
     """(key, entry) for one VIF of an eligible VM whose policy sets
-    something, else None."""
+    something, else None (or `on_error` if its policy string is broken)."""
     from netoffload import resolve
     vif = records.vifs.get(vif_ref)
     vm = records.vms.get((vif or {}).get("VM"))
@@ -164,8 +172,10 @@ def vif_entry(records, vif_ref):
         key = vif_key(vm["uuid"], vif.get("device", ""))
     except (KeyError, ValueError, TypeError, AttributeError):
         return None
-    entry = entry_from_resolution(resolve.resolve_vif(records, vif_ref),
-                                  vm.get("name_label", ""))
+    resolution = resolve.resolve_vif(records, vif_ref)
+    if resolution.error:
+        return on_error
+    entry = entry_from_resolution(resolution, vm.get("name_label", ""))
     return None if entry is None else (key, entry)
 
 

@@ -103,6 +103,9 @@ def policy_section(session=None):
         devices = reconcile.device_status(records, host_ref, plans=plans,
                                           store=LiveStateStore())
         pending = _pending_replugs(records, host_ref, reconcile)
+        from netoffload import resolve
+        invalid = [p for p in resolve.all_policies(records)
+                   if not p.get("valid")]
     except ImportError as err:
         return {"available": False, "reason": "policy engine missing: %s" % err}
     except NetoffloadError as err:
@@ -127,6 +130,7 @@ def policy_section(session=None):
         "db_out_of_date": sorted(d["device"] for d in covered
                                  if d.get("db_compliant") is False),
         "pending_replugs": pending,
+        "invalid_policies": invalid,
     }
 
 
@@ -176,6 +180,15 @@ def _advice(report):
                           "the policy live (no VM restart needed)",
                 "reason": "live %s differ from the policy"
                           % ", ".join(device["differs"])})
+        for entry in policy.get("invalid_policies", []):
+            items.append({
+                "item": "invalid policy %s on %s %s" % (
+                    entry["key"], entry["level"], entry["name"] or entry["uuid"]),
+                "advice": "fix it with `netoffload set-policy` (which checks "
+                          "it); until then the objects it governs are left "
+                          "as they are",
+                "reason": entry.get("error") or "%r does not parse"
+                          % entry["policy"]})
         for device in policy["pending_replugs"]:
             items.append({
                 "item": "pending replug %s" % device["device"],

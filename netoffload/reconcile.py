@@ -198,6 +198,12 @@ def plan_object(cls, ref, record, label, resolution, force=False,
     adjusted view of it (after a lost race); `expected` values follow it.
     """
     config = dict(record.get("other_config") or {})
+    if resolution.error:
+        # A broken policy string (a typo set with xe, past set_policy's
+        # check) says nothing about what is wanted: keep what is there
+        # rather than take it for "nothing wanted" and strip every key.
+        return ObjectPlan(cls, ref, record, label, resolution, [],
+                          dict(config if actual is None else actual), force)
     keys = VIF_XAPI_FEATURES if cls == "VIF" else FEATURES
     managed = R.parse_managed(config.get(R.KEY_MANAGED)) - \
         R.taken_over(config)
@@ -438,6 +444,9 @@ def _device_entry(local):
                  if v not in ("on", "off")),
              "policy": local.resolution.policy,
              "level": local.resolution.level}
+    if local.resolution.error:
+        entry["policy"] = "INVALID"
+        entry["policy_error"] = local.resolution.error
     if local.vm:
         entry["vm"] = local.vm
     return entry
@@ -469,6 +478,11 @@ def enforce_live(records, host_ref, store, targets=None, dry_run=False):
         if local.device not in present:
             continue
         entry = _device_entry(local)
+        if local.resolution.error:
+            # a broken policy: leave the device as it is (see plan_object)
+            entry["action"] = "invalid"
+            results.append(entry)
+            continue
         desired = local.resolution.live_features
         pending = pending_restores(recorded.get(local.device), desired)
         if pending:
@@ -600,7 +614,10 @@ def device_status(records, host_ref, targets=None, plans=None, store=None):
         pending = dict((f, v) for f, v in pending_restores(
             recorded.get(local.device), entry["desired"]).items()
             if entry["live"].get(f, v) != v)
-        entry["compliant"] = not differ and not pending
+        if local.resolution.error:
+            pending = {}  # nothing is decided while the policy is broken
+        entry["compliant"] = not differ and not pending and \
+            not local.resolution.error
         entry["pending_restore"] = pending
         entry["differs"] = differ
         entry["fixed"] = fixed

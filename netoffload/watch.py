@@ -175,17 +175,26 @@ class CacheEntries(object):
         self._header = None
 
     def refresh(self, records, refs=None):
+        previous = {}
         if refs is None:
+            previous = dict(self.vifs, **self.pifs)
             self.vifs, self.pifs = {}, {}
             refs = list(records.vifs) + list(records.pifs)
             self.changed = True
         for ref in refs:
             if ref in records.pifs:
-                table, found = self.pifs, cache.pif_entry(records, ref, self.host_ref)
+                table, found = self.pifs, cache.pif_entry(
+                    records, ref, self.host_ref, on_error=cache.KEEP)
             elif ref in records.vifs:
-                table, found = self.vifs, cache.vif_entry(records, ref)
+                table, found = self.vifs, cache.vif_entry(
+                    records, ref, on_error=cache.KEEP)
             else:  # deleted
                 table, found = (self.vifs if ref in self.vifs else self.pifs), None
+            if found is cache.KEEP:
+                # a broken policy string: the last good entry stays
+                if ref in previous:
+                    table[ref] = previous[ref]
+                continue
             new = None if found is None else (found[0], cache.encode_entry(found[1]))
             if table.get(ref) != new:
                 self.changed = True
@@ -233,6 +242,7 @@ class Watcher(object):
         self.cache_due = None     # monotonic time the cache must be rebuilt by
         self.cache_deadline = None  # ... at the latest, however busy
         self._entries = None      # CacheEntries
+        self._policy_warned = set()  # (level, error) already logged
         self._cache_dirty = set()  # refs to re-resolve; None: everything
         self.stopping = False
         self.stats = {"syncs": 0, "batches": 0, "writes": 0, "objects_written": 0,
@@ -413,7 +423,12 @@ class Watcher(object):
         self.log.info("watch: synced %d VMs, %d VIFs, %d PIFs (%s)",
                       len(tables["vms"]), len(tables["vifs"]), len(tables["pifs"]),
                       "master" if self.was_master else "member")
+        previous = self._entries
         self._entries = CacheEntries(self.host_ref)
+        if previous is not None and previous.host_ref == self.host_ref:
+            # entries of objects whose policy string is broken are kept
+            self._entries.vifs, self._entries.pifs = previous.vifs, previous.pifs
+        self._policy_warned = set()
         self._cache_dirty = None
         self._reconcile(set(self.records.vifs) | set(self.records.pifs),
                         live_all=True)
@@ -543,11 +558,27 @@ class Watcher(object):
             # in slices: a full sync plans every object, and holding 10,000
             # plans at once would leave the heap that much bigger for good
             for start in range(0, len(idle), PLAN_SLICE):
-                plans = [p for p in reconcile.plan_db(
-                    self.records, idle[start:start + PLAN_SLICE]) if p.writes]
+                plans = reconcile.plan_db(self.records,
+                                          idle[start:start + PLAN_SLICE])
+                self._warn_policy_errors(
+                    (p.resolution.level, p.resolution.error, p.label)
+                    for p in plans if p.resolution.error)
+                plans = [p for p in plans if p.writes]
                 if plans:
                     self._submit(plans)
         self._enforce(None if live_all else set(targets) | set(live))
+
+    def _warn_policy_errors(self, found):
+        """One warning per broken (level, key=value), not one per event:
+        the objects it governs are left as they are until it is fixed."""
+        for level, error, label in found:
+            if (level, error) in self._policy_warned:
+                continue
+            self._policy_warned.add((level, error))
+            self.log.warning("watch: invalid policy at %s level: %s; the "
+                             "objects it governs (e.g. %s) are left as they "
+                             "are until it is fixed (`netoffload doctor`)",
+                             level, error, label)
 
     def _local_targets(self, refs):
         """The refs among `refs` that have a device on this host."""
@@ -577,6 +608,9 @@ class Watcher(object):
         except NetoffloadError as err:
             self.log.warning("watch: live enforcement failed: %s", err.message)
             return
+        self._warn_policy_errors(
+            (r.get("level"), r["policy_error"], r.get("device"))
+            for r in results if r.get("policy_error"))
         changed = [r for r in results if r.get("ran_command")]
         self.stats["live_applied"] += len(changed)
         for entry in results:

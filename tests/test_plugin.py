@@ -490,3 +490,26 @@ def test_plugin_runs_on_dom0_pythons(pool, minor):
         if fn == "apply":
             assert live(pool, "h1", "tap5.0")["sg"] == "off"
     assert pool.state() == before
+
+
+def test_a_mistyped_policy_set_with_xe_changes_nothing_on_apply(pool):
+    """A typo set past set_policy's check (xe, XO) must not read as "no
+    policy": keys and live state stay, status and get_policy say INVALID."""
+    pool.call("apply", vm="bsd", policy="tx-off")
+    before = pool.state()
+    xe = pool.session.xenapi
+    xe.VM.remove_from_other_config(pool.bsd, "netoffload-vif")
+    xe.VM.add_to_other_config(pool.bsd, "netoffload-vif", "tx=of")
+    before_db = json.loads(before[0])
+    result = pool.call("apply", vm="bsd")
+    assert [o for o in result["objects"] if o.get("written")] == []
+    assert [(d["device"], d["action"]) for d in result["devices"]] == \
+        [("vif6.0", "invalid")]
+    assert xe.VIF.get_other_config(pool.bsd_vif) == \
+        before_db["VIF"][pool.bsd_vif]["other_config"]
+    assert pool.features() == before[1]
+    [device] = pool.call("status", vm="bsd")["devices"]
+    assert (device["policy"], device["compliant"]) == ("INVALID", False)
+    assert "tx=of" in device["policy_error"]
+    invalid = [p for p in pool.call("get_policy")["policies"] if not p["valid"]]
+    assert [(p["level"], p["name"]) for p in invalid] == [("vm", "bsd")]

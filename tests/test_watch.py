@@ -306,3 +306,43 @@ def test_the_watcher_stops_cleanly_on_sigterm(pool, one_host):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(10) == 0
     assert "Traceback" not in proc.stderr.read()
+
+
+def test_a_mistyped_policy_leaves_its_objects_alone_and_warns_once(
+        pool, one_host, netns):
+    """Set with xe past set_policy's check, a typo must not read as "no
+    policy": no key stripped, nothing restored live, the cache entry kept,
+    one warning however many events touch it."""
+    vm = pool.admin.add_vm(name_label="typo", power_state="Running",
+                           resident_on=one_host["host"])
+    device = "vif%s.0" % pool.api.VM.get_domid(vm)
+    netns.add_veth(device, "guest0")
+    vm_uuid = pool.api.VM.get_uuid(vm)
+    vif = pool.create_vif(vm, one_host["net"], 0)
+    pooled = pool.create_vif(one_host["vm"], one_host["net"], 0)
+    wait_for(lambda: keys_written(pool.vif_config(vif))
+             and keys_written(pool.vif_config(pooled)), what="all-off keys")
+
+    def live():
+        return parse_features_text(netns.ethtool_k(device), device).as_onoff()
+    wait_for(lambda: live()["tx"] == "off", what="tx off live")
+    wait_for(lambda: cache.load(one_host["state"]).vif(vm_uuid, 0)[0]
+             is not None, what="the VIF in the cache")
+    keys, features = pool.vif_config(vif), live()
+    pooled_keys = pool.vif_config(pooled)
+    entry = cache.load(one_host["state"]).vif(vm_uuid, 0)
+    pool.api.VM.add_to_other_config(vm, "netoffload-vif", "tx=of")
+    for n in range(3):  # more events for the same broken key
+        pool.api.VM.add_to_other_config(vm, "unrelated-%d" % n, "x")
+    pool.set_pool_policy("netoffload-vif", "all-of")  # and a pool-level typo
+    _settled(pool, 1.5)
+    assert pool.vif_config(vif) == keys
+    assert pool.vif_config(pooled) == pooled_keys
+    assert live() == features
+    assert cache.load(one_host["state"]).vif(vm_uuid, 0) == entry
+    proc = one_host["watcher"]
+    proc.terminate()
+    _, stderr = proc.communicate(timeout=15)
+    warnings = [line for line in stderr.splitlines() if "invalid policy" in line]
+    assert len([w for w in warnings if "'tx=of'" in w]) == 1, stderr
+    assert len([w for w in warnings if "'all-of'" in w]) == 1, stderr

@@ -77,3 +77,13 @@ def test_watcher_restarts_on_failure_and_logs_to_the_journal():
     assert service["StandardError"] == "journal"
     assert "netoffload-boot.service" in \
         _parsed("netoffload-watch.service")["Unit"]["After"].split()
+
+
+@pytest.mark.parametrize("name", UNITS)
+def test_every_target_ordered_after_is_also_pulled_in(name):
+    """After= a passive target such as network-online.target orders nothing
+    unless something pulls it in: each one needs a Wants= (or Requires=)."""
+    unit = _parsed(name)["Unit"]
+    after = unit.get("After", "").split()
+    pulled = unit.get("Wants", "").split() + unit.get("Requires", "").split()
+    assert [t for t in after if t.endswith(".target") and t not in pulled] == []

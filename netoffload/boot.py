@@ -34,13 +34,20 @@ EXIT_FAILED = 1
 
 
 def refresh_cache(session, directory=None):
-    """Snapshot the pool and write this host's cache: (records, host_ref, data)."""
+    """Snapshot the pool and write this host's cache: (records, host_ref,
+    data, write error text or None). A cache that cannot be written (disk
+    full, a bad state directory) does not stop enforcement from XAPI."""
     client = xapi.Xapi(session)
     host_ref = client.local_host_ref()
     records = client.snapshot()
     data = cache.build(records, host_ref)
-    cache.write(data, directory)
-    return records, host_ref, data
+    try:
+        cache.write(data, directory)
+    except (IOError, OSError) as err:
+        return records, host_ref, data, "%s: %s" % (
+            getattr(err, "filename", None) or cache.cache_path(directory),
+            err.strerror or err)
+    return records, host_ref, data, None
 
 
 def enforce_from_xapi(records, host_ref, directory=None):
@@ -127,14 +134,19 @@ def run(refresh_only=False, directory=None):
                              refresh_only, directory)
     try:
         try:
-            records, host_ref, data = refresh_cache(session, directory)
+            records, host_ref, data, cache_error = refresh_cache(
+                session, directory)
         except XapiError as err:
             # logged in, then failed: xapi still starting, or going away
             failure = err.message
         else:
             failure = None
-            log.info("boot: cache refreshed: %d PIFs, %d VIFs",
-                     len(data["pifs"]), len(data["vifs"]))
+            if cache_error:
+                log.error("boot: cache not written (%s); enforcing from "
+                          "XAPI", cache_error)
+            else:
+                log.info("boot: cache refreshed: %d PIFs, %d VIFs",
+                         len(data["pifs"]), len(data["vifs"]))
             if not refresh_only:
                 results = enforce_from_xapi(records, host_ref, directory)
     finally:
@@ -143,14 +155,14 @@ def run(refresh_only=False, directory=None):
         return _without_xapi(log, "xapi failed after login (%s)" % failure,
                              refresh_only, directory)
     if refresh_only:
-        return EXIT_OK
+        return EXIT_FAILED if cache_error else EXIT_OK
     enforced, changed, failed = _summarise_live(results)
     for entry in failed:
         log.warning("boot: %s: %s", entry.get("device"),
                     "; ".join(entry.get("errors") or ["failed"]))
     log.info("boot: %d devices enforced, %d changed, %d failed",
              enforced, changed, len(failed))
-    return EXIT_FAILED if failed else EXIT_OK
+    return EXIT_FAILED if failed or cache_error else EXIT_OK
 
 
 def main(argv=None):
@@ -165,6 +177,10 @@ def main(argv=None):
         return run(refresh_only=args.refresh_only)
     except NetoffloadError as err:
         get_logger().warning("boot: %s: %s", err.code, err.message)
+        return EXIT_FAILED
+    except (IOError, OSError) as err:  # the state directory: logged, no traceback
+        get_logger().error("boot: %s: %s", getattr(err, "filename", None)
+                           or "state directory", err.strerror or err)
         return EXIT_FAILED
 
 

@@ -41,6 +41,7 @@ hand-edited) ignores the index and reads cache.json.
     pif eth0 {"features":{...},...}
     vif <vm-uuid>/<devid> {"features":{...},...}
 """
+import errno
 import json
 import os
 import re
@@ -364,11 +365,19 @@ def write(data, directory=None, changed=None):
         changed = bool(changed)
     else:
         changed = not _same_content(path, encoded)
+    written = None
     if changed:
-        atomic_write(path, encoded.chunks())
+        written = atomic_write(path, encoded.chunks())
     if changed or not _index_matches(directory):
+        # Stamped with the file *we* wrote (its temp file's fstat): a stat
+        # of cache.json now may be another writer's newer file, and an
+        # index carrying its stamp over our older entries would be trusted.
+        # A loser's index then names a cache.json that is gone, so readers
+        # take it as stale and parse cache.json itself.
+        if written is None:
+            written = os.stat(path)  # unchanged: the content is ours too
         atomic_write(os.path.join(directory, INDEX_FILE),
-                     encoded.index_chunks(_stamp(os.stat(path))))
+                     encoded.index_chunks(_stamp(written)))
     sync_pif_markers(sorted(encoded.sections["pifs"]), directory)
     return changed
 
@@ -384,12 +393,23 @@ def sync_pif_markers(pif_devices, directory=None):
         except BadArgument:  # never make a file from a bad name
             continue
     present = set(os.listdir(marker_dir))
+    # Another writer (boot unit, watcher, plugin) may be syncing the same
+    # markers: a marker it made or removed first is not an error.
     for name in sorted(wanted - present):
-        fd = os.open(os.path.join(marker_dir, name),
-                     os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(os.path.join(marker_dir, name),
+                         os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as err:
+            if err.errno != errno.EEXIST:
+                raise
+            continue
         os.close(fd)
     for name in sorted(present - wanted):
-        os.unlink(os.path.join(marker_dir, name))
+        try:
+            os.unlink(os.path.join(marker_dir, name))
+        except OSError as err:
+            if err.errno != errno.ENOENT:
+                raise
 
 
 # -- reading -----------------------------------------------------------------

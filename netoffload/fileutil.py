@@ -44,7 +44,11 @@ def _open_temp(directory, base, mode):
 
 
 def atomic_write(path, data, mode=0o600):
-    """Replace path with data (str, or an iterable of str) atomically."""
+    """Replace path with data (str, or an iterable of str) atomically.
+
+    Returns the os.stat_result of what was written, taken from the temp
+    file before the rename (inode, size and mtime survive a rename): a
+    stat of `path` afterwards may already be another writer's file."""
     directory = os.path.dirname(path) or "."
     fd, tmp = _open_temp(directory, os.path.basename(path), mode)
     try:
@@ -57,6 +61,7 @@ def atomic_write(path, data, mode=0o600):
                     handle.write(chunk)
             handle.flush()
             os.fsync(handle.fileno())
+            written = os.fstat(handle.fileno())
         os.rename(tmp, path)
     except BaseException:
         try:
@@ -65,3 +70,4 @@ def atomic_write(path, data, mode=0o600):
             pass
         raise
     fsync_dir(directory)
+    return written

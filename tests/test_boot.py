@@ -136,6 +136,26 @@ def test_boot_forgets_records_of_departed_guest_devices(host, xapi_up):
     assert host.vif in recorded  # enforced this boot: recorded afresh
 
 
+def test_a_cache_that_cannot_be_written_is_logged_and_xapi_still_enforces(
+        host):
+    os.makedirs(cache.cache_path(host.state))  # cache.json is a directory
+    proc = host.boot()
+    assert (proc.returncode, proc.stdout) == (1, ""), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "cache not written" in proc.stderr
+    assert host.compliant(host.vif, ALL_OFF)
+
+
+def test_a_state_directory_that_is_not_one_fails_without_a_traceback(host):
+    with open(os.path.join(os.path.dirname(host.state), "a-file"), "w"):
+        pass
+    host.env["NETOFFLOAD_STATE_DIR"] = os.path.join(
+        os.path.dirname(host.state), "a-file", "state")
+    proc = host.boot()
+    assert (proc.returncode, proc.stdout) == (1, ""), proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_refresh_only_writes_the_cache_and_touches_no_device(host):
     before = dict((d, host.ns.ethtool_k(d)) for d in ("eth0", host.vif, host.tap))
     proc = host.boot("--refresh-only")

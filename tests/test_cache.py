@@ -193,6 +193,42 @@ def test_pif_markers_follow_the_cache(tmp_path):
     assert not os.path.exists(os.path.join(str(tmp_path.parent), "evil"))
 
 
+def test_a_writer_overtaken_between_cache_and_index_leaves_no_wrong_index(
+        tmp_path, monkeypatch):
+    """Writer A renames its cache.json, writer B then writes both files, and
+    A stamps its index: that index must not pass for B's cache.json."""
+    directory = str(tmp_path)
+    older = _sample(pifs={"eth0": {"features": {"tx": "off"}}})
+    newer = _sample(pifs={"eth0": {"features": {"tx": "on"}}})
+    real = cache.atomic_write
+    overtaken = []
+
+    def writer_b_completes_in_between(path, chunks, *args):
+        result = real(path, chunks, *args)
+        if path.endswith(cache.CACHE_FILE) and not overtaken:
+            overtaken.append(path)
+            cache.write(newer, directory)
+        return result
+    monkeypatch.setattr(cache, "atomic_write", writer_b_completes_in_between)
+    cache.write(older, directory)
+    monkeypatch.setattr(cache, "atomic_write", real)
+    assert overtaken
+    assert cache.load(directory).pif("eth0")[0] == {"tx": "on"}
+    assert cache.open_lookup(directory).pif("eth0")[0] == {"tx": "on"}
+
+
+def test_pif_markers_tolerate_another_writer(tmp_path, mocker):
+    """Between our listing and our create/unlink another writer made eth0's
+    marker and removed gone0's: neither is an error."""
+    directory = str(tmp_path)
+    cache.write(_sample(pifs={"eth0": {"features": {"tx": "off"}}}), directory)
+    mocker.patch("netoffload.cache.os.listdir", autospec=True,
+                 return_value=["gone0"])
+    cache.sync_pif_markers(["eth0"], directory)
+    mocker.stopall()
+    assert os.listdir(os.path.join(directory, "pif")) == ["eth0"]
+
+
 # -- reading -------------------------------------------------------------------
 
 @pytest.mark.parametrize("content, message", [

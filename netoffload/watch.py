@@ -84,7 +84,11 @@ _KEEP = {
     "vm": ("uuid", "name_label", "other_config", "tags", "is_a_template",
            "is_a_snapshot", "is_control_domain", "power_state",
            "resident_on", "domid"),
-    "vif": ("uuid", "device", "VM", "network", "other_config"),
+    # currently_attached: a VIF hot-plugged into a running VM has no device
+    # yet when it is created (the udev helper may then find no cache entry
+    # for it), so live state is enforced again when it turns true
+    "vif": ("uuid", "device", "VM", "network", "other_config",
+            "currently_attached"),
 }
 
 
@@ -493,6 +497,9 @@ class Watcher(object):
                 continue
             new = trim(cls, snapshot)
             table[ref] = new
+            if cls == "vif" and new.get("currently_attached") and \
+                    not (old or {}).get("currently_attached"):
+                live.add(ref)  # plugged: its device exists now
             if cls == "vm" and old is not None and \
                     old.get("name_label") != new.get("name_label"):
                 vm_changed.add(("name", ref))

@@ -346,3 +346,25 @@ def test_a_mistyped_policy_leaves_its_objects_alone_and_warns_once(
     warnings = [line for line in stderr.splitlines() if "invalid policy" in line]
     assert len([w for w in warnings if "'tx=of'" in w]) == 1, stderr
     assert len([w for w in warnings if "'all-of'" in w]) == 1, stderr
+
+
+def test_a_hot_plugged_vif_gets_its_live_only_features_when_plugged(
+        pool, one_host, netns):
+    """gro is live-only (xapi drops ethtool-gro on a VIF): a policy of gro
+    alone writes no DB key, so no later event carries it. The VIF is created
+    before its device exists; plugging it (currently_attached) enforces."""
+    net = pool.admin.add_network(name_label="gro net",
+                                 other_config={"netoffload-vif": "gro=on"})
+    vm = pool.admin.add_vm(name_label="hot", power_state="Running",
+                           resident_on=one_host["host"])
+    device = "vif%s.0" % pool.api.VM.get_domid(vm)
+    wait_synced(one_host["state"])
+    vif = pool.create_vif(vm, net, 0)
+    _settled(pool, 0.5)
+    netns.add_veth(device, "guest0")
+
+    def gro():
+        return parse_features_text(netns.ethtool_k(device), device).as_onoff()["gro"]
+    assert gro() == "off"  # a fresh veth; nothing has run for it yet
+    pool.api.VIF.plug(vif)
+    wait_for(lambda: gro() == "on", what="gro on after the plug")

@@ -68,6 +68,12 @@ PLAN_SLICE = 200
 SWITCH_INTERVAL = 0.0005
 BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 30.0
+# Consecutive failures with xapi reachable (connected, then failed before
+# the loop ran): a bug, not an outage. Logged as errors from FAILURES_LOUD
+# on; at MAX_FAILURES the watcher exits 1 (systemd Restart=on-failure
+# restarts it, and the journal shows the failed unit).
+FAILURES_LOUD = 3
+MAX_FAILURES = 10
 # Extra sessions the master writes through in parallel (one object per
 # session at a time, so each object's keys keep their order). xapi caps
 # sessions per originator; a handful is well inside that.
@@ -226,8 +232,10 @@ class Watcher(object):
     def __init__(self, state_dir=None, event_timeout=EVENT_TIMEOUT,
                  cache_debounce=CACHE_DEBOUNCE, backoff_max=BACKOFF_MAX,
                  writers=WRITERS, open_session=None, sleep=time.sleep,
-                 coalesce=EVENT_COALESCE):
+                 coalesce=EVENT_COALESCE, max_failures=MAX_FAILURES):
         self.state_dir = cache.state_dir(state_dir)
+        self.max_failures = max(1, int(max_failures))
+        self.exit_code = 0
         self.event_timeout = float(event_timeout)
         self.cache_debounce = float(cache_debounce)
         self.coalesce = max(0.0, float(coalesce))
@@ -265,12 +273,19 @@ class Watcher(object):
         self.stopping = True
 
     def run(self):
+        """The loop; 0 when stopped, 1 after MAX_FAILURES failures in a row
+        with xapi reachable."""
         backoff = BACKOFF_INITIAL
+        failures = 0  # in a row, each after a successful connect
         while not self.stopping:
+            connected = False
             try:
                 self._connect()
+                connected = True
                 self._full_sync()
                 backoff = BACKOFF_INITIAL
+                self._step()
+                failures = 0  # synced and ran: whatever failed before is over
                 while not self.stopping:
                     self._step()
             except _Stop:
@@ -281,7 +296,18 @@ class Watcher(object):
                 self.stats["errors"] += 1
                 detail = err.message if isinstance(err, NetoffloadError) else (
                     "%s: %s" % (type(err).__name__, err))
-                self.log.warning("watch: %s; reconnecting in %.1fs", detail, backoff)
+                failures = failures + 1 if connected else 0
+                if failures >= self.max_failures:
+                    self.log.error("watch: %s; failed %d times in a row with "
+                                   "xapi reachable; giving up", detail,
+                                   failures)
+                    self.exit_code = 1
+                    break
+                log = self.log.error if failures >= FAILURES_LOUD \
+                    else self.log.warning
+                log("watch: %s; reconnecting in %.1fs%s", detail, backoff,
+                    " (failure %d in a row with xapi reachable)" % failures
+                    if failures >= FAILURES_LOUD else "")
                 self._disconnect()
                 try:
                     self._sleep(backoff * (0.8 + 0.4 * random.random()))
@@ -290,6 +316,7 @@ class Watcher(object):
                 backoff = min(backoff * 2, self.backoff_max)
         self._flush_cache()
         self._disconnect()
+        return self.exit_code
 
     def _connect(self):
         self._disconnect()
@@ -693,12 +720,13 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
     watcher.log.info("watch: starting")
+    code = 0
     try:
-        watcher.run()
+        code = watcher.run()
     except _Stop:
         pass
     watcher.log.info("watch: stopped")
-    return 0
+    return code
 
 
 if __name__ == "__main__":

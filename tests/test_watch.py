@@ -368,3 +368,49 @@ def test_a_hot_plugged_vif_gets_its_live_only_features_when_plugged(
     assert gro() == "off"  # a fresh veth; nothing has run for it yet
     pool.api.VIF.plug(vif)
     wait_for(lambda: gro() == "on", what="gro on after the plug")
+
+
+class _Recorder(object):
+    """Stands in for the watcher's logger: keeps (level, message)."""
+
+    def __init__(self):
+        self.lines = []
+
+    def _add(self, level, msg, *args):
+        self.lines.append((level, msg % args if args else msg))
+
+    def info(self, msg, *args):
+        self._add("info", msg, *args)
+
+    def warning(self, msg, *args):
+        self._add("warning", msg, *args)
+
+    def error(self, msg, *args):
+        self._add("error", msg, *args)
+
+
+def test_a_failure_that_repeats_with_xapi_reachable_is_an_error_then_exit_1(
+        pool, netns, tmp_path, monkeypatch, mocker):
+    from netoffload import reconcile, watch
+    host = pool.admin.add_host(name_label="xs1")
+    net = pool.admin.add_network(name_label="net0")
+    pool.set_pool_policy("netoffload-vif", "all-off")
+    pool.create_vif(pool.admin.add_vm(name_label="halted"), net, 0)
+    for key, value in pool.admin.host_env(host=host).items():
+        if key.startswith("NETOFFLOAD_"):
+            monkeypatch.setenv(key, value)
+    mocker.patch("netoffload.reconcile.plan_db", autospec=True,
+                 side_effect=RuntimeError("a planning bug"))
+    watcher = watch.Watcher(state_dir=str(tmp_path), event_timeout=0.2,
+                            backoff_max=0.01, sleep=lambda seconds: None,
+                            max_failures=4)
+    watcher.log = _Recorder()
+    with netns.entered():
+        assert watcher.run() == 1
+    assert reconcile.plan_db.call_count == 4
+    failures = [(level, "a planning bug" in line)
+                for level, line in watcher.log.lines if level != "info"]
+    assert failures == [("warning", True), ("warning", True), ("error", True),
+                        ("error", True)]
+    assert "giving up" in [line for level, line in watcher.log.lines
+                           if level == "error"][-1]

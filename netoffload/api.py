@@ -384,9 +384,10 @@ def status(session, args):
     plans = reconcile.plan_db(ctx.records, vif_refs)
     devices = reconcile.device_status(ctx.records, ctx.host_ref, targets,
                                       plans, _store())
+    real = [d for d in devices if d.get("device") is not None]
     result = {"host": ctx.host_json(), "devices": devices,
-              "summary": {"devices": len(devices),
-                          "compliant": sum(1 for d in devices
+              "summary": {"devices": len(real),
+                          "compliant": sum(1 for d in real
                                            if d.get("compliant"))}}
     if scope == "pool":
         db_refs = selection.refs if selection else \

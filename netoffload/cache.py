@@ -129,12 +129,18 @@ def policy_summary(records, host_ref):
     }
 
 
-def pif_device_name(pif):
+def pif_device_name(pif, backend=None):
     """The kernel device of a PIF record (resolve.pif_device), or None if
-    that is not a valid device name."""
+    it has none (a VLAN or bond under openvswitch) or that is not a valid
+    device name. backend: resolve.network_backend() when not given."""
     from netoffload import resolve
+    if backend is None:
+        backend = resolve.network_backend()
+    device = resolve.pif_device(pif, backend=backend)
+    if device is None:
+        return None
     try:
-        return devices.validate_device(resolve.pif_device(pif))
+        return devices.validate_device(device)
     except BadArgument:
         return None
 
@@ -144,14 +150,14 @@ def pif_device_name(pif):
 KEEP = "keep"
 
 
-def pif_entry(records, pif_ref, host_ref, on_error=None):
+def pif_entry(records, pif_ref, host_ref, on_error=None, backend=None):
     """(device, entry) for one PIF of host_ref whose policy sets something,
     else None (or `on_error` if its policy string is broken)."""
     from netoffload import resolve  # the cache reader (udev) never needs it
     pif = records.pifs.get(pif_ref)
     if pif is None or pif.get("host") != host_ref:
         return None
-    device = pif_device_name(pif)
+    device = pif_device_name(pif, backend)
     if device is None:
         return None
     resolution = resolve.resolve_pif(records, pif_ref)
@@ -193,9 +199,11 @@ def header(records, host_ref, generated_at=None):
 
 def build(records, host_ref, generated_at=None):
     """The cache content for host_ref from a resolve.PoolRecords snapshot."""
+    from netoffload import resolve
+    backend = resolve.network_backend()
     pifs = {}
     for pif_ref in sorted(records.pifs):
-        found = pif_entry(records, pif_ref, host_ref)
+        found = pif_entry(records, pif_ref, host_ref, backend=backend)
         if found is not None:
             pifs[found[0]] = found[1]
     vifs = {}

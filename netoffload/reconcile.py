@@ -409,10 +409,14 @@ def local_devices(records, host_ref, targets=None):
     """This host's PIF devices and the vif/tap devices of its running VMs."""
     wanted = None if targets is None else set(targets)
     result = []
+    backend = R.network_backend()
     for ref in records.pifs_of_host(host_ref):
         if wanted is None or ref in wanted:
-            result.append(LocalDevice(R.pif_device(records.pifs[ref]), "pif",
-                                      ref, R.resolve_pif(records, ref)))
+            device = R.pif_device(records.pifs[ref], backend=backend)
+            if device is None:  # see deviceless_pifs
+                continue
+            result.append(LocalDevice(device, "pif", ref,
+                                      R.resolve_pif(records, ref)))
     for vm_ref in R.eligible_vms(records):
         vm = records.vms[vm_ref]
         if not R.runs_on(vm, host_ref):
@@ -431,6 +435,25 @@ def local_devices(records, host_ref, targets=None):
                 result.append(LocalDevice(
                     "%s%d.%d" % (kind, domid, devid), kind, vif_ref, resolution,
                     {"uuid": vm.get("uuid"), "name_label": vm.get("name_label")}))
+    return result
+
+
+def deviceless_pifs(records, host_ref, targets=None):
+    """Status entries for this host's PIFs with no kernel device (VLAN and
+    bond PIFs under openvswitch): nothing to enforce on them live."""
+    if R.network_backend() != R.BACKEND_OVS:
+        return []
+    wanted = None if targets is None else set(targets)
+    result = []
+    for ref in records.pifs_of_host(host_ref):
+        pif = records.pifs[ref]
+        if (wanted is not None and ref not in wanted) or \
+                R.pif_device(pif, backend=R.BACKEND_OVS) is not None:
+            continue
+        result.append({
+            "device": None, "kind": "pif", "pif": records.pif_label(ref),
+            "note": "no kernel device under openvswitch; carried by %s"
+                    % ", ".join(R.pif_carriers(records, ref))})
     return result
 
 
@@ -627,7 +650,7 @@ def device_status(records, host_ref, targets=None, plans=None, store=None):
             entry["db_compliant"] = not plan.changes
             entry["reapplied_at_plug"] = plan.reapplied_now
         results.append(entry)
-    return results
+    return results + deviceless_pifs(records, host_ref, targets)
 
 
 def saved_summary(plans):

@@ -38,6 +38,7 @@ explicit, no longer the pack's, and revert leaves it as they set it (their
 later value wins over our saved prior; DESIGN precedence rule 1).
 """
 import json
+import os
 
 from netoffload.errors import BadArgument
 from netoffload.features import FEATURES
@@ -265,11 +266,50 @@ class PoolRecords(object):
                           pif_device(pif, missing="?"))
 
 
-def pif_device(pif, missing=""):
-    """The kernel device of a PIF record: eth0, bond0, or eth0.100 for a VLAN."""
+BACKEND_OVS = "openvswitch"
+BACKEND_BRIDGE = "bridge"
+NETWORK_CONF = "/etc/xensource/network.conf"
+
+
+def network_backend(path=None):
+    """This host's network backend from /etc/xensource/network.conf (env
+    NETOFFLOAD_NETWORK_CONF overrides the path): BACKEND_OVS or
+    BACKEND_BRIDGE. Every XenServer / XCP-ng install writes that file; when
+    it is absent, unreadable or says something else we assume the bridge
+    backend, which names today's devices (eth0.100, bond0): a wrong guess
+    then only names a device that does not exist, never skips a real one."""
+    path = path or os.environ.get("NETOFFLOAD_NETWORK_CONF") or NETWORK_CONF
+    try:
+        with open(path) as handle:
+            text = handle.read(256).strip().lower()
+    except (IOError, OSError, UnicodeDecodeError):
+        return BACKEND_BRIDGE
+    return BACKEND_OVS if text in ("openvswitch", "vswitch") else BACKEND_BRIDGE
+
+
+def pif_device(pif, missing="", backend=BACKEND_BRIDGE):
+    """The kernel device of a PIF record: eth0, bond0, or eth0.100 for a VLAN.
+
+    Under Open vSwitch a VLAN PIF is a fake bridge and a bond has no bond0
+    netdev (xapi's networkd makes those devices with the bridge backend
+    only): None for them; their offload lives on the member/parent NICs."""
     device = pif.get("device", missing) or missing
     vlan = as_int(pif.get("VLAN"))
+    if backend == BACKEND_OVS and (vlan >= 0 or pif.get("bond_master_of")):
+        return None
     return "%s.%d" % (device, vlan) if vlan >= 0 else device
+
+
+def pif_carriers(records, pif_ref):
+    """The devices that carry a PIF with no kernel device of its own
+    (openvswitch): a VLAN's parent device, a bond's member NICs."""
+    pif = records.pifs.get(pif_ref) or {}
+    bonds = set(pif.get("bond_master_of") or ())
+    if bonds:
+        return sorted(p.get("device", "?") for p in records.pifs.values()
+                      if p.get("host") == pif.get("host")
+                      and p.get("bond_slave_of") in bonds)
+    return [pif.get("device", "?")]
 
 
 def is_eligible_vm(vm):

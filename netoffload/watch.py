@@ -86,7 +86,9 @@ _KEEP = {
     "pool": ("uuid", "name_label", "master", "other_config"),
     "host": ("uuid", "name_label", "enabled", "other_config"),
     "network": ("uuid", "name_label", "other_config"),
-    "pif": ("uuid", "device", "VLAN", "host", "network", "other_config"),
+    # bond_*: a bond master has no kernel device under openvswitch
+    "pif": ("uuid", "device", "VLAN", "host", "network", "other_config",
+            "bond_master_of", "bond_slave_of"),
     "vm": ("uuid", "name_label", "other_config", "tags", "is_a_template",
            "is_a_snapshot", "is_control_domain", "power_state",
            "resident_on", "domid"),
@@ -186,6 +188,7 @@ class CacheEntries(object):
 
     def refresh(self, records, refs=None):
         previous = {}
+        backend = resolve.network_backend()
         if refs is None:
             previous = dict(self.vifs, **self.pifs)
             self.vifs, self.pifs = {}, {}
@@ -194,7 +197,8 @@ class CacheEntries(object):
         for ref in refs:
             if ref in records.pifs:
                 table, found = self.pifs, cache.pif_entry(
-                    records, ref, self.host_ref, on_error=cache.KEEP)
+                    records, ref, self.host_ref, on_error=cache.KEEP,
+                    backend=backend)
             elif ref in records.vifs:
                 table, found = self.vifs, cache.vif_entry(
                     records, ref, on_error=cache.KEEP)

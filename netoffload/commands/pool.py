@@ -80,6 +80,10 @@ def _print_devices(devices, out):
     rows = []
     for dev in devices:
         vm = (dev.get("vm") or {}).get("name_label", "")
+        if dev.get("device") is None:  # a PIF with no kernel device (OVS)
+            rows.append([dev.get("pif") or "-", dev.get("kind", "pif"), "-",
+                         "-", dev.get("note", "")])
+            continue
         if "compliant" in dev:
             state = "ok" if dev["compliant"] else \
                 "differs: " + ",".join(dev.get("differs") or [])

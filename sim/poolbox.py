@@ -94,7 +94,7 @@ def _box_pid(name, prefix):
     return int(digits) if name.startswith(prefix) and digits else None
 
 
-def _processes_with_env(marker):
+def processes_with_env(marker):
     """Pids whose environment contains marker (bytes)."""
     found = []
     for name in os.listdir("/proc"):
@@ -126,7 +126,7 @@ def cleanup_stale():
         if pid is None or _pid_alive(pid):
             continue
         marker = ("/tmp/%s" % name).encode()
-        for stale in _processes_with_env(marker):
+        for stale in processes_with_env(marker):
             try:
                 os.kill(stale, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):

@@ -264,18 +264,8 @@ def test_interrupted_demo_cleans_up(signum):
 def _processes_of_demo(pid):
     """Pids whose environment points at that demo's work directory (the
     watchers, plugin runs, traffic generators all carry it)."""
-    marker = ("/tmp/netoffload-box-%d-" % pid).encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/environ" % name, "rb") as f:
-                if marker in f.read():
-                    found.append(int(name))
-        except OSError:
-            continue
-    return found
+    return poolbox.processes_with_env(
+        ("/tmp/netoffload-box-%d-" % pid).encode())
 
 
 @pytest.mark.root

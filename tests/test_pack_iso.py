@@ -19,7 +19,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from tests.support.tools import require_module, require_tool
+from tests.support.tools import check, require_module, require_tool, run
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,17 +37,6 @@ def pack_tools():
     for name in PACK_TOOLS:
         require_tool(name)
     require_module("pycdlib")
-
-
-def run(argv, **kwargs):
-    return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          universal_newlines=True, timeout=300, **kwargs)
-
-
-def check(argv, **kwargs):
-    proc = run(argv, **kwargs)
-    assert proc.returncode == 0, "%s\n%s%s" % (argv, proc.stdout, proc.stderr)
-    return proc.stdout
 
 
 def tree_version():

@@ -7,7 +7,6 @@ import os
 import shutil
 import socket
 import stat
-import subprocess
 import sys
 import tarfile
 import xml.etree.ElementTree as ET
@@ -15,7 +14,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from netoffload.livestate import DEFAULT_STATE_DIR, STATE_FILE
-from tests.support.tools import interpreter, require_tool
+from tests.support.tools import check, interpreter, require_tool, run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD_PY = os.path.join(ROOT, "pack", "build.py")
@@ -68,17 +67,6 @@ def _bumped(version):
     parts = version.split(".")
     parts[-1] = str(int(parts[-1]) + 1)
     return ".".join(parts)
-
-
-def run(argv, **kwargs):
-    return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          universal_newlines=True, timeout=300, **kwargs)
-
-
-def check(argv, **kwargs):
-    proc = run(argv, **kwargs)
-    assert proc.returncode == 0, "%s\n%s%s" % (argv, proc.stdout, proc.stderr)
-    return proc.stdout
 
 
 class Built(object):

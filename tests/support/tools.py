@@ -8,6 +8,7 @@ import glob
 import importlib
 import os
 import shutil
+import subprocess
 
 import pytest
 
@@ -56,3 +57,16 @@ def interpreter(minor):
                                                 % (minor, minor))))
     found += [p for p in ("/usr/bin/python%s" % minor,) if os.path.exists(p)]
     return found[0] if found else None
+
+
+def run(argv, **kwargs):
+    """A build or inspection tool, output as str, bounded at 300 s."""
+    return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=300, **kwargs)
+
+
+def check(argv, **kwargs):
+    """run(), asserting success; the tool's stdout."""
+    proc = run(argv, **kwargs)
+    assert proc.returncode == 0, "%s\n%s%s" % (argv, proc.stdout, proc.stderr)
+    return proc.stdout

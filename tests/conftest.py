@@ -4,6 +4,7 @@ Tests marked `root` skip without root; under CI (CI=true, always root) such
 a skip would hide missing coverage, so it is a failure instead.
 """
 import os
+import shutil
 import sys
 
 import pytest
@@ -41,3 +42,16 @@ def state_dir(tmp_path):
     path = tmp_path / "state"
     path.mkdir(mode=0o700)
     return str(path)
+
+
+@pytest.fixture
+def sock_dir():
+    """A directory for simulator sockets, deleted afterwards.
+
+    Not tmp_path: its test-named parts hold '_', which XenAPI's UDS
+    transport turns into '/'.
+    """
+    from sim.xapi_sim import socket_dir
+    path = socket_dir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

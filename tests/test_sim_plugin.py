@@ -3,7 +3,6 @@ with the call in argv[1] (using the sim's XenAPIPlugin double), and its stdout
 is mapped to results and errors the way xapi maps them."""
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import pytest
 import XenAPI
 
 from sim import xapi_plugins
-from sim.xapi_sim import SIM_PYLIB, XapiSim, socket_dir
+from sim.xapi_sim import SIM_PYLIB, XapiSim
 
 PLUGIN = r'''#!/usr/bin/python3
 import json
@@ -75,13 +74,6 @@ XenAPIPlugin.dispatch({"whoami": whoami, "fail": fail, "crash": crash,
                        "chatty": chatty, "exit_3": exit_3, "killed": killed,
                        "not_a_string": not_a_string, "int_params": int_params})
 '''
-
-
-@pytest.fixture
-def sock_dir():
-    path = socket_dir()
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 that survives SIGKILL (the watcher tests kill it mid-burst)."""
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -12,14 +11,7 @@ import pytest
 import XenAPI
 
 from sim.xapi_db import Database
-from sim.xapi_sim import REPO_ROOT, SimClient, SimError, socket_dir
-
-
-@pytest.fixture
-def sock_dir():
-    path = socket_dir()
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+from sim.xapi_sim import REPO_ROOT, SimClient, SimError
 
 
 class SimProcess(object):

@@ -1,5 +1,4 @@
 """The simulator through the real XenAPI client: wire protocol and xapi semantics."""
-import shutil
 import threading
 import time
 import xmlrpc.client
@@ -7,18 +6,9 @@ import xmlrpc.client
 import pytest
 import XenAPI
 
-from sim.xapi_sim import XapiSim, socket_dir
+from sim.xapi_sim import XapiSim
 
 EVENT_FROM = "from"  # a Python keyword: called with getattr
-
-
-@pytest.fixture
-def sock_dir():
-    # Not tmp_path: its test-named parts hold '_', which XenAPI's UDS
-    # transport turns into '/'.
-    path = socket_dir()
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

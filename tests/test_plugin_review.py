@@ -5,18 +5,10 @@ import shutil
 
 import pytest
 
-from tests.test_plugin import Pool, live
+from tests.test_plugin import live
+from tests.test_plugin import pool  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.root
-
-
-@pytest.fixture
-def pool():
-    box = Pool()
-    try:
-        yield box
-    finally:
-        box.close()
 
 
 # -- 1: scope=local honours dry_run and confirm ---------------------------------

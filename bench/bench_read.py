@@ -17,7 +17,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from netoffload import ethtool  # noqa: E402
+from netoffload.engine import ethtool  # noqa: E402
 from tests.support.netns import NetNS  # noqa: E402
 
 DEVICES = int(os.environ.get("BENCH_DEVICES", "500"))

@@ -35,7 +35,7 @@ import uuid
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from netoffload import cache  # noqa: E402
+from netoffload.agents import cache  # noqa: E402
 from tests.support.netns import NetNS  # noqa: E402
 
 FEATURES = ("rx", "tx", "sg", "tso", "ufo", "gso", "gro", "lro")
@@ -116,7 +116,7 @@ def main():
         with open(os.path.join(sh_bin, "xenstore-read"), "w") as handle:
             handle.write(SH_STAND_IN)
         os.chmod(os.path.join(sh_bin, "xenstore-read"), 0o755)
-        helper = entry_script(work, "netoffload.udev")
+        helper = entry_script(work, "netoffload.agents.udev")
         # udev gives RUN programs a minimal environment: no PYTHONPATH here
         env = {"PATH": "%s:/usr/sbin:/usr/bin:/sbin:/bin" % os.path.join(ROOT, "sim", "bin"),
                "ACTION": "add", "SUBSYSTEM": "net",

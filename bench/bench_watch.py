@@ -160,7 +160,7 @@ def main():
         state = env["NETOFFLOAD_STATE_DIR"]
         profile = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
         extra = [] if args.coalesce is None else ["--coalesce", str(args.coalesce)]
-        watcher = ns.popen([sys.executable] + profile + ["-m", "netoffload.watch",
+        watcher = ns.popen([sys.executable] + profile + ["-m", "netoffload.agents.watch",
                             "--event-timeout", "5"] + extra, env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         sync_start = time.monotonic()

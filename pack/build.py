@@ -51,8 +51,9 @@ SOURCE_TOP = ("netoffload", "plugins", "udev", "init", "pack", "tests", "sim",
               "Makefile", "requirements-test.txt")
 # What a release RPM needs from the other parts of the tree.
 REQUIRED_SOURCES = ("plugins/netoffload", "init/netoffload-boot.service",
-                    "init/netoffload-watch.service", "netoffload/cli.py",
-                    "netoffload/udev.py", "netoffload/watch.py", "netoffload/boot.py")
+                    "init/netoffload-watch.service", "netoffload/cli/__init__.py",
+                    "netoffload/agents/udev.py", "netoffload/agents/watch.py",
+                    "netoffload/agents/boot.py")
 # binary -> Debian package providing it
 TOOLS = {
     "rpmbuild": "rpm", "rpm": "rpm", "rpmsign": "rpm",

@@ -23,9 +23,9 @@ import unittest
 PYPRIVATE = "/usr/lib/netoffload/python"
 ENTRY_POINTS = {
     "/usr/bin/netoffload": ("netoffload.cli", "main"),
-    "/usr/libexec/netoffload/netoffload-udev": ("netoffload.udev", "main"),
-    "/usr/libexec/netoffload/netoffload-watch": ("netoffload.watch", "main"),
-    "/usr/libexec/netoffload/netoffload-boot": ("netoffload.boot", "main"),
+    "/usr/libexec/netoffload/netoffload-udev": ("netoffload.agents.udev", "main"),
+    "/usr/libexec/netoffload/netoffload-watch": ("netoffload.agents.watch", "main"),
+    "/usr/libexec/netoffload/netoffload-boot": ("netoffload.agents.boot", "main"),
 }
 PLUGIN = "/etc/xapi.d/plugins/netoffload"
 # Modules dom0 provides that a build host may lack.

@@ -7,12 +7,12 @@ paths against it, one step at a time:
 2. ``policy set`` at pool level (tx-off for VIFs), tag level (all-off for VMs
    tagged pfsense) and host level (gro=off on host2's PIFs), then
    ``apply ALL --pool``: the plan first, then the confirmed run;
-3. the automatic part: the watcher (``python -m netoffload.watch``) on every
+3. the automatic part: the watcher (``python -m netoffload.agents.watch``) on every
    host; a new VM is created and started, the watcher writes its VIF keys,
    its vif/tap devices appear and the udev helper, run as udev would run it,
    brings them into policy;
 4. a host reboot (devices recreated with kernel defaults) and the boot unit
-   (``python -m netoffload.boot``) restoring policy;
+   (``python -m netoffload.agents.boot``) restoring policy;
 5. ``check_checksums`` on a vif carrying traffic, and ``doctor``;
 6. ``revert ALL --pool``: every other-config map and every device's
    ``ethtool -k`` back to exactly where they started.
@@ -400,7 +400,7 @@ class Scenario(object):
     def step_new_vm(self, step):
         box = self.box
         self.out.say("  Starting the watcher service on every host "
-                     "(python -m netoffload.watch).")
+                     "(python -m netoffload.agents.watch).")
         before = box.db_other_config()
         box.start_watchers()
         ready = box.wait_watchers_ready(timeout=20)
@@ -472,11 +472,11 @@ class Scenario(object):
                        d for d in reset
                        if reset[d] != self.baseline_live_for(host, d)))
         self.out.say("  [%s] systemd runs netoffload-boot.service "
-                     "(python -m netoffload.boot):" % host.name)
+                     "(python -m netoffload.agents.boot):" % host.name)
         started = time.time()
-        proc = host.python(["netoffload.boot"], timeout=60)
+        proc = host.python(["netoffload.agents.boot"], timeout=60)
         step.commands.append({"host": host.name,
-                              "argv": ["python", "-m", "netoffload.boot"],
+                              "argv": ["python", "-m", "netoffload.agents.boot"],
                               "rc": proc.returncode, "stdout": proc.stdout,
                               "stderr": proc.stderr,
                               "seconds": round(time.time() - started, 3)})

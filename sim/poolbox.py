@@ -340,7 +340,7 @@ class SimHost(object):
         log = open(self.watcher_log, "a")
         try:
             self.watcher = self.ns.popen(
-                [sys.executable, "-m", "netoffload.watch"], env=self.env(),
+                [sys.executable, "-m", "netoffload.agents.watch"], env=self.env(),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True)
         finally:
@@ -801,9 +801,9 @@ class PoolBox(object):
         import shlex
         argv = shlex.split(ours[0])
         record["run"] = ours[0]
-        # The installed wrapper is netoffload.udev:main over the same package.
+        # The installed wrapper is netoffload.agents.udev:main over the same package.
         if os.path.basename(argv[0]) == "netoffload-udev":
-            argv = [sys.executable, "-m", "netoffload.udev"] + argv[1:]
+            argv = [sys.executable, "-m", "netoffload.agents.udev"] + argv[1:]
         env = dict(props)
         result = host.run(argv, env=env, timeout=30)
         record["rc"] = result.returncode

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from netoffload import bench
+from netoffload.diagnostics import perftest
 from netoffload.errors import BadArgument
 from tests.support.netns import NetNS
 
@@ -66,8 +66,8 @@ def test_client_gives_nonzero_consistent_figures(path):
         done = cli(a, "client", "10.78.0.2", "--duration", "1", "--json")
         assert done.returncode == 0, done.stderr
         runs.append(json.loads(done.stdout)["tests"])
-    for test in bench.TESTS:
-        first, second = (bench.headline(r[test]) for r in runs)
+    for test in perftest.TESTS:
+        first, second = (perftest.headline(r[test]) for r in runs)
         assert first > 0 and second > 0
         # same path, same code: within a factor 3 even on a busy machine
         assert max(first, second) / min(first, second) < 3, (test, runs)
@@ -162,7 +162,7 @@ def test_compare_restores_exactly_on_sigterm_while_policy_applied(
 ])
 def test_client_bounds(kwargs):
     with pytest.raises(BadArgument):
-        bench.run_client("127.0.0.1", **kwargs)
+        perftest.run_client("127.0.0.1", **kwargs)
 
 
 @pytest.mark.parametrize("policy,devices", [
@@ -172,7 +172,7 @@ def test_client_bounds(kwargs):
     pytest.param("all-off", ["vA; reboot"], id="bad-device-name"),
 ])
 def test_compare_refuses_bad_input_before_running(policy, devices, mocker):
-    run_client = mocker.patch("netoffload.bench.run_client", autospec=True)
+    run_client = mocker.patch("netoffload.diagnostics.perftest.run_client", autospec=True)
     with pytest.raises(BadArgument):
-        bench.compare(policy, devices, "127.0.0.1", duration=1)
+        perftest.compare(policy, devices, "127.0.0.1", duration=1)
     assert run_client.call_count == 0

@@ -1,7 +1,7 @@
 """The boot entry point against the XAPI simulator and real devices.
 
 The simulator serves a unix socket (reachable from inside a network
-namespace); `python -m netoffload.boot` runs inside a netns holding this
+namespace); `python -m netoffload.agents.boot` runs inside a netns holding this
 host's devices, with the environment the simulator gives a host's helpers.
 """
 import itertools
@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from netoffload import cache
-from netoffload.ethtool import parse_features_text
+from netoffload.agents import cache
+from netoffload.engine.ethtool import parse_features_text
 from sim.xapi_sim import XapiSim
 
 pytestmark = pytest.mark.root
@@ -72,7 +72,7 @@ class Host(object):
         return self.sim.db.tables["VM"][vm]["uuid"]
 
     def boot(self, *args):
-        return self.ns.run([sys.executable, "-m", "netoffload.boot"] + list(args),
+        return self.ns.run([sys.executable, "-m", "netoffload.agents.boot"] + list(args),
                            env=self.env, check=False, timeout=60)
 
     def features(self, device):
@@ -109,7 +109,7 @@ def test_boot_refreshes_the_cache_and_enforces_every_device(host):
 
 
 def _seed_live_state(host, records):
-    from netoffload.livestate import STATE_FILE, atomic_write_json
+    from netoffload.engine.livestate import STATE_FILE, atomic_write_json
     if not os.path.isdir(host.state):
         os.makedirs(host.state, 0o700)
     atomic_write_json(os.path.join(host.state, STATE_FILE),
@@ -120,7 +120,7 @@ def _seed_live_state(host, records):
 def test_boot_forgets_records_of_departed_guest_devices(host, xapi_up):
     """No guest survives a dom0 boot and domids restart at 1: a record of a
     vif/tap that is not there would be taken for a new VM's past."""
-    from netoffload.livestate import LiveStateStore
+    from netoffload.engine.livestate import LiveStateStore
     assert host.boot("--refresh-only").returncode == 0
     _seed_live_state(host, {
         "vif77.0": {"features": {"tx": "on"}, "owner": "x/0"},

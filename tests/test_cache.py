@@ -6,8 +6,8 @@ import stat
 
 import pytest
 
-from netoffload import cache
-from netoffload.resolve import PoolRecords
+from netoffload.agents import cache
+from netoffload.pool.resolve import PoolRecords
 
 HOST_A = "OpaqueRef:host-a"
 HOST_B = "OpaqueRef:host-b"
@@ -113,7 +113,7 @@ def _opted_out_with_explicit_keys(pool_policy):
     {"netoffload-vif": "all-off", "netoffload-pif": "tx-off"}, {}],
     ids=["pool-policy", "no-policy"])
 def test_cache_entries_are_what_enforce_live_applies(pool_policy):
-    from netoffload import resolve
+    from netoffload.pool import resolve
     records = _opted_out_with_explicit_keys(pool_policy)
     data = cache.build(records, HOST_A)
     assert OPT_OUT_UUID + "/0" not in data["vifs"]
@@ -174,7 +174,7 @@ def test_write_with_same_content_keeps_the_file(tmp_path):
 def test_failed_write_keeps_the_old_cache(tmp_path, mocker):
     directory = str(tmp_path)
     cache.write(_sample(), directory)
-    mocker.patch("netoffload.cache.os.rename", autospec=True,
+    mocker.patch("netoffload.agents.cache.os.rename", autospec=True,
                  side_effect=OSError(28, "No space left on device"))
     with pytest.raises(OSError):
         cache.write(_sample(pifs={}), directory)
@@ -222,7 +222,7 @@ def test_pif_markers_tolerate_another_writer(tmp_path, mocker):
     marker and removed gone0's: neither is an error."""
     directory = str(tmp_path)
     cache.write(_sample(pifs={"eth0": {"features": {"tx": "off"}}}), directory)
-    mocker.patch("netoffload.cache.os.listdir", autospec=True,
+    mocker.patch("netoffload.agents.cache.os.listdir", autospec=True,
                  return_value=["gone0"])
     cache.sync_pif_markers(["eth0"], directory)
     mocker.stopall()

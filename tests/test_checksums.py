@@ -10,7 +10,8 @@ import textwrap
 
 import pytest
 
-from netoffload import checksums, diagnose
+from netoffload.diagnostics import checksums
+from netoffload.plugin import diagnostics
 from netoffload.errors import BadArgument, DeviceError, NotFound
 from tests.support.netns import NetNS
 
@@ -84,7 +85,7 @@ def test_egress_with_tx_on_is_expected_not_corruption(pair):
     client = a.popen([PY, "-c", CLIENT, "1.0"])
     try:
         with a.entered():
-            result = diagnose.check_checksums(None, {"device": "vA",
+            result = diagnostics.check_checksums(None, {"device": "vA",
                                                      "seconds": "3"})
     finally:
         client.wait(10)
@@ -107,7 +108,7 @@ def test_injected_bad_checksums_are_ingress_corruption(pair):
                        stderr=subprocess.PIPE, universal_newlines=True)
     try:
         with a.entered():
-            result = diagnose.check_checksums(None, {"device": "vA",
+            result = diagnostics.check_checksums(None, {"device": "vA",
                                                      "seconds": "3"})
     finally:
         _out, err = injector.communicate(timeout=20)
@@ -153,7 +154,7 @@ def test_packet_cap_stops_capture_early(pair):
 def test_bad_arguments_refused_before_anything_runs(args, mocker):
     popen = mocker.patch("subprocess.Popen", autospec=True)
     with pytest.raises(BadArgument):
-        diagnose.check_checksums(None, args)
+        diagnostics.check_checksums(None, args)
     assert popen.call_count == 0
 
 

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from netoffload import checksums as C
+from netoffload.diagnostics import checksums as C
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "tcpdump")
 

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from netoffload import cli, errors
+from netoffload import cli
+from netoffload import errors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

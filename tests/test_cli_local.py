@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from netoffload.ethtool import parse_features_text
+from netoffload.engine.ethtool import parse_features_text
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.root

@@ -5,8 +5,8 @@ import textwrap
 
 import pytest
 
-from netoffload import counters as K
-from netoffload import diagnose
+from netoffload.diagnostics import counters as K
+from netoffload.plugin import diagnostics
 from netoffload.errors import BadArgument, NotFound
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "diag")
@@ -59,7 +59,7 @@ def test_parse_real_proc_tables():
 ])
 def test_bad_arguments_refused(args):
     with pytest.raises(BadArgument):
-        diagnose.counters_fn(None, args)
+        diagnostics.counters_fn(None, args)
 
 
 SEND_TO_TAP = textwrap.dedent("""
@@ -83,7 +83,7 @@ def test_drops_on_a_tap_without_reader_show_as_rising(netns):
     sender = netns.popen([PY, "-c", SEND_TO_TAP])
     try:
         with netns.entered():
-            result = diagnose.counters_fn(None, {"device": "tap9",
+            result = diagnostics.counters_fn(None, {"device": "tap9",
                                                  "seconds": "1"})
     finally:
         sender.wait(10)

@@ -1,6 +1,6 @@
 import pytest
 
-from netoffload.devices import parse_guest_device, validate_device
+from netoffload.engine.devices import parse_guest_device, validate_device
 from netoffload.errors import BadArgument
 
 VALID = ["eth0", "xenbr0", "bond0", "vif12.0", "tap3.1", "eth0.100", "a", "x" * 15, "ib0:1", "eth@1", "br-lan"]

@@ -9,9 +9,9 @@ import pytest
 
 import XenAPI
 
-from netoffload import doctor
+from netoffload.diagnostics import doctor
 from netoffload.errors import BadArgument
-from netoffload import diagnose
+from netoffload.plugin import diagnostics
 from sim.xapi_sim import XapiSim
 from tests.support.netns import NetNS
 
@@ -51,7 +51,7 @@ def test_netback_absent_is_unavailable_not_error(tmp_path):
 
 def test_doctor_takes_no_arguments():
     with pytest.raises(BadArgument):
-        diagnose.doctor(None, {"verbose": "yes"})
+        diagnostics.doctor(None, {"verbose": "yes"})
 
 
 @pytest.fixture

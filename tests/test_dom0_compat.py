@@ -87,7 +87,7 @@ def run_vermin(paths):
 
 def test_dom0_code_runs_on_python_36(tmp_path):
     paths = dom0_files()
-    assert any(p.endswith(os.path.join("netoffload", "ethtool.py"))
+    assert any(p.endswith(os.path.join("netoffload", "engine", "ethtool.py"))
                for p in paths)
     entries = rendered_entry_points(tmp_path)
     assert len(entries) == 4
@@ -197,8 +197,8 @@ def test_importing_every_module_has_no_side_effects(tmp_path):
                           timeout=60)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert "netoffload.ethtool" in report["modules"]
-    assert "netoffload.livestate" in report["modules"]
+    assert "netoffload.engine.ethtool" in report["modules"]
+    assert "netoffload.engine.livestate" in report["modules"]
     assert report["errors"] == {}
     assert report["events"] == []
     assert report["printed"] == ""
@@ -224,7 +224,9 @@ def _python36():
 
 _ENGINE_ON_36 = r"""
 import json, sys
-from netoffload import ethtool, livestate, policy
+from netoffload.engine import ethtool
+from netoffload.engine import livestate
+from netoffload.engine import policy
 before = ethtool.read_features("dut")
 store = livestate.LiveStateStore()
 applied = store.apply("dut", policy.parse_policy("all-off").features)

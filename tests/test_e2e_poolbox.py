@@ -163,7 +163,7 @@ def test_04_new_vm_watcher_and_udev(story):
 @pytest.mark.root
 def test_05_reboot_and_boot_unit(story):
     step = story.step("reboot")
-    boot = [c for c in step.commands if "netoffload.boot" in c["argv"]]
+    boot = [c for c in step.commands if "netoffload.agents.boot" in c["argv"]]
     assert boot and boot[0]["rc"] == 0
     host = story.box.hosts[demo.PIF_POLICY_HOST - 1]
     assert host.watcher is not None and host.watcher.poll() is None

@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 
-from netoffload import ethtool, proc
+from netoffload.engine import ethtool
+from netoffload import runner
 
 pytestmark = pytest.mark.root
 
@@ -19,9 +20,9 @@ def veth(netns):
 
 
 def ethtool_set_reporting(mocker, code):
-    """proc.run patched: `ethtool -K` runs for real and reports `code`;
+    """runner.run patched: `ethtool -K` runs for real and reports `code`;
     returns (the mock, the CompletedProcesses it reported for -K)."""
-    real_run = proc.run
+    real_run = runner.run
     reported = []
 
     def run(argv, *args, **kwargs):
@@ -30,7 +31,7 @@ def ethtool_set_reporting(mocker, code):
             return done
         reported.append(subprocess.CompletedProcess(argv, code, done.stdout, done.stderr))
         return reported[-1]
-    return mocker.patch("netoffload.proc.run", autospec=True, side_effect=run), reported
+    return mocker.patch("netoffload.runner.run", autospec=True, side_effect=run), reported
 
 
 # 80 as a literal: the number is ethtool's, not ours to rename.

@@ -2,11 +2,12 @@
 network namespaces, on every device kind this kernel can create."""
 import pytest
 
-from netoffload import ethtool, proc
+from netoffload.engine import ethtool
+from netoffload import runner
 from netoffload.errors import BadArgument, DeviceError
-from netoffload.ethtool import parse_features_text
-from netoffload.features import FEATURES
-from netoffload.policy import parse_policy
+from netoffload.engine.ethtool import parse_features_text
+from netoffload.engine.features import FEATURES
+from netoffload.engine.policy import parse_policy
 from tests.support.netns import NetNSError
 
 pytestmark = pytest.mark.root
@@ -77,9 +78,9 @@ def minus_requested_of_fixed(kernel):
 
 @pytest.fixture
 def run_spy(mocker):
-    """proc.run as it is, but counted."""
-    return mocker.patch("netoffload.proc.run", autospec=True,
-                        side_effect=proc.run)
+    """runner.run as it is, but counted."""
+    return mocker.patch("netoffload.runner.run", autospec=True,
+                        side_effect=runner.run)
 
 
 def k_calls(spy):
@@ -258,7 +259,7 @@ def test_list_and_read_many(netns):
 
 def test_fallback_to_binary_when_ioctl_unsupported(netns, mocker):
     import errno
-    from netoffload import ethtool_ioctl
+    from netoffload.engine import ethtool_ioctl
     dev = make_device(netns, "veth", _make_veth)
     mocker.patch.object(ethtool_ioctl.IoctlReader, "read", autospec=True,
                         side_effect=OSError(errno.EOPNOTSUPP, "not supported"))

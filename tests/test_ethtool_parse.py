@@ -5,7 +5,7 @@ import os
 import pytest
 
 from netoffload.errors import DeviceError
-from netoffload.ethtool import FeatureState, parse_features_text
+from netoffload.engine.ethtool import FeatureState, parse_features_text
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "ethtool")
 

@@ -1,7 +1,7 @@
 """Feature tables: short names, long names, kernel-bit patterns."""
 import pytest
 
-from netoffload import features
+from netoffload.engine import features
 
 # Kernel 6.18's ETH_SS_FEATURES names that belong to our eight groups, plus
 # neighbours that must NOT be swept in by a pattern.

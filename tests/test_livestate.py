@@ -5,10 +5,10 @@ import stat
 
 import pytest
 
-from netoffload import proc
+from netoffload import runner
 from netoffload.errors import BadArgument, DeviceError
-from netoffload.livestate import LiveStateStore, atomic_write_json
-from netoffload.policy import parse_policy
+from netoffload.engine.livestate import LiveStateStore, atomic_write_json
+from netoffload.engine.policy import parse_policy
 
 KINDS = ["veth", "tap", "bridge", "macvlan", "ifb"]
 
@@ -81,8 +81,8 @@ def test_dry_run_records_and_changes_nothing(netns, state_dir):
 
 @pytest.mark.root
 def test_restore_without_record_runs_nothing(netns, state_dir, mocker):
-    spy = mocker.patch("netoffload.proc.run", autospec=True,
-                       side_effect=proc.run)
+    spy = mocker.patch("netoffload.runner.run", autospec=True,
+                       side_effect=runner.run)
     result = LiveStateStore(state_dir).restore("dut")
     assert result.features == {} and not result.ran_command
     assert not spy.called

@@ -4,8 +4,10 @@ Domids restart at 1 after a dom0 reboot, so vif1.0 can be another VM's
 device than the one recorded. Real devices in a namespace, real ethtool."""
 import pytest
 
-from netoffload import ethtool, reconcile, resolve
-from netoffload.livestate import LiveStateStore
+from netoffload.engine import ethtool
+from netoffload.pool import reconcile
+from netoffload.pool import resolve
+from netoffload.engine.livestate import LiveStateStore
 
 pytestmark = pytest.mark.root
 

@@ -12,7 +12,8 @@ import pytest
 
 import XenAPI
 
-from netoffload import cache, resolve
+from netoffload.agents import cache
+from netoffload.pool import resolve
 from sim.xapi_sim import XapiSim
 
 _dirs = itertools.count()

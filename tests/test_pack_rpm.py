@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from netoffload.livestate import DEFAULT_STATE_DIR, STATE_FILE
+from netoffload.engine.livestate import DEFAULT_STATE_DIR, STATE_FILE
 from tests.support.tools import check, interpreter, require_tool, run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,9 +28,9 @@ REQUIRED_SOURCES = (
     "plugins/netoffload",
     "init/netoffload-boot.service",
     "init/netoffload-watch.service",
-    "netoffload/udev.py",
-    "netoffload/watch.py",
-    "netoffload/boot.py",
+    "netoffload/agents/udev.py",
+    "netoffload/agents/watch.py",
+    "netoffload/agents/boot.py",
 )
 
 PACK_TOOLS = ("rpmbuild", "rpm", "rpm2archive")

@@ -255,7 +255,7 @@ def test_confirm_required_carries_the_plan(pool):
 
 
 def test_busy_when_the_host_lock_is_held(pool):
-    from netoffload.lock import host_lock
+    from netoffload.statedir import host_lock
     env_dir = pool.sim.plugin_env(pool.hosts["h1"])["NETOFFLOAD_STATE_DIR"]
     before = pool.state()
     with host_lock(env_dir):
@@ -459,12 +459,12 @@ def test_unexpected_exception_is_a_wellformed_netoffload_failure(pool,
 def test_wrapper_maps_a_bug_to_a_netoffload_failure(mocker):
     sys.path.insert(0, os.path.join(REPO, "sim", "pylib"))
     import XenAPIPlugin
-    from netoffload import plugin
+    from netoffload.plugin import dispatch
 
     def broken(session, args):
         raise KeyError("oops")
     with pytest.raises(XenAPIPlugin.Failure) as err:
-        plugin.wrap("broken", broken)(None, {})
+        dispatch.wrap("broken", broken)(None, {})
     assert err.value.params[0] == "NETOFFLOAD_XAPI_ERROR"
     assert "internal error in broken: KeyError" in err.value.params[1]
 

@@ -86,15 +86,15 @@ def in_process(pool, monkeypatch):
     for key, value in pool.sim.plugin_env(pool.hosts["h1"]).items():
         if key.startswith("NETOFFLOAD_"):
             monkeypatch.setenv(key, value)
-    from netoffload import api
-    return api._Context(pool.session)
+    from netoffload.plugin import functions
+    return functions._Context(pool.session)
 
 
 def test_fan_out_thread_bug_is_reported_not_raised(pool, in_process, mocker):
-    from netoffload import api
-    mocker.patch.object(api.X, "open_session", autospec=True,
+    from netoffload.plugin import functions
+    mocker.patch.object(functions.X, "open_session", autospec=True,
                         side_effect=RuntimeError("injected"))
-    entries = api._fan_out(in_process, "version", {}, {"here": True})
+    entries = functions._fan_out(in_process, "version", {}, {"here": True})
     by_name = dict((h["name_label"], h) for h in entries)
     assert by_name["h1"] == dict(by_name["h1"], ok=True,
                                  result={"here": True})
@@ -105,11 +105,11 @@ def test_fan_out_thread_bug_is_reported_not_raised(pool, in_process, mocker):
 
 def test_fan_out_timeout_marks_the_host_and_late_answers_change_nothing(
         pool, in_process, mocker):
-    from netoffload import api
+    from netoffload.plugin import functions
     mocker.patch.object(api, "FANOUT_TIMEOUT", 0.3)
     pool.sim.set_latency_ms(400)  # every call of the h2 thread is slow
     try:
-        entries = api._fan_out(in_process, "version", {}, {})
+        entries = functions._fan_out(in_process, "version", {}, {})
         snapshot = json.dumps(entries, sort_keys=True)
         by_name = dict((h["name_label"], h) for h in entries)
         assert by_name["h2"]["ok"] is False
@@ -124,7 +124,7 @@ def test_fan_out_timeout_marks_the_host_and_late_answers_change_nothing(
 # -- 2: narrowing a policy restores what it no longer covers --------------------
 
 def test_narrowing_a_policy_restores_the_features_it_drops(pool):
-    from netoffload.livestate import LiveStateStore
+    from netoffload.engine.livestate import LiveStateStore
     state_dir = pool.sim.plugin_env(pool.hosts["h1"])["NETOFFLOAD_STATE_DIR"]
     before = pool.state()
     original = live(pool, "h1", "eth0")
@@ -164,45 +164,45 @@ def test_narrowing_a_policy_restores_the_features_it_drops(pool):
 def test_key_changed_by_an_admin_after_apply_is_kept_and_survives_revert(pool):
     api = pool.session.xenapi
     pool.call("apply", vm="bsd", policy="all-off")
-    assert api.VIF.get_other_config(pool.bsd_vif)["ethtool-tx"] == "off"
+    assert functions.VIF.get_other_config(pool.bsd_vif)["ethtool-tx"] == "off"
     # Xen Orchestra's "TX checksumming" toggle, later on
-    api.VIF.remove_from_other_config(pool.bsd_vif, "ethtool-tx")
-    api.VIF.add_to_other_config(pool.bsd_vif, "ethtool-tx", "on")
+    functions.VIF.remove_from_other_config(pool.bsd_vif, "ethtool-tx")
+    functions.VIF.add_to_other_config(pool.bsd_vif, "ethtool-tx", "on")
     [plan] = pool.call("apply", vm="bsd", dry_run="true")["objects"]
     assert ["ethtool-tx", "off"] not in plan["writes"]
     assert plan["sources"]["tx"] == "explicit"
     pool.call("apply", vm="bsd")
-    config = api.VIF.get_other_config(pool.bsd_vif)
+    config = functions.VIF.get_other_config(pool.bsd_vif)
     assert config["ethtool-tx"] == "on"
     assert "tx" not in config["netoffload-managed"].split(",")
     pool.call("revert", vm="bsd")
-    assert api.VIF.get_other_config(pool.bsd_vif) == {"ethtool-tx": "on"}
+    assert functions.VIF.get_other_config(pool.bsd_vif) == {"ethtool-tx": "on"}
 
 
 # -- 7: xapi compares key values exactly -----------------------------------------
 
 def test_explicit_value_xapi_ignores_is_not_reported_as_honoured(pool):
     api = pool.session.xenapi
-    api.VIF.remove_from_other_config(pool.web_vif, "ethtool-tx")
-    api.VIF.add_to_other_config(pool.web_vif, "ethtool-tx", "TRUE")
+    functions.VIF.remove_from_other_config(pool.web_vif, "ethtool-tx")
+    functions.VIF.add_to_other_config(pool.web_vif, "ethtool-tx", "TRUE")
     pool.call("set_policy", level="vm", vm="web 01", policy="tx-off")
     [vif] = [d for d in pool.call("status", vm="web 01")["devices"]
              if d["device"] == "vif5.0"]
     assert vif["explicit"] == {"tx": "TRUE"}
     assert vif["ignored_by_xapi"] == ["tx"]
     result = pool.call("apply", vm="web 01")
-    assert api.VIF.get_other_config(pool.web_vif) == {"ethtool-tx": "TRUE"}
+    assert functions.VIF.get_other_config(pool.web_vif) == {"ethtool-tx": "TRUE"}
     assert result["objects"] == []  # not overwritten without force
     forced = pool.call("apply", vm="web 01", force="true")
     [obj] = forced["objects"]
     assert obj["reapplied_at_plug"] is True
-    assert api.VIF.get_other_config(pool.web_vif)["ethtool-tx"] == "off"
+    assert functions.VIF.get_other_config(pool.web_vif)["ethtool-tx"] == "off"
     pool.call("revert", vm="web 01")
-    assert api.VIF.get_other_config(pool.web_vif) == {"ethtool-tx": "TRUE"}
+    assert functions.VIF.get_other_config(pool.web_vif) == {"ethtool-tx": "TRUE"}
 
 
 def test_reapplied_at_plug_compares_exactly():
-    from netoffload import reconcile
+    from netoffload.pool import reconcile
     from tests.test_resolve import build
     records = build(pool={"netoffload-vif": "tx-off"},
                     vif={"ethtool-tx": "Off"})
@@ -214,7 +214,7 @@ def test_reapplied_at_plug_compares_exactly():
 # -- 9: revert ALL forgets records of guest devices that are gone ---------------
 
 def test_revert_all_forgets_records_of_vanished_guest_devices(pool):
-    from netoffload.livestate import LiveStateStore
+    from netoffload.engine.livestate import LiveStateStore
     state_dir = pool.sim.plugin_env(pool.hosts["h1"])["NETOFFLOAD_STATE_DIR"]
     pool.call("apply", target="ALL", policy="all-off", confirm="yes")
     assert "vif6.0" in LiveStateStore(state_dir).recorded()

@@ -1,6 +1,6 @@
 """Revert against a running watcher: what revert takes out stays out.
 
-The watcher (python -m netoffload.watch) and the plugin (through the
+The watcher (python -m netoffload.agents.watch) and the plugin (through the
 simulator's host.call_plugin) run in the same host namespace, against the
 simulator process of tests/test_watch.py.
 """

@@ -2,8 +2,8 @@
 import pytest
 
 from netoffload.errors import BadArgument
-from netoffload.features import FEATURES
-from netoffload.policy import PROFILES, Policy, normalise_value, parse_policy
+from netoffload.engine.features import FEATURES
+from netoffload.engine.policy import PROFILES, Policy, normalise_value, parse_policy
 
 ALL_OFF = dict((f, "off") for f in FEATURES)
 

@@ -219,7 +219,7 @@ def check_yum_install(argv):
 
 
 def check_state_dir(argv):
-    from netoffload import livestate
+    from netoffload.engine import livestate
     assert argv[-1] == livestate.DEFAULT_STATE_DIR
 
 
@@ -440,7 +440,7 @@ def _substitute(text, box):
 
 
 def _start_in_background(box, argv):
-    from netoffload import bench
+    from netoffload.diagnostics import perftest
     host = box.host(FAR_HOST)
     proc = host.ns.popen([sys.executable, "-m"] + argv, env=host.env(),
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -451,7 +451,7 @@ def _start_in_background(box, argv):
         assert proc.poll() is None, "%s exited with %s" % (argv, proc.returncode)
         probe = host.ns.run([sys.executable, "-c", (
             "import socket; socket.create_connection(('127.0.0.1', %d), 1)"
-            % bench.DEFAULT_PORT)], check=False)
+            % perftest.DEFAULT_PORT)], check=False)
         if probe.returncode == 0:
             return
         time.sleep(0.2)

@@ -8,8 +8,8 @@ import pytest
 
 import XenAPI
 
-from netoffload import reconcile
-from netoffload import xapi as X
+from netoffload.pool import reconcile
+from netoffload.pool import xapi as X
 from sim.xapi_sim import XapiSim
 
 _counter = itertools.count()

@@ -1,8 +1,8 @@
 """Pure planning of database keys and their bookkeeping (no XAPI)."""
 import pytest
 
-from netoffload import reconcile
-from netoffload import resolve as R
+from netoffload.pool import reconcile
+from netoffload.pool import resolve as R
 from netoffload.errors import Ambiguous, NotFound
 from tests.test_resolve import build
 

@@ -1,8 +1,8 @@
 """Policy precedence (DESIGN section 3) over plain records, table-driven."""
 import pytest
 
-from netoffload import resolve as R
-from netoffload.policy import PROFILES
+from netoffload.pool import resolve as R
+from netoffload.engine.policy import PROFILES
 
 ALL_OFF = PROFILES["all-off"]
 

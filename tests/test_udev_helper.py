@@ -12,9 +12,9 @@ import sys
 
 import pytest
 
-from netoffload import cache
-from netoffload.ethtool import parse_features_text
-from netoffload.livestate import LiveStateStore
+from netoffload.agents import cache
+from netoffload.engine.ethtool import parse_features_text
+from netoffload.engine.livestate import LiveStateStore
 
 pytestmark = pytest.mark.root
 
@@ -77,7 +77,7 @@ class Dom0(object):
         return env
 
     def helper(self, argv, env):
-        return self.ns.run([sys.executable, "-m", "netoffload.udev"] + argv,
+        return self.ns.run([sys.executable, "-m", "netoffload.agents.udev"] + argv,
                            env=env, check=False, timeout=30)
 
     def features(self, device):
@@ -247,7 +247,7 @@ def test_helper_replaces_another_vms_record_of_a_reused_name(dom0):
     store = LiveStateStore(dom0.state)
     with dom0.ns.entered():
         store.apply("vif5.1", {"sg": "off"}, owner=OTHER_VM_UUID + "/1")
-        from netoffload import ethtool
+        from netoffload.engine import ethtool
         ethtool.apply_features("vif5.1", {"sg": "on"})  # the new device
     proc = dom0.helper(["vif5.1"], dom0.env("vif5.1"))
     assert (proc.returncode, proc.stderr) == (0, "")

@@ -11,13 +11,13 @@ import sys
 
 import pytest
 
-from netoffload import features as F
+from netoffload.engine import features as F
 from netoffload import log as netoffload_log
 from tests.test_udev_helper import dom0  # noqa: F401 (the fixture)
 
 HEAVY = ("logging", "logging.handlers", "fnmatch", "ctypes", "tempfile")
 
-_LIST_MODULES = ("import sys, json; from netoffload.udev import main; "
+_LIST_MODULES = ("import sys, json; from netoffload.agents.udev import main; "
                  "main(sys.argv[1:]); "
                  "sys.stdout.write(json.dumps(sorted(sys.modules)))")
 
@@ -33,7 +33,7 @@ def test_a_bring_up_imports_none_of_the_heavy_modules(dom0, device):  # noqa: F8
     assert (proc.returncode, proc.stderr) == (0, "")
     assert dom0.features(device) != before  # it did the whole job
     loaded = set(json.loads(proc.stdout))
-    assert {"netoffload.livestate", "netoffload.ethtool_ioctl"} <= loaded
+    assert {"netoffload.engine.livestate", "netoffload.engine.ethtool_ioctl"} <= loaded
     assert sorted(loaded & set(HEAVY)) == []
 
 

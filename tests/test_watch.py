@@ -19,8 +19,8 @@ import time
 import pytest
 
 import XenAPI
-from netoffload import cache
-from netoffload.ethtool import parse_features_text
+from netoffload.agents import cache
+from netoffload.engine.ethtool import parse_features_text
 from sim.xapi_sim import SimClient
 
 pytestmark = pytest.mark.root
@@ -111,7 +111,7 @@ class Pool(object):
     def watch(self, host, netns):
         env = dict(self.admin.host_env(host=host))
         env["PYTHONPATH"] = REPO + ":" + env["PYTHONPATH"]
-        proc = netns.popen([sys.executable, "-m", "netoffload.watch",
+        proc = netns.popen([sys.executable, "-m", "netoffload.agents.watch",
                             "--event-timeout", str(EVENT_TIMEOUT),
                             "--cache-debounce", "0.2",
                             "--backoff-max", "1"],
@@ -391,7 +391,8 @@ class _Recorder(object):
 
 def test_a_failure_that_repeats_with_xapi_reachable_is_an_error_then_exit_1(
         pool, netns, tmp_path, monkeypatch, mocker):
-    from netoffload import reconcile, watch
+    from netoffload.pool import reconcile
+    from netoffload.agents import watch
     host = pool.admin.add_host(name_label="xs1")
     net = pool.admin.add_network(name_label="net0")
     pool.set_pool_policy("netoffload-vif", "all-off")
@@ -399,7 +400,7 @@ def test_a_failure_that_repeats_with_xapi_reachable_is_an_error_then_exit_1(
     for key, value in pool.admin.host_env(host=host).items():
         if key.startswith("NETOFFLOAD_"):
             monkeypatch.setenv(key, value)
-    mocker.patch("netoffload.reconcile.plan_db", autospec=True,
+    mocker.patch("netoffload.pool.reconcile.plan_db", autospec=True,
                  side_effect=RuntimeError("a planning bug"))
     watcher = watch.Watcher(state_dir=str(tmp_path), event_timeout=0.2,
                             backoff_max=0.01, sleep=lambda seconds: None,

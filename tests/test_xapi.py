@@ -1,7 +1,7 @@
 """xapi.py helpers that need no XAPI: the inventory and error mapping."""
 import pytest
 
-from netoffload import xapi as X
+from netoffload.pool import xapi as X
 from netoffload.errors import NotFound
 
 INVENTORY_CASES = [

@@ -14,7 +14,7 @@ methodResponse on stdout:
 
 The only difference from the real module is where the session points: in
 dom0 it is XenAPI.xapi_local(); here NETOFFLOAD_XAPI_SOCKET (a unix socket
-path) or NETOFFLOAD_XAPI_URL select the simulator, as netoffload.xapi does.
+path) or NETOFFLOAD_XAPI_URL select the simulator, as netoffload.pool.xapi does.
 """
 import os
 import sys

@@ -17,10 +17,10 @@ EXIT_PARTIAL = 1
 EXIT_USAGE = 2
 
 COMMAND_MODULES = (
-    "netoffload.commands.local",     # show, set, restore (ethtool engine)
-    "netoffload.commands.pool",      # status, policy, apply, revert (plugin)
-    "netoffload.commands.diagnose",  # check-checksums, counters, doctor
-    "netoffload.commands.bench",     # bench server/client/--compare
+    "netoffload.cli.local",     # show, set, restore (ethtool engine)
+    "netoffload.cli.pool",      # status, policy, apply, revert (plugin)
+    "netoffload.cli.diagnostics",  # check-checksums, counters, doctor
+    "netoffload.cli.perftest",     # bench server/client/--compare
 )
 
 _USAGE_CODES = (errors.BAD_ARGUMENT, errors.NOT_FOUND, errors.AMBIGUOUS,

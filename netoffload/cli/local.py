@@ -10,11 +10,11 @@ then nothing is changed at all).
 import json
 import sys
 
-from netoffload import ethtool
+from netoffload.engine import ethtool
 from netoffload.errors import BadArgument, NetoffloadError
-from netoffload.features import FEATURES
-from netoffload.livestate import LiveStateStore
-from netoffload.policy import parse_policy
+from netoffload.engine.features import FEATURES
+from netoffload.engine.livestate import LiveStateStore
+from netoffload.engine.policy import parse_policy
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1

@@ -10,7 +10,7 @@ without it when XAPI is unreachable.
 import json
 import sys
 
-from netoffload import diagnose
+from netoffload.plugin import diagnostics
 
 EXIT_OK = 0
 EXIT_FINDING = 1
@@ -25,7 +25,7 @@ def _print_json(result):
 
 
 def _check_checksums(opts):
-    result = diagnose.check_checksums(None, _string_args([
+    result = diagnostics.check_checksums(None, _string_args([
         ("device", opts.device), ("seconds", opts.seconds),
         ("packets", opts.packets)]))
     if opts.json:
@@ -53,7 +53,7 @@ def _check_checksums(opts):
 
 
 def _counters(opts):
-    result = diagnose.counters_fn(None, _string_args([
+    result = diagnostics.counters_fn(None, _string_args([
         ("device", opts.device), ("seconds", opts.seconds)]))
     if opts.json:
         _print_json(result)
@@ -78,7 +78,7 @@ def _counters(opts):
 
 
 def _doctor(opts):
-    result = diagnose.doctor(None, {})
+    result = diagnostics.doctor(None, {})
     if opts.json:
         _print_json(result)
         return EXIT_OK

@@ -1,7 +1,7 @@
 """The watcher daemon: follow XAPI events, keep keys, cache and devices in policy.
 
 Installed as /usr/libexec/netoffload/netoffload-watch and run by
-netoffload-watch.service on every host (`python -m netoffload.watch` in
+netoffload-watch.service on every host (`python -m netoffload.agents.watch` in
 tests, with $NETOFFLOAD_XAPI_SOCKET / _URL pointing at the simulator).
 
 One local session and an `event.from` loop over pool, host, network, VM, VIF
@@ -49,9 +49,9 @@ import socket
 import sys
 import time
 
-from netoffload import cache
-from netoffload import resolve
-from netoffload import xapi
+from netoffload.agents import cache
+from netoffload.pool import resolve
+from netoffload.pool import xapi
 from netoffload.errors import NetoffloadError
 from netoffload.log import get_logger
 
@@ -364,7 +364,7 @@ class Watcher(object):
                 lambda _f, ref=plan.ref: self._finished.append(ref))
 
     def _write_one(self, plan):
-        from netoffload import reconcile
+        from netoffload.pool import reconcile
         client = self._writer_clients.get()
         try:
             return reconcile.apply_db(client, [plan])[0]
@@ -586,7 +586,7 @@ class Watcher(object):
         return vm is not None and resolve.is_eligible_vm(vm)
 
     def _reconcile(self, affected, live=(), live_all=False, busy=()):
-        from netoffload import reconcile
+        from netoffload.pool import reconcile
         targets = sorted(ref for ref in affected if self._eligible(ref))
         if self.is_master and targets:
             busy = set(busy) | set(self._inflight)
@@ -632,8 +632,8 @@ class Watcher(object):
         return local
 
     def _enforce(self, refs):
-        from netoffload import livestate
-        from netoffload import reconcile
+        from netoffload.engine import livestate
+        from netoffload.pool import reconcile
         if refs is not None:
             refs = self._local_targets(refs)
             if not refs:

@@ -36,12 +36,12 @@ Interfaces:
 import json
 import threading
 
-from netoffload import ethtool
-from netoffload import resolve as R
+from netoffload.engine import ethtool
+from netoffload.pool import resolve as R
 from netoffload.errors import Ambiguous, DeviceError, NotFound, XapiError
-from netoffload.features import FEATURES, VIF_XAPI_FEATURES
+from netoffload.engine.features import FEATURES, VIF_XAPI_FEATURES
 from netoffload.log import get_logger
-from netoffload.xapi import LostRace, ObjectGone
+from netoffload.pool.xapi import LostRace, ObjectGone
 
 MAX_RACE_RETRIES = 3
 

@@ -30,16 +30,17 @@ import threading
 import time
 import traceback
 
-from netoffload import __version__, API_LEVEL
-from netoffload import args as A
-from netoffload import reconcile
-from netoffload import resolve as R
-from netoffload import xapi as X
-from netoffload.devices import validate_device
+from netoffload import __version__
+from netoffload import API_LEVEL
+from netoffload.plugin import args as A
+from netoffload.pool import reconcile
+from netoffload.pool import resolve as R
+from netoffload.pool import xapi as X
+from netoffload.engine.devices import validate_device
 from netoffload.errors import BadArgument, ConfirmRequired, XapiError
-from netoffload.lock import host_lock
+from netoffload.statedir import host_lock
 from netoffload.log import get_logger
-from netoffload.policy import parse_policy
+from netoffload.engine.policy import parse_policy
 
 PLUGIN_NAME = "netoffload"
 TARGET_KEYS = ("target", "vm", "tag", "network", "pif")
@@ -133,7 +134,7 @@ class _Context(object):
 
 
 def _store():
-    from netoffload.livestate import LiveStateStore
+    from netoffload.engine.livestate import LiveStateStore
     return LiveStateStore()
 
 

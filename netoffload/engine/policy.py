@@ -7,7 +7,7 @@ case-insensitive. Anything else is a BadArgument that names the bad token and
 lists the valid ones.
 """
 from netoffload.errors import BadArgument
-from netoffload.features import FEATURES, OFF, value_or_none
+from netoffload.engine.features import FEATURES, OFF, value_or_none
 
 NONE = "none"
 

@@ -46,9 +46,9 @@ import json
 import os
 import re
 
-from netoffload import devices
-from netoffload import fileutil
-from netoffload import features as feature_names
+from netoffload.engine import devices
+from netoffload import statedir
+from netoffload.engine import features as feature_names
 from netoffload.errors import BadArgument, NotFound
 
 FORMAT = 1
@@ -69,7 +69,7 @@ class CacheUnusable(NotFound):
     """The cache is missing, unreadable or not in a format we understand."""
 
 
-state_dir = fileutil.state_dir
+state_dir = statedir.state_dir
 
 
 def cache_path(directory=None):
@@ -133,7 +133,7 @@ def pif_device_name(pif, backend=None):
     """The kernel device of a PIF record (resolve.pif_device), or None if
     it has none (a VLAN or bond under openvswitch) or that is not a valid
     device name. backend: resolve.network_backend() when not given."""
-    from netoffload import resolve
+    from netoffload.pool import resolve
     if backend is None:
         backend = resolve.network_backend()
     device = resolve.pif_device(pif, backend=backend)
@@ -153,7 +153,7 @@ KEEP = "keep"
 def pif_entry(records, pif_ref, host_ref, on_error=None, backend=None):
     """(device, entry) for one PIF of host_ref whose policy sets something,
     else None (or `on_error` if its policy string is broken)."""
-    from netoffload import resolve  # the cache reader (udev) never needs it
+    from netoffload.pool import resolve  # the cache reader (udev) never needs it
     pif = records.pifs.get(pif_ref)
     if pif is None or pif.get("host") != host_ref:
         return None
@@ -170,7 +170,7 @@ def pif_entry(records, pif_ref, host_ref, on_error=None, backend=None):
 def vif_entry(records, vif_ref, on_error=None):
     """(key, entry) for one VIF of an eligible VM whose policy sets
     something, else None (or `on_error` if its policy string is broken)."""
-    from netoffload import resolve
+    from netoffload.pool import resolve
     vif = records.vifs.get(vif_ref)
     vm = records.vms.get((vif or {}).get("VM"))
     if vm is None or not resolve.is_eligible_vm(vm):
@@ -199,7 +199,7 @@ def header(records, host_ref, generated_at=None):
 
 def build(records, host_ref, generated_at=None):
     """The cache content for host_ref from a resolve.PoolRecords snapshot."""
-    from netoffload import resolve
+    from netoffload.pool import resolve
     backend = resolve.network_backend()
     pifs = {}
     for pif_ref in sorted(records.pifs):
@@ -296,7 +296,7 @@ def _ensure_dir(path):
 
 # one implementation for every state file (fileutil): same-directory temp
 # file, fsync, rename, directory fsync
-atomic_write = fileutil.atomic_write
+atomic_write = statedir.atomic_write
 
 
 def _stamp(stat_result):

@@ -6,8 +6,8 @@ devices with errors, dom0 vCPUs and scheduler weight, netback queues.
 """
 import os
 
-from netoffload import counters as counters_mod
-from netoffload import proc
+from netoffload.diagnostics import counters as counters_mod
+from netoffload import runner
 from netoffload.errors import DeviceError, NetoffloadError
 from netoffload.log import get_logger
 
@@ -56,7 +56,7 @@ def dom0_scheduler():
     reasons = []
     for verb in ("sched-credit", "sched-credit2"):
         try:
-            done = proc.run(["xl", verb, "-d", "0"], timeout=10)
+            done = runner.run(["xl", verb, "-d", "0"], timeout=10)
         except DeviceError as err:
             return {"available": False, "reason": err.message}
         if done.returncode == 0:
@@ -81,7 +81,7 @@ def netback_queues(path=NETBACK_MAX_QUEUES):
 
 
 def _open_session():
-    from netoffload import xapi
+    from netoffload.pool import xapi
     return xapi.open_session(), xapi.close_session
 
 
@@ -89,8 +89,8 @@ def policy_section(session=None):
     """Offload vs policy for this host's devices, through XAPI."""
     close = None
     try:
-        from netoffload import reconcile
-        from netoffload import xapi as xapi_mod
+        from netoffload.pool import reconcile
+        from netoffload.pool import xapi as xapi_mod
         if session is None:
             session, close = _open_session()
         xapi = xapi_mod.Xapi(session)
@@ -98,12 +98,12 @@ def policy_section(session=None):
         host_ref = xapi.local_host_ref()
         selection = reconcile.select(records, ("all", "ALL"), host_ref)
         plans = reconcile.plan_db(records, selection.refs)
-        from netoffload.livestate import LiveStateStore
+        from netoffload.engine.livestate import LiveStateStore
         # the store lets doctor see features a narrowed policy still owes back
         devices = reconcile.device_status(records, host_ref, plans=plans,
                                           store=LiveStateStore())
         pending = _pending_replugs(records, host_ref, reconcile)
-        from netoffload import resolve
+        from netoffload.pool import resolve
         invalid = [p for p in resolve.all_policies(records)
                    if not p.get("valid")]
     except ImportError as err:
@@ -140,8 +140,8 @@ def _pending_replugs(records, host_ref, reconcile):
     xapi applies those keys only when the VIF is plugged (VM start), so a
     difference means the next replug will change the live state.
     """
-    from netoffload import ethtool
-    from netoffload.features import VIF_XAPI_FEATURES, value_or_none
+    from netoffload.engine import ethtool
+    from netoffload.engine.features import VIF_XAPI_FEATURES, value_or_none
     present = set(ethtool.list_devices())
     result = []
     for local in reconcile.local_devices(records, host_ref):

@@ -8,7 +8,7 @@ runs on the far end (a guest or another host; the module is stdlib-only, so
 import json
 import sys
 
-from netoffload import bench
+from netoffload.diagnostics import perftest
 from netoffload.errors import BadArgument
 
 EXIT_OK = 0
@@ -23,7 +23,7 @@ def _print(result, table, as_json):
 
 
 def _tests(opts):
-    return tuple(opts.tests.split(",")) if opts.tests else bench.TESTS
+    return tuple(opts.tests.split(",")) if opts.tests else perftest.TESTS
 
 
 def _handler(opts):
@@ -35,10 +35,10 @@ def _handler(opts):
             raise BadArgument("usage: bench --compare POLICY DEV [DEV ...] "
                               "--host HOST (a host running `bench server`, "
                               "reached through DEV)")
-        result = bench.compare(opts.compare[0], opts.compare[1:], opts.host,
+        result = perftest.compare(opts.compare[0], opts.compare[1:], opts.host,
                                opts.port, opts.duration, opts.parallel,
                                _tests(opts))
-        table = bench.format_table(result["before"], result["after"])
+        table = perftest.format_table(result["before"], result["after"])
         table = "policy %s on %s (restored afterwards: %s)\n%s" % (
             result["policy"], ", ".join(result["devices"]),
             "yes" if all(r.get("ok") for r in result["restored"].values())
@@ -47,8 +47,8 @@ def _handler(opts):
         return EXIT_OK if all(r.get("ok") for r in result["restored"].values()) \
             else 1
     if opts.verb == "server":
-        bench.check_bounds(1, 1, opts.port)
-        server = bench.BenchServer(opts.bind, opts.port)
+        perftest.check_bounds(1, 1, opts.port)
+        server = perftest.BenchServer(opts.bind, opts.port)
         sys.stderr.write("netoffload bench server listening on %s:%d\n"
                          % (opts.bind, server.port))
         try:
@@ -57,22 +57,22 @@ def _handler(opts):
             pass
         return EXIT_OK
     if opts.verb == "client":
-        result = bench.run_client(opts.client_host, opts.port, opts.duration,
+        result = perftest.run_client(opts.client_host, opts.port, opts.duration,
                                   opts.parallel, _tests(opts))
-        _print(result, bench.format_table(result), opts.json)
+        _print(result, perftest.format_table(result), opts.json)
         return EXIT_OK
     raise BadArgument("usage: bench server | bench client HOST | "
                       "bench --compare POLICY DEV ... --host HOST")
 
 
 def _common(parser):
-    parser.add_argument("--port", type=int, default=bench.DEFAULT_PORT)
+    parser.add_argument("--port", type=int, default=perftest.DEFAULT_PORT)
     parser.add_argument("--duration", type=float, default=5.0,
                         help="seconds per test (default 5)")
     parser.add_argument("--parallel", type=int, default=1,
                         help="concurrent connections (default 1)")
     parser.add_argument("--tests", default=None,
-                        help="comma list of %s" % ",".join(bench.TESTS))
+                        help="comma list of %s" % ",".join(perftest.TESTS))
     parser.add_argument("--json", action="store_true")
 
 
@@ -87,7 +87,7 @@ def register(subparsers):
     parser.add_argument("--host", help="the bench server for --compare")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
     server = verbs.add_parser("server", help="serve bench clients")
-    server.add_argument("--port", type=int, default=bench.DEFAULT_PORT)
+    server.add_argument("--port", type=int, default=perftest.DEFAULT_PORT)
     server.add_argument("--bind", default="0.0.0.0")
     client = verbs.add_parser("client", help="run the tests against HOST")
     client.add_argument("client_host", metavar="HOST")

@@ -1,6 +1,6 @@
 """Read and apply the eight offload features of a network device.
 
-Reading uses the SIOCETHTOOL ioctl (netoffload.ethtool_ioctl) and falls back
+Reading uses the SIOCETHTOOL ioctl (netoffload.engine.ethtool_ioctl) and falls back
 to parsing `ethtool -k` where the ioctl is unavailable. Applying runs one
 `ethtool -K` for what differs, then reads back and classifies each feature.
 
@@ -15,9 +15,9 @@ import errno
 import re
 import socket
 
-from netoffload import features as F
-from netoffload import proc
-from netoffload.devices import validate_device
+from netoffload.engine import features as F
+from netoffload import runner
+from netoffload.engine.devices import validate_device
 from netoffload.errors import BadArgument, DeviceError
 from netoffload.log import get_logger
 
@@ -202,7 +202,7 @@ def _from_raw(device, raw):
 def read_features_ethtool(device):
     """Read through the ethtool binary (one process)."""
     check_device(device)
-    result = proc.run([ETHTOOL, "-k", device], timeout=READ_TIMEOUT)
+    result = runner.run([ETHTOOL, "-k", device], timeout=READ_TIMEOUT)
     if result.returncode != 0:
         raise DeviceError("cannot read features of %s: %s" % (
             device, result.stderr.strip() or "ethtool exit %d"
@@ -220,7 +220,7 @@ class Reader(object):
     def _reader(self):
         if self._ioctl is None and not self._ioctl_broken:
             try:
-                from netoffload.ethtool_ioctl import IoctlReader
+                from netoffload.engine.ethtool_ioctl import IoctlReader
                 self._ioctl = IoctlReader()
             except (OSError, ImportError) as err:
                 get_logger().info("ethtool ioctl unavailable (%s); using the "
@@ -232,7 +232,7 @@ class Reader(object):
         check_device(device)
         reader = self._reader()
         if reader is not None:
-            from netoffload.ethtool_ioctl import FALLBACK_ERRNOS
+            from netoffload.engine.ethtool_ioctl import FALLBACK_ERRNOS
             try:
                 return _from_raw(device, reader.read(device))
             except OSError as err:
@@ -475,7 +475,7 @@ def _execute(device, reader, current, pairs, targets, status, commanded):
     for name, value in pairs:
         argv += [name, value]
     errors = _held_errors(status)
-    done = proc.run(argv, timeout=APPLY_TIMEOUT)
+    done = runner.run(argv, timeout=APPLY_TIMEOUT)
     if done.returncode not in (0, EXIT_NOTHING_CHANGED):
         errors.append("ethtool -K exit %d: %s" % (
             done.returncode, done.stderr.strip()))

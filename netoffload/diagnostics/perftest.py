@@ -409,9 +409,9 @@ def _raise_interrupt(signum, frame):
 def compare(policy_text, devices, host, port=DEFAULT_PORT, duration=5.0,
             parallel=1, tests=TESTS):
     """Bench, apply policy to devices temporarily, bench again, restore."""
-    from netoffload import ethtool
-    from netoffload.devices import validate_device
-    from netoffload.policy import parse_policy
+    from netoffload.engine import ethtool
+    from netoffload.engine.devices import validate_device
+    from netoffload.engine.policy import parse_policy
     policy = parse_policy(policy_text)
     if policy.is_none or not policy.features:
         raise BadArgument("policy %r changes nothing; nothing to compare"
@@ -421,7 +421,7 @@ def compare(policy_text, devices, host, port=DEFAULT_PORT, duration=5.0,
     for device in devices:
         validate_device(device)
     check_bounds(duration, parallel, port)
-    from netoffload.features import FEATURES
+    from netoffload.engine.features import FEATURES
     current = dict((d, ethtool.read_features(d)) for d in devices)
     prior = dict((d, state.as_onoff()) for d, state in current.items())
     # The kernel's requested bits too: a restore by short name alone would

@@ -23,7 +23,7 @@ keeps a fresh apply at one call per key.
 import os
 import threading
 
-from netoffload import resolve
+from netoffload.pool import resolve
 from netoffload.errors import NotFound, XapiError
 
 DEFAULT_INVENTORY = "/etc/xensource-inventory"

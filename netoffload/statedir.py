@@ -1,4 +1,5 @@
-"""Files under the state directory: where it is, and written whole or not at all.
+"""The state directory: where it is, files written whole or not at all, and
+the host lock.
 
 `state_dir(explicit=None)`: the directory every state file lives in.
 
@@ -11,7 +12,12 @@ of str (a big file need not be one string).
 No tempfile import: the udev helper writes the live-state record and its
 start-up time counts; a random name opened with O_EXCL does the same job.
 """
+import contextlib
+import errno
+import fcntl
 import os
+
+from netoffload.errors import Busy, DeviceError
 
 DEFAULT_STATE_DIR = "/var/lib/netoffload"
 _TEMP_ATTEMPTS = 100
@@ -71,3 +77,33 @@ def atomic_write(path, data, mode=0o600):
         raise
     fsync_dir(directory)
     return written
+
+
+@contextlib.contextmanager
+def host_lock(directory=None):
+    """flock(LOCK_EX | LOCK_NB) on <state dir>/lock; Busy if it is held.
+
+    Failing fast (rather than waiting) is deliberate: xapi puts no timeout
+    on plugin calls, so a waiting call could hang its caller for ever.
+    """
+    directory = state_dir(directory)
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(directory, "lock"),
+                     os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as err:
+        raise DeviceError("cannot open the lock in %s: %s" % (directory, err))
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise Busy("another netoffload apply or revert is running on "
+                           "this host; try again when it has finished")
+            raise DeviceError("cannot lock %s: %s" % (directory, err))
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

@@ -11,8 +11,8 @@ import socket
 import struct
 import time
 
-from netoffload import proc
-from netoffload.devices import parse_guest_device, validate_device
+from netoffload import runner
+from netoffload.engine.devices import parse_guest_device, validate_device
 from netoffload.errors import DeviceError, NotFound
 
 # -- rtnetlink -----------------------------------------------------------
@@ -242,7 +242,7 @@ def parse_ethtool_stats(text):
 def driver_stats(device):
     """Interesting `ethtool -S` counters; {} if the driver has none."""
     validate_device(device)
-    result = proc.run(["ethtool", "-S", device], timeout=10)
+    result = runner.run(["ethtool", "-S", device], timeout=10)
     if result.returncode != 0:
         return {}
     return dict((name, value)

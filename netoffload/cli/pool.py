@@ -1,6 +1,6 @@
 """CLI verbs over the plugin: status, policy get|set, apply, revert.
 
-A thin client: it opens a local session (netoffload.xapi.open_session),
+A thin client: it opens a local session (netoffload.pool.xapi.open_session),
 calls host.call_plugin(<this host>, "netoffload", fn, args), and prints the
 JSON result as tables (or as JSON with --json). TARGET is `ALL`,
 `vm=NAME`, `tag=T`, `network=N` or `pif=DEV`.
@@ -13,7 +13,7 @@ import json
 import sys
 
 from netoffload import errors
-from netoffload import xapi as X
+from netoffload.pool import xapi as X
 
 PLUGIN = "netoffload"
 TARGET_KINDS = ("vm", "tag", "network", "pif")

@@ -33,8 +33,8 @@ import subprocess
 import tempfile
 import time
 
-from netoffload import counters as counters_mod
-from netoffload.devices import parse_guest_device, validate_device
+from netoffload.diagnostics import counters as counters_mod
+from netoffload.engine.devices import parse_guest_device, validate_device
 from netoffload.errors import BadArgument, DeviceError, NotFound
 from netoffload.log import get_logger
 
@@ -293,7 +293,7 @@ def capture(device, seconds, packets, clock=time.monotonic):
 def _live_offload(device):
     """The device's live offload state, or why it could not be read."""
     try:
-        from netoffload import ethtool
+        from netoffload.engine import ethtool
         return ethtool.read_features(device).as_onoff()
     except ImportError as err:
         return {"error": "offload state not readable: %s" % err}

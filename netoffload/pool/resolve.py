@@ -41,8 +41,8 @@ import json
 import os
 
 from netoffload.errors import BadArgument
-from netoffload.features import FEATURES
-from netoffload.policy import parse_policy
+from netoffload.engine.features import FEATURES
+from netoffload.engine.policy import parse_policy
 
 KEY_VIF = "netoffload-vif"
 KEY_PIF = "netoffload-pif"

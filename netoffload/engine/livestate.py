@@ -24,12 +24,12 @@ import json
 import os
 import time
 
-from netoffload import ethtool
-from netoffload import features as F
-from netoffload import fileutil
+from netoffload.engine import ethtool
+from netoffload.engine import features as F
+from netoffload import statedir
 from netoffload.errors import Busy, DeviceError
-from netoffload.features import FEATURES, value_or_none
-from netoffload.fileutil import DEFAULT_STATE_DIR  # noqa: F401 (tests, docs)
+from netoffload.engine.features import FEATURES, value_or_none
+from netoffload.statedir import DEFAULT_STATE_DIR  # noqa: F401 (tests, docs)
 from netoffload.log import get_logger
 
 STATE_FILE = "live-state.json"
@@ -40,7 +40,7 @@ LOCK_TIMEOUT = 30.0
 
 def atomic_write_json(path, data, mode=0o600):
     """Write JSON so that readers see the old or the new file, never half."""
-    fileutil.atomic_write(path, json.dumps(data, indent=1, sort_keys=True) + "\n",
+    statedir.atomic_write(path, json.dumps(data, indent=1, sort_keys=True) + "\n",
                           mode)
 
 
@@ -58,7 +58,7 @@ class LiveStateStore(object):
     `[requested ...]`)."""
 
     def __init__(self, state_dir=None):
-        self.state_dir = fileutil.state_dir(state_dir)
+        self.state_dir = statedir.state_dir(state_dir)
         self.path = os.path.join(self.state_dir, STATE_FILE)
 
     # -- storage ------------------------------------------------------------

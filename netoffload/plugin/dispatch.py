@@ -1,6 +1,6 @@
 """The plugin entry point's table: `FUNCTIONS` {name: fn(session, args)}.
 
-Each function from netoffload.api and netoffload.diagnose.PLUGIN_FUNCTIONS
+Each function from netoffload.plugin.functions and netoffload.plugin.diagnostics.PLUGIN_FUNCTIONS
 is wrapped so that xapi gets what it expects:
 - success: the result dict as JSON text (sort_keys);
 - NetoffloadError: XenAPIPlugin.Failure(code, [message, params...]);
@@ -15,7 +15,7 @@ Nothing is ever printed on stdout: XenAPIPlugin.dispatch prints the response.
 import json
 import traceback
 
-from netoffload import api
+from netoffload.plugin import functions
 from netoffload import errors
 from netoffload.log import get_logger
 
@@ -56,9 +56,9 @@ def wrap(name, fn):
 
 
 def build_functions():
-    from netoffload import diagnose
-    table = dict(api.FUNCTIONS)
-    table.update(getattr(diagnose, "PLUGIN_FUNCTIONS", {}) or {})
+    from netoffload.plugin import diagnostics
+    table = dict(functions.FUNCTIONS)
+    table.update(diagnostics.PLUGIN_FUNCTIONS)
     return dict((name, wrap(name, fn)) for name, fn in table.items())
 
 

@@ -32,9 +32,9 @@ import re
 import signal
 import sys
 
-from netoffload import cache
-from netoffload import devices
-from netoffload import proc
+from netoffload.agents import cache
+from netoffload.engine import devices
+from netoffload import runner
 from netoffload.errors import DeviceError, NetoffloadError, NotFound
 from netoffload import log as netoffload_log
 from netoffload.log import get_logger
@@ -64,7 +64,7 @@ def device_name(argv, environ):
 
 
 def _xenstore_read(path):
-    done = proc.run([XENSTORE_READ, path], timeout=XENSTORE_TIMEOUT)
+    done = runner.run([XENSTORE_READ, path], timeout=XENSTORE_TIMEOUT)
     if done.returncode != 0:
         raise NotFound("xenstore has no %s (%s)" % (
             path, done.stderr.strip() or "exit %d" % done.returncode))
@@ -116,7 +116,7 @@ def handle(device, state_dir=None, loaded=None):
         what = "PIF"
     if wanted is None:
         return "%s: %s: no policy in the cache, left alone" % (device, what)
-    from netoffload import livestate  # only once there is work to do
+    from netoffload.engine import livestate  # only once there is work to do
     result = livestate.LiveStateStore(state_dir).apply(device, wanted,
                                                        owner=owner)
     outcome = "applied" if result.ok else "partly applied"
@@ -129,7 +129,7 @@ def forget(device, state_dir=None):
     """A guest device went away: drop its live-state record; the line."""
     if devices.parse_guest_device(device) is None:
         return "%s: not a guest device, nothing to forget" % device
-    from netoffload import livestate
+    from netoffload.engine import livestate
     if livestate.LiveStateStore(state_dir).forget(device):
         return "%s: removed, its live-state record forgotten" % device
     return "%s: removed, no live-state record" % device

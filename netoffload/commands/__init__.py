@@ -1,1 +1,0 @@
-"""CLI verb groups; each module exposes register(subparsers)."""

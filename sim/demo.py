@@ -24,7 +24,7 @@ with ``VERDICT: PASS`` or ``VERDICT: FAIL``; the exit status is 0 only on
 PASS. ``--json`` prints a machine-readable record of every step instead (the
 narrative then goes to stderr).
 
-The end-to-end test (tests/test_e2e_poolbox.py) runs these same step
+The end-to-end test (tests/sim/test_poolbox_demo.py) runs these same step
 functions with assertions, so the demo and the test cannot drift apart.
 """
 import argparse

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.support import paths  # noqa: E402
+ROOT = paths.REPO
 VERMIN = os.path.join(os.path.dirname(sys.executable), "vermin")
 ALLOWED_THIRD_PARTY = {"XenAPI", "XenAPIPlugin"}
 

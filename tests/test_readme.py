@@ -34,8 +34,9 @@ import sys
 import time
 
 import pytest
+from tests.support import paths
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = paths.REPO
 README = os.path.join(ROOT, "README.md")
 
 # A line that starts like a shell command (used to find commands hiding in
@@ -235,7 +236,7 @@ Allowed = collections.namedtuple("Allowed", "pattern reason check")
 
 ALLOWED = [
     Allowed(r"make (demo|test)",
-            "make demo builds its own pool in a box (tests/test_e2e_poolbox.py "
+            "make demo builds its own pool in a box (tests/sim/test_poolbox_demo.py "
             "runs the same story) and make test runs the whole suite, this "
             "test included", check_make),
     Allowed(r"install -m 0644 netoffload-X\.Y\.Z\.pubkey\.asc "
@@ -246,7 +247,7 @@ ALLOWED = [
             "xapi's keyring exists only in dom0", check_key_file),
     Allowed(r"xe-install-supplemental-pack netoffload-X\.Y\.Z\.iso",
             "needs a real xapi and dom0's yum (the ISO itself is checked by "
-            "tests/test_pack_iso.py)", check_dist_name),
+            "tests/pack/test_iso.py)", check_dist_name),
     Allowed(r"xe update-upload file-name=netoffload-X\.Y\.Z\.iso",
             "xe update-* needs a real xapi (the simulator has no update "
             "class)", check_dist_name),
@@ -256,12 +257,12 @@ ALLOWED = [
             "changes this machine's rpm keyring", check_key_file),
     Allowed(r"yum install \./netoffload-X\.Y\.Z\.rpm",
             "needs dom0's yum (install/upgrade/erase are tested in a "
-            "temporary root by tests/test_pack_rpm.py)", check_yum_install),
+            "temporary root by tests/pack/test_rpm.py)", check_yum_install),
     Allowed(r"yum remove netoffload",
-            "needs dom0's yum (erase is tested by tests/test_pack_rpm.py)",
+            "needs dom0's yum (erase is tested by tests/pack/test_rpm.py)",
             check_package_name),
     Allowed(r"systemctl (status|start)( netoffload-[a-z]+)+",
-            "needs dom0's systemd (units verified by tests/test_units.py)",
+            "needs dom0's systemd (units verified by tests/pack/test_units.py)",
             check_units),
     Allowed(r"journalctl -t netoffload",
             "reads dom0's journal", check_syslog_tag),

@@ -15,10 +15,11 @@ import pytest
 from netoffload.agents import cache
 from netoffload.engine.ethtool import parse_features_text
 from netoffload.engine.livestate import LiveStateStore
+from tests.support import paths
 
 pytestmark = pytest.mark.root
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = paths.REPO
 SIM_BIN = os.path.join(REPO, "sim", "bin")
 VM_UUID = "5a5a5a5a-1111-2222-3333-444444444444"
 OTHER_VM_UUID = "6b6b6b6b-1111-2222-3333-444444444444"

@@ -8,8 +8,9 @@ import pytest
 from netoffload.diagnostics import counters as K
 from netoffload.plugin import diagnostics
 from netoffload.errors import BadArgument, NotFound
+from tests.support import paths
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "diag")
+FIXTURES = os.path.join(paths.FIXTURES, "diag")
 PY = sys.executable
 
 

@@ -6,8 +6,9 @@ import pytest
 
 from netoffload.errors import DeviceError
 from netoffload.engine.ethtool import FeatureState, parse_features_text
+from tests.support import paths
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "ethtool")
+FIXTURES = os.path.join(paths.FIXTURES, "ethtool")
 
 ON, OFF = True, False
 ABSENT = FeatureState(None, False, None)

@@ -12,8 +12,9 @@ import pytest
 from netoffload.diagnostics import perftest
 from netoffload.errors import BadArgument
 from tests.support.netns import NetNS
+from tests.support import paths
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = paths.REPO
 PY = sys.executable
 ENV = dict(os.environ, PYTHONPATH=REPO)
 # Server and client on fixed, different CPUs, like two hosts: on this VM a

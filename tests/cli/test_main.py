@@ -7,8 +7,9 @@ import pytest
 
 from netoffload import cli
 from netoffload import errors
+from tests.support import paths
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = paths.REPO
 
 
 def _run(argv, **kw):

@@ -15,10 +15,11 @@ import pytest
 from netoffload.agents import cache
 from netoffload.engine.ethtool import parse_features_text
 from sim.xapi_sim import XapiSim
+from tests.support import paths
 
 pytestmark = pytest.mark.root
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = paths.REPO
 SIM_BIN = os.path.join(REPO, "sim", "bin")
 _dirs = itertools.count()
 ALL_OFF = dict((f, "off") for f in ("rx", "tx", "sg", "tso", "ufo", "gso",

@@ -17,10 +17,11 @@ import netoffload
 from sim.xapi_sim import XapiSim
 from tests.support.netns import NetNS
 from tests.support.tools import interpreter as find_interpreter
+from tests.support import paths
 
 pytestmark = pytest.mark.root
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = paths.REPO
 _counter = itertools.count()
 ALL_OFF = dict((f, "off") for f in ("rx", "tx", "sg", "tso", "ufo", "gso",
                                      "gro", "lro"))

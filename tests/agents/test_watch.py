@@ -22,10 +22,11 @@ import XenAPI
 from netoffload.agents import cache
 from netoffload.engine.ethtool import parse_features_text
 from sim.xapi_sim import SimClient
+from tests.support import paths
 
 pytestmark = pytest.mark.root
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = paths.REPO
 EVENT_TIMEOUT = 5.0   # the watchers' --event-timeout
 XAPI_SIX = ("rx", "tx", "sg", "tso", "ufo", "gso")
 _dirs = itertools.count()

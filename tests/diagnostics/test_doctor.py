@@ -14,9 +14,10 @@ from netoffload.errors import BadArgument
 from netoffload.plugin import diagnostics
 from sim.xapi_sim import XapiSim
 from tests.support.netns import NetNS
+from tests.support import paths
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "diag")
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(paths.FIXTURES, "diag")
+REPO = paths.REPO
 
 
 def test_parse_xl_sched_credit_table():

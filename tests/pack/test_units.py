@@ -10,8 +10,9 @@ import re
 import subprocess
 
 import pytest
+from tests.support import paths
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = paths.REPO
 UNITS = ["netoffload-boot.service", "netoffload-watch.service"]
 LIBEXEC = "/usr/libexec/netoffload/"
 

@@ -6,8 +6,9 @@ import sys
 import pytest
 
 from netoffload.engine.ethtool import parse_features_text
+from tests.support import paths
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = paths.REPO
 pytestmark = pytest.mark.root
 
 

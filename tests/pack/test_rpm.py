@@ -15,8 +15,9 @@ import pytest
 
 from netoffload.engine.livestate import DEFAULT_STATE_DIR, STATE_FILE
 from tests.support.tools import check, interpreter, require_tool, run
+from tests.support import paths
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = paths.REPO
 BUILD_PY = os.path.join(ROOT, "pack", "build.py")
 PYPRIVATE = "/usr/lib/netoffload/python"
 CALLS_LOG = "/var/log/standin-calls"
@@ -177,13 +178,13 @@ def test_default_check_ran_the_no_root_tests(built):
     root = ET.parse(report).getroot()
     suite = root if root.tag == "testsuite" else root.find("testsuite")
     cases = suite.findall("testcase")
-    # classname: tests.<module>[.<class>]
-    modules = {".".join(case.get("classname").split(".")[:2]) for case in cases}
+    # classname: tests.<folder>.<module>[.<class>]
+    modules = {".".join(case.get("classname").split(".")[:3]) for case in cases}
     assert (int(suite.get("failures")), int(suite.get("errors"))) == (0, 0)
     assert int(suite.get("tests")) == len(cases) > 100
-    assert "tests.test_policy" in modules  # no root needed: ran
-    assert "tests.test_ethtool_kernel" not in modules  # all marked root
-    assert not [m for m in modules if m.startswith("tests.test_pack_")]
+    assert "tests.engine.test_policy" in modules  # no root needed: ran
+    assert "tests.engine.test_ethtool_kernel" not in modules  # all marked root
+    assert not [m for m in modules if m.startswith("tests.pack.")]
     summary = build_log_line(built.log.stderr, "%check ran pytest: ")
     assert summary.startswith("%d tests, 0 failed, 0 errors, " % len(cases))
 

@@ -1,12 +1,12 @@
 """Review findings, each through the simulator's host.call_plugin and real
-namespaced devices (the Pool of tests/test_plugin.py)."""
+namespaced devices (the Pool of tests/plugin/test_functions.py)."""
 import json
 import shutil
 
 import pytest
 
-from tests.test_plugin import live
-from tests.test_plugin import pool  # noqa: F401 (the fixture)
+from tests.plugin.test_functions import live
+from tests.plugin.test_functions import pool  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.root
 
@@ -203,7 +203,7 @@ def test_explicit_value_xapi_ignores_is_not_reported_as_honoured(pool):
 
 def test_reapplied_at_plug_compares_exactly():
     from netoffload.pool import reconcile
-    from tests.test_resolve import build
+    from tests.pool.test_resolve import build
     records = build(pool={"netoffload-vif": "tx-off"},
                     vif={"ethtool-tx": "Off"})
     [plan] = reconcile.plan_db(records, ["OpaqueRef:vif"], force=True)

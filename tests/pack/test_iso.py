@@ -20,9 +20,10 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from tests.support.tools import check, require_module, require_tool, run
+from tests.support import paths
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = paths.REPO
 BUILD_PY = os.path.join(ROOT, "pack", "build.py")
 REPO_NS = "{http://linux.duke.edu/metadata/repo}"
 COMMON_NS = "{http://linux.duke.edu/metadata/common}"

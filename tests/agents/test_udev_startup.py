@@ -13,7 +13,7 @@ import pytest
 
 from netoffload.engine import features as F
 from netoffload import log as netoffload_log
-from tests.test_udev_helper import dom0  # noqa: F401 (the fixture)
+from tests.agents.test_udev_helper import dom0  # noqa: F401 (the fixture)
 
 HEAVY = ("logging", "logging.handlers", "fnmatch", "ctypes", "tempfile")
 

@@ -4,7 +4,7 @@ import pytest
 from netoffload.pool import reconcile
 from netoffload.pool import resolve as R
 from netoffload.errors import Ambiguous, NotFound
-from tests.test_resolve import build
+from tests.pool.test_resolve import build
 
 SIX_OFF = dict(("ethtool-" + f, "off") for f in ("rx", "tx", "sg", "tso", "ufo", "gso"))
 FRESH_BOOK = {"netoffload-managed": "gso,rx,sg,tso,tx,ufo",

@@ -19,8 +19,9 @@ import pytest
 
 from sim import demo
 from sim import poolbox
+from tests.support import paths
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = paths.REPO
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 
 

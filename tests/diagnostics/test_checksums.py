@@ -14,11 +14,12 @@ from netoffload.diagnostics import checksums
 from netoffload.plugin import diagnostics
 from netoffload.errors import BadArgument, DeviceError, NotFound
 from tests.support.netns import NetNS
+from tests.support import paths
 
 pytestmark = pytest.mark.root
 
 PY = sys.executable
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = paths.REPO
 
 TRAFFIC = textwrap.dedent("""
     import socket, threading, time, sys

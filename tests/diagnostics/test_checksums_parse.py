@@ -4,8 +4,9 @@ import os
 import pytest
 
 from netoffload.diagnostics import checksums as C
+from tests.support import paths
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "tcpdump")
+FIXTURES = os.path.join(paths.FIXTURES, "tcpdump")
 
 
 def fixture(name):

@@ -20,10 +20,11 @@ import pytest
 
 from sim import udevdb
 from tests.support.netns import kernel_supports
+from tests.support import paths
 
 pytestmark = pytest.mark.root
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = paths.REPO
 RULES = os.path.join(REPO, "udev", "xen-netoffload.rules")
 RULES_DIR = "/run/udev/rules.d"
 HELPER = "/usr/libexec/netoffload/netoffload-udev"

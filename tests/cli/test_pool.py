@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.test_plugin import REPO, Pool, live
+from tests.plugin.test_functions import REPO, Pool, live
 
 pytestmark = pytest.mark.root
 

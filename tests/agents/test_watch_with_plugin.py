@@ -2,14 +2,14 @@
 
 The watcher (python -m netoffload.agents.watch) and the plugin (through the
 simulator's host.call_plugin) run in the same host namespace, against the
-simulator process of tests/test_watch.py.
+simulator process of tests/agents/test_watch.py.
 """
 import time
 
 import pytest
 
-from tests.test_watch import Pool, _dirs, wait_for  # noqa: F401 (fixture)
-from tests.test_watch import pool  # noqa: F401 (the fixture)
+from tests.agents.test_watch import Pool, _dirs, wait_for  # noqa: F401 (fixture)
+from tests.agents.test_watch import pool  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.root
 

@@ -17,17 +17,13 @@ import errno
 import fcntl
 import os
 
+from netoffload import paths
 from netoffload.errors import Busy, DeviceError
 
-DEFAULT_STATE_DIR = "/var/lib/netoffload"
 _TEMP_ATTEMPTS = 100
 
 
-def state_dir(explicit=None):
-    """The state directory: explicit, else $NETOFFLOAD_STATE_DIR, else
-    /var/lib/netoffload."""
-    return explicit or os.environ.get("NETOFFLOAD_STATE_DIR") \
-        or DEFAULT_STATE_DIR
+state_dir = paths.state_dir
 
 
 def fsync_dir(path):

@@ -220,8 +220,8 @@ def check_yum_install(argv):
 
 
 def check_state_dir(argv):
-    from netoffload.engine import livestate
-    assert argv[-1] == livestate.DEFAULT_STATE_DIR
+    from netoffload import paths as dom0_paths
+    assert argv[-1] == dom0_paths.STATE_DIR
 
 
 def check_this_test(argv):

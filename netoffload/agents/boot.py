@@ -23,14 +23,13 @@ Exit status: 0 all done, 1 something failed (logged), 2 bad usage.
 import argparse
 import sys
 
+from netoffload import exitcodes
 from netoffload.agents import cache
 from netoffload.engine import devices
 from netoffload.pool import xapi
 from netoffload.errors import DeviceError, NetoffloadError, NotFound, XapiError
 from netoffload.log import get_logger
 
-EXIT_OK = 0
-EXIT_FAILED = 1
 
 
 def refresh_cache(session, directory=None):
@@ -99,19 +98,19 @@ def _fall_back_to_cache(log, directory):
         results = enforce_from_cache(directory)
     except cache.CacheUnusable as cache_err:
         log.warning("boot: nothing enforced: %s", cache_err.message)
-        return EXIT_FAILED
+        return exitcodes.PARTIAL
     failed = [r for r in results if not r[1]]
     for device, _, message in failed:
         log.warning("boot: %s: %s", device, message)
     log.info("boot: enforced %d devices from the cache, %d failed",
              len(results), len(failed))
-    return EXIT_FAILED if failed else EXIT_OK
+    return exitcodes.PARTIAL if failed else exitcodes.OK
 
 
 def _without_xapi(log, why, refresh_only, directory):
     if refresh_only:
         log.warning("boot: %s, cache not refreshed", why)
-        return EXIT_OK
+        return exitcodes.OK
     log.warning("boot: %s; enforcing from the cache", why)
     return _fall_back_to_cache(log, directory)
 
@@ -155,14 +154,14 @@ def run(refresh_only=False, directory=None):
         return _without_xapi(log, "xapi failed after login (%s)" % failure,
                              refresh_only, directory)
     if refresh_only:
-        return EXIT_FAILED if cache_error else EXIT_OK
+        return exitcodes.PARTIAL if cache_error else exitcodes.OK
     enforced, changed, failed = _summarise_live(results)
     for entry in failed:
         log.warning("boot: %s: %s", entry.get("device"),
                     "; ".join(entry.get("errors") or ["failed"]))
     log.info("boot: %d devices enforced, %d changed, %d failed",
              enforced, changed, len(failed))
-    return EXIT_FAILED if failed or cache_error else EXIT_OK
+    return exitcodes.PARTIAL if failed or cache_error else exitcodes.OK
 
 
 def main(argv=None):
@@ -177,11 +176,11 @@ def main(argv=None):
         return run(refresh_only=args.refresh_only)
     except NetoffloadError as err:
         get_logger().warning("boot: %s: %s", err.code, err.message)
-        return EXIT_FAILED
+        return exitcodes.PARTIAL
     except (IOError, OSError) as err:  # the state directory: logged, no traceback
         get_logger().error("boot: %s: %s", getattr(err, "filename", None)
                            or "state directory", err.strerror or err)
-        return EXIT_FAILED
+        return exitcodes.PARTIAL
 
 
 if __name__ == "__main__":

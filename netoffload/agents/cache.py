@@ -48,6 +48,7 @@ import re
 
 from netoffload.engine import devices
 from netoffload import statedir
+from netoffload.pool import keys
 from netoffload.engine import features as feature_names
 from netoffload.errors import BadArgument, NotFound
 
@@ -62,7 +63,6 @@ _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
 _DEVID_RE = re.compile(r"^[0-9]{1,5}$")
 # keys JSON needs no escapes for, and that cannot break an index line
 _PLAIN_KEY_RE = re.compile(r"^[A-Za-z0-9_.:@/-]+\Z")
-_TAG_KEY_PREFIX = "netoffload-tag:"
 
 
 class CacheUnusable(NotFound):
@@ -78,10 +78,6 @@ def cache_path(directory=None):
 
 def is_uuid(text):
     return isinstance(text, str) and bool(_UUID_RE.match(text))
-
-
-def vif_key(vm_uuid, devid):
-    return "%s/%s" % (vm_uuid.lower(), int(devid))
 
 
 def _utc_now():
@@ -118,14 +114,14 @@ def policy_summary(records, host_ref):
     """The policy keys that feed this host's cache, for a reader's benefit."""
     pool_oc = records.pool_other_config
     host_oc = records.hosts.get(host_ref, {}).get("other_config") or {}
-    tags = dict((key[len(_TAG_KEY_PREFIX):], value)
+    tags = dict((keys.tag_of_key(key), value)
                 for key, value in sorted(pool_oc.items())
-                if key.startswith(_TAG_KEY_PREFIX))
+                if keys.tag_of_key(key) is not None)
     return {
-        "pool": {"vif": pool_oc.get("netoffload-vif"),
-                 "pif": pool_oc.get("netoffload-pif"),
+        "pool": {"vif": pool_oc.get(keys.KEY_VIF),
+                 "pif": pool_oc.get(keys.KEY_PIF),
                  "tags": tags},
-        "host": {"pif": host_oc.get("netoffload-pif")},
+        "host": {"pif": host_oc.get(keys.KEY_PIF)},
     }
 
 
@@ -176,7 +172,7 @@ def vif_entry(records, vif_ref, on_error=None):
     if vm is None or not resolve.is_eligible_vm(vm):
         return None
     try:
-        key = vif_key(vm["uuid"], vif.get("device", ""))
+        key = keys.owner_key(vm["uuid"], vif.get("device", ""))
     except (KeyError, ValueError, TypeError, AttributeError):
         return None
     resolution = resolve.resolve_vif(records, vif_ref)
@@ -484,7 +480,7 @@ class LocalCache(object):
     def vif(self, vm_uuid, devid):
         if not is_uuid(vm_uuid) or not _DEVID_RE.match(str(devid)):
             return None, None
-        return self._lookup("vifs", vif_key(vm_uuid, devid))
+        return self._lookup("vifs", keys.owner_key(vm_uuid, devid))
 
     def _lookup(self, section, key):
         entry = self.data[section].get(key)

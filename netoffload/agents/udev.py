@@ -32,7 +32,9 @@ import re
 import signal
 import sys
 
+from netoffload import exitcodes
 from netoffload.agents import cache
+from netoffload.pool import keys
 from netoffload.engine import devices
 from netoffload import runner
 from netoffload.errors import DeviceError, NetoffloadError, NotFound
@@ -108,7 +110,7 @@ def handle(device, state_dir=None, loaded=None):
         kind, domid, devid = guest
         vm_uuid = vm_uuid_of_domain(domid)
         wanted, entry = loaded.vif(vm_uuid, devid)
-        owner = "%s/%d" % (vm_uuid, devid)
+        owner = keys.owner_key(vm_uuid, devid)
         what = "%s of VM %s (%s) device %d" % (
             kind, vm_uuid, (entry or {}).get("vm", "?"), devid)
     else:
@@ -149,7 +151,7 @@ def main(argv=None, environ=None):
     action = environ.get("ACTION", "")
     shown = (argv[0] if argv else environ.get("INTERFACE", ""))[:40]
     if action not in ACTIONS and action != REMOVE:
-        return 0
+        return exitcodes.OK
     previous = signal.signal(signal.SIGALRM, _on_alarm)
     signal.alarm(DEADLINE)
     try:
@@ -169,7 +171,7 @@ def main(argv=None, environ=None):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
-    return 0
+    return exitcodes.OK
 
 
 if __name__ == "__main__":

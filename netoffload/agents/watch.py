@@ -49,6 +49,7 @@ import socket
 import sys
 import time
 
+from netoffload.pool import keys
 from netoffload.agents import cache
 from netoffload.pool import resolve
 from netoffload.pool import xapi
@@ -150,15 +151,15 @@ def _policy_view(cls, record):
     """What, in a record, decides the policy of the objects below it."""
     config = (record or {}).get("other_config") or {}
     if cls == "vm":
-        return (config.get(resolve.KEY_VIF), tuple(sorted(record.get("tags") or ())),
+        return (config.get(keys.KEY_VIF), tuple(sorted(record.get("tags") or ())),
                 resolve.is_eligible_vm(record) if record else None)
     if cls == "network":
-        return config.get(resolve.KEY_VIF)
+        return config.get(keys.KEY_VIF)
     if cls == "host":
-        return config.get(resolve.KEY_PIF)
+        return config.get(keys.KEY_PIF)
     if cls == "pool":
         return tuple(sorted((k, v) for k, v in config.items()
-                            if k.startswith("netoffload-")))
+                            if keys.is_pack_key(k)))
     # VIF / PIF: its own keys and where it hangs
     return tuple(sorted(config.items())) + tuple(
         (k, record.get(k)) for k in ("VM", "network", "host", "device", "VLAN"))

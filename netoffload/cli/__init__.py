@@ -9,12 +9,10 @@ import argparse
 import importlib
 import sys
 
+from netoffload import exitcodes
 from netoffload import __version__
 from netoffload import errors
 
-EXIT_OK = 0
-EXIT_PARTIAL = 1
-EXIT_USAGE = 2
 
 COMMAND_MODULES = (
     "netoffload.cli.local",     # show, set, restore (ethtool engine)
@@ -45,7 +43,7 @@ def main(argv=None):
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)
-        return EXIT_USAGE
+        return exitcodes.USAGE
     try:
         code = handler(args)
         sys.stdout.flush()  # a closed pipe shows up here, not at exit
@@ -54,14 +52,14 @@ def main(argv=None):
         sys.stderr.write("netoffload: %s: %s\n" % (err.code, err.message))
         for param in err.params:
             sys.stderr.write("  %s\n" % param)
-        return EXIT_USAGE if err.code in _USAGE_CODES else EXIT_PARTIAL
+        return exitcodes.USAGE if err.code in _USAGE_CODES else exitcodes.PARTIAL
     except KeyboardInterrupt:
         sys.stderr.write("netoffload: interrupted\n")
         return 130
     except BrokenPipeError:
         # `netoffload status | head`: the reader left; say nothing more.
         _silence_stdout()
-        return EXIT_OK
+        return exitcodes.OK
 
 
 def _silence_stdout():

@@ -10,10 +10,9 @@ without it when XAPI is unreachable.
 import json
 import sys
 
+from netoffload import exitcodes
 from netoffload.plugin import diagnostics
 
-EXIT_OK = 0
-EXIT_FINDING = 1
 
 
 def _string_args(pairs):
@@ -49,7 +48,7 @@ def _check_checksums(opts):
             out.write("  [%s] %s\n" % (example["class"], example["text"].replace(
                 "\n", "\n      ")))
         out.write("verdict: %s\n" % result["verdict"])
-    return EXIT_FINDING if result["status"] == "corruption" else EXIT_OK
+    return exitcodes.PARTIAL if result["status"] == "corruption" else exitcodes.OK
 
 
 def _counters(opts):
@@ -57,7 +56,7 @@ def _counters(opts):
         ("device", opts.device), ("seconds", opts.seconds)]))
     if opts.json:
         _print_json(result)
-        return EXIT_OK
+        return exitcodes.OK
     out = sys.stdout
     window = result["seconds"]
     out.write("%-16s %-5s %s\n" % ("DEVICE", "KIND", "ERROR COUNTERS (%s)" % (
@@ -74,14 +73,14 @@ def _counters(opts):
         for name, item in sorted(result["kernel"].items())))
     for note in result["notes"]:
         out.write("note: %s\n" % note)
-    return EXIT_OK
+    return exitcodes.OK
 
 
 def _doctor(opts):
     result = diagnostics.doctor(None, {})
     if opts.json:
         _print_json(result)
-        return EXIT_OK
+        return exitcodes.OK
     out = sys.stdout
     policy = result["policy"]
     if policy.get("available"):
@@ -105,7 +104,7 @@ def _doctor(opts):
                                               item["reason"]))
         if item.get("cost"):
             out.write("    cost: %s\n" % item["cost"])
-    return EXIT_OK
+    return exitcodes.OK
 
 
 def register(subparsers):

@@ -10,14 +10,13 @@ then nothing is changed at all).
 import json
 import sys
 
+from netoffload import exitcodes
 from netoffload.engine import ethtool
 from netoffload.errors import BadArgument, NetoffloadError
 from netoffload.engine.features import FEATURES
 from netoffload.engine.livestate import LiveStateStore
 from netoffload.engine.policy import parse_policy
 
-EXIT_OK = 0
-EXIT_PARTIAL = 1
 
 
 def register(subparsers):
@@ -103,7 +102,7 @@ def cmd_show(args):
         for err in errors:
             sys.stderr.write("netoffload: %s: %s\n" % (err["device"],
                                                        err["message"]))
-    return EXIT_PARTIAL if errors else EXIT_OK
+    return exitcodes.PARTIAL if errors else exitcodes.OK
 
 
 def describe(result):
@@ -148,7 +147,7 @@ def _run_each(devices, action, json_out):
             sys.stderr.write("netoffload: %s: %s\n" % (err["device"],
                                                        err["message"]))
     failed = errors or [r for r in results if not r.ok]
-    return EXIT_PARTIAL if failed else EXIT_OK
+    return exitcodes.PARTIAL if failed else exitcodes.OK
 
 
 def cmd_set(args):

@@ -8,11 +8,10 @@ runs on the far end (a guest or another host; the module is stdlib-only, so
 import json
 import sys
 
+from netoffload import exitcodes
 from netoffload.diagnostics import perftest
 from netoffload.errors import BadArgument
 
-EXIT_OK = 0
-EXIT_USAGE = 2
 
 
 def _print(result, table, as_json):
@@ -44,7 +43,7 @@ def _handler(opts):
             "yes" if all(r.get("ok") for r in result["restored"].values())
             else "NO, see --json", table)
         _print(result, table, opts.json)
-        return EXIT_OK if all(r.get("ok") for r in result["restored"].values()) \
+        return exitcodes.OK if all(r.get("ok") for r in result["restored"].values()) \
             else 1
     if opts.verb == "server":
         perftest.check_bounds(1, 1, opts.port)
@@ -55,12 +54,12 @@ def _handler(opts):
             server.serve_forever()
         except KeyboardInterrupt:
             pass
-        return EXIT_OK
+        return exitcodes.OK
     if opts.verb == "client":
         result = perftest.run_client(opts.client_host, opts.port, opts.duration,
                                   opts.parallel, _tests(opts))
         _print(result, perftest.format_table(result), opts.json)
-        return EXIT_OK
+        return exitcodes.OK
     raise BadArgument("usage: bench server | bench client HOST | "
                       "bench --compare POLICY DEV ... --host HOST")
 

@@ -13,6 +13,8 @@ import json
 import sys
 
 from netoffload import errors
+from netoffload import exitcodes
+from netoffload.pool import keys
 from netoffload.pool import xapi as X
 
 PLUGIN = "netoffload"
@@ -111,9 +113,9 @@ def _print_objects(objects, out):
     rows = []
     for obj in objects:
         writes = obj.get("writes", obj.get("written")) or []
-        shown = ",".join("%s=%s" % (k[len("ethtool-"):], v if v is not None
-                                    else "(removed)")
-                         for k, v in writes if k.startswith("ethtool-"))
+        shown = ",".join("%s=%s" % (keys.feature_of_key(k),
+                                    v if v is not None else "(removed)")
+                         for k, v in writes if keys.feature_of_key(k))
         rows.append([obj["class"], obj["label"], obj.get("status", "planned"),
                      shown or "-"])
     if rows:
@@ -167,7 +169,7 @@ def _emit(result, as_json, printer):
         sys.stdout.write(json.dumps(result, sort_keys=True, indent=1) + "\n")
     else:
         printer(result, sys.stdout)
-    return 1 if _partial(result) else 0
+    return exitcodes.PARTIAL if _partial(result) else exitcodes.OK
 
 
 # -- verbs ---------------------------------------------------------------------------
@@ -266,7 +268,7 @@ def _revert(ns):
 def _run_change(fn, args, ns):
     if "target" in args and not ns.dry_run:
         if not ns.yes and not _confirm_on_tty(fn, args, ns.json):
-            return 2
+            return exitcodes.USAGE
         args["confirm"] = "yes"
     return _emit(call_plugin(fn, args), ns.json, _print_result)
 

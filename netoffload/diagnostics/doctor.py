@@ -141,15 +141,17 @@ def _pending_replugs(records, host_ref, reconcile):
     difference means the next replug will change the live state.
     """
     from netoffload.engine import ethtool
-    from netoffload.engine.features import VIF_XAPI_FEATURES, value_or_none
+    from netoffload.engine.features import VIF_XAPI_FEATURES
+    from netoffload.pool import keys
     present = set(ethtool.list_devices())
     result = []
     for local in reconcile.local_devices(records, host_ref):
         if local.kind != "vif" or local.device not in present:
             continue
         config = records.vifs[local.ref].get("other_config") or {}
-        db = dict((f, value_or_none(config.get("ethtool-" + f)))
-                  for f in VIF_XAPI_FEATURES if "ethtool-" + f in config)
+        # xapi's exact rule: "TRUE" or " on" is ignored at plug, not "on"
+        db = dict((f, keys.xapi_value(config.get(keys.ethtool_key(f))))
+                  for f in VIF_XAPI_FEATURES if keys.ethtool_key(f) in config)
         db = dict((f, v) for f, v in db.items() if v)
         if not db:
             continue

@@ -29,7 +29,6 @@ from netoffload.engine import features as F
 from netoffload import statedir
 from netoffload.errors import Busy, DeviceError
 from netoffload.engine.features import FEATURES, value_or_none
-from netoffload.statedir import DEFAULT_STATE_DIR  # noqa: F401 (tests, docs)
 from netoffload.log import get_logger
 
 STATE_FILE = "live-state.json"

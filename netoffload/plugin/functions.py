@@ -30,6 +30,7 @@ import threading
 import time
 import traceback
 
+from netoffload.pool import keys
 from netoffload import __version__
 from netoffload import API_LEVEL
 from netoffload.plugin import args as A
@@ -263,10 +264,10 @@ def _policy_location(ctx, level, kind, selector):
     """(cls, ref, key, uuid, name) where a level's policy lives."""
     records = ctx.records
     if level == "pool":
-        return ("pool", records.pool_ref, "netoffload-" + kind,
+        return ("pool", records.pool_ref, keys.policy_key(kind),
                 records.pool_record.get("uuid", ""), "")
     if level == "tag":
-        return ("pool", records.pool_ref, R.TAG_PREFIX + selector,
+        return ("pool", records.pool_ref, keys.tag_key(selector),
                 records.pool_record.get("uuid", ""), selector)
     if level == "host":
         ref = ctx.host_ref if not selector else reconcile.find_by_name_or_uuid(
@@ -280,7 +281,7 @@ def _policy_location(ctx, level, kind, selector):
         ref = reconcile.find_by_name_or_uuid(records.vms, selector, "VM",
                                              R.is_eligible_vm)
         table, cls = records.vms, "VM"
-    return (cls, ref, "netoffload-" + kind, table[ref].get("uuid", ""),
+    return (cls, ref, keys.policy_key(kind), table[ref].get("uuid", ""),
             table[ref].get("name_label", ""))
 
 
@@ -354,11 +355,11 @@ def _all_policy_locations(ctx):
     records = ctx.records
     result = []
     for key in sorted(records.pool_other_config):
-        if key in (R.KEY_VIF, R.KEY_PIF) or key.startswith(R.TAG_PREFIX):
+        if key in (keys.KEY_VIF, keys.KEY_PIF) or key.startswith(keys.TAG_PREFIX):
             result.append(("pool", records.pool_ref, key,
                            records.pool_record.get("uuid", ""), ""))
-    for cls, key in (("host", R.KEY_PIF), ("network", R.KEY_VIF),
-                     ("VM", R.KEY_VIF)):
+    for cls, key in (("host", keys.KEY_PIF), ("network", keys.KEY_VIF),
+                     ("VM", keys.KEY_VIF)):
         table = records.table(cls)
         for ref in sorted(table):
             if key in (table[ref].get("other_config") or {}):
@@ -572,8 +573,8 @@ def _revert_scope(ctx, spec, selection):
         refs = list(selection.pifs)
         for host_ref in hosts:
             host = records.hosts.get(host_ref) or {}
-            if (host.get("other_config") or {}).get(R.KEY_PIF) != "none":
-                changes.append((("host", host_ref, R.KEY_PIF,
+            if (host.get("other_config") or {}).get(keys.KEY_PIF) != "none":
+                changes.append((("host", host_ref, keys.KEY_PIF,
                                  host.get("uuid", ""),
                                  host.get("name_label", "")), "none"))
             refs += [r for r in records.pifs_of_host(host_ref)

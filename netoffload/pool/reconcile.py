@@ -11,7 +11,7 @@ Bookkeeping on each VIF/PIF the pack wrote to (the watcher relies on it):
   wrote, e.g. `{"sg":[null,"off"],"tx":["true","off"]}` (the earlier form
   with a bare prior is still read). A managed key that no longer holds what
   the pack wrote was changed by someone else: it is un-managed, its prior
-  dropped, and left alone (resolve.taken_over).
+  dropped, and left alone (keys.taken_over).
 An `ethtool-<f>` key not listed in managed is explicit (someone else's) and
 is never touched unless `force=True`, which saves it first. When the policy
 stops covering a managed feature the saved value is restored and the feature
@@ -36,6 +36,7 @@ Interfaces:
 import json
 import threading
 
+from netoffload.pool import keys
 from netoffload.engine import ethtool
 from netoffload.pool import resolve as R
 from netoffload.errors import Ambiguous, DeviceError, NotFound, XapiError
@@ -151,9 +152,9 @@ class ObjectPlan(object):
                     if f not in VIF_XAPI_FEATURES)
 
     def _reapplied(self, config):
-        keys = VIF_XAPI_FEATURES if self.cls == "VIF" else FEATURES
-        return all(R.xapi_value(config.get(R.ETHTOOL_PREFIX + f)) == v
-                   for f, v in self.resolution.features.items() if f in keys)
+        written_features = VIF_XAPI_FEATURES if self.cls == "VIF" else FEATURES
+        return all(keys.xapi_value(config.get(keys.ethtool_key(f))) == v
+                   for f, v in self.resolution.features.items() if f in written_features)
 
     @property
     def reapplied_at_plug(self):
@@ -180,8 +181,8 @@ class ObjectPlan(object):
 def _bookkeeping(managed, saved, written):
     if not managed:
         return None, None
-    return (R.format_managed(managed),
-            R.format_saved(dict((f, saved.get(f)) for f in managed),
+    return (keys.format_managed(managed),
+            keys.format_saved(dict((f, saved.get(f)) for f in managed),
                            dict((f, written.get(f)) for f in managed)))
 
 
@@ -190,7 +191,7 @@ def plan_object(cls, ref, record, label, resolution, force=False,
     """The ordered writes that bring one object's keys to `resolution`.
 
     A managed key someone changed or removed since the pack wrote it
-    (resolve.taken_over) is theirs: it is un-managed and left as it is,
+    (keys.taken_over) is theirs: it is un-managed and left as it is,
     and its saved prior is dropped, so revert keeps their value. With
     force the policy overwrites it and saves *their* value as the prior.
 
@@ -204,17 +205,17 @@ def plan_object(cls, ref, record, label, resolution, force=False,
         # rather than take it for "nothing wanted" and strip every key.
         return ObjectPlan(cls, ref, record, label, resolution, [],
                           dict(config if actual is None else actual), force)
-    keys = VIF_XAPI_FEATURES if cls == "VIF" else FEATURES
-    managed = R.parse_managed(config.get(R.KEY_MANAGED)) - \
-        R.taken_over(config)
-    saved = R.parse_saved(config.get(R.KEY_SAVED))
-    written = R.parse_written(config.get(R.KEY_SAVED))
+    written_features = VIF_XAPI_FEATURES if cls == "VIF" else FEATURES
+    managed = keys.parse_managed(config.get(keys.KEY_MANAGED)) - \
+        keys.taken_over(config)
+    saved = keys.parse_saved(config.get(keys.KEY_SAVED))
+    written = keys.parse_written(config.get(keys.KEY_SAVED))
     new_managed = set(managed)
     new_saved = dict((f, saved.get(f)) for f in managed)
     new_written = dict((f, written.get(f)) for f in managed)
     key_writes = []
-    for feature in keys:
-        key = R.ETHTOOL_PREFIX + feature
+    for feature in written_features:
+        key = keys.ethtool_key(feature)
         current = config.get(key)
         source = resolution.sources.get(feature)
         wanted = resolution.features.get(feature) \
@@ -230,7 +231,7 @@ def plan_object(cls, ref, record, label, resolution, force=False,
             elif current != wanted:
                 key_writes.append((key, wanted))
                 new_written[feature] = wanted
-        elif wanted is not None and R.xapi_value(current) != wanted:
+        elif wanted is not None and keys.xapi_value(current) != wanted:
             if current is not None and not force:
                 continue  # explicit: resolution already let it win
             new_managed.add(feature)
@@ -238,7 +239,7 @@ def plan_object(cls, ref, record, label, resolution, force=False,
             new_written[feature] = wanted
             key_writes.append((key, wanted))
     held = config if actual is None else actual
-    old_book = (held.get(R.KEY_MANAGED), held.get(R.KEY_SAVED))
+    old_book = (held.get(keys.KEY_MANAGED), held.get(keys.KEY_SAVED))
     # Before the keys: every feature about to be written is claimed with
     # the value it will hold; after them: what is no longer ours goes.
     grown_saved = dict((f, saved.get(f)) for f in managed)
@@ -250,11 +251,11 @@ def plan_object(cls, ref, record, label, resolution, force=False,
     final_book = _bookkeeping(new_managed, new_saved, new_written)
     ordered = []
     if key_writes and grown_book != old_book:
-        ordered += list(zip((R.KEY_MANAGED, R.KEY_SAVED), grown_book))
+        ordered += list(zip((keys.KEY_MANAGED, keys.KEY_SAVED), grown_book))
         old_book = grown_book
     ordered += key_writes
     if final_book != old_book:
-        ordered += list(zip((R.KEY_MANAGED, R.KEY_SAVED), final_book))
+        ordered += list(zip((keys.KEY_MANAGED, keys.KEY_SAVED), final_book))
     writes = []
     config = dict(config if actual is None else actual)
     for key, value in ordered:
@@ -281,7 +282,7 @@ def _plan_ref(records, ref, force=False, revert=False):
         raise NotFound("no VIF or PIF %s" % ref, ref)
     if resolution is None:  # revert: nothing is desired any more
         resolution = R.Resolution()
-        resolution.explicit = R.explicit_keys(record.get("other_config") or {})
+        resolution.explicit = keys.explicit_keys(record.get("other_config") or {})
     return plan_object(cls, ref, record, label, resolution, force)
 
 
@@ -304,17 +305,17 @@ def _replan(plan, fresh_config, lost_key=None):
     bookkeeping (written before the key), the claim is withdrawn.
     """
     view = dict(fresh_config)
-    feature = (lost_key or "")[len(R.ETHTOOL_PREFIX):]
-    claimed = R.parse_managed(view.get(R.KEY_MANAGED))
-    if lost_key and lost_key.startswith(R.ETHTOOL_PREFIX) and \
+    feature = (lost_key or "")[len(keys.ETHTOOL_PREFIX):]
+    claimed = keys.parse_managed(view.get(keys.KEY_MANAGED))
+    if lost_key and lost_key.startswith(keys.ETHTOOL_PREFIX) and \
             feature in claimed and feature not in \
-            R.parse_managed(plan.current.get(R.KEY_MANAGED)):
+            keys.parse_managed(plan.current.get(keys.KEY_MANAGED)):
         claimed.discard(feature)
-        saved = R.parse_saved(view.get(R.KEY_SAVED))
+        saved = keys.parse_saved(view.get(keys.KEY_SAVED))
         saved.pop(feature, None)
         book = _bookkeeping(claimed, saved,
-                            R.parse_written(view.get(R.KEY_SAVED)))
-        for key, value in zip((R.KEY_MANAGED, R.KEY_SAVED), book):
+                            keys.parse_written(view.get(keys.KEY_SAVED)))
+        for key, value in zip((keys.KEY_MANAGED, keys.KEY_SAVED), book):
             if value is None:
                 view.pop(key, None)
             else:
@@ -401,8 +402,7 @@ class LocalDevice(object):
         self.vm = vm              # {"uuid", "name_label"} for guest devices
         self.owner = None         # "<vm-uuid>/<devid>": the live record's owner
         if vm and vm.get("uuid") and "." in device:
-            self.owner = "%s/%s" % (vm["uuid"].lower(),
-                                    int(device.rsplit(".", 1)[1]))
+            self.owner = keys.owner_key(vm["uuid"], device.rsplit(".", 1)[1])
 
 
 def local_devices(records, host_ref, targets=None):

@@ -37,20 +37,13 @@ the one the pack wrote (someone set or removed it later) is `taken_over`:
 explicit, no longer the pack's, and revert leaves it as they set it (their
 later value wins over our saved prior; DESIGN precedence rule 1).
 """
-import json
-import os
 
+from netoffload import paths
 from netoffload.errors import BadArgument
 from netoffload.engine.features import FEATURES
 from netoffload.engine.policy import parse_policy
-
-KEY_VIF = "netoffload-vif"
-KEY_PIF = "netoffload-pif"
-TAG_PREFIX = "netoffload-tag:"
-KEY_MANAGED = "netoffload-managed"
-KEY_SAVED = "netoffload-saved"
-ETHTOOL_PREFIX = "ethtool-"
-
+from netoffload.pool.keys import (
+    ETHTOOL_PREFIX, KEY_PIF, KEY_VIF, TAG_PREFIX, explicit_keys, tag_key, tag_of_key)
 
 def as_int(value, default=-1):
     """xapi sends int fields as strings ("-1"); accept both."""
@@ -58,97 +51,6 @@ def as_int(value, default=-1):
         return int(str(value), 10)
     except (TypeError, ValueError):
         return default
-
-
-def parse_managed(text):
-    """`netoffload-managed` -> set of short names (unknown names dropped)."""
-    if not text:
-        return set()
-    return set(name.strip() for name in text.split(",")
-               if name.strip() in FEATURES)
-
-
-def format_managed(names):
-    return ",".join(sorted(names))
-
-
-# What xapi itself accepts in an ethtool-<f> key (vif-real and the PIF
-# path match these strings exactly; "TRUE" or " on" is ignored at plug).
-XAPI_VALUES = {"on": "on", "true": "on", "off": "off", "false": "off"}
-
-
-def xapi_value(raw):
-    """"on"/"off" as xapi reads an ethtool-<f> key value, or None when
-    xapi ignores it (it compares exactly: no case folding, no blanks)."""
-    return XAPI_VALUES.get(raw) if isinstance(raw, str) else None
-
-
-def _saved_items(text):
-    """{short: (prior, written or None)} from `netoffload-saved`."""
-    if not text:
-        return {}
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    result = {}
-    for short, value in data.items():
-        if short not in FEATURES:
-            continue
-        if value is None or isinstance(value, str):
-            result[short] = (value, None)  # the old form: prior only
-        elif isinstance(value, list) and len(value) == 2 and \
-                (value[0] is None or isinstance(value[0], str)) and \
-                isinstance(value[1], str):
-            result[short] = (value[0], value[1])
-    return result
-
-
-def parse_saved(text):
-    """`netoffload-saved` -> {short: prior value string or None}."""
-    return dict((k, v[0]) for k, v in _saved_items(text).items())
-
-
-def parse_written(text):
-    """`netoffload-saved` -> {short: the value the pack wrote}, for the
-    entries that record it (the old prior-only form does not)."""
-    return dict((k, v[1]) for k, v in _saved_items(text).items()
-                if v[1] is not None)
-
-
-def format_saved(saved, written=None):
-    """{short: prior} (+ {short: written}) -> `netoffload-saved` text:
-    `[prior, written]` per feature, or the bare prior when the written
-    value is unknown (records made before it was kept)."""
-    written = written or {}
-    data = dict((k, [v, written[k]] if written.get(k) is not None else v)
-                for k, v in saved.items())
-    return json.dumps(data, sort_keys=True, separators=(",", ":"))
-
-
-def taken_over(other_config):
-    """Managed features whose `ethtool-<f>` no longer holds what the pack
-    wrote (someone set or removed it since): theirs now, not ours."""
-    managed = parse_managed(other_config.get(KEY_MANAGED))
-    written = parse_written(other_config.get(KEY_SAVED))
-    return set(f for f in managed if f in written
-               and other_config.get(ETHTOOL_PREFIX + f) != written[f])
-
-
-def explicit_keys(other_config):
-    """{short: value} for ethtool-* keys the pack did not write, or that
-    someone changed after the pack wrote them. The value is "on"/"off" when
-    xapi honours it (exactly `on|true`, `off|false`), else the raw string."""
-    managed = parse_managed(other_config.get(KEY_MANAGED)) - \
-        taken_over(other_config)
-    result = {}
-    for feature in FEATURES:
-        raw = other_config.get(ETHTOOL_PREFIX + feature)
-        if raw is not None and feature not in managed:
-            result[feature] = xapi_value(raw) or raw
-    return result
 
 
 class Resolution(object):
@@ -268,7 +170,6 @@ class PoolRecords(object):
 
 BACKEND_OVS = "openvswitch"
 BACKEND_BRIDGE = "bridge"
-NETWORK_CONF = "/etc/xensource/network.conf"
 
 
 def network_backend(path=None):
@@ -278,7 +179,7 @@ def network_backend(path=None):
     it is absent, unreadable or says something else we assume the bridge
     backend, which names today's devices (eth0.100, bond0): a wrong guess
     then only names a device that does not exist, never skips a real one."""
-    path = path or os.environ.get("NETOFFLOAD_NETWORK_CONF") or NETWORK_CONF
+    path = paths.network_conf(path)
     try:
         with open(path) as handle:
             text = handle.read(256).strip().lower()
@@ -399,8 +300,8 @@ def vif_levels(records, vif_ref):
     pool_config = records.pool_other_config
     levels = [("vm", vm.get("other_config"), KEY_VIF)]
     for tag in sorted(vm.get("tags") or []):
-        if TAG_PREFIX + tag in pool_config:
-            levels.append(("tag:" + tag, pool_config, TAG_PREFIX + tag))
+        if tag_key(tag) in pool_config:
+            levels.append(("tag:" + tag, pool_config, tag_key(tag)))
             break
     levels.append(("network", network.get("other_config"), KEY_VIF))
     levels.append(("pool", pool_config, KEY_VIF))
@@ -433,7 +334,7 @@ def all_policies(records):
                            "policy": pool_config[key]})
         elif key.startswith(TAG_PREFIX):
             result.append({"level": "tag", "kind": "vif", "uuid": pool_uuid,
-                           "name": key[len(TAG_PREFIX):], "key": key,
+                           "name": tag_of_key(key), "key": key,
                            "policy": pool_config[key]})
     for level, table, key in (("host", records.hosts, KEY_PIF),
                               ("network", records.networks, KEY_VIF),

@@ -20,13 +20,12 @@ key"; `set_other_config` would overwrite everyone else's keys). When the key
 is known absent (`expected is None`) the remove is skipped, which is what
 keeps a fresh apply at one call per key.
 """
-import os
 import threading
 
 from netoffload.pool import resolve
+from netoffload import paths
 from netoffload.errors import NotFound, XapiError
 
-DEFAULT_INVENTORY = "/etc/xensource-inventory"
 ORIGINATOR = "netoffload"
 
 # Classes fetched by snapshot(), in PoolRecords argument order.
@@ -57,13 +56,12 @@ def _xenapi():
 def open_session():
     """A new logged-in XenAPI session (see the module docstring)."""
     XenAPI = _xenapi()
-    socket_path = os.environ.get("NETOFFLOAD_XAPI_SOCKET")
-    url = os.environ.get("NETOFFLOAD_XAPI_URL")
-    if socket_path:
-        session = XenAPI.Session("http://" + socket_path.replace("/", "_") + "/",
+    endpoint = paths.xapi_endpoint()
+    if endpoint and endpoint[0] == "socket":
+        session = XenAPI.Session("http://" + endpoint[1].replace("/", "_") + "/",
                                  transport=XenAPI.UDSTransport())
-    elif url:
-        session = XenAPI.Session(url)
+    elif endpoint:
+        session = XenAPI.Session(endpoint[1])
     else:
         session = XenAPI.xapi_local()
     try:
@@ -85,7 +83,7 @@ def close_session(session):
 
 def read_inventory(path=None):
     """The inventory file as a dict (values unquoted)."""
-    path = path or os.environ.get("NETOFFLOAD_INVENTORY") or DEFAULT_INVENTORY
+    path = paths.inventory(path)
     result = {}
     try:
         with open(path) as handle:

@@ -6,6 +6,7 @@ import stat
 
 import pytest
 
+from netoffload.pool import keys
 from netoffload.agents import cache
 from netoffload.pool.resolve import PoolRecords
 
@@ -119,7 +120,7 @@ def test_cache_entries_are_what_enforce_live_applies(pool_policy):
     assert OPT_OUT_UUID + "/0" not in data["vifs"]
     for vif_ref in resolve.eligible_vifs(records):
         vif = records.vifs[vif_ref]
-        key = cache.vif_key(records.vms[vif["VM"]]["uuid"], vif["device"])
+        key = keys.owner_key(records.vms[vif["VM"]]["uuid"], vif["device"])
         live = resolve.resolve_vif(records, vif_ref).live_features
         assert data["vifs"].get(key, {}).get("features", {}) == live, key
     for pif_ref in records.pifs_of_host(HOST_A):

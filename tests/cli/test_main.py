@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from netoffload import exitcodes
 from netoffload import cli
 from netoffload import errors
 from tests.support import paths
@@ -21,7 +22,7 @@ def _run(argv, **kw):
 
 def test_no_verb_is_usage_error():
     proc = _run([])
-    assert proc.returncode == cli.EXIT_USAGE
+    assert proc.returncode == exitcodes.USAGE
     assert "COMMAND" in proc.stderr
 
 
@@ -33,13 +34,13 @@ def test_every_verb_group_registers_a_verb():
 
 
 @pytest.mark.parametrize("exc,code", [
-    (errors.BadArgument("bad"), cli.EXIT_USAGE),
-    (errors.NotFound("nf"), cli.EXIT_USAGE),
-    (errors.Ambiguous("amb", "u1", "u2"), cli.EXIT_USAGE),
-    (errors.ConfirmRequired("confirm"), cli.EXIT_USAGE),
-    (errors.Busy("busy"), cli.EXIT_PARTIAL),
-    (errors.DeviceError("dev"), cli.EXIT_PARTIAL),
-    (errors.XapiError("xapi"), cli.EXIT_PARTIAL),
+    (errors.BadArgument("bad"), exitcodes.USAGE),
+    (errors.NotFound("nf"), exitcodes.USAGE),
+    (errors.Ambiguous("amb", "u1", "u2"), exitcodes.USAGE),
+    (errors.ConfirmRequired("confirm"), exitcodes.USAGE),
+    (errors.Busy("busy"), exitcodes.PARTIAL),
+    (errors.DeviceError("dev"), exitcodes.PARTIAL),
+    (errors.XapiError("xapi"), exitcodes.PARTIAL),
 ], ids=lambda v: type(v).__name__ if isinstance(v, Exception) else str(v))
 def test_errors_map_to_exit_codes_and_name_their_code(mocker, capsys, exc, code):
     parser = cli.build_parser()

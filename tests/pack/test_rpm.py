@@ -13,7 +13,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from netoffload.engine.livestate import DEFAULT_STATE_DIR, STATE_FILE
+from netoffload.engine.livestate import STATE_FILE
+from netoffload.paths import STATE_DIR
 from tests.support.tools import check, interpreter, require_tool, run
 from tests.support import paths
 
@@ -22,7 +23,7 @@ BUILD_PY = os.path.join(ROOT, "pack", "build.py")
 PYPRIVATE = "/usr/lib/netoffload/python"
 CALLS_LOG = "/var/log/standin-calls"
 # The live-state record the engine writes (what erase and upgrade must keep).
-LIVE_STATE = DEFAULT_STATE_DIR + "/" + STATE_FILE
+LIVE_STATE = STATE_DIR + "/" + STATE_FILE
 
 # Source files other engineers provide; a release build needs every one.
 REQUIRED_SOURCES = (

@@ -1,6 +1,7 @@
 """Pure planning of database keys and their bookkeeping (no XAPI)."""
 import pytest
 
+from netoffload.pool import keys
 from netoffload.pool import reconcile
 from netoffload.pool import resolve as R
 from netoffload.errors import Ambiguous, NotFound
@@ -101,16 +102,16 @@ def test_plan_is_idempotent():
 
 def test_fresh_apply_costs_one_write_per_key_and_keys_come_after_bookkeeping():
     plan = final_vif_config(build(pool={"netoffload-vif": "all-off"}))
-    keys = [k for k, _, _ in plan.writes]
-    assert keys[:2] == ["netoffload-managed", "netoffload-saved"]
-    assert len(keys) == 8
+    written = [k for k, _, _ in plan.writes]
+    assert written[:2] == ["netoffload-managed", "netoffload-saved"]
+    assert len(written) == 8
     assert all(expected is None for _, _, expected in plan.writes)
 
 
 def test_shrinking_writes_keys_before_bookkeeping():
     plan = final_vif_config(build(vif=dict(SIX_OFF, **FRESH_BOOK)))
-    keys = [k for k, _, _ in plan.writes]
-    assert keys[-2:] == ["netoffload-managed", "netoffload-saved"]
+    written = [k for k, _, _ in plan.writes]
+    assert written[-2:] == ["netoffload-managed", "netoffload-saved"]
 
 
 def test_force_saves_explicit_and_revert_restores_it():
@@ -225,7 +226,7 @@ def test_resolution_for_missing_ref_is_not_found():
 def test_bookkeeping_round_trips_through_the_parsers():
     plan = final_vif_config(build(pool={"netoffload-vif": "all-off"},
                                   vif={"ethtool-rx": "on"}))
-    managed = R.parse_managed(plan.final["netoffload-managed"])
+    managed = keys.parse_managed(plan.final["netoffload-managed"])
     assert managed == {"tx", "sg", "tso", "ufo", "gso"}
-    assert R.parse_saved(plan.final["netoffload-saved"]) == dict(
+    assert keys.parse_saved(plan.final["netoffload-saved"]) == dict(
         (f, None) for f in managed)

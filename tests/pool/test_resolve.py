@@ -1,6 +1,7 @@
 """Policy precedence (DESIGN section 3) over plain records, table-driven."""
 import pytest
 
+from netoffload.pool import keys
 from netoffload.pool import resolve as R
 from netoffload.engine.policy import PROFILES
 
@@ -151,12 +152,12 @@ def test_eligible_vms(extra, expected):
 
 
 BOOKKEEPING_CASES = [
-    ("managed", R.parse_managed, "tx, sg,bogus,,", {"tx", "sg"}),
-    ("managed-empty", R.parse_managed, None, set()),
-    ("saved", R.parse_saved, '{"tx":"true","sg":null,"x":"1"}',
+    ("managed", keys.parse_managed, "tx, sg,bogus,,", {"tx", "sg"}),
+    ("managed-empty", keys.parse_managed, None, set()),
+    ("saved", keys.parse_saved, '{"tx":"true","sg":null,"x":"1"}',
      {"tx": "true", "sg": None}),
-    ("saved-corrupt", R.parse_saved, "{not json", {}),
-    ("saved-not-object", R.parse_saved, "[1]", {}),
+    ("saved-corrupt", keys.parse_saved, "{not json", {}),
+    ("saved-not-object", keys.parse_saved, "[1]", {}),
 ]
 
 
@@ -168,8 +169,8 @@ def test_bookkeeping_parsers(parse, text, expected):
 
 
 def test_bookkeeping_formats_are_compact_and_sorted():
-    assert R.format_managed({"tx", "gso", "rx"}) == "gso,rx,tx"
-    assert R.format_saved({"tx": "true", "sg": None}) == \
+    assert keys.format_managed({"tx", "gso", "rx"}) == "gso,rx,tx"
+    assert keys.format_saved({"tx": "true", "sg": None}) == \
         '{"sg":null,"tx":"true"}'
 
 

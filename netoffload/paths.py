@@ -1,0 +1,46 @@
+"""Every dom0 path the pack reads or writes, and its test override.
+
+The `NETOFFLOAD_*` environment variables exist for the test suite and the
+pool in a box only; in dom0 none is set and the defaults below are used.
+Each function reads its variable when called, so a test can set it late.
+"""
+import os
+
+STATE_DIR = "/var/lib/netoffload"
+INVENTORY = "/etc/xensource-inventory"
+NETWORK_CONF = "/etc/xensource/network.conf"
+XAPI_SOCKET = "/var/lib/xcp/xapi"
+PLUGIN = "/etc/xapi.d/plugins/netoffload"
+PACKAGE_DIR = "/usr/lib/netoffload/python"
+
+ENV_STATE_DIR = "NETOFFLOAD_STATE_DIR"
+ENV_INVENTORY = "NETOFFLOAD_INVENTORY"
+ENV_NETWORK_CONF = "NETOFFLOAD_NETWORK_CONF"
+ENV_XAPI_SOCKET = "NETOFFLOAD_XAPI_SOCKET"
+ENV_XAPI_URL = "NETOFFLOAD_XAPI_URL"
+
+
+def state_dir(explicit=None):
+    """The state directory: explicit, else $NETOFFLOAD_STATE_DIR, else
+    /var/lib/netoffload."""
+    return explicit or os.environ.get(ENV_STATE_DIR) or STATE_DIR
+
+
+def inventory(explicit=None):
+    return explicit or os.environ.get(ENV_INVENTORY) or INVENTORY
+
+
+def network_conf(explicit=None):
+    return explicit or os.environ.get(ENV_NETWORK_CONF) or NETWORK_CONF
+
+
+def xapi_endpoint():
+    """("socket", path) or ("url", url) when a test points the pack at a
+    simulator, else None: dom0's own socket through XenAPI.xapi_local()."""
+    socket_path = os.environ.get(ENV_XAPI_SOCKET)
+    if socket_path:
+        return ("socket", socket_path)
+    url = os.environ.get(ENV_XAPI_URL)
+    if url:
+        return ("url", url)
+    return None

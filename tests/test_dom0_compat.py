@@ -146,7 +146,7 @@ def test_dom0_imports_are_stdlib_xenapi_or_our_own(tmp_path):
 def test_import_allow_list_catches_third_party(tmp_path):
     path = tmp_path / "bad.py"
     path.write_text("import os\nimport requests\nfrom yaml import safe_load\n"
-                    "from netoffload import ethtool\nimport XenAPI\n")
+                    "from netoffload.engine import ethtool\nimport XenAPI\n")
     assert disallowed_imports(str(path)) == [
         "%s:2 imports requests" % os.path.relpath(str(path), ROOT),
         "%s:3 imports yaml" % os.path.relpath(str(path), ROOT)]

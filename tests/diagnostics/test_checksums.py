@@ -178,7 +178,7 @@ def test_without_tcpdump_fails_with_device_error(netns, monkeypatch, tmp_path):
 def test_without_rights_fails_with_clear_message():
     # As nobody (with the system python3: nobody cannot read the venv's):
     # tcpdump itself refuses to open the capture.
-    code = ("from netoffload import checksums\n"
+    code = ("from netoffload.diagnostics import checksums\n"
             "from netoffload.errors import DeviceError\n"
             "try:\n"
             "    checksums.check_checksums('lo', seconds=2)\n"

@@ -441,10 +441,10 @@ def test_unexpected_exception_is_a_wellformed_netoffload_failure(pool,
     # Fault injection at interpreter start-up (sitecustomize): the version
     # function hits a bug. The plugin process itself is unmodified.
     (tmp_path / "sitecustomize.py").write_text(
-        "from netoffload import api\n"
+        "from netoffload.plugin import functions\n"
         "def broken(session, args):\n"
         "    return {}['no such key']\n"
-        "api.FUNCTIONS['version'] = broken\n")
+        "functions.FUNCTIONS['version'] = broken\n")
     env = pool.sim.plugin_env(pool.hosts["h1"])
     proc = run_plugin_directly(pool, "version", {}, {
         "PYTHONPATH": str(tmp_path) + ":" + env["PYTHONPATH"]})

@@ -106,7 +106,7 @@ def test_fan_out_thread_bug_is_reported_not_raised(pool, in_process, mocker):
 def test_fan_out_timeout_marks_the_host_and_late_answers_change_nothing(
         pool, in_process, mocker):
     from netoffload.plugin import functions
-    mocker.patch.object(api, "FANOUT_TIMEOUT", 0.3)
+    mocker.patch.object(functions, "FANOUT_TIMEOUT", 0.3)
     pool.sim.set_latency_ms(400)  # every call of the h2 thread is slow
     try:
         entries = functions._fan_out(in_process, "version", {}, {})
@@ -164,41 +164,41 @@ def test_narrowing_a_policy_restores_the_features_it_drops(pool):
 def test_key_changed_by_an_admin_after_apply_is_kept_and_survives_revert(pool):
     api = pool.session.xenapi
     pool.call("apply", vm="bsd", policy="all-off")
-    assert functions.VIF.get_other_config(pool.bsd_vif)["ethtool-tx"] == "off"
+    assert api.VIF.get_other_config(pool.bsd_vif)["ethtool-tx"] == "off"
     # Xen Orchestra's "TX checksumming" toggle, later on
-    functions.VIF.remove_from_other_config(pool.bsd_vif, "ethtool-tx")
-    functions.VIF.add_to_other_config(pool.bsd_vif, "ethtool-tx", "on")
+    api.VIF.remove_from_other_config(pool.bsd_vif, "ethtool-tx")
+    api.VIF.add_to_other_config(pool.bsd_vif, "ethtool-tx", "on")
     [plan] = pool.call("apply", vm="bsd", dry_run="true")["objects"]
     assert ["ethtool-tx", "off"] not in plan["writes"]
     assert plan["sources"]["tx"] == "explicit"
     pool.call("apply", vm="bsd")
-    config = functions.VIF.get_other_config(pool.bsd_vif)
+    config = api.VIF.get_other_config(pool.bsd_vif)
     assert config["ethtool-tx"] == "on"
     assert "tx" not in config["netoffload-managed"].split(",")
     pool.call("revert", vm="bsd")
-    assert functions.VIF.get_other_config(pool.bsd_vif) == {"ethtool-tx": "on"}
+    assert api.VIF.get_other_config(pool.bsd_vif) == {"ethtool-tx": "on"}
 
 
 # -- 7: xapi compares key values exactly -----------------------------------------
 
 def test_explicit_value_xapi_ignores_is_not_reported_as_honoured(pool):
     api = pool.session.xenapi
-    functions.VIF.remove_from_other_config(pool.web_vif, "ethtool-tx")
-    functions.VIF.add_to_other_config(pool.web_vif, "ethtool-tx", "TRUE")
+    api.VIF.remove_from_other_config(pool.web_vif, "ethtool-tx")
+    api.VIF.add_to_other_config(pool.web_vif, "ethtool-tx", "TRUE")
     pool.call("set_policy", level="vm", vm="web 01", policy="tx-off")
     [vif] = [d for d in pool.call("status", vm="web 01")["devices"]
              if d["device"] == "vif5.0"]
     assert vif["explicit"] == {"tx": "TRUE"}
     assert vif["ignored_by_xapi"] == ["tx"]
     result = pool.call("apply", vm="web 01")
-    assert functions.VIF.get_other_config(pool.web_vif) == {"ethtool-tx": "TRUE"}
+    assert api.VIF.get_other_config(pool.web_vif) == {"ethtool-tx": "TRUE"}
     assert result["objects"] == []  # not overwritten without force
     forced = pool.call("apply", vm="web 01", force="true")
     [obj] = forced["objects"]
     assert obj["reapplied_at_plug"] is True
-    assert functions.VIF.get_other_config(pool.web_vif)["ethtool-tx"] == "off"
+    assert api.VIF.get_other_config(pool.web_vif)["ethtool-tx"] == "off"
     pool.call("revert", vm="web 01")
-    assert functions.VIF.get_other_config(pool.web_vif) == {"ethtool-tx": "TRUE"}
+    assert api.VIF.get_other_config(pool.web_vif) == {"ethtool-tx": "TRUE"}
 
 
 def test_reapplied_at_plug_compares_exactly():

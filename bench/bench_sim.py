@@ -26,7 +26,7 @@ sys.path.insert(0, ROOT)
 
 import XenAPI  # noqa: E402
 
-from sim.xapi_sim import SIM_PYLIB, XapiSim, socket_dir  # noqa: E402
+from sim.xapi_sim import XapiSim, socket_dir  # noqa: E402
 
 PLUGIN = """#!/usr/bin/env python3
 import XenAPIPlugin

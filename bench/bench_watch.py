@@ -26,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import XenAPI  # noqa: E402
+
 from sim.xapi_sim import SimClient  # noqa: E402
 from tests.support.netns import NetNS  # noqa: E402
 

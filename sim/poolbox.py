@@ -29,8 +29,8 @@ kernel defaults.
 import atexit
 import binascii
 import json
-import re
 import os
+import re
 import shutil
 import signal
 import subprocess

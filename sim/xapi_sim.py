@@ -31,8 +31,11 @@ import tempfile
 import threading
 import time
 import uuid as uuidlib
-from xmlrpc.server import (SimpleXMLRPCDispatcher, SimpleXMLRPCRequestHandler,
-                           SimpleXMLRPCServer)
+from xmlrpc.server import (
+    SimpleXMLRPCDispatcher,
+    SimpleXMLRPCRequestHandler,
+    SimpleXMLRPCServer,
+)
 
 from sim import xapi_plugins
 from sim import xapi_schema as schema

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from tests.support import paths  # noqa: E402
+
 ROOT = paths.REPO
 VERMIN = os.path.join(os.path.dirname(sys.executable), "vermin")
 ALLOWED_THIRD_PARTY = {"XenAPI", "XenAPIPlugin"}

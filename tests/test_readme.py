@@ -28,12 +28,12 @@ import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
+
 from tests.support import paths
 
 ROOT = paths.REPO
@@ -206,6 +206,7 @@ def check_syslog_tag(argv):
     for unit in ("netoffload-boot", "netoffload-watch"):
         assert "SyslogIdentifier=%s" % tag in _unit_lines(unit)
     import inspect
+
     from netoffload import log
     assert inspect.signature(log.get_logger).parameters["name"].default == tag
 

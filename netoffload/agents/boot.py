@@ -4,7 +4,7 @@ Installed as /usr/libexec/netoffload/netoffload-boot and run once per boot
 by netoffload-boot.service, after xapi-init-complete.target.
 
 - With XAPI: one local session, one snapshot of the pool, the cache written
-  (netoffload.agents.cache), then `reconcile.enforce_live` on this host's PIF
+  (netoffload.agents.cache), then `enforce.enforce_live` on this host's PIF
   devices and the vif/tap devices of its running VMs.
 - Without XAPI (it failed to start, the socket is gone, or it fails a
   call after the login: still starting, or going away mid-snapshot): every
@@ -26,10 +26,9 @@ import sys
 from netoffload import exitcodes
 from netoffload.agents import cache
 from netoffload.engine import devices
-from netoffload.pool import xapi
 from netoffload.errors import DeviceError, NetoffloadError, NotFound, XapiError
 from netoffload.log import get_logger
-
+from netoffload.pool import enforce, xapi
 
 
 def refresh_cache(session, directory=None):
@@ -50,17 +49,16 @@ def refresh_cache(session, directory=None):
 
 
 def enforce_from_xapi(records, host_ref, directory=None):
-    """[per-device dict] from reconcile.enforce_live."""
+    """[per-device dict] from enforce.enforce_live."""
     from netoffload.engine import livestate
-    from netoffload.pool import reconcile
-    return reconcile.enforce_live(records, host_ref,
+    return enforce.enforce_live(records, host_ref,
                                   livestate.LiveStateStore(directory))
 
 
 def enforce_from_cache(directory=None):
     """Apply the cache to every local device it covers: [(device, line|error)]."""
-    from netoffload.engine import ethtool
     from netoffload.agents import udev
+    from netoffload.engine import ethtool
     loaded = cache.load(directory)  # CacheUnusable: nothing we can do
     results = []
     for device in ethtool.list_devices():
@@ -76,8 +74,7 @@ def enforce_from_cache(directory=None):
 
 def forget_departed_guests(directory=None):
     """Forget the live-state records of vif/tap devices that are gone."""
-    from netoffload.engine import ethtool
-    from netoffload.engine import livestate
+    from netoffload.engine import ethtool, livestate
     store = livestate.LiveStateStore(directory)
     present = set(ethtool.list_devices())
     return store.forget_many(

@@ -21,7 +21,7 @@ Only objects whose policy sets at least one feature are listed: a device
 that is not listed is left alone. `features` holds every feature the policy
 sets, gro and lro included (xapi drops those for VIFs; we apply them live),
 and never an explicit `ethtool-*` key (Resolution.live_features, the same
-set reconcile.enforce_live applies).
+set enforce.enforce_live applies).
 
 Writes are atomic (temp file in the same directory, fsync, rename), the file
 is 0600 and the directory 0700. A write whose content equals the file's
@@ -46,11 +46,11 @@ import json
 import os
 import re
 
-from netoffload.engine import devices
 from netoffload import statedir
-from netoffload.pool import keys
+from netoffload.engine import devices
 from netoffload.engine import features as feature_names
 from netoffload.errors import BadArgument, NotFound
+from netoffload.pool import keys
 
 FORMAT = 1
 CACHE_FILE = "cache.json"
@@ -91,7 +91,7 @@ def _utc_now():
 def entry_from_resolution(resolution, vm_name=None):
     """The cache entry for one object, or None if its policy sets nothing.
 
-    Only the policy's features (`live_features`), as reconcile.enforce_live
+    Only the policy's features (`live_features`), as enforce.enforce_live
     applies: explicit `ethtool-*` keys are xapi's to apply at plug, and an
     opted-out VM (`none`) or an object without policy is left alone.
     """
@@ -126,13 +126,13 @@ def policy_summary(records, host_ref):
 
 
 def pif_device_name(pif, backend=None):
-    """The kernel device of a PIF record (resolve.pif_device), or None if
+    """The kernel device of a PIF record (pif_device), or None if
     it has none (a VLAN or bond under openvswitch) or that is not a valid
-    device name. backend: resolve.network_backend() when not given."""
-    from netoffload.pool import resolve
+    device name. backend: network_backend() when not given."""
+    from netoffload.pool.records import network_backend, pif_device
     if backend is None:
-        backend = resolve.network_backend()
-    device = resolve.pif_device(pif, backend=backend)
+        backend = network_backend()
+    device = pif_device(pif, backend=backend)
     if device is None:
         return None
     try:
@@ -149,14 +149,14 @@ KEEP = "keep"
 def pif_entry(records, pif_ref, host_ref, on_error=None, backend=None):
     """(device, entry) for one PIF of host_ref whose policy sets something,
     else None (or `on_error` if its policy string is broken)."""
-    from netoffload.pool import resolve  # the cache reader (udev) never needs it
     pif = records.pifs.get(pif_ref)
     if pif is None or pif.get("host") != host_ref:
         return None
     device = pif_device_name(pif, backend)
     if device is None:
         return None
-    resolution = resolve.resolve_pif(records, pif_ref)
+    from netoffload.pool.precedence import resolve_pif
+    resolution = resolve_pif(records, pif_ref)
     if resolution.error:
         return on_error
     entry = entry_from_resolution(resolution)
@@ -166,16 +166,17 @@ def pif_entry(records, pif_ref, host_ref, on_error=None, backend=None):
 def vif_entry(records, vif_ref, on_error=None):
     """(key, entry) for one VIF of an eligible VM whose policy sets
     something, else None (or `on_error` if its policy string is broken)."""
-    from netoffload.pool import resolve
+    from netoffload.pool.precedence import resolve_vif
+    from netoffload.pool.records import is_eligible_vm
     vif = records.vifs.get(vif_ref)
     vm = records.vms.get((vif or {}).get("VM"))
-    if vm is None or not resolve.is_eligible_vm(vm):
+    if vm is None or not is_eligible_vm(vm):
         return None
     try:
         key = keys.owner_key(vm["uuid"], vif.get("device", ""))
     except (KeyError, ValueError, TypeError, AttributeError):
         return None
-    resolution = resolve.resolve_vif(records, vif_ref)
+    resolution = resolve_vif(records, vif_ref)
     if resolution.error:
         return on_error
     entry = entry_from_resolution(resolution, vm.get("name_label", ""))
@@ -194,9 +195,9 @@ def header(records, host_ref, generated_at=None):
 
 
 def build(records, host_ref, generated_at=None):
-    """The cache content for host_ref from a resolve.PoolRecords snapshot."""
-    from netoffload.pool import resolve
-    backend = resolve.network_backend()
+    """The cache content for host_ref from a PoolRecords snapshot."""
+    from netoffload.pool.records import network_backend
+    backend = network_backend()
     pifs = {}
     for pif_ref in sorted(records.pifs):
         found = pif_entry(records, pif_ref, host_ref, backend=backend)

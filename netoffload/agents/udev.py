@@ -32,14 +32,13 @@ import re
 import signal
 import sys
 
-from netoffload import exitcodes
-from netoffload.agents import cache
-from netoffload.pool import keys
-from netoffload.engine import devices
-from netoffload import runner
-from netoffload.errors import DeviceError, NetoffloadError, NotFound
+from netoffload import exitcodes, runner
 from netoffload import log as netoffload_log
+from netoffload.agents import cache
+from netoffload.engine import devices
+from netoffload.errors import DeviceError, NetoffloadError, NotFound
 from netoffload.log import get_logger
+from netoffload.pool import keys
 
 DEADLINE = 15
 XENSTORE_TIMEOUT = 3.0

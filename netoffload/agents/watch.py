@@ -20,7 +20,7 @@ and PIF:
   or residence changed; all VIFs of a network, all PIFs of a host, or
   everything for a pool policy change; everything when this host has just
   become the master.
-- On the pool master only (pool.master is this host), `reconcile.plan_db` +
+- On the pool master only (pool.master is this host), `planning.plan_db` +
   `apply_db` write the `ethtool-*` keys of the affected objects that need
   them. Writes run in writer threads (one object per session at a time, so
   an object's keys keep their order) while the loop goes on reading events;
@@ -49,12 +49,16 @@ import socket
 import sys
 import time
 
-from netoffload.pool import keys
 from netoffload.agents import cache
-from netoffload.pool import resolve
-from netoffload.pool import xapi
 from netoffload.errors import NetoffloadError
 from netoffload.log import get_logger
+from netoffload.pool import enforce, keys, planning, writer, xapi
+from netoffload.pool.records import (
+    PoolRecords,
+    is_eligible_vm,
+    network_backend,
+    runs_on,
+)
 
 EVENT_CLASSES = ["pool", "host", "network", "vm", "vif", "pif"]
 EVENT_TIMEOUT = 30.0
@@ -152,7 +156,7 @@ def _policy_view(cls, record):
     config = (record or {}).get("other_config") or {}
     if cls == "vm":
         return (config.get(keys.KEY_VIF), tuple(sorted(record.get("tags") or ())),
-                resolve.is_eligible_vm(record) if record else None)
+                is_eligible_vm(record) if record else None)
     if cls == "network":
         return config.get(keys.KEY_VIF)
     if cls == "host":
@@ -189,7 +193,7 @@ class CacheEntries(object):
 
     def refresh(self, records, refs=None):
         previous = {}
-        backend = resolve.network_backend()
+        backend = network_backend()
         if refs is None:
             previous = dict(self.vifs, **self.pifs)
             self.vifs, self.pifs = {}, {}
@@ -365,10 +369,9 @@ class Watcher(object):
                 lambda _f, ref=plan.ref: self._finished.append(ref))
 
     def _write_one(self, plan):
-        from netoffload.pool import reconcile
         client = self._writer_clients.get()
         try:
-            return reconcile.apply_db(client, [plan])[0]
+            return writer.apply_db(client, [plan])[0]
         finally:
             self._writer_clients.put(client)
 
@@ -450,7 +453,7 @@ class Watcher(object):
                 (_intern(ref), _compact_record(record))
                 for ref, record in json.loads(packed).items())
             del packed
-        self.records = resolve.PoolRecords(
+        self.records = PoolRecords(
             tables["pool"], tables["hosts"], tables["networks"], tables["pifs"],
             tables["vms"], tables["vifs"])
         release_memory()
@@ -584,10 +587,9 @@ class Watcher(object):
             return True
         vif = self.records.vifs.get(ref)
         vm = self.records.vms.get((vif or {}).get("VM"))
-        return vm is not None and resolve.is_eligible_vm(vm)
+        return vm is not None and is_eligible_vm(vm)
 
     def _reconcile(self, affected, live=(), live_all=False, busy=()):
-        from netoffload.pool import reconcile
         targets = sorted(ref for ref in affected if self._eligible(ref))
         if self.is_master and targets:
             busy = set(busy) | set(self._inflight)
@@ -597,7 +599,7 @@ class Watcher(object):
             # in slices: a full sync plans every object, and holding 10,000
             # plans at once would leave the heap that much bigger for good
             for start in range(0, len(idle), PLAN_SLICE):
-                plans = reconcile.plan_db(self.records,
+                plans = planning.plan_db(self.records,
                                           idle[start:start + PLAN_SLICE])
                 self._warn_policy_errors(
                     (p.resolution.level, p.resolution.error, p.label)
@@ -628,13 +630,12 @@ class Watcher(object):
                     local.add(ref)
                 continue
             vm = self.records.vms.get((self.records.vifs.get(ref) or {}).get("VM"))
-            if vm and resolve.runs_on(vm, self.host_ref):
+            if vm and runs_on(vm, self.host_ref):
                 local.add(ref)
         return local
 
     def _enforce(self, refs):
         from netoffload.engine import livestate
-        from netoffload.pool import reconcile
         if refs is not None:
             refs = self._local_targets(refs)
             if not refs:
@@ -642,7 +643,7 @@ class Watcher(object):
         if self._store is None:
             self._store = livestate.LiveStateStore(self.state_dir)
         try:
-            results = reconcile.enforce_live(self.records, self.host_ref,
+            results = enforce.enforce_live(self.records, self.host_ref,
                                              self._store, targets=refs)
         except NetoffloadError as err:
             self.log.warning("watch: live enforcement failed: %s", err.message)

@@ -9,10 +9,7 @@ import argparse
 import importlib
 import sys
 
-from netoffload import exitcodes
-from netoffload import __version__
-from netoffload import errors
-
+from netoffload import __version__, errors, exitcodes
 
 COMMAND_MODULES = (
     "netoffload.cli.local",     # show, set, restore (ethtool engine)

@@ -14,7 +14,6 @@ from netoffload import exitcodes
 from netoffload.plugin import diagnostics
 
 
-
 def _string_args(pairs):
     return dict((k, str(v)) for k, v in pairs if v is not None)
 

@@ -12,11 +12,10 @@ import sys
 
 from netoffload import exitcodes
 from netoffload.engine import ethtool
-from netoffload.errors import BadArgument, NetoffloadError
 from netoffload.engine.features import FEATURES
 from netoffload.engine.livestate import LiveStateStore
 from netoffload.engine.policy import parse_policy
-
+from netoffload.errors import BadArgument, NetoffloadError
 
 
 def register(subparsers):

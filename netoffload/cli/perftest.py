@@ -13,7 +13,6 @@ from netoffload.diagnostics import perftest
 from netoffload.errors import BadArgument
 
 
-
 def _print(result, table, as_json):
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2, sort_keys=True) + "\n")

@@ -12,8 +12,7 @@ terminal and no --yes they stop with exit code 2.
 import json
 import sys
 
-from netoffload import errors
-from netoffload import exitcodes
+from netoffload import errors, exitcodes
 from netoffload.pool import keys
 from netoffload.pool import xapi as X
 

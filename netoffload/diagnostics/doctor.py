@@ -6,10 +6,15 @@ devices with errors, dom0 vCPUs and scheduler weight, netback queues.
 """
 import os
 
-from netoffload.diagnostics import counters as counters_mod
 from netoffload import runner
+from netoffload.diagnostics import counters as counters_mod
+from netoffload.engine import ethtool
+from netoffload.engine.features import VIF_XAPI_FEATURES
+from netoffload.engine.livestate import LiveStateStore
 from netoffload.errors import DeviceError, NetoffloadError
 from netoffload.log import get_logger
+from netoffload.pool import enforce, keys, planning, targeting, xapi
+from netoffload.pool.precedence import all_policies
 
 NETBACK_MAX_QUEUES = "/sys/module/xen_netback/parameters/max_queues"
 DEFAULT_CREDIT_WEIGHT = 256
@@ -81,7 +86,6 @@ def netback_queues(path=NETBACK_MAX_QUEUES):
 
 
 def _open_session():
-    from netoffload.pool import xapi
     return xapi.open_session(), xapi.close_session
 
 
@@ -89,25 +93,19 @@ def policy_section(session=None):
     """Offload vs policy for this host's devices, through XAPI."""
     close = None
     try:
-        from netoffload.pool import reconcile
-        from netoffload.pool import xapi as xapi_mod
         if session is None:
             session, close = _open_session()
-        xapi = xapi_mod.Xapi(session)
-        records = xapi.snapshot()
-        host_ref = xapi.local_host_ref()
-        selection = reconcile.select(records, ("all", "ALL"), host_ref)
-        plans = reconcile.plan_db(records, selection.refs)
-        from netoffload.engine.livestate import LiveStateStore
+        client = xapi.Xapi(session)
+        records = client.snapshot()
+        host_ref = client.local_host_ref()
+        selection = targeting.select(records, ("all", "ALL"), host_ref)
+        plans = planning.plan_db(records, selection.refs)
         # the store lets doctor see features a narrowed policy still owes back
-        devices = reconcile.device_status(records, host_ref, plans=plans,
+        devices = enforce.device_status(records, host_ref, plans=plans,
                                           store=LiveStateStore())
-        pending = _pending_replugs(records, host_ref, reconcile)
-        from netoffload.pool import resolve
-        invalid = [p for p in resolve.all_policies(records)
+        pending = _pending_replugs(records, host_ref)
+        invalid = [p for p in all_policies(records)
                    if not p.get("valid")]
-    except ImportError as err:
-        return {"available": False, "reason": "policy engine missing: %s" % err}
     except NetoffloadError as err:
         return {"available": False,
                 "reason": "XAPI unreachable or failing: %s" % err.message}
@@ -134,18 +132,15 @@ def policy_section(session=None):
     }
 
 
-def _pending_replugs(records, host_ref, reconcile):
+def _pending_replugs(records, host_ref):
     """VIF devices whose ethtool-* keys in the database differ from live.
 
     xapi applies those keys only when the VIF is plugged (VM start), so a
     difference means the next replug will change the live state.
     """
-    from netoffload.engine import ethtool
-    from netoffload.engine.features import VIF_XAPI_FEATURES
-    from netoffload.pool import keys
     present = set(ethtool.list_devices())
     result = []
-    for local in reconcile.local_devices(records, host_ref):
+    for local in enforce.local_devices(records, host_ref):
         if local.kind != "vif" or local.device not in present:
             continue
         config = records.vifs[local.ref].get("other_config") or {}

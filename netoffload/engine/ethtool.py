@@ -15,8 +15,8 @@ import errno
 import re
 import socket
 
-from netoffload.engine import features as F
 from netoffload import runner
+from netoffload.engine import features as F
 from netoffload.engine.devices import validate_device
 from netoffload.errors import BadArgument, DeviceError
 from netoffload.log import get_logger

@@ -24,11 +24,11 @@ import json
 import os
 import time
 
+from netoffload import statedir
 from netoffload.engine import ethtool
 from netoffload.engine import features as F
-from netoffload import statedir
-from netoffload.errors import Busy, DeviceError
 from netoffload.engine.features import FEATURES, value_or_none
+from netoffload.errors import Busy, DeviceError
 from netoffload.log import get_logger
 
 STATE_FILE = "live-state.json"

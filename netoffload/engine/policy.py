@@ -6,8 +6,8 @@ normalised to on/off. Blanks around tokens are ignored; keys and values are
 case-insensitive. Anything else is a BadArgument that names the bad token and
 lists the valid ones.
 """
-from netoffload.errors import BadArgument
 from netoffload.engine.features import FEATURES, OFF, value_or_none
+from netoffload.errors import BadArgument
 
 NONE = "none"
 

@@ -5,11 +5,10 @@ plugin.py merges PLUGIN_FUNCTIONS into its dispatch table. The work is
 host-local and lives in checksums.py, counters.py and doctor.py; these
 wrappers only validate arguments, so bad input changes and runs nothing.
 """
-from netoffload.plugin import args as A
-from netoffload.diagnostics import checksums
-from netoffload.diagnostics import counters
+from netoffload.diagnostics import checksums, counters
 from netoffload.diagnostics import doctor as doctor_mod
 from netoffload.engine.devices import validate_device
+from netoffload.plugin import args as A
 
 MAX_COUNTER_SECONDS = 60
 

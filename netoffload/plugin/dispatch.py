@@ -15,9 +15,9 @@ Nothing is ever printed on stdout: XenAPIPlugin.dispatch prints the response.
 import json
 import traceback
 
-from netoffload.plugin import functions
 from netoffload import errors
 from netoffload.log import get_logger
+from netoffload.plugin import functions
 
 
 def _failure(code, params):

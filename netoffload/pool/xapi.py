@@ -11,7 +11,7 @@ Interfaces other modules use:
   (env `NETOFFLOAD_INVENTORY`, default /etc/xensource-inventory).
 - `Xapi(session)`: maps `XenAPI.Failure` to our errors (HANDLE_INVALID ->
   `ObjectGone`, others -> `XapiError` carrying xapi's code), counts calls
-  (`.calls`), `snapshot()` -> `resolve.PoolRecords` with one
+  (`.calls`), `snapshot()` -> `PoolRecords` with one
   `get_all_records` per class, `local_host_ref()`, and
   `set_other_config_key(cls, ref, key, value_or_None, expected)`.
 
@@ -22,9 +22,9 @@ keeps a fresh apply at one call per key.
 """
 import threading
 
-from netoffload.pool import resolve
 from netoffload import paths
 from netoffload.errors import NotFound, XapiError
+from netoffload.pool.records import PoolRecords
 
 ORIGINATOR = "netoffload"
 
@@ -153,7 +153,7 @@ class Xapi(object):
             metrics = {}
         except XapiError:
             metrics = None  # unknown: treat every enabled host as live
-        return resolve.PoolRecords(*records, host_metrics=metrics)
+        return PoolRecords(*records, host_metrics=metrics)
 
     def local_host_ref(self, uuid=None):
         uuid = uuid or local_host_uuid()

@@ -201,6 +201,7 @@ def _fail_after_login(host, how):
     """xapi accepts the login, then fails the snapshot: still starting
     (HOST_STILL_BOOTING on every call), or going away (stopped mid-call)."""
     import threading
+
     from sim.xapi_sim import failure
     handle = host.sim.handle
 

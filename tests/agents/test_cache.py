@@ -5,10 +5,12 @@ import os
 import stat
 
 import pytest
+from netoffload.pool.records import PoolRecords
 
-from netoffload.pool import keys
 from netoffload.agents import cache
-from netoffload.pool.resolve import PoolRecords
+from netoffload.pool import keys
+from netoffload.pool.precedence import resolve_pif, resolve_vif
+from netoffload.pool.records import eligible_vifs
 
 HOST_A = "OpaqueRef:host-a"
 HOST_B = "OpaqueRef:host-b"
@@ -88,7 +90,7 @@ def test_build_lists_this_hosts_pifs_and_every_vif_in_the_pool():
 
 
 def test_build_lists_policy_features_only_never_explicit_keys():
-    """Like reconcile.enforce_live: explicit keys are xapi's business at plug,
+    """Like enforce.enforce_live: explicit keys are xapi's business at plug,
     so the cache (what udev and boot-without-xapi apply) leaves them out."""
     data = cache.build(_records(), HOST_A)
     # eth1's only policy feature (tx) is explicit: nothing left to apply
@@ -114,18 +116,17 @@ def _opted_out_with_explicit_keys(pool_policy):
     {"netoffload-vif": "all-off", "netoffload-pif": "tx-off"}, {}],
     ids=["pool-policy", "no-policy"])
 def test_cache_entries_are_what_enforce_live_applies(pool_policy):
-    from netoffload.pool import resolve
     records = _opted_out_with_explicit_keys(pool_policy)
     data = cache.build(records, HOST_A)
     assert OPT_OUT_UUID + "/0" not in data["vifs"]
-    for vif_ref in resolve.eligible_vifs(records):
+    for vif_ref in eligible_vifs(records):
         vif = records.vifs[vif_ref]
         key = keys.owner_key(records.vms[vif["VM"]]["uuid"], vif["device"])
-        live = resolve.resolve_vif(records, vif_ref).live_features
+        live = resolve_vif(records, vif_ref).live_features
         assert data["vifs"].get(key, {}).get("features", {}) == live, key
     for pif_ref in records.pifs_of_host(HOST_A):
         device = cache.pif_device_name(records.pifs[pif_ref])
-        live = resolve.resolve_pif(records, pif_ref).live_features
+        live = resolve_pif(records, pif_ref).live_features
         assert data["pifs"].get(device, {}).get("features", {}) == live, device
     if not pool_policy:
         assert (data["pifs"], data["vifs"]) == ({}, {})

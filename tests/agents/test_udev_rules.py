@@ -19,8 +19,8 @@ import re
 import pytest
 
 from sim import udevdb
-from tests.support.netns import kernel_supports
 from tests.support import paths
+from tests.support.netns import kernel_supports
 
 pytestmark = pytest.mark.root
 

@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from netoffload.engine import features as F
 from netoffload import log as netoffload_log
+from netoffload.engine import features as F
 from tests.agents.test_udev_helper import dom0  # noqa: F401 (the fixture)
 
 HEAVY = ("logging", "logging.handlers", "fnmatch", "ctypes", "tempfile")

@@ -17,10 +17,11 @@ import sys
 import time
 
 import pytest
-
 import XenAPI
+
 from netoffload.agents import cache
 from netoffload.engine.ethtool import parse_features_text
+from netoffload.pool import planning
 from sim.xapi_sim import SimClient
 from tests.support import paths
 
@@ -392,7 +393,6 @@ class _Recorder(object):
 
 def test_a_failure_that_repeats_with_xapi_reachable_is_an_error_then_exit_1(
         pool, netns, tmp_path, monkeypatch, mocker):
-    from netoffload.pool import reconcile
     from netoffload.agents import watch
     host = pool.admin.add_host(name_label="xs1")
     net = pool.admin.add_network(name_label="net0")
@@ -401,7 +401,7 @@ def test_a_failure_that_repeats_with_xapi_reachable_is_an_error_then_exit_1(
     for key, value in pool.admin.host_env(host=host).items():
         if key.startswith("NETOFFLOAD_"):
             monkeypatch.setenv(key, value)
-    mocker.patch("netoffload.pool.reconcile.plan_db", autospec=True,
+    mocker.patch("netoffload.pool.planning.plan_db", autospec=True,
                  side_effect=RuntimeError("a planning bug"))
     watcher = watch.Watcher(state_dir=str(tmp_path), event_timeout=0.2,
                             backoff_max=0.01, sleep=lambda seconds: None,
@@ -409,7 +409,7 @@ def test_a_failure_that_repeats_with_xapi_reachable_is_an_error_then_exit_1(
     watcher.log = _Recorder()
     with netns.entered():
         assert watcher.run() == 1
-    assert reconcile.plan_db.call_count == 4
+    assert planning.plan_db.call_count == 4
     failures = [(level, "a planning bug" in line)
                 for level, line in watcher.log.lines if level != "info"]
     assert failures == [("warning", True), ("warning", True), ("error", True),

@@ -8,8 +8,12 @@ import time
 
 import pytest
 
-from tests.agents.test_watch import Pool, _dirs, wait_for  # noqa: F401 (fixture)
-from tests.agents.test_watch import pool  # noqa: F401 (the fixture)
+from tests.agents.test_watch import (  # noqa: F401 (fixture)
+    Pool,
+    _dirs,
+    pool,  # noqa: F401 (the fixture)
+    wait_for,
+)
 
 pytestmark = pytest.mark.root
 

@@ -5,9 +5,7 @@ import sys
 
 import pytest
 
-from netoffload import exitcodes
-from netoffload import cli
-from netoffload import errors
+from netoffload import cli, errors, exitcodes
 from tests.support import paths
 
 ROOT = paths.REPO

@@ -11,10 +11,10 @@ import textwrap
 import pytest
 
 from netoffload.diagnostics import checksums
-from netoffload.plugin import diagnostics
 from netoffload.errors import BadArgument, DeviceError, NotFound
-from tests.support.netns import NetNS
+from netoffload.plugin import diagnostics
 from tests.support import paths
+from tests.support.netns import NetNS
 
 pytestmark = pytest.mark.root
 

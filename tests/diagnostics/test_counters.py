@@ -6,8 +6,8 @@ import textwrap
 import pytest
 
 from netoffload.diagnostics import counters as K
-from netoffload.plugin import diagnostics
 from netoffload.errors import BadArgument, NotFound
+from netoffload.plugin import diagnostics
 from tests.support import paths
 
 FIXTURES = os.path.join(paths.FIXTURES, "diag")

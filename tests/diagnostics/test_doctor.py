@@ -2,19 +2,17 @@
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import pytest
-
 import XenAPI
 
 from netoffload.diagnostics import doctor
 from netoffload.errors import BadArgument
 from netoffload.plugin import diagnostics
 from sim.xapi_sim import XapiSim
-from tests.support.netns import NetNS
 from tests.support import paths
+from tests.support.netns import NetNS
 
 FIXTURES = os.path.join(paths.FIXTURES, "diag")
 REPO = paths.REPO

@@ -11,8 +11,8 @@ import pytest
 
 from netoffload.diagnostics import perftest
 from netoffload.errors import BadArgument
-from tests.support.netns import NetNS
 from tests.support import paths
+from tests.support.netns import NetNS
 
 REPO = paths.REPO
 PY = sys.executable

@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from netoffload.engine import ethtool
 from netoffload import runner
+from netoffload.engine import ethtool
 
 pytestmark = pytest.mark.root
 

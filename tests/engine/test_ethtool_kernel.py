@@ -2,12 +2,12 @@
 network namespaces, on every device kind this kernel can create."""
 import pytest
 
-from netoffload.engine import ethtool
 from netoffload import runner
-from netoffload.errors import BadArgument, DeviceError
+from netoffload.engine import ethtool
 from netoffload.engine.ethtool import parse_features_text
 from netoffload.engine.features import FEATURES
 from netoffload.engine.policy import parse_policy
+from netoffload.errors import BadArgument, DeviceError
 from tests.support.netns import NetNSError
 
 pytestmark = pytest.mark.root
@@ -259,6 +259,7 @@ def test_list_and_read_many(netns):
 
 def test_fallback_to_binary_when_ioctl_unsupported(netns, mocker):
     import errno
+
     from netoffload.engine import ethtool_ioctl
     dev = make_device(netns, "veth", _make_veth)
     mocker.patch.object(ethtool_ioctl.IoctlReader, "read", autospec=True,

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from netoffload.errors import DeviceError
 from netoffload.engine.ethtool import FeatureState, parse_features_text
+from netoffload.errors import DeviceError
 from tests.support import paths
 
 FIXTURES = os.path.join(paths.FIXTURES, "ethtool")

@@ -6,9 +6,9 @@ import stat
 import pytest
 
 from netoffload import runner
-from netoffload.errors import BadArgument, DeviceError
 from netoffload.engine.livestate import LiveStateStore, atomic_write_json
 from netoffload.engine.policy import parse_policy
+from netoffload.errors import BadArgument, DeviceError
 
 KINDS = ["veth", "tap", "bridge", "macvlan", "ifb"]
 

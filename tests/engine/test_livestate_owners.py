@@ -5,9 +5,9 @@ device than the one recorded. Real devices in a namespace, real ethtool."""
 import pytest
 
 from netoffload.engine import ethtool
-from netoffload.pool import reconcile
-from netoffload.pool import resolve
 from netoffload.engine.livestate import LiveStateStore
+from netoffload.pool import enforce
+from netoffload.pool.records import PoolRecords
 
 pytestmark = pytest.mark.root
 
@@ -17,7 +17,7 @@ VM_B = "bbbbbbbb-1111-2222-3333-444444444444"
 
 def _records(vm_uuid, vm_config, vif_config, pool_config):
     """One host, one running VM on domid 1 with one VIF (device 0)."""
-    return resolve.PoolRecords(
+    return PoolRecords(
         {"OpaqueRef:p": {"uuid": "p", "master": "OpaqueRef:h",
                          "other_config": pool_config}},
         {"OpaqueRef:h": {"uuid": "h", "name_label": "h", "enabled": True,
@@ -45,7 +45,7 @@ def test_new_vm_on_a_reused_domid_does_not_inherit_the_old_record(netns,
     netns.add_veth("vif1.0", "guest0")
     with netns.entered():
         # VM A on domid 1, pool policy tx-off: tx on -> off, recorded
-        reconcile.enforce_live(_records(VM_A, {}, {}, {"netoffload-vif": "tx-off"}),
+        enforce.enforce_live(_records(VM_A, {}, {}, {"netoffload-vif": "tx-off"}),
                                "OpaqueRef:h", store)
         assert store.recorded() == {"vif1.0": {"tx": "on"}}
     # dom0 reboots; VM B gets domid 1; vif-real applies its explicit key
@@ -53,7 +53,7 @@ def test_new_vm_on_a_reused_domid_does_not_inherit_the_old_record(netns,
     netns.add_veth("vif1.0", "guest0")
     with netns.entered():
         ethtool.apply_features("vif1.0", {"tx": "off"})
-        results = reconcile.enforce_live(
+        results = enforce.enforce_live(
             _records(VM_B, {"netoffload-vif": "none"}, {"ethtool-tx": "off"},
                      {"netoffload-vif": "tx-off"}), "OpaqueRef:h", store)
         assert [(r["device"], r["action"], r.get("pending_restore"))

@@ -1,9 +1,9 @@
 """Policy grammar (DESIGN section 3): profiles, lists, normalisation, errors."""
 import pytest
 
-from netoffload.errors import BadArgument
 from netoffload.engine.features import FEATURES
 from netoffload.engine.policy import PROFILES, Policy, normalise_value, parse_policy
+from netoffload.errors import BadArgument
 
 ALL_OFF = dict((f, "off") for f in FEATURES)
 

@@ -19,9 +19,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from tests.support.tools import check, require_module, require_tool, run
 from tests.support import paths
-
+from tests.support.tools import check, require_module, require_tool, run
 
 ROOT = paths.REPO
 BUILD_PY = os.path.join(ROOT, "pack", "build.py")
@@ -223,6 +222,7 @@ def packaged_plugin_version(pack, workdir):
     """What the pack's own plugin answers to `version` through the
     simulator's host.call_plugin, importing the pack's own library."""
     import XenAPI
+
     from sim.xapi_sim import REPO_ROOT, XapiSim
     copy = str(workdir / "pack.rpm")
     shutil.copyfile(pack.rpm, copy)

@@ -15,8 +15,8 @@ import pytest
 
 from netoffload.engine.livestate import STATE_FILE
 from netoffload.paths import STATE_DIR
-from tests.support.tools import check, interpreter, require_tool, run
 from tests.support import paths
+from tests.support.tools import check, interpreter, require_tool, run
 
 ROOT = paths.REPO
 BUILD_PY = os.path.join(ROOT, "pack", "build.py")

@@ -10,6 +10,7 @@ import re
 import subprocess
 
 import pytest
+
 from tests.support import paths
 
 REPO = paths.REPO

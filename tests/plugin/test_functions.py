@@ -9,15 +9,13 @@ import subprocess
 import sys
 
 import pytest
-
 import XenAPI
 
 import netoffload
-
 from sim.xapi_sim import XapiSim
+from tests.support import paths
 from tests.support.netns import NetNS
 from tests.support.tools import interpreter as find_interpreter
-from tests.support import paths
 
 pytestmark = pytest.mark.root
 
@@ -460,6 +458,7 @@ def test_unexpected_exception_is_a_wellformed_netoffload_failure(pool,
 def test_wrapper_maps_a_bug_to_a_netoffload_failure(mocker):
     sys.path.insert(0, os.path.join(REPO, "sim", "pylib"))
     import XenAPIPlugin
+
     from netoffload.plugin import dispatch
 
     def broken(session, args):

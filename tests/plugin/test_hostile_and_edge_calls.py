@@ -5,8 +5,11 @@ import shutil
 
 import pytest
 
-from tests.plugin.test_functions import live
-from tests.plugin.test_functions import pool  # noqa: F401 (the fixture)
+from netoffload.pool import context, fanout, planning
+from tests.plugin.test_functions import (
+    live,
+    pool,  # noqa: F401 (the fixture)
+)
 
 pytestmark = pytest.mark.root
 
@@ -86,15 +89,13 @@ def in_process(pool, monkeypatch):
     for key, value in pool.sim.plugin_env(pool.hosts["h1"]).items():
         if key.startswith("NETOFFLOAD_"):
             monkeypatch.setenv(key, value)
-    from netoffload.plugin import functions
-    return functions._Context(pool.session)
+    return context.CallContext(pool.session)
 
 
 def test_fan_out_thread_bug_is_reported_not_raised(pool, in_process, mocker):
-    from netoffload.plugin import functions
-    mocker.patch.object(functions.X, "open_session", autospec=True,
+    mocker.patch.object(fanout.X, "open_session", autospec=True,
                         side_effect=RuntimeError("injected"))
-    entries = functions._fan_out(in_process, "version", {}, {"here": True})
+    entries = fanout.fan_out(in_process, "version", {}, {"here": True})
     by_name = dict((h["name_label"], h) for h in entries)
     assert by_name["h1"] == dict(by_name["h1"], ok=True,
                                  result={"here": True})
@@ -105,11 +106,10 @@ def test_fan_out_thread_bug_is_reported_not_raised(pool, in_process, mocker):
 
 def test_fan_out_timeout_marks_the_host_and_late_answers_change_nothing(
         pool, in_process, mocker):
-    from netoffload.plugin import functions
-    mocker.patch.object(functions, "FANOUT_TIMEOUT", 0.3)
+    mocker.patch.object(fanout, "FANOUT_TIMEOUT", 0.3)
     pool.sim.set_latency_ms(400)  # every call of the h2 thread is slow
     try:
-        entries = functions._fan_out(in_process, "version", {}, {})
+        entries = fanout.fan_out(in_process, "version", {}, {})
         snapshot = json.dumps(entries, sort_keys=True)
         by_name = dict((h["name_label"], h) for h in entries)
         assert by_name["h2"]["ok"] is False
@@ -202,11 +202,10 @@ def test_explicit_value_xapi_ignores_is_not_reported_as_honoured(pool):
 
 
 def test_reapplied_at_plug_compares_exactly():
-    from netoffload.pool import reconcile
-    from tests.pool.test_resolve import build
+    from tests.pool.test_precedence import build
     records = build(pool={"netoffload-vif": "tx-off"},
                     vif={"ethtool-tx": "Off"})
-    [plan] = reconcile.plan_db(records, ["OpaqueRef:vif"], force=True)
+    [plan] = planning.plan_db(records, ["OpaqueRef:vif"], force=True)
     assert plan.final["ethtool-tx"] == "off"  # "Off" does nothing in xapi
     assert plan.reapplied_at_plug is True and plan.reapplied_now is False
 

@@ -9,11 +9,17 @@ import os
 import shutil
 
 import pytest
-
 import XenAPI
 
 from netoffload.agents import cache
-from netoffload.pool import resolve
+from netoffload.pool.records import (
+    BACKEND_BRIDGE,
+    BACKEND_OVS,
+    PoolRecords,
+    network_backend,
+    pif_carriers,
+    pif_device,
+)
 from sim.xapi_sim import XapiSim
 
 _dirs = itertools.count()
@@ -28,31 +34,31 @@ MEMBER = {"device": "eth1", "VLAN": "-1", "host": "h",
 
 DEVICE_CASES = [
     # (id, pif, backend, device)
-    ("nic-ovs", ETH0, resolve.BACKEND_OVS, "eth0"),
-    ("nic-bridge", ETH0, resolve.BACKEND_BRIDGE, "eth0"),
-    ("vlan-ovs", VLAN, resolve.BACKEND_OVS, None),
-    ("vlan-bridge", VLAN, resolve.BACKEND_BRIDGE, "eth0.100"),
-    ("bond-ovs", BOND, resolve.BACKEND_OVS, None),
-    ("bond-bridge", BOND, resolve.BACKEND_BRIDGE, "bond0"),
-    ("vlan-on-bond-ovs", BOND_VLAN, resolve.BACKEND_OVS, None),
-    ("vlan-on-bond-bridge", BOND_VLAN, resolve.BACKEND_BRIDGE, "bond0.7"),
-    ("bond-member-ovs", MEMBER, resolve.BACKEND_OVS, "eth1"),
+    ("nic-ovs", ETH0, BACKEND_OVS, "eth0"),
+    ("nic-bridge", ETH0, BACKEND_BRIDGE, "eth0"),
+    ("vlan-ovs", VLAN, BACKEND_OVS, None),
+    ("vlan-bridge", VLAN, BACKEND_BRIDGE, "eth0.100"),
+    ("bond-ovs", BOND, BACKEND_OVS, None),
+    ("bond-bridge", BOND, BACKEND_BRIDGE, "bond0"),
+    ("vlan-on-bond-ovs", BOND_VLAN, BACKEND_OVS, None),
+    ("vlan-on-bond-bridge", BOND_VLAN, BACKEND_BRIDGE, "bond0.7"),
+    ("bond-member-ovs", MEMBER, BACKEND_OVS, "eth1"),
 ]
 
 
 @pytest.mark.parametrize("pif, backend, device", [c[1:] for c in DEVICE_CASES],
                          ids=[c[0] for c in DEVICE_CASES])
 def test_pif_device(pif, backend, device):
-    assert resolve.pif_device(pif, backend=backend) == device
+    assert pif_device(pif, backend=backend) == device
 
 
 BACKEND_CASES = [
     # (id, file content or None for absent, backend)
-    ("openvswitch", "openvswitch\n", resolve.BACKEND_OVS),
-    ("old-vswitch", "vswitch", resolve.BACKEND_OVS),
-    ("bridge", "bridge\n", resolve.BACKEND_BRIDGE),
-    ("absent", None, resolve.BACKEND_BRIDGE),
-    ("garbage", "what\n", resolve.BACKEND_BRIDGE),
+    ("openvswitch", "openvswitch\n", BACKEND_OVS),
+    ("old-vswitch", "vswitch", BACKEND_OVS),
+    ("bridge", "bridge\n", BACKEND_BRIDGE),
+    ("absent", None, BACKEND_BRIDGE),
+    ("garbage", "what\n", BACKEND_BRIDGE),
 ]
 
 
@@ -64,14 +70,14 @@ def test_network_backend_from_network_conf(tmp_path, monkeypatch, content,
     if content is not None:
         path.write_text(content)
     monkeypatch.setenv("NETOFFLOAD_NETWORK_CONF", str(path))
-    assert resolve.network_backend() == backend
+    assert network_backend() == backend
 
 
 def test_bond_carriers_are_its_member_nics():
-    records = resolve.PoolRecords({}, {}, {}, {"b": BOND, "m": MEMBER,
+    records = PoolRecords({}, {}, {}, {"b": BOND, "m": MEMBER,
                                                "e": ETH0, "v": VLAN}, {}, {})
-    assert resolve.pif_carriers(records, "b") == ["eth1"]
-    assert resolve.pif_carriers(records, "v") == ["eth0"]
+    assert pif_carriers(records, "b") == ["eth1"]
+    assert pif_carriers(records, "v") == ["eth0"]
 
 
 def _records():
@@ -80,7 +86,7 @@ def _records():
     hosts = {"h": {"uuid": "hu", "name_label": "xs1", "other_config": {}}}
     pifs = dict((name, dict(pif, other_config={})) for name, pif in (
         ("e", ETH0), ("v", VLAN), ("b", BOND), ("m", MEMBER)))
-    return resolve.PoolRecords(pool, hosts, {}, pifs, {}, {})
+    return PoolRecords(pool, hosts, {}, pifs, {}, {})
 
 
 @pytest.mark.parametrize("conf, pifs", [

@@ -1,8 +1,8 @@
 """xapi.py helpers that need no XAPI: the inventory and error mapping."""
 import pytest
 
-from netoffload.pool import xapi as X
 from netoffload.errors import NotFound
+from netoffload.pool import xapi as X
 
 INVENTORY_CASES = [
     ("single-quotes", "INSTALLATION_UUID='6f1d-aa'\n", "6f1d-aa"),

@@ -17,8 +17,7 @@ import time
 
 import pytest
 
-from sim import demo
-from sim import poolbox
+from sim import demo, poolbox
 from tests.support import paths
 
 ROOT = paths.REPO

@@ -1,9 +1,10 @@
 """Policy precedence (DESIGN section 3) over plain records, table-driven."""
 import pytest
 
-from netoffload.pool import keys
-from netoffload.pool import resolve as R
 from netoffload.engine.policy import PROFILES
+from netoffload.pool import keys
+from netoffload.pool.precedence import all_policies, resolve_pif, resolve_vif
+from netoffload.pool.records import PoolRecords, eligible_vifs, eligible_vms
 
 ALL_OFF = PROFILES["all-off"]
 
@@ -11,7 +12,7 @@ ALL_OFF = PROFILES["all-off"]
 def build(pool=None, vm=None, tags=(), network=None, vif=None, host=None,
           pif=None, vm_extra=None):
     """A one-of-each pool as get_all_records returns it (ints as strings)."""
-    records = R.PoolRecords(
+    records = PoolRecords(
         pool={"OpaqueRef:pool": {"uuid": "pool-uuid", "other_config": dict(
             pool or {}), "master": "OpaqueRef:host"}},
         hosts={"OpaqueRef:host": {"uuid": "host-uuid", "name_label": "h1",
@@ -91,13 +92,13 @@ VIF_CASES = [
                          [c[1:] for c in VIF_CASES],
                          ids=[c[0] for c in VIF_CASES])
 def test_resolve_vif(kw, features, sources, policy, level):
-    resolution = R.resolve_vif(build(**kw), "OpaqueRef:vif")
+    resolution = resolve_vif(build(**kw), "OpaqueRef:vif")
     assert (resolution.features, resolution.sources, resolution.policy,
             resolution.level) == (features, sources, policy, level)
 
 
 def test_broken_policy_is_reported():
-    resolution = R.resolve_vif(build(vm={"netoffload-vif": "tx=of"}),
+    resolution = resolve_vif(build(vm={"netoffload-vif": "tx=of"}),
                                "OpaqueRef:vif")
     assert "tx=of" in resolution.error and "netoffload-vif" in resolution.error
 
@@ -105,7 +106,7 @@ def test_broken_policy_is_reported():
 def test_force_beats_explicit():
     records = build(pool={"netoffload-vif": "tx-off"},
                     vif={"ethtool-tx": "true"})
-    resolution = R.resolve_vif(records, "OpaqueRef:vif", force=True)
+    resolution = resolve_vif(records, "OpaqueRef:vif", force=True)
     assert (resolution.features, resolution.sources) == (
         {"tx": "off"}, {"tx": "force"})
 
@@ -129,7 +130,7 @@ PIF_CASES = [
 @pytest.mark.parametrize("kw,features,level", [c[1:] for c in PIF_CASES],
                          ids=[c[0] for c in PIF_CASES])
 def test_resolve_pif(kw, features, level):
-    resolution = R.resolve_pif(build(**kw), "OpaqueRef:pif")
+    resolution = resolve_pif(build(**kw), "OpaqueRef:pif")
     assert (resolution.features, resolution.level) == (features, level)
 
 
@@ -147,8 +148,8 @@ ELIGIBLE_CASES = [
                          ids=[c[0] for c in ELIGIBLE_CASES])
 def test_eligible_vms(extra, expected):
     records = build(vm_extra=extra)
-    assert R.eligible_vms(records) == expected
-    assert R.eligible_vifs(records) == (["OpaqueRef:vif"] if expected else [])
+    assert eligible_vms(records) == expected
+    assert eligible_vifs(records) == (["OpaqueRef:vif"] if expected else [])
 
 
 BOOKKEEPING_CASES = [
@@ -181,7 +182,7 @@ def test_all_policies_lists_every_level():
                     network={"netoffload-vif": "tx-off"},
                     vm={"netoffload-vif": "none"})
     found = [(p["level"], p["kind"], p["name"], p["policy"], p["valid"])
-             for p in R.all_policies(records)]
+             for p in all_policies(records)]
     assert found == [
         ("pool", "pif", "", "bad", False),
         ("pool", "vif", "", "all-off", True),

@@ -1,11 +1,9 @@
 """Pure planning of database keys and their bookkeeping (no XAPI)."""
 import pytest
 
-from netoffload.pool import keys
-from netoffload.pool import reconcile
-from netoffload.pool import resolve as R
 from netoffload.errors import Ambiguous, NotFound
-from tests.pool.test_resolve import build
+from netoffload.pool import enforce, keys, planning, targeting
+from tests.pool.test_precedence import build
 
 SIX_OFF = dict(("ethtool-" + f, "off") for f in ("rx", "tx", "sg", "tso", "ufo", "gso"))
 FRESH_BOOK = {"netoffload-managed": "gso,rx,sg,tso,tx,ufo",
@@ -19,7 +17,7 @@ OLD_BOOK = {"netoffload-managed": "gso,rx,sg,tso,tx,ufo",
 
 
 def final_vif_config(records, force=False):
-    [plan] = reconcile.plan_db(records, ["OpaqueRef:vif"], force=force)
+    [plan] = planning.plan_db(records, ["OpaqueRef:vif"], force=force)
     return plan
 
 
@@ -122,7 +120,7 @@ def test_force_saves_explicit_and_revert_restores_it():
                           "netoffload-managed": "tx",
                           "netoffload-saved": '{"tx":["true","off"]}'}
     records.vifs["OpaqueRef:vif"]["other_config"] = plan.final
-    [back] = reconcile.plan_revert(records, ["OpaqueRef:vif"])
+    [back] = planning.plan_revert(records, ["OpaqueRef:vif"])
     assert back.final == vif
 
 
@@ -137,7 +135,7 @@ def test_vif_gro_lro_are_live_only_and_not_written():
 def test_pif_gets_all_eight_and_unrelated_keys_survive():
     records = build(pool={"netoffload-pif": "all-off"},
                     pif={"ethtool-autoneg": "off", "mtu": "9000"})
-    [plan] = reconcile.plan_db(records, ["OpaqueRef:pif"])
+    [plan] = planning.plan_db(records, ["OpaqueRef:pif"])
     assert sorted(k for k in plan.final if k.startswith("ethtool-")) == sorted(
         ["ethtool-%s" % f for f in ("rx", "tx", "sg", "tso", "ufo", "gso",
                                     "gro", "lro", "autoneg")])
@@ -146,7 +144,7 @@ def test_pif_gets_all_eight_and_unrelated_keys_survive():
 
 def test_revert_of_unmanaged_object_is_empty():
     records = build(vif={"ethtool-tx": "on"})
-    assert [p.writes for p in reconcile.plan_revert(
+    assert [p.writes for p in planning.plan_revert(
         records, ["OpaqueRef:vif", "OpaqueRef:pif"])] == [[], []]
 
 
@@ -155,7 +153,7 @@ def test_replan_after_lost_race_respects_the_new_explicit_key():
         "tx-off,", "tx=off,")})
     plan = final_vif_config(records)
     fresh = {"ethtool-tx": "on"}  # someone set tx meanwhile
-    again = reconcile._replan(plan, fresh)
+    again = planning.replan(plan, fresh)
     assert again.final == {"ethtool-tx": "on", "ethtool-sg": "off",
                            "netoffload-managed": "sg",
                            "netoffload-saved": '{"sg":[null,"off"]}'}
@@ -190,13 +188,13 @@ SELECT_CASES = [
 @pytest.mark.parametrize("spec,vifs,pifs", [c[1:] for c in SELECT_CASES],
                          ids=[c[0] for c in SELECT_CASES])
 def test_select(spec, vifs, pifs):
-    selection = reconcile.select(two_vms("a b", "c"), spec, "OpaqueRef:host")
+    selection = targeting.select(two_vms("a b", "c"), spec, "OpaqueRef:host")
     assert (sorted(selection.vifs), selection.pifs) == (vifs, pifs)
 
 
 def test_select_ambiguous_lists_uuids():
     with pytest.raises(Ambiguous) as err:
-        reconcile.select(two_vms(), ("vm", "web"), "OpaqueRef:host")
+        targeting.select(two_vms(), ("vm", "web"), "OpaqueRef:host")
     assert err.value.params == ["vm-uuid", "vm2-uuid"]
 
 
@@ -205,22 +203,22 @@ def test_select_ambiguous_lists_uuids():
                          ids=["vm", "network", "pif", "template"])
 def test_select_not_found(spec):
     with pytest.raises(NotFound):
-        reconcile.select(two_vms(), spec, "OpaqueRef:host")
+        targeting.select(two_vms(), spec, "OpaqueRef:host")
 
 
 def test_local_devices_names_guest_devices_like_dom0():
     records = build(pool={"netoffload-vif": "all-off"})
     devices = [(d.device, d.kind) for d in
-               reconcile.local_devices(records, "OpaqueRef:host")]
+               enforce.local_devices(records, "OpaqueRef:host")]
     assert devices == [("eth0", "pif"), ("vif5.0", "vif"), ("tap5.0", "tap")]
     records.vms["OpaqueRef:vm"]["resident_on"] = "OpaqueRef:other"
-    assert [d.device for d in reconcile.local_devices(
+    assert [d.device for d in enforce.local_devices(
         records, "OpaqueRef:host")] == ["eth0"]
 
 
 def test_resolution_for_missing_ref_is_not_found():
     with pytest.raises(NotFound):
-        reconcile.plan_db(build(), ["OpaqueRef:missing"])
+        planning.plan_db(build(), ["OpaqueRef:missing"])
 
 
 def test_bookkeeping_round_trips_through_the_parsers():

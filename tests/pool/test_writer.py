@@ -1,14 +1,13 @@
-"""reconcile.apply_db and xapi.Xapi against the simulator's real XAPI
+"""writer.apply_db and xapi.Xapi against the simulator's real XAPI
 semantics: MAP_DUPLICATE_KEY races, HANDLE_INVALID, call counts."""
 import itertools
 import os
 import shutil
 
 import pytest
-
 import XenAPI
 
-from netoffload.pool import reconcile
+from netoffload.pool import planning, writer
 from netoffload.pool import xapi as X
 from sim.xapi_sim import XapiSim
 
@@ -55,19 +54,19 @@ def small_pool(sim, vms=1, policy="all-off"):
 def test_fresh_apply_is_one_call_per_key(sim, client):
     [vif] = small_pool(sim)
     records = client.snapshot()
-    plans = reconcile.plan_db(records, [vif])
+    plans = planning.plan_db(records, [vif])
     before = client.calls
-    [result] = reconcile.apply_db(client, plans)
+    [result] = writer.apply_db(client, plans)
     assert result["status"] == "changed"
     assert client.calls - before == 8  # 6 ethtool keys + 2 bookkeeping
 
 
 def test_lost_race_rereads_and_keeps_the_other_writers_key(sim, client):
     [vif] = small_pool(sim, policy="tx=off,sg=off")
-    plans = reconcile.plan_db(client.snapshot(), [vif])
+    plans = planning.plan_db(client.snapshot(), [vif])
     # Someone (say Xen Orchestra) sets tx between our read and our write.
     client.session.xenapi.VIF.add_to_other_config(vif, "ethtool-tx", "on")
-    [result] = reconcile.apply_db(client, plans)
+    [result] = writer.apply_db(client, plans)
     assert result["status"] == "changed"
     assert client.session.xenapi.VIF.get_other_config(vif) == {
         "ethtool-tx": "on", "ethtool-sg": "off",
@@ -76,19 +75,19 @@ def test_lost_race_rereads_and_keeps_the_other_writers_key(sim, client):
 
 def test_object_gone_is_reported_and_others_continue(sim, client):
     vifs = small_pool(sim, vms=2)
-    plans = reconcile.plan_db(client.snapshot(), vifs)
+    plans = planning.plan_db(client.snapshot(), vifs)
     sim.destroy_vif(vifs[0])
-    results = reconcile.apply_db(client, plans)
+    results = writer.apply_db(client, plans)
     assert [r["status"] for r in results] == ["gone", "changed"]
 
 
 def test_parallel_apply_matches_sequential(sim, client, monkeypatch):
     vifs = small_pool(sim, vms=40)
     records = client.snapshot()
-    plans = reconcile.plan_db(records, vifs)
+    plans = planning.plan_db(records, vifs)
     extra = [X.Xapi(X.open_session()) for _ in range(3)]
     try:
-        results = reconcile.apply_db(client, plans, [client] + extra)
+        results = writer.apply_db(client, plans, [client] + extra)
     finally:
         for other in extra:
             X.close_session(other.session)

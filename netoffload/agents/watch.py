@@ -54,13 +54,15 @@ from netoffload.errors import NetoffloadError
 from netoffload.log import get_logger
 from netoffload.pool import enforce, keys, planning, writer, xapi
 from netoffload.pool.records import (
+    BY_EVENT,
+    CLASSES,
     PoolRecords,
     is_eligible_vm,
     network_backend,
     runs_on,
 )
 
-EVENT_CLASSES = ["pool", "host", "network", "vm", "vif", "pif"]
+EVENT_CLASSES = [c.event for c in CLASSES]
 EVENT_TIMEOUT = 30.0
 # After a batch, wait this long before asking for the next one: the several
 # writes of one object (ours: 8 per new VIF) then arrive as one event, not
@@ -84,9 +86,7 @@ MAX_FAILURES = 10
 # sessions per originator; a handful is well inside that.
 WRITERS = 8
 
-# event class -> PoolRecords table attribute, and the fields we keep.
-_TABLES = {"pool": "pool", "host": "hosts", "network": "networks",
-           "pif": "pifs", "vm": "vms", "vif": "vifs"}
+# the fields we keep, per event class
 _KEEP = {
     "pool": ("uuid", "name_label", "master", "other_config"),
     "host": ("uuid", "name_label", "enabled", "other_config"),
@@ -438,9 +438,9 @@ class Watcher(object):
         self.token = self._events_of(["pool"], "", 0.0)["token"]
         self.records = None
         tables = {}
-        for cls in ("pool", "host", "network", "pif", "vm", "vif"):
-            raw = self.client.get_all_records(cls if cls in ("pool", "host", "network")
-                                              else cls.upper())
+        for xapi_class in CLASSES:
+            cls = xapi_class.event
+            raw = self.client.get_all_records(xapi_class.name)
             # Through one JSON string: the trimmed records are then built
             # after the raw ones are freed, packed together instead of
             # scattered among the holes the raw ones leave, so the heap
@@ -449,13 +449,11 @@ class Watcher(object):
                                      for ref, record in raw.items()))
             del raw
             gc.collect()
-            tables[_TABLES[cls]] = dict(
+            tables[xapi_class.table] = dict(
                 (_intern(ref), _compact_record(record))
                 for ref, record in json.loads(packed).items())
             del packed
-        self.records = PoolRecords(
-            tables["pool"], tables["hosts"], tables["networks"], tables["pifs"],
-            tables["vms"], tables["vifs"])
+        self.records = PoolRecords(*[tables[c.table] for c in CLASSES])
         release_memory()
         self.stats["syncs"] += 1
         self.was_master = self.is_master
@@ -517,9 +515,9 @@ class Watcher(object):
         self.cache_due = min(now + self.cache_debounce, self.cache_deadline)
         for event in events:
             cls = str(event.get("class", "")).lower()
-            if cls not in _TABLES:
+            if cls not in BY_EVENT:
                 continue
-            table = getattr(self.records, _TABLES[cls])
+            table = self.records.table(cls)
             ref = _intern(str(event.get("ref")))
             old = table.get(ref)
             if cls in ("vif", "pif"):

@@ -5,7 +5,24 @@
 questions: which VMs are real guests, where a VM runs, a PIF's kernel
 device (which depends on this host's network backend).
 """
+import collections
+
 from netoffload import paths
+
+# The XAPI classes the pack reads, in PoolRecords' constructor order:
+# `name` as XenAPI spells it (VM.get_all_records), `event` as event.from
+# names it (lower case), `table` the PoolRecords attribute holding it.
+XapiClass = collections.namedtuple("XapiClass", "name event table")
+CLASSES = (
+    XapiClass("pool", "pool", "pool"),
+    XapiClass("host", "host", "hosts"),
+    XapiClass("network", "network", "networks"),
+    XapiClass("PIF", "pif", "pifs"),
+    XapiClass("VM", "vm", "vms"),
+    XapiClass("VIF", "vif", "vifs"),
+)
+BY_NAME = dict((c.name, c) for c in CLASSES)
+BY_EVENT = dict((c.event, c) for c in CLASSES)
 
 
 def as_int(value, default=-1):
@@ -54,9 +71,10 @@ class PoolRecords(object):
                            self.host_metrics)
 
     def table(self, cls):
-        return {"pool": self.pool, "host": self.hosts,
-                "network": self.networks, "PIF": self.pifs, "VM": self.vms,
-                "VIF": self.vifs}[cls]
+        """The table of a class named as XenAPI does ("VIF") or as
+        event.from does ("vif")."""
+        found = BY_NAME.get(cls) or BY_EVENT[cls]
+        return getattr(self, found.table)
 
     # -- lookups -----------------------------------------------------------------
     def host_is_live(self, host_ref):

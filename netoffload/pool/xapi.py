@@ -24,12 +24,11 @@ import threading
 
 from netoffload import paths
 from netoffload.errors import NotFound, XapiError
-from netoffload.pool.records import PoolRecords
+from netoffload.pool.records import CLASSES, PoolRecords
 
 ORIGINATOR = "netoffload"
 
 # Classes fetched by snapshot(), in PoolRecords argument order.
-SNAPSHOT_CLASSES = ("pool", "host", "network", "PIF", "VM", "VIF")
 
 
 class ObjectGone(XapiError):
@@ -146,7 +145,7 @@ class Xapi(object):
 
     def snapshot(self):
         """Every record the pack needs, one get_all_records per class."""
-        records = [self.get_all_records(cls) for cls in SNAPSHOT_CLASSES]
+        records = [self.get_all_records(cls.name) for cls in CLASSES]
         try:
             metrics = self.get_all_records("host_metrics")
         except ObjectGone:

@@ -16,6 +16,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import time
 
 from netoffload import paths
 from netoffload.errors import Busy, DeviceError
@@ -75,31 +76,54 @@ def atomic_write(path, data, mode=0o600):
     return written
 
 
-@contextlib.contextmanager
-def host_lock(directory=None):
-    """flock(LOCK_EX | LOCK_NB) on <state dir>/lock; Busy if it is held.
-
-    Failing fast (rather than waiting) is deliberate: xapi puts no timeout
-    on plugin calls, so a waiting call could hang its caller for ever.
-    """
-    directory = state_dir(directory)
+def ensure(directory):
+    """Create the state directory (0700, parents too) unless it exists."""
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        fd = os.open(os.path.join(directory, "lock"),
-                     os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as err:
-        raise DeviceError("cannot open the lock in %s: %s" % (directory, err))
+        raise DeviceError("cannot create the state directory %s: %s"
+                          % (directory, err.strerror or err)) from err
+
+
+@contextlib.contextmanager
+def locked(path, wait, busy_message):
+    """An exclusive flock on `path` (created 0600, its directory ensured).
+
+    `wait` seconds: 0 fails at once with Busy(busy_message) when someone
+    holds it; more retries every 50 ms until that much time has passed.
+    The lock goes with the descriptor, so a crash cannot leave it held.
+    """
+    ensure(os.path.dirname(path))
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise Busy("another netoffload apply or revert is running on "
-                           "this host; try again when it has finished")
-            raise DeviceError("cannot lock %s: %s" % (directory, err))
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as err:
+        raise DeviceError("cannot open the lock %s: %s"
+                          % (path, err.strerror or err)) from err
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as err:
+                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN,
+                                     errno.EACCES):
+                    raise DeviceError("cannot lock %s: %s"
+                                      % (path, err.strerror)) from err
+                if time.monotonic() >= deadline:
+                    raise Busy(busy_message) from err
+                time.sleep(0.05)
+        yield
     finally:
-        os.close(fd)
+        os.close(fd)  # also releases the lock
+
+
+def host_lock(directory=None):
+    """The host lock (<state dir>/lock) that serialises apply and revert.
+
+    It fails fast rather than wait: xapi puts no timeout on plugin calls,
+    so a waiting call could hang its caller for ever.
+    """
+    return locked(os.path.join(state_dir(directory), "lock"), 0,
+                  "another netoffload apply or revert is running on this "
+                  "host; try again when it has finished")

@@ -285,12 +285,6 @@ def encode_entry(value):
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def _ensure_dir(path):
-    if not os.path.isdir(path):
-        os.makedirs(path, mode=0o700)
-    os.chmod(path, 0o700)
-
-
 # one implementation for every state file (fileutil): same-directory temp
 # file, fsync, rename, directory fsync
 atomic_write = statedir.atomic_write
@@ -363,7 +357,7 @@ def write(data, directory=None, changed=None):
     cache.index is rewritten with cache.json (or when it is missing/stale).
     """
     directory = state_dir(directory)
-    _ensure_dir(directory)
+    statedir.ensure(directory)
     path = os.path.join(directory, CACHE_FILE)
     encoded = data if isinstance(data, Encoded) else Encoded.from_data(data)
     if changed is not None:
@@ -390,7 +384,7 @@ def write(data, directory=None, changed=None):
 def sync_pif_markers(pif_devices, directory=None):
     """One empty file per PIF device under <state>/pif/, stale ones removed."""
     marker_dir = os.path.join(state_dir(directory), PIF_MARKER_DIR)
-    _ensure_dir(marker_dir)
+    statedir.ensure(marker_dir)
     wanted = set()
     for name in pif_devices:
         try:

@@ -17,18 +17,15 @@ written atomically (temp file, fsync, rename, fsync of the directory) under
 an exclusive flock, because the udev helper, the watcher and the plugin may
 run at the same time.
 """
-import contextlib
 import errno
-import fcntl
 import json
 import os
-import time
 
 from netoffload import statedir
 from netoffload.engine import ethtool
 from netoffload.engine import features as F
 from netoffload.engine.features import FEATURES, value_or_none
-from netoffload.errors import Busy, DeviceError
+from netoffload.errors import DeviceError
 from netoffload.log import get_logger
 
 STATE_FILE = "live-state.json"
@@ -61,35 +58,11 @@ class LiveStateStore(object):
         self.path = os.path.join(self.state_dir, STATE_FILE)
 
     # -- storage ------------------------------------------------------------
-    def _ensure_dir(self):
-        try:
-            os.makedirs(self.state_dir, 0o700)
-        except OSError as err:
-            if err.errno != errno.EEXIST:
-                raise DeviceError("cannot create state directory %s: %s"
-                                  % (self.state_dir, err.strerror))
-
-    @contextlib.contextmanager
     def _locked(self):
-        self._ensure_dir()
-        fd = os.open(os.path.join(self.state_dir, LOCK_FILE),
-                     os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            deadline = time.time() + LOCK_TIMEOUT
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except (IOError, OSError) as err:
-                    if err.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise
-                    if time.time() > deadline:
-                        raise Busy("the live-state record %s is locked by "
-                                   "another netoffload process" % self.path)
-                    time.sleep(0.05)
-            yield
-        finally:
-            os.close(fd)  # also releases the lock
+        return statedir.locked(
+            os.path.join(self.state_dir, LOCK_FILE), LOCK_TIMEOUT,
+            "the live-state record %s is locked by another netoffload "
+            "process" % self.path)
 
     def _load(self):
         try:

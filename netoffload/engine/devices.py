@@ -26,3 +26,14 @@ def parse_guest_device(name):
         return None
     return match.group(1), int(match.group(2)), int(match.group(3))
 
+
+
+GUEST_KINDS = ("vif", "tap")
+
+
+def guest_device_name(kind, domid, devid):
+    """The dom0 device of a guest NIC: vif<domid>.<devid> for the
+    netback device, tap<domid>.<devid> for qemu's emulated NIC."""
+    if kind not in GUEST_KINDS:
+        raise ValueError("guest device kind %r" % (kind,))
+    return "%s%d.%d" % (kind, int(domid), int(devid))

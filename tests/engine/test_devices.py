@@ -1,6 +1,10 @@
 import pytest
 
-from netoffload.engine.devices import parse_guest_device, validate_device
+from netoffload.engine.devices import (
+    guest_device_name,
+    parse_guest_device,
+    validate_device,
+)
 from netoffload.errors import BadArgument
 
 VALID = ["eth0", "xenbr0", "bond0", "vif12.0", "tap3.1", "eth0.100", "a", "x" * 15, "ib0:1", "eth@1", "br-lan"]
@@ -28,3 +32,15 @@ def test_invalid_names_are_refused(name):
 ], ids=["vif", "tap", "newline", "no-devid", "pif", "bad-domid"])
 def test_guest_device_names(name, expected):
     assert parse_guest_device(name) == expected
+
+
+@pytest.mark.parametrize("kind,domid,devid", [("vif", 1, 0), ("tap", 37, 2),
+                                              ("vif", "12", "3")])
+def test_guest_device_name_round_trips(kind, domid, devid):
+    name = guest_device_name(kind, domid, devid)
+    assert parse_guest_device(name) == (kind, int(domid), int(devid))
+
+
+def test_guest_device_name_refuses_other_kinds():
+    with pytest.raises(ValueError):
+        guest_device_name("eth", 1, 0)

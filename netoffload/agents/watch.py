@@ -49,7 +49,9 @@ import socket
 import sys
 import time
 
-from netoffload.agents import cache
+from netoffload import statedir
+from netoffload.agents import cache_writer
+from netoffload.agents.cache_writer import CacheEntries
 from netoffload.errors import NetoffloadError
 from netoffload.log import get_logger
 from netoffload.pool import enforce, keys, planning, writer, xapi
@@ -58,7 +60,6 @@ from netoffload.pool.records import (
     CLASSES,
     PoolRecords,
     is_eligible_vm,
-    network_backend,
     runs_on,
 )
 
@@ -175,66 +176,6 @@ def _run_view(record):
             record.get("domid"))
 
 
-class CacheEntries(object):
-    """This host's cache as pre-encoded entries, refreshed per object.
-
-    `refresh(records, refs)` re-resolves only the given VIF/PIF refs (None:
-    all); `encoded(records)` assembles a cache.Encoded; `changed` says
-    whether anything differs from what was last written.
-    """
-
-    def __init__(self, host_ref):
-        self.host_ref = host_ref
-        self.vifs = {}   # vif ref -> (key, json text)
-        self.pifs = {}   # pif ref -> (device, json text)
-        self.changed = True
-        self.written_once = False  # until then, compare with the file on disk
-        self._header = None
-
-    def refresh(self, records, refs=None):
-        previous = {}
-        backend = network_backend()
-        if refs is None:
-            previous = dict(self.vifs, **self.pifs)
-            self.vifs, self.pifs = {}, {}
-            refs = list(records.vifs) + list(records.pifs)
-            self.changed = True
-        for ref in refs:
-            if ref in records.pifs:
-                table, found = self.pifs, cache.pif_entry(
-                    records, ref, self.host_ref, on_error=cache.KEEP,
-                    backend=backend)
-            elif ref in records.vifs:
-                table, found = self.vifs, cache.vif_entry(
-                    records, ref, on_error=cache.KEEP)
-            else:  # deleted
-                table, found = (self.vifs if ref in self.vifs else self.pifs), None
-            if found is cache.KEEP:
-                # a broken policy string: the last good entry stays
-                if ref in previous:
-                    table[ref] = previous[ref]
-                continue
-            new = None if found is None else (found[0], cache.encode_entry(found[1]))
-            if table.get(ref) != new:
-                self.changed = True
-                if new is None:
-                    table.pop(ref, None)
-                else:
-                    table[ref] = new
-
-    def encoded(self, records):
-        head = cache.header(records, self.host_ref)
-        bare = dict(head, generated_at=None)
-        if bare != self._header:
-            self._header = bare
-            self.changed = True
-        sections = {}
-        for name, table in (("pifs", self.pifs), ("vifs", self.vifs)):
-            # as cache.build: for a key held twice, the later ref wins
-            sections[name] = dict(table[ref] for ref in sorted(table))
-        return cache.Encoded(head, sections)
-
-
 class Watcher(object):
     """The event loop; `run()` until `stop()` or a signal."""
 
@@ -242,7 +183,7 @@ class Watcher(object):
                  cache_debounce=CACHE_DEBOUNCE, backoff_max=BACKOFF_MAX,
                  writers=WRITERS, open_session=None, sleep=time.sleep,
                  coalesce=EVENT_COALESCE, max_failures=MAX_FAILURES):
-        self.state_dir = cache.state_dir(state_dir)
+        self.state_dir = statedir.state_dir(state_dir)
         self.max_failures = max(1, int(max_failures))
         self.exit_code = 0
         self.event_timeout = float(event_timeout)
@@ -669,7 +610,7 @@ class Watcher(object):
         if not self._entries.changed:
             return
         try:
-            written = cache.write(encoded, self.state_dir,
+            written = cache_writer.write(encoded, self.state_dir,
                                   changed=True if self._entries.written_once else None)
             self._entries.changed = False
             self._entries.written_once = True

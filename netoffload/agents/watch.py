@@ -15,11 +15,9 @@ and PIF:
 - The snapshot is kept up to date from event snapshots, trimmed to the fields
   the pack reads (strings interned: refs and keys repeat), so memory stays
   flat however long it runs; after a sync the freed heap goes back to the OS.
-- For each batch the watcher works out which VIFs and PIFs it affects: the
-  object itself for VIF/PIF events; all VIFs of a VM whose policy key, tags
-  or residence changed; all VIFs of a network, all PIFs of a host, or
-  everything for a pool policy change; everything when this host has just
-  become the master.
+- For each batch the pure core (netoffload.agents.watch_events) updates the
+  snapshot and works out which VIFs and PIFs it affects, which need live
+  enforcement and which cache entries change; this module acts on that.
 - On the pool master only (pool.master is this host), `planning.plan_db` +
   `apply_db` write the `ethtool-*` keys of the affected objects that need
   them. Writes run in writer threads (one object per session at a time, so
@@ -50,18 +48,13 @@ import sys
 import time
 
 from netoffload import statedir
-from netoffload.agents import cache_writer
+from netoffload.agents import cache_writer, watch_events
 from netoffload.agents.cache_writer import CacheEntries
+from netoffload.engine import livestate
 from netoffload.errors import NetoffloadError
 from netoffload.log import get_logger
-from netoffload.pool import enforce, keys, planning, writer, xapi
-from netoffload.pool.records import (
-    BY_EVENT,
-    CLASSES,
-    PoolRecords,
-    is_eligible_vm,
-    runs_on,
-)
+from netoffload.pool import enforce, planning, writer, xapi
+from netoffload.pool.records import CLASSES, PoolRecords
 
 EVENT_CLASSES = [c.event for c in CLASSES]
 EVENT_TIMEOUT = 30.0
@@ -87,57 +80,12 @@ MAX_FAILURES = 10
 # sessions per originator; a handful is well inside that.
 WRITERS = 8
 
-# the fields we keep, per event class
-_KEEP = {
-    "pool": ("uuid", "name_label", "master", "other_config"),
-    "host": ("uuid", "name_label", "enabled", "other_config"),
-    "network": ("uuid", "name_label", "other_config"),
-    # bond_*: a bond master has no kernel device under openvswitch
-    "pif": ("uuid", "device", "VLAN", "host", "network", "other_config",
-            "bond_master_of", "bond_slave_of"),
-    "vm": ("uuid", "name_label", "other_config", "tags", "is_a_template",
-           "is_a_snapshot", "is_control_domain", "power_state",
-           "resident_on", "domid"),
-    # currently_attached: a VIF hot-plugged into a running VM has no device
-    # yet when it is created (the udev helper may then find no cache entry
-    # for it), so live state is enforced again when it turns true
-    "vif": ("uuid", "device", "VM", "network", "other_config",
-            "currently_attached"),
-}
-
 
 class _Stop(BaseException):
     """SIGTERM/SIGINT: leave the loop at once (event.from may be blocking).
 
     A BaseException, so that no `except Exception` on the way swallows it.
     """
-
-
-_intern = sys.intern
-
-
-def _compact(value):
-    """Strings interned (refs, keys and values repeat across records)."""
-    if isinstance(value, str):
-        return _intern(value)
-    if isinstance(value, dict):
-        return dict((_compact(k), _compact(v)) for k, v in value.items())
-    if isinstance(value, list):
-        return [_compact(v) for v in value]
-    return value
-
-
-def _compact_record(record):
-    record = _compact(record)
-    if "other_config" in record:
-        record["other_config"] = dict(record["other_config"] or {})
-    return record
-
-
-def trim(cls, snapshot):
-    """The part of an event snapshot the pack reads (keeps memory small)."""
-    return _compact_record(dict((k, snapshot[k]) for k in _KEEP[cls]
-                                if k in snapshot))
 
 
 def release_memory(collect=True):
@@ -150,30 +98,6 @@ def release_memory(collect=True):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to do
         pass
-
-
-def _policy_view(cls, record):
-    """What, in a record, decides the policy of the objects below it."""
-    config = (record or {}).get("other_config") or {}
-    if cls == "vm":
-        return (config.get(keys.KEY_VIF), tuple(sorted(record.get("tags") or ())),
-                is_eligible_vm(record) if record else None)
-    if cls == "network":
-        return config.get(keys.KEY_VIF)
-    if cls == "host":
-        return config.get(keys.KEY_PIF)
-    if cls == "pool":
-        return tuple(sorted((k, v) for k, v in config.items()
-                            if keys.is_pack_key(k)))
-    # VIF / PIF: its own keys and where it hangs
-    return tuple(sorted(config.items())) + tuple(
-        (k, record.get(k)) for k in ("VM", "network", "host", "device", "VLAN"))
-
-
-def _run_view(record):
-    record = record or {}
-    return (record.get("power_state"), record.get("resident_on"),
-            record.get("domid"))
 
 
 class Watcher(object):
@@ -337,7 +261,8 @@ class Watcher(object):
                 failed.append(result)
             if ref in self._recheck:
                 self._recheck.discard(ref)
-                if self._shows(ref, result.get("written") or []):
+                if watch_events.shows(self.records, ref,
+                                      result.get("written") or []):
                     again.append(ref)
                 # else: the event of our last write is still to come, and
                 # that event plans the object again
@@ -351,14 +276,6 @@ class Watcher(object):
                              result["label"], "; ".join(result.get("error", [])))
         if replan and again:
             self._reconcile(set(again))
-
-    def _shows(self, ref, written):
-        """True if the snapshot of ref holds every key we wrote."""
-        record = self.records.vifs.get(ref) or self.records.pifs.get(ref)
-        if record is None:
-            return False
-        config = record.get("other_config") or {}
-        return all(config.get(key) == value for key, value in written)
 
     # -- the loop ------------------------------------------------------------------
     def _events(self, token, timeout):
@@ -386,12 +303,12 @@ class Watcher(object):
             # after the raw ones are freed, packed together instead of
             # scattered among the holes the raw ones leave, so the heap
             # can shrink back.
-            packed = json.dumps(dict((ref, trim(cls, record))
+            packed = json.dumps(dict((ref, watch_events.trim(cls, record))
                                      for ref, record in raw.items()))
             del raw
             gc.collect()
             tables[xapi_class.table] = dict(
-                (_intern(ref), _compact_record(record))
+                (watch_events.intern(ref), watch_events.compact_record(record))
                 for ref, record in json.loads(packed).items())
             del packed
         self.records = PoolRecords(*[tables[c.table] for c in CLASSES])
@@ -439,79 +356,23 @@ class Watcher(object):
 
     @property
     def is_master(self):
-        if self.records is None:
-            return False
-        return self.records.pool_record.get("master") == self.host_ref
+        return watch_events.is_master(self.records, self.host_ref)
 
     def _apply_events(self, events):
         """Update the snapshot; (refs whose policy may have changed, VIF refs
         whose VM started or moved)."""
-        affected, live = set(), set()
-        vm_changed, net_changed, host_changed = set(), set(), set()
-        everything = False
         now = time.monotonic()
         # debounce: every batch pushes the rebuild back, up to CACHE_MAX_LAG
         if self.cache_deadline is None:
             self.cache_deadline = now + max(CACHE_MAX_LAG, self.cache_debounce)
         self.cache_due = min(now + self.cache_debounce, self.cache_deadline)
-        for event in events:
-            cls = str(event.get("class", "")).lower()
-            if cls not in BY_EVENT:
-                continue
-            table = self.records.table(cls)
-            ref = _intern(str(event.get("ref")))
-            old = table.get(ref)
-            if cls in ("vif", "pif"):
-                self._dirty([ref])
-            if event.get("operation") == "del":
-                table.pop(ref, None)
-                continue
-            snapshot = event.get("snapshot")
-            if not isinstance(snapshot, dict):
-                continue
-            new = trim(cls, snapshot)
-            table[ref] = new
-            if cls == "vif" and new.get("currently_attached") and \
-                    not (old or {}).get("currently_attached"):
-                live.add(ref)  # plugged: its device exists now
-            if cls == "vm" and old is not None and \
-                    old.get("name_label") != new.get("name_label"):
-                vm_changed.add(("name", ref))
-            if old is not None and _policy_view(cls, old) == _policy_view(cls, new):
-                if cls == "vm" and _run_view(old) != _run_view(new):
-                    vm_changed.add(("run", ref))
-                continue
-            if cls in ("vif", "pif"):
-                affected.add(ref)
-            elif cls == "vm":
-                vm_changed.add(("policy", ref))
-            elif cls == "network":
-                net_changed.add(ref)
-            elif cls == "host":
-                host_changed.add(ref)
-            elif cls == "pool":
-                everything = True
-        if self.is_master and not self.was_master:
+        batch = watch_events.apply_events(self.records, events, self.host_ref,
+                                          self.was_master)
+        if batch.took_over:
             self.log.info("watch: this host is now the pool master; taking over")
-            everything = True
         self.was_master = self.is_master
-        if everything:
-            self._dirty(None)
-            return set(self.records.vifs) | set(self.records.pifs), set()
-        if vm_changed or net_changed:
-            for vif_ref, vif in self.records.vifs.items():
-                if ("policy", vif.get("VM")) in vm_changed or \
-                        vif.get("network") in net_changed:
-                    affected.add(vif_ref)
-                elif ("name", vif.get("VM")) in vm_changed:
-                    self._dirty([vif_ref])
-                if ("run", vif.get("VM")) in vm_changed:
-                    live.add(vif_ref)
-        if host_changed:
-            affected.update(ref for ref, pif in self.records.pifs.items()
-                            if pif.get("host") in host_changed)
-        self._dirty(affected)
-        return affected, live
+        self._dirty(batch.dirty)
+        return batch.affected, batch.live
 
     def _dirty(self, refs):
         """Mark cache entries to re-resolve (None: all of them)."""
@@ -521,15 +382,9 @@ class Watcher(object):
             self._cache_dirty.update(refs)
 
     # -- acting ------------------------------------------------------------------
-    def _eligible(self, ref):
-        if ref in self.records.pifs:
-            return True
-        vif = self.records.vifs.get(ref)
-        vm = self.records.vms.get((vif or {}).get("VM"))
-        return vm is not None and is_eligible_vm(vm)
-
     def _reconcile(self, affected, live=(), live_all=False, busy=()):
-        targets = sorted(ref for ref in affected if self._eligible(ref))
+        targets = sorted(ref for ref in affected
+                         if watch_events.eligible(self.records, ref))
         if self.is_master and targets:
             busy = set(busy) | set(self._inflight)
             waiting = [ref for ref in targets if ref in busy]
@@ -560,23 +415,9 @@ class Watcher(object):
                              "are until it is fixed (`netoffload doctor`)",
                              level, error, label)
 
-    def _local_targets(self, refs):
-        """The refs among `refs` that have a device on this host."""
-        local = set()
-        for ref in refs:
-            if ref in self.records.pifs:
-                if self.records.pifs[ref].get("host") == self.host_ref:
-                    local.add(ref)
-                continue
-            vm = self.records.vms.get((self.records.vifs.get(ref) or {}).get("VM"))
-            if vm and runs_on(vm, self.host_ref):
-                local.add(ref)
-        return local
-
     def _enforce(self, refs):
-        from netoffload.engine import livestate
         if refs is not None:
-            refs = self._local_targets(refs)
+            refs = watch_events.local_targets(self.records, self.host_ref, refs)
             if not refs:
                 return
         if self._store is None:

@@ -100,6 +100,153 @@ def release_memory(collect=True):
         pass
 
 
+# DebouncedCache.flush when the entries had changed: whether the files were
+# rewritten (not if they held the same content), and the entries per section
+Flushed = collections.namedtuple("Flushed", "written counts")
+
+
+class DebouncedCache(object):
+    """This host's cache as the watcher keeps it: only the entries marked
+    dirty are re-resolved, and the files are rewritten once events stop
+    coming for `debounce` seconds, or CACHE_MAX_LAG after the first
+    unwritten change however busy the pool is."""
+
+    def __init__(self, state_dir, debounce):
+        self.state_dir = state_dir
+        self.debounce = float(debounce)
+        self.entries = None     # CacheEntries, from the first full sync on
+        self.dirty = set()      # refs to re-resolve; None: everything
+        self.due = None         # monotonic time the cache must be rebuilt by
+        self.deadline = None    # ... at the latest, however busy
+
+    def restart(self, host_ref):
+        """After a full sync: every entry is re-resolved at the next flush."""
+        previous = self.entries
+        self.entries = CacheEntries(host_ref)
+        if previous is not None and previous.host_ref == host_ref:
+            # entries of objects whose policy string is broken are kept
+            self.entries.vifs, self.entries.pifs = previous.vifs, previous.pifs
+        self.dirty = None
+
+    def mark(self, refs):
+        """Mark cache entries to re-resolve (None: all of them)."""
+        if refs is None:
+            self.dirty = None
+        elif self.dirty is not None:
+            self.dirty.update(refs)
+
+    def postpone(self, now):
+        """A batch came in: push the rebuild back, up to CACHE_MAX_LAG."""
+        if self.deadline is None:
+            self.deadline = now + max(CACHE_MAX_LAG, self.debounce)
+        self.due = min(now + self.debounce, self.deadline)
+
+    def wait_limit(self, now, timeout):
+        """timeout, shortened so that a due rebuild is not missed."""
+        if self.due is None:
+            return timeout
+        return max(0.0, min(timeout, self.due - now))
+
+    def is_due(self, now):
+        return self.due is not None and now >= self.due
+
+    def flush(self, records):
+        """Re-resolve the dirty entries and write the files if any entry or
+        the header changed: a Flushed, or None if nothing changed (before
+        the first sync too). OSError/IOError if the write fails; the
+        changes are then written at the next flush."""
+        if self.entries is None:
+            return None
+        self.due = self.deadline = None
+        dirty, self.dirty = self.dirty, set()
+        self.entries.refresh(records, dirty)
+        encoded = self.entries.encoded(records)
+        if not self.entries.changed:
+            return None
+        written = cache_writer.write(
+            encoded, self.state_dir,
+            changed=True if self.entries.written_once else None)
+        self.entries.changed = False
+        self.entries.written_once = True
+        return Flushed(written, encoded.counts())
+
+
+class KeyWriters(object):
+    """The master's writer pool: extra XAPI sessions, one thread each, each
+    writing one object's keys at a time (so an object's keys keep their
+    order) while the event loop goes on. Sessions and threads start with
+    the first submit.
+
+    `recheck` holds the in-flight refs that changed while their writes
+    ran: the watcher plans them again once the snapshot shows our writes.
+    """
+
+    def __init__(self, open_session, size):
+        self._open_session = open_session
+        self.size = max(1, int(size))
+        self._sessions = []
+        self._clients = None    # queue of idle Xapi clients
+        self._executor = None
+        self._inflight = {}     # ref -> (plan, future)
+        self._finished = collections.deque()  # refs whose writes are done
+        self.recheck = set()
+
+    def in_flight(self):
+        """The refs whose writes are submitted and not yet collected."""
+        return set(self._inflight)
+
+    def submit(self, plans):
+        """Start the writes of plans in the writer threads."""
+        if self._executor is None:
+            self._sessions = [self._open_session() for _ in range(self.size)]
+            self._clients = queue.Queue()
+            for session in self._sessions:
+                self._clients.put(xapi.Xapi(session))
+            self._executor = concurrent.futures.ThreadPoolExecutor(self.size)
+        for plan in plans:
+            future = self._executor.submit(self._write_one, plan)
+            self._inflight[plan.ref] = (plan, future)
+            future.add_done_callback(
+                lambda _f, ref=plan.ref: self._finished.append(ref))
+
+    def _write_one(self, plan):
+        client = self._clients.get()
+        try:
+            return writer.apply_db(client, [plan])[0]
+        finally:
+            self._clients.put(client)
+
+    def finished(self):
+        """[(ref, plan, future)] of the writes done since the last call, in
+        the order they finished; cancelled ones left out."""
+        done = []
+        while self._finished:
+            ref = self._finished.popleft()
+            plan, future = self._inflight.pop(ref, (None, None))
+            if future is None or future.cancelled():
+                continue
+            done.append((ref, plan, future))
+        return done
+
+    def stop(self):
+        """Cancel the writes not started, wait for the running ones."""
+        for _plan, future in self._inflight.values():
+            future.cancel()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def close(self):
+        """Forget every write and close the sessions (after stop)."""
+        self._inflight.clear()
+        self._finished.clear()
+        self.recheck.clear()
+        for session in self._sessions:
+            xapi.close_session(session)
+        self._sessions = []
+        self._clients = None
+
+
 class Watcher(object):
     """The event loop; `run()` until `stop()` or a signal."""
 
@@ -111,7 +258,6 @@ class Watcher(object):
         self.max_failures = max(1, int(max_failures))
         self.exit_code = 0
         self.event_timeout = float(event_timeout)
-        self.cache_debounce = float(cache_debounce)
         self.coalesce = max(0.0, float(coalesce))
         self._next_call = 0.0     # monotonic time the next event.from may start
         self.backoff_max = float(backoff_max)
@@ -125,22 +271,13 @@ class Watcher(object):
         self.host_ref = None
         self.token = ""
         self.was_master = False
-        self.cache_due = None     # monotonic time the cache must be rebuilt by
-        self.cache_deadline = None  # ... at the latest, however busy
-        self._entries = None      # CacheEntries
+        self._cache = DebouncedCache(self.state_dir, cache_debounce)
         self._policy_warned = set()  # (level, error) already logged
-        self._cache_dirty = set()  # refs to re-resolve; None: everything
         self.stopping = False
         self.stats = {"syncs": 0, "batches": 0, "writes": 0, "objects_written": 0,
                       "cache_writes": 0, "live_applied": 0, "errors": 0}
         self._store = None
-        self.writers = max(1, int(writers))
-        self._writer_sessions = []
-        self._writer_clients = None   # queue of idle Xapi clients
-        self._pool = None
-        self._inflight = {}           # ref -> (plan, future)
-        self._finished = collections.deque()  # refs whose writes are done
-        self._recheck = set()         # in-flight refs that changed meanwhile
+        self._writers = KeyWriters(self._open_session, writers)
 
     # -- lifecycle -------------------------------------------------------------
     def stop(self):
@@ -200,55 +337,19 @@ class Watcher(object):
         self.host_ref = self.client.local_host_ref()
 
     def _disconnect(self):
-        for _plan, future in self._inflight.values():
-            future.cancel()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
-        self._harvest(replan=False)
-        self._inflight.clear()
-        self._finished.clear()
-        self._recheck.clear()
-        for session in self._writer_sessions:
-            xapi.close_session(session)
-        self._writer_sessions = []
-        self._writer_clients = None
+        self._writers.stop()
+        self._harvest(replan=False)  # log and count what did get written
+        self._writers.close()
         if self.session is not None:
             xapi.close_session(self.session)
         self.session = self.client = None
 
     # -- writing (master) --------------------------------------------------------
-    def _submit(self, plans):
-        """Start the writes of plans in the writer threads."""
-        if self._pool is None:
-            self._writer_sessions = [self._open_session()
-                                     for _ in range(self.writers)]
-            self._writer_clients = queue.Queue()
-            for session in self._writer_sessions:
-                self._writer_clients.put(xapi.Xapi(session))
-            self._pool = concurrent.futures.ThreadPoolExecutor(self.writers)
-        for plan in plans:
-            future = self._pool.submit(self._write_one, plan)
-            self._inflight[plan.ref] = (plan, future)
-            future.add_done_callback(
-                lambda _f, ref=plan.ref: self._finished.append(ref))
-
-    def _write_one(self, plan):
-        client = self._writer_clients.get()
-        try:
-            return writer.apply_db(client, [plan])[0]
-        finally:
-            self._writer_clients.put(client)
-
     def _harvest(self, replan=True):
         """Collect finished writes: log them; plan again the objects that
         changed while their writes were in flight, once our writes show."""
         written, failed, again = [], [], []
-        while self._finished:
-            ref = self._finished.popleft()
-            plan, future = self._inflight.pop(ref, (None, None))
-            if future is None or future.cancelled():
-                continue
+        for ref, plan, future in self._writers.finished():
             try:
                 result = future.result()
             except Exception as err:  # noqa: a writer thread's surprise
@@ -259,8 +360,8 @@ class Watcher(object):
                 written.append(result)
             elif result["status"] == "failed":
                 failed.append(result)
-            if ref in self._recheck:
-                self._recheck.discard(ref)
+            if ref in self._writers.recheck:
+                self._writers.recheck.discard(ref)
                 if watch_events.shows(self.records, ref,
                                       result.get("written") or []):
                     again.append(ref)
@@ -318,30 +419,23 @@ class Watcher(object):
         self.log.info("watch: synced %d VMs, %d VIFs, %d PIFs (%s)",
                       len(tables["vms"]), len(tables["vifs"]), len(tables["pifs"]),
                       "master" if self.was_master else "member")
-        previous = self._entries
-        self._entries = CacheEntries(self.host_ref)
-        if previous is not None and previous.host_ref == self.host_ref:
-            # entries of objects whose policy string is broken are kept
-            self._entries.vifs, self._entries.pifs = previous.vifs, previous.pifs
+        self._cache.restart(self.host_ref)
         self._policy_warned = set()
-        self._cache_dirty = None
         self._reconcile(set(self.records.vifs) | set(self.records.pifs),
                         live_all=True)
         self._flush_cache()
 
     def _step(self):
-        timeout = self.event_timeout
-        if self.cache_due is not None:
-            timeout = max(0.0, min(timeout, self.cache_due - time.monotonic()))
+        timeout = self._cache.wait_limit(time.monotonic(), self.event_timeout)
         pause = self._next_call - time.monotonic()
         if pause > 0:
             self._sleep(pause)
         self._harvest()
-        if self._inflight:
+        if self._writers.in_flight():
             timeout = min(timeout, 1.0)  # to log finished writes promptly
         # Snapshots in this batch may predate the last writes of objects in
         # flight now, even if those writes finish before we look at them.
-        busy = set(self._inflight)
+        busy = self._writers.in_flight()
         result = self._events(self.token, timeout)
         self.token = result["token"]
         events = result.get("events") or []
@@ -351,7 +445,7 @@ class Watcher(object):
             affected, live = self._apply_events(events)
             if affected or live:
                 self._reconcile(affected, live=live, busy=busy)
-        if self.cache_due is not None and time.monotonic() >= self.cache_due:
+        if self._cache.is_due(time.monotonic()):
             self._flush_cache()
 
     @property
@@ -361,34 +455,23 @@ class Watcher(object):
     def _apply_events(self, events):
         """Update the snapshot; (refs whose policy may have changed, VIF refs
         whose VM started or moved)."""
-        now = time.monotonic()
-        # debounce: every batch pushes the rebuild back, up to CACHE_MAX_LAG
-        if self.cache_deadline is None:
-            self.cache_deadline = now + max(CACHE_MAX_LAG, self.cache_debounce)
-        self.cache_due = min(now + self.cache_debounce, self.cache_deadline)
+        self._cache.postpone(time.monotonic())
         batch = watch_events.apply_events(self.records, events, self.host_ref,
                                           self.was_master)
         if batch.took_over:
             self.log.info("watch: this host is now the pool master; taking over")
         self.was_master = self.is_master
-        self._dirty(batch.dirty)
+        self._cache.mark(batch.dirty)
         return batch.affected, batch.live
-
-    def _dirty(self, refs):
-        """Mark cache entries to re-resolve (None: all of them)."""
-        if refs is None:
-            self._cache_dirty = None
-        elif self._cache_dirty is not None:
-            self._cache_dirty.update(refs)
 
     # -- acting ------------------------------------------------------------------
     def _reconcile(self, affected, live=(), live_all=False, busy=()):
         targets = sorted(ref for ref in affected
                          if watch_events.eligible(self.records, ref))
         if self.is_master and targets:
-            busy = set(busy) | set(self._inflight)
+            busy = set(busy) | self._writers.in_flight()
             waiting = [ref for ref in targets if ref in busy]
-            self._recheck.update(waiting)
+            self._writers.recheck.update(waiting)
             idle = [ref for ref in targets if ref not in busy]
             # in slices: a full sync plans every object, and holding 10,000
             # plans at once would leave the heap that much bigger for good
@@ -400,7 +483,7 @@ class Watcher(object):
                     for p in plans if p.resolution.error)
                 plans = [p for p in plans if p.writes]
                 if plans:
-                    self._submit(plans)
+                    self._writers.submit(plans)
         self._enforce(None if live_all else set(targets) | set(live))
 
     def _warn_policy_errors(self, found):
@@ -442,28 +525,20 @@ class Watcher(object):
                           ", ".join(r["device"] for r in changed))
 
     def _flush_cache(self):
-        if self.records is None or self.host_ref is None or self._entries is None:
-            return
-        self.cache_due = self.cache_deadline = None
-        dirty, self._cache_dirty = self._cache_dirty, set()
-        self._entries.refresh(self.records, dirty)
-        encoded = self._entries.encoded(self.records)
-        if not self._entries.changed:
+        if self.records is None or self.host_ref is None:
             return
         try:
-            written = cache_writer.write(encoded, self.state_dir,
-                                  changed=True if self._entries.written_once else None)
-            self._entries.changed = False
-            self._entries.written_once = True
-            if written:
-                self.stats["cache_writes"] += 1
-                counts = encoded.counts()
-                self.log.info("watch: cache updated: %d PIFs, %d VIFs",
-                              counts["pifs"], counts["vifs"])
-            del encoded
-            release_memory(collect=False)  # the MB-sized texts just freed
+            flushed = self._cache.flush(self.records)
         except (OSError, IOError) as err:
             self.log.warning("watch: cannot write the cache: %s", err)
+            return
+        if flushed is None:
+            return
+        if flushed.written:
+            self.stats["cache_writes"] += 1
+            self.log.info("watch: cache updated: %d PIFs, %d VIFs",
+                          flushed.counts["pifs"], flushed.counts["vifs"])
+        release_memory(collect=False)  # the MB-sized texts just freed
 
 
 _WATCHERS = []

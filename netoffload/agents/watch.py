@@ -79,6 +79,9 @@ MAX_FAILURES = 10
 # session at a time, so each object's keys keep their order). xapi caps
 # sessions per originator; a handful is well inside that.
 WRITERS = 8
+# Watcher._reconcile(live=EVERY_DEVICE): enforce every device of this host
+# (after a full sync), not only those of the affected objects.
+EVERY_DEVICE = None
 
 
 class _Stop(BaseException):
@@ -422,7 +425,7 @@ class Watcher(object):
         self._cache.restart(self.host_ref)
         self._policy_warned = set()
         self._reconcile(set(self.records.vifs) | set(self.records.pifs),
-                        live_all=True)
+                        live=EVERY_DEVICE)
         self._flush_cache()
 
     def _step(self):
@@ -465,7 +468,10 @@ class Watcher(object):
         return batch.affected, batch.live
 
     # -- acting ------------------------------------------------------------------
-    def _reconcile(self, affected, live=(), live_all=False, busy=()):
+    def _reconcile(self, affected, live=(), busy=()):
+        """Plan and write the keys of the affected objects (on the master),
+        then enforce live state on their devices here and on the VIFs in
+        `live` (EVERY_DEVICE: on every device of this host)."""
         targets = sorted(ref for ref in affected
                          if watch_events.eligible(self.records, ref))
         if self.is_master and targets:
@@ -484,7 +490,7 @@ class Watcher(object):
                 plans = [p for p in plans if p.writes]
                 if plans:
                     self._writers.submit(plans)
-        self._enforce(None if live_all else set(targets) | set(live))
+        self._enforce(None if live is EVERY_DEVICE else set(targets) | set(live))
 
     def _warn_policy_errors(self, found):
         """One warning per broken (level, key=value), not one per event:

@@ -166,8 +166,9 @@ def _json_key(key):
 class Encoded(object):
     """Cache content with every entry already JSON-encoded.
 
-    The watcher keeps one and re-encodes only the entries a change touches,
-    instead of resolving and encoding the whole pool each time.
+    The watcher's CacheEntries assembles one from entries it re-encodes
+    only when a change touches them, instead of resolving and encoding the
+    whole pool each time.
     `sections` is {"pifs": {key: json text}, "vifs": {key: json text}};
     keys are device names or <uuid>/<devid>, which JSON never escapes.
     """

@@ -35,7 +35,7 @@ import uuid
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from netoffload.agents import cache  # noqa: E402
+from netoffload.agents import cache, cache_writer  # noqa: E402
 from tests.support.netns import NetNS  # noqa: E402
 
 FEATURES = ("rx", "tx", "sg", "tso", "ufo", "gso", "gro", "lro")
@@ -101,9 +101,9 @@ def main():
         pifs = dict(("eth%d" % i, {"features": ALL_OFF, "source": "pool",
                                    "policy": "all-off"})
                     for i in range(args.devices))
-        cache.write({"format": cache.FORMAT, "generated_at": "bench",
-                     "host": {"uuid": "h", "name": "bench"}, "policy": {},
-                     "pifs": pifs, "vifs": vifs}, state)
+        cache_writer.write({"format": cache.FORMAT, "generated_at": "bench",
+                            "host": {"uuid": "h", "name": "bench"}, "policy": {},
+                            "pifs": pifs, "vifs": vifs}, state)
         xenstore = os.path.join(work, "xenstore.json")
         with open(xenstore, "w") as handle:
             json.dump(dict(("/local/domain/%d/vm" % (i + 1), "/vm/" + u)

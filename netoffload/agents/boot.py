@@ -4,12 +4,12 @@ Installed as /usr/libexec/netoffload/netoffload-boot and run once per boot
 by netoffload-boot.service, after xapi-init-complete.target.
 
 - With XAPI: one local session, one snapshot of the pool, the cache written
-  (netoffload.agents.cache), then `enforce.enforce_live` on this host's PIF
+  (netoffload.agents.cache_writer), then `enforce.enforce_live` on this host's PIF
   devices and the vif/tap devices of its running VMs.
 - Without XAPI (it failed to start, the socket is gone, or it fails a
   call after the login: still starting, or going away mid-snapshot): every
-  local device is enforced from the existing cache, as the udev helper
-  would, and the log says why.
+  local device is enforced from the existing cache (netoffload.agents.cached,
+  as the udev helper does), and the log says why.
 - Before enforcing, the live-state records of vif/tap devices that do not
   exist are forgotten: no guest survives a dom0 boot, and domids restart
   at 1, so such a record would be taken for a new VM's past. (Records of
@@ -24,8 +24,8 @@ import argparse
 import sys
 
 from netoffload import exitcodes
-from netoffload.agents import cache
-from netoffload.engine import devices
+from netoffload.agents import cache, cache_writer, cached
+from netoffload.engine import devices, ethtool, livestate
 from netoffload.errors import DeviceError, NetoffloadError, NotFound, XapiError
 from netoffload.log import get_logger
 from netoffload.pool import enforce, xapi
@@ -38,9 +38,9 @@ def refresh_cache(session, directory=None):
     client = xapi.Xapi(session)
     host_ref = client.local_host_ref()
     records = client.snapshot()
-    data = cache.build(records, host_ref)
+    data = cache_writer.build(records, host_ref)
     try:
-        cache.write(data, directory)
+        cache_writer.write(data, directory)
     except (IOError, OSError) as err:
         return records, host_ref, data, "%s: %s" % (
             getattr(err, "filename", None) or cache.cache_path(directory),
@@ -50,15 +50,13 @@ def refresh_cache(session, directory=None):
 
 def enforce_from_xapi(records, host_ref, directory=None):
     """[per-device dict] from enforce.enforce_live."""
-    from netoffload.engine import livestate
     return enforce.enforce_live(records, host_ref,
                                   livestate.LiveStateStore(directory))
 
 
 def enforce_from_cache(directory=None):
-    """Apply the cache to every local device it covers: [(device, line|error)]."""
-    from netoffload.agents import udev
-    from netoffload.engine import ethtool
+    """Apply the cache to every local device it covers:
+    [(device, ok, line or error)]."""
     loaded = cache.load(directory)  # CacheUnusable: nothing we can do
     results = []
     for device in ethtool.list_devices():
@@ -66,7 +64,8 @@ def enforce_from_cache(directory=None):
                 loaded.pif(device) == (None, None):
             continue
         try:
-            results.append((device, True, udev.handle(device, directory, loaded)))
+            results.append((device, True,
+                            cached.enforce_device(device, loaded, directory)))
         except (NotFound, DeviceError) as err:
             results.append((device, False, err.message))
     return results
@@ -74,7 +73,6 @@ def enforce_from_cache(directory=None):
 
 def forget_departed_guests(directory=None):
     """Forget the live-state records of vif/tap devices that are gone."""
-    from netoffload.engine import ethtool, livestate
     store = livestate.LiveStateStore(directory)
     present = set(ethtool.list_devices())
     return store.forget_many(

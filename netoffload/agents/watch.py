@@ -15,11 +15,9 @@ and PIF:
 - The snapshot is kept up to date from event snapshots, trimmed to the fields
   the pack reads (strings interned: refs and keys repeat), so memory stays
   flat however long it runs; after a sync the freed heap goes back to the OS.
-- For each batch the watcher works out which VIFs and PIFs it affects: the
-  object itself for VIF/PIF events; all VIFs of a VM whose policy key, tags
-  or residence changed; all VIFs of a network, all PIFs of a host, or
-  everything for a pool policy change; everything when this host has just
-  become the master.
+- For each batch the pure core (netoffload.agents.watch_events) updates the
+  snapshot and works out which VIFs and PIFs it affects, which need live
+  enforcement and which cache entries change; this module acts on that.
 - On the pool master only (pool.master is this host), `planning.plan_db` +
   `apply_db` write the `ethtool-*` keys of the affected objects that need
   them. Writes run in writer threads (one object per session at a time, so
@@ -49,18 +47,14 @@ import socket
 import sys
 import time
 
-from netoffload.agents import cache
+from netoffload import statedir
+from netoffload.agents import cache_writer, watch_events
+from netoffload.agents.cache_writer import CacheEntries
+from netoffload.engine import livestate
 from netoffload.errors import NetoffloadError
 from netoffload.log import get_logger
-from netoffload.pool import enforce, keys, planning, writer, xapi
-from netoffload.pool.records import (
-    BY_EVENT,
-    CLASSES,
-    PoolRecords,
-    is_eligible_vm,
-    network_backend,
-    runs_on,
-)
+from netoffload.pool import enforce, planning, writer, xapi
+from netoffload.pool.records import CLASSES, PoolRecords
 
 EVENT_CLASSES = [c.event for c in CLASSES]
 EVENT_TIMEOUT = 30.0
@@ -85,24 +79,9 @@ MAX_FAILURES = 10
 # session at a time, so each object's keys keep their order). xapi caps
 # sessions per originator; a handful is well inside that.
 WRITERS = 8
-
-# the fields we keep, per event class
-_KEEP = {
-    "pool": ("uuid", "name_label", "master", "other_config"),
-    "host": ("uuid", "name_label", "enabled", "other_config"),
-    "network": ("uuid", "name_label", "other_config"),
-    # bond_*: a bond master has no kernel device under openvswitch
-    "pif": ("uuid", "device", "VLAN", "host", "network", "other_config",
-            "bond_master_of", "bond_slave_of"),
-    "vm": ("uuid", "name_label", "other_config", "tags", "is_a_template",
-           "is_a_snapshot", "is_control_domain", "power_state",
-           "resident_on", "domid"),
-    # currently_attached: a VIF hot-plugged into a running VM has no device
-    # yet when it is created (the udev helper may then find no cache entry
-    # for it), so live state is enforced again when it turns true
-    "vif": ("uuid", "device", "VM", "network", "other_config",
-            "currently_attached"),
-}
+# Watcher._reconcile(live=EVERY_DEVICE): enforce every device of this host
+# (after a full sync), not only those of the affected objects.
+EVERY_DEVICE = None
 
 
 class _Stop(BaseException):
@@ -110,33 +89,6 @@ class _Stop(BaseException):
 
     A BaseException, so that no `except Exception` on the way swallows it.
     """
-
-
-_intern = sys.intern
-
-
-def _compact(value):
-    """Strings interned (refs, keys and values repeat across records)."""
-    if isinstance(value, str):
-        return _intern(value)
-    if isinstance(value, dict):
-        return dict((_compact(k), _compact(v)) for k, v in value.items())
-    if isinstance(value, list):
-        return [_compact(v) for v in value]
-    return value
-
-
-def _compact_record(record):
-    record = _compact(record)
-    if "other_config" in record:
-        record["other_config"] = dict(record["other_config"] or {})
-    return record
-
-
-def trim(cls, snapshot):
-    """The part of an event snapshot the pack reads (keeps memory small)."""
-    return _compact_record(dict((k, snapshot[k]) for k in _KEEP[cls]
-                                if k in snapshot))
 
 
 def release_memory(collect=True):
@@ -151,88 +103,151 @@ def release_memory(collect=True):
         pass
 
 
-def _policy_view(cls, record):
-    """What, in a record, decides the policy of the objects below it."""
-    config = (record or {}).get("other_config") or {}
-    if cls == "vm":
-        return (config.get(keys.KEY_VIF), tuple(sorted(record.get("tags") or ())),
-                is_eligible_vm(record) if record else None)
-    if cls == "network":
-        return config.get(keys.KEY_VIF)
-    if cls == "host":
-        return config.get(keys.KEY_PIF)
-    if cls == "pool":
-        return tuple(sorted((k, v) for k, v in config.items()
-                            if keys.is_pack_key(k)))
-    # VIF / PIF: its own keys and where it hangs
-    return tuple(sorted(config.items())) + tuple(
-        (k, record.get(k)) for k in ("VM", "network", "host", "device", "VLAN"))
+# DebouncedCache.flush when the entries had changed: whether the files were
+# rewritten (not if they held the same content), and the entries per section
+Flushed = collections.namedtuple("Flushed", "written counts")
 
 
-def _run_view(record):
-    record = record or {}
-    return (record.get("power_state"), record.get("resident_on"),
-            record.get("domid"))
+class DebouncedCache(object):
+    """This host's cache as the watcher keeps it: only the entries marked
+    dirty are re-resolved, and the files are rewritten once events stop
+    coming for `debounce` seconds, or CACHE_MAX_LAG after the first
+    unwritten change however busy the pool is."""
+
+    def __init__(self, state_dir, debounce):
+        self.state_dir = state_dir
+        self.debounce = float(debounce)
+        self.entries = None     # CacheEntries, from the first full sync on
+        self.dirty = set()      # refs to re-resolve; None: everything
+        self.due = None         # monotonic time the cache must be rebuilt by
+        self.deadline = None    # ... at the latest, however busy
+
+    def restart(self, host_ref):
+        """After a full sync: every entry is re-resolved at the next flush."""
+        previous = self.entries
+        self.entries = CacheEntries(host_ref)
+        if previous is not None and previous.host_ref == host_ref:
+            # entries of objects whose policy string is broken are kept
+            self.entries.vifs, self.entries.pifs = previous.vifs, previous.pifs
+        self.dirty = None
+
+    def mark(self, refs):
+        """Mark cache entries to re-resolve (None: all of them)."""
+        if refs is None:
+            self.dirty = None
+        elif self.dirty is not None:
+            self.dirty.update(refs)
+
+    def postpone(self, now):
+        """A batch came in: push the rebuild back, up to CACHE_MAX_LAG."""
+        if self.deadline is None:
+            self.deadline = now + max(CACHE_MAX_LAG, self.debounce)
+        self.due = min(now + self.debounce, self.deadline)
+
+    def wait_limit(self, now, timeout):
+        """timeout, shortened so that a due rebuild is not missed."""
+        if self.due is None:
+            return timeout
+        return max(0.0, min(timeout, self.due - now))
+
+    def is_due(self, now):
+        return self.due is not None and now >= self.due
+
+    def flush(self, records):
+        """Re-resolve the dirty entries and write the files if any entry or
+        the header changed: a Flushed, or None if nothing changed (before
+        the first sync too). OSError/IOError if the write fails; the
+        changes are then written at the next flush."""
+        if self.entries is None:
+            return None
+        self.due = self.deadline = None
+        dirty, self.dirty = self.dirty, set()
+        self.entries.refresh(records, dirty)
+        encoded = self.entries.encoded(records)
+        if not self.entries.changed:
+            return None
+        written = cache_writer.write(
+            encoded, self.state_dir,
+            changed=True if self.entries.written_once else None)
+        self.entries.changed = False
+        self.entries.written_once = True
+        return Flushed(written, encoded.counts())
 
 
-class CacheEntries(object):
-    """This host's cache as pre-encoded entries, refreshed per object.
+class KeyWriters(object):
+    """The master's writer pool: extra XAPI sessions, one thread each, each
+    writing one object's keys at a time (so an object's keys keep their
+    order) while the event loop goes on. Sessions and threads start with
+    the first submit.
 
-    `refresh(records, refs)` re-resolves only the given VIF/PIF refs (None:
-    all); `encoded(records)` assembles a cache.Encoded; `changed` says
-    whether anything differs from what was last written.
+    `recheck` holds the in-flight refs that changed while their writes
+    ran: the watcher plans them again once the snapshot shows our writes.
     """
 
-    def __init__(self, host_ref):
-        self.host_ref = host_ref
-        self.vifs = {}   # vif ref -> (key, json text)
-        self.pifs = {}   # pif ref -> (device, json text)
-        self.changed = True
-        self.written_once = False  # until then, compare with the file on disk
-        self._header = None
+    def __init__(self, open_session, size):
+        self._open_session = open_session
+        self.size = max(1, int(size))
+        self._sessions = []
+        self._clients = None    # queue of idle Xapi clients
+        self._executor = None
+        self._inflight = {}     # ref -> (plan, future)
+        self._finished = collections.deque()  # refs whose writes are done
+        self.recheck = set()
 
-    def refresh(self, records, refs=None):
-        previous = {}
-        backend = network_backend()
-        if refs is None:
-            previous = dict(self.vifs, **self.pifs)
-            self.vifs, self.pifs = {}, {}
-            refs = list(records.vifs) + list(records.pifs)
-            self.changed = True
-        for ref in refs:
-            if ref in records.pifs:
-                table, found = self.pifs, cache.pif_entry(
-                    records, ref, self.host_ref, on_error=cache.KEEP,
-                    backend=backend)
-            elif ref in records.vifs:
-                table, found = self.vifs, cache.vif_entry(
-                    records, ref, on_error=cache.KEEP)
-            else:  # deleted
-                table, found = (self.vifs if ref in self.vifs else self.pifs), None
-            if found is cache.KEEP:
-                # a broken policy string: the last good entry stays
-                if ref in previous:
-                    table[ref] = previous[ref]
+    def in_flight(self):
+        """The refs whose writes are submitted and not yet collected."""
+        return set(self._inflight)
+
+    def submit(self, plans):
+        """Start the writes of plans in the writer threads."""
+        if self._executor is None:
+            self._sessions = [self._open_session() for _ in range(self.size)]
+            self._clients = queue.Queue()
+            for session in self._sessions:
+                self._clients.put(xapi.Xapi(session))
+            self._executor = concurrent.futures.ThreadPoolExecutor(self.size)
+        for plan in plans:
+            future = self._executor.submit(self._write_one, plan)
+            self._inflight[plan.ref] = (plan, future)
+            future.add_done_callback(
+                lambda _f, ref=plan.ref: self._finished.append(ref))
+
+    def _write_one(self, plan):
+        client = self._clients.get()
+        try:
+            return writer.apply_db(client, [plan])[0]
+        finally:
+            self._clients.put(client)
+
+    def finished(self):
+        """[(ref, plan, future)] of the writes done since the last call, in
+        the order they finished; cancelled ones left out."""
+        done = []
+        while self._finished:
+            ref = self._finished.popleft()
+            plan, future = self._inflight.pop(ref, (None, None))
+            if future is None or future.cancelled():
                 continue
-            new = None if found is None else (found[0], cache.encode_entry(found[1]))
-            if table.get(ref) != new:
-                self.changed = True
-                if new is None:
-                    table.pop(ref, None)
-                else:
-                    table[ref] = new
+            done.append((ref, plan, future))
+        return done
 
-    def encoded(self, records):
-        head = cache.header(records, self.host_ref)
-        bare = dict(head, generated_at=None)
-        if bare != self._header:
-            self._header = bare
-            self.changed = True
-        sections = {}
-        for name, table in (("pifs", self.pifs), ("vifs", self.vifs)):
-            # as cache.build: for a key held twice, the later ref wins
-            sections[name] = dict(table[ref] for ref in sorted(table))
-        return cache.Encoded(head, sections)
+    def stop(self):
+        """Cancel the writes not started, wait for the running ones."""
+        for _plan, future in self._inflight.values():
+            future.cancel()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def close(self):
+        """Forget every write and close the sessions (after stop)."""
+        self._inflight.clear()
+        self._finished.clear()
+        self.recheck.clear()
+        for session in self._sessions:
+            xapi.close_session(session)
+        self._sessions = []
+        self._clients = None
 
 
 class Watcher(object):
@@ -242,11 +257,10 @@ class Watcher(object):
                  cache_debounce=CACHE_DEBOUNCE, backoff_max=BACKOFF_MAX,
                  writers=WRITERS, open_session=None, sleep=time.sleep,
                  coalesce=EVENT_COALESCE, max_failures=MAX_FAILURES):
-        self.state_dir = cache.state_dir(state_dir)
+        self.state_dir = statedir.state_dir(state_dir)
         self.max_failures = max(1, int(max_failures))
         self.exit_code = 0
         self.event_timeout = float(event_timeout)
-        self.cache_debounce = float(cache_debounce)
         self.coalesce = max(0.0, float(coalesce))
         self._next_call = 0.0     # monotonic time the next event.from may start
         self.backoff_max = float(backoff_max)
@@ -260,22 +274,13 @@ class Watcher(object):
         self.host_ref = None
         self.token = ""
         self.was_master = False
-        self.cache_due = None     # monotonic time the cache must be rebuilt by
-        self.cache_deadline = None  # ... at the latest, however busy
-        self._entries = None      # CacheEntries
+        self._cache = DebouncedCache(self.state_dir, cache_debounce)
         self._policy_warned = set()  # (level, error) already logged
-        self._cache_dirty = set()  # refs to re-resolve; None: everything
         self.stopping = False
         self.stats = {"syncs": 0, "batches": 0, "writes": 0, "objects_written": 0,
                       "cache_writes": 0, "live_applied": 0, "errors": 0}
         self._store = None
-        self.writers = max(1, int(writers))
-        self._writer_sessions = []
-        self._writer_clients = None   # queue of idle Xapi clients
-        self._pool = None
-        self._inflight = {}           # ref -> (plan, future)
-        self._finished = collections.deque()  # refs whose writes are done
-        self._recheck = set()         # in-flight refs that changed meanwhile
+        self._writers = KeyWriters(self._open_session, writers)
 
     # -- lifecycle -------------------------------------------------------------
     def stop(self):
@@ -335,55 +340,19 @@ class Watcher(object):
         self.host_ref = self.client.local_host_ref()
 
     def _disconnect(self):
-        for _plan, future in self._inflight.values():
-            future.cancel()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
-        self._harvest(replan=False)
-        self._inflight.clear()
-        self._finished.clear()
-        self._recheck.clear()
-        for session in self._writer_sessions:
-            xapi.close_session(session)
-        self._writer_sessions = []
-        self._writer_clients = None
+        self._writers.stop()
+        self._harvest(replan=False)  # log and count what did get written
+        self._writers.close()
         if self.session is not None:
             xapi.close_session(self.session)
         self.session = self.client = None
 
     # -- writing (master) --------------------------------------------------------
-    def _submit(self, plans):
-        """Start the writes of plans in the writer threads."""
-        if self._pool is None:
-            self._writer_sessions = [self._open_session()
-                                     for _ in range(self.writers)]
-            self._writer_clients = queue.Queue()
-            for session in self._writer_sessions:
-                self._writer_clients.put(xapi.Xapi(session))
-            self._pool = concurrent.futures.ThreadPoolExecutor(self.writers)
-        for plan in plans:
-            future = self._pool.submit(self._write_one, plan)
-            self._inflight[plan.ref] = (plan, future)
-            future.add_done_callback(
-                lambda _f, ref=plan.ref: self._finished.append(ref))
-
-    def _write_one(self, plan):
-        client = self._writer_clients.get()
-        try:
-            return writer.apply_db(client, [plan])[0]
-        finally:
-            self._writer_clients.put(client)
-
     def _harvest(self, replan=True):
         """Collect finished writes: log them; plan again the objects that
         changed while their writes were in flight, once our writes show."""
         written, failed, again = [], [], []
-        while self._finished:
-            ref = self._finished.popleft()
-            plan, future = self._inflight.pop(ref, (None, None))
-            if future is None or future.cancelled():
-                continue
+        for ref, plan, future in self._writers.finished():
             try:
                 result = future.result()
             except Exception as err:  # noqa: a writer thread's surprise
@@ -394,9 +363,10 @@ class Watcher(object):
                 written.append(result)
             elif result["status"] == "failed":
                 failed.append(result)
-            if ref in self._recheck:
-                self._recheck.discard(ref)
-                if self._shows(ref, result.get("written") or []):
+            if ref in self._writers.recheck:
+                self._writers.recheck.discard(ref)
+                if watch_events.shows(self.records, ref,
+                                      result.get("written") or []):
                     again.append(ref)
                 # else: the event of our last write is still to come, and
                 # that event plans the object again
@@ -410,14 +380,6 @@ class Watcher(object):
                              result["label"], "; ".join(result.get("error", [])))
         if replan and again:
             self._reconcile(set(again))
-
-    def _shows(self, ref, written):
-        """True if the snapshot of ref holds every key we wrote."""
-        record = self.records.vifs.get(ref) or self.records.pifs.get(ref)
-        if record is None:
-            return False
-        config = record.get("other_config") or {}
-        return all(config.get(key) == value for key, value in written)
 
     # -- the loop ------------------------------------------------------------------
     def _events(self, token, timeout):
@@ -445,12 +407,12 @@ class Watcher(object):
             # after the raw ones are freed, packed together instead of
             # scattered among the holes the raw ones leave, so the heap
             # can shrink back.
-            packed = json.dumps(dict((ref, trim(cls, record))
+            packed = json.dumps(dict((ref, watch_events.trim(cls, record))
                                      for ref, record in raw.items()))
             del raw
             gc.collect()
             tables[xapi_class.table] = dict(
-                (_intern(ref), _compact_record(record))
+                (watch_events.intern(ref), watch_events.compact_record(record))
                 for ref, record in json.loads(packed).items())
             del packed
         self.records = PoolRecords(*[tables[c.table] for c in CLASSES])
@@ -460,30 +422,23 @@ class Watcher(object):
         self.log.info("watch: synced %d VMs, %d VIFs, %d PIFs (%s)",
                       len(tables["vms"]), len(tables["vifs"]), len(tables["pifs"]),
                       "master" if self.was_master else "member")
-        previous = self._entries
-        self._entries = CacheEntries(self.host_ref)
-        if previous is not None and previous.host_ref == self.host_ref:
-            # entries of objects whose policy string is broken are kept
-            self._entries.vifs, self._entries.pifs = previous.vifs, previous.pifs
+        self._cache.restart(self.host_ref)
         self._policy_warned = set()
-        self._cache_dirty = None
         self._reconcile(set(self.records.vifs) | set(self.records.pifs),
-                        live_all=True)
+                        live=EVERY_DEVICE)
         self._flush_cache()
 
     def _step(self):
-        timeout = self.event_timeout
-        if self.cache_due is not None:
-            timeout = max(0.0, min(timeout, self.cache_due - time.monotonic()))
+        timeout = self._cache.wait_limit(time.monotonic(), self.event_timeout)
         pause = self._next_call - time.monotonic()
         if pause > 0:
             self._sleep(pause)
         self._harvest()
-        if self._inflight:
+        if self._writers.in_flight():
             timeout = min(timeout, 1.0)  # to log finished writes promptly
         # Snapshots in this batch may predate the last writes of objects in
         # flight now, even if those writes finish before we look at them.
-        busy = set(self._inflight)
+        busy = self._writers.in_flight()
         result = self._events(self.token, timeout)
         self.token = result["token"]
         events = result.get("events") or []
@@ -493,106 +448,36 @@ class Watcher(object):
             affected, live = self._apply_events(events)
             if affected or live:
                 self._reconcile(affected, live=live, busy=busy)
-        if self.cache_due is not None and time.monotonic() >= self.cache_due:
+        if self._cache.is_due(time.monotonic()):
             self._flush_cache()
 
     @property
     def is_master(self):
-        if self.records is None:
-            return False
-        return self.records.pool_record.get("master") == self.host_ref
+        return watch_events.is_master(self.records, self.host_ref)
 
     def _apply_events(self, events):
         """Update the snapshot; (refs whose policy may have changed, VIF refs
         whose VM started or moved)."""
-        affected, live = set(), set()
-        vm_changed, net_changed, host_changed = set(), set(), set()
-        everything = False
-        now = time.monotonic()
-        # debounce: every batch pushes the rebuild back, up to CACHE_MAX_LAG
-        if self.cache_deadline is None:
-            self.cache_deadline = now + max(CACHE_MAX_LAG, self.cache_debounce)
-        self.cache_due = min(now + self.cache_debounce, self.cache_deadline)
-        for event in events:
-            cls = str(event.get("class", "")).lower()
-            if cls not in BY_EVENT:
-                continue
-            table = self.records.table(cls)
-            ref = _intern(str(event.get("ref")))
-            old = table.get(ref)
-            if cls in ("vif", "pif"):
-                self._dirty([ref])
-            if event.get("operation") == "del":
-                table.pop(ref, None)
-                continue
-            snapshot = event.get("snapshot")
-            if not isinstance(snapshot, dict):
-                continue
-            new = trim(cls, snapshot)
-            table[ref] = new
-            if cls == "vif" and new.get("currently_attached") and \
-                    not (old or {}).get("currently_attached"):
-                live.add(ref)  # plugged: its device exists now
-            if cls == "vm" and old is not None and \
-                    old.get("name_label") != new.get("name_label"):
-                vm_changed.add(("name", ref))
-            if old is not None and _policy_view(cls, old) == _policy_view(cls, new):
-                if cls == "vm" and _run_view(old) != _run_view(new):
-                    vm_changed.add(("run", ref))
-                continue
-            if cls in ("vif", "pif"):
-                affected.add(ref)
-            elif cls == "vm":
-                vm_changed.add(("policy", ref))
-            elif cls == "network":
-                net_changed.add(ref)
-            elif cls == "host":
-                host_changed.add(ref)
-            elif cls == "pool":
-                everything = True
-        if self.is_master and not self.was_master:
+        self._cache.postpone(time.monotonic())
+        batch = watch_events.apply_events(self.records, events, self.host_ref,
+                                          self.was_master)
+        if batch.took_over:
             self.log.info("watch: this host is now the pool master; taking over")
-            everything = True
         self.was_master = self.is_master
-        if everything:
-            self._dirty(None)
-            return set(self.records.vifs) | set(self.records.pifs), set()
-        if vm_changed or net_changed:
-            for vif_ref, vif in self.records.vifs.items():
-                if ("policy", vif.get("VM")) in vm_changed or \
-                        vif.get("network") in net_changed:
-                    affected.add(vif_ref)
-                elif ("name", vif.get("VM")) in vm_changed:
-                    self._dirty([vif_ref])
-                if ("run", vif.get("VM")) in vm_changed:
-                    live.add(vif_ref)
-        if host_changed:
-            affected.update(ref for ref, pif in self.records.pifs.items()
-                            if pif.get("host") in host_changed)
-        self._dirty(affected)
-        return affected, live
-
-    def _dirty(self, refs):
-        """Mark cache entries to re-resolve (None: all of them)."""
-        if refs is None:
-            self._cache_dirty = None
-        elif self._cache_dirty is not None:
-            self._cache_dirty.update(refs)
+        self._cache.mark(batch.dirty)
+        return batch.affected, batch.live
 
     # -- acting ------------------------------------------------------------------
-    def _eligible(self, ref):
-        if ref in self.records.pifs:
-            return True
-        vif = self.records.vifs.get(ref)
-        vm = self.records.vms.get((vif or {}).get("VM"))
-        return vm is not None and is_eligible_vm(vm)
-
-    def _reconcile(self, affected, live=(), live_all=False, busy=()):
-        targets = sorted(ref for ref in affected if self._eligible(ref))
+    def _reconcile(self, affected, live=(), busy=()):
+        """Plan and write the keys of the affected objects (on the master),
+        then enforce live state on their devices here and on the VIFs in
+        `live` (EVERY_DEVICE: on every device of this host)."""
+        targets = sorted(ref for ref in affected
+                         if watch_events.eligible(self.records, ref))
         if self.is_master and targets:
-            busy = set(busy) | set(self._inflight)
+            busy = set(busy) | self._writers.in_flight()
             waiting = [ref for ref in targets if ref in busy]
-            self._recheck.update(waiting)
+            self._writers.recheck.update(waiting)
             idle = [ref for ref in targets if ref not in busy]
             # in slices: a full sync plans every object, and holding 10,000
             # plans at once would leave the heap that much bigger for good
@@ -604,8 +489,8 @@ class Watcher(object):
                     for p in plans if p.resolution.error)
                 plans = [p for p in plans if p.writes]
                 if plans:
-                    self._submit(plans)
-        self._enforce(None if live_all else set(targets) | set(live))
+                    self._writers.submit(plans)
+        self._enforce(None if live is EVERY_DEVICE else set(targets) | set(live))
 
     def _warn_policy_errors(self, found):
         """One warning per broken (level, key=value), not one per event:
@@ -619,23 +504,9 @@ class Watcher(object):
                              "are until it is fixed (`netoffload doctor`)",
                              level, error, label)
 
-    def _local_targets(self, refs):
-        """The refs among `refs` that have a device on this host."""
-        local = set()
-        for ref in refs:
-            if ref in self.records.pifs:
-                if self.records.pifs[ref].get("host") == self.host_ref:
-                    local.add(ref)
-                continue
-            vm = self.records.vms.get((self.records.vifs.get(ref) or {}).get("VM"))
-            if vm and runs_on(vm, self.host_ref):
-                local.add(ref)
-        return local
-
     def _enforce(self, refs):
-        from netoffload.engine import livestate
         if refs is not None:
-            refs = self._local_targets(refs)
+            refs = watch_events.local_targets(self.records, self.host_ref, refs)
             if not refs:
                 return
         if self._store is None:
@@ -660,28 +531,20 @@ class Watcher(object):
                           ", ".join(r["device"] for r in changed))
 
     def _flush_cache(self):
-        if self.records is None or self.host_ref is None or self._entries is None:
-            return
-        self.cache_due = self.cache_deadline = None
-        dirty, self._cache_dirty = self._cache_dirty, set()
-        self._entries.refresh(self.records, dirty)
-        encoded = self._entries.encoded(self.records)
-        if not self._entries.changed:
+        if self.records is None or self.host_ref is None:
             return
         try:
-            written = cache.write(encoded, self.state_dir,
-                                  changed=True if self._entries.written_once else None)
-            self._entries.changed = False
-            self._entries.written_once = True
-            if written:
-                self.stats["cache_writes"] += 1
-                counts = encoded.counts()
-                self.log.info("watch: cache updated: %d PIFs, %d VIFs",
-                              counts["pifs"], counts["vifs"])
-            del encoded
-            release_memory(collect=False)  # the MB-sized texts just freed
+            flushed = self._cache.flush(self.records)
         except (OSError, IOError) as err:
             self.log.warning("watch: cannot write the cache: %s", err)
+            return
+        if flushed is None:
+            return
+        if flushed.written:
+            self.stats["cache_writes"] += 1
+            self.log.info("watch: cache updated: %d PIFs, %d VIFs",
+                          flushed.counts["pifs"], flushed.counts["vifs"])
+        release_memory(collect=False)  # the MB-sized texts just freed
 
 
 _WATCHERS = []

@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import shutil
+import subprocess
 import sys
 
 import pytest
@@ -241,3 +242,16 @@ def test_xapi_failing_after_login_refresh_only_keeps_the_cache(host, how):
     assert "cache not refreshed" in proc.stderr
     with open(cache.cache_path(host.state)) as handle:
         assert handle.read() == before
+
+
+def test_boot_does_not_load_the_udev_helper():
+    """Boot shares the cached enforcement (agents.cached) with the udev
+    helper, not the helper's entry point (its signal and exit handling)."""
+    code = ("import json, sys; import netoffload.agents.boot; "
+            "sys.stdout.write(json.dumps(sorted(sys.modules)))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO,
+                          stdout=subprocess.PIPE, universal_newlines=True,
+                          check=True, timeout=60)
+    loaded = json.loads(proc.stdout)
+    assert "netoffload.agents.cached" in loaded
+    assert "netoffload.agents.udev" not in loaded

@@ -5,12 +5,12 @@ import os
 import stat
 
 import pytest
-from netoffload.pool.records import PoolRecords
 
-from netoffload.agents import cache
+from netoffload import statedir
+from netoffload.agents import cache, cache_writer
 from netoffload.pool import keys
 from netoffload.pool.precedence import resolve_pif, resolve_vif
-from netoffload.pool.records import eligible_vifs
+from netoffload.pool.records import PoolRecords, eligible_vifs
 
 HOST_A = "OpaqueRef:host-a"
 HOST_B = "OpaqueRef:host-b"
@@ -71,7 +71,7 @@ def _records():
 # -- building ------------------------------------------------------------------
 
 def test_build_lists_this_hosts_pifs_and_every_vif_in_the_pool():
-    data = cache.build(_records(), HOST_A, generated_at="2024-01-01T00:00:00Z")
+    data = cache_writer.build(_records(), HOST_A, generated_at="2024-01-01T00:00:00Z")
     assert data["format"] == cache.FORMAT
     assert data["host"] == {"uuid": "host-a-uuid", "name": "xs1"}
     assert data["policy"]["pool"] == {"vif": "all-off", "pif": "tx-off",
@@ -92,7 +92,7 @@ def test_build_lists_this_hosts_pifs_and_every_vif_in_the_pool():
 def test_build_lists_policy_features_only_never_explicit_keys():
     """Like enforce.enforce_live: explicit keys are xapi's business at plug,
     so the cache (what udev and boot-without-xapi apply) leaves them out."""
-    data = cache.build(_records(), HOST_A)
+    data = cache_writer.build(_records(), HOST_A)
     # eth1's only policy feature (tx) is explicit: nothing left to apply
     assert "eth1" not in data["pifs"]
     vif1 = data["vifs"][VM_UUID + "/1"]
@@ -117,7 +117,7 @@ def _opted_out_with_explicit_keys(pool_policy):
     ids=["pool-policy", "no-policy"])
 def test_cache_entries_are_what_enforce_live_applies(pool_policy):
     records = _opted_out_with_explicit_keys(pool_policy)
-    data = cache.build(records, HOST_A)
+    data = cache_writer.build(records, HOST_A)
     assert OPT_OUT_UUID + "/0" not in data["vifs"]
     for vif_ref in eligible_vifs(records):
         vif = records.vifs[vif_ref]
@@ -125,7 +125,7 @@ def test_cache_entries_are_what_enforce_live_applies(pool_policy):
         live = resolve_vif(records, vif_ref).live_features
         assert data["vifs"].get(key, {}).get("features", {}) == live, key
     for pif_ref in records.pifs_of_host(HOST_A):
-        device = cache.pif_device_name(records.pifs[pif_ref])
+        device = cache_writer.pif_device_name(records.pifs[pif_ref])
         live = resolve_pif(records, pif_ref).live_features
         assert data["pifs"].get(device, {}).get("features", {}) == live, device
     if not pool_policy:
@@ -133,7 +133,7 @@ def test_cache_entries_are_what_enforce_live_applies(pool_policy):
 
 
 def test_build_for_a_host_whose_pif_policy_is_none_lists_no_pifs():
-    data = cache.build(_records(), HOST_B)
+    data = cache_writer.build(_records(), HOST_B)
     assert data["pifs"] == {}
     assert data["policy"]["host"] == {"pif": "none"}
     assert len(data["vifs"]) == 3
@@ -153,7 +153,7 @@ def _sample(pifs=None, vifs=None, generated_at="2024-01-01T00:00:00Z"):
 
 def test_write_is_root_only_and_leaves_no_temp_files(tmp_path):
     directory = str(tmp_path / "state")
-    assert cache.write(_sample(), directory) is True
+    assert cache_writer.write(_sample(), directory) is True
     assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
     path = cache.cache_path(directory)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
@@ -164,9 +164,9 @@ def test_write_is_root_only_and_leaves_no_temp_files(tmp_path):
 
 def test_write_with_same_content_keeps_the_file(tmp_path):
     directory = str(tmp_path)
-    cache.write(_sample(), directory)
+    cache_writer.write(_sample(), directory)
     before = os.stat(cache.cache_path(directory))
-    assert cache.write(_sample(generated_at="2030-01-01T00:00:00Z"),
+    assert cache_writer.write(_sample(generated_at="2030-01-01T00:00:00Z"),
                        directory) is False
     after = os.stat(cache.cache_path(directory))
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
@@ -175,21 +175,21 @@ def test_write_with_same_content_keeps_the_file(tmp_path):
 
 def test_failed_write_keeps_the_old_cache(tmp_path, mocker):
     directory = str(tmp_path)
-    cache.write(_sample(), directory)
-    mocker.patch("netoffload.agents.cache.os.rename", autospec=True,
+    cache_writer.write(_sample(), directory)
+    mocker.patch("netoffload.agents.cache_writer.os.rename", autospec=True,
                  side_effect=OSError(28, "No space left on device"))
     with pytest.raises(OSError):
-        cache.write(_sample(pifs={}), directory)
+        cache_writer.write(_sample(pifs={}), directory)
     assert cache.load(directory).data == _sample()
     assert sorted(os.listdir(directory)) == ["cache.index", "cache.json", "pif"]
 
 
 def test_pif_markers_follow_the_cache(tmp_path):
     directory = str(tmp_path)
-    cache.write(_sample(pifs={"eth0": {"features": {"tx": "off"}},
+    cache_writer.write(_sample(pifs={"eth0": {"features": {"tx": "off"}},
                               "bond0": {"features": {"tx": "off"}}}), directory)
     assert sorted(os.listdir(os.path.join(directory, "pif"))) == ["bond0", "eth0"]
-    cache.write(_sample(pifs={"eth1": {"features": {"tx": "off"}},
+    cache_writer.write(_sample(pifs={"eth1": {"features": {"tx": "off"}},
                               "../evil": {"features": {"tx": "off"}}}), directory)
     assert os.listdir(os.path.join(directory, "pif")) == ["eth1"]
     assert not os.path.exists(os.path.join(str(tmp_path.parent), "evil"))
@@ -202,18 +202,18 @@ def test_a_writer_overtaken_between_cache_and_index_leaves_no_wrong_index(
     directory = str(tmp_path)
     older = _sample(pifs={"eth0": {"features": {"tx": "off"}}})
     newer = _sample(pifs={"eth0": {"features": {"tx": "on"}}})
-    real = cache.atomic_write
+    real = statedir.atomic_write
     overtaken = []
 
     def writer_b_completes_in_between(path, chunks, *args):
         result = real(path, chunks, *args)
         if path.endswith(cache.CACHE_FILE) and not overtaken:
             overtaken.append(path)
-            cache.write(newer, directory)
+            cache_writer.write(newer, directory)
         return result
-    monkeypatch.setattr(cache, "atomic_write", writer_b_completes_in_between)
-    cache.write(older, directory)
-    monkeypatch.setattr(cache, "atomic_write", real)
+    monkeypatch.setattr(statedir, "atomic_write", writer_b_completes_in_between)
+    cache_writer.write(older, directory)
+    monkeypatch.setattr(statedir, "atomic_write", real)
     assert overtaken
     assert cache.load(directory).pif("eth0")[0] == {"tx": "on"}
     assert cache.open_lookup(directory).pif("eth0")[0] == {"tx": "on"}
@@ -223,10 +223,10 @@ def test_pif_markers_tolerate_another_writer(tmp_path, mocker):
     """Between our listing and our create/unlink another writer made eth0's
     marker and removed gone0's: neither is an error."""
     directory = str(tmp_path)
-    cache.write(_sample(pifs={"eth0": {"features": {"tx": "off"}}}), directory)
-    mocker.patch("netoffload.agents.cache.os.listdir", autospec=True,
+    cache_writer.write(_sample(pifs={"eth0": {"features": {"tx": "off"}}}), directory)
+    mocker.patch("netoffload.agents.cache_writer.os.listdir", autospec=True,
                  return_value=["gone0"])
-    cache.sync_pif_markers(["eth0"], directory)
+    cache_writer.sync_pif_markers(["eth0"], directory)
     mocker.stopall()
     assert os.listdir(os.path.join(directory, "pif")) == ["eth0"]
 
@@ -257,7 +257,7 @@ READERS = [("cache.json", cache.load), ("index", cache.open_lookup)]
 @pytest.mark.parametrize("reader", [r[1] for r in READERS],
                          ids=[r[0] for r in READERS])
 def test_lookups(tmp_path, reader):
-    cache.write(_sample(), str(tmp_path))
+    cache_writer.write(_sample(), str(tmp_path))
     loaded = reader(str(tmp_path))
     assert loaded.host_uuid == "h"
     assert loaded.pif("eth0")[0] == {"tx": "off"}
@@ -275,7 +275,7 @@ def test_lookups(tmp_path, reader):
 @pytest.mark.parametrize("reader", [r[1] for r in READERS],
                          ids=[r[0] for r in READERS])
 def test_a_corrupt_entry_is_refused_on_lookup(tmp_path, features, reader):
-    cache.write(_sample(pifs={"eth0": {"features": features}}), str(tmp_path))
+    cache_writer.write(_sample(pifs={"eth0": {"features": features}}), str(tmp_path))
     loaded = reader(str(tmp_path))
     with pytest.raises(cache.CacheUnusable):
         loaded.pif("eth0")
@@ -287,7 +287,7 @@ def test_a_corrupt_entry_is_refused_on_lookup(tmp_path, features, reader):
 def test_encoded_text_is_the_plain_json_encoding():
     data = _sample(pifs={"eth0": {"features": {"tx": "off"}},
                          'we"ird\n': {"features": {"tx": "off"}}})
-    encoded = cache.Encoded.from_data(data)
+    encoded = cache_writer.Encoded.from_data(data)
     assert encoded.text() == json.dumps(data, sort_keys=True,
                                         separators=(",", ":")) + "\n"
     assert json.loads(encoded.text()) == data
@@ -295,7 +295,7 @@ def test_encoded_text_is_the_plain_json_encoding():
 
 
 def test_the_index_is_used_when_it_belongs_to_cache_json(tmp_path):
-    cache.write(_sample(), str(tmp_path))
+    cache_writer.write(_sample(), str(tmp_path))
     loaded = cache.open_lookup(str(tmp_path))
     assert isinstance(loaded, cache.IndexedCache)
     assert loaded.generated_at == "2024-01-01T00:00:00Z"
@@ -322,7 +322,7 @@ def _index_garbled(directory):
 def test_a_stale_or_broken_index_falls_back_to_cache_json(tmp_path, change,
                                                          vif_listed):
     directory = str(tmp_path)
-    cache.write(_sample(), directory)
+    cache_writer.write(_sample(), directory)
     change(directory)
     loaded = cache.open_lookup(directory)
     assert not isinstance(loaded, cache.IndexedCache)
@@ -333,15 +333,15 @@ def test_a_stale_or_broken_index_falls_back_to_cache_json(tmp_path, change,
                          ids=["index-missing", "index-garbled"])
 def test_an_unchanged_write_repairs_the_index(tmp_path, change):
     directory = str(tmp_path)
-    cache.write(_sample(), directory)
+    cache_writer.write(_sample(), directory)
     change(directory)
-    assert cache.write(_sample(), directory) is False
+    assert cache_writer.write(_sample(), directory) is False
     assert isinstance(cache.open_lookup(directory), cache.IndexedCache)
 
 
 def test_a_corrupt_cache_json_is_refused_even_with_an_index(tmp_path):
     directory = str(tmp_path)
-    cache.write(_sample(), directory)
+    cache_writer.write(_sample(), directory)
     with open(cache.cache_path(directory), "w") as handle:
         handle.write('{"format": 1, "pifs": ')
     with pytest.raises(cache.CacheUnusable) as info:

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from netoffload.agents import cache
+from netoffload.agents import cache, cache_writer
 from netoffload.engine.ethtool import parse_features_text
 from netoffload.engine.livestate import LiveStateStore
 from tests.support import paths
@@ -61,7 +61,7 @@ class Dom0(object):
                        # an older layout: the uuid lives under the vm node
                        "/local/domain/8/vm": "/vm/legacy-8",
                        "/vm/legacy-8/uuid": OTHER_VM_UUID}, handle)
-        cache.write(_cache_data(), self.state)
+        cache_writer.write(_cache_data(), self.state)
         ns.add_tap("tap5.0")
         ns.add_veth("vif5.1", "guest51")
         ns.add_veth("vif8.0", "guest80")
@@ -172,7 +172,7 @@ def _missing(dom0):
 def _bad_entry(dom0):
     data = _cache_data()
     data["vifs"][VM_UUID + "/0"]["features"] = {"tx": "sideways"}
-    cache.write(data, dom0.state)
+    cache_writer.write(data, dom0.state)
 
 
 def _no_xenstore(dom0):
@@ -221,7 +221,7 @@ def test_device_gone_is_logged_once(dom0):
     # a Windows PV vif may vanish between its two registrations
     data = _cache_data()
     data["vifs"][VM_UUID + "/7"] = {"features": ALL_OFF, "source": "vm"}
-    cache.write(data, dom0.state)
+    cache_writer.write(data, dom0.state)
     proc = dom0.helper(["vif5.7"], dom0.env("vif5.7"))
     assert proc.returncode == 0
     assert "left alone" in proc.stderr

@@ -3,7 +3,10 @@ that replace heavier standard-library modules on that path.
 
 Timings live in bench/bench_udev.py; these tests pin the causes: a real
 helper run (fresh device, cache hit, ethtool -K, live-state record) must
-not pull in logging, logging.handlers, fnmatch, ctypes or tempfile.
+not pull in logging, logging.handlers, fnmatch, ctypes or tempfile, nor
+any of the package's modules beyond the cache reader and the engine's
+device side (the cache writer and the pool's precedence are the boot
+unit's and the watcher's).
 """
 import fnmatch
 import json
@@ -16,6 +19,18 @@ from netoffload.engine import features as F
 from tests.agents.test_udev_helper import dom0  # noqa: F401 (the fixture)
 
 HEAVY = ("logging", "logging.handlers", "fnmatch", "ctypes", "tempfile")
+# Every netoffload module a bring-up may load: a new one here is start-up
+# time on every interface of every boot.
+OWN_MODULES = {
+    "netoffload", "netoffload.errors", "netoffload.exitcodes", "netoffload.log",
+    "netoffload.paths", "netoffload.runner", "netoffload.statedir",
+    "netoffload.agents", "netoffload.agents.cache", "netoffload.agents.cached",
+    "netoffload.agents.udev",
+    "netoffload.engine", "netoffload.engine.devices", "netoffload.engine.ethtool",
+    "netoffload.engine.ethtool_ioctl", "netoffload.engine.features",
+    "netoffload.engine.livestate",
+    "netoffload.pool", "netoffload.pool.keys",
+}
 
 _LIST_MODULES = ("import sys, json; from netoffload.agents.udev import main; "
                  "main(sys.argv[1:]); "
@@ -35,6 +50,8 @@ def test_a_bring_up_imports_none_of_the_heavy_modules(dom0, device):  # noqa: F8
     loaded = set(json.loads(proc.stdout))
     assert {"netoffload.engine.livestate", "netoffload.engine.ethtool_ioctl"} <= loaded
     assert sorted(loaded & set(HEAVY)) == []
+    assert sorted(m for m in loaded if m.split(".")[0] == "netoffload"
+                  and m not in OWN_MODULES) == []
 
 
 # Every kernel feature name this project has seen (tests/fixtures and

@@ -328,6 +328,8 @@ def test_a_mistyped_policy_leaves_its_objects_alone_and_warns_once(
     def live():
         return parse_features_text(netns.ethtool_k(device), device).as_onoff()
     wait_for(lambda: live()["tx"] == "off", what="tx off live")
+    # a full sync enforces live state before it writes the first cache
+    wait_synced(one_host["state"])
     wait_for(lambda: cache.load(one_host["state"]).vif(vm_uuid, 0)[0]
              is not None, what="the VIF in the cache")
     keys, features = pool.vif_config(vif), live()

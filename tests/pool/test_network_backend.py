@@ -11,7 +11,7 @@ import shutil
 import pytest
 import XenAPI
 
-from netoffload.agents import cache
+from netoffload.agents import cache, cache_writer
 from netoffload.pool.records import (
     BACKEND_BRIDGE,
     BACKEND_OVS,
@@ -98,7 +98,7 @@ def test_cache_and_markers_list_only_real_devices(tmp_path, monkeypatch, conf,
     (tmp_path / "network.conf").write_text(conf + "\n")
     monkeypatch.setenv("NETOFFLOAD_NETWORK_CONF", str(tmp_path / "network.conf"))
     state = str(tmp_path / "state")
-    cache.write(cache.build(_records(), "h"), state)
+    cache_writer.write(cache_writer.build(_records(), "h"), state)
     assert sorted(cache.load(state).data["pifs"]) == pifs
     assert sorted(os.listdir(os.path.join(state, "pif"))) == pifs
 

@@ -1,0 +1,392 @@
+"""The local cache's writer: its content built from pool records, and the
+atomic write of cache.json, cache.index and the PIF markers.
+
+The format is described in netoffload.agents.cache (the reader, which the
+udev helper imports); the boot unit builds the whole cache with `build`,
+the watcher keeps a `CacheEntries` and refreshes only what changed.
+"""
+import datetime
+import errno
+import json
+import os
+import re
+
+from netoffload import statedir
+from netoffload.agents.cache import (
+    CACHE_FILE,
+    FORMAT,
+    INDEX_FILE,
+    INDEX_MAGIC,
+    PIF_MARKER_DIR,
+    index_head,
+    stamp,
+)
+from netoffload.engine import devices
+from netoffload.errors import BadArgument
+from netoffload.pool import keys
+from netoffload.pool.precedence import resolve_pif, resolve_vif
+from netoffload.pool.records import is_eligible_vm, network_backend, pif_device
+
+# keys JSON needs no escapes for, and that cannot break an index line
+_PLAIN_KEY_RE = re.compile(r"^[A-Za-z0-9_.:@/-]+\Z")
+
+
+def _utc_now():
+    return datetime.datetime.utcnow().replace(microsecond=0) \
+        .isoformat() + "Z"
+
+
+# -- building from pool records ----------------------------------------------
+
+def entry_from_resolution(resolution, vm_name=None):
+    """The cache entry for one object, or None if its policy sets nothing.
+
+    Only the policy's features (`live_features`), as enforce.enforce_live
+    applies: explicit `ethtool-*` keys are xapi's to apply at plug, and an
+    opted-out VM (`none`) or an object without policy is left alone.
+    """
+    wanted = dict(resolution.live_features)
+    if not wanted:
+        return None
+    sources = resolution.sources or {}
+    entry = {
+        "features": wanted,
+        "source": resolution.level,
+        "sources": dict((f, sources[f]) for f in wanted if f in sources),
+        "policy": resolution.policy,
+    }
+    if vm_name is not None:
+        entry["vm"] = vm_name
+    return entry
+
+
+def policy_summary(records, host_ref):
+    """The policy keys that feed this host's cache, for a reader's benefit."""
+    pool_oc = records.pool_other_config
+    host_oc = records.hosts.get(host_ref, {}).get("other_config") or {}
+    tags = dict((keys.tag_of_key(key), value)
+                for key, value in sorted(pool_oc.items())
+                if keys.tag_of_key(key) is not None)
+    return {
+        "pool": {"vif": pool_oc.get(keys.KEY_VIF),
+                 "pif": pool_oc.get(keys.KEY_PIF),
+                 "tags": tags},
+        "host": {"pif": host_oc.get(keys.KEY_PIF)},
+    }
+
+
+def pif_device_name(pif, backend=None):
+    """The kernel device of a PIF record (pif_device), or None if
+    it has none (a VLAN or bond under openvswitch) or that is not a valid
+    device name. backend: network_backend() when not given."""
+    if backend is None:
+        backend = network_backend()
+    device = pif_device(pif, backend=backend)
+    if device is None:
+        return None
+    try:
+        return devices.validate_device(device)
+    except BadArgument:
+        return None
+
+
+# pif_entry/vif_entry(on_error=KEEP): the object's policy string is broken;
+# the watcher keeps the entry it had rather than drop it.
+KEEP = "keep"
+
+
+def pif_entry(records, pif_ref, host_ref, on_error=None, backend=None):
+    """(device, entry) for one PIF of host_ref whose policy sets something,
+    else None (or `on_error` if its policy string is broken)."""
+    pif = records.pifs.get(pif_ref)
+    if pif is None or pif.get("host") != host_ref:
+        return None
+    device = pif_device_name(pif, backend)
+    if device is None:
+        return None
+    resolution = resolve_pif(records, pif_ref)
+    if resolution.error:
+        return on_error
+    entry = entry_from_resolution(resolution)
+    return None if entry is None else (device, entry)
+
+
+def vif_entry(records, vif_ref, on_error=None):
+    """(key, entry) for one VIF of an eligible VM whose policy sets
+    something, else None (or `on_error` if its policy string is broken)."""
+    vif = records.vifs.get(vif_ref)
+    vm = records.vms.get((vif or {}).get("VM"))
+    if vm is None or not is_eligible_vm(vm):
+        return None
+    try:
+        key = keys.owner_key(vm["uuid"], vif.get("device", ""))
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return None
+    resolution = resolve_vif(records, vif_ref)
+    if resolution.error:
+        return on_error
+    entry = entry_from_resolution(resolution, vm.get("name_label", ""))
+    return None if entry is None else (key, entry)
+
+
+def header(records, host_ref, generated_at=None):
+    """Everything in the cache but the pifs and vifs sections."""
+    host = records.hosts.get(host_ref, {})
+    return {
+        "format": FORMAT,
+        "generated_at": generated_at or _utc_now(),
+        "host": {"uuid": host.get("uuid"), "name": host.get("name_label")},
+        "policy": policy_summary(records, host_ref),
+    }
+
+
+def build(records, host_ref, generated_at=None):
+    """The cache content for host_ref from a PoolRecords snapshot."""
+    backend = network_backend()
+    pifs = {}
+    for pif_ref in sorted(records.pifs):
+        found = pif_entry(records, pif_ref, host_ref, backend=backend)
+        if found is not None:
+            pifs[found[0]] = found[1]
+    vifs = {}
+    for vif_ref in sorted(records.vifs):
+        found = vif_entry(records, vif_ref)
+        if found is not None:
+            vifs[found[0]] = found[1]
+    data = header(records, host_ref, generated_at)
+    data["pifs"] = pifs
+    data["vifs"] = vifs
+    return data
+
+
+def _json_key(key):
+    return '"%s"' % key if _PLAIN_KEY_RE.match(key) else json.dumps(key)
+
+
+class Encoded(object):
+    """Cache content with every entry already JSON-encoded.
+
+    The watcher's CacheEntries assembles one from entries it re-encodes
+    only when a change touches them, instead of resolving and encoding the
+    whole pool each time.
+    `sections` is {"pifs": {key: json text}, "vifs": {key: json text}};
+    keys are device names or <uuid>/<devid>, which JSON never escapes.
+    """
+
+    SECTIONS = ("pifs", "vifs")
+
+    def __init__(self, head, sections):
+        self.header = head
+        self.sections = sections
+
+    @classmethod
+    def from_data(cls, data):
+        head = dict((k, v) for k, v in data.items() if k not in cls.SECTIONS)
+        sections = dict((name, dict((key, encode_entry(entry))
+                                    for key, entry in data.get(name, {}).items()))
+                        for name in cls.SECTIONS)
+        return cls(head, sections)
+
+    def counts(self):
+        return dict((name, len(self.sections[name])) for name in self.SECTIONS)
+
+    def chunks(self):
+        """cache.json in pieces (a big pool's file is never one string)."""
+        head = self.header
+        sep = "{"
+        for name in sorted(set(head) | set(self.SECTIONS)):
+            if name in self.SECTIONS:
+                yield '%s"%s":{' % (sep, name)
+                inner = ""
+                for key in sorted(self.sections[name]):
+                    yield "%s%s:%s" % (inner, _json_key(key), self.sections[name][key])
+                    inner = ","
+                yield "}"
+            else:
+                yield "%s%s:%s" % (sep, json.dumps(name), encode_entry(head[name]))
+            sep = ","
+        yield "}\n"
+
+    def text(self):
+        """cache.json: the same text as json.dumps(data, sort_keys=True,
+        separators=(",", ":")) + newline."""
+        return "".join(self.chunks())
+
+    def index_chunks(self, cache_stamp):
+        yield INDEX_MAGIC + encode_entry(dict(self.header, cache=cache_stamp)) + "\n"
+        for name, prefix in (("pifs", "pif"), ("vifs", "vif")):
+            table = self.sections[name]
+            for key in sorted(table):
+                # lookups use validated names only: other keys can stay out
+                if _PLAIN_KEY_RE.match(key):
+                    yield "%s %s %s\n" % (prefix, key, table[key])
+
+    def index_text(self, cache_stamp):
+        return "".join(self.index_chunks(cache_stamp))
+
+
+# -- writing -----------------------------------------------------------------
+
+def encode_entry(value):
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _index_matches(directory):
+    """True if cache.index was written with the cache.json there now."""
+    try:
+        with open(os.path.join(directory, INDEX_FILE)) as handle:
+            first = handle.readline()
+        current = stamp(os.stat(os.path.join(directory, CACHE_FILE)))
+    except (IOError, OSError):
+        return False
+    return index_head(first, current) is not None
+
+
+_GENERATED_AT_RE = re.compile(r'"generated_at":("(?:[^"\\]|\\.)*"|null)')
+
+
+def _same_content(path, encoded):
+    """True if the file at path holds encoded's content, generated_at aside.
+
+    Compares text, not parsed data: parsing a big pool's cache only to
+    compare it would cost the watcher its memory (the fragments stay).
+    """
+    try:
+        with open(path) as handle:
+            text = handle.read()
+    except (IOError, OSError, UnicodeDecodeError):
+        return False
+    # top-level keys are sorted, so the first match is the top-level one
+    # (inside a JSON string a quote is escaped, so a value cannot match)
+    match = _GENERATED_AT_RE.search(text)
+    if match is None:
+        return False
+    try:
+        stamp = json.loads(match.group(1))
+    except ValueError:
+        return False
+    return Encoded(dict(encoded.header, generated_at=stamp),
+                   encoded.sections).text() == text
+
+
+def write(data, directory=None, changed=None):
+    """Store data (a dict, or Encoded) as the cache; False if it held the
+    same content already.
+
+    With changed=True it is written without reading the file back to
+    compare (the watcher knows which entries changed).
+    cache.index is rewritten with cache.json (or when it is missing/stale).
+    """
+    directory = statedir.state_dir(directory)
+    statedir.ensure(directory)
+    path = os.path.join(directory, CACHE_FILE)
+    encoded = data if isinstance(data, Encoded) else Encoded.from_data(data)
+    if changed is not None:
+        changed = bool(changed)
+    else:
+        changed = not _same_content(path, encoded)
+    written = None
+    if changed:
+        written = statedir.atomic_write(path, encoded.chunks())
+    if changed or not _index_matches(directory):
+        # Stamped with the file *we* wrote (its temp file's fstat): a stat
+        # of cache.json now may be another writer's newer file, and an
+        # index carrying its stamp over our older entries would be trusted.
+        # A loser's index then names a cache.json that is gone, so readers
+        # take it as stale and parse cache.json itself.
+        if written is None:
+            written = os.stat(path)  # unchanged: the content is ours too
+        statedir.atomic_write(os.path.join(directory, INDEX_FILE),
+                              encoded.index_chunks(stamp(written)))
+    sync_pif_markers(sorted(encoded.sections["pifs"]), directory)
+    return changed
+
+
+def sync_pif_markers(pif_devices, directory=None):
+    """One empty file per PIF device under <state>/pif/, stale ones removed."""
+    marker_dir = os.path.join(statedir.state_dir(directory), PIF_MARKER_DIR)
+    statedir.ensure(marker_dir)
+    wanted = set()
+    for name in pif_devices:
+        try:
+            wanted.add(devices.validate_device(name))
+        except BadArgument:  # never make a file from a bad name
+            continue
+    present = set(os.listdir(marker_dir))
+    # Another writer (boot unit, watcher, plugin) may be syncing the same
+    # markers: a marker it made or removed first is not an error.
+    for name in sorted(wanted - present):
+        try:
+            fd = os.open(os.path.join(marker_dir, name),
+                         os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as err:
+            if err.errno != errno.EEXIST:
+                raise
+            continue
+        os.close(fd)
+    for name in sorted(present - wanted):
+        try:
+            os.unlink(os.path.join(marker_dir, name))
+        except OSError as err:
+            if err.errno != errno.ENOENT:
+                raise
+
+
+class CacheEntries(object):
+    """This host's cache as pre-encoded entries, refreshed per object.
+
+    `refresh(records, refs)` re-resolves only the given VIF/PIF refs (None:
+    all); `encoded(records)` assembles an Encoded; `changed` says
+    whether anything differs from what was last written.
+    """
+
+    def __init__(self, host_ref):
+        self.host_ref = host_ref
+        self.vifs = {}   # vif ref -> (key, json text)
+        self.pifs = {}   # pif ref -> (device, json text)
+        self.changed = True
+        self.written_once = False  # until then, compare with the file on disk
+        self._header = None
+
+    def refresh(self, records, refs=None):
+        previous = {}
+        backend = network_backend()
+        if refs is None:
+            previous = dict(self.vifs, **self.pifs)
+            self.vifs, self.pifs = {}, {}
+            refs = list(records.vifs) + list(records.pifs)
+            self.changed = True
+        for ref in refs:
+            if ref in records.pifs:
+                table, found = self.pifs, pif_entry(
+                    records, ref, self.host_ref, on_error=KEEP,
+                    backend=backend)
+            elif ref in records.vifs:
+                table, found = self.vifs, vif_entry(
+                    records, ref, on_error=KEEP)
+            else:  # deleted
+                table, found = (self.vifs if ref in self.vifs else self.pifs), None
+            if found is KEEP:
+                # a broken policy string: the last good entry stays
+                if ref in previous:
+                    table[ref] = previous[ref]
+                continue
+            new = None if found is None else (found[0], encode_entry(found[1]))
+            if table.get(ref) != new:
+                self.changed = True
+                if new is None:
+                    table.pop(ref, None)
+                else:
+                    table[ref] = new
+
+    def encoded(self, records):
+        head = header(records, self.host_ref)
+        bare = dict(head, generated_at=None)
+        if bare != self._header:
+            self._header = bare
+            self.changed = True
+        sections = {}
+        for name, table in (("pifs", self.pifs), ("vifs", self.vifs)):
+            # as build: for a key held twice, the later ref wins
+            sections[name] = dict(table[ref] for ref in sorted(table))
+        return Encoded(head, sections)

@@ -1,0 +1,84 @@
+"""Bring one device into policy from the local cache, without XAPI.
+
+What the udev helper does at bring-up, and what the boot unit does for
+every device when XAPI is down. A guest device (vif/tap<domid>.<devid>) is
+mapped to its VM through xenstore (/local/domain/<domid>/vm ->
+/vm/<vm-uuid>), a PIF device is looked up by name; the cached desired
+features are applied through LiveStateStore, so that revert can restore
+the device. A device the cache does not list is left alone.
+
+This is on the udev helper's path: keep its imports light.
+"""
+import re
+
+from netoffload import runner
+from netoffload.agents import cache
+from netoffload.engine import devices
+from netoffload.errors import NotFound
+from netoffload.pool import keys
+
+XENSTORE_TIMEOUT = 3.0
+XENSTORE_READ = "xenstore-read"
+
+_VM_PATH_RE = re.compile(r"^/vm/([0-9a-fA-F-]{36})$")
+
+
+def _xenstore_read(path):
+    done = runner.run([XENSTORE_READ, path], timeout=XENSTORE_TIMEOUT)
+    if done.returncode != 0:
+        raise NotFound("xenstore has no %s (%s)" % (
+            path, done.stderr.strip() or "exit %d" % done.returncode))
+    return done.stdout.strip()
+
+
+def vm_uuid_of_domain(domid):
+    """The uuid of the VM running as domain domid, from xenstore."""
+    vm_path = _xenstore_read("/local/domain/%d/vm" % domid)
+    match = _VM_PATH_RE.match(vm_path)
+    uuid = match.group(1) if match else None
+    if uuid is None or not cache.is_uuid(uuid):
+        # not the usual /vm/<uuid>: ask that node for its uuid, as vif-real does
+        if not vm_path.startswith("/vm/") or ".." in vm_path:
+            raise NotFound("domain %d: unexpected vm path %r" % (domid, vm_path[:80]))
+        uuid = _xenstore_read(vm_path + "/uuid")
+        if not cache.is_uuid(uuid):
+            raise NotFound("domain %d: %s/uuid is not a uuid" % (domid, vm_path))
+    return uuid.lower()
+
+
+def _summary(result):
+    """'changed tx,sg; unchanged rx; fixed lro' from an ApplyResult."""
+    by_status = {}
+    for feature, status in sorted(result.features.items()):
+        by_status.setdefault(status, []).append(feature)
+    return "; ".join("%s %s" % (status, ",".join(names))
+                     for status, names in sorted(by_status.items()))
+
+
+def enforce_device(device, loaded, state_dir=None):
+    """Apply the policy that the LocalCache `loaded` holds for device;
+    return the line to log. NotFound (CacheUnusable among them) or
+    DeviceError when it cannot."""
+    guest = devices.parse_guest_device(device)
+    owner = None
+    if guest:
+        kind, domid, devid = guest
+        vm_uuid = vm_uuid_of_domain(domid)
+        wanted, entry = loaded.vif(vm_uuid, devid)
+        owner = keys.owner_key(vm_uuid, devid)
+        what = "%s of VM %s (%s) device %d" % (
+            kind, vm_uuid, (entry or {}).get("vm", "?"), devid)
+    else:
+        wanted, entry = loaded.pif(device)
+        what = "PIF"
+    if wanted is None:
+        return "%s: %s: no policy in the cache, left alone" % (device, what)
+    # imported only once there is work to do: a device without policy
+    # costs the udev helper no livestate/ethtool import
+    from netoffload.engine import livestate
+    result = livestate.LiveStateStore(state_dir).apply(device, wanted,
+                                                       owner=owner)
+    outcome = "applied" if result.ok else "partly applied"
+    return "%s: %s: %s %s from %s: %s" % (
+        device, what, outcome, entry.get("policy") or "explicit keys",
+        entry.get("source") or "explicit", _summary(result))

@@ -1,0 +1,75 @@
+"""The watcher's cache upkeep without a session: when the rebuild is due,
+what a flush writes, and that a failed write is retried."""
+import os
+
+import pytest
+
+from netoffload.agents import cache
+from netoffload.agents.watch import CACHE_MAX_LAG, DebouncedCache
+from netoffload.pool.records import PoolRecords
+
+HOST = "OpaqueRef:host"
+VM_UUID = "0f0f0f0f-1111-2222-3333-444444444444"
+
+
+def _records(pool_policy="tx-off"):
+    return PoolRecords(
+        pool={"OpaqueRef:pool": {"master": HOST, "other_config": {
+            "netoffload-vif": pool_policy}}},
+        hosts={HOST: {"uuid": "h", "name_label": "xs1", "other_config": {}}},
+        networks={"OpaqueRef:net": {"other_config": {}}},
+        pifs={},
+        vms={"OpaqueRef:vm": {"uuid": VM_UUID, "name_label": "web",
+                              "other_config": {}, "tags": []}},
+        vifs={"OpaqueRef:vif": {"device": "0", "VM": "OpaqueRef:vm",
+                                "network": "OpaqueRef:net",
+                                "other_config": {}}})
+
+
+def test_each_batch_pushes_the_rebuild_back_up_to_the_max_lag():
+    upkeep = DebouncedCache("/nonexistent", debounce=0.5)
+    assert upkeep.wait_limit(100.0, 30.0) == 30.0  # nothing pending
+    assert not upkeep.is_due(100.0)
+    upkeep.postpone(100.0)
+    assert upkeep.wait_limit(100.0, 30.0) == 0.5
+    for now in (100.4, 100.8, 101.2):
+        upkeep.postpone(now)
+        assert not upkeep.is_due(now + 0.49)
+    assert upkeep.is_due(101.7)
+    # events every 0.4 s: the rebuild still comes CACHE_MAX_LAG after the first
+    now = 101.2
+    while now < 100.0 + CACHE_MAX_LAG:
+        now += 0.4
+        upkeep.postpone(now)
+    assert upkeep.due == 100.0 + CACHE_MAX_LAG
+    assert upkeep.wait_limit(200.0, 30.0) == 0.0
+
+
+def test_flush_writes_only_what_changed(tmp_path):
+    upkeep = DebouncedCache(str(tmp_path), debounce=0.5)
+    records = _records()
+    assert upkeep.flush(records) is None  # before the first sync
+    upkeep.restart(HOST)
+    flushed = upkeep.flush(records)
+    assert (flushed.written, flushed.counts) == (True, {"pifs": 0, "vifs": 1})
+    assert cache.load(str(tmp_path)).vif(VM_UUID, 0)[0] == {"tx": "off"}
+    assert upkeep.flush(records) is None  # nothing marked, nothing changed
+    records.pool["OpaqueRef:pool"]["other_config"]["netoffload-vif"] = "sg=off"
+    upkeep.mark(["OpaqueRef:vif"])
+    assert upkeep.flush(records).written is True
+    assert cache.load(str(tmp_path)).vif(VM_UUID, 0)[0] == {"sg": "off"}
+
+
+def test_a_failed_write_is_written_at_the_next_flush(tmp_path, mocker):
+    upkeep = DebouncedCache(str(tmp_path), debounce=0.5)
+    upkeep.restart(HOST)
+    upkeep.postpone(100.0)
+    mocker.patch("netoffload.agents.cache_writer.statedir.atomic_write",
+                 autospec=True, side_effect=OSError(28, "No space left on device"))
+    with pytest.raises(OSError):
+        upkeep.flush(_records())
+    assert not upkeep.is_due(1000.0)  # the next batch makes it due again
+    mocker.stopall()
+    assert not os.path.exists(cache.cache_path(str(tmp_path)))
+    assert upkeep.flush(_records()).written is True
+    assert cache.load(str(tmp_path)).vif(VM_UUID, 0)[0] == {"tx": "off"}

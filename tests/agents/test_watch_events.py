@@ -1,0 +1,247 @@
+"""The watcher's pure core: event batches in, decisions out. No session, no
+simulator: the records are plain dicts and the events are what event.from
+returns."""
+import pytest
+
+from netoffload.agents import watch_events
+from netoffload.agents.watch_events import apply_events
+from netoffload.pool.records import PoolRecords
+
+POOL = "OpaqueRef:pool"
+HERE = "OpaqueRef:host-here"
+THERE = "OpaqueRef:host-there"
+
+
+def _vm(name, **fields):
+    record = {"uuid": name + "-uuid", "name_label": name, "other_config": {},
+              "tags": [], "is_a_template": False, "is_a_snapshot": False,
+              "is_control_domain": False, "power_state": "Halted",
+              "resident_on": "OpaqueRef:NULL", "domid": "-1"}
+    record.update(fields)
+    return record
+
+
+def _vif(vm, network, device="0", **fields):
+    record = {"uuid": "vif-%s-%s" % (vm, device), "device": device, "VM": vm,
+              "network": network, "other_config": {},
+              "currently_attached": False}
+    record.update(fields)
+    return record
+
+
+def _pif(host, device="eth0"):
+    return {"uuid": "pif-%s-%s" % (host, device), "device": device,
+            "VLAN": "-1", "host": host, "network": "OpaqueRef:net-a",
+            "other_config": {}, "bond_master_of": [], "bond_slave_of": "OpaqueRef:NULL"}
+
+
+@pytest.fixture
+def records():
+    """Two hosts (this one the master), two networks, web (running here,
+    two VIFs), db (halted, one VIF on the other network), a template."""
+    return PoolRecords(
+        pool={POOL: {"uuid": "pool-uuid", "name_label": "", "master": HERE,
+                     "other_config": {"netoffload-vif": "all-off"}}},
+        hosts={HERE: {"uuid": "h1", "name_label": "xs1", "enabled": True,
+                      "other_config": {}},
+               THERE: {"uuid": "h2", "name_label": "xs2", "enabled": True,
+                       "other_config": {}}},
+        networks={"OpaqueRef:net-a": {"uuid": "na", "name_label": "a",
+                                      "other_config": {}},
+                  "OpaqueRef:net-b": {"uuid": "nb", "name_label": "b",
+                                      "other_config": {}}},
+        pifs={"OpaqueRef:pif-here": _pif(HERE),
+              "OpaqueRef:pif-there": _pif(THERE)},
+        vms={"OpaqueRef:web": _vm("web", power_state="Running",
+                                  resident_on=HERE, domid="3"),
+             "OpaqueRef:db": _vm("db"),
+             "OpaqueRef:tpl": _vm("tpl", is_a_template=True)},
+        vifs={"OpaqueRef:web-0": _vif("OpaqueRef:web", "OpaqueRef:net-a", "0"),
+              "OpaqueRef:web-1": _vif("OpaqueRef:web", "OpaqueRef:net-a", "1"),
+              "OpaqueRef:db-0": _vif("OpaqueRef:db", "OpaqueRef:net-b", "0"),
+              "OpaqueRef:tpl-0": _vif("OpaqueRef:tpl", "OpaqueRef:net-a", "0")})
+
+
+def mod(cls, ref, record, **changes):
+    snapshot = dict(record)
+    snapshot.update(changes)
+    return {"class": cls, "operation": "mod", "ref": ref, "snapshot": snapshot}
+
+
+def decisions(batch):
+    return (sorted(batch.affected), sorted(batch.live),
+            None if batch.dirty is None else sorted(batch.dirty),
+            batch.took_over)
+
+
+def test_a_new_vif_is_affected_and_its_snapshot_trimmed(records):
+    snapshot = dict(_vif("OpaqueRef:db", "OpaqueRef:net-b", "1"),
+                    MAC="aa:bb", qos_algorithm_params={"kbps": "1"})
+    batch = apply_events(records, [{"class": "VIF", "operation": "add",
+                                    "ref": "OpaqueRef:db-1",
+                                    "snapshot": snapshot}], HERE, True)
+    assert decisions(batch) == (["OpaqueRef:db-1"], [], ["OpaqueRef:db-1"], False)
+    assert records.vifs["OpaqueRef:db-1"] == _vif("OpaqueRef:db",
+                                                  "OpaqueRef:net-b", "1")
+
+
+def test_a_vif_event_that_changes_nothing_the_policy_reads_only_refreshes_its_entry(
+        records):
+    ref = "OpaqueRef:web-0"
+    batch = apply_events(records, [mod("vif", ref, records.vifs[ref],
+                                       MAC="aa:bb")], HERE, True)
+    assert decisions(batch) == ([], [], [ref], False)
+
+
+def test_a_vif_whose_own_keys_change_is_affected(records):
+    ref = "OpaqueRef:web-0"
+    batch = apply_events(records, [mod("vif", ref, records.vifs[ref],
+                                       other_config={"ethtool-tx": "on"})],
+                         HERE, True)
+    assert decisions(batch) == ([ref], [], [ref], False)
+    assert records.vifs[ref]["other_config"] == {"ethtool-tx": "on"}
+
+
+def test_plugging_a_vif_asks_for_live_enforcement_only(records):
+    ref = "OpaqueRef:web-1"
+    batch = apply_events(records, [mod("vif", ref, records.vifs[ref],
+                                       currently_attached=True)], HERE, True)
+    assert decisions(batch) == ([], [ref], [ref], False)
+
+
+def test_a_deleted_vif_leaves_the_snapshot_and_its_cache_entry(records):
+    ref = "OpaqueRef:db-0"
+    batch = apply_events(records, [{"class": "vif", "operation": "del",
+                                    "ref": ref, "snapshot": None}], HERE, True)
+    assert decisions(batch) == ([], [], [ref], False)
+    assert ref not in records.vifs
+
+
+@pytest.mark.parametrize("changes", [
+    {"other_config": {"netoffload-vif": "tx-off"}},
+    {"tags": ["bsd"]},
+    {"is_a_snapshot": True},
+], ids=["policy key", "tags", "eligibility"])
+def test_a_vm_policy_change_affects_all_its_vifs_and_no_other(records, changes):
+    batch = apply_events(records, [mod("vm", "OpaqueRef:web",
+                                       records.vms["OpaqueRef:web"], **changes)],
+                         HERE, True)
+    both = ["OpaqueRef:web-0", "OpaqueRef:web-1"]
+    assert decisions(batch) == (both, [], both, False)
+
+
+def test_a_vm_that_starts_asks_for_live_enforcement_of_its_vifs(records):
+    batch = apply_events(records, [mod("vm", "OpaqueRef:db",
+                                       records.vms["OpaqueRef:db"],
+                                       power_state="Running", resident_on=HERE,
+                                       domid="7")], HERE, True)
+    assert decisions(batch) == ([], ["OpaqueRef:db-0"], [], False)
+
+
+def test_a_renamed_vm_refreshes_its_cache_entries_only(records):
+    batch = apply_events(records, [mod("vm", "OpaqueRef:web",
+                                       records.vms["OpaqueRef:web"],
+                                       name_label="web 2")], HERE, True)
+    assert decisions(batch) == (
+        [], [], ["OpaqueRef:web-0", "OpaqueRef:web-1"], False)
+
+
+def test_a_network_policy_affects_the_vifs_on_it(records):
+    net = "OpaqueRef:net-b"
+    batch = apply_events(records, [mod("network", net, records.networks[net],
+                                       other_config={"netoffload-vif": "tx-off"})],
+                         HERE, True)
+    assert decisions(batch) == (
+        ["OpaqueRef:db-0"], [], ["OpaqueRef:db-0"], False)
+
+
+def test_a_host_pif_policy_affects_that_hosts_pifs(records):
+    batch = apply_events(records, [mod("host", THERE, records.hosts[THERE],
+                                       other_config={"netoffload-pif": "tx-off"})],
+                         HERE, True)
+    assert decisions(batch) == (
+        ["OpaqueRef:pif-there"], [], ["OpaqueRef:pif-there"], False)
+
+
+def test_a_pool_policy_change_affects_everything(records):
+    batch = apply_events(records, [mod("pool", POOL, records.pool[POOL],
+                                       other_config={"netoffload-vif": "tx-off"})],
+                         HERE, True)
+    assert sorted(batch.affected) == sorted(set(records.vifs) | set(records.pifs))
+    assert (batch.live, batch.dirty, batch.took_over) == (set(), None, False)
+
+
+def test_a_pool_key_that_is_not_ours_changes_nothing(records):
+    config = dict(records.pool[POOL]["other_config"], memory_ratio="0.5")
+    batch = apply_events(records, [mod("pool", POOL, records.pool[POOL],
+                                       other_config=config)], HERE, True)
+    assert decisions(batch) == ([], [], [], False)
+
+
+def test_becoming_the_master_takes_over_everything(records):
+    promotion = mod("pool", POOL, records.pool[POOL], master=THERE)
+    batch = apply_events(records, [promotion], THERE, False)
+    assert batch.took_over is True
+    assert sorted(batch.affected) == sorted(set(records.vifs) | set(records.pifs))
+    assert batch.dirty is None
+    # the host that was master already: a pool event without our keys changing
+    staying = apply_events(records, [mod("pool", POOL, records.pool[POOL])],
+                           THERE, True)
+    assert decisions(staying) == ([], [], [], False)
+
+
+def test_classes_the_pack_does_not_read_are_ignored(records):
+    batch = apply_events(records, [{"class": "SR", "operation": "mod",
+                                    "ref": "OpaqueRef:sr", "snapshot": {}}],
+                         HERE, True)
+    assert decisions(batch) == ([], [], [], False)
+
+
+def test_events_of_one_batch_apply_in_order(records):
+    """An add then a mod of the same VIF in one batch: the mod is compared
+    with the added record, and the last snapshot is what stays."""
+    added = _vif("OpaqueRef:db", "OpaqueRef:net-b", "2")
+    events = [{"class": "vif", "operation": "add", "ref": "OpaqueRef:db-2",
+               "snapshot": added},
+              mod("vif", "OpaqueRef:db-2", added, currently_attached=True)]
+    batch = apply_events(records, events, HERE, True)
+    assert decisions(batch) == (["OpaqueRef:db-2"], ["OpaqueRef:db-2"],
+                                ["OpaqueRef:db-2"], False)
+    assert records.vifs["OpaqueRef:db-2"]["currently_attached"] is True
+
+
+def test_eligible_excludes_template_vifs(records):
+    assert [ref for ref in sorted(set(records.vifs) | set(records.pifs))
+            if watch_events.eligible(records, ref)] == [
+        "OpaqueRef:db-0", "OpaqueRef:pif-here", "OpaqueRef:pif-there",
+        "OpaqueRef:web-0", "OpaqueRef:web-1"]
+
+
+def test_local_targets_are_this_hosts_pifs_and_the_vifs_of_vms_running_here(
+        records):
+    everything = set(records.vifs) | set(records.pifs)
+    assert sorted(watch_events.local_targets(records, HERE, everything)) == [
+        "OpaqueRef:pif-here", "OpaqueRef:web-0", "OpaqueRef:web-1"]
+    assert sorted(watch_events.local_targets(records, THERE, everything)) == [
+        "OpaqueRef:pif-there"]
+
+
+def test_shows_tells_whether_the_snapshot_holds_our_writes(records):
+    ref = "OpaqueRef:web-0"
+    records.vifs[ref]["other_config"] = {"ethtool-tx": "off",
+                                         "netoffload-managed": "tx"}
+    assert watch_events.shows(records, ref, [("ethtool-tx", "off")])
+    assert not watch_events.shows(records, ref, [("ethtool-tx", "off"),
+                                                 ("ethtool-sg", "off")])
+    assert not watch_events.shows(records, "OpaqueRef:gone", [])
+
+
+def test_trim_keeps_the_fields_read_and_interns_strings():
+    snapshot = {"uuid": "u", "device": "0", "VM": "OpaqueRef:" + "v" * 3,
+                "network": "n", "other_config": None, "MAC": "aa:bb",
+                "currently_attached": True}
+    trimmed = watch_events.trim("vif", snapshot)
+    assert trimmed == {"uuid": "u", "device": "0", "VM": "OpaqueRef:vvv",
+                       "network": "n", "other_config": {},
+                       "currently_attached": True}
+    assert trimmed["VM"] is watch_events.intern("OpaqueRef:" + "vvv")

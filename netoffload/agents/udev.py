@@ -58,7 +58,7 @@ def device_name(argv, environ):
     name = argv[0] if argv else environ.get("INTERFACE", "")
     backend = _BACKEND_RE.match(name or "")
     if backend:
-        name = "vif%s.%s" % (int(backend.group(1)), int(backend.group(2)))
+        name = devices.guest_device_name("vif", backend.group(1), backend.group(2))
     return devices.validate_device(name)
 
 

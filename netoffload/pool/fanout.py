@@ -9,7 +9,7 @@ import traceback
 
 from netoffload.errors import XapiError
 from netoffload.log import get_logger
-from netoffload.pool import xapi as X
+from netoffload.pool import xapi
 
 PLUGIN_NAME = "netoffload"
 
@@ -64,7 +64,7 @@ def _call_host(host_ref, fn, call_args, outcome):
     """Fill `outcome` with ok/result or ok/error; never raises."""
     session = None
     try:
-        session = X.open_session()
+        session = xapi.open_session()
         text = session.xenapi.host.call_plugin(host_ref, PLUGIN_NAME, fn,
                                                call_args)
         result = {"ok": True, "result": json.loads(text)}
@@ -81,7 +81,7 @@ def _call_host(host_ref, fn, call_args, outcome):
         result = {"ok": False, "error": error}
     finally:
         if session is not None:
-            X.close_session(session)
+            xapi.close_session(session)
     if not result["ok"]:
         get_logger().warning("host %s: %s failed: %s", host_ref, fn,
                              result["error"])

@@ -56,10 +56,10 @@ from netoffload.pool.targeting import TARGET_ALL, TARGET_PIF, Target
 from netoffload.statedir import host_lock
 
 TARGET_KEYS = ("target", "vm", "tag", "network", "pif")
-SCOPES = ("pool", "local")
+SCOPES = (fanout.SCOPE_POOL, fanout.SCOPE_LOCAL)
 
 
-# -- arguments ------------------------------------------------------------------
+# -- arguments ----------------------------------------------------------------
 
 def _check_args(args, allowed):
     if not isinstance(args, dict):
@@ -111,7 +111,7 @@ def _confirmed(args):
 
 
 def _scope(args):
-    scope = string_arg(args, "scope") or "pool"
+    scope = string_arg(args, "scope") or fanout.SCOPE_POOL
     if scope not in SCOPES:
         raise BadArgument("scope=%r: valid scopes are %s" % (
             scope[:40], ", ".join(SCOPES)))
@@ -125,7 +125,7 @@ def _policy_arg(args, key="policy"):
     return parse_policy(text)
 
 
-# -- shared pieces ----------------------------------------------------------------
+# -- shared pieces ------------------------------------------------------------
 
 
 def _summary_of(writes, devices):
@@ -149,7 +149,7 @@ def _policy_json(records, policy_writes):
             for write in policy_writes]
 
 
-# -- version / policy ------------------------------------------------------------------
+# -- version / policy ---------------------------------------------------------
 
 def version(session, args):
     _check_args(args, ())
@@ -195,7 +195,7 @@ def set_policy(session, args):
     return dict(location.to_json(stored, previous), level=level, kind=kind)
 
 
-# -- status ------------------------------------------------------------------------------
+# -- status -------------------------------------------------------------------
 
 def status(session, args):
     _check_args(args, TARGET_KEYS + ("pool", "scope"))
@@ -218,7 +218,7 @@ def status(session, args):
     result = {"host": ctx.host_json(), "devices": devices,
               "summary": {"devices": len(real),
                           "compliant": sum(1 for d in real if d.compliant)}}
-    if scope == "pool":
+    if scope == fanout.SCOPE_POOL:
         db_refs = selection.refs if selection else \
             eligible_vifs(ctx.records) + sorted(ctx.records.pifs)
         pending = [p for p in planning.plan_db(ctx.records, db_refs)
@@ -227,14 +227,14 @@ def status(session, args):
                         "pending_objects": [
                             {"class": p.cls, "uuid": p.uuid, "label": p.label}
                             for p in pending]}
-    if pool_wide and scope == "pool":
+    if pool_wide and scope == fanout.SCOPE_POOL:
         result["hosts"] = fanout.fan_out(ctx, "status", args, {
             "host": result["host"], "devices": devices,
             "summary": result["summary"]})
     return result
 
 
-# -- live part on this host (scope=local) -----------------------------------------------
+# -- live part on this host (scope=local) -------------------------------------
 
 
 def _apply_live_targets(ctx, spec):
@@ -298,7 +298,7 @@ def _run_local(session, args, operation, confirm):
     return _local_json(ctx, False, outcomes)
 
 
-# -- apply ------------------------------------------------------------------------------------
+# -- apply --------------------------------------------------------------------
 
 def _records_after(records, plans):
     """records with each planned object's other_config as it will be."""
@@ -325,7 +325,7 @@ def apply(session, args):
     confirm = _confirmed(args)
     pool_wide = bool_arg(args, "pool")
     force = bool_arg(args, "force")
-    if _scope(args) == "local":
+    if _scope(args) == fanout.SCOPE_LOCAL:
         if dry_run:
             return _plan_local(session, args, APPLY_LIVE)
         return _run_local(session, args, APPLY_LIVE, confirm)
@@ -405,7 +405,7 @@ def _pool_result(ctx, base, args, fn, writes, outcomes, pool_wide):
     return result
 
 
-# -- revert ------------------------------------------------------------------------------------
+# -- revert -------------------------------------------------------------------
 
 # One revert worked out before anything is written: the call's context,
 # its RevertScope, the plans, the refs whose devices are restored (None:
@@ -419,7 +419,7 @@ def revert(session, args):
     confirm = _confirmed(args)
     pool_wide = bool_arg(args, "pool")
     dry_run = bool_arg(args, "dry_run")
-    if _scope(args) == "local":
+    if _scope(args) == fanout.SCOPE_LOCAL:
         if dry_run:
             return _plan_local(session, args, REVERT_LIVE)
         return _run_local(session, args, REVERT_LIVE, confirm)

@@ -13,6 +13,11 @@ from netoffload.pool import xapi
 
 PLUGIN_NAME = "netoffload"
 
+# The plugin's scope= argument: the whole call, or (what the fan-out sends
+# to the other hosts) their live part only.
+SCOPE_POOL = "pool"
+SCOPE_LOCAL = "local"
+
 
 # How long the fan-out waits for the other hosts, all together. The caller
 # holds this host's lock meanwhile (others get BUSY), so keep it short; a
@@ -29,7 +34,7 @@ def fan_out(ctx, fn, args, local_result):
     after the joins, so a late thread cannot change it while it is encoded.
     """
     call_args = dict((k, v) for k, v in args.items() if k != "pool")
-    call_args["scope"] = "local"
+    call_args["scope"] = SCOPE_LOCAL
     entries = []
     threads = []
     deadline = time.time() + FANOUT_TIMEOUT

@@ -3,7 +3,9 @@
 """
 from collections import namedtuple
 
+from netoffload.engine.policy import NONE
 from netoffload.pool import keys, targeting
+from netoffload.pool.keys import POLICY_KIND_PIF, POLICY_KIND_VIF
 from netoffload.pool.precedence import (
     LEVEL_HOST,
     LEVEL_NETWORK,
@@ -18,19 +20,17 @@ from netoffload.pool.precedence import (
 from netoffload.pool.records import is_eligible_vm
 from netoffload.pool.targeting import TARGET_ALL, TARGET_PIF, TARGET_TAG
 
-KIND_VIF = "vif"
-KIND_PIF = "pif"
-
 # What set_policy accepts at a level: the policy kinds, the argument that
 # names the object (None: the pool) and the kind when none is given.
 LevelRule = namedtuple("LevelRule", "kinds selector default_kind")
 
 LEVELS = {
-    LEVEL_POOL: LevelRule((KIND_VIF, KIND_PIF), None, None),
-    LEVEL_HOST: LevelRule((KIND_PIF,), "host", KIND_PIF),
-    LEVEL_NETWORK: LevelRule((KIND_VIF,), "network", KIND_VIF),
-    LEVEL_TAG: LevelRule((KIND_VIF,), "tag", KIND_VIF),
-    LEVEL_VM: LevelRule((KIND_VIF,), "vm", KIND_VIF),
+    LEVEL_POOL: LevelRule((POLICY_KIND_VIF, POLICY_KIND_PIF), None, None),
+    LEVEL_HOST: LevelRule((POLICY_KIND_PIF,), "host", POLICY_KIND_PIF),
+    LEVEL_NETWORK: LevelRule((POLICY_KIND_VIF,), "network",
+                             POLICY_KIND_VIF),
+    LEVEL_TAG: LevelRule((POLICY_KIND_VIF,), "tag", POLICY_KIND_VIF),
+    LEVEL_VM: LevelRule((POLICY_KIND_VIF,), "vm", POLICY_KIND_VIF),
 }
 
 
@@ -116,13 +116,13 @@ def apply_policy_locations(ctx, spec, pool_wide):
     """Where `apply <target> policy=` stores the policy."""
     kind, value = spec
     if kind == TARGET_ALL:
-        return [policy_location(ctx, LEVEL_POOL, KIND_VIF, None),
-                policy_location(ctx, LEVEL_POOL, KIND_PIF, None)]
+        return [policy_location(ctx, LEVEL_POOL, POLICY_KIND_VIF, None),
+                policy_location(ctx, LEVEL_POOL, POLICY_KIND_PIF, None)]
     if kind == TARGET_PIF:
         if pool_wide:
-            return [policy_location(ctx, LEVEL_POOL, KIND_PIF, None)]
-        return [policy_location(ctx, LEVEL_HOST, KIND_PIF, None)]
-    return [policy_location(ctx, kind, KIND_VIF, value)]
+            return [policy_location(ctx, LEVEL_POOL, POLICY_KIND_PIF, None)]
+        return [policy_location(ctx, LEVEL_HOST, POLICY_KIND_PIF, None)]
+    return [policy_location(ctx, kind, POLICY_KIND_VIF, value)]
 
 
 def all_policy_locations(ctx):
@@ -184,13 +184,14 @@ def revert_scope(ctx, spec, selection):
         refs = list(selection.pifs)
         for host_ref in hosts:
             host = records.hosts.get(host_ref) or {}
-            if (host.get("other_config") or {}).get(keys.KEY_PIF) != "none":
+            if (host.get("other_config") or {}).get(keys.KEY_PIF) != NONE:
                 writes.append(PolicyWrite(_object_location(
-                    "host", host_ref, host, keys.KEY_PIF), "none"))
+                    "host", host_ref, host, keys.KEY_PIF), NONE))
             refs += [r for r in records.pifs_of_host(host_ref)
                      if r not in refs]
         return RevertScope(writes, refs, [])
-    writes = [PolicyWrite(policy_location(ctx, kind, KIND_VIF, value), "none")]
+    writes = [PolicyWrite(policy_location(ctx, kind, POLICY_KIND_VIF, value),
+                          NONE)]
     refs, kept = [], []
     for ref in selection.vifs:
         level = resolve_vif(records, ref).level

@@ -47,6 +47,7 @@ from netoffload.errors import BadArgument
 from netoffload.pool.keys import (
     KEY_PIF,
     KEY_VIF,
+    POLICY_KIND_VIF,
     TAG_PREFIX,
     explicit_keys,
     tag_key,
@@ -216,7 +217,8 @@ def all_policies(records):
                            "uuid": pool_uuid, "name": "", "key": key,
                            "policy": pool_config[key]})
         elif key.startswith(TAG_PREFIX):
-            result.append({"level": LEVEL_TAG, "kind": "vif", "uuid": pool_uuid,
+            result.append({"level": LEVEL_TAG, "kind": POLICY_KIND_VIF,
+                           "uuid": pool_uuid,
                            "name": tag_of_key(key), "key": key,
                            "policy": pool_config[key]})
     for level, table, key in ((LEVEL_HOST, records.hosts, KEY_PIF),

@@ -395,7 +395,7 @@ def _pool_result(ctx, base, args, fn, writes, outcomes, pool_wide):
     devices = _json_list(outcomes)
     result = dict(base, dry_run=False,
                   objects=[w.to_json() for w in writes
-                                 if w.status != writer.STATUS_UNCHANGED],
+                           if w.status != writer.STATUS_UNCHANGED],
                   devices=devices, summary=_summary_of(writes, outcomes))
     result["summary"]["xapi_calls"] = ctx.xapi.calls
     if pool_wide:

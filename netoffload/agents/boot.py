@@ -49,7 +49,7 @@ def refresh_cache(session, directory=None):
 
 
 def enforce_from_xapi(records, host_ref, directory=None):
-    """[per-device dict] from enforce.enforce_live."""
+    """[enforce.DeviceOutcome] from enforce.enforce_live."""
     return enforce.enforce_live(records, host_ref,
                                   livestate.LiveStateStore(directory))
 
@@ -81,9 +81,10 @@ def forget_departed_guests(directory=None):
 
 
 def _summarise_live(results):
-    applied = [r for r in results if r.get("action") in ("apply", "restore")]
-    changed = [r for r in applied if r.get("ran_command")]
-    failed = [r for r in results if r.get("ok") is False]
+    applied = [r for r in results
+               if r.action in (enforce.ACTION_APPLY, enforce.ACTION_RESTORE)]
+    changed = [r for r in applied if r.ran_command]
+    failed = [r for r in results if r.failed]
     return len(applied), len(changed), failed
 
 
@@ -152,8 +153,8 @@ def run(refresh_only=False, directory=None):
         return exitcodes.PARTIAL if cache_error else exitcodes.OK
     enforced, changed, failed = _summarise_live(results)
     for entry in failed:
-        log.warning("boot: %s: %s", entry.get("device"),
-                    "; ".join(entry.get("errors") or ["failed"]))
+        log.warning("boot: %s: %s", entry.device,
+                    "; ".join(entry.errors or ["failed"]))
     log.info("boot: %d devices enforced, %d changed, %d failed",
              enforced, changed, len(failed))
     return exitcodes.PARTIAL if failed or cache_error else exitcodes.OK

@@ -356,28 +356,26 @@ class Watcher(object):
             try:
                 result = future.result()
             except Exception as err:  # noqa: a writer thread's surprise
-                result = {"class": plan.cls, "label": plan.label,
-                          "status": "failed", "written": [],
-                          "error": ["%s: %s" % (type(err).__name__, err)]}
-            if result["status"] == "changed":
+                result = writer.ObjectWrite.failed(
+                    plan, ["%s: %s" % (type(err).__name__, err)])
+            if result.status == writer.STATUS_CHANGED:
                 written.append(result)
-            elif result["status"] == "failed":
+            elif result.status == writer.STATUS_FAILED:
                 failed.append(result)
             if ref in self._writers.recheck:
                 self._writers.recheck.discard(ref)
-                if watch_events.shows(self.records, ref,
-                                      result.get("written") or []):
+                if watch_events.shows(self.records, ref, result.written):
                     again.append(ref)
                 # else: the event of our last write is still to come, and
                 # that event plans the object again
-        self.stats["writes"] += sum(len(r["written"]) for r in written)
+        self.stats["writes"] += sum(len(r.written) for r in written)
         self.stats["objects_written"] += len(written)
         if written or failed:
             self.log.info("watch: wrote offload keys on %d objects%s",
                           len(written), ", %d failed" % len(failed) if failed else "")
         for result in failed:
-            self.log.warning("watch: %s %s: %s", result["class"],
-                             result["label"], "; ".join(result.get("error", [])))
+            self.log.warning("watch: %s %s: %s", result.cls,
+                             result.label, "; ".join(result.error or []))
         if replan and again:
             self._reconcile(set(again))
 
@@ -518,17 +516,17 @@ class Watcher(object):
             self.log.warning("watch: live enforcement failed: %s", err.message)
             return
         self._warn_policy_errors(
-            (r.get("level"), r["policy_error"], r.get("device"))
-            for r in results if r.get("policy_error"))
-        changed = [r for r in results if r.get("ran_command")]
+            (r.local.resolution.level, r.local.resolution.error, r.device)
+            for r in results if r.local.resolution.error)
+        changed = [r for r in results if r.ran_command]
         self.stats["live_applied"] += len(changed)
         for entry in results:
-            if entry.get("ok") is False:
-                self.log.warning("watch: %s: %s", entry.get("device"),
-                                 "; ".join(entry.get("errors") or ["failed"]))
+            if entry.failed:
+                self.log.warning("watch: %s: %s", entry.device,
+                                 "; ".join(entry.errors or ["failed"]))
         if changed:
             self.log.info("watch: applied live state on %s",
-                          ", ".join(r["device"] for r in changed))
+                          ", ".join(r.device for r in changed))
 
     def _flush_cache(self):
         if self.records is None or self.host_ref is None:

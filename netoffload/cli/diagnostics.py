@@ -51,7 +51,7 @@ def _check_checksums(opts):
 
 
 def _counters(opts):
-    result = diagnostics.counters_fn(None, _string_args([
+    result = diagnostics.counters(None, _string_args([
         ("device", opts.device), ("seconds", opts.seconds)]))
     if opts.json:
         _print_json(result)

@@ -114,19 +114,19 @@ def policy_section(session=None):
     finally:
         if close is not None:
             close(session)
-    covered = [d for d in devices if d.get("desired")]
+    covered = [d for d in devices if d.desired]
     return {
         "available": True,
         "devices": len(devices),
         "covered": len(covered),
-        "non_compliant": [{"device": d["device"], "kind": d["kind"],
-                           "differs": d.get("differs", []),
-                           "desired": d.get("desired", {}),
-                           "live": d.get("live", {}),
-                           "pending_restore": d.get("pending_restore", {})}
-                          for d in covered if not d.get("compliant")],
-        "db_out_of_date": sorted(d["device"] for d in covered
-                                 if d.get("db_compliant") is False),
+        "non_compliant": [{"device": d.device, "kind": d.kind,
+                           "differs": list(d.differs),
+                           "desired": d.desired,
+                           "live": dict(d.live),
+                           "pending_restore": dict(d.pending_restore)}
+                          for d in covered if not d.compliant],
+        "db_out_of_date": sorted(d.device for d in covered
+                                 if d.db_compliant is False),
         "pending_replugs": pending,
         "invalid_policies": invalid,
     }
@@ -141,7 +141,7 @@ def _pending_replugs(records, host_ref):
     present = set(ethtool.list_devices())
     result = []
     for local in enforce.local_devices(records, host_ref):
-        if local.kind != "vif" or local.device not in present:
+        if local.kind != enforce.KIND_VIF or local.device not in present:
             continue
         config = records.vifs[local.ref].get("other_config") or {}
         # xapi's exact rule: "TRUE" or " on" is ignored at plug, not "on"

@@ -15,22 +15,22 @@ def _check_len(key, value):
     return value
 
 
-def get(args, key, default=None):
+def string_arg(args, key, default=None):
     value = args.get(key)
     if value is None:
         return default
     return _check_len(key, value)
 
 
-def require(args, key):
-    value = get(args, key)
+def required_arg(args, key):
+    value = string_arg(args, key)
     if value is None or value == "":
         raise BadArgument("missing argument %s" % key)
     return value
 
 
-def parse_bool(args, key, default=False):
-    value = get(args, key)
+def bool_arg(args, key, default=False):
+    value = string_arg(args, key)
     if value is None:
         return default
     low = value.strip().lower()
@@ -42,8 +42,8 @@ def parse_bool(args, key, default=False):
                       % (key, value[:40]))
 
 
-def parse_int(args, key, default, lo, hi):
-    value = get(args, key)
+def int_arg(args, key, default, lo, hi):
+    value = string_arg(args, key)
     if value is None or value == "":
         return default
     try:

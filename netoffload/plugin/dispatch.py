@@ -1,7 +1,7 @@
 """The plugin entry point's table: `FUNCTIONS` {name: fn(session, args)}.
 
-Each function from netoffload.plugin.functions and netoffload.plugin.diagnostics.PLUGIN_FUNCTIONS
-is wrapped so that xapi gets what it expects:
+Each function from netoffload.plugin.functions.FUNCTIONS and
+netoffload.plugin.diagnostics.PLUGIN_FUNCTIONS is wrapped so that xapi gets what it expects:
 - success: the result dict as JSON text (sort_keys);
 - NetoffloadError: XenAPIPlugin.Failure(code, [message, params...]);
 - anything else (a bug, an unexpected OS or XenAPI failure): logged with its
@@ -17,7 +17,7 @@ import traceback
 
 from netoffload import errors
 from netoffload.log import get_logger
-from netoffload.plugin import functions
+from netoffload.plugin import diagnostics, functions
 
 
 def _failure(code, params):
@@ -56,7 +56,6 @@ def wrap(name, fn):
 
 
 def build_functions():
-    from netoffload.plugin import diagnostics
     table = dict(functions.FUNCTIONS)
     table.update(diagnostics.PLUGIN_FUNCTIONS)
     return dict((name, wrap(name, fn)) for name, fn in table.items())

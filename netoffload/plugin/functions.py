@@ -1,8 +1,10 @@
-"""The plugin functions: `fn(session, args) -> dict` (DESIGN section 3).
+"""The plugin functions: `fn(session, args) -> dict` (docs/policy.md).
 
 `version`, `status`, `get_policy`, `set_policy`, `apply`, `revert`. Every
 argument is a string; unknown arguments, bad values and over-long strings
-are refused before anything changes. Targets:
+are refused before anything changes. Results travel here as the pool
+side's types (DeviceOutcome, DeviceStatus, ObjectWrite, PolicyLocation...)
+and become JSON in this module only. Targets:
 `target=ALL | vm=<name-label or uuid> | tag=<tag> | network=<name-label or
 uuid> | pif=<device>` (exactly one; `status` takes none for "everything").
 
@@ -25,11 +27,19 @@ it (see levels.revert_scope): vm/tag/network set that level to none and leave
 (report as `kept`) objects whose policy comes from a level above the
 target; pif= sets the PIF's host to none and reverts that host's PIFs.
 """
+from collections import namedtuple
+
 from netoffload import API_LEVEL, __version__
 from netoffload.engine.devices import validate_device
+from netoffload.engine.livestate import LiveStateStore
 from netoffload.engine.policy import parse_policy
 from netoffload.errors import BadArgument, ConfirmRequired
-from netoffload.plugin import args as A
+from netoffload.plugin.args import (
+    bool_arg,
+    reject_unknown,
+    required_arg,
+    string_arg,
+)
 from netoffload.pool import (
     context,
     enforce,
@@ -38,17 +48,18 @@ from netoffload.pool import (
     planning,
     targeting,
     writer,
+    xapi,
 )
-from netoffload.pool import xapi as X
 from netoffload.pool.precedence import all_policies
 from netoffload.pool.records import eligible_vifs
+from netoffload.pool.targeting import TARGET_ALL, TARGET_PIF, Target
 from netoffload.statedir import host_lock
 
 TARGET_KEYS = ("target", "vm", "tag", "network", "pif")
-SCOPES = ("pool", "local")
+SCOPES = (fanout.SCOPE_POOL, fanout.SCOPE_LOCAL)
 
 
-# -- arguments ------------------------------------------------------------------
+# -- arguments ----------------------------------------------------------------
 
 def _check_args(args, allowed):
     if not isinstance(args, dict):
@@ -56,36 +67,42 @@ def _check_args(args, allowed):
     for key in args:
         if not isinstance(key, str):
             raise BadArgument("argument names must be strings")
-    A.reject_unknown(args, allowed)
+    reject_unknown(args, allowed)
     for key in args:
-        A.get(args, key)  # every value a string of bounded length
+        string_arg(args, key)  # every value a string of bounded length
 
 
-def parse_target(args, required=True):
-    """(kind, value) with kind all|vm|tag|network|pif, or None."""
+def optional_target(args):
+    """The Target the arguments name, or None."""
     given = [k for k in TARGET_KEYS if args.get(k) not in (None, "")]
     if not given:
-        if required:
-            raise BadArgument("name a target: target=ALL, vm=, tag=, network= "
-                              "or pif=")
         return None
     if len(given) > 1:
         raise BadArgument("name one target, not %s" % " and ".join(given))
     key = given[0]
-    value = A.get(args, key)
+    value = string_arg(args, key)
     if key == "target":
         if value != "ALL":
             raise BadArgument("target=%r: the only target= value is ALL (in "
                               "capitals); use vm=, tag=, network= or pif= for "
                               "the others" % value[:40])
-        return ("all", value)
-    if key == "pif":
+        return Target(TARGET_ALL, value)
+    if key == TARGET_PIF:
         validate_device(value)
-    return (key, value)
+    return Target(key, value)
+
+
+def parse_target(args):
+    """The Target the arguments name; BadArgument when none is named."""
+    target = optional_target(args)
+    if target is None:
+        raise BadArgument("name a target: target=ALL, vm=, tag=, network= "
+                          "or pif=")
+    return target
 
 
 def _confirmed(args):
-    value = A.get(args, "confirm")
+    value = string_arg(args, "confirm")
     if value is None:
         return False
     if value != "yes":
@@ -94,7 +111,7 @@ def _confirmed(args):
 
 
 def _scope(args):
-    scope = A.get(args, "scope") or "pool"
+    scope = string_arg(args, "scope") or fanout.SCOPE_POOL
     if scope not in SCOPES:
         raise BadArgument("scope=%r: valid scopes are %s" % (
             scope[:40], ", ".join(SCOPES)))
@@ -102,32 +119,37 @@ def _scope(args):
 
 
 def _policy_arg(args, key="policy"):
-    text = A.get(args, key)
+    text = string_arg(args, key)
     if text is None:
         return None
     return parse_policy(text)
 
 
-# -- shared pieces ----------------------------------------------------------------
+# -- shared pieces ------------------------------------------------------------
 
 
-def _store():
-    from netoffload.engine.livestate import LiveStateStore
-    return LiveStateStore()
-
-
-def _summary_of(objects, devices):
+def _summary_of(writes, devices):
+    """Counts of object writes by status, and of devices changed/failed."""
     statuses = {}
-    for obj in objects:
-        statuses[obj.get("status", "planned")] = \
-            statuses.get(obj.get("status", "planned"), 0) + 1
-    failed = [d["device"] for d in devices if d.get("ok") is False]
+    for write in writes:
+        statuses[write.status] = statuses.get(write.status, 0) + 1
     return {"objects": statuses, "devices": len(devices),
-            "devices_changed": sum(1 for d in devices if d.get("ran_command")),
-            "devices_failed": failed}
+            "devices_changed": sum(1 for d in devices if d.ran_command),
+            "devices_failed": [d.device for d in devices if d.failed]}
 
 
-# -- version / policy ------------------------------------------------------------------
+def _json_list(items):
+    return [item.to_json() for item in items]
+
+
+def _policy_json(records, policy_writes):
+    """The policy writes as JSON, with what each key held in `records`."""
+    return [write.location.to_json(write.policy,
+                                   write.location.held(records))
+            for write in policy_writes]
+
+
+# -- version / policy ---------------------------------------------------------
 
 def version(session, args):
     _check_args(args, ())
@@ -136,52 +158,49 @@ def version(session, args):
 
 def get_policy(session, args):
     _check_args(args, ())
-    records = X.Xapi(session).snapshot()
+    records = xapi.Xapi(session).snapshot()
     return {"policies": all_policies(records)}
 
 
 def set_policy(session, args):
     _check_args(args, ("level", "kind", "policy", "vm", "network", "tag",
                        "host"))
-    level = A.require(args, "level")
+    level = required_arg(args, "level")
     if level not in levels.LEVELS:
         raise BadArgument("level=%r: valid levels are %s" % (
             level[:40], ", ".join(sorted(levels.LEVELS))))
-    kinds, selector_key, default_kind = levels.LEVELS[level]
-    kind = A.get(args, "kind") or default_kind
+    rule = levels.LEVELS[level]
+    kind = string_arg(args, "kind") or rule.default_kind
     if kind is None:
         raise BadArgument("level=pool needs kind=vif or kind=pif")
-    if kind not in kinds:
+    if kind not in rule.kinds:
         raise BadArgument("kind=%r is not valid at level %s (valid: %s)" % (
-            kind[:40], level, ", ".join(kinds)))
+            kind[:40], level, ", ".join(rule.kinds)))
     for other in ("vm", "network", "tag", "host"):
-        if other != selector_key and args.get(other) not in (None, ""):
+        if other != rule.selector and args.get(other) not in (None, ""):
             raise BadArgument("%s= does not apply to level=%s" % (other, level))
-    selector = A.get(args, selector_key) if selector_key else None
-    if selector_key in ("vm", "network", "tag") and not selector:
-        raise BadArgument("level=%s needs %s=" % (level, selector_key))
+    selector = string_arg(args, rule.selector) if rule.selector else None
+    if rule.selector in ("vm", "network", "tag") and not selector:
+        raise BadArgument("level=%s needs %s=" % (level, rule.selector))
     if "policy" not in args:
         raise BadArgument("missing argument policy (an empty policy clears "
                           "the level)")
-    text = A.get(args, "policy")
+    text = string_arg(args, "policy")
     policy = parse_policy(text) if text.strip() else None
     stored = policy.text if policy is not None else None
     ctx = context.CallContext(session)
     location = levels.policy_location(ctx, level, kind, selector)
-    cls, ref = location[0], location[1]
-    previous = (ctx.records.table(cls)[ref].get("other_config") or {}).get(
-        location[2])
+    previous = location.held(ctx.records)
     levels.write_policy(ctx, location, stored)
-    return dict(levels.location_json(location, stored, previous), level=level,
-                kind=kind)
+    return dict(location.to_json(stored, previous), level=level, kind=kind)
 
 
-# -- status ------------------------------------------------------------------------------
+# -- status -------------------------------------------------------------------
 
 def status(session, args):
     _check_args(args, TARGET_KEYS + ("pool", "scope"))
-    spec = parse_target(args, required=False)
-    pool_wide = A.parse_bool(args, "pool")
+    spec = optional_target(args)
+    pool_wide = bool_arg(args, "pool")
     scope = _scope(args)
     ctx = context.CallContext(session)
     targets = None
@@ -190,16 +209,16 @@ def status(session, args):
         selection = targeting.select(ctx.records, spec, ctx.host_ref)
         targets = selection.refs
     local = enforce.local_devices(ctx.records, ctx.host_ref, targets)
-    vif_refs = sorted(set(d.ref for d in local if d.kind != "pif"))
+    vif_refs = sorted(set(d.ref for d in local if d.kind != enforce.KIND_PIF))
     plans = planning.plan_db(ctx.records, vif_refs)
-    devices = enforce.device_status(ctx.records, ctx.host_ref, targets,
-                                      plans, _store())
-    real = [d for d in devices if d.get("device") is not None]
+    statuses = enforce.device_status(ctx.records, ctx.host_ref, targets,
+                                     plans, LiveStateStore())
+    real = [d for d in statuses if d.device is not None]
+    devices = _json_list(statuses)
     result = {"host": ctx.host_json(), "devices": devices,
               "summary": {"devices": len(real),
-                          "compliant": sum(1 for d in real
-                                           if d.get("compliant"))}}
-    if scope == "pool":
+                          "compliant": sum(1 for d in real if d.compliant)}}
+    if scope == fanout.SCOPE_POOL:
         db_refs = selection.refs if selection else \
             eligible_vifs(ctx.records) + sorted(ctx.records.pifs)
         pending = [p for p in planning.plan_db(ctx.records, db_refs)
@@ -208,14 +227,78 @@ def status(session, args):
                         "pending_objects": [
                             {"class": p.cls, "uuid": p.uuid, "label": p.label}
                             for p in pending]}
-    if pool_wide and scope == "pool":
+    if pool_wide and scope == fanout.SCOPE_POOL:
         result["hosts"] = fanout.fan_out(ctx, "status", args, {
             "host": result["host"], "devices": devices,
             "summary": result["summary"]})
     return result
 
 
-# -- apply / revert ------------------------------------------------------------------------
+# -- live part on this host (scope=local) -------------------------------------
+
+
+def _apply_live_targets(ctx, spec):
+    """The VIF/PIF refs whose devices apply enforces (None: every device)."""
+    if spec.kind == TARGET_ALL:
+        return None
+    return targeting.select(ctx.records, spec, ctx.host_ref).refs
+
+
+def _revert_live_targets(ctx, spec):
+    """The VIF/PIF refs whose devices revert restores (None: every device
+    recorded here): those the revert takes the policy off."""
+    selection = targeting.select(ctx.records, spec, ctx.host_ref)
+    if spec.kind == TARGET_ALL:
+        return None
+    return levels.revert_scope(ctx, spec, selection).refs
+
+
+# What apply or revert does to this host's devices: its verb, the refs it
+# covers (targets(ctx, spec)), and the planning and doing functions
+# (records, host_ref, store, targets) -> [DeviceOutcome].
+LiveOperation = namedtuple("LiveOperation", "verb targets plan run")
+
+APPLY_LIVE = LiveOperation("apply", _apply_live_targets, enforce.plan_live,
+                           enforce.enforce_live)
+REVERT_LIVE = LiveOperation("revert", _revert_live_targets,
+                            enforce.plan_revert_live, enforce.revert_live)
+
+
+def _local_json(ctx, dry_run, outcomes):
+    return {"host": ctx.host_json(), "dry_run": dry_run,
+            "devices": _json_list(outcomes),
+            "summary": _summary_of([], outcomes)}
+
+
+def _plan_local(session, args, operation):
+    """scope=local with dry_run: what the live part would do here."""
+    spec = parse_target(args)
+    ctx = context.CallContext(session)
+    targets = operation.targets(ctx, spec)
+    return _local_json(ctx, True, operation.plan(
+        ctx.records, ctx.host_ref, LiveStateStore(), targets))
+
+
+def _run_local(session, args, operation, confirm):
+    """scope=local: this host's live part only (called by the fan-out).
+
+    The same rule as the pool scope: target=ALL changes nothing without
+    confirm=yes (the fan-out forwards it).
+    """
+    spec = parse_target(args)
+    ctx = context.CallContext(session)
+    targets = operation.targets(ctx, spec)
+    if spec.kind == TARGET_ALL and not confirm:
+        raise ConfirmRequired(
+            "%s target=ALL scope=local changes every device on this host; "
+            "nothing was changed. Pass confirm=yes" % operation.verb)
+    with host_lock():
+        outcomes = operation.run(ctx.records, ctx.host_ref, LiveStateStore(),
+                                 targets)
+    return _local_json(ctx, False, outcomes)
+
+
+# -- apply --------------------------------------------------------------------
 
 def _records_after(records, plans):
     """records with each planned object's other_config as it will be."""
@@ -225,41 +308,12 @@ def _records_after(records, plans):
     return after
 
 
-def _local_live(session, args, revert, dry_run, confirm):
-    """scope=local: this host's live part only (called by the fan-out).
-
-    The same rules as the pool scope: dry_run only plans, and target=ALL
-    changes nothing without confirm=yes (the fan-out forwards it).
-    """
-    spec = parse_target(args)
-    ctx = context.CallContext(session)
-    selection = targeting.select(ctx.records, spec, ctx.host_ref)
-    targets = None if spec[0] == "all" else selection.refs
-    if revert and targets is not None:
-        targets = levels.revert_scope(ctx, spec, selection)[1]
-    base = {"host": ctx.host_json(), "dry_run": dry_run}
-    if dry_run:
-        if revert:
-            devices = enforce.revert_live(ctx.records, ctx.host_ref,
-                                            _store(), targets, dry_run=True)
-        else:
-            devices = enforce.enforce_live(ctx.records, ctx.host_ref,
-                                             _store(), targets, dry_run=True)
-        return dict(base, devices=devices, summary=_summary_of([], devices))
-    if spec[0] == "all" and not confirm:
-        raise ConfirmRequired(
-            "%s target=ALL scope=local changes every device on this host; "
-            "nothing was changed. Pass confirm=yes"
-            % ("revert" if revert else "apply"))
-    with host_lock():
-        store = _store()
-        if revert:
-            devices = enforce.revert_live(ctx.records, ctx.host_ref, store,
-                                            targets)
-        else:
-            devices = enforce.enforce_live(ctx.records, ctx.host_ref, store,
-                                             targets)
-    return dict(base, devices=devices, summary=_summary_of([], devices))
+# One apply worked out before anything is written: the call's context,
+# where `policy=` goes, the records as they will be, the plans, the refs
+# whose devices are enforced (None: every device here) and the JSON common
+# to its results.
+ApplyPlan = namedtuple("ApplyPlan",
+                       "ctx policy_writes planned plans live_targets base")
 
 
 def apply(session, args):
@@ -267,115 +321,147 @@ def apply(session, args):
                                      "force", "scope"))
     spec = parse_target(args)
     policy = _policy_arg(args)
-    dry_run = A.parse_bool(args, "dry_run")
+    dry_run = bool_arg(args, "dry_run")
     confirm = _confirmed(args)
-    pool_wide = A.parse_bool(args, "pool")
-    force = A.parse_bool(args, "force")
-    if _scope(args) == "local":
-        return _local_live(session, args, False, dry_run, confirm)
+    pool_wide = bool_arg(args, "pool")
+    force = bool_arg(args, "force")
+    if _scope(args) == fanout.SCOPE_LOCAL:
+        if dry_run:
+            return _plan_local(session, args, APPLY_LIVE)
+        return _run_local(session, args, APPLY_LIVE, confirm)
     if dry_run:
-        return _apply(session, args, spec, policy, True, confirm, pool_wide,
-                      force)
+        return _apply_dry_run(_plan_apply(session, spec, policy, pool_wide,
+                                          force))
     with host_lock():
-        return _apply(session, args, spec, policy, False, confirm, pool_wide,
-                      force)
+        return _apply_changes(_plan_apply(session, spec, policy, pool_wide,
+                                          force), args, spec, confirm,
+                              pool_wide)
 
 
-def _apply(session, args, spec, policy, dry_run, confirm, pool_wide, force):
+def _plan_apply(session, spec, policy, pool_wide, force):
     ctx = context.CallContext(session)
     selection = targeting.select(ctx.records, spec, ctx.host_ref, pool_wide)
-    locations = []
+    policy_writes = []
     planned = ctx.records
     if policy is not None:
-        locations = levels.apply_policy_locations(ctx, spec, pool_wide)
+        policy_writes = [
+            levels.PolicyWrite(location, policy.text)
+            for location in levels.apply_policy_locations(ctx, spec,
+                                                          pool_wide)]
         planned = ctx.records.copy()
-        for cls, ref, key, _, _ in locations:
-            planned.table(cls)[ref]["other_config"][key] = policy.text
+        for write in policy_writes:
+            location = write.location
+            planned.table(location.cls)[location.ref]["other_config"][
+                location.key] = write.policy
     plans = planning.plan_db(planned, selection.refs, force)
-    policy_json = [levels.location_json(
-        loc, policy.text, (ctx.records.table(loc[0])[loc[1]].get(
-            "other_config") or {}).get(loc[2])) for loc in locations]
-    live_targets = None if spec[0] == "all" else selection.refs
+    live_targets = None if spec.kind == TARGET_ALL else selection.refs
     base = {"host": ctx.host_json(), "target": selection.to_json(),
-            "policy": policy_json, "dry_run": dry_run}
-    if dry_run:
-        devices = enforce.enforce_live(_records_after(planned, plans),
-                                         ctx.host_ref, _store(), live_targets,
-                                         dry_run=True)
-        objects = [p.to_json() for p in plans if p.changes]
-        return dict(base, objects=objects, devices=devices,
-                    summary=dict(_summary_of([], devices), objects={
-                        "planned": len(objects),
-                        "unchanged": len(plans) - len(objects)}))
-    if spec[0] == "all" and not confirm:
+            "policy": _policy_json(ctx.records, policy_writes)}
+    return ApplyPlan(ctx, policy_writes, planned, plans, live_targets, base)
+
+
+def _apply_dry_run(work):
+    outcomes = enforce.plan_live(
+        _records_after(work.planned, work.plans), work.ctx.host_ref,
+        LiveStateStore(), work.live_targets)
+    objects = [p.to_json() for p in work.plans if p.changes]
+    return dict(work.base, dry_run=True, objects=objects,
+                devices=_json_list(outcomes),
+                summary=dict(_summary_of([], outcomes), objects={
+                    "planned": len(objects),
+                    "unchanged": len(work.plans) - len(objects)}))
+
+
+def _apply_changes(work, args, spec, confirm, pool_wide):
+    ctx = work.ctx
+    if spec.kind == TARGET_ALL and not confirm:
         raise ConfirmRequired(
             "target=ALL changes every VIF and PIF in the pool and every device "
             "on this host; nothing was changed. Review the plan and pass "
-            "confirm=yes", planning.saved_summary(plans))
-    for location in locations:
-        levels.write_policy(ctx, location, policy.text)
-    results = writer.write_plans(ctx, plans)
-    devices = enforce.enforce_live(_records_after(planned, plans),
-                                     ctx.host_ref, _store(), live_targets)
-    objects = [r for r in results if r["status"] != "unchanged"]
-    result = dict(base, objects=objects, devices=devices,
-                  summary=_summary_of(results, devices))
+            "confirm=yes", planning.saved_summary(work.plans))
+    for write in work.policy_writes:
+        levels.write_policy(ctx, write.location, write.policy)
+    writes = writer.write_plans(ctx, work.plans)
+    outcomes = enforce.enforce_live(
+        _records_after(work.planned, work.plans), ctx.host_ref,
+        LiveStateStore(), work.live_targets)
+    return _pool_result(ctx, work.base, args, "apply", writes, outcomes,
+                        pool_wide)
+
+
+def _pool_result(ctx, base, args, fn, writes, outcomes, pool_wide):
+    """The result of an apply or revert that changed things: the objects
+    written, the devices, a summary, and the other hosts with pool=true."""
+    devices = _json_list(outcomes)
+    result = dict(base, dry_run=False,
+                  objects=[w.to_json() for w in writes
+                           if w.status != writer.STATUS_UNCHANGED],
+                  devices=devices, summary=_summary_of(writes, outcomes))
     result["summary"]["xapi_calls"] = ctx.xapi.calls
     if pool_wide:
-        result["hosts"] = fanout.fan_out(ctx, "apply", args, {
+        result["hosts"] = fanout.fan_out(ctx, fn, args, {
             "host": result["host"], "devices": devices,
-            "summary": _summary_of([], devices)})
+            "summary": _summary_of([], outcomes)})
     return result
+
+
+# -- revert -------------------------------------------------------------------
+
+# One revert worked out before anything is written: the call's context,
+# its RevertScope, the plans, the refs whose devices are restored (None:
+# every device recorded here) and the JSON common to its results.
+RevertPlan = namedtuple("RevertPlan", "ctx scope plans live_targets base")
 
 
 def revert(session, args):
     _check_args(args, TARGET_KEYS + ("confirm", "pool", "scope", "dry_run"))
     spec = parse_target(args)
     confirm = _confirmed(args)
-    pool_wide = A.parse_bool(args, "pool")
-    dry_run = A.parse_bool(args, "dry_run")
-    if _scope(args) == "local":
-        return _local_live(session, args, True, dry_run, confirm)
+    pool_wide = bool_arg(args, "pool")
+    dry_run = bool_arg(args, "dry_run")
+    if _scope(args) == fanout.SCOPE_LOCAL:
+        if dry_run:
+            return _plan_local(session, args, REVERT_LIVE)
+        return _run_local(session, args, REVERT_LIVE, confirm)
     if dry_run:
-        return _revert(session, args, spec, True, confirm, pool_wide)
+        return _revert_dry_run(_plan_revert(session, spec, pool_wide))
     with host_lock():
-        return _revert(session, args, spec, False, confirm, pool_wide)
+        return _revert_changes(_plan_revert(session, spec, pool_wide), args,
+                               spec, confirm, pool_wide)
 
 
-def _revert(session, args, spec, dry_run, confirm, pool_wide):
+def _plan_revert(session, spec, pool_wide):
     ctx = context.CallContext(session)
     selection = targeting.select(ctx.records, spec, ctx.host_ref, pool_wide)
-    changes, refs, kept = levels.revert_scope(ctx, spec, selection)
-    plans = planning.plan_revert(ctx.records, refs)
-    policy_json = [levels.location_json(loc, text, (ctx.records.table(loc[0])[
-        loc[1]].get("other_config") or {}).get(loc[2]))
-        for loc, text in changes]
+    scope = levels.revert_scope(ctx, spec, selection)
+    plans = planning.plan_revert(ctx.records, scope.refs)
+    live_targets = None if spec.kind == TARGET_ALL else scope.refs
     base = {"host": ctx.host_json(), "target": selection.to_json(),
-            "policy": policy_json, "dry_run": dry_run, "kept": kept}
-    if dry_run:
-        objects = [p.to_json() for p in plans if p.changes]
-        return dict(base, objects=objects, devices=[], summary={
-            "objects": {"planned": len(objects)}})
-    if spec[0] == "all" and not confirm:
+            "policy": _policy_json(ctx.records, scope.policy_writes),
+            "kept": _json_list(scope.kept)}
+    return RevertPlan(ctx, scope, plans, live_targets, base)
+
+
+def _revert_dry_run(work):
+    objects = [p.to_json() for p in work.plans if p.changes]
+    return dict(work.base, dry_run=True, objects=objects, devices=[], summary={
+        "objects": {"planned": len(objects)}})
+
+
+def _revert_changes(work, args, spec, confirm, pool_wide):
+    ctx = work.ctx
+    if spec.kind == TARGET_ALL and not confirm:
         raise ConfirmRequired(
             "revert target=ALL restores every VIF and PIF in the pool and "
             "removes every policy; nothing was changed. Pass confirm=yes",
-            planning.saved_summary(plans))
-    for location, text in changes:
-        levels.write_policy(ctx, location, text)
-    results = writer.write_plans(ctx, plans)
-    live_targets = None if spec[0] == "all" else refs
-    devices = enforce.revert_live(ctx.records, ctx.host_ref, _store(),
-                                    live_targets)
-    result = dict(base, objects=[r for r in results
-                                 if r["status"] != "unchanged"],
-                  devices=devices, summary=_summary_of(results, devices))
-    result["summary"]["xapi_calls"] = ctx.xapi.calls
-    if pool_wide:
-        result["hosts"] = fanout.fan_out(ctx, "revert", args, {
-            "host": result["host"], "devices": devices,
-            "summary": _summary_of([], devices)})
-    return result
+            planning.saved_summary(work.plans))
+    for write in work.scope.policy_writes:
+        levels.write_policy(ctx, write.location, write.policy)
+    writes = writer.write_plans(ctx, work.plans)
+    outcomes = enforce.revert_live(ctx.records, ctx.host_ref,
+                                   LiveStateStore(), work.live_targets)
+    return _pool_result(ctx, work.base, args, "revert", writes, outcomes,
+                        pool_wide)
 
 
 FUNCTIONS = {

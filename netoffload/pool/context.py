@@ -1,16 +1,16 @@
 """One plugin call's view of the pool: a XAPI wrapper, one snapshot of the
 database and this host (from the inventory, never the session's host).
 """
-from netoffload.pool import xapi as X
+from netoffload.pool import xapi
 
 
 class CallContext(object):
     """One call's view: the wrapper, a snapshot and this host."""
 
     def __init__(self, session):
-        self.xapi = X.Xapi(session)
+        self.xapi = xapi.Xapi(session)
         self.records = self.xapi.snapshot()
-        self.host_uuid = X.local_host_uuid()
+        self.host_uuid = xapi.local_host_uuid()
         self.host_ref = self.records.host_by_uuid(self.host_uuid) or \
             self.xapi.local_host_ref(self.host_uuid)
 

@@ -2,10 +2,13 @@
 devices of the VMs running here.
 
 - `local_devices(records, host_ref, targets)` -> [LocalDevice];
-- `enforce_live` / `revert_live` -> per-device results;
-- `device_status` -> live vs desired, compliance.
+- `enforce_live` / `revert_live` -> [DeviceOutcome]; `plan_live` /
+  `plan_revert_live` say what those would do and change nothing;
+- `device_status` -> [DeviceStatus]: live vs desired, compliance (and a
+  `DevicelessPif` for a PIF with no kernel device).
 """
 from netoffload.engine import ethtool
+from netoffload.engine.devices import parse_guest_device
 from netoffload.errors import DeviceError
 from netoffload.pool import keys
 from netoffload.pool.precedence import resolve_pif, resolve_vif
@@ -19,17 +22,68 @@ from netoffload.pool.records import (
     runs_on,
 )
 
+KIND_PIF = "pif"
+KIND_VIF = "vif"
+KIND_TAP = "tap"
+GUEST_KINDS = (KIND_VIF, KIND_TAP)
+
+# DeviceOutcome.action
+ACTION_NONE = "none"          # nothing to do
+ACTION_APPLY = "apply"        # desired features applied
+ACTION_RESTORE = "restore"    # recorded features put back
+ACTION_PLAN = "plan"          # planning only: something would be done
+ACTION_INVALID = "invalid"    # a broken policy: the device is left alone
+ACTION_FAILED = "failed"      # a device error
+ACTION_ABSENT = "absent"      # recorded, but no such device now
+ACTION_GONE = "gone"          # a departed guest device: its record dropped
+
 
 class LocalDevice(object):
+    """A device on this host that xapi knows of, and its resolution."""
+    __slots__ = ("device", "kind", "ref", "resolution", "vm", "owner")
+
     def __init__(self, device, kind, ref, resolution, vm=None):
         self.device = device
-        self.kind = kind          # "pif" | "vif" | "tap"
+        self.kind = kind          # KIND_PIF | KIND_VIF | KIND_TAP
         self.ref = ref            # the PIF or VIF ref
         self.resolution = resolution
         self.vm = vm              # {"uuid", "name_label"} for guest devices
         self.owner = None         # "<vm-uuid>/<devid>": the live record's owner
         if vm and vm.get("uuid") and "." in device:
             self.owner = keys.owner_key(vm["uuid"], device.rsplit(".", 1)[1])
+
+    def to_json(self):
+        resolution = self.resolution
+        entry = {"device": self.device, "kind": self.kind,
+                 "desired": resolution.live_features,
+                 "explicit": dict(resolution.explicit),
+                 # explicit keys xapi will not apply at plug (e.g. "TRUE")
+                 "ignored_by_xapi": sorted(
+                     f for f, v in resolution.explicit.items()
+                     if v not in ("on", "off")),
+                 "policy": resolution.policy,
+                 "level": resolution.level}
+        if resolution.error:
+            entry["policy"] = "INVALID"
+            entry["policy_error"] = resolution.error
+        if self.vm:
+            entry["vm"] = self.vm
+        return entry
+
+
+class RecordedDevice(object):
+    """A device known only from this host's live-state record (revert ALL
+    covers devices xapi may no longer know)."""
+    __slots__ = ("device", "kind")
+    owner = None  # every record of the device, whoever owned it
+
+    def __init__(self, device):
+        self.device = device
+        guest = parse_guest_device(device)
+        self.kind = guest[0] if guest else KIND_PIF
+
+    def to_json(self):
+        return {"device": self.device, "kind": self.kind}
 
 
 def local_devices(records, host_ref, targets=None):
@@ -42,7 +96,7 @@ def local_devices(records, host_ref, targets=None):
             device = pif_device(records.pifs[ref], backend=backend)
             if device is None:  # see deviceless_pifs
                 continue
-            result.append(LocalDevice(device, "pif", ref,
+            result.append(LocalDevice(device, KIND_PIF, ref,
                                       resolve_pif(records, ref)))
     for vm_ref in eligible_vms(records):
         vm = records.vms[vm_ref]
@@ -58,16 +112,33 @@ def local_devices(records, host_ref, targets=None):
             if devid < 0:
                 continue
             resolution = resolve_vif(records, vif_ref)
-            for kind in ("vif", "tap"):
+            for kind in GUEST_KINDS:
                 result.append(LocalDevice(
                     "%s%d.%d" % (kind, domid, devid), kind, vif_ref, resolution,
                     {"uuid": vm.get("uuid"), "name_label": vm.get("name_label")}))
     return result
 
 
+class DevicelessPif(object):
+    """A PIF of this host with no kernel device (a VLAN or bond PIF under
+    openvswitch): nothing to enforce on it live."""
+    __slots__ = ("label", "carriers")
+    device = None
+    kind = KIND_PIF
+    desired = {}  # read only: nothing is enforced on it live
+
+    def __init__(self, label, carriers):
+        self.label = label
+        self.carriers = carriers  # labels of the PIFs that carry it
+
+    def to_json(self):
+        return {"device": None, "kind": self.kind, "pif": self.label,
+                "note": "no kernel device under openvswitch; carried by %s"
+                        % ", ".join(self.carriers)}
+
+
 def deviceless_pifs(records, host_ref, targets=None):
-    """Status entries for this host's PIFs with no kernel device (VLAN and
-    bond PIFs under openvswitch): nothing to enforce on them live."""
+    """[DevicelessPif] of this host: PIFs with no kernel device."""
     if network_backend() != BACKEND_OVS:
         return []
     wanted = None if targets is None else set(targets)
@@ -77,29 +148,9 @@ def deviceless_pifs(records, host_ref, targets=None):
         if (wanted is not None and ref not in wanted) or \
                 pif_device(pif, backend=BACKEND_OVS) is not None:
             continue
-        result.append({
-            "device": None, "kind": "pif", "pif": records.pif_label(ref),
-            "note": "no kernel device under openvswitch; carried by %s"
-                    % ", ".join(pif_carriers(records, ref))})
+        result.append(DevicelessPif(records.pif_label(ref),
+                                    pif_carriers(records, ref)))
     return result
-
-
-def _device_entry(local):
-    entry = {"device": local.device, "kind": local.kind,
-             "desired": local.resolution.live_features,
-             "explicit": dict(local.resolution.explicit),
-             # explicit keys xapi will not apply at plug (e.g. "TRUE")
-             "ignored_by_xapi": sorted(
-                 f for f, v in local.resolution.explicit.items()
-                 if v not in ("on", "off")),
-             "policy": local.resolution.policy,
-             "level": local.resolution.level}
-    if local.resolution.error:
-        entry["policy"] = "INVALID"
-        entry["policy_error"] = local.resolution.error
-    if local.vm:
-        entry["vm"] = local.vm
-    return entry
 
 
 def pending_restores(recorded, desired):
@@ -109,127 +160,264 @@ def pending_restores(recorded, desired):
                 if f not in desired)
 
 
-def enforce_live(records, host_ref, store, targets=None, dry_run=False):
-    """Apply each local device's desired features (LiveStateStore.apply),
-    then restore the recorded features its policy no longer wants (all of
-    them when nothing is wanted any more).
+class DeviceOutcome(object):
+    """What enforce/revert did (or, planning, would do) to one device.
 
-    Entry: the apply result (or the restore result when nothing is
-    desired), `pending_restore` {short: value} planned/attempted, and
-    `restored` (the restore's result) when both ran.
+    `device` is the LocalDevice or RecordedDevice; `result` the engine's
+    ApplyResult (the apply, or the restore when only that ran); `restored`
+    the restore's ApplyResult when both ran; `pending_restore` {short:
+    value} the recorded features its policy no longer wants;
+    `restore_plan` {short: value} what a revert would restore; `error` the
+    message of a device error.
     """
+    __slots__ = ("local", "action", "result", "restored", "pending_restore",
+                 "restore_plan", "error")
+
+    def __init__(self, local, action=ACTION_NONE):
+        self.local = local
+        self.action = action
+        self.result = None
+        self.restored = None
+        self.pending_restore = {}
+        self.restore_plan = None
+        self.error = None
+
+    @property
+    def device(self):
+        return self.local.device
+
+    @property
+    def kind(self):
+        return self.local.kind
+
+    def fail(self, err):
+        """One device failed: say so here; the others still run."""
+        self.action = ACTION_FAILED
+        self.error = err.message
+
+    @property
+    def ok(self):
+        """False on a failure, True on success, None when nothing ran."""
+        if self.error is not None:
+            return False
+        if self.result is None:
+            return None
+        return self.result.ok and (self.restored is None or self.restored.ok)
+
+    @property
+    def failed(self):
+        return self.ok is False
+
+    @property
+    def ran_command(self):
+        return any(r is not None and r.ran_command
+                   for r in (self.result, self.restored))
+
+    @property
+    def errors(self):
+        if self.error is not None:
+            return [self.error]
+        return [e for r in (self.result, self.restored) if r is not None
+                for e in r.errors]
+
+    def to_json(self):
+        entry = self.local.to_json()
+        if self.pending_restore:
+            entry["pending_restore"] = dict(self.pending_restore)
+        if self.restore_plan is not None:
+            entry["restore"] = dict(self.restore_plan)
+        if self.result is not None:
+            entry.update(self.result.to_json())
+            # with a restore after the apply: both together
+            entry["ran_command"] = self.ran_command
+            entry["ok"] = self.ok
+            entry["errors"] = self.errors
+        if self.restored is not None:
+            entry["restored"] = self.restored.to_json()
+        if self.error is not None:
+            entry["ok"] = False
+            entry["errors"] = [self.error]
+        entry["action"] = self.action
+        return entry
+
+    def __repr__(self):
+        return "DeviceOutcome(%s: %s)" % (self.device, self.action)
+
+
+def _run_live(records, host_ref, store, targets, step):
+    """A DeviceOutcome per present local device, filled in by
+    `step(store, outcome)`; a device whose policy is broken is left alone
+    (action invalid, see planning.plan_object)."""
     present = set(ethtool.list_devices())
     locals_ = local_devices(records, host_ref, targets)
     # a guest device's record from another VM (domids restart at boot)
     # is not this device's past
     recorded = store.recorded(dict((d.device, d.owner) for d in locals_))
-    results = []
+    outcomes = []
     for local in locals_:
         if local.device not in present:
             continue
-        entry = _device_entry(local)
+        outcome = DeviceOutcome(local)
         if local.resolution.error:
-            # a broken policy: leave the device as it is (see plan_object)
-            entry["action"] = "invalid"
-            results.append(entry)
+            outcome.action = ACTION_INVALID
+            outcomes.append(outcome)
             continue
-        desired = local.resolution.live_features
-        pending = pending_restores(recorded.get(local.device), desired)
-        if pending:
-            entry["pending_restore"] = pending
+        outcome.pending_restore = pending_restores(
+            recorded.get(local.device), local.resolution.live_features)
         try:
-            if dry_run:
-                if desired:
-                    entry.update(ethtool.apply_features(
-                        local.device, desired, dry_run=True).to_json())
-                entry["action"] = "plan" if desired or pending else "none"
-            else:
-                _enforce_one(store, local, desired, pending, entry)
+            step(store, outcome)
         except DeviceError as err:
-            _mark_failed(entry, err)
-        results.append(entry)
-    return results
+            outcome.fail(err)
+        outcomes.append(outcome)
+    return outcomes
 
 
-def _mark_failed(entry, err):
-    """One device failed: say so in its entry; the others still run."""
-    entry["action"] = "failed"
-    entry["ok"] = False
-    entry["errors"] = [err.message]
-
-
-def _enforce_one(store, local, desired, pending, entry):
-    entry["action"] = "none"
+def _plan_one(store, outcome):
+    desired = outcome.local.resolution.live_features
     if desired:
-        entry.update(store.apply(local.device, desired,
-                                 owner=local.owner).to_json())
-        entry["action"] = "apply"
-    if not pending:
-        return
-    restored = store.restore(local.device, set(pending),
-                             owner=local.owner).to_json()
-    if not desired:
-        entry.update(restored)
-        entry["action"] = "restore"
-        return
-    entry["restored"] = restored
-    entry["ran_command"] = entry["ran_command"] or restored["ran_command"]
-    entry["ok"] = entry["ok"] and restored["ok"]
-    entry["errors"] = entry["errors"] + restored["errors"]
+        outcome.result = ethtool.apply_features(outcome.device, desired,
+                                                dry_run=True)
+    if desired or outcome.pending_restore:
+        outcome.action = ACTION_PLAN
 
 
-def revert_live(records, host_ref, store, targets=None, dry_run=False):
+def _enforce_one(store, outcome):
+    local = outcome.local
+    desired = local.resolution.live_features
+    if desired:
+        outcome.result = store.apply(local.device, desired, owner=local.owner)
+        outcome.action = ACTION_APPLY
+    if not outcome.pending_restore:
+        return
+    restored = store.restore(local.device, set(outcome.pending_restore),
+                             owner=local.owner)
+    if desired:
+        outcome.restored = restored
+    else:
+        outcome.result = restored
+        outcome.action = ACTION_RESTORE
+
+
+def enforce_live(records, host_ref, store, targets=None):
+    """Apply each local device's desired features (LiveStateStore.apply),
+    then restore the recorded features its policy no longer wants (all of
+    them when nothing is wanted any more): [DeviceOutcome]."""
+    return _run_live(records, host_ref, store, targets, _enforce_one)
+
+
+def plan_live(records, host_ref, store, targets=None):
+    """What enforce_live would do (action plan or none); changes nothing."""
+    return _run_live(records, host_ref, store, targets, _plan_one)
+
+
+def _recorded_devices(records, host_ref, store, targets):
+    """[(device, recorded features)] to revert: of the targets' devices, or
+    (targets None) every device recorded on this host, known to xapi or
+    not."""
+    if targets is None:
+        recorded = store.recorded()
+        return [(RecordedDevice(device), recorded[device])
+                for device in sorted(recorded)]
+    locals_ = local_devices(records, host_ref, targets)
+    recorded = store.recorded(dict((d.device, d.owner) for d in locals_))
+    return [(d, recorded[d.device]) for d in locals_ if d.device in recorded]
+
+
+def plan_revert_live(records, host_ref, store, targets=None):
+    """What revert_live would restore (action plan, with `restore_plan`)
+    or find absent; changes nothing."""
+    present = set(ethtool.list_devices())
+    outcomes = []
+    for local, features in _recorded_devices(records, host_ref, store,
+                                             targets):
+        outcome = DeviceOutcome(local, ACTION_ABSENT)
+        if local.device in present:
+            outcome.action = ACTION_PLAN
+            outcome.restore_plan = dict(features)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def revert_live(records, host_ref, store, targets=None):
     """Restore recorded live state: of the targets' devices, or (targets
     None) of every device recorded on this host, known to xapi or not;
     then the records of vif/tap devices that no longer exist are dropped
-    (action "gone").
-    dry_run: report what would be restored (action "plan"), change nothing."""
+    (action gone): [DeviceOutcome]."""
     present = set(ethtool.list_devices())
-    if targets is None:
-        recorded = store.recorded()
-        devices = [(dev, {"device": dev, "kind": _kind_of(dev)}, None)
-                   for dev in sorted(recorded)]
-    else:
-        locals_ = local_devices(records, host_ref, targets)
-        recorded = store.recorded(dict((d.device, d.owner) for d in locals_))
-        devices = [(d.device, _device_entry(d), d.owner)
-                   for d in locals_ if d.device in recorded]
-    results = []
-    for device, entry, owner in devices:
-        if device not in present:
-            entry["action"] = "absent"
-            if targets is None and not dry_run and \
-                    entry.get("kind", _kind_of(device)) != "pif":
+    outcomes = []
+    for local, _ in _recorded_devices(records, host_ref, store, targets):
+        outcome = DeviceOutcome(local, ACTION_ABSENT)
+        if local.device not in present:
+            if targets is None and local.kind != KIND_PIF:
                 # A guest's vif/tap name dies with its domain (domids are
                 # not reused soon): nothing left to restore. A PIF device
                 # may come back (driver reload), so its record is kept.
-                store.forget(device)
-                entry["action"] = "gone"
-            results.append(entry)
-            continue
-        if dry_run:
-            entry["action"] = "plan"
-            entry["restore"] = dict(recorded[device])
-            results.append(entry)
-            continue
-        try:
-            entry.update(store.restore(device, owner=owner).to_json())
-            entry["action"] = "restore"
-        except DeviceError as err:
-            _mark_failed(entry, err)
-        results.append(entry)
-    return results
+                store.forget(local.device)
+                outcome.action = ACTION_GONE
+        else:
+            try:
+                outcome.result = store.restore(local.device, owner=local.owner)
+                outcome.action = ACTION_RESTORE
+            except DeviceError as err:
+                outcome.fail(err)
+        outcomes.append(outcome)
+    return outcomes
 
 
-def _kind_of(device):
-    for kind in ("vif", "tap"):
-        if device.startswith(kind) and device[len(kind):][:1].isdigit():
-            return kind
-    return "pif"
+class DeviceStatus(object):
+    """One local device: live vs desired features, compliance, and for a
+    VIF whether its database keys are in line (`db_compliant`, None when
+    not planned)."""
+    __slots__ = ("local", "live", "read_error", "pending_restore", "differs",
+                 "fixed", "unsupported", "db_compliant", "reapplied_at_plug")
+
+    def __init__(self, local):
+        self.local = local
+        self.live = {}
+        self.read_error = None
+        self.pending_restore = {}
+        self.differs = []
+        self.fixed = []
+        self.unsupported = []
+        self.db_compliant = None
+        self.reapplied_at_plug = None
+
+    @property
+    def device(self):
+        return self.local.device
+
+    @property
+    def kind(self):
+        return self.local.kind
+
+    @property
+    def desired(self):
+        return self.local.resolution.live_features
+
+    @property
+    def compliant(self):
+        return self.read_error is None and not self.differs and \
+            not self.pending_restore and not self.local.resolution.error
+
+    def to_json(self):
+        entry = self.local.to_json()
+        entry["live"] = dict(self.live)
+        entry["compliant"] = self.compliant
+        if self.read_error is not None:
+            entry["error"] = self.read_error
+            return entry
+        entry["pending_restore"] = dict(self.pending_restore)
+        entry["differs"] = list(self.differs)
+        entry["fixed"] = list(self.fixed)
+        entry["unsupported"] = list(self.unsupported)
+        if self.db_compliant is not None:
+            entry["db_compliant"] = self.db_compliant
+            entry["reapplied_at_plug"] = self.reapplied_at_plug
+        return entry
 
 
 def device_status(records, host_ref, targets=None, plans=None, store=None):
-    """Per local device: live vs desired, compliance, db state (VIFs).
+    """[DeviceStatus] per local device, then [DevicelessPif].
 
     `store` (a LiveStateStore): a device with recorded features that its
     policy no longer wants and that are not back yet is not compliant.
@@ -243,38 +431,33 @@ def device_status(records, host_ref, targets=None, plans=None, store=None):
     db_plans = dict((p.ref, p) for p in (plans or []))
     results = []
     for local in locals_:
-        entry = _device_entry(local)
+        status = DeviceStatus(local)
+        results.append(status)
         features = live.get(local.device)
         if features is None:
-            entry["live"] = {}
-            entry["compliant"] = False
-            entry["error"] = "device vanished while reading"
-            results.append(entry)
+            status.read_error = "device vanished while reading"
             continue
-        entry["live"] = features.as_onoff()
-        unsupported = sorted(f for f in entry["desired"]
-                             if not features.present(f))
-        fixed = sorted(f for f, v in entry["desired"].items()
-                       if features.present(f) and features.features[f].fixed
-                       and entry["live"][f] != v)
-        differ = sorted(f for f, v in entry["desired"].items()
-                        if features.present(f) and entry["live"][f] != v
-                        and f not in fixed)
-        # Recorded features the policy no longer wants, not yet back.
-        pending = dict((f, v) for f, v in pending_restores(
-            recorded.get(local.device), entry["desired"]).items()
-            if entry["live"].get(f, v) != v)
-        if local.resolution.error:
-            pending = {}  # nothing is decided while the policy is broken
-        entry["compliant"] = not differ and not pending and \
-            not local.resolution.error
-        entry["pending_restore"] = pending
-        entry["differs"] = differ
-        entry["fixed"] = fixed
-        entry["unsupported"] = unsupported
+        status.live = features.as_onoff()
+        desired = status.desired
+        status.unsupported = sorted(f for f in desired
+                                    if not features.present(f))
+        status.fixed = sorted(f for f, v in desired.items()
+                              if features.present(f)
+                              and features.features[f].fixed
+                              and status.live[f] != v)
+        status.differs = sorted(f for f, v in desired.items()
+                                if features.present(f)
+                                and status.live[f] != v
+                                and f not in status.fixed)
+        # Recorded features the policy no longer wants, not yet back;
+        # nothing is decided while the policy is broken.
+        if not local.resolution.error:
+            status.pending_restore = dict(
+                (f, v) for f, v in pending_restores(
+                    recorded.get(local.device), desired).items()
+                if status.live.get(f, v) != v)
         plan = db_plans.get(local.ref)
         if plan is not None:
-            entry["db_compliant"] = not plan.changes
-            entry["reapplied_at_plug"] = plan.reapplied_now
-        results.append(entry)
+            status.db_compliant = not plan.changes
+            status.reapplied_at_plug = plan.reapplied_now
     return results + deviceless_pifs(records, host_ref, targets)

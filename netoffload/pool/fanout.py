@@ -9,9 +9,14 @@ import traceback
 
 from netoffload.errors import XapiError
 from netoffload.log import get_logger
-from netoffload.pool import xapi as X
+from netoffload.pool import xapi
 
 PLUGIN_NAME = "netoffload"
+
+# The plugin's scope= argument: the whole call, or (what the fan-out sends
+# to the other hosts) their live part only.
+SCOPE_POOL = "pool"
+SCOPE_LOCAL = "local"
 
 
 # How long the fan-out waits for the other hosts, all together. The caller
@@ -29,7 +34,7 @@ def fan_out(ctx, fn, args, local_result):
     after the joins, so a late thread cannot change it while it is encoded.
     """
     call_args = dict((k, v) for k, v in args.items() if k != "pool")
-    call_args["scope"] = "local"
+    call_args["scope"] = SCOPE_LOCAL
     entries = []
     threads = []
     deadline = time.time() + FANOUT_TIMEOUT
@@ -64,7 +69,7 @@ def _call_host(host_ref, fn, call_args, outcome):
     """Fill `outcome` with ok/result or ok/error; never raises."""
     session = None
     try:
-        session = X.open_session()
+        session = xapi.open_session()
         text = session.xenapi.host.call_plugin(host_ref, PLUGIN_NAME, fn,
                                                call_args)
         result = {"ok": True, "result": json.loads(text)}
@@ -81,7 +86,7 @@ def _call_host(host_ref, fn, call_args, outcome):
         result = {"ok": False, "error": error}
     finally:
         if session is not None:
-            X.close_session(session)
+            xapi.close_session(session)
     if not result["ok"]:
         get_logger().warning("host %s: %s failed: %s", host_ref, fn,
                              result["error"])

@@ -17,6 +17,9 @@ from netoffload.engine.features import FEATURES
 PACK_PREFIX = "netoffload-"
 KEY_VIF = "netoffload-vif"
 KEY_PIF = "netoffload-pif"
+# Policy kinds (set_policy kind=, get_policy "kind"): which key holds them.
+POLICY_KIND_VIF = "vif"
+POLICY_KIND_PIF = "pif"
 TAG_PREFIX = "netoffload-tag:"
 KEY_MANAGED = "netoffload-managed"
 KEY_SAVED = "netoffload-saved"
@@ -128,7 +131,7 @@ def feature_of_key(key):
 
 def policy_key(kind):
     """The policy key for a device kind: `netoffload-vif` or `netoffload-pif`."""
-    return {"vif": KEY_VIF, "pif": KEY_PIF}[kind]
+    return {POLICY_KIND_VIF: KEY_VIF, POLICY_KIND_PIF: KEY_PIF}[kind]
 
 
 def tag_key(tag):

@@ -1,33 +1,95 @@
-"""Where policies live, and which level a revert sets to `none`.
+"""Where policies live (`PolicyLocation`), and which level a revert sets to
+`none` (`revert_scope`).
 """
+from collections import namedtuple
+
+from netoffload.engine.policy import NONE
 from netoffload.pool import keys, targeting
-from netoffload.pool.precedence import resolve_pif, resolve_vif
+from netoffload.pool.keys import POLICY_KIND_PIF, POLICY_KIND_VIF
+from netoffload.pool.precedence import (
+    LEVEL_HOST,
+    LEVEL_NETWORK,
+    LEVEL_POOL,
+    LEVEL_TAG,
+    LEVEL_VM,
+    resolve_pif,
+    resolve_vif,
+    tag_level,
+    vif_level_rank,
+)
 from netoffload.pool.records import is_eligible_vm
+from netoffload.pool.targeting import TARGET_ALL, TARGET_PIF, TARGET_TAG
+
+# What set_policy accepts at a level: the policy kinds, the argument that
+# names the object (None: the pool) and the kind when none is given.
+LevelRule = namedtuple("LevelRule", "kinds selector default_kind")
 
 LEVELS = {
-    # level: (allowed kinds, selector argument, default kind)
-    "pool": (("vif", "pif"), None, None),
-    "host": (("pif",), "host", "pif"),
-    "network": (("vif",), "network", "vif"),
-    "tag": (("vif",), "tag", "vif"),
-    "vm": (("vif",), "vm", "vif"),
+    LEVEL_POOL: LevelRule((POLICY_KIND_VIF, POLICY_KIND_PIF), None, None),
+    LEVEL_HOST: LevelRule((POLICY_KIND_PIF,), "host", POLICY_KIND_PIF),
+    LEVEL_NETWORK: LevelRule((POLICY_KIND_VIF,), "network",
+                             POLICY_KIND_VIF),
+    LEVEL_TAG: LevelRule((POLICY_KIND_VIF,), "tag", POLICY_KIND_VIF),
+    LEVEL_VM: LevelRule((POLICY_KIND_VIF,), "vm", POLICY_KIND_VIF),
 }
 
 
+class PolicyLocation(namedtuple("PolicyLocation", "cls ref key uuid name")):
+    """One policy key: the object (XAPI class, ref, uuid, name: the tag's
+    name for a tag policy, "" for the pool) and the other_config key."""
+    __slots__ = ()
+
+    def held(self, records):
+        """The policy text the key holds in `records`, or None."""
+        return (records.table(self.cls)[self.ref].get("other_config")
+                or {}).get(self.key)
+
+    def to_json(self, policy, previous):
+        return {"class": self.cls, "uuid": self.uuid, "name": self.name,
+                "key": self.key, "policy": policy, "previous": previous}
+
+
+# A policy text to store at a location (None removes the key).
+PolicyWrite = namedtuple("PolicyWrite", "location policy")
+
+
+class KeptObject(namedtuple("KeptObject", "cls uuid label level")):
+    """An object a revert leaves alone: its policy comes from `level`,
+    above the target's."""
+    __slots__ = ()
+
+    def to_json(self):
+        return {"class": self.cls, "uuid": self.uuid, "label": self.label,
+                "level": self.level}
+
+
+# What a revert changes: policy writes, the VIF/PIF refs to restore, and
+# the KeptObjects it leaves alone.
+RevertScope = namedtuple("RevertScope", "policy_writes refs kept")
+
+
+def _pool_location(records, key, name=""):
+    return PolicyLocation("pool", records.pool_ref, key,
+                          records.pool_record.get("uuid", ""), name)
+
+
+def _object_location(cls, ref, record, key):
+    return PolicyLocation(cls, ref, key, record.get("uuid", ""),
+                          record.get("name_label", ""))
+
+
 def policy_location(ctx, level, kind, selector):
-    """(cls, ref, key, uuid, name) where a level's policy lives."""
+    """The PolicyLocation of a level's policy of `kind` (vif/pif)."""
     records = ctx.records
-    if level == "pool":
-        return ("pool", records.pool_ref, keys.policy_key(kind),
-                records.pool_record.get("uuid", ""), "")
-    if level == "tag":
-        return ("pool", records.pool_ref, keys.tag_key(selector),
-                records.pool_record.get("uuid", ""), selector)
-    if level == "host":
+    if level == LEVEL_POOL:
+        return _pool_location(records, keys.policy_key(kind))
+    if level == LEVEL_TAG:
+        return _pool_location(records, keys.tag_key(selector), selector)
+    if level == LEVEL_HOST:
         ref = ctx.host_ref if not selector else targeting.find_by_name_or_uuid(
             records.hosts, selector, "host")
         table, cls = records.hosts, "host"
-    elif level == "network":
+    elif level == LEVEL_NETWORK:
         ref = targeting.find_by_name_or_uuid(records.networks, selector,
                                              "network")
         table, cls = records.networks, "network"
@@ -35,37 +97,32 @@ def policy_location(ctx, level, kind, selector):
         ref = targeting.find_by_name_or_uuid(records.vms, selector, "VM",
                                              is_eligible_vm)
         table, cls = records.vms, "VM"
-    return (cls, ref, keys.policy_key(kind), table[ref].get("uuid", ""),
-            table[ref].get("name_label", ""))
+    return _object_location(cls, ref, table[ref], keys.policy_key(kind))
 
 
 def write_policy(ctx, location, text):
-    cls, ref, key, _, _ = location
-    current = ctx.records.table(cls)[ref].get("other_config") or {}
-    ctx.xapi.set_other_config_key(cls, ref, key, text, current.get(key))
-    ctx.records.table(cls)[ref].setdefault("other_config", {})
+    """Store `text` (None: remove) at `location`, in XAPI and the snapshot."""
+    record = ctx.records.table(location.cls)[location.ref]
+    ctx.xapi.set_other_config_key(location.cls, location.ref, location.key,
+                                  text, location.held(ctx.records))
+    config = record.setdefault("other_config", {})
     if text is None:
-        ctx.records.table(cls)[ref]["other_config"].pop(key, None)
+        config.pop(location.key, None)
     else:
-        ctx.records.table(cls)[ref]["other_config"][key] = text
-
-
-def location_json(location, text, previous):
-    cls, _, key, uuid, name = location
-    return {"class": cls, "uuid": uuid, "name": name, "key": key,
-            "policy": text, "previous": previous}
+        config[location.key] = text
 
 
 def apply_policy_locations(ctx, spec, pool_wide):
+    """Where `apply <target> policy=` stores the policy."""
     kind, value = spec
-    if kind == "all":
-        return [policy_location(ctx, "pool", "vif", None),
-                policy_location(ctx, "pool", "pif", None)]
-    if kind == "pif":
+    if kind == TARGET_ALL:
+        return [policy_location(ctx, LEVEL_POOL, POLICY_KIND_VIF, None),
+                policy_location(ctx, LEVEL_POOL, POLICY_KIND_PIF, None)]
+    if kind == TARGET_PIF:
         if pool_wide:
-            return [policy_location(ctx, "pool", "pif", None)]
-        return [policy_location(ctx, "host", "pif", None)]
-    return [policy_location(ctx, kind, "vif", value)]
+            return [policy_location(ctx, LEVEL_POOL, POLICY_KIND_PIF, None)]
+        return [policy_location(ctx, LEVEL_HOST, POLICY_KIND_PIF, None)]
+    return [policy_location(ctx, kind, POLICY_KIND_VIF, value)]
 
 
 def all_policy_locations(ctx):
@@ -74,32 +131,34 @@ def all_policy_locations(ctx):
     result = []
     for key in sorted(records.pool_other_config):
         if key in (keys.KEY_VIF, keys.KEY_PIF) or key.startswith(keys.TAG_PREFIX):
-            result.append(("pool", records.pool_ref, key,
-                           records.pool_record.get("uuid", ""), ""))
+            result.append(_pool_location(records, key))
     for cls, key in (("host", keys.KEY_PIF), ("network", keys.KEY_VIF),
                      ("VM", keys.KEY_VIF)):
         table = records.table(cls)
         for ref in sorted(table):
             if key in (table[ref].get("other_config") or {}):
-                result.append((cls, ref, key, table[ref].get("uuid", ""),
-                               table[ref].get("name_label", "")))
+                result.append(_object_location(cls, ref, table[ref], key))
     return result
+
+
+def _target_level(kind, value):
+    """The VIF level a vm/tag/network target names."""
+    return tag_level(value) if kind == TARGET_TAG else kind
 
 
 def covered_by(kind, value, level):
     """Does setting the target's level to none take the policy off an
-    object that resolves from `level`? (Levels above it still apply.)"""
-    if level is None or kind in ("all", "vm"):
+    object that resolves from `level`? It does unless a level that wins
+    over the target's (precedence.VIF_LEVEL_ORDER) decides the object;
+    another tag's level ranks with the target's tag but is not it."""
+    if level is None or kind == TARGET_ALL:
         return True
-    if level == "vm":
-        return False
-    if level.startswith("tag:"):
-        return kind == "tag" and level == "tag:" + value
-    return True  # network, pool: below tag and network
+    target = _target_level(kind, value)
+    return level == target or vif_level_rank(level) > vif_level_rank(target)
 
 
 def revert_scope(ctx, spec, selection):
-    """(policy changes [(location, text)], refs to revert, kept [json]).
+    """The RevertScope of a target.
 
     Revert sets to `none` the level each selected object resolves from, so
     the watcher and later applies leave it reverted:
@@ -114,32 +173,31 @@ def revert_scope(ctx, spec, selection):
     """
     records = ctx.records
     kind, value = spec
-    if kind == "all":
-        changes = [(loc, None) for loc in all_policy_locations(ctx)]
-        return changes, selection.refs, []
-    if kind == "pif":
+    if kind == TARGET_ALL:
+        writes = [PolicyWrite(loc, None) for loc in all_policy_locations(ctx)]
+        return RevertScope(writes, selection.refs, [])
+    if kind == TARGET_PIF:
         hosts = sorted(set(records.pifs[ref].get("host")
                            for ref in selection.pifs
                            if resolve_pif(records, ref).level is not None))
-        changes = []
+        writes = []
         refs = list(selection.pifs)
         for host_ref in hosts:
             host = records.hosts.get(host_ref) or {}
-            if (host.get("other_config") or {}).get(keys.KEY_PIF) != "none":
-                changes.append((("host", host_ref, keys.KEY_PIF,
-                                 host.get("uuid", ""),
-                                 host.get("name_label", "")), "none"))
+            if (host.get("other_config") or {}).get(keys.KEY_PIF) != NONE:
+                writes.append(PolicyWrite(_object_location(
+                    "host", host_ref, host, keys.KEY_PIF), NONE))
             refs += [r for r in records.pifs_of_host(host_ref)
                      if r not in refs]
-        return changes, refs, []
-    changes = [(policy_location(ctx, kind, "vif", value), "none")]
+        return RevertScope(writes, refs, [])
+    writes = [PolicyWrite(policy_location(ctx, kind, POLICY_KIND_VIF, value),
+                          NONE)]
     refs, kept = [], []
     for ref in selection.vifs:
         level = resolve_vif(records, ref).level
         if covered_by(kind, value, level):
             refs.append(ref)
         else:
-            kept.append({"class": "VIF", "uuid": records.vifs[ref].get(
-                "uuid", ""), "label": records.vif_label(ref),
-                "level": level})
-    return changes, refs + selection.pifs, kept
+            kept.append(KeptObject("VIF", records.vifs[ref].get("uuid", ""),
+                                   records.vif_label(ref), level))
+    return RevertScope(writes, refs + selection.pifs, kept)

@@ -1,7 +1,8 @@
-"""Plan and apply: database keys (pool-wide) and live devices (this host).
+"""Planning the database: the ordered other_config writes that bring each
+VIF or PIF in line with its resolution (docs/policy.md).
 
-Data flows one way: records -> resolution (resolve.py) -> a plan per object
--> writes -> bookkeeping that revert uses.
+Data flows one way: records -> resolution (precedence.py) -> a plan per
+object -> writes (writer.py) -> bookkeeping that revert uses.
 
 Bookkeeping on each VIF/PIF the pack wrote to (the watcher relies on it):
 - `netoffload-managed`: comma-separated sorted short names whose
@@ -21,26 +22,24 @@ Write order keeps a crash harmless: bookkeeping that grows is written before
 the ethtool keys, bookkeeping that shrinks after them.
 
 Interfaces:
-- `select(records, spec, host_ref, pool_wide)` -> `Selection` (target
-  parsing: ALL, vm=, tag=, network=, pif=; NotFound / Ambiguous);
 - `plan_db(records, targets, force=False)` -> [ObjectPlan] (targets: VIF
   and/or PIF refs);
 - `plan_revert(records, targets)` -> [ObjectPlan] restoring everything managed;
-- `apply_db(xapi, plans)` -> [dict] per object (a lost race re-reads the
-  object and re-plans it; a vanished object is reported "gone");
-- `local_devices(records, host_ref, targets=None)` -> [LocalDevice];
-- `enforce_live(records, host_ref, store, targets=None, dry_run=False)` and
-  `revert_live(records, host_ref, store, targets=None)` -> [dict] per device;
-- `device_status(records, host_ref, targets=None)` -> [dict] per device.
+- `replan(plan, fresh_config, lost_key)` -> ObjectPlan after a lost race;
+- `saved_summary(plans)`: the plan carried by CONFIRM_REQUIRED.
 """
 import json
 
 from netoffload.engine.features import FEATURES, VIF_XAPI_FEATURES
 from netoffload.errors import NotFound
 from netoffload.pool import keys
-from netoffload.pool.precedence import Resolution, rederive, resolve_pif, resolve_vif
-
-# -- target selection ---------------------------------------------------------
+from netoffload.pool.precedence import (
+    SOURCE_EXPLICIT,
+    Resolution,
+    rederive,
+    resolve_pif,
+    resolve_vif,
+)
 
 
 # -- planning the database ------------------------------------------------------
@@ -140,7 +139,7 @@ def plan_object(cls, ref, record, label, resolution, force=False,
         current = config.get(key)
         source = resolution.sources.get(feature)
         wanted = resolution.features.get(feature) \
-            if source not in (None, "explicit") else None
+            if source not in (None, SOURCE_EXPLICIT) else None
         if feature in managed:
             if wanted is None:
                 prior = saved.get(feature)
@@ -192,32 +191,46 @@ def plan_object(cls, ref, record, label, resolution, force=False,
                       force)
 
 
-def _plan_ref(records, ref, force=False, revert=False):
+def _target_object(records, ref):
+    """(class, record, label) of a VIF or PIF ref; NotFound otherwise."""
     if ref in records.vifs:
-        cls, record, label = "VIF", records.vifs[ref], records.vif_label(ref)
-        resolution = resolve_vif(records, ref, force) if not revert else None
-    elif ref in records.pifs:
-        cls, record, label = "PIF", records.pifs[ref], records.pif_label(ref)
-        resolution = resolve_pif(records, ref, force) if not revert else None
-    else:
-        raise NotFound("no VIF or PIF %s" % ref, ref)
-    if resolution is None:  # revert: nothing is desired any more
-        resolution = Resolution()
-        resolution.explicit = keys.explicit_keys(record.get("other_config") or {})
-    return plan_object(cls, ref, record, label, resolution, force)
+        return "VIF", records.vifs[ref], records.vif_label(ref)
+    if ref in records.pifs:
+        return "PIF", records.pifs[ref], records.pif_label(ref)
+    raise NotFound("no VIF or PIF %s" % ref, ref)
+
+
+_RESOLVE = {"VIF": resolve_vif, "PIF": resolve_pif}
 
 
 def plan_db(records, targets, force=False):
     """[ObjectPlan] for the given VIF/PIF refs (unchanged objects included)."""
-    return [_plan_ref(records, ref, force) for ref in targets]
+    plans = []
+    for ref in targets:
+        cls, record, label = _target_object(records, ref)
+        resolution = _RESOLVE[cls](records, ref, force)
+        plans.append(plan_object(cls, ref, record, label, resolution, force))
+    return plans
+
+
+def _nothing_wanted(record):
+    """The resolution of an object no policy covers: only its own keys."""
+    resolution = Resolution()
+    resolution.explicit = keys.explicit_keys(record.get("other_config") or {})
+    return resolution
 
 
 def plan_revert(records, targets):
     """[ObjectPlan] restoring every managed key of the given refs."""
-    return [_plan_ref(records, ref, revert=True) for ref in targets]
+    plans = []
+    for ref in targets:
+        cls, record, label = _target_object(records, ref)
+        plans.append(plan_object(cls, ref, record, label,
+                                 _nothing_wanted(record)))
+    return plans
 
 
-# -- applying to the database ---------------------------------------------------
+# -- re-planning after a lost race ---------------------------------------------
 
 def replan(plan, fresh_config, lost_key=None):
     """Re-decide one object from its fresh map after a lost race.
@@ -247,9 +260,6 @@ def replan(plan, fresh_config, lost_key=None):
                         plan.force, actual=fresh_config)
     again.current = dict(plan.current)
     return again
-
-
-# -- live devices on this host -------------------------------------------------
 
 
 def saved_summary(plans):

@@ -1,7 +1,9 @@
-"""Policy resolution (DESIGN section 3): records -> desired features. Pure.
+"""Policy resolution, pure: records in, `Resolution` out (docs/policy.md).
 
-Input is a `PoolRecords`: the dicts ref -> record exactly as XenAPI's
-`get_all_records` returns them. Output is a `Resolution` per VIF or PIF:
+Input is a `PoolRecords` (records.py): the dicts ref -> record exactly as
+XenAPI's `get_all_records` returns them. Nothing here reads a file, the
+environment or XAPI (the network backend, for one, lives in records.py).
+Output is a `Resolution` per VIF or PIF:
 
 - `.features` {short: "on"|"off"}: the full desired state (all eight for
   VIFs too: gro/lro are enforced live only), explicit keys included;
@@ -15,7 +17,8 @@ Input is a `PoolRecords`: the dicts ref -> record exactly as XenAPI's
 - `.policy` (canonical text or None), `.level` ("vm", "tag:<t>", "network",
   "pool", "host" or None), `.error` (a broken policy string, or None).
 
-Precedence, first match wins:
+Precedence, first match wins (VIF_LEVEL_ORDER is the one definition of the
+VIF levels' order):
   VIF: explicit key on the VIF (per feature) -> VM `netoffload-vif` -> the
        first of the VM's tags in sorted order with a pool
        `netoffload-tag:<tag>` -> network `netoffload-vif` -> pool
@@ -30,12 +33,12 @@ A policy string that does not parse is treated like `none` (change nothing)
 and reported in `.error`: a typo must never turn into "all off".
 With `force=True` the policy also beats explicit keys (source "force").
 
-Bookkeeping (see reconcile.py): `netoffload-managed` lists the features the
+Bookkeeping (see planning.py): `netoffload-managed` lists the features the
 pack wrote; `netoffload-saved` holds per feature `[prior, written]` (the old
 form, a bare prior, is still read). A managed key whose value is no longer
 the one the pack wrote (someone set or removed it later) is `taken_over`:
 explicit, no longer the pack's, and revert leaves it as they set it (their
-later value wins over our saved prior; DESIGN precedence rule 1).
+later value wins over our saved prior; docs/policy.md, precedence rule 1).
 """
 
 from netoffload.engine.features import FEATURES
@@ -44,11 +47,39 @@ from netoffload.errors import BadArgument
 from netoffload.pool.keys import (
     KEY_PIF,
     KEY_VIF,
+    POLICY_KIND_VIF,
     TAG_PREFIX,
     explicit_keys,
     tag_key,
     tag_of_key,
 )
+
+# Where a feature's desired value came from (Resolution.sources) besides a
+# policy level.
+SOURCE_EXPLICIT = "explicit"
+SOURCE_FORCE = "force"
+
+# Policy levels (Resolution.level); a tag's level is "tag:<tag>".
+LEVEL_VM = "vm"
+LEVEL_TAG = "tag"
+LEVEL_NETWORK = "network"
+LEVEL_POOL = "pool"
+LEVEL_HOST = "host"
+TAG_LEVEL_PREFIX = LEVEL_TAG + ":"
+
+# The VIF levels, first match wins.
+VIF_LEVEL_ORDER = (LEVEL_VM, LEVEL_TAG, LEVEL_NETWORK, LEVEL_POOL)
+
+
+def tag_level(tag):
+    """The level name of a tag's policy: "tag:<tag>"."""
+    return TAG_LEVEL_PREFIX + tag
+
+
+def vif_level_rank(level):
+    """Position of a VIF level ("vm", "tag:<t>", ...) in VIF_LEVEL_ORDER:
+    a lower rank wins over a higher one."""
+    return VIF_LEVEL_ORDER.index(level.split(":", 1)[0])
 
 
 class Resolution(object):
@@ -72,7 +103,7 @@ class Resolution(object):
         at plug, and the pack leaves those features alone live.
         """
         return dict((f, v) for f, v in self.features.items()
-                    if self.sources.get(f) != "explicit")
+                    if self.sources.get(f) != SOURCE_EXPLICIT)
 
     def to_json(self):
         return {"features": dict(self.features), "sources": dict(self.sources),
@@ -122,12 +153,12 @@ def merge_explicit(resolution, other_config, force=False):
         if explicit is not None and not (force and wanted is not None):
             if explicit in ("on", "off"):
                 resolution.features[feature] = explicit
-                resolution.sources[feature] = "explicit"
+                resolution.sources[feature] = SOURCE_EXPLICIT
             continue
         if wanted is not None:
             resolution.features[feature] = wanted
             resolution.sources[feature] = (
-                "force" if explicit is not None else resolution.level)
+                SOURCE_FORCE if explicit is not None else resolution.level)
     return resolution
 
 
@@ -142,18 +173,23 @@ def rederive(resolution, other_config, force=False):
 
 
 def vif_levels(records, vif_ref):
+    """[(level, other_config, policy key)] of a VIF in VIF_LEVEL_ORDER."""
     vif = records.vifs[vif_ref]
     vm = records.vms.get(vif.get("VM")) or {}
     network = records.networks.get(vif.get("network")) or {}
     pool_config = records.pool_other_config
-    levels = [("vm", vm.get("other_config"), KEY_VIF)]
+    tags = []
     for tag in sorted(vm.get("tags") or []):
         if tag_key(tag) in pool_config:
-            levels.append(("tag:" + tag, pool_config, tag_key(tag)))
-            break
-    levels.append(("network", network.get("other_config"), KEY_VIF))
-    levels.append(("pool", pool_config, KEY_VIF))
-    return levels
+            tags.append((tag_level(tag), pool_config, tag_key(tag)))
+            break  # the first tag with a policy is the tag level
+    by_level = {
+        LEVEL_VM: [(LEVEL_VM, vm.get("other_config"), KEY_VIF)],
+        LEVEL_TAG: tags,
+        LEVEL_NETWORK: [(LEVEL_NETWORK, network.get("other_config"), KEY_VIF)],
+        LEVEL_POOL: [(LEVEL_POOL, pool_config, KEY_VIF)],
+    }
+    return [entry for level in VIF_LEVEL_ORDER for entry in by_level[level]]
 
 
 def resolve_vif(records, vif_ref, force=False):
@@ -165,8 +201,8 @@ def resolve_vif(records, vif_ref, force=False):
 def resolve_pif(records, pif_ref, force=False):
     pif = records.pifs[pif_ref]
     host = records.hosts.get(pif.get("host")) or {}
-    levels = [("host", host.get("other_config"), KEY_PIF),
-              ("pool", records.pool_other_config, KEY_PIF)]
+    levels = [(LEVEL_HOST, host.get("other_config"), KEY_PIF),
+              (LEVEL_POOL, records.pool_other_config, KEY_PIF)]
     return _finish(Resolution(), pif.get("other_config"), levels, force)
 
 
@@ -177,16 +213,17 @@ def all_policies(records):
     pool_uuid = records.pool_record.get("uuid", "")
     for key in sorted(pool_config, key=lambda k: (k.startswith(TAG_PREFIX), k)):
         if key in (KEY_VIF, KEY_PIF):
-            result.append({"level": "pool", "kind": key[len("netoffload-"):],
+            result.append({"level": LEVEL_POOL, "kind": key[len("netoffload-"):],
                            "uuid": pool_uuid, "name": "", "key": key,
                            "policy": pool_config[key]})
         elif key.startswith(TAG_PREFIX):
-            result.append({"level": "tag", "kind": "vif", "uuid": pool_uuid,
+            result.append({"level": LEVEL_TAG, "kind": POLICY_KIND_VIF,
+                           "uuid": pool_uuid,
                            "name": tag_of_key(key), "key": key,
                            "policy": pool_config[key]})
-    for level, table, key in (("host", records.hosts, KEY_PIF),
-                              ("network", records.networks, KEY_VIF),
-                              ("vm", records.vms, KEY_VIF)):
+    for level, table, key in ((LEVEL_HOST, records.hosts, KEY_PIF),
+                              (LEVEL_NETWORK, records.networks, KEY_VIF),
+                              (LEVEL_VM, records.vms, KEY_VIF)):
         for ref in sorted(table, key=lambda r: (table[r].get("name_label", ""),
                                                 table[r].get("uuid", ""))):
             rec = table[ref]

@@ -1,17 +1,29 @@
 """Target selection: which VIFs and PIFs a target names.
 
-`select(records, spec, host_ref, pool_wide)` -> `Selection` for
+`select(records, spec, host_ref, pool_wide)` -> `Selection` for a `Target`
 `ALL | vm= | tag= | network= | pif=`; `NotFound` / `Ambiguous` otherwise.
 """
+from collections import namedtuple
+
 from netoffload.errors import Ambiguous, NotFound
 from netoffload.pool.records import eligible_vifs, is_eligible_vm
+
+# Target kinds: target=ALL and the argument names of the others.
+TARGET_ALL = "all"
+TARGET_VM = "vm"
+TARGET_TAG = "tag"
+TARGET_NETWORK = "network"
+TARGET_PIF = "pif"
+
+# What a plugin call names: kind is one of TARGET_*, value the argument's.
+Target = namedtuple("Target", "kind value")
 
 
 class Selection(object):
     """The objects a target names: VIF refs, PIF refs, and what it was."""
 
     def __init__(self, kind, value, vifs=(), pifs=(), object_ref=None):
-        self.kind = kind          # "all" | "vm" | "tag" | "network" | "pif"
+        self.kind = kind          # one of TARGET_*
         self.value = value
         self.vifs = list(vifs)
         self.pifs = list(pifs)
@@ -46,30 +58,30 @@ def find_by_name_or_uuid(table, value, what, eligible=None):
 
 
 def select(records, spec, host_ref=None, pool_wide=False):
-    """Selection for a target spec (kind, value) from api.parse_target.
+    """Selection for a target spec (kind, value), e.g. a `Target`.
 
     pif=DEV names the PIFs with that device on this host, or on every host
     when pool_wide.
     """
     kind, value = spec
     vifs = eligible_vifs(records)
-    if kind == "all":
+    if kind == TARGET_ALL:
         return Selection(kind, value, vifs, sorted(records.pifs))
-    if kind == "vm":
+    if kind == TARGET_VM:
         vm_ref = find_by_name_or_uuid(records.vms, value, "VM",
                                       is_eligible_vm)
         return Selection(kind, value, records.vifs_of_vm(vm_ref),
                          object_ref=vm_ref)
-    if kind == "tag":
+    if kind == TARGET_TAG:
         tagged = set(ref for ref, vm in records.vms.items()
                      if is_eligible_vm(vm) and value in (vm.get("tags") or []))
         return Selection(kind, value, [v for v in vifs
                                        if records.vifs[v].get("VM") in tagged])
-    if kind == "network":
+    if kind == TARGET_NETWORK:
         net_ref = find_by_name_or_uuid(records.networks, value, "network")
         return Selection(kind, value, [v for v in vifs if records.vifs[v].get(
             "network") == net_ref], object_ref=net_ref)
-    if kind == "pif":
+    if kind == TARGET_PIF:
         pifs = sorted(ref for ref, pif in records.pifs.items()
                       if pif.get("device") == value
                       and (pool_wide or pif.get("host") == host_ref))

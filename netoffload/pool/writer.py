@@ -1,8 +1,9 @@
 """XAPI writes: carry out object plans, with lost races re-planned.
 
-`apply_db(client, plans, clients)` -> per object: changed / unchanged / gone /
-failed, the keys written. An object's writes stay in order on one session;
-objects are spread over several sessions in parallel threads.
+`apply_db(client, plans, clients)` -> [ObjectWrite] per object: changed /
+unchanged / gone / failed, the keys written. An object's writes stay in
+order on one session; objects are spread over several sessions in parallel
+threads.
 """
 import threading
 
@@ -14,43 +15,87 @@ from netoffload.pool.xapi import LostRace, ObjectGone
 
 MAX_RACE_RETRIES = 3
 
+# ObjectWrite.status
+STATUS_UNCHANGED = "unchanged"
+STATUS_CHANGED = "changed"
+STATUS_GONE = "gone"
+STATUS_FAILED = "failed"
+
+
+class ObjectWrite(object):
+    """What writing one object's plan did: its status, the (key, value)
+    pairs written in order, the error of a failed write, and the plan as
+    finally carried out (None when the writes did not finish)."""
+    __slots__ = ("cls", "uuid", "label", "status", "written", "error",
+                 "done_plan")
+
+    def __init__(self, plan):
+        self.cls = plan.cls
+        self.uuid = plan.uuid
+        self.label = plan.label
+        self.status = STATUS_UNCHANGED
+        self.written = []
+        self.error = None
+        self.done_plan = None
+
+    @classmethod
+    def failed(cls, plan, error):
+        """A write of `plan` that failed with `error` [message, params...]."""
+        result = cls(plan)
+        result.fail(error)
+        return result
+
+    def fail(self, error):
+        self.status = STATUS_FAILED
+        self.error = list(error)
+
+    def to_json(self):
+        entry = {"class": self.cls, "uuid": self.uuid, "label": self.label,
+                 "written": [[k, v] for k, v in self.written],
+                 "status": self.status}
+        if self.error is not None:
+            entry["error"] = list(self.error)
+        if self.done_plan is not None:
+            entry["live_only"] = self.done_plan.live_only
+            entry["reapplied_at_plug"] = self.done_plan.reapplied_at_plug
+            entry["desired"] = dict(self.done_plan.resolution.features)
+        return entry
+
+    def __repr__(self):
+        return "ObjectWrite(%s %s: %s)" % (self.cls, self.uuid, self.status)
+
 
 def _apply_one(client, plan):
-    result = {"class": plan.cls, "uuid": plan.uuid, "label": plan.label,
-              "written": [], "status": "unchanged"}
+    result = ObjectWrite(plan)
     for _attempt in range(MAX_RACE_RETRIES):
         try:
             for key, value, expected in plan.writes:
                 client.set_other_config_key(plan.cls, plan.ref, key, value,
-                                          expected)
-                result["written"].append([key, value])
-                result["status"] = "changed"
+                                            expected)
+                result.written.append((key, value))
+                result.status = STATUS_CHANGED
             break
         except LostRace as race:
             get_logger().info("%s %s: lost a race on other_config; re-planning",
                               plan.cls, plan.uuid)
             plan = replan(plan, race.other_config,
-                           race.params[2] if len(race.params) > 2 else None)
+                          race.params[2] if len(race.params) > 2 else None)
         except ObjectGone:
-            result["status"] = "gone"
+            result.status = STATUS_GONE
             return result
         except XapiError as err:
-            result["status"] = "failed"
-            result["error"] = [err.message] + err.params
+            result.fail([err.message] + err.params)
             return result
     else:
-        result["status"] = "failed"
-        result["error"] = ["lost %d races in a row" % MAX_RACE_RETRIES]
+        result.fail(["lost %d races in a row" % MAX_RACE_RETRIES])
         return result
-    result["live_only"] = plan.live_only
-    result["reapplied_at_plug"] = plan.reapplied_at_plug
-    result["desired"] = dict(plan.resolution.features)
+    result.done_plan = plan
     return result
 
 
 def apply_db(client, plans, clients=None):
-    """Carry out plans; [dict] per object with status changed / unchanged /
-    gone / failed, the keys written, live-only wishes, reapplied_at_plug.
+    """Carry out plans; [ObjectWrite] per object with status changed /
+    unchanged / gone / failed, the keys written and the plan carried out.
 
     `clients`: Xapi objects (one session each) to spread the objects over
     in parallel threads; an object's own writes stay in order on one client.

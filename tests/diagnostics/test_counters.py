@@ -60,7 +60,7 @@ def test_parse_real_proc_tables():
 ])
 def test_bad_arguments_refused(args):
     with pytest.raises(BadArgument):
-        diagnostics.counters_fn(None, args)
+        diagnostics.counters(None, args)
 
 
 SEND_TO_TAP = textwrap.dedent("""
@@ -84,7 +84,7 @@ def test_drops_on_a_tap_without_reader_show_as_rising(netns):
     sender = netns.popen([PY, "-c", SEND_TO_TAP])
     try:
         with netns.entered():
-            result = diagnostics.counters_fn(None, {"device": "tap9",
+            result = diagnostics.counters(None, {"device": "tap9",
                                                  "seconds": "1"})
     finally:
         sender.wait(10)

@@ -56,8 +56,8 @@ def test_new_vm_on_a_reused_domid_does_not_inherit_the_old_record(netns,
         results = enforce.enforce_live(
             _records(VM_B, {"netoffload-vif": "none"}, {"ethtool-tx": "off"},
                      {"netoffload-vif": "tx-off"}), "OpaqueRef:h", store)
-        assert [(r["device"], r["action"], r.get("pending_restore"))
-                for r in results] == [("vif1.0", "none", None)]
+        assert [(r.device, r.action, r.pending_restore)
+                for r in results] == [("vif1.0", "none", {})]
         assert _tx("vif1.0") == "off"
 
 

@@ -93,7 +93,7 @@ def in_process(pool, monkeypatch):
 
 
 def test_fan_out_thread_bug_is_reported_not_raised(pool, in_process, mocker):
-    mocker.patch.object(fanout.X, "open_session", autospec=True,
+    mocker.patch.object(fanout.xapi, "open_session", autospec=True,
                         side_effect=RuntimeError("injected"))
     entries = fanout.fan_out(in_process, "version", {}, {"here": True})
     by_name = dict((h["name_label"], h) for h in entries)

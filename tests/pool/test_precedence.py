@@ -1,9 +1,15 @@
-"""Policy precedence (DESIGN section 3) over plain records, table-driven."""
+"""Policy precedence (docs/policy.md) over plain records, table-driven."""
 import pytest
 
 from netoffload.engine.policy import PROFILES
 from netoffload.pool import keys
-from netoffload.pool.precedence import all_policies, resolve_pif, resolve_vif
+from netoffload.pool.precedence import (
+    all_policies,
+    resolve_pif,
+    resolve_vif,
+    vif_level_rank,
+    vif_levels,
+)
 from netoffload.pool.records import PoolRecords, eligible_vifs, eligible_vms
 
 ALL_OFF = PROFILES["all-off"]
@@ -95,6 +101,17 @@ def test_resolve_vif(kw, features, sources, policy, level):
     resolution = resolve_vif(build(**kw), "OpaqueRef:vif")
     assert (resolution.features, resolution.sources, resolution.policy,
             resolution.level) == (features, sources, policy, level)
+
+
+def test_vif_levels_come_in_precedence_order():
+    records = build(pool={"netoffload-vif": "all-off",
+                          "netoffload-tag:b": "tx-off",
+                          "netoffload-tag:c": "all-off"},
+                    vm={"netoffload-vif": "none"},
+                    network={"netoffload-vif": "tx-off"}, tags=["c", "b"])
+    levels = [level for level, _, _ in vif_levels(records, "OpaqueRef:vif")]
+    assert levels == ["vm", "tag:b", "network", "pool"]
+    assert [vif_level_rank(level) for level in levels] == [0, 1, 2, 3]
 
 
 def test_broken_policy_is_reported():

@@ -7,8 +7,7 @@ import shutil
 import pytest
 import XenAPI
 
-from netoffload.pool import planning, writer
-from netoffload.pool import xapi as X
+from netoffload.pool import planning, writer, xapi
 from sim.xapi_sim import XapiSim
 
 _counter = itertools.count()
@@ -32,11 +31,11 @@ def sim():
 def client(sim, monkeypatch):
     monkeypatch.setenv("NETOFFLOAD_XAPI_SOCKET", sim.socket_path)
     monkeypatch.delenv("NETOFFLOAD_XAPI_URL", raising=False)
-    session = X.open_session()
+    session = xapi.open_session()
     try:
-        yield X.Xapi(session)
+        yield xapi.Xapi(session)
     finally:
-        X.close_session(session)
+        xapi.close_session(session)
 
 
 def small_pool(sim, vms=1, policy="all-off"):
@@ -57,7 +56,7 @@ def test_fresh_apply_is_one_call_per_key(sim, client):
     plans = planning.plan_db(records, [vif])
     before = client.calls
     [result] = writer.apply_db(client, plans)
-    assert result["status"] == "changed"
+    assert result.status == writer.STATUS_CHANGED
     assert client.calls - before == 8  # 6 ethtool keys + 2 bookkeeping
 
 
@@ -67,7 +66,7 @@ def test_lost_race_rereads_and_keeps_the_other_writers_key(sim, client):
     # Someone (say Xen Orchestra) sets tx between our read and our write.
     client.session.xenapi.VIF.add_to_other_config(vif, "ethtool-tx", "on")
     [result] = writer.apply_db(client, plans)
-    assert result["status"] == "changed"
+    assert result.status == writer.STATUS_CHANGED
     assert client.session.xenapi.VIF.get_other_config(vif) == {
         "ethtool-tx": "on", "ethtool-sg": "off",
         "netoffload-managed": "sg", "netoffload-saved": '{"sg":[null,"off"]}'}
@@ -78,21 +77,22 @@ def test_object_gone_is_reported_and_others_continue(sim, client):
     plans = planning.plan_db(client.snapshot(), vifs)
     sim.destroy_vif(vifs[0])
     results = writer.apply_db(client, plans)
-    assert [r["status"] for r in results] == ["gone", "changed"]
+    assert [r.status for r in results] == [writer.STATUS_GONE,
+                                           writer.STATUS_CHANGED]
 
 
 def test_parallel_apply_matches_sequential(sim, client, monkeypatch):
     vifs = small_pool(sim, vms=40)
     records = client.snapshot()
     plans = planning.plan_db(records, vifs)
-    extra = [X.Xapi(X.open_session()) for _ in range(3)]
+    extra = [xapi.Xapi(xapi.open_session()) for _ in range(3)]
     try:
         results = writer.apply_db(client, plans, [client] + extra)
     finally:
         for other in extra:
-            X.close_session(other.session)
-    assert [r["uuid"] for r in results] == [p.uuid for p in plans]
-    assert set(r["status"] for r in results) == {"changed"}
+            xapi.close_session(other.session)
+    assert [r.uuid for r in results] == [p.uuid for p in plans]
+    assert set(r.status for r in results) == {writer.STATUS_CHANGED}
     calls = client.calls + sum(e.calls for e in extra)
     after = client.snapshot()
     assert all(after.vifs[v]["other_config"] == p.final
@@ -125,12 +125,12 @@ def test_same_value_written_meanwhile_is_not_a_race(sim, client):
 def test_stale_ref_raises_object_gone(sim, client):
     [vif] = small_pool(sim)
     sim.destroy_vif(vif)
-    with pytest.raises(X.ObjectGone):
+    with pytest.raises(xapi.ObjectGone):
         client.set_other_config_key("VIF", vif, "ethtool-tx", "off", None)
 
 
 def test_other_failures_carry_the_xapi_code(sim, client):
-    with pytest.raises(X.XapiError) as err:
+    with pytest.raises(xapi.XapiError) as err:
         client.call("VIF.add_to_other_config", "OpaqueRef:nope", "k")
     assert err.value.params[0] == "MESSAGE_PARAMETER_COUNT_MISMATCH"
     assert err.value.code == "NETOFFLOAD_XAPI_ERROR"
@@ -153,8 +153,8 @@ def test_session_survives_a_xapi_restart(sim, client):
 def test_unreachable_xapi_is_a_xapi_error(monkeypatch, tmp_path):
     monkeypatch.setenv("NETOFFLOAD_XAPI_SOCKET", "/tmp/nosuch-%d/sock"
                        % os.getpid())
-    with pytest.raises(X.XapiError):
-        X.open_session()
+    with pytest.raises(xapi.XapiError):
+        xapi.open_session()
 
 
 def test_url_session(sim, monkeypatch):
@@ -163,9 +163,9 @@ def test_url_session(sim, monkeypatch):
     sim.start()
     monkeypatch.delenv("NETOFFLOAD_XAPI_SOCKET", raising=False)
     monkeypatch.setenv("NETOFFLOAD_XAPI_URL", sim.url)
-    session = X.open_session()
+    session = xapi.open_session()
     try:
         assert isinstance(session, XenAPI.Session)
-        assert X.Xapi(session).get_all_records("pool")
+        assert xapi.Xapi(session).get_all_records("pool")
     finally:
-        X.close_session(session)
+        xapi.close_session(session)

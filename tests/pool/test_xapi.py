@@ -2,7 +2,7 @@
 import pytest
 
 from netoffload.errors import NotFound
-from netoffload.pool import xapi as X
+from netoffload.pool import xapi
 
 INVENTORY_CASES = [
     ("single-quotes", "INSTALLATION_UUID='6f1d-aa'\n", "6f1d-aa"),
@@ -19,7 +19,7 @@ def test_local_host_uuid(tmp_path, monkeypatch, text, uuid):
     path = tmp_path / "xensource-inventory"
     path.write_text(text)
     monkeypatch.setenv("NETOFFLOAD_INVENTORY", str(path))
-    assert X.local_host_uuid() == uuid
+    assert xapi.local_host_uuid() == uuid
 
 
 @pytest.mark.parametrize("text", ["PRODUCT_BRAND='XenServer'\n",
@@ -31,7 +31,7 @@ def test_local_host_uuid_not_found(tmp_path, monkeypatch, text):
         path.write_text(text)
     monkeypatch.setenv("NETOFFLOAD_INVENTORY", str(path))
     with pytest.raises(NotFound):
-        X.local_host_uuid()
+        xapi.local_host_uuid()
 
 
 def test_real_inventory_fixture_format(tmp_path):
@@ -42,7 +42,7 @@ def test_real_inventory_fixture_format(tmp_path):
                     "CONTROL_DOMAIN_UUID='0a8f-1'\n"
                     "INSTALLATION_UUID='3b4e-2'\n"
                     "MANAGEMENT_INTERFACE='xenbr0'\n")
-    inventory = X.read_inventory(str(path))
+    inventory = xapi.read_inventory(str(path))
     assert (inventory["INSTALLATION_UUID"], inventory["MANAGEMENT_INTERFACE"]) \
         == ("3b4e-2", "xenbr0")
 
@@ -50,6 +50,6 @@ def test_real_inventory_fixture_format(tmp_path):
 def test_failure_details_are_strings():
     import XenAPI
     failure = XenAPI.Failure(["HANDLE_INVALID", "VIF", "OpaqueRef:x"])
-    assert X.failure_details(failure) == ["HANDLE_INVALID", "VIF",
+    assert xapi.failure_details(failure) == ["HANDLE_INVALID", "VIF",
                                           "OpaqueRef:x"]
-    assert X.failure_details(ValueError("x")) == ["UNKNOWN"]
+    assert xapi.failure_details(ValueError("x")) == ["UNKNOWN"]

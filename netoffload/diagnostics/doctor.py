@@ -9,6 +9,7 @@ import os
 from netoffload import runner
 from netoffload.diagnostics import counters as counters_mod
 from netoffload.engine import ethtool
+from netoffload.engine.devices import KIND_VIF
 from netoffload.engine.features import VIF_XAPI_FEATURES
 from netoffload.engine.livestate import LiveStateStore
 from netoffload.errors import DeviceError, NetoffloadError
@@ -141,7 +142,7 @@ def _pending_replugs(records, host_ref):
     present = set(ethtool.list_devices())
     result = []
     for local in enforce.local_devices(records, host_ref):
-        if local.kind != enforce.KIND_VIF or local.device not in present:
+        if local.kind != KIND_VIF or local.device not in present:
             continue
         config = records.vifs[local.ref].get("other_config") or {}
         # xapi's exact rule: "TRUE" or " on" is ignored at plug, not "on"

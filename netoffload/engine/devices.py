@@ -28,7 +28,12 @@ def parse_guest_device(name):
 
 
 
-GUEST_KINDS = ("vif", "tap")
+# the kinds of device the pack manages: a PIF's NIC, a guest's netback
+# device and its qemu emulated NIC
+KIND_PIF = "pif"
+KIND_VIF = "vif"
+KIND_TAP = "tap"
+GUEST_KINDS = (KIND_VIF, KIND_TAP)
 
 
 def guest_device_name(kind, domid, devid):

@@ -30,7 +30,7 @@ target; pif= sets the PIF's host to none and reverts that host's PIFs.
 from collections import namedtuple
 
 from netoffload import API_LEVEL, __version__
-from netoffload.engine.devices import validate_device
+from netoffload.engine.devices import KIND_PIF, validate_device
 from netoffload.engine.livestate import LiveStateStore
 from netoffload.engine.policy import parse_policy
 from netoffload.errors import BadArgument, ConfirmRequired
@@ -209,7 +209,7 @@ def status(session, args):
         selection = targeting.select(ctx.records, spec, ctx.host_ref)
         targets = selection.refs
     local = enforce.local_devices(ctx.records, ctx.host_ref, targets)
-    vif_refs = sorted(set(d.ref for d in local if d.kind != enforce.KIND_PIF))
+    vif_refs = sorted(set(d.ref for d in local if d.kind != KIND_PIF))
     plans = planning.plan_db(ctx.records, vif_refs)
     statuses = enforce.device_status(ctx.records, ctx.host_ref, targets,
                                      plans, LiveStateStore())

@@ -8,7 +8,12 @@ devices of the VMs running here.
   `DevicelessPif` for a PIF with no kernel device).
 """
 from netoffload.engine import ethtool
-from netoffload.engine.devices import parse_guest_device
+from netoffload.engine.devices import (
+    GUEST_KINDS,
+    KIND_PIF,
+    guest_device_name,
+    parse_guest_device,
+)
 from netoffload.errors import DeviceError
 from netoffload.pool import keys
 from netoffload.pool.precedence import resolve_pif, resolve_vif
@@ -21,11 +26,6 @@ from netoffload.pool.records import (
     pif_device,
     runs_on,
 )
-
-KIND_PIF = "pif"
-KIND_VIF = "vif"
-KIND_TAP = "tap"
-GUEST_KINDS = (KIND_VIF, KIND_TAP)
 
 # DeviceOutcome.action
 ACTION_NONE = "none"          # nothing to do
@@ -114,7 +114,7 @@ def local_devices(records, host_ref, targets=None):
             resolution = resolve_vif(records, vif_ref)
             for kind in GUEST_KINDS:
                 result.append(LocalDevice(
-                    "%s%d.%d" % (kind, domid, devid), kind, vif_ref, resolution,
+                    guest_device_name(kind, domid, devid), kind, vif_ref, resolution,
                     {"uuid": vm.get("uuid"), "name_label": vm.get("name_label")}))
     return result
 

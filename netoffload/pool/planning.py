@@ -41,7 +41,6 @@ from netoffload.pool.precedence import (
     resolve_vif,
 )
 
-
 # -- planning the database ------------------------------------------------------
 
 class ObjectPlan(object):

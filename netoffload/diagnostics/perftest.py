@@ -172,7 +172,8 @@ class BenchServer(object):
 
     def _close_all(self):
         for key in list(self._selector.get_map().values()):
-            key.fileobj.close()
+            # only sockets are registered; typeshed allows any fd-like object
+            key.fileobj.close()  # pyright: ignore[reportAttributeAccessIssue]
         self._selector.close()
 
 

@@ -8,9 +8,12 @@ import os
 import subprocess
 import sys
 
+import pytest
 import XenAPI
 
 from tests.support import paths
+
+pytestmark = pytest.mark.static
 
 ROOT = paths.REPO
 BIN = os.path.dirname(sys.executable)

@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: all bootstrap test test-fast demo rpm pack bench clean
+.PHONY: all bootstrap test test-fast lint demo rpm pack bench clean
 
 all: test
 
@@ -14,6 +14,11 @@ bootstrap:
 
 test: bootstrap
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The static checks alone: ruff, basedpyright at Python 3.6, vermin and the
+# dom0 import rules (settings in pyproject.toml). `make test` runs them too.
+lint: bootstrap
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_static_checks.py tests/test_dom0_compat.py
 
 # Tests that need neither root nor network namespaces.
 test-fast: bootstrap
@@ -34,4 +39,4 @@ bench: bootstrap
 	rc=0; for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || rc=1; done; exit $$rc
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache

@@ -92,7 +92,7 @@ def main():
         for i in range(200):
             stamp = []
 
-            def write(i=i):
+            def write(i=i, stamp=stamp):
                 stamp.append(time.perf_counter())
                 http.VIF.add_to_other_config(vif, "k%d" % i, "v")
             timer = threading.Timer(0.002, write)

@@ -159,7 +159,8 @@ def main():
         env = dict(admin.host_env(host=host))
         env["PYTHONPATH"] = ROOT + ":" + env["PYTHONPATH"]
         state = env["NETOFFLOAD_STATE_DIR"]
-        profile = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
+        profile = (["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]]
+                   if os.environ.get("BENCH_PROFILE") else [])
         extra = [] if args.coalesce is None else ["--coalesce", str(args.coalesce)]
         watcher = ns.popen([sys.executable] + profile + ["-m", "netoffload.agents.watch",
                             "--event-timeout", "5"] + extra, env=env,

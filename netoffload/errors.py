@@ -1,4 +1,8 @@
-"""Symbolic error codes shared by every entry point (DESIGN section 3)."""
+"""Symbolic error codes shared by every entry point.
+
+Users see them as NETOFFLOAD_<CODE> (docs/policy.md, "Plugin functions and
+JSON").
+"""
 
 BAD_ARGUMENT = "NETOFFLOAD_BAD_ARGUMENT"
 NOT_FOUND = "NETOFFLOAD_NOT_FOUND"

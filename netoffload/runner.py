@@ -37,11 +37,11 @@ def run(argv, timeout=DEFAULT_TIMEOUT, check=False, extra_env=None,
             stdin=subprocess.DEVNULL if input_text is None else None,
             input=input_text, universal_newlines=True,
             env=_environment(extra_env), timeout=timeout)
-    except FileNotFoundError:
-        raise DeviceError("%s is not installed" % argv[0], argv[0])
-    except subprocess.TimeoutExpired:
+    except FileNotFoundError as err:
+        raise DeviceError("%s is not installed" % argv[0], argv[0]) from err
+    except subprocess.TimeoutExpired as err:
         raise DeviceError("%s timed out after %ss" % (argv[0], timeout),
-                          " ".join(argv))
+                          " ".join(argv)) from err
     if check and proc.returncode != 0:
         raise DeviceError("%s failed with exit code %d: %s" % (
             " ".join(argv), proc.returncode, proc.stderr.strip()),

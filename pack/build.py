@@ -84,8 +84,8 @@ def run(argv, env=None, cwd=None, input_text=None):
         proc = subprocess.run(argv, env=env, cwd=cwd, input=input_text,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               universal_newlines=True, timeout=COMMAND_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        raise BuildError("timed out after %ss: %s" % (COMMAND_TIMEOUT, " ".join(argv)))
+    except subprocess.TimeoutExpired as err:
+        raise BuildError("timed out after %ss: %s" % (COMMAND_TIMEOUT, " ".join(argv))) from err
     if proc.returncode != 0:
         raise BuildError("%s failed (exit %d):\n%s%s" % (
             " ".join(argv), proc.returncode, proc.stdout[-4000:], proc.stderr[-4000:]))

@@ -846,7 +846,7 @@ class PoolBox(object):
         guest = self.guest(vm_name)
 
         class _Traffic(object):
-            def __enter__(self_inner):
+            def __enter__(self):
                 server = host.ns.popen(
                     [sys.executable, "-c", _TRAFFIC_SERVER, host.address,
                      str(TRAFFIC_PORT), str(seconds + 2)],
@@ -860,11 +860,11 @@ class PoolBox(object):
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                     start_new_session=True)
                 box.processes.append(client)
-                self_inner.procs = [client, server]
-                return self_inner
+                self.procs = [client, server]
+                return self
 
-            def __exit__(self_inner, *exc):
-                for proc in self_inner.procs:
+            def __exit__(self, *exc):
+                for proc in self.procs:
                     _stop_process(proc, grace=2.0)
 
         return _Traffic()

@@ -61,13 +61,13 @@ class Database(object):
         try:
             return self.tables[cls][ref]
         except (KeyError, TypeError):
-            raise ApiError("HANDLE_INVALID", cls, ref)
+            raise ApiError("HANDLE_INVALID", cls, ref) from None
 
     def ref_of_uuid(self, cls, uuid):
         try:
             return self.by_uuid[cls][uuid]
         except (KeyError, TypeError):
-            raise ApiError("UUID_INVALID", cls, uuid)
+            raise ApiError("UUID_INVALID", cls, uuid) from None
 
     def class_of_ref(self, ref):
         for cls, table in self.tables.items():

@@ -49,12 +49,12 @@ def parse_output(output):
         params, methodname = xmlrpc.client.loads(output)
     except xmlrpc.client.Fault as fault:
         raise ApiError(PLUGIN_FAILURE, "fault", str(fault.faultCode),
-                       str(fault.faultString))
+                       str(fault.faultString)) from fault
     except xml.parsers.expat.ExpatError as exc:
         raise ApiError(PLUGIN_FAILURE, "failed to parse plugin output",
-                       output, str(exc))
+                       output, str(exc)) from exc
     except Exception as exc:  # structurally wrong XML-RPC
-        raise _internal("response: %s" % exc)
+        raise _internal("response: %s" % exc) from exc
     if methodname is not None or len(params) != 1:
         raise _internal("Expected single return value (struct status)")
     status = params[0]
@@ -87,7 +87,7 @@ def run_plugin(argv, env, cwd, timeout):
                                 env=env, cwd=cwd)
     except OSError as exc:
         # forkexecd's child fails to exec and exits non-zero.
-        raise ApiError(PLUGIN_FAILURE, "non-zero exit", "", str(exc))
+        raise ApiError(PLUGIN_FAILURE, "non-zero exit", "", str(exc)) from exc
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

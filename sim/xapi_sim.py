@@ -112,7 +112,7 @@ def coerce(cls, field, value):
                 raise ValueError(value)
             return int(value)
         except (TypeError, ValueError):
-            raise ApiError("FIELD_TYPE_ERROR", what)
+            raise ApiError("FIELD_TYPE_ERROR", what) from None
     if kind == schema.BOOL:
         if not isinstance(value, bool):
             raise ApiError("FIELD_TYPE_ERROR", what)
@@ -931,7 +931,8 @@ class XapiSim(object):
             self.db.row("host", host)
             return self.plugin_env(host)
 
-    def add_network(self, name_label, bridge=None, other_config=None, MTU=1500):
+    def add_network(self, name_label, bridge=None, other_config=None,
+                    MTU=1500):  # noqa: N803 (xapi's field name)
         with self.db.lock:
             index = len(self.db.tables["network"])
             return self.db.create("network", {
@@ -967,7 +968,8 @@ class XapiSim(object):
                 self.db.set_field("VM", vm, "power_state", power_state)
             return vm
 
-    def add_vif(self, vm, network, device, mac=None, other_config=None, MTU=1500):
+    def add_vif(self, vm, network, device, mac=None, other_config=None,
+                MTU=1500):  # noqa: N803 (xapi's field name)
         with self.db.lock:
             vif = self._vif_create({"VM": vm, "network": network,
                                     "device": str(device), "MAC": mac or "",
@@ -1072,7 +1074,7 @@ def _parse_token(token):
             raise ValueError(token)
         return int(parts[0])
     except ValueError:
-        raise ApiError("EVENT_FROM_TOKEN_PARSE_FAILURE", token)
+        raise ApiError("EVENT_FROM_TOKEN_PARSE_FAILURE", token) from None
 
 
 def _subscriptions(classes):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.support import paths  # noqa: E402
+from tests.support import paths
 
 ROOT = paths.REPO
 VERMIN = os.path.join(os.path.dirname(sys.executable), "vermin")

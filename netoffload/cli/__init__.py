@@ -1,21 +1,22 @@
 """The `netoffload` command in dom0: argument parsing and exit codes only.
 
-Each group of verbs lives in a module under netoffload/commands/ that
-exposes `register(subparsers)`; a verb's handler takes the parsed args and
-returns an exit code. Exit codes: 0 ok, 1 partial failure or device/XAPI
+Each group of verbs lives in a module of this package that exposes
+`register(subparsers)`; a verb's handler takes the parsed args and returns
+an exit code. Exit codes: 0 ok, 1 partial failure or device/XAPI
 error, 2 bad usage.
 """
 import argparse
-import importlib
+import os
 import sys
 
 from netoffload import __version__, errors, exitcodes
+from netoffload.cli import diagnostics, local, perftest, pool
 
 COMMAND_MODULES = (
-    "netoffload.cli.local",     # show, set, restore (ethtool engine)
-    "netoffload.cli.pool",      # status, policy, apply, revert (plugin)
-    "netoffload.cli.diagnostics",  # check-checksums, counters, doctor
-    "netoffload.cli.perftest",     # bench server/client/--compare
+    local,        # show, set, restore (ethtool engine)
+    pool,         # status, policy, apply, revert (plugin)
+    diagnostics,  # check-checksums, counters, doctor
+    perftest,     # bench server/client/--compare
 )
 
 _USAGE_CODES = (errors.BAD_ARGUMENT, errors.NOT_FOUND, errors.AMBIGUOUS,
@@ -29,8 +30,8 @@ def build_parser():
     parser.add_argument("--version", action="version",
                         version="netoffload %s" % __version__)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+    for module in COMMAND_MODULES:
+        module.register(subparsers)
     return parser
 
 
@@ -61,7 +62,6 @@ def main(argv=None):
 
 def _silence_stdout():
     """Point stdout at /dev/null so the interpreter's final flush is quiet."""
-    import os
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

@@ -33,7 +33,8 @@ import subprocess
 import tempfile
 import time
 
-from netoffload.diagnostics import counters as counters_mod
+from netoffload.diagnostics import counters
+from netoffload.engine import ethtool
 from netoffload.engine.devices import parse_guest_device, validate_device
 from netoffload.errors import BadArgument, DeviceError, NotFound
 from netoffload.log import get_logger
@@ -260,11 +261,11 @@ def capture(device, seconds, packets, clock=time.monotonic):
                     stdout=out_file, stderr=err_file,
                     stdin=subprocess.DEVNULL, env=_environment(),
                     universal_newlines=True), out_file, err_file)
-            except FileNotFoundError:
-                raise DeviceError("tcpdump is not installed", "tcpdump")
-            except PermissionError:
+            except FileNotFoundError as err:
+                raise DeviceError("tcpdump is not installed", "tcpdump") from err
+            except PermissionError as err:
                 raise DeviceError("tcpdump cannot be run (permission denied)",
-                                  "tcpdump")
+                                  "tcpdump") from err
         deadline = clock() + seconds
         while clock() < deadline and any(
                 p.poll() is None for p, _o, _e in processes.values()):
@@ -293,17 +294,14 @@ def capture(device, seconds, packets, clock=time.monotonic):
 def _live_offload(device):
     """The device's live offload state, or why it could not be read."""
     try:
-        from netoffload.engine import ethtool
         return ethtool.read_features(device).as_onoff()
-    except ImportError as err:
-        return {"error": "offload state not readable: %s" % err}
     except DeviceError as err:
         return {"error": err.message}
 
 
 def summarise(device, captured, local_addresses):
     """Counts per class and examples from {direction: output text}."""
-    counts = dict((name, 0) for name in CLASSES)
+    counts = dict.fromkeys(CLASSES, 0)
     partial = {"ingress_partial": 0, "ingress_bad": 0}
     seen = {"captured": 0, "flagged": 0, "unverified": 0}
     examples = []
@@ -381,21 +379,21 @@ def check_checksums(device, seconds=DEFAULT_SECONDS, packets=DEFAULT_PACKETS):
     if not 1 <= packets <= MAX_PACKETS:
         raise BadArgument("packets=%s is out of range 1..%d"
                           % (packets, MAX_PACKETS))
-    counters_mod.select_devices(device)  # NotFound before anything runs
-    local = counters_mod.local_addresses()
-    kernel_before = counters_mod.kernel_checksum_counters()
-    link_before = counters_mod.link_stats().get(device, {})
+    counters.select_devices(device)  # NotFound before anything runs
+    local = counters.local_addresses()
+    kernel_before = counters.kernel_checksum_counters()
+    link_before = counters.link_stats().get(device, {})
     started = time.time()
     captured = capture(device, seconds, packets)
     elapsed = time.time() - started
-    kernel_after = counters_mod.kernel_checksum_counters()
-    link_after = counters_mod.link_stats().get(device, {})
+    kernel_after = counters.kernel_checksum_counters()
+    link_after = counters.link_stats().get(device, {})
     kernel_delta = dict(
         (k, v - kernel_before[k]) for k, v in kernel_after.items()
         if v is not None and kernel_before.get(k) is not None)
     device_delta = dict(
         (k, link_after[k] - link_before.get(k, 0))
-        for k in counters_mod.LINK_ERROR_FIELDS if k in link_after)
+        for k in counters.LINK_ERROR_FIELDS if k in link_after)
     counts, partial, seen, examples = summarise(
         device, dict((d, out) for d, (out, _s) in captured.items()), local)
     offload = _live_offload(device)
@@ -404,7 +402,7 @@ def check_checksums(device, seconds=DEFAULT_SECONDS, packets=DEFAULT_PACKETS):
     get_logger().info("check_checksums %s: %s", device, status)
     return {
         "device": device,
-        "kind": counters_mod.device_kind(device),
+        "kind": counters.device_kind(device),
         "seconds": seconds,
         "packet_cap": packets,
         "elapsed": round(elapsed, 2),

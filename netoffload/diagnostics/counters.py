@@ -98,7 +98,7 @@ def _dump(msg_type, body):
                 messages.append((kind, payload))
     except (OSError, socket.timeout) as err:
         raise DeviceError("cannot read link statistics over rtnetlink: %s"
-                          % err)
+                          % err) from err
     finally:
         sock.close()
 

@@ -5,9 +5,10 @@ report says so and goes on), pending replugs, kernel checksum counters,
 devices with errors, dom0 vCPUs and scheduler weight, netback queues.
 """
 import os
+import shlex
 
 from netoffload import runner
-from netoffload.diagnostics import counters as counters_mod
+from netoffload.diagnostics import counters
 from netoffload.engine import ethtool
 from netoffload.engine.devices import KIND_VIF
 from netoffload.engine.features import VIF_XAPI_FEATURES
@@ -50,7 +51,7 @@ def parse_sched_table(text):
         numbers = fields[-(len(header) - 1):]
         if not all(n.lstrip("-").isdigit() for n in numbers):
             continue
-        row = {"Name": " ".join(fields[:len(fields) - len(numbers)])}
+        row = {"Name": " ".join(fields[:len(fields) - len(numbers)])}  # type: dict
         for name, value in zip(header[1:], numbers):
             row[name] = int(value)
         rows.append(row)
@@ -162,6 +163,17 @@ def _pending_replugs(records, host_ref):
     return result
 
 
+def policy_set_command(entry):
+    """The `netoffload policy set` line that replaces the policy of `entry`
+    (a get_policy item) with POLICY."""
+    words = ["netoffload", "policy", "set", entry["level"], entry["kind"],
+             "POLICY"]
+    if entry["level"] != "pool":
+        words += ["--" + entry["level"],
+                  entry["name"] if entry["level"] == "tag" else entry["uuid"]]
+    return " ".join(shlex.quote(word) for word in words)
+
+
 def _advice(report):
     items = []
     policy = report["policy"]
@@ -174,17 +186,17 @@ def _advice(report):
         for device in policy["non_compliant"]:
             items.append({
                 "item": "non-compliant device %s" % device["device"],
-                "advice": "run `netoffload apply` for its target to enforce "
-                          "the policy live (no VM restart needed)",
+                "advice": "run `netoffload apply TARGET` for its target to "
+                          "enforce the policy live (no VM restart needed)",
                 "reason": "live %s differ from the policy"
                           % ", ".join(device["differs"])})
         for entry in policy.get("invalid_policies", []):
             items.append({
                 "item": "invalid policy %s on %s %s" % (
                     entry["key"], entry["level"], entry["name"] or entry["uuid"]),
-                "advice": "fix it with `netoffload set-policy` (which checks "
-                          "it); until then the objects it governs are left "
-                          "as they are",
+                "advice": "fix it with `%s` (which checks POLICY; an empty "
+                          "one clears it); until then the objects it governs "
+                          "are left as they are" % policy_set_command(entry),
                 "reason": entry.get("error") or "%r does not parse"
                           % entry["policy"]})
         for device in policy["pending_replugs"]:
@@ -198,8 +210,8 @@ def _advice(report):
         if policy["db_out_of_date"]:
             items.append({
                 "item": "database keys",
-                "advice": "run `netoffload apply` to bring the ethtool-* keys "
-                          "in line",
+                "advice": "run `netoffload apply TARGET` to bring the "
+                          "ethtool-* keys in line",
                 "reason": "%d device(s) have keys the policy does not match"
                           % len(policy["db_out_of_date"])})
     dropped = dict((k, v["value"]) for k, v in report["checksum_counters"].items()
@@ -210,7 +222,8 @@ def _advice(report):
             "advice": "run `netoffload check-checksums DEV` on the suspected "
                       "device to see which received packets are bad; if a "
                       "single guest sends them, set tx-off on that guest's "
-                      "VIF policy only",
+                      "VIFs only (`netoffload policy set vm vif tx-off --vm "
+                      "NAME`)",
             "reason": "the kernel has dropped packets for bad checksums since "
                       "boot (%s)" % ", ".join("%s=%d" % kv for kv in
                                                sorted(dropped.items())),
@@ -257,7 +270,7 @@ def _advice(report):
 
 def doctor(session=None):
     """The host report (see the module docstring)."""
-    snapshot = counters_mod.counters(None, 0)
+    snapshot = counters.counters(None, 0)
     with_errors = [{"device": d["device"], "kind": d["kind"],
                     "nonzero": d["nonzero"]}
                    for d in snapshot["devices"] if d["nonzero"]]

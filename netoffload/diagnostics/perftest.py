@@ -40,6 +40,10 @@ import struct
 import threading
 import time
 
+from netoffload.engine import ethtool
+from netoffload.engine.devices import validate_device
+from netoffload.engine.features import FEATURES
+from netoffload.engine.policy import parse_policy
 from netoffload.errors import BadArgument, DeviceError
 
 DEFAULT_PORT = 12866
@@ -168,7 +172,8 @@ class BenchServer(object):
 
     def _close_all(self):
         for key in list(self._selector.get_map().values()):
-            key.fileobj.close()
+            # only sockets are registered; typeshed allows any fd-like object
+            key.fileobj.close()  # pyright: ignore[reportAttributeAccessIssue]
         self._selector.close()
 
 
@@ -293,7 +298,7 @@ def _resolve(host, port):
     try:
         info = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as err:
-        raise BadArgument("cannot resolve bench host %r: %s" % (host[:64], err))
+        raise BadArgument("cannot resolve bench host %r: %s" % (host[:64], err)) from err
     family, _type, _proto, _name, address = info[0]
     return family, address
 
@@ -409,9 +414,6 @@ def _raise_interrupt(signum, frame):
 def compare(policy_text, devices, host, port=DEFAULT_PORT, duration=5.0,
             parallel=1, tests=TESTS):
     """Bench, apply policy to devices temporarily, bench again, restore."""
-    from netoffload.engine import ethtool
-    from netoffload.engine.devices import validate_device
-    from netoffload.engine.policy import parse_policy
     policy = parse_policy(policy_text)
     if policy.is_none or not policy.features:
         raise BadArgument("policy %r changes nothing; nothing to compare"
@@ -421,7 +423,6 @@ def compare(policy_text, devices, host, port=DEFAULT_PORT, duration=5.0,
     for device in devices:
         validate_device(device)
     check_bounds(duration, parallel, port)
-    from netoffload.engine.features import FEATURES
     current = dict((d, ethtool.read_features(d)) for d in devices)
     prior = dict((d, state.as_onoff()) for d, state in current.items())
     # The kernel's requested bits too: a restore by short name alone would

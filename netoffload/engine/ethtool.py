@@ -16,8 +16,19 @@ import re
 import socket
 
 from netoffload import runner
-from netoffload.engine import features as F
 from netoffload.engine.devices import validate_device
+from netoffload.engine.ethtool_ioctl import FALLBACK_ERRNOS, IoctlReader
+from netoffload.engine.features import (
+    FEATURES,
+    LONG_TO_SHORT,
+    OFF,
+    ON,
+    SINGLE_BIT_NAME,
+    group_bits,
+    kernel_bits_for,
+    short_for_kernel_bit,
+    value_or_none,
+)
 from netoffload.errors import BadArgument, DeviceError
 from netoffload.log import get_logger
 
@@ -54,7 +65,7 @@ def check_device(name):
 
 
 def _onoff(active):
-    return F.ON if active else F.OFF
+    return ON if active else OFF
 
 
 def state_json(state):
@@ -79,7 +90,7 @@ class DeviceFeatures(object):
                     if state.active is not None)
 
     def fixed(self):
-        return [s for s in F.FEATURES if self.features[s].fixed]
+        return [s for s in FEATURES if self.features[s].fixed]
 
     def present(self, short):
         return self.features[short].active is not None
@@ -88,7 +99,7 @@ class DeviceFeatures(object):
         result = {"device": self.device, "source": self.source,
                   "features": self.as_onoff(),
                   "fixed": self.fixed(),
-                  "absent": [s for s in F.FEATURES if not self.present(s)]}
+                  "absent": [s for s in FEATURES if not self.present(s)]}
         if with_kernel:
             result["kernel"] = dict((name, state_json(state))
                                     for name, state in self.kernel.items())
@@ -104,9 +115,9 @@ def derive(kernel, headers=None):
     `headers` are group lines from text with no bits under them (the old
     "Offload parameters" format); they count only where no bit is known.
     """
-    groups = F.group_bits(kernel)
+    groups = group_bits(kernel)
     result = {}
-    for short in F.FEATURES:
+    for short in FEATURES:
         bits = [kernel[n] for n in groups[short]]
         if not bits:
             result[short] = (headers or {}).get(short, ABSENT)
@@ -169,15 +180,15 @@ def parse_features_text(text, device=None):
             if group is not None:
                 kernel[name] = state
             continue
-        short = F.LONG_TO_SHORT.get(name)
+        short = LONG_TO_SHORT.get(name)
         if short is None:
             group = None
             kernel[name] = state
             continue
         group = short
         headers[short] = state
-        if short in F.SINGLE_BIT_NAME:
-            kernel[F.SINGLE_BIT_NAME[short]] = state
+        if short in SINGLE_BIT_NAME:
+            kernel[SINGLE_BIT_NAME[short]] = state
     if not title_seen:
         raise DeviceError("not ethtool -k output: no 'Features for' line")
     return DeviceFeatures(device, kernel, derive(kernel, headers), "ethtool")
@@ -220,9 +231,8 @@ class Reader(object):
     def _reader(self):
         if self._ioctl is None and not self._ioctl_broken:
             try:
-                from netoffload.engine.ethtool_ioctl import IoctlReader
                 self._ioctl = IoctlReader()
-            except (OSError, ImportError) as err:
+            except OSError as err:
                 get_logger().info("ethtool ioctl unavailable (%s); using the "
                                   "ethtool binary", err)
                 self._ioctl_broken = True
@@ -232,15 +242,14 @@ class Reader(object):
         check_device(device)
         reader = self._reader()
         if reader is not None:
-            from netoffload.engine.ethtool_ioctl import FALLBACK_ERRNOS
             try:
                 return _from_raw(device, reader.read(device))
             except OSError as err:
                 if err.errno == errno.ENODEV:
-                    raise DeviceError("no such device %s" % device, device)
+                    raise DeviceError("no such device %s" % device, device) from err
                 if err.errno not in FALLBACK_ERRNOS:
                     raise DeviceError("cannot read features of %s: %s"
-                                      % (device, err), device)
+                                      % (device, err), device) from err
         return read_features_ethtool(device)
 
     def close(self):
@@ -286,10 +295,10 @@ def check_wanted(wanted):
         raise BadArgument("wanted features must be a mapping")
     result = {}
     for short, value in wanted.items():
-        if short not in F.FEATURES:
+        if short not in FEATURES:
             raise BadArgument("unknown feature %r; valid features are %s"
-                              % (short, ", ".join(F.FEATURES)))
-        norm = F.value_or_none(value)
+                              % (short, ", ".join(FEATURES)))
+        norm = value_or_none(value)
         if norm is None:
             raise BadArgument("invalid value %r for %s; valid values are on, "
                               "off, true, false" % (value, short))
@@ -298,9 +307,9 @@ def check_wanted(wanted):
 
 
 def _held_by_kernel(current, short, value):
-    want = value == F.ON
+    want = value == ON
     bits = [current.kernel[n]
-            for n in F.kernel_bits_for(short, list(current.kernel))]
+            for n in kernel_bits_for(short, list(current.kernel))]
     changeable = [b for b in bits if not b.fixed]
     return bool(changeable) and all(b.requested is want for b in changeable)
 
@@ -313,7 +322,7 @@ def plan(current, wanted):
     """
     to_change = collections.OrderedDict()
     status = {}
-    for short in F.FEATURES:
+    for short in FEATURES:
         if short not in wanted:
             continue
         state = current.features[short]
@@ -406,7 +415,7 @@ def requested_bits(current, shorts):
     names = list(current.kernel)
     result = {}
     for short in shorts:
-        for name in F.kernel_bits_for(short, names):
+        for name in kernel_bits_for(short, names):
             state = current.kernel[name]
             if not state.fixed and state.requested is not None:
                 result[name] = _onoff(state.requested)
@@ -429,20 +438,20 @@ def restore_features(device, features, bits=None, reader=None):
         names = list(current.kernel)
         pairs = []
         status = {}
-        for short in F.FEATURES:
+        for short in FEATURES:
             if short not in features:
                 continue
             state = current.features[short]
             if state.active is None:
                 status[short] = UNSUPPORTED
                 continue
-            group_bits = [b for b in F.kernel_bits_for(short, names)
-                          if b in bits]
-            if group_bits:
-                for name in group_bits:
+            recorded_bits = [b for b in kernel_bits_for(short, names)
+                             if b in bits]
+            if recorded_bits:
+                for name in recorded_bits:
                     bit = current.kernel[name]
                     if not bit.fixed and bit.requested is not (
-                            bits[name] == F.ON):
+                            bits[name] == ON):
                         pairs.append((name, bits[name]))
             elif _onoff(state.active) != features[short] and not state.fixed:
                 pairs.append((short, features[short]))
@@ -483,7 +492,7 @@ def _execute(device, reader, current, pairs, targets, status, commanded):
     before = current.as_onoff()
     after = reread.as_onoff()
     forced = {}
-    for short in F.FEATURES:
+    for short in FEATURES:
         if status.get(short) in (UNSUPPORTED, FIXED):
             continue
         moved = after.get(short) != before.get(short)
@@ -507,7 +516,7 @@ def _execute(device, reader, current, pairs, targets, status, commanded):
         (name, _onoff(state.active)) for name, state in reread.kernel.items()
         if name in current.kernel
         and current.kernel[name].active != state.active
-        and F.short_for_kernel_bit(name) not in commanded)
+        and short_for_kernel_bit(name) not in commanded)
     failed = sorted(s for s, st in status.items() if st == FAILED)
     if failed:
         errors.append("%s did not reach the wanted state: %s"

@@ -47,9 +47,7 @@ class IoctlReader(object):
         self._count = None
 
     def close(self):
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        self._sock.close()  # idempotent; a later read fails with EBADF
 
     def __enter__(self):
         return self
@@ -63,7 +61,10 @@ class IoctlReader(object):
         ifreq = struct.pack("%dsP" % IFNAMSIZ, device.encode("ascii"),
                             buf.buffer_info()[0])
         ifreq += b"\0" * (_IFREQ_SIZE - len(ifreq))
-        fcntl.ioctl(self._sock.fileno(), SIOCETHTOOL, ifreq)
+        fd = self._sock.fileno()
+        if fd < 0:
+            raise OSError(errno.EBADF, "the ioctl reader is closed")
+        fcntl.ioctl(fd, SIOCETHTOOL, ifreq)
 
     def _feature_count(self, device):
         buf = _buffer(struct.calcsize("=IIQI"))

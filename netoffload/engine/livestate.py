@@ -23,8 +23,7 @@ import os
 
 from netoffload import statedir
 from netoffload.engine import ethtool
-from netoffload.engine import features as F
-from netoffload.engine.features import FEATURES, value_or_none
+from netoffload.engine.features import FEATURES, short_for_kernel_bit, value_or_none
 from netoffload.errors import DeviceError
 from netoffload.log import get_logger
 
@@ -71,12 +70,12 @@ class LiveStateStore(object):
         except (IOError, OSError) as err:
             if err.errno == errno.ENOENT:
                 return {}
-            raise DeviceError("cannot read %s: %s" % (self.path, err.strerror))
+            raise DeviceError("cannot read %s: %s" % (self.path, err.strerror)) from err
         except ValueError as err:
             # Never overwrite a record we cannot read: it may be all that
             # remembers the original state.
             raise DeviceError("the live-state record %s is corrupt (%s); "
-                              "move it away to start afresh" % (self.path, err))
+                              "move it away to start afresh" % (self.path, err)) from err
         devices = data.get("devices") if isinstance(data, dict) else None
         if not isinstance(devices, dict):
             raise DeviceError("the live-state record %s has no devices map"
@@ -198,10 +197,10 @@ class LiveStateStore(object):
                 self._save(devices)  # another owner's past: not ours
             chosen = dict((f, v) for f, v in (record or {}).get(
                 "features", {}).items() if features is None or f in features)
-            if not chosen:
+            if record is None or not chosen:
                 return ethtool.ApplyResult(device, {}, {}, {})
             bits = dict((b, v) for b, v in record["requested"].items()
-                        if F.short_for_kernel_bit(b) in chosen)
+                        if short_for_kernel_bit(b) in chosen)
             result = ethtool.restore_features(device, chosen, bits)
             if features is not None:
                 self._accept_held(device, result, bits)
@@ -211,7 +210,7 @@ class LiveStateStore(object):
                 record["features"].pop(short, None)
             record["requested"] = dict(
                 (b, v) for b, v in record["requested"].items()
-                if F.short_for_kernel_bit(b) not in done)
+                if short_for_kernel_bit(b) not in done)
             if record["features"]:
                 devices[device] = record
             else:
@@ -232,7 +231,7 @@ class LiveStateStore(object):
         current = ethtool.read_features(device)
         for short in failed:
             mine = dict((b, v) for b, v in bits.items()
-                        if F.short_for_kernel_bit(b) == short)
+                        if short_for_kernel_bit(b) == short)
             now = ethtool.requested_bits(current, [short])
             if mine and all(now.get(b) == v for b, v in mine.items()):
                 result.features[short] = ethtool.FORCED

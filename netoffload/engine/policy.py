@@ -1,4 +1,4 @@
-"""Policy strings (DESIGN section 3): parse, validate, canonicalise.
+"""Policy strings (docs/policy.md, "Policies"): parse, validate, canonicalise.
 
 A policy is a profile name (`all-off`, `tx-off`, `none`) or a comma list of
 `feature=value` items such as `tx=off,sg=off`. Values on/off/true/false are

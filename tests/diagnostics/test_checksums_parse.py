@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from netoffload.diagnostics import checksums as C
+from netoffload.diagnostics import checksums
 from tests.support import paths
 
 FIXTURES = os.path.join(paths.FIXTURES, "tcpdump")
@@ -43,13 +43,13 @@ PARSE_CASES = [
 @pytest.mark.parametrize("name,expected", PARSE_CASES)
 def test_parse_real_captures(name, expected):
     counts = {}
-    for key in shape(C.parse_tcpdump(fixture(name))):
+    for key in shape(checksums.parse_tcpdump(fixture(name))):
         counts[key] = counts.get(key, 0) + 1
     assert counts == expected
 
 
 def test_parsed_fields_of_first_ipv4_and_ipv6_packets():
-    packets = C.parse_tcpdump(fixture("veth_txon_egress.txt"))
+    packets = checksums.parse_tcpdump(fixture("veth_txon_egress.txt"))
     first4 = packets[0]
     assert (first4["src"], first4["sport"], first4["dst"], first4["dport"],
             first4["field"]) == ("10.9.0.1", 60176, "10.9.0.2", 5001, 0x1443)
@@ -64,10 +64,10 @@ def test_cut_off_last_line_is_skipped_not_misread():
     lines = text.splitlines()
     # tcpdump killed mid-write: the IPv4 header line without its transport.
     cut = "\n".join(lines[:2] + [lines[2]] + [lines[3][:20]])
-    packets = C.parse_tcpdump(cut)
+    packets = checksums.parse_tcpdump(cut)
     assert len(packets) == 1
     header_only = "\n".join(lines[:3])
-    assert len(C.parse_tcpdump(header_only)) == 1
+    assert len(checksums.parse_tcpdump(header_only)) == 1
 
 
 @pytest.mark.parametrize("text", [
@@ -80,7 +80,7 @@ def test_cut_off_last_line_is_skipped_not_misread():
                  "ICMP echo request, id 1, seq 1, length 64\n", id="icmp"),
 ])
 def test_other_lines_yield_nothing(text):
-    assert C.parse_tcpdump(text) == []
+    assert checksums.parse_tcpdump(text) == []
 
 
 @pytest.mark.parametrize("family,src,dst,proto,length,expected", [
@@ -92,7 +92,7 @@ def test_other_lines_yield_nothing(text):
 def test_pseudo_header_sum_matches_kernel_partial_checksums(
         family, src, dst, proto, length, expected):
     # expected values are the cksum fields tcpdump printed in the fixtures
-    assert C.pseudo_header_sum(family, src, dst, proto, length) == expected
+    assert checksums.pseudo_header_sum(family, src, dst, proto, length) == expected
 
 
 @pytest.mark.parametrize("direction,device,src,expected", [
@@ -105,20 +105,20 @@ def test_pseudo_header_sum_matches_kernel_partial_checksums(
 ])
 def test_classify(direction, device, src, expected):
     packet = {"src": src}
-    assert C.classify(packet, direction, device, {"10.9.0.1"}) == expected
+    assert checksums.classify(packet, direction, device, {"10.9.0.1"}) == expected
 
 
 def test_summarise_egress_and_peer_partial_is_not_corruption():
     captured = {"out": fixture("veth_txon_egress.txt"),
                 "in": fixture("veth_txon_ingress.txt")}
-    counts, detail, seen, examples = C.summarise("vA", captured, {"10.9.0.1",
+    counts, detail, seen, examples = checksums.summarise("vA", captured, {"10.9.0.1",
                                                                   "fd00:9::1"})
     assert counts == {"egress_local": 13, "egress_forwarded": 0,
                       "guest_to_dom0": 0, "ingress": 12}
     assert detail == {"ingress_partial": 12, "ingress_bad": 0}
     assert seen == {"captured": 26, "flagged": 25, "unverified": 0}
-    assert len(examples) == C.MAX_EXAMPLES
-    status, text = C.verdict(counts, detail, {"TcpInCsumErrors": 0}, {}, "on")
+    assert len(examples) == checksums.MAX_EXAMPLES
+    status, text = checksums.verdict(counts, detail, {"TcpInCsumErrors": 0}, {}, "on")
     assert status == "no_corruption"
     assert "expected with tx offload on" in text
 
@@ -126,7 +126,7 @@ def test_summarise_egress_and_peer_partial_is_not_corruption():
 def test_verdict_with_kernel_drops_names_the_problem():
     counts = {"egress_local": 0, "egress_forwarded": 0, "guest_to_dom0": 0,
               "ingress": 4}
-    status, text = C.verdict(counts, {"ingress_partial": 0, "ingress_bad": 4},
+    status, text = checksums.verdict(counts, {"ingress_partial": 0, "ingress_bad": 4},
                              {"TcpInCsumErrors": 2, "UdpInCsumErrors": 1,
                               "Udp6InCsumErrors": 1}, {}, "on")
     assert status == "corruption"
@@ -135,7 +135,7 @@ def test_verdict_with_kernel_drops_names_the_problem():
 
 
 def test_verdict_rising_device_errors_without_checksum_drops():
-    counts = dict((c, 0) for c in C.CLASSES)
-    status, text = C.verdict(counts, {"ingress_partial": 0, "ingress_bad": 0},
+    counts = dict((c, 0) for c in checksums.CLASSES)
+    status, text = checksums.verdict(counts, {"ingress_partial": 0, "ingress_bad": 0},
                              {}, {"rx_crc_errors": 3}, "on")
     assert status == "device_errors" and "rx_crc_errors +3" in text

@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from netoffload.diagnostics import counters as K
+from netoffload.diagnostics import counters
 from netoffload.errors import BadArgument, NotFound
 from netoffload.plugin import diagnostics
 from tests.support import paths
@@ -20,7 +20,7 @@ def fixture(name):
 
 
 def test_parse_ethtool_stats_of_real_veth():
-    stats = K.parse_ethtool_stats(fixture("ethtool_S_veth.txt"))
+    stats = counters.parse_ethtool_stats(fixture("ethtool_S_veth.txt"))
     assert stats["peer_ifindex"] == 2
     assert stats["rx_queue_0_drops"] == 0
     assert "NIC statistics" not in stats
@@ -38,16 +38,16 @@ def test_parse_ethtool_stats_of_real_veth():
     pytest.param("     weird: 1x", {}, id="not-a-number"),
 ])
 def test_parse_ethtool_stats_lines(line, expected):
-    assert K.parse_ethtool_stats(line + "\n") == expected
+    assert counters.parse_ethtool_stats(line + "\n") == expected
 
 
 def test_parse_real_proc_tables():
-    snmp = K.parse_proc_table(fixture("proc_net_snmp.txt"))
+    snmp = counters.parse_proc_table(fixture("proc_net_snmp.txt"))
     assert "InCsumErrors" in snmp["Tcp"] and "InCsumErrors" in snmp["Udp"]
     assert isinstance(snmp["Tcp"]["InSegs"], int)
-    netstat = K.parse_proc_table(fixture("proc_net_netstat.txt"))
+    netstat = counters.parse_proc_table(fixture("proc_net_netstat.txt"))
     assert "InCsumErrors" in netstat["IpExt"]
-    snmp6 = K.parse_snmp6(fixture("proc_net_snmp6.txt"))
+    snmp6 = counters.parse_snmp6(fixture("proc_net_snmp6.txt"))
     assert "Udp6InCsumErrors" in snmp6
 
 
@@ -94,7 +94,7 @@ def test_drops_on_a_tap_without_reader_show_as_rising(netns):
     assert device["delta"]["tx_dropped"] >= 1
     assert "tx_dropped" in device["rising"]
     assert set(result["kernel"]) == set(
-        name for name, _f, _t, _c in K.KERNEL_CSUM_COUNTERS)
+        name for name, _f, _t, _c in counters.KERNEL_CSUM_COUNTERS)
     assert all(item["delta"] == 0 for item in result["kernel"].values())
     assert any("MAC filter" in note for note in result["notes"])
 
@@ -103,9 +103,9 @@ def test_drops_on_a_tap_without_reader_show_as_rising(netns):
 def test_snapshot_lists_every_device_but_lo(netns):
     netns.add_veth("vif5.0", "guest5")
     with netns.entered():
-        result = K.counters(None, 0)
+        result = counters.counters(None, 0)
         with pytest.raises(NotFound):
-            K.counters("eth9", 0)
+            counters.counters("eth9", 0)
     kinds = dict((d["device"], d["kind"]) for d in result["devices"])
     assert kinds == {"vif5.0": "vif", "guest5": "host"}
     assert all("delta" not in d for d in result["devices"])

@@ -1,12 +1,15 @@
 """doctor: parsers, and the plugin function as xapi runs it (simulator)."""
 import json
 import os
+import re
+import shlex
 import shutil
 import sys
 
 import pytest
 import XenAPI
 
+from netoffload.cli import build_parser
 from netoffload.diagnostics import doctor
 from netoffload.errors import BadArgument
 from netoffload.plugin import diagnostics
@@ -51,6 +54,77 @@ def test_netback_absent_is_unavailable_not_error(tmp_path):
 def test_doctor_takes_no_arguments():
     with pytest.raises(BadArgument):
         diagnostics.doctor(None, {"verbose": "yes"})
+
+
+# Every branch of the advice: a report with something wrong in each section.
+_INVALID = [
+    {"level": "pool", "kind": "vif", "uuid": "p-uuid", "name": "",
+     "key": "netoffload-vif", "policy": "tx=of", "valid": False, "error": "bad"},
+    {"level": "tag", "kind": "vif", "uuid": "p-uuid", "name": "free bsd",
+     "key": "netoffload-vif-tag-free bsd", "policy": "x", "valid": False},
+    {"level": "host", "kind": "pif", "uuid": "h-uuid", "name": "h1",
+     "key": "netoffload-pif", "policy": "x", "valid": False},
+    {"level": "network", "kind": "vif", "uuid": "n-uuid", "name": "LAN",
+     "key": "netoffload-vif", "policy": "x", "valid": False},
+    {"level": "vm", "kind": "vif", "uuid": "v-uuid", "name": "web",
+     "key": "netoffload-vif", "policy": "x", "valid": False},
+]
+_TROUBLED_REPORT = {
+    "policy": {
+        "available": True, "devices": 2, "covered": 2,
+        "non_compliant": [{"device": "vif5.0", "kind": "vif",
+                           "differs": ["sg"]}],
+        "db_out_of_date": ["vif5.0"],
+        "pending_replugs": [{"device": "vif5.0", "vm": "web",
+                             "database": {"tx": "off"}, "differs": ["tx"]}],
+        "invalid_policies": _INVALID,
+    },
+    "checksum_counters": {"udp_in_csum_errors": {"value": 3}},
+    "devices_with_errors": [{"device": "eth0", "kind": "pif",
+                             "nonzero": ["rx_crc_errors"]}],
+    "dom0": {"vcpus": 4, "scheduler": {"available": True, "weight": 256},
+             "netback": {"available": True, "max_queues": 2}},
+}
+# What the advice's placeholders stand for, as a user would fill them in.
+_PLACEHOLDERS = {"POLICY": "tx-off", "TARGET": "vm=web", "DEV": "eth0",
+                 "NAME": "web"}
+
+
+def _advised_commands(items):
+    found = []
+    for item in items:
+        for text in item.values():
+            found.extend(re.findall(r"`(netoffload [^`]*)`", text or ""))
+    return found
+
+
+def _parse_error(command):
+    """None if the real CLI parser takes `command` to a verb, else why not."""
+    argv = [_PLACEHOLDERS.get(word, word) for word in shlex.split(command)[1:]]
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit:
+        return "argparse refused %r" % argv
+    return None if getattr(args, "handler", None) else "no verb in %r" % argv
+
+
+def test_every_command_the_doctor_advises_parses_with_the_real_cli(capsys):
+    items = doctor._advice(_TROUBLED_REPORT)
+    commands = _advised_commands(items)
+    assert "netoffload policy set vm vif POLICY --vm v-uuid" in commands
+    assert "netoffload policy set pool vif POLICY" in commands
+    assert "netoffload policy set tag vif POLICY --tag 'free bsd'" in commands
+    assert any(c.startswith("netoffload apply ") for c in commands)
+    assert any(c.startswith("netoffload check-checksums ") for c in commands)
+    assert dict((c, _parse_error(c)) for c in commands) == \
+        dict((c, None) for c in commands)
+    capsys.readouterr()  # argparse's complaints, if any
+
+
+def test_the_advice_check_catches_a_command_the_cli_lacks(capsys):
+    assert _parse_error("netoffload set-policy vm vif tx-off") is not None
+    assert _parse_error("netoffload policy") is not None  # no verb
+    capsys.readouterr()
 
 
 @pytest.fixture

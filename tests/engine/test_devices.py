@@ -7,7 +7,8 @@ from netoffload.engine.devices import (
 )
 from netoffload.errors import BadArgument
 
-VALID = ["eth0", "xenbr0", "bond0", "vif12.0", "tap3.1", "eth0.100", "a", "x" * 15, "ib0:1", "eth@1", "br-lan"]
+VALID = ["eth0", "xenbr0", "bond0", "vif12.0", "tap3.1", "eth0.100", "a", "x" * 15, "ib0:1",
+         "eth@1", "br-lan"]
 INVALID = ["", "x" * 16, "eth0\n", "eth 0", "eth0;ls", "$(id)", "eth0/1", ".", "..", "é0", None, 5]
 
 

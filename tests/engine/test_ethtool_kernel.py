@@ -1,9 +1,11 @@
 """The engine against the real kernel and ethtool binary, in throw-away
 network namespaces, on every device kind this kernel can create."""
+import errno
+
 import pytest
 
 from netoffload import runner
-from netoffload.engine import ethtool
+from netoffload.engine import ethtool, ethtool_ioctl
 from netoffload.engine.ethtool import parse_features_text
 from netoffload.engine.features import FEATURES
 from netoffload.engine.policy import parse_policy
@@ -247,6 +249,16 @@ def test_missing_device_is_a_device_error(netns):
             ethtool.apply_features("nosuch0", {"tx": "off"})
 
 
+def test_a_closed_ioctl_reader_refuses_reads_with_ebadf(netns):
+    with netns.entered():
+        reader = ethtool_ioctl.IoctlReader()
+        reader.close()
+        reader.close()  # closing twice is harmless
+        with pytest.raises(OSError) as caught:
+            reader.read("lo")
+    assert caught.value.errno == errno.EBADF
+
+
 def test_list_and_read_many(netns):
     make_device(netns, "veth", _make_veth)
     with netns.entered():
@@ -258,9 +270,6 @@ def test_list_and_read_many(netns):
 
 
 def test_fallback_to_binary_when_ioctl_unsupported(netns, mocker):
-    import errno
-
-    from netoffload.engine import ethtool_ioctl
     dev = make_device(netns, "veth", _make_veth)
     mocker.patch.object(ethtool_ioctl.IoctlReader, "read", autospec=True,
                         side_effect=OSError(errno.EOPNOTSUPP, "not supported"))

@@ -19,7 +19,7 @@ def fixture(name):
         return handle.read()
 
 
-def S(active, fixed=False, requested="same"):
+def state(active, fixed=False, requested="same"):
     """Expected state; requested defaults to active (no [requested] note)."""
     if requested == "same":
         requested = None if fixed else active
@@ -29,39 +29,39 @@ def S(active, fixed=False, requested="same"):
 # Expected short-feature states, read by eye from each fixture.
 CASES = [
     ("ethtool-6.1-veth.txt", "v0", {
-        "rx": S(ON), "tx": S(ON), "sg": S(ON), "tso": S(ON), "ufo": ABSENT,
-        "gso": S(ON), "gro": S(OFF), "lro": S(OFF, fixed=True)}),
+        "rx": state(ON), "tx": state(ON), "sg": state(ON), "tso": state(ON), "ufo": ABSENT,
+        "gso": state(ON), "gro": state(OFF), "lro": state(OFF, fixed=True)}),
     ("ethtool-6.1-tap.txt", "tp0", {
-        "rx": S(OFF, fixed=True), "tx": S(OFF, requested=True),
-        "sg": S(ON), "tso": S(OFF, requested=True), "ufo": ABSENT,
-        "gso": S(ON), "gro": S(ON), "lro": S(OFF, fixed=True)}),
+        "rx": state(OFF, fixed=True), "tx": state(OFF, requested=True),
+        "sg": state(ON), "tso": state(OFF, requested=True), "ufo": ABSENT,
+        "gso": state(ON), "gro": state(ON), "lro": state(OFF, fixed=True)}),
     ("ethtool-6.1-bridge.txt", "br0", {
-        "rx": S(OFF, fixed=True), "tx": S(ON), "sg": S(ON), "tso": S(ON),
-        "ufo": ABSENT, "gso": S(ON), "gro": S(ON), "lro": S(OFF, fixed=True)}),
+        "rx": state(OFF, fixed=True), "tx": state(ON), "sg": state(ON), "tso": state(ON),
+        "ufo": ABSENT, "gso": state(ON), "gro": state(ON), "lro": state(OFF, fixed=True)}),
     ("ethtool-6.1-macvlan.txt", "mv0", {
-        "rx": S(ON, fixed=True), "tx": S(ON, fixed=True),
-        "sg": S(ON, fixed=True), "tso": S(ON, fixed=True), "ufo": ABSENT,
-        "gso": S(ON), "gro": S(OFF, requested=True), "lro": S(OFF)}),
+        "rx": state(ON, fixed=True), "tx": state(ON, fixed=True),
+        "sg": state(ON, fixed=True), "tso": state(ON, fixed=True), "ufo": ABSENT,
+        "gso": state(ON), "gro": state(OFF, requested=True), "lro": state(OFF)}),
     ("ethtool-6.1-ifb.txt", "ifb0", {
-        "rx": S(OFF, fixed=True), "tx": S(ON), "sg": S(ON), "tso": S(ON),
-        "ufo": ABSENT, "gso": S(ON), "gro": S(ON), "lro": S(OFF, fixed=True)}),
+        "rx": state(OFF, fixed=True), "tx": state(ON), "sg": state(ON), "tso": state(ON),
+        "ufo": ABSENT, "gso": state(ON), "gro": state(ON), "lro": state(OFF, fixed=True)}),
     ("ethtool-6.1-loopback.txt", "lo", {
-        "rx": S(ON, fixed=True), "tx": S(ON, fixed=True),
-        "sg": S(ON, fixed=True), "tso": S(ON), "ufo": ABSENT, "gso": S(ON),
-        "gro": S(ON), "lro": S(OFF, fixed=True)}),
+        "rx": state(ON, fixed=True), "tx": state(ON, fixed=True),
+        "sg": state(ON, fixed=True), "tso": state(ON), "ufo": ABSENT, "gso": state(ON),
+        "gro": state(ON), "lro": state(OFF, fixed=True)}),
     # tx off forced the four classic tso bits off (requested on), but
     # tx-tcp-accecn-segmentation stays on, so tso as ethtool shows it is on.
     ("ethtool-6.1-veth-after-tx-off.txt", "v0", {
-        "rx": S(ON), "tx": S(OFF), "sg": S(ON), "tso": S(ON, requested=True),
-        "ufo": ABSENT, "gso": S(ON), "gro": S(OFF),
-        "lro": S(OFF, fixed=True)}),
+        "rx": state(ON), "tx": state(OFF), "sg": state(ON), "tso": state(ON, requested=True),
+        "ufo": ABSENT, "gso": state(ON), "gro": state(OFF),
+        "lro": state(OFF, fixed=True)}),
     ("old-offload-parameters.txt", "eth0", {
-        "rx": S(ON), "tx": S(ON), "sg": S(ON), "tso": S(ON), "ufo": S(OFF),
-        "gso": S(ON), "gro": S(ON), "lro": S(OFF)}),
+        "rx": state(ON), "tx": state(ON), "sg": state(ON), "tso": state(ON), "ufo": state(OFF),
+        "gso": state(ON), "gro": state(ON), "lro": state(OFF)}),
     ("ethtool-3.x-kernel-4.4-vif.txt", "vif3.0", {
-        "rx": S(ON), "tx": S(ON), "sg": S(ON), "tso": S(ON),
-        "ufo": S(OFF, fixed=True), "gso": S(ON), "gro": S(ON),
-        "lro": S(OFF, fixed=True)}),
+        "rx": state(ON), "tx": state(ON), "sg": state(ON), "tso": state(ON),
+        "ufo": state(OFF, fixed=True), "gso": state(ON), "gro": state(ON),
+        "lro": state(OFF, fixed=True)}),
 ]
 
 

@@ -1,4 +1,4 @@
-"""Policy grammar (DESIGN section 3): profiles, lists, normalisation, errors."""
+"""Policy grammar (docs/policy.md): profiles, lists, normalisation, errors."""
 import pytest
 
 from netoffload.engine.features import FEATURES

@@ -127,6 +127,7 @@ def run(refresh_only=False, directory=None):
     except XapiError as err:
         return _without_xapi(log, "xapi unreachable (%s)" % err.message,
                              refresh_only, directory)
+    cache_error, results = None, []
     try:
         try:
             records, host_ref, data, cache_error = refresh_cache(

@@ -111,9 +111,9 @@ def read_raw(directory=None):
         with open(path) as handle:
             data = json.load(handle)
     except (IOError, OSError) as err:
-        raise _unreadable(path, err)
+        raise _unreadable(path, err) from err
     except ValueError as err:
-        raise CacheUnusable("cache %s is corrupt: %s" % (path, err))
+        raise CacheUnusable("cache %s is corrupt: %s" % (path, err)) from err
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CacheUnusable("cache %s has an unknown format (want %d)" % (
             path, FORMAT))
@@ -186,12 +186,12 @@ class IndexedCache(LocalCache):
         try:
             current = stamp(os.stat(path))
         except (IOError, OSError) as err:
-            raise _unreadable(path, err)
+            raise _unreadable(path, err) from err
         try:
             with open(os.path.join(directory, INDEX_FILE), "rb") as handle:
                 self._text = handle.read()
-        except (IOError, OSError):
-            raise _IndexStale()
+        except (IOError, OSError) as err:
+            raise _IndexStale() from err
         first = self._text[:self._text.find(b"\n")].decode("utf-8", "replace")
         head = index_head(first, current)
         if head is None:

@@ -75,7 +75,7 @@ def enforce_device(device, loaded, state_dir=None):
         return "%s: %s: no policy in the cache, left alone" % (device, what)
     # imported only once there is work to do: a device without policy
     # costs the udev helper no livestate/ethtool import
-    from netoffload.engine import livestate
+    from netoffload.engine import livestate  # noqa: PLC0415
     result = livestate.LiveStateStore(state_dir).apply(device, wanted,
                                                        owner=owner)
     outcome = "applied" if result.ok else "partly applied"

@@ -72,7 +72,7 @@ def forget(device, state_dir=None):
     if devices.parse_guest_device(device) is None:
         return "%s: not a guest device, nothing to forget" % device
     # as in cached.enforce_device: no livestate import unless needed
-    from netoffload.engine import livestate
+    from netoffload.engine import livestate  # noqa: PLC0415
     if livestate.LiveStateStore(state_dir).forget(device):
         return "%s: removed, its live-state record forgotten" % device
     return "%s: removed, no live-state record" % device

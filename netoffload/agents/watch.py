@@ -97,7 +97,7 @@ def release_memory(collect=True):
     if collect:
         gc.collect()
     try:
-        import ctypes
+        import ctypes  # noqa: PLC0415 (only after a big transient)
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to do
         pass
@@ -213,6 +213,7 @@ class KeyWriters(object):
                 lambda _f, ref=plan.ref: self._finished.append(ref))
 
     def _write_one(self, plan):
+        assert self._clients is not None  # submit() made them first
         client = self._clients.get()
         try:
             return writer.apply_db(client, [plan])[0]
@@ -380,12 +381,18 @@ class Watcher(object):
             self._reconcile(set(again))
 
     # -- the loop ------------------------------------------------------------------
+    def _connected(self):
+        """The client of the current session; XapiError (reconnect) if none."""
+        if self.client is None:
+            raise xapi.XapiError("not connected to xapi")
+        return self.client
+
     def _events(self, token, timeout):
         return self._events_of(EVENT_CLASSES, token, timeout)
 
     def _events_of(self, classes, token, timeout):
-        result = self.client.call("event.from", classes, token,
-                                  float(timeout))
+        result = self._connected().call("event.from", classes, token,
+                                        float(timeout))
         if getattr(self.session, "_session", None) != self.session_ref:
             # the XenAPI client logged in again after SESSION_INVALID: xapi
             # restarted and our token means nothing any more
@@ -400,7 +407,7 @@ class Watcher(object):
         tables = {}
         for xapi_class in CLASSES:
             cls = xapi_class.event
-            raw = self.client.get_all_records(xapi_class.name)
+            raw = self._connected().get_all_records(xapi_class.name)
             # Through one JSON string: the trimmed records are then built
             # after the raw ones are freed, packed together instead of
             # scattered among the holes the raw ones leave, so the heap

@@ -53,10 +53,13 @@ def compact(value):
 
 
 def compact_record(record):
-    record = compact(record)
-    if "other_config" in record:
-        record["other_config"] = dict(record["other_config"] or {})
-    return record
+    """A record with its strings interned and other_config a dict."""
+    result = dict((intern(key), compact(value))
+                  for key, value in record.items())
+    if "other_config" in result:
+        result["other_config"] = dict(record["other_config"] or {})
+        result["other_config"] = compact(result["other_config"])
+    return result
 
 
 def trim(cls, snapshot):

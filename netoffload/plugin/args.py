@@ -48,8 +48,8 @@ def int_arg(args, key, default, lo, hi):
         return default
     try:
         number = int(value.strip(), 10)
-    except ValueError:
-        raise BadArgument("argument %s=%r is not an integer" % (key, value[:40]))
+    except ValueError as err:
+        raise BadArgument("argument %s=%r is not an integer" % (key, value[:40])) from err
     if number < lo or number > hi:
         raise BadArgument("argument %s=%d is out of range %d..%d"
                           % (key, number, lo, hi))

@@ -21,7 +21,8 @@ from netoffload.plugin import diagnostics, functions
 
 
 def _failure(code, params):
-    import XenAPIPlugin  # dom0's module (sim/pylib in tests); not at import
+    # dom0's module (sim/pylib in tests): the CLI imports this file too
+    import XenAPIPlugin  # noqa: PLC0415
     return XenAPIPlugin.Failure(code, [str(p) for p in params])
 
 
@@ -43,13 +44,13 @@ def wrap(name, fn):
             return json.dumps(fn(session, args), sort_keys=True)
         except errors.NetoffloadError as err:
             log.warning("%s: %s: %s", name, err.code, err.message)
-            raise _failure(err.code, err.failure_params())
+            raise _failure(err.code, err.failure_params()) from err
         except Exception as err:  # never let xapi see a bare exception
             log.error("%s: unexpected %s: %s\n%s", name, type(err).__name__,
                       err, traceback.format_exc())
             code, what = _classify(err)
             raise _failure(code, ["%s in %s: %s: %s (see syslog)" % (
-                what, name, type(err).__name__, str(err)[:500])])
+                what, name, type(err).__name__, str(err)[:500])]) from err
     call.__name__ = name
     call.__doc__ = fn.__doc__
     return call

@@ -80,7 +80,7 @@ def optional_target(args):
     if len(given) > 1:
         raise BadArgument("name one target, not %s" % " and ".join(given))
     key = given[0]
-    value = string_arg(args, key)
+    value = required_arg(args, key)
     if key == "target":
         if value != "ALL":
             raise BadArgument("target=%r: the only target= value is ALL (in "
@@ -185,7 +185,7 @@ def set_policy(session, args):
     if "policy" not in args:
         raise BadArgument("missing argument policy (an empty policy clears "
                           "the level)")
-    text = string_arg(args, "policy")
+    text = string_arg(args, "policy") or ""  # "" clears the level
     policy = parse_policy(text) if text.strip() else None
     stored = policy.text if policy is not None else None
     ctx = context.CallContext(session)
@@ -393,11 +393,12 @@ def _pool_result(ctx, base, args, fn, writes, outcomes, pool_wide):
     """The result of an apply or revert that changed things: the objects
     written, the devices, a summary, and the other hosts with pool=true."""
     devices = _json_list(outcomes)
+    summary = _summary_of(writes, outcomes)
+    summary["xapi_calls"] = ctx.xapi.calls
     result = dict(base, dry_run=False,
                   objects=[w.to_json() for w in writes
                            if w.status != writer.STATUS_UNCHANGED],
-                  devices=devices, summary=_summary_of(writes, outcomes))
-    result["summary"]["xapi_calls"] = ctx.xapi.calls
+                  devices=devices, summary=summary)
     if pool_wide:
         result["hosts"] = fanout.fan_out(ctx, fn, args, {
             "host": result["host"], "devices": devices,

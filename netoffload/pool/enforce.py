@@ -7,6 +7,8 @@ devices of the VMs running here.
 - `device_status` -> [DeviceStatus]: live vs desired, compliance (and a
   `DevicelessPif` for a PIF with no kernel device).
 """
+from typing import Dict, Optional  # noqa: F401 (type comments)
+
 from netoffload.engine import ethtool
 from netoffload.engine.devices import (
     GUEST_KINDS,
@@ -176,11 +178,11 @@ class DeviceOutcome(object):
     def __init__(self, local, action=ACTION_NONE):
         self.local = local
         self.action = action
-        self.result = None
-        self.restored = None
-        self.pending_restore = {}
-        self.restore_plan = None
-        self.error = None
+        self.result = None  # type: Optional[ethtool.ApplyResult]
+        self.restored = None  # type: Optional[ethtool.ApplyResult]
+        self.pending_restore = {}  # type: Dict[str, str]
+        self.restore_plan = None  # type: Optional[Dict[str, str]]
+        self.error = None  # type: Optional[str]
 
     @property
     def device(self):
@@ -374,13 +376,13 @@ class DeviceStatus(object):
     def __init__(self, local):
         self.local = local
         self.live = {}
-        self.read_error = None
-        self.pending_restore = {}
+        self.read_error = None  # type: Optional[str]
+        self.pending_restore = {}  # type: Dict[str, str]
         self.differs = []
         self.fixed = []
         self.unsupported = []
-        self.db_compliant = None
-        self.reapplied_at_plug = None
+        self.db_compliant = None  # type: Optional[bool]
+        self.reapplied_at_plug = None  # type: Optional[bool]
 
     @property
     def device(self):

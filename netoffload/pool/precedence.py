@@ -133,7 +133,7 @@ def _finish(resolution, other_config, levels, force):
             continue
         policy, error = _level_policy(level_config, key)
         resolution.level = level
-        if error:
+        if policy is None:
             resolution.error = error
             break
         resolution.policy = policy.text

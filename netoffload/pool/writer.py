@@ -6,11 +6,12 @@ order on one session; objects are spread over several sessions in parallel
 threads.
 """
 import threading
+from typing import List, Optional  # noqa: F401 (type comments)
 
 from netoffload.errors import XapiError
 from netoffload.log import get_logger
 from netoffload.pool import xapi
-from netoffload.pool.planning import replan
+from netoffload.pool.planning import ObjectPlan, replan  # noqa: F401
 from netoffload.pool.xapi import LostRace, ObjectGone
 
 MAX_RACE_RETRIES = 3
@@ -36,7 +37,7 @@ class ObjectWrite(object):
         self.status = STATUS_UNCHANGED
         self.written = []
         self.error = None
-        self.done_plan = None
+        self.done_plan = None  # type: Optional[ObjectPlan]
 
     @classmethod
     def failed(cls, plan, error):
@@ -103,7 +104,7 @@ def apply_db(client, plans, clients=None):
     clients = list(clients or [client])
     if len(clients) == 1 or len(plans) < 2:
         return [_apply_one(clients[0], plan) for plan in plans]
-    results = [None] * len(plans)
+    results = [None] * len(plans)  # type: List[Optional[ObjectWrite]]
     indexes = iter(range(len(plans)))
     take = threading.Lock()
 

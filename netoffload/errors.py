@@ -3,6 +3,7 @@
 Users see them as NETOFFLOAD_<CODE> (docs/policy.md, "Plugin functions and
 JSON").
 """
+from netoffload import exitcodes
 
 BAD_ARGUMENT = "NETOFFLOAD_BAD_ARGUMENT"
 NOT_FOUND = "NETOFFLOAD_NOT_FOUND"
@@ -24,6 +25,7 @@ class NetoffloadError(Exception):
     """
 
     code = None  # set by subclasses
+    exit_code = exitcodes.PARTIAL  # what the CLI exits with
 
     def __init__(self, message, *params):
         Exception.__init__(self, message)
@@ -34,29 +36,47 @@ class NetoffloadError(Exception):
         return [self.message] + self.params
 
 
-class BadArgument(NetoffloadError):
+class UsageError(NetoffloadError):
+    """The caller asked for something that cannot be done as asked."""
+    exit_code = exitcodes.USAGE
+
+
+class BadArgument(UsageError):
+    """A missing, unknown or malformed argument: nothing was changed."""
     code = BAD_ARGUMENT
 
 
-class NotFound(NetoffloadError):
+class NotFound(UsageError):
+    """No VM, network, tag, PIF or device has the name given."""
     code = NOT_FOUND
 
 
-class Ambiguous(NetoffloadError):
+class Ambiguous(UsageError):
+    """Several objects have the name given; the params list their uuids."""
     code = AMBIGUOUS
 
 
-class ConfirmRequired(NetoffloadError):
+class ConfirmRequired(UsageError):
+    """A change this wide needs confirm=yes; the params carry the plan."""
     code = CONFIRM_REQUIRED
 
 
 class Busy(NetoffloadError):
+    """Another apply or revert holds this host's lock: try again later."""
     code = BUSY
 
 
 class DeviceError(NetoffloadError):
+    """A device, a dom0 tool or the state directory failed."""
     code = DEVICE_ERROR
 
 
 class XapiError(NetoffloadError):
+    """xapi refused a call or could not be reached."""
     code = XAPI_ERROR
+
+
+# code -> class, for a caller that gets the code back over the wire
+BY_CODE = dict((cls.code, cls) for cls in (
+    BadArgument, NotFound, Ambiguous, ConfirmRequired, Busy, DeviceError,
+    XapiError))

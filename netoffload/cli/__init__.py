@@ -19,9 +19,6 @@ COMMAND_MODULES = (
     perftest,     # bench server/client/--compare
 )
 
-_USAGE_CODES = (errors.BAD_ARGUMENT, errors.NOT_FOUND, errors.AMBIGUOUS,
-                errors.CONFIRM_REQUIRED)
-
 
 def build_parser():
     parser = argparse.ArgumentParser(
@@ -50,7 +47,7 @@ def main(argv=None):
         sys.stderr.write("netoffload: %s: %s\n" % (err.code, err.message))
         for param in err.params:
             sys.stderr.write("  %s\n" % param)
-        return exitcodes.USAGE if err.code in _USAGE_CODES else exitcodes.PARTIAL
+        return err.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("netoffload: interrupted\n")
         return 130

@@ -18,37 +18,39 @@ from netoffload.engine.policy import parse_policy
 from netoffload.errors import BadArgument, NetoffloadError
 
 
-def register(subparsers):
-    show = subparsers.add_parser(
-        "show", help="show the offload features of local devices",
-        description="Show the eight offload features of local devices "
-                    "(all devices by default). '*' marks a fixed feature, "
-                    "'-' one this kernel does not have.")
-    show.add_argument("devices", nargs="*", metavar="DEV")
-    show.add_argument("--json", action="store_true", help="print JSON")
-    show.set_defaults(handler=cmd_show)
+def _verb(subparsers, name, handler, summary, description):
+    """A verb with its one-line help, description and --json."""
+    parser = subparsers.add_parser(name, help=summary, description=description)
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(handler=handler)
+    return parser
 
-    setp = subparsers.add_parser(
-        "set", help="apply a policy to local devices now",
-        description="Apply POLICY (all-off, tx-off, none, or a list like "
-                    "tx=off,sg=off) to the devices with ethtool, recording "
-                    "what was there before so that `restore` can put it back.")
+
+def register(subparsers):
+    show = _verb(subparsers, "show", cmd_show,
+                 "show the offload features of local devices",
+                 "Show the eight offload features of local devices (all "
+                 "devices by default). '*' marks a fixed feature, '-' one "
+                 "this kernel does not have.")
+    show.add_argument("devices", nargs="*", metavar="DEV")
+
+    setp = _verb(subparsers, "set", cmd_set,
+                 "apply a policy to local devices now",
+                 "Apply POLICY (all-off, tx-off, none, or a list like "
+                 "tx=off,sg=off) to the devices with ethtool, recording what "
+                 "was there before so that `restore` can put it back.")
     setp.add_argument("devices", nargs="+", metavar="DEV")
     setp.add_argument("policy", metavar="POLICY")
     setp.add_argument("--dry-run", action="store_true",
                       help="show what would change, change nothing")
-    setp.add_argument("--json", action="store_true", help="print JSON")
-    setp.set_defaults(handler=cmd_set)
 
-    restore = subparsers.add_parser(
-        "restore", help="put back what `set` changed",
-        description="Restore the recorded prior state of the devices and "
+    restore = _verb(subparsers, "restore", cmd_restore,
+                    "put back what `set` changed",
+                    "Restore the recorded prior state of the devices and "
                     "forget the record.")
     restore.add_argument("devices", nargs="*", metavar="DEV")
     restore.add_argument("--all", action="store_true",
                          help="every device with a record")
-    restore.add_argument("--json", action="store_true", help="print JSON")
-    restore.set_defaults(handler=cmd_restore)
 
 
 def _cell(state):

@@ -17,15 +17,6 @@ from netoffload.pool import keys, xapi
 
 PLUGIN = "netoffload"
 TARGET_KINDS = ("vm", "tag", "network", "pif")
-_CODE_CLASSES = {
-    errors.BAD_ARGUMENT: errors.BadArgument,
-    errors.NOT_FOUND: errors.NotFound,
-    errors.AMBIGUOUS: errors.Ambiguous,
-    errors.CONFIRM_REQUIRED: errors.ConfirmRequired,
-    errors.BUSY: errors.Busy,
-    errors.DEVICE_ERROR: errors.DeviceError,
-    errors.XAPI_ERROR: errors.XapiError,
-}
 
 
 def parse_target(text):
@@ -51,7 +42,7 @@ def call_plugin(fn, args):
             text = session.xenapi.host.call_plugin(host, PLUGIN, fn, args)
         except XenAPI.Failure as failure:
             details = xapi.failure_details(failure)
-            cls = _CODE_CLASSES.get(details[0], errors.XapiError)
+            cls = errors.BY_CODE.get(details[0], errors.XapiError)
             if cls is errors.XapiError and details[0] != errors.XAPI_ERROR:
                 raise errors.XapiError("the plugin call failed: %s" % " ".join(
                     details), *details) from failure

@@ -314,6 +314,19 @@ def _held_by_kernel(current, short, value):
     return bool(changeable) and all(b.requested is want for b in changeable)
 
 
+def _present(current, wanted, status):
+    """(short, state) of each wanted feature in table order that this
+    kernel has; the others are marked unsupported in `status`."""
+    for short in FEATURES:
+        if short not in wanted:
+            continue
+        state = current.features[short]
+        if state.active is None:
+            status[short] = UNSUPPORTED
+        else:
+            yield short, state
+
+
 def plan(current, wanted):
     """({short: value} to change, {short: status}) without touching anything.
 
@@ -322,13 +335,8 @@ def plan(current, wanted):
     """
     to_change = collections.OrderedDict()
     status = {}
-    for short in FEATURES:
-        if short not in wanted:
-            continue
-        state = current.features[short]
-        if state.active is None:
-            status[short] = UNSUPPORTED
-        elif _onoff(state.active) == wanted[short]:
+    for short, state in _present(current, wanted, status):
+        if _onoff(state.active) == wanted[short]:
             status[short] = UNCHANGED
         elif state.fixed:
             status[short] = FIXED
@@ -438,13 +446,7 @@ def restore_features(device, features, bits=None, reader=None):
         names = list(current.kernel)
         pairs = []
         status = {}
-        for short in FEATURES:
-            if short not in features:
-                continue
-            state = current.features[short]
-            if state.active is None:
-                status[short] = UNSUPPORTED
-                continue
+        for short, state in _present(current, features, status):
             recorded_bits = [b for b in kernel_bits_for(short, names)
                              if b in bits]
             if recorded_bits:

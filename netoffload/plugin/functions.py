@@ -316,26 +316,34 @@ ApplyPlan = namedtuple("ApplyPlan",
                        "ctx policy_writes planned plans live_targets base")
 
 
+def _change(session, args, spec, live, plan, show_plan, carry_out):
+    """The one path of apply and revert. scope=local: this host's live part
+    only (`live`, a LiveOperation). Otherwise `plan()` works the change out;
+    with dry_run `show_plan(work)` reports it, else `carry_out(work, args,
+    spec, confirm, pool_wide)` does it under the host lock."""
+    dry_run = bool_arg(args, "dry_run")
+    confirm = _confirmed(args)
+    pool_wide = bool_arg(args, "pool")
+    if _scope(args) == fanout.SCOPE_LOCAL:
+        if dry_run:
+            return _plan_local(session, args, live)
+        return _run_local(session, args, live, confirm)
+    if dry_run:
+        return show_plan(plan())
+    with host_lock():
+        return carry_out(plan(), args, spec, confirm, pool_wide)
+
+
 def apply(session, args):
     _check_args(args, TARGET_KEYS + ("policy", "dry_run", "confirm", "pool",
                                      "force", "scope"))
     spec = parse_target(args)
     policy = _policy_arg(args)
-    dry_run = bool_arg(args, "dry_run")
-    confirm = _confirmed(args)
     pool_wide = bool_arg(args, "pool")
     force = bool_arg(args, "force")
-    if _scope(args) == fanout.SCOPE_LOCAL:
-        if dry_run:
-            return _plan_local(session, args, APPLY_LIVE)
-        return _run_local(session, args, APPLY_LIVE, confirm)
-    if dry_run:
-        return _apply_dry_run(_plan_apply(session, spec, policy, pool_wide,
-                                          force))
-    with host_lock():
-        return _apply_changes(_plan_apply(session, spec, policy, pool_wide,
-                                          force), args, spec, confirm,
-                              pool_wide)
+    return _change(session, args, spec, APPLY_LIVE,
+                   lambda: _plan_apply(session, spec, policy, pool_wide, force),
+                   _apply_dry_run, _apply_changes)
 
 
 def _plan_apply(session, spec, policy, pool_wide, force):
@@ -417,18 +425,10 @@ RevertPlan = namedtuple("RevertPlan", "ctx scope plans live_targets base")
 def revert(session, args):
     _check_args(args, TARGET_KEYS + ("confirm", "pool", "scope", "dry_run"))
     spec = parse_target(args)
-    confirm = _confirmed(args)
     pool_wide = bool_arg(args, "pool")
-    dry_run = bool_arg(args, "dry_run")
-    if _scope(args) == fanout.SCOPE_LOCAL:
-        if dry_run:
-            return _plan_local(session, args, REVERT_LIVE)
-        return _run_local(session, args, REVERT_LIVE, confirm)
-    if dry_run:
-        return _revert_dry_run(_plan_revert(session, spec, pool_wide))
-    with host_lock():
-        return _revert_changes(_plan_revert(session, spec, pool_wide), args,
-                               spec, confirm, pool_wide)
+    return _change(session, args, spec, REVERT_LIVE,
+                   lambda: _plan_revert(session, spec, pool_wide),
+                   _revert_dry_run, _revert_changes)
 
 
 def _plan_revert(session, spec, pool_wide):

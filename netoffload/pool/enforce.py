@@ -162,7 +162,24 @@ def pending_restores(recorded, desired):
                 if f not in desired)
 
 
-class DeviceOutcome(object):
+class _AboutADevice(object):
+    """A result about one device: `local` is its LocalDevice (or
+    RecordedDevice), whose name and kind it answers to."""
+    __slots__ = ("local",)
+
+    def __init__(self, local):
+        self.local = local
+
+    @property
+    def device(self):
+        return self.local.device
+
+    @property
+    def kind(self):
+        return self.local.kind
+
+
+class DeviceOutcome(_AboutADevice):
     """What enforce/revert did (or, planning, would do) to one device.
 
     `device` is the LocalDevice or RecordedDevice; `result` the engine's
@@ -172,25 +189,17 @@ class DeviceOutcome(object):
     `restore_plan` {short: value} what a revert would restore; `error` the
     message of a device error.
     """
-    __slots__ = ("local", "action", "result", "restored", "pending_restore",
+    __slots__ = ("action", "result", "restored", "pending_restore",
                  "restore_plan", "error")
 
     def __init__(self, local, action=ACTION_NONE):
-        self.local = local
+        _AboutADevice.__init__(self, local)
         self.action = action
         self.result = None  # type: Optional[ethtool.ApplyResult]
         self.restored = None  # type: Optional[ethtool.ApplyResult]
         self.pending_restore = {}  # type: Dict[str, str]
         self.restore_plan = None  # type: Optional[Dict[str, str]]
         self.error = None  # type: Optional[str]
-
-    @property
-    def device(self):
-        return self.local.device
-
-    @property
-    def kind(self):
-        return self.local.kind
 
     def fail(self, err):
         """One device failed: say so here; the others still run."""
@@ -366,15 +375,15 @@ def revert_live(records, host_ref, store, targets=None):
     return outcomes
 
 
-class DeviceStatus(object):
+class DeviceStatus(_AboutADevice):
     """One local device: live vs desired features, compliance, and for a
     VIF whether its database keys are in line (`db_compliant`, None when
     not planned)."""
-    __slots__ = ("local", "live", "read_error", "pending_restore", "differs",
+    __slots__ = ("live", "read_error", "pending_restore", "differs",
                  "fixed", "unsupported", "db_compliant", "reapplied_at_plug")
 
     def __init__(self, local):
-        self.local = local
+        _AboutADevice.__init__(self, local)
         self.live = {}
         self.read_error = None  # type: Optional[str]
         self.pending_restore = {}  # type: Dict[str, str]
@@ -383,14 +392,6 @@ class DeviceStatus(object):
         self.unsupported = []
         self.db_compliant = None  # type: Optional[bool]
         self.reapplied_at_plug = None  # type: Optional[bool]
-
-    @property
-    def device(self):
-        return self.local.device
-
-    @property
-    def kind(self):
-        return self.local.kind
 
     @property
     def desired(self):

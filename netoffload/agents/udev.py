@@ -35,11 +35,10 @@ import signal
 import sys
 
 from netoffload import exitcodes
-from netoffload import log as netoffload_log
 from netoffload.agents import cache, cached
 from netoffload.engine import devices
 from netoffload.errors import DeviceError, NetoffloadError, NotFound
-from netoffload.log import get_logger
+from netoffload.log import get_logger, use_syslog_module
 
 DEADLINE = 15
 ACTIONS = ("add", "online", "change", "")
@@ -87,7 +86,7 @@ def main(argv=None, environ=None):
     argv = sys.argv[1:] if argv is None else argv
     environ = os.environ if environ is None else environ
     # syslog through the C module: no logging import on every bring-up
-    netoffload_log.use_syslog_module()
+    use_syslog_module()
     log = get_logger()
     action = environ.get("ACTION", "")
     shown = (argv[0] if argv else environ.get("INTERFACE", ""))[:40]

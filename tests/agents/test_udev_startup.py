@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
-from netoffload import log as netoffload_log
-from netoffload.engine import features as F
+from netoffload.engine import features
+from netoffload.log import SyslogLogger
 from tests.agents.test_udev_helper import dom0  # noqa: F401 (the fixture)
 
 HEAVY = ("logging", "logging.handlers", "fnmatch", "ctypes", "tempfile")
@@ -71,11 +71,11 @@ KERNEL_NAMES = (
     "", "rx-checksumx", "highdma", "loopback", "hsr-tag-ins-offload")
 
 
-@pytest.mark.parametrize("short", sorted(F.KERNEL_PATTERNS))
+@pytest.mark.parametrize("short", sorted(features.KERNEL_PATTERNS))
 def test_star_match_agrees_with_fnmatch(short):
-    for pattern in F.KERNEL_PATTERNS[short]:
+    for pattern in features.KERNEL_PATTERNS[short]:
         for name in KERNEL_NAMES:
-            assert F._star_match(name, pattern) == \
+            assert features._star_match(name, pattern) == \
                 fnmatch.fnmatchcase(name, pattern), (name, pattern)
 
 
@@ -83,7 +83,7 @@ def test_star_match_agrees_with_fnmatch(short):
 @pytest.mark.parametrize("name", ["abc", "ac", "abbc", "abcbc", "a", "c", "",
                                   "xabc", "abcx", "aXbYc"])
 def test_star_match_agrees_with_fnmatch_on_star_patterns(pattern, name):
-    assert F._star_match(name, pattern) == fnmatch.fnmatchcase(name, pattern)
+    assert features._star_match(name, pattern) == fnmatch.fnmatchcase(name, pattern)
 
 
 @pytest.mark.parametrize("level, priority, on_stderr", [
@@ -94,7 +94,7 @@ def test_syslog_logger_tags_levels_and_stderr(mocker, capsys, level, priority,
     import syslog
     openlog = mocker.patch("syslog.openlog", autospec=True)
     send = mocker.patch("syslog.syslog", autospec=True)
-    logger = netoffload_log.SyslogLogger()
+    logger = SyslogLogger()
     getattr(logger, level)("udev add %s: %d features", "tap5.0", 3)
     openlog.assert_called_once_with("netoffload", 0, syslog.LOG_USER)
     send.assert_called_once_with(getattr(syslog, priority),
@@ -110,7 +110,7 @@ def test_syslog_logger_exception_carries_the_traceback(mocker, capsys):
     try:
         raise ValueError("boom")
     except ValueError:
-        netoffload_log.SyslogLogger().exception("udev: unexpected %s", "x")
+        SyslogLogger().exception("udev: unexpected %s", "x")
     text = send.call_args[0][1]
     assert text.startswith("udev: unexpected x\nTraceback")
     assert text.endswith("ValueError: boom")

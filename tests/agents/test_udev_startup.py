@@ -13,7 +13,6 @@ import pytest
 
 from netoffload import log as netoffload_log
 from netoffload.engine import features as F
-from tests.agents.test_udev_helper import dom0  # noqa: F401 (the fixture)
 
 HEAVY = ("logging", "logging.handlers", "fnmatch", "ctypes", "tempfile")
 
@@ -24,7 +23,7 @@ _LIST_MODULES = ("import sys, json; from netoffload.agents.udev import main; "
 
 @pytest.mark.root
 @pytest.mark.parametrize("device", ["eth0", "tap5.0"], ids=["pif", "tap"])
-def test_a_bring_up_imports_none_of_the_heavy_modules(dom0, device):  # noqa: F811
+def test_a_bring_up_imports_none_of_the_heavy_modules(dom0, device):
     before = dom0.features(device)
     # -S: no site (a venv's .pth files import fnmatch themselves); the
     # code comes from PYTHONPATH

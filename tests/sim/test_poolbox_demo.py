@@ -9,7 +9,6 @@ the box leaves nothing behind, also when the demo is interrupted.
 """
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -226,8 +225,7 @@ def _demo_namespaces(pid):
                          universal_newlines=True, timeout=20).stdout
     prefix = "%s%d-" % (poolbox.NS_PREFIX, pid)
     return [line.split()[0] for line in out.splitlines()
-            if line.split() and re.match(r"^%s[a-z]" % prefix,
-                                         line.split()[0])]
+            if line.split() and line.split()[0].startswith(prefix)]
 
 
 @pytest.mark.root

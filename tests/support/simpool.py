@@ -6,8 +6,9 @@ to '/'), plus what a test drives it with:
 
 * in-process (`sim`: the XapiSim object, its database at hand), or
   `process=True`: `python -m sim.xapi_sim` on a JSON database, which a test
-  can SIGKILL and start again like a crashed xapi; `admin` (the simulator's
-  `sim.*` API) works in both;
+  can SIGKILL and start again like a crashed xapi (keep_db=False: in
+  memory only, as a benchmark wants); `admin` (the simulator's `sim.*` API)
+  works in both;
 * hosts: `add_host(name, netns=True)` gives a host its own network
   namespace (`ns[name]`), where host.call_plugin runs the plugin and where
   the test makes its dom0-named devices; `hosts[name]` is its ref;
@@ -30,7 +31,6 @@ import signal
 import subprocess
 import sys
 
-import pytest
 import XenAPI
 
 from sim.xapi_sim import SimClient, XapiSim, socket_dir
@@ -52,11 +52,13 @@ SHORT_NAMES = {"rx-checksumming": "rx", "tx-checksumming": "tx",
 
 
 class SimPool(object):
-    def __init__(self, process=False, watch_options=(), **sim_options):
+    def __init__(self, process=False, keep_db=True, watch_options=(),
+                 **sim_options):
         self.dir = socket_dir("nosim")
         self.socket_path = os.path.join(self.dir, "xapi.sock")
         self.sock = self.socket_path
         self.process = process
+        self.keep_db = keep_db
         self.proc = None
         self.sim = None
         self.hosts = {}         # name -> host ref
@@ -80,10 +82,10 @@ class SimPool(object):
     # -- the simulator process (process=True) -----------------------------------
     def start(self):
         """Start the simulator process (again, on the same database)."""
+        db = ["--db", os.path.join(self.dir, "db.json")] if self.keep_db else []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sim.xapi_sim", "--socket", self.socket_path,
-             "--db", os.path.join(self.dir, "db.json"),
-             "--state-root", os.path.join(self.dir, "hosts")],
+             "--state-root", os.path.join(self.dir, "hosts")] + db,
             cwd=paths.REPO, stdout=subprocess.PIPE, universal_newlines=True)
         json.loads(self.proc.stdout.readline())  # up and listening
         self._session = None
@@ -95,12 +97,15 @@ class SimPool(object):
         self._session = None
 
     # -- building ------------------------------------------------------------------
-    def add_host(self, name, netns=False, **options):
-        """A host; netns=True gives it a fresh network namespace (ns[name])
-        in which its plugin calls run."""
-        if netns:
+    def add_host(self, name, netns=None, **options):
+        """A host whose plugin calls run in a network namespace: netns=True
+        makes a fresh one (ns[name], deleted by close()), a name uses that
+        namespace, None runs them here."""
+        if netns is True:
             self.ns[name] = NetNS("sp")
-            options["netns"] = self.ns[name].name
+            netns = self.ns[name].name
+        if netns:
+            options["netns"] = netns
         if self.sim is not None:
             ref = self.sim.add_host(name, **options)
         else:
@@ -148,6 +153,7 @@ class SimPool(object):
 
     def fail(self, fn, host="h1", **args):
         """host.call_plugin that must fail; returns the error description."""
+        import pytest  # only here: benchmarks use this module without it
         with pytest.raises(XenAPI.Failure) as err:
             self.call(fn, host=host, **args)
         return err.value.details

@@ -114,10 +114,19 @@ class SimPool(object):
         return ref
 
     def set_pool_policy(self, key, value):
-        """Set (or with None remove) a pool other-config key through XAPI."""
-        self.api.pool.remove_from_other_config(self.pool_ref, key)
-        if value is not None:
-            self.api.pool.add_to_other_config(self.pool_ref, key, value)
+        """Set (or with None remove) a pool other-config key through XAPI,
+        in one call. Replacing a value by remove-then-add would show a
+        watcher a moment with no key, a real change it may act on. (Only
+        the test writes the pool's map, so set_other_config races nobody.)"""
+        pool = self.pool_ref
+        config = self.api.pool.get_other_config(pool)
+        if value is None:
+            self.api.pool.remove_from_other_config(pool, key)
+        elif key in config:
+            config[key] = value
+            self.api.pool.set_other_config(pool, config)
+        else:
+            self.api.pool.add_to_other_config(pool, key, value)
 
     def create_vif(self, vm, network, device, other_config=None):
         return self.api.VIF.create({

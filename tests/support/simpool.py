@@ -42,8 +42,6 @@ from tests.support.netns import NetNS
 WATCHER_EVENT_TIMEOUT = 5.0
 WATCHER_TEST_OPTIONS = ("--event-timeout", str(WATCHER_EVENT_TIMEOUT),
                         "--cache-debounce", "0.2", "--backoff-max", "1")
-ALL_OFF = dict((f, "off") for f in ("rx", "tx", "sg", "tso", "ufo", "gso",
-                                    "gro", "lro"))
 SHORT_NAMES = {"rx-checksumming": "rx", "tx-checksumming": "tx",
                "scatter-gather": "sg", "tcp-segmentation-offload": "tso",
                "generic-segmentation-offload": "gso",
@@ -54,10 +52,13 @@ SHORT_NAMES = {"rx-checksumming": "rx", "tx-checksumming": "tx",
 class SimPool(object):
     def __init__(self, process=False, keep_db=True, watch_options=(),
                  **sim_options):
+        """sim_options: XapiSim's own (port, plugin_dir, latency_ms, ...),
+        for the in-process simulator only."""
+        if process and sim_options:
+            raise ValueError("the simulator process takes no %s"
+                             % ", ".join(sorted(sim_options)))
         self.dir = socket_dir("nosim")
         self.socket_path = os.path.join(self.dir, "xapi.sock")
-        self.sock = self.socket_path
-        self.process = process
         self.keep_db = keep_db
         self.proc = None
         self.sim = None

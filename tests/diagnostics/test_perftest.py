@@ -43,11 +43,16 @@ def path():
         assert "listening" in server.stderr.readline()
         yield a, b
     finally:
-        if server is not None:
-            server.send_signal(signal.SIGINT)
-            server.wait(10)
-        a.close()
-        b.close()
+        try:
+            if server is not None:
+                server.send_signal(signal.SIGINT)
+                server.wait(10)  # a server deaf to Ctrl-C fails the test ...
+        finally:  # ... but leaves no process or namespace behind
+            if server is not None and server.poll() is None:
+                server.kill()
+                server.wait()
+            a.close()
+            b.close()
 
 
 def cli(ns, *argv, **kw):

@@ -20,7 +20,6 @@ Prints a table and writes bench/results/bench_apply.json.
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ sys.path.insert(0, ROOT)
 
 import XenAPI  # noqa: E402
 
-from sim.xapi_sim import XapiSim  # noqa: E402
+from tests.support.simpool import SimPool  # noqa: E402
 
 VMS = int(os.environ.get("BENCH_VMS", "500"))
 VIFS_PER_VM = 2
@@ -43,8 +42,9 @@ VIF_KEYS = ("rx", "tx", "sg", "tso", "ufo", "gso")
 UNCOUNTED = ("host.call_plugin",)
 
 
-def build(sim, netns):
-    host = sim.add_host("bench-host", netns=netns)
+def build(pool):
+    sim = pool.sim
+    host = pool.add_host("bench-host", netns=True)
     lan = sim.add_network("LAN")
     vifs = []
     for i in range(VMS):
@@ -104,16 +104,9 @@ def run_xe(sim, vif_uuids):
 
 
 def main():
-    workdir = "/tmp/nobench-%d" % os.getpid()  # no "_": XenAPI maps it to "/"
-    netns = "nobench-%d" % os.getpid()
-    os.makedirs(workdir)
-    subprocess.run(["ip", "netns", "add", netns], check=True, timeout=20)
-    sim = XapiSim(socket_path=os.path.join(workdir, "xapi.sock"),
-                  state_root=os.path.join(workdir, "hosts"),
-                  latency_ms=LATENCY_MS)
-    try:
-        sim.start()
-        host, vif_refs = build(sim, netns)
+    with SimPool(latency_ms=LATENCY_MS) as pool:
+        sim = pool.sim
+        host, vif_refs = build(pool)
         nvifs = len(vif_refs)
         wall, calls, result, revert_wall, revert_calls = run_netoffload(
             sim, host)
@@ -127,10 +120,6 @@ def main():
         xe_wall_sample, xe_calls_sample = run_xe(sim, sample)
         xe_wall = xe_wall_sample * nvifs / len(sample)
         xe_calls = xe_calls_sample * nvifs / len(sample)
-    finally:
-        sim.close()
-        subprocess.run(["ip", "netns", "del", netns], timeout=20)
-        shutil.rmtree(workdir, ignore_errors=True)
 
     constant = calls - keys_written
     data = {

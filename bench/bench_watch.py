@@ -16,7 +16,6 @@ Prints a table and writes bench/results/bench_watch.json. Needs root.
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -27,8 +26,8 @@ sys.path.insert(0, ROOT)
 
 import XenAPI  # noqa: E402
 
-from sim.xapi_sim import SimClient  # noqa: E402
 from tests.support.netns import NetNS  # noqa: E402
+from tests.support.simpool import SimPool  # noqa: E402
 
 XAPI_SIX = ("rx", "tx", "sg", "tso", "ufo", "gso")
 IN_POLICY = dict([("ethtool-" + f, "off") for f in XAPI_SIX] + [
@@ -130,17 +129,13 @@ def main():
     if os.geteuid() != 0:
         sys.stderr.write("bench_watch needs root for a network namespace\n")
         return 2
-    work = "/tmp/nobenchwatch-%d" % os.getpid()
-    os.makedirs(work)
-    sock = os.path.join(work, "xapi.sock")
-    sim = subprocess.Popen([sys.executable, "-m", "sim.xapi_sim", "--socket", sock,
-                            "--state-root", os.path.join(work, "hosts")],
-                           cwd=ROOT, stdout=subprocess.PIPE, universal_newlines=True)
-    sim.stdout.readline()
+    box = SimPool(process=True, keep_db=False)
+    sim = box.proc
+    sock = box.socket_path
     ns = NetNS("benchwatch")
     watcher = None
     try:
-        admin = SimClient(socket_path=sock)
+        admin = box.admin
         host = admin.add_host(name_label="xs1")
         net = admin.add_network(name_label="net0")
         admin.add_pif(host=host, network=net, device="eth0")
@@ -274,10 +269,8 @@ def main():
         if watcher is not None:
             watcher.terminate()
             watcher.wait(10)
-        sim.terminate()
-        sim.wait(10)
+        box.close()
         ns.close()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

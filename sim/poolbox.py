@@ -19,8 +19,9 @@ The XAPI side is the project's simulator (``sim.xapi_sim.XapiSim``) holding
 the pool, hosts, networks, PIFs, VMs and VIFs; ``host.call_plugin`` runs the
 real plugin inside the host's namespace with that host's environment.
 
-Everything has unique names (``nobox<pid>...``), so a demo and the end-to-end
-test can run at the same time. ``PoolBox.close()`` removes every namespace,
+Everything has unique names (``nobox<pid>-<token>...``, the token random per
+box), so demos and tests can run at the same time, even in one process.
+``PoolBox.close()`` removes every namespace,
 stops every process it started and deletes its work directory; it runs from
 ``finally``, at exit and on SIGTERM/SIGHUP (turned into SystemExit), even
 after a failure. A reboot of a host deletes and recreates its devices with
@@ -46,7 +47,6 @@ UDEV_DIR = os.path.join(REPO_ROOT, "udev")
 
 NS_PREFIX = "nobox"
 WORKDIR_PREFIX = "netoffload-box-"
-RULES_DIR = "/run/udev/rules.d"
 MGMT_NET = "10.77.%d.%d"   # (network index, host or guest number)
 
 
@@ -66,7 +66,8 @@ def _run(argv, check=True, timeout=30, env=None, input_text=None):
 
 def kernel_can_create(kind):
     """True if this kernel can create a link of this kind (checked in a ns)."""
-    ns = Namespace("%s%dprobe%s" % (NS_PREFIX, os.getpid(), kind))
+    ns = Namespace("%s%d-probe%s%s" % (NS_PREFIX, os.getpid(), kind,
+                                      binascii.hexlify(os.urandom(4)).decode()))
     try:
         ns.ip("link", "add", "probe0", "type", kind, check=False)
         return ns.ip("link", "show", "probe0", check=False).returncode == 0
@@ -112,7 +113,7 @@ def processes_with_env(marker):
 def cleanup_stale():
     """Remove what boxes whose process died (kill -9) left behind: their
     namespaces, their processes (watchers carry the box's work directory in
-    their environment), work directories and udev rules copies."""
+    their environment) and work directories."""
     removed = []
     proc = _run(["ip", "netns", "list"], check=False)
     for line in proc.stdout.splitlines():
@@ -134,12 +135,6 @@ def cleanup_stale():
             removed.append("pid %d" % stale)
         shutil.rmtree(os.path.join("/tmp", name), ignore_errors=True)
         removed.append("/tmp/%s" % name)
-    if os.path.isdir(RULES_DIR):
-        for name in os.listdir(RULES_DIR):
-            match = re.match(r"^.*-box([0-9]+)\.rules$", name)
-            if match and not _pid_alive(int(match.group(1))):
-                os.unlink(os.path.join(RULES_DIR, name))
-                removed.append(name)
     return removed
 
 
@@ -203,7 +198,7 @@ class SimHost(object):
         self.box = box
         self.index = index             # 1-based
         self.name = "host%d" % index
-        self.ns_name = "%s%dh%d" % (NS_PREFIX, os.getpid(), index)
+        self.ns_name = "%sh%d" % (box.prefix, index)
         self.ns = None
         self.dir = os.path.join(box.workdir, self.name)
         self.xenstore_file = os.path.join(self.dir, "xenstore.json")
@@ -271,8 +266,8 @@ class SimHost(object):
 
     def plug_guest(self, guest):
         """Create a running guest's vif/tap devices (kernel defaults)."""
-        guest.ns = Namespace("%s%dh%dd%d" % (NS_PREFIX, os.getpid(),
-                                             self.index, guest.domid))
+        guest.ns = Namespace("%sh%dd%d" % (self.box.prefix, self.index,
+                                           guest.domid))
         for devid, net in guest.nics:
             vif = "vif%d.%d" % (guest.domid, devid)
             self.ns.ip("link", "add", vif, "type", "veth", "peer", "name",
@@ -450,6 +445,7 @@ class PoolBox(object):
         self.vm_specs = list(vm_specs)
         self.pif_other_config = dict(pif_other_config or {})
         self.workdir = None
+        self.prefix = None         # of every namespace name: nobox<pid>-<token>
         self.socket_path = None
         self.switch = None
         self.hosts = []
@@ -463,7 +459,7 @@ class PoolBox(object):
         self.bond_supported = False
         self._session = None
         self._closed = False
-        self._rules_file = None
+        self._rules = None
 
     # -- life cycle ------------------------------------------------------
     def __enter__(self):
@@ -480,10 +476,11 @@ class PoolBox(object):
         token = binascii.hexlify(os.urandom(4)).decode()
         # No "_" anywhere: XenAPI's unix-socket transport maps "_" to "/".
         self.workdir = "/tmp/%s%d-%s" % (WORKDIR_PREFIX, os.getpid(), token)
+        self.prefix = "%s%d-%s" % (NS_PREFIX, os.getpid(), token)
         os.mkdir(self.workdir, 0o700)
         self.socket_path = os.path.join(self.workdir, "xapi.sock")
         self.bond_supported = kernel_can_create("bond")
-        self.switch = Namespace("%s%dsw" % (NS_PREFIX, os.getpid()))
+        self.switch = Namespace("%ssw" % self.prefix)
         for net in (0, 1):
             self.switch.ip("link", "add", "sw%d" % net, "type", "bridge")
             self.switch.ip("link", "set", "sw%d" % net, "up")
@@ -526,8 +523,6 @@ class PoolBox(object):
             host.destroy_devices()
         if self.switch is not None:
             self.switch.delete()
-        if self._rules_file and os.path.exists(self._rules_file):
-            os.unlink(self._rules_file)
         if self.workdir and os.path.isdir(self.workdir):
             shutil.rmtree(self.workdir, ignore_errors=True)
         if self in _LIVE_BOXES:
@@ -535,10 +530,9 @@ class PoolBox(object):
 
     def namespaces(self):
         """Names of every namespace this box holds right now."""
-        prefix = "%s%d" % (NS_PREFIX, os.getpid())
         out = _run(["ip", "netns", "list"], check=False).stdout
         return [line.split()[0] for line in out.splitlines()
-                if line.split() and line.split()[0].startswith(prefix)]
+                if line.split() and line.split()[0].startswith(self.prefix)]
 
     # -- lookups -----------------------------------------------------------
     @property
@@ -762,28 +756,27 @@ class PoolBox(object):
         return self._poll(lambda: not self.watchers_not_ready(), timeout)
 
     # -- udev ------------------------------------------------------------
-    def _install_rules(self):
-        if self._rules_file is None:
-            rules = [n for n in sorted(os.listdir(UDEV_DIR))
+    def rules(self):
+        """{file name: text} of the pack's udev rules, as installed."""
+        if self._rules is None:
+            names = [n for n in sorted(os.listdir(UDEV_DIR))
                      if n.endswith(".rules")]
-            if not rules:
+            if not names:
                 raise BoxError("no udev rules in %s" % UDEV_DIR)
-            os.makedirs(RULES_DIR, exist_ok=True)
-            self._rules_file = "%s/%s-box%d.rules" % (
-                RULES_DIR, rules[0][:-len(".rules")], os.getpid())
-            shutil.copyfile(os.path.join(UDEV_DIR, rules[0]), self._rules_file)
-        return self._rules_file
+            self._rules = {}
+            for name in names:
+                with open(os.path.join(UDEV_DIR, name)) as handle:
+                    self._rules[name] = handle.read()
+        return self._rules
 
     def udev_add(self, host, dev):
         """Resolve the rules for an `add` of dev with `udevadm test` in the
-        host's namespace, then run our RUN program with udev's environment.
+        host's namespace (a private mount namespace holds the rules; see
+        sim/udevtest.py), then run our RUN program with udev's environment.
         Returns a record of what was matched and run."""
-        self._install_rules()
-        from sim import udevdb  # udevadm test writes the host's udev data
-        with udevdb.restored([udevdb.ifindex_in(host.ns.run, dev)]):
-            proc = host.ns.run(["udevadm", "test", "--action=add",
-                                "/sys/class/net/%s" % dev], check=False,
-                               timeout=30)
+        from sim import udevtest
+        proc = udevtest.udevadm_test(host.ns.name, dev, self.rules(),
+                                     timeout=30)
         props, runs = parse_udevadm_test(proc.stdout + "\n" + proc.stderr)
         ours = []
         for command in runs:

@@ -5,6 +5,7 @@ a skip would hide missing coverage, so it is a failure instead.
 """
 import os
 import shutil
+import signal
 import sys
 
 import pytest
@@ -14,6 +15,13 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from tests.support.netns import NetNS  # noqa: E402
+
+# A run started in the background by a script (no job control) inherits
+# SIGINT ignored, and so would every child: tests that press Ctrl-C on a
+# demo or a bench server need it delivered. A handler here makes each exec
+# start with the default disposition again.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _is_root():

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from tests.support import paths
+from tests.support import layout
 
-ROOT = paths.REPO
+ROOT = layout.REPO
 VERMIN = os.path.join(os.path.dirname(sys.executable), "vermin")
 ALLOWED_THIRD_PARTY = {"XenAPI", "XenAPIPlugin"}
 

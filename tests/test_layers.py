@@ -11,9 +11,9 @@ import os
 
 import pytest
 
-from tests.support import paths
+from tests.support import layout
 
-PACKAGE = os.path.join(paths.REPO, "netoffload")
+PACKAGE = os.path.join(layout.REPO, "netoffload")
 
 # layer -> the layers it may import (besides itself and the top level)
 ALLOWED = {
@@ -51,7 +51,7 @@ def own_imports(path):
             for alias in node.names:
                 # `from netoffload.pool import keys` imports a module
                 candidate = "%s.%s" % (node.module, alias.name)
-                sub = os.path.join(paths.REPO, *candidate.split("."))
+                sub = os.path.join(layout.REPO, *candidate.split("."))
                 found.add(candidate if os.path.exists(sub + ".py")
                           or os.path.isdir(sub) else node.module)
     return found
@@ -62,7 +62,7 @@ def modules():
         for name in sorted(files):
             if name.endswith(".py"):
                 path = os.path.join(folder, name)
-                rel = os.path.relpath(path, paths.REPO)[:-3]
+                rel = os.path.relpath(path, layout.REPO)[:-3]
                 module = rel.replace(os.sep, ".")
                 if module.endswith(".__init__"):
                     module = module[:-len(".__init__")]

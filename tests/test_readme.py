@@ -34,9 +34,9 @@ import time
 
 import pytest
 
-from tests.support import paths
+from tests.support import layout
 
-ROOT = paths.REPO
+ROOT = layout.REPO
 README = os.path.join(ROOT, "README.md")
 
 # A line that starts like a shell command (used to find commands hiding in
@@ -221,8 +221,8 @@ def check_yum_install(argv):
 
 
 def check_state_dir(argv):
-    from netoffload import paths as dom0_paths
-    assert argv[-1] == dom0_paths.STATE_DIR
+    from netoffload import paths
+    assert argv[-1] == paths.STATE_DIR
 
 
 def check_this_test(argv):

@@ -11,11 +11,11 @@ import sys
 import pytest
 import XenAPI
 
-from tests.support import paths
+from tests.support import layout
 
 pytestmark = pytest.mark.static
 
-ROOT = paths.REPO
+ROOT = layout.REPO
 BIN = os.path.dirname(sys.executable)
 RUFF = os.path.join(BIN, "ruff")
 PYRIGHT = os.path.join(BIN, "basedpyright")

@@ -4,10 +4,8 @@ The simulator serves a unix socket (reachable from inside a network
 namespace); `python -m netoffload.agents.boot` runs inside a netns holding this
 host's devices, with the environment the simulator gives a host's helpers.
 """
-import itertools
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -15,36 +13,26 @@ import pytest
 
 from netoffload.agents import cache
 from netoffload.engine.ethtool import parse_features_text
-from sim.xapi_sim import XapiSim
-from tests.support import paths
+from tests.support import layout
+from tests.support.simpool import SimPool
 
 pytestmark = pytest.mark.root
 
-REPO = paths.REPO
+REPO = layout.REPO
 SIM_BIN = os.path.join(REPO, "sim", "bin")
-_dirs = itertools.count()
 ALL_OFF = dict((f, "off") for f in ("rx", "tx", "sg", "tso", "ufo", "gso",
                                     "gro", "lro"))
 
 
-@pytest.fixture
-def workdir():
-    # XenAPI's unix transport maps '_' to '/': keep '_' out of socket paths
-    path = "/tmp/noboot-%d-%d" % (os.getpid(), next(_dirs))
-    os.makedirs(path)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 class Host(object):
-    def __init__(self, netns, workdir):
+    """Host xs1 of a simulated pool, its devices in netns: eth0, the running
+    VM web's vif and tap; a halted VM; pool policy vif all-off, pif tx-off."""
+
+    def __init__(self, netns):
         self.ns = netns
-        self.sim = XapiSim(socket_path=os.path.join(workdir, "xapi.sock"),
-                           state_root=os.path.join(workdir, "hosts"))
-        self.sim.start()
-        self.host = self.sim.add_host("xs1")
+        self.pool = SimPool()
+        self.sim = self.pool.sim
+        self.host = self.pool.add_host("xs1")
         net = self.sim.add_network("net0")
         self.sim.add_pif(self.host, net, "eth0")
         pool = self.sim.info()["pool"]
@@ -58,7 +46,7 @@ class Host(object):
         self.domid = int(self.sim.db.tables["VM"][self.web]["domid"])
         self.env = self.sim.host_env(self.host)
         self.state = self.env["NETOFFLOAD_STATE_DIR"]
-        xenstore = os.path.join(workdir, "xenstore.json")
+        xenstore = os.path.join(self.pool.dir, "xenstore.json")
         with open(xenstore, "w") as handle:
             json.dump({"/local/domain/%d/vm" % self.domid:
                        "/vm/" + self.uuid(self.web)}, handle)
@@ -85,12 +73,12 @@ class Host(object):
         return all(live[f] == v for f, v in wanted.items() if f in live)
 
     def close(self):
-        self.sim.close()
+        self.pool.close()
 
 
 @pytest.fixture
-def host(netns, workdir):
-    h = Host(netns, workdir)
+def host(netns):
+    h = Host(netns)
     try:
         yield h
     finally:

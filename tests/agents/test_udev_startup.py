@@ -16,7 +16,6 @@ import pytest
 
 from netoffload.engine import features
 from netoffload.log import SyslogLogger
-from tests.agents.test_udev_helper import dom0  # noqa: F401 (the fixture)
 
 HEAVY = ("logging", "logging.handlers", "fnmatch", "ctypes", "tempfile")
 # Every netoffload module a bring-up may load: a new one here is start-up
@@ -39,7 +38,7 @@ _LIST_MODULES = ("import sys, json; from netoffload.agents.udev import main; "
 
 @pytest.mark.root
 @pytest.mark.parametrize("device", ["eth0", "tap5.0"], ids=["pif", "tap"])
-def test_a_bring_up_imports_none_of_the_heavy_modules(dom0, device):  # noqa: F811
+def test_a_bring_up_imports_none_of_the_heavy_modules(dom0, device):
     before = dom0.features(device)
     # -S: no site (a venv's .pth files import fnmatch themselves); the
     # code comes from PYTHONPATH

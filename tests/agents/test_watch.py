@@ -6,151 +6,28 @@ same database, like a crashed xapi. Objects are created through the real
 XenAPI client (VIF.create, pool.add_to_other_config, ...) so every change
 reaches the watcher as a real event; call counts come from the simulator.
 """
-import itertools
-import json
 import math
 import os
-import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
-import XenAPI
 
 from netoffload.agents import cache
 from netoffload.engine.ethtool import parse_features_text
 from netoffload.pool import planning
-from sim.xapi_sim import SimClient
-from tests.support import paths
+from tests.support import layout, simpool
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.root
 
-REPO = paths.REPO
-EVENT_TIMEOUT = 5.0   # the watchers' --event-timeout
+REPO = layout.REPO
+EVENT_TIMEOUT = simpool.WATCHER_EVENT_TIMEOUT
 XAPI_SIX = ("rx", "tx", "sg", "tso", "ufo", "gso")
-_dirs = itertools.count()
-
-
-def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for %s" % what)
-        time.sleep(interval)
-
-
-class Pool(object):
-    """A simulator process plus helpers to drive it like an admin would."""
-
-    def __init__(self, workdir):
-        self.dir = workdir
-        self.sock = os.path.join(workdir, "xapi.sock")
-        self.proc = None
-        self.watchers = []
-        self.start()
-        self.admin = SimClient(socket_path=self.sock)
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sim.xapi_sim", "--socket", self.sock,
-             "--db", os.path.join(self.dir, "db.json"),
-             "--state-root", os.path.join(self.dir, "hosts")],
-            cwd=REPO, stdout=subprocess.PIPE, universal_newlines=True)
-        json.loads(self.proc.stdout.readline())  # up and listening
-        self._session = None
-
-    def kill(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        self._session = None
-
-    @property
-    def api(self):
-        if self._session is None:
-            session = XenAPI.Session("http://" + self.sock.replace("/", "_") + "/",
-                                     transport=XenAPI.UDSTransport())
-            session.login_with_password("root", "", "1.0", "test")
-            self._session = session
-        return self._session.xenapi
-
-    @property
-    def pool_ref(self):
-        return self.api.pool.get_all()[0]
-
-    def set_pool_policy(self, key, value):
-        self.api.pool.remove_from_other_config(self.pool_ref, key)
-        if value is not None:
-            self.api.pool.add_to_other_config(self.pool_ref, key, value)
-
-    def create_vif(self, vm, network, device, other_config=None):
-        return self.api.VIF.create({
-            "device": str(device), "network": network, "VM": vm, "MAC": "",
-            "MTU": "1500", "other_config": other_config or {},
-            "qos_algorithm_type": "", "qos_algorithm_params": {}})
-
-    def vif_config(self, vif):
-        return self.api.VIF.get_other_config(vif)
-
-    def writes(self):
-        return sum(self.write_calls().values())
-
-    def write_calls(self):
-        """{method: calls} of the other-config edits on VIFs and PIFs
-        (failed ones included: a lost race's add counts too)."""
-        counts = self.admin.call_counts()
-        return dict((m, n) for m, n in counts.items()
-                    if m.endswith(("add_to_other_config", "remove_from_other_config"))
-                    and m.startswith(("VIF.", "PIF.")))
-
-    def logins(self):
-        return self.admin.call_counts().get("session.login_with_password", 0)
-
-    def watch(self, host, netns):
-        env = dict(self.admin.host_env(host=host))
-        env["PYTHONPATH"] = REPO + ":" + env["PYTHONPATH"]
-        proc = netns.popen([sys.executable, "-m", "netoffload.agents.watch",
-                            "--event-timeout", str(EVENT_TIMEOUT),
-                            "--cache-debounce", "0.2",
-                            "--backoff-max", "1"],
-                           env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, universal_newlines=True)
-        self.watchers.append(proc)
-        return proc, env["NETOFFLOAD_STATE_DIR"]
-
-    def close(self):
-        for proc in self.watchers:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
 
 
 def keys_written(config, values="off"):
     return all(config.get("ethtool-" + f) == values for f in XAPI_SIX)
-
-
-@pytest.fixture
-def pool():
-    # XenAPI's unix transport maps '_' to '/': keep '_' out of the socket path
-    workdir = "/tmp/nowatch-%d-%d" % (os.getpid(), next(_dirs))
-    os.makedirs(workdir)
-    p = Pool(workdir)
-    try:
-        yield p
-    finally:
-        p.close()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -275,7 +152,7 @@ def test_a_policy_change_reaches_existing_vifs_the_cache_and_live_devices(
 
 
 def test_only_the_master_writes_and_promotion_moves_the_writing(pool, netns):
-    master = pool.admin.add_host(name_label="xs1")
+    pool.admin.add_host(name_label="xs1")  # the master
     member = pool.admin.add_host(name_label="xs2")
     net = pool.admin.add_network(name_label="net0")
     pool.set_pool_policy("netoffload-vif", "all-off")

@@ -2,18 +2,13 @@
 
 The watcher (python -m netoffload.agents.watch) and the plugin (through the
 simulator's host.call_plugin) run in the same host namespace, against the
-simulator process of tests/agents/test_watch.py.
+simulator process of the `pool` fixture (tests/agents/conftest.py).
 """
 import time
 
 import pytest
 
-from tests.agents.test_watch import (  # noqa: F401 (fixture)
-    Pool,
-    _dirs,
-    pool,  # noqa: F401 (the fixture)
-    wait_for,
-)
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.root
 

@@ -6,9 +6,9 @@ import sys
 import pytest
 
 from netoffload.engine.ethtool import parse_features_text
-from tests.support import paths
+from tests.support import layout
 
-ROOT = paths.REPO
+ROOT = layout.REPO
 pytestmark = pytest.mark.root
 
 

@@ -6,9 +6,9 @@ import sys
 import pytest
 
 from netoffload import cli, errors, exitcodes
-from tests.support import paths
+from tests.support import layout
 
-ROOT = paths.REPO
+ROOT = layout.REPO
 
 
 def _run(argv, **kw):

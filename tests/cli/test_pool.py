@@ -9,14 +9,17 @@ import sys
 
 import pytest
 
-from tests.plugin.test_functions import REPO, Pool, live
+from tests.support import layout
+from tests.support.simpool import dom0_pool, live
 
 pytestmark = pytest.mark.root
+
+REPO = layout.REPO
 
 
 @pytest.fixture(scope="module")
 def pool():
-    box = Pool(hosts=2)
+    box = dom0_pool(hosts=2)
     try:
         yield box
     finally:

@@ -4,9 +4,9 @@ import os
 import pytest
 
 from netoffload.diagnostics import checksums
-from tests.support import paths
+from tests.support import layout
 
-FIXTURES = os.path.join(paths.FIXTURES, "tcpdump")
+FIXTURES = os.path.join(layout.FIXTURES, "tcpdump")
 
 
 def fixture(name):

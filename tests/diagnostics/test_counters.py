@@ -8,9 +8,9 @@ import pytest
 from netoffload.diagnostics import counters
 from netoffload.errors import BadArgument, NotFound
 from netoffload.plugin import diagnostics
-from tests.support import paths
+from tests.support import layout
 
-FIXTURES = os.path.join(paths.FIXTURES, "diag")
+FIXTURES = os.path.join(layout.FIXTURES, "diag")
 PY = sys.executable
 
 

@@ -3,22 +3,19 @@ import json
 import os
 import re
 import shlex
-import shutil
 import sys
 
 import pytest
-import XenAPI
 
 from netoffload.cli import build_parser
 from netoffload.diagnostics import doctor
 from netoffload.errors import BadArgument
 from netoffload.plugin import diagnostics
-from sim.xapi_sim import XapiSim
-from tests.support import paths
-from tests.support.netns import NetNS
+from tests.support import layout
+from tests.support.simpool import SimPool
 
-FIXTURES = os.path.join(paths.FIXTURES, "diag")
-REPO = paths.REPO
+FIXTURES = os.path.join(layout.FIXTURES, "diag")
+REPO = layout.REPO
 
 
 def test_parse_xl_sched_credit_table():
@@ -133,29 +130,18 @@ def simpool():
     VIF carries ethtool-tx=off in the database while its vif5.0 is live
     with tx on (a pending replug); the test's pool policy sg=off makes it
     non-compliant too (the explicit tx key is left to xapi)."""
-    tmp = "/tmp/nodoc-%d" % os.getpid()
-    os.makedirs(tmp)
-    ns = NetNS("doc")
-    sim = XapiSim(socket_path=os.path.join(tmp, "xapi.sock"),
-                  state_root=os.path.join(tmp, "hosts"))
-    try:
-        sim.start()
+    with SimPool() as pool:
+        sim = pool.sim
         lan = sim.add_network("LAN")
-        host = sim.add_host("h1", netns=ns.name)
+        host = pool.add_host("h1", netns=True)
+        ns = pool.ns["h1"]
         ns.add_veth("eth0", "peer0")
         sim.add_pif(host, lan, "eth0")
         vm = sim.add_vm("web", power_state="Running", resident_on=host,
                         domid=5)
         sim.add_vif(vm, lan, 0, other_config={"ethtool-tx": "off"})
         ns.add_veth("vif5.0", "guest5")
-        session = XenAPI.Session("http://%s/" % sim.socket_path.replace(
-            "/", "_"), transport=XenAPI.UDSTransport())
-        session.login_with_password("root", "", "1.0", "tests")
-        yield sim, session, host, ns
-    finally:
-        sim.close()
-        ns.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+        yield sim, pool.session, host, ns
 
 
 @pytest.mark.root

@@ -11,10 +11,10 @@ import pytest
 
 from netoffload.diagnostics import perftest
 from netoffload.errors import BadArgument
-from tests.support import paths
+from tests.support import layout
 from tests.support.netns import NetNS
 
-REPO = paths.REPO
+REPO = layout.REPO
 PY = sys.executable
 ENV = dict(os.environ, PYTHONPATH=REPO)
 # Server and client on fixed, different CPUs, like two hosts: on this VM a
@@ -43,11 +43,16 @@ def path():
         assert "listening" in server.stderr.readline()
         yield a, b
     finally:
-        if server is not None:
-            server.send_signal(signal.SIGINT)
-            server.wait(10)
-        a.close()
-        b.close()
+        try:
+            if server is not None:
+                server.send_signal(signal.SIGINT)
+                server.wait(10)  # a server deaf to Ctrl-C fails the test ...
+        finally:  # ... but leaves no process or namespace behind
+            if server is not None and server.poll() is None:
+                server.kill()
+                server.wait()
+            a.close()
+            b.close()
 
 
 def cli(ns, *argv, **kw):

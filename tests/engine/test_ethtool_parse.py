@@ -6,9 +6,9 @@ import pytest
 
 from netoffload.engine.ethtool import FeatureState, parse_features_text
 from netoffload.errors import DeviceError
-from tests.support import paths
+from tests.support import layout
 
-FIXTURES = os.path.join(paths.FIXTURES, "ethtool")
+FIXTURES = os.path.join(layout.FIXTURES, "ethtool")
 
 ON, OFF = True, False
 ABSENT = FeatureState(None, False, None)

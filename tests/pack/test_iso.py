@@ -8,7 +8,6 @@ import glob
 import gzip
 import hashlib
 import io
-import json
 import os
 import shutil
 import subprocess
@@ -19,10 +18,10 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from tests.support import paths
+from tests.support import layout
 from tests.support.tools import check, require_module, require_tool, run
 
-ROOT = paths.REPO
+ROOT = layout.REPO
 BUILD_PY = os.path.join(ROOT, "pack", "build.py")
 REPO_NS = "{http://linux.duke.edu/metadata/repo}"
 COMMON_NS = "{http://linux.duke.edu/metadata/common}"
@@ -221,35 +220,22 @@ def test_update_installation_size_is_the_rpm_installed_size(pack):
 def packaged_plugin_version(pack, workdir):
     """What the pack's own plugin answers to `version` through the
     simulator's host.call_plugin, importing the pack's own library."""
-    import XenAPI
-
-    from sim.xapi_sim import REPO_ROOT, XapiSim
+    from sim.xapi_sim import REPO_ROOT
+    from tests.support.simpool import SimPool
     copy = str(workdir / "pack.rpm")
     shutil.copyfile(pack.rpm, copy)
     check(["rpm2archive", copy])  # writes pack.rpm.tgz
     tree = workdir / "tree"
     with tarfile.open(copy + ".tgz") as archive:
         archive.extractall(str(tree))
-    # No "_" in the socket path: XenAPI's UDS transport maps it to "/".
-    sim_dir = "/tmp/nopackver-%d" % os.getpid()
-    os.makedirs(sim_dir)
-    sim = XapiSim(socket_path=sim_dir + "/xapi.sock", state_root=sim_dir + "/state",
-                  plugin_dir=str(tree / "etc/xapi.d/plugins"))
-    try:
-        sim.start()
-        host = sim.add_host("h1")
+    with SimPool(plugin_dir=str(tree / "etc/xapi.d/plugins")) as pool:
+        host = pool.add_host("h1")
         # The packaged library in place of the source tree's.
         path = [p if p != REPO_ROOT else str(tree / "usr/lib/netoffload/python")
-                for p in sim.host_env(host)["PYTHONPATH"].split(":")]
+                for p in pool.sim.host_env(host)["PYTHONPATH"].split(":")]
         assert str(tree / "usr/lib/netoffload/python") in path
-        sim.configure_host(host, env={"PYTHONPATH": ":".join(path)})
-        session = XenAPI.Session("http://%s/" % sim.socket_path.replace("/", "_"),
-                                 transport=XenAPI.UDSTransport())
-        session.login_with_password("root", "", "1.0", "tests")
-        return json.loads(session.xenapi.host.call_plugin(host, "netoffload", "version", {}))
-    finally:
-        sim.close()
-        shutil.rmtree(sim_dir, ignore_errors=True)
+        pool.sim.configure_host(host, env={"PYTHONPATH": ":".join(path)})
+        return pool.call("version", host="h1")
 
 
 def test_version_is_the_same_in_all_four_places(pack, tmp_path):

@@ -15,10 +15,10 @@ import pytest
 
 from netoffload.engine.livestate import STATE_FILE
 from netoffload.paths import STATE_DIR
-from tests.support import paths
+from tests.support import layout
 from tests.support.tools import check, interpreter, require_tool, run
 
-ROOT = paths.REPO
+ROOT = layout.REPO
 BUILD_PY = os.path.join(ROOT, "pack", "build.py")
 PYPRIVATE = "/usr/lib/netoffload/python"
 CALLS_LOG = "/var/log/standin-calls"

@@ -11,9 +11,9 @@ import subprocess
 
 import pytest
 
-from tests.support import paths
+from tests.support import layout
 
-REPO = paths.REPO
+REPO = layout.REPO
 UNITS = ["netoffload-boot.service", "netoffload-watch.service"]
 LIBEXEC = "/usr/libexec/netoffload/"
 

@@ -1,155 +1,23 @@
 """The plugin as xapi runs it: through the simulator's host.call_plugin
 (a subprocess with the XML-RPC call in argv[1], inside the host's network
 namespace), against real veth/tap devices named as in dom0."""
-import itertools
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
-import XenAPI
 
 import netoffload
-from sim.xapi_sim import XapiSim
-from tests.support import paths
-from tests.support.netns import NetNS
+from tests.support import layout
+from tests.support.simpool import live
 from tests.support.tools import interpreter as find_interpreter
 
 pytestmark = pytest.mark.root
 
-REPO = paths.REPO
-_counter = itertools.count()
+REPO = layout.REPO
 ALL_OFF = dict((f, "off") for f in ("rx", "tx", "sg", "tso", "ufo", "gso",
                                      "gro", "lro"))
-
-
-class Pool(object):
-    """A simulated pool: hosts are network namespaces with dom0-named devices.
-
-    h1 (master): eth0 (veth, PIF with unrelated keys), VMs "web 01" (domid 5:
-    vif5.0 veth + tap5.0 tap; its VIF has ethtool-tx=true set by someone
-    else), "bsd" (tag bsd, domid 6: vif6.0), "halted" (no devices).
-    h2: eth0 and VM "db" (domid 7: vif7.0). h3: not live.
-    """
-
-    def __init__(self, hosts=2):
-        # No "_" anywhere in the socket path: XenAPI maps it to "/".
-        self.dir = "/tmp/nosim-%d-%d" % (os.getpid(), next(_counter))
-        os.makedirs(self.dir)
-        self.sim = XapiSim(socket_path=os.path.join(self.dir, "xapi.sock"),
-                           state_root=os.path.join(self.dir, "hosts"))
-        self.sim.start()
-        self.ns = {}
-        self.hosts = {}
-        try:
-            self._build(hosts)
-        except Exception:
-            self.close()
-            raise
-        self.session = XenAPI.Session(
-            "http://%s/" % self.sim.socket_path.replace("/", "_"),
-            transport=XenAPI.UDSTransport())
-        self.session.login_with_password("root", "", "1.0", "tests")
-
-    def _build(self, hosts):
-        sim = self.sim
-        self.lan = sim.add_network("LAN 1", other_config={"unrelated": "n"})
-        for index in range(1, hosts + 1):
-            name = "h%d" % index
-            ns = NetNS("plg")
-            self.ns[name] = ns
-            host = sim.add_host(name, netns=ns.name)
-            self.hosts[name] = host
-            ns.add_veth("eth0", "peer0")
-            sim.add_pif(host, self.lan, "eth0", other_config={
-                "ethtool-autoneg": "off", "management-note": "keep me"})
-        h1 = self.hosts["h1"]
-        self.web = sim.add_vm("web 01", power_state="Running", resident_on=h1,
-                              domid=5)
-        self.web_vif = sim.add_vif(self.web, self.lan, 0,
-                                   other_config={"ethtool-tx": "true"})
-        self.ns["h1"].add_veth("vif5.0", "guest5")
-        self.ns["h1"].add_tap("tap5.0")
-        self.bsd = sim.add_vm("bsd", tags=["bsd"], power_state="Running",
-                              resident_on=h1, domid=6)
-        self.bsd_vif = sim.add_vif(self.bsd, self.lan, 0)
-        self.ns["h1"].add_veth("vif6.0", "guest6")
-        self.halted = sim.add_vm("halted")
-        self.halted_vif = sim.add_vif(self.halted, self.lan, 0)
-        if "h2" in self.hosts:
-            self.db_vm = sim.add_vm("db", power_state="Running",
-                                    resident_on=self.hosts["h2"], domid=7)
-            sim.add_vif(self.db_vm, self.lan, 0)
-            self.ns["h2"].add_veth("vif7.0", "guest7")
-        sim.add_vm("a template", is_a_template=True)
-
-    # -- calling ---------------------------------------------------------------
-    def call(self, fn, host="h1", **args):
-        """host.call_plugin; returns the parsed JSON result."""
-        text = self.session.xenapi.host.call_plugin(
-            self.hosts[host], "netoffload", fn, args)
-        assert isinstance(text, str)
-        return json.loads(text)
-
-    def fail(self, fn, host="h1", **args):
-        """host.call_plugin that must fail; returns the error description."""
-        with pytest.raises(XenAPI.Failure) as err:
-            self.call(fn, host=host, **args)
-        return err.value.details
-
-    # -- observing -------------------------------------------------------------
-    def other_configs(self):
-        snap = self.sim.snapshot_db()
-        return dict(("%s/%s" % (cls, rec.get("uuid")),
-                     dict(rec.get("other_config") or {}))
-                    for cls, table in sorted(snap.items())
-                    for rec in table.values() if "other_config" in rec)
-
-    def db(self):
-        return json.dumps(self.sim.snapshot_db(), sort_keys=True)
-
-    def features(self):
-        """`ethtool -k` text of every device of every host."""
-        return dict(("%s/%s" % (name, dev), ns.ethtool_k(dev))
-                    for name, ns in sorted(self.ns.items())
-                    for dev in ns.links() if dev != "lo")
-
-    def state(self):
-        return self.db(), self.features()
-
-    def close(self):
-        try:
-            self.sim.close()
-        finally:
-            for ns in self.ns.values():
-                ns.close()
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@pytest.fixture
-def pool():
-    box = Pool()
-    try:
-        yield box
-    finally:
-        box.close()
-
-
-def live(box, host, dev):
-    out = box.ns[host].run(["ethtool", "-k", dev]).stdout
-    result = {}
-    names = {"rx-checksumming": "rx", "tx-checksumming": "tx",
-             "scatter-gather": "sg", "tcp-segmentation-offload": "tso",
-             "generic-segmentation-offload": "gso",
-             "generic-receive-offload": "gro",
-             "large-receive-offload": "lro"}
-    for line in out.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key in names:
-            result[names[key]] = value.split()[0]
-    return result
 
 
 # -- version / policy -----------------------------------------------------------

@@ -1,15 +1,13 @@
 """Review findings, each through the simulator's host.call_plugin and real
-namespaced devices (the Pool of tests/plugin/test_functions.py)."""
+namespaced devices (the dom0 pool of tests/support/simpool.py)."""
 import json
 import shutil
 
 import pytest
 
 from netoffload.pool import context, fanout, planning
-from tests.plugin.test_functions import (
-    live,
-    pool,  # noqa: F401 (the fixture)
-)
+from tests.support.poolrecords import build
+from tests.support.simpool import live
 
 pytestmark = pytest.mark.root
 
@@ -202,7 +200,6 @@ def test_explicit_value_xapi_ignores_is_not_reported_as_honoured(pool):
 
 
 def test_reapplied_at_plug_compares_exactly():
-    from tests.pool.test_precedence import build
     records = build(pool={"netoffload-vif": "tx-off"},
                     vif={"ethtool-tx": "Off"})
     [plan] = planning.plan_db(records, ["OpaqueRef:vif"], force=True)

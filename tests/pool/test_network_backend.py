@@ -3,13 +3,10 @@
 xen-api's networkd makes eth0.100 and bond0 only in its bridge branch; under
 Open vSwitch (the XenServer 8 / XCP-ng default) a VLAN is a fake bridge and
 a bond has no bond0 netdev, so no device name may be made up for them."""
-import itertools
 import json
 import os
-import shutil
 
 import pytest
-import XenAPI
 
 from netoffload.agents import cache, cache_writer
 from netoffload.pool.records import (
@@ -20,9 +17,7 @@ from netoffload.pool.records import (
     pif_carriers,
     pif_device,
 )
-from sim.xapi_sim import XapiSim
-
-_dirs = itertools.count()
+from tests.support.simpool import SimPool
 
 ETH0 = {"device": "eth0", "VLAN": "-1", "host": "h"}
 VLAN = {"device": "eth0", "VLAN": "100", "host": "h"}
@@ -105,24 +100,18 @@ def test_cache_and_markers_list_only_real_devices(tmp_path, monkeypatch, conf,
 
 @pytest.mark.root
 def test_status_under_openvswitch_names_no_vlan_device(netns, tmp_path):
-    workdir = "/tmp/noovs-%d-%d" % (os.getpid(), next(_dirs))
-    os.makedirs(workdir)
-    conf = os.path.join(workdir, "network.conf")
+    conf = str(tmp_path / "network.conf")
     with open(conf, "w") as handle:
         handle.write("openvswitch\n")
-    sim = XapiSim(socket_path=os.path.join(workdir, "xapi.sock"),
-                  state_root=os.path.join(workdir, "hosts"))
-    sim.start()
-    try:
-        host = sim.add_host("xs1", netns=netns.name,
-                            env={"NETOFFLOAD_NETWORK_CONF": conf})
+    with SimPool() as simpool:
+        sim = simpool.sim
+        host = simpool.add_host("xs1", netns=netns.name,
+                                env={"NETOFFLOAD_NETWORK_CONF": conf})
         net = sim.add_network("net0")
         sim.add_pif(host, net, "eth0")
         sim.add_pif(host, sim.add_network("vlan100"), "eth0", vlan=100)
         netns.add_veth("eth0", "peer0")
-        session = XenAPI.Session("http://%s/" % sim.socket_path.replace("/", "_"),
-                                 transport=XenAPI.UDSTransport())
-        session.login_with_password("root", "", "1.0", "tests")
+        session = simpool.session
         pool = session.xenapi.pool.get_all()[0]
         session.xenapi.pool.add_to_other_config(pool, "netoffload-pif", "tx-off")
         status = json.loads(session.xenapi.host.call_plugin(
@@ -132,6 +121,3 @@ def test_status_under_openvswitch_names_no_vlan_device(netns, tmp_path):
         assert devices[1]["note"] == \
             "no kernel device under openvswitch; carried by eth0"
         assert status["summary"]["devices"] == 1
-    finally:
-        sim.close()
-        shutil.rmtree(workdir, ignore_errors=True)

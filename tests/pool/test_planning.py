@@ -3,7 +3,7 @@ import pytest
 
 from netoffload.errors import Ambiguous, NotFound
 from netoffload.pool import enforce, keys, planning, targeting
-from tests.pool.test_precedence import build
+from tests.support.poolrecords import build
 
 SIX_OFF = dict(("ethtool-" + f, "off") for f in ("rx", "tx", "sg", "tso", "ufo", "gso"))
 FRESH_BOOK = {"netoffload-managed": "gso,rx,sg,tso,tx,ufo",

@@ -1,30 +1,18 @@
 """writer.apply_db and xapi.Xapi against the simulator's real XAPI
 semantics: MAP_DUPLICATE_KEY races, HANDLE_INVALID, call counts."""
-import itertools
 import os
-import shutil
 
 import pytest
 import XenAPI
 
 from netoffload.pool import planning, writer, xapi
-from sim.xapi_sim import XapiSim
-
-_counter = itertools.count()
+from tests.support.simpool import SimPool
 
 
 @pytest.fixture
 def sim():
-    workdir = "/tmp/nodb-%d-%d" % (os.getpid(), next(_counter))
-    os.makedirs(workdir)
-    simulator = XapiSim(socket_path=os.path.join(workdir, "xapi.sock"),
-                        state_root=os.path.join(workdir, "hosts"))
-    simulator.start()
-    try:
-        yield simulator
-    finally:
-        simulator.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+    with SimPool() as pool:
+        yield pool.sim
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ import pytest
 import XenAPI
 
 from sim import xapi_plugins
-from sim.xapi_sim import SIM_PYLIB, XapiSim
+from sim.xapi_sim import SIM_PYLIB
+from tests.support.simpool import SimPool
 
 PLUGIN = r'''#!/usr/bin/python3
 import json
@@ -88,15 +89,14 @@ def plugin_dir(sock_dir):
 
 
 @pytest.fixture
-def sim(sock_dir, plugin_dir):
-    simulator = XapiSim(socket_path=sock_dir + "/xapi.sock", plugin_dir=plugin_dir,
-                        state_root=sock_dir + "/state")
-    simulator.start()
-    simulator.master = simulator.add_host("master")
-    simulator.member = simulator.add_host("member")
-    simulator.add_vm("web01", power_state="Running", resident_on=simulator.member)
-    yield simulator
-    simulator.close()
+def sim(plugin_dir):
+    with SimPool(plugin_dir=plugin_dir) as pool:
+        simulator = pool.sim
+        simulator.master = pool.add_host("master")
+        simulator.member = pool.add_host("member")
+        simulator.add_vm("web01", power_state="Running",
+                         resident_on=simulator.member)
+        yield simulator
 
 
 @pytest.fixture

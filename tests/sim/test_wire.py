@@ -7,17 +7,16 @@ import pytest
 import XenAPI
 
 from sim.xapi_sim import XapiSim
+from tests.support.simpool import SimPool
 
 EVENT_FROM = "from"  # a Python keyword: called with getattr
 
 
 @pytest.fixture
-def sim(sock_dir):
-    simulator = XapiSim(socket_path=sock_dir + "/xapi.sock", port=0,
-                        state_root=sock_dir + "/state")
-    simulator.start()
-    yield simulator
-    simulator.close()
+def sim():
+    """The simulator on a unix socket and on HTTP (a free port)."""
+    with SimPool(port=0) as pool:
+        yield pool.sim
 
 
 @pytest.fixture

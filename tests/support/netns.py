@@ -1,11 +1,13 @@
 """Throw-away network namespaces with real kernel devices for tests.
 
-Each NetNS has a unique name (pid + counter), so tests and helpers running at
-the same time never collide, and `close()` deletes it with everything in it.
+Each NetNS has a unique name (pid, counter and a random token, so neither
+concurrent runs nor a namespace a crashed run left behind collide), and
+`close()` deletes it with everything in it.
 `run()` goes through `ip netns exec`, which also remounts /sys for the
 namespace; `entered()` moves this (single-threaded) process into the
 namespace for in-process ioctl code and moves it back afterwards.
 """
+import binascii
 import contextlib
 import ctypes
 import itertools
@@ -42,7 +44,9 @@ def kernel_supports(kind):
 
 class NetNS(object):
     def __init__(self, tag="t"):
-        self.name = "notest-%s-%d-%d" % (tag, os.getpid(), next(_counter))
+        self.name = "notest-%s-%d-%d-%s" % (
+            tag, os.getpid(), next(_counter),
+            binascii.hexlify(os.urandom(3)).decode())
         subprocess.run(["ip", "netns", "add", self.name], check=True,
                        timeout=20)
         self.ip("link", "set", "lo", "up")

@@ -18,9 +18,11 @@ from netoffload.engine.policy import parse_policy
 from netoffload.errors import BadArgument, NetoffloadError
 
 
-def _verb(subparsers, name, handler, summary, description):
-    """A verb with its one-line help, description and --json."""
-    parser = subparsers.add_parser(name, help=summary, description=description)
+def _verb(subparsers, name, handler, summary):
+    """A verb: its one-line help, the handler's docstring as its
+    description, and --json."""
+    parser = subparsers.add_parser(name, help=summary,
+                                   description=handler.__doc__)
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(handler=handler)
     return parser
@@ -28,26 +30,16 @@ def _verb(subparsers, name, handler, summary, description):
 
 def register(subparsers):
     show = _verb(subparsers, "show", cmd_show,
-                 "show the offload features of local devices",
-                 "Show the eight offload features of local devices (all "
-                 "devices by default). '*' marks a fixed feature, '-' one "
-                 "this kernel does not have.")
+                 "show the offload features of local devices")
     show.add_argument("devices", nargs="*", metavar="DEV")
 
-    setp = _verb(subparsers, "set", cmd_set,
-                 "apply a policy to local devices now",
-                 "Apply POLICY (all-off, tx-off, none, or a list like "
-                 "tx=off,sg=off) to the devices with ethtool, recording what "
-                 "was there before so that `restore` can put it back.")
+    setp = _verb(subparsers, "set", cmd_set, "apply a policy to local devices now")
     setp.add_argument("devices", nargs="+", metavar="DEV")
     setp.add_argument("policy", metavar="POLICY")
     setp.add_argument("--dry-run", action="store_true",
                       help="show what would change, change nothing")
 
-    restore = _verb(subparsers, "restore", cmd_restore,
-                    "put back what `set` changed",
-                    "Restore the recorded prior state of the devices and "
-                    "forget the record.")
+    restore = _verb(subparsers, "restore", cmd_restore, "put back what `set` changed")
     restore.add_argument("devices", nargs="*", metavar="DEV")
     restore.add_argument("--all", action="store_true",
                          help="every device with a record")
@@ -84,6 +76,9 @@ def _check_devices(devices):
 
 
 def cmd_show(args):
+    """Show the eight offload features of local devices (all devices by
+    default). '*' marks a fixed feature, '-' one this kernel does not
+    have."""
     _check_devices(args.devices)
     names = args.devices or ethtool.list_devices()
     found = []
@@ -152,6 +147,9 @@ def _run_each(devices, action, json_out):
 
 
 def cmd_set(args):
+    """Apply POLICY (all-off, tx-off, none, or a list like tx=off,sg=off)
+    to the devices with ethtool, recording what was there before so that
+    `restore` can put it back."""
     devices = args.devices
     policy = parse_policy(args.policy)  # refuse bad input before anything
     _check_devices(devices)
@@ -163,6 +161,8 @@ def cmd_set(args):
 
 
 def cmd_restore(args):
+    """Restore the recorded prior state of the devices and forget the
+    record."""
     _check_devices(args.devices)
     if args.all == bool(args.devices):
         raise BadArgument("name the devices to restore, or give --all")

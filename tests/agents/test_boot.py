@@ -154,15 +154,19 @@ def test_refresh_only_writes_the_cache_and_touches_no_device(host):
     assert before == dict((d, host.ns.ethtool_k(d)) for d in before)
 
 
+def assert_enforced_from_the_cache(host, proc):
+    assert "enforcing from the cache" in proc.stderr
+    assert host.compliant("eth0", {"tx": "off"})
+    assert host.compliant(host.vif, ALL_OFF)
+    assert host.compliant(host.tap, ALL_OFF)
+
+
 def test_without_xapi_boot_enforces_from_the_cache(host):
     assert host.boot("--refresh-only").returncode == 0
     host.sim.stop()
     proc = host.boot()
     assert proc.returncode == 0, proc.stderr
-    assert "enforcing from the cache" in proc.stderr
-    assert host.compliant("eth0", {"tx": "off"})
-    assert host.compliant(host.vif, ALL_OFF)
-    assert host.compliant(host.tap, ALL_OFF)
+    assert_enforced_from_the_cache(host, proc)
 
 
 def test_without_xapi_refresh_only_keeps_the_cache_and_succeeds(host):
@@ -213,10 +217,7 @@ def test_xapi_failing_after_login_boot_enforces_from_the_cache(host, how):
     _fail_after_login(host, how)
     proc = host.boot()
     assert proc.returncode == 0, proc.stderr
-    assert "enforcing from the cache" in proc.stderr
-    assert host.compliant("eth0", {"tx": "off"})
-    assert host.compliant(host.vif, ALL_OFF)
-    assert host.compliant(host.tap, ALL_OFF)
+    assert_enforced_from_the_cache(host, proc)
 
 
 @pytest.mark.parametrize("how", ["still-booting", "stopped"])

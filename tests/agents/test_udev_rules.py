@@ -21,8 +21,8 @@ import re
 import pytest
 
 from sim import udevtest
+from sim.poolbox import kernel_can_create
 from tests.support import layout
-from tests.support.netns import kernel_supports
 
 pytestmark = pytest.mark.root
 
@@ -145,7 +145,7 @@ def test_every_line_of_the_rules_file_is_accepted(netns, rules):
 
 @pytest.mark.parametrize("kind", ["bond", "vlan"])
 def test_bond_and_vlan_pifs(netns, rules, kind):
-    if not kernel_supports(kind):
+    if not kernel_can_create(kind):
         pytest.skip("this kernel cannot create %s devices (ip link add type %s "
                     "fails)" % (kind, kind))
     if kind == "bond":

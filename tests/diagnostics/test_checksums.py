@@ -164,17 +164,24 @@ def check_during(ns, check, start_traffic, timeout=60):
     return outcome["result"]
 
 
-def test_egress_with_tx_on_is_expected_not_corruption(pair):
-    a, b = pair
+def check_with_traffic(a, b, check):
+    """check() in namespace a while a's CLIENT talks to b's SERVER; the
+    result and the client's exit status."""
     server = _started(b, [PY, "-c", SERVER])
     client = _started(a, [PY, "-c", CLIENT])
     try:
-        result = check_during(a, lambda: diagnostics.check_checksums(
-            None, {"device": "vA", "seconds": "3"}), lambda: _go(client))
+        result = check_during(a, check, lambda: _go(client))
     finally:  # stdin closed: a script still waiting goes on and ends
         client.communicate(timeout=20)
         server.communicate(timeout=20)
-    assert client.returncode == 0
+    return result, client.returncode
+
+
+def test_egress_with_tx_on_is_expected_not_corruption(pair):
+    a, b = pair
+    result, client_rc = check_with_traffic(a, b, lambda: diagnostics.check_checksums(
+        None, {"device": "vA", "seconds": "3"}))
+    assert client_rc == 0
     assert result["offload"]["tx"] == "on"
     assert result["classes"]["egress_local"] >= 8  # 2 handshakes + 2 UDP
     assert result["classes"]["egress_forwarded"] == 0
@@ -209,14 +216,8 @@ def test_injected_bad_checksums_are_ingress_corruption(pair):
 
 def test_packet_cap_stops_capture_early(pair):
     a, b = pair
-    server = _started(b, [PY, "-c", SERVER])
-    client = _started(a, [PY, "-c", CLIENT])
-    try:
-        result = check_during(a, lambda: checksums.check_checksums(
-            "vA", seconds=20, packets=2), lambda: _go(client))
-    finally:  # stdin closed: a script still waiting goes on and ends
-        client.communicate(timeout=20)
-        server.communicate(timeout=20)
+    result, _ = check_with_traffic(a, b, lambda: checksums.check_checksums(
+        "vA", seconds=20, packets=2))
     assert result["stopped_by"] == {"out": "packet cap", "in": "packet cap"}
     assert result["elapsed"] < 10
     assert result["packets"]["captured"] == 4

@@ -18,7 +18,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from tests.support import layout
+from tests.support import layout, tools
 from tests.support.tools import check, require_module, require_tool, run
 
 ROOT = layout.REPO
@@ -52,14 +52,6 @@ def build_env(**extra):
     return env
 
 
-def incomplete_flag():
-    sys.path.insert(0, os.path.join(ROOT, "pack"))
-    try:
-        import build
-    finally:
-        sys.path.pop(0)
-    return ["--allow-incomplete"] if build.missing_sources(ROOT) else []
-
 
 def read_iso(path):
     """{rock ridge path: bytes} for every file, and the volume id."""
@@ -91,7 +83,7 @@ def build_pack(base, env):
     # %check's pytest run is test_pack_rpm's business: the quick selftest here.
     proc = run([sys.executable, BUILD_PY, "pack", "--outdir", pack.outdir,
                 "--builddir", str(base / "build"), "--check", "selftest"]
-               + incomplete_flag(), env=env)
+               + tools.allow_incomplete(), env=env)
     assert proc.returncode == 0, proc.stderr
     pack.stderr = proc.stderr
     pack.iso = os.path.join(pack.outdir, "netoffload-%s.iso" % pack.version)

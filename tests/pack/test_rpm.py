@@ -15,7 +15,7 @@ import pytest
 
 from netoffload.engine.livestate import STATE_FILE
 from netoffload.paths import STATE_DIR
-from tests.support import layout
+from tests.support import layout, tools
 from tests.support.tools import check, interpreter, require_tool, run
 
 ROOT = layout.REPO
@@ -45,24 +45,10 @@ def pack_tools():
         require_tool(name)
 
 
-def _missing_sources():
-    missing = [p for p in REQUIRED_SOURCES if not os.path.isfile(os.path.join(ROOT, p))]
-    if not glob.glob(os.path.join(ROOT, "udev", "*.rules")):
-        missing.append("udev/*.rules")
-    return missing
-
-
-def _build_module():
-    sys.path.insert(0, os.path.join(ROOT, "pack"))
-    try:
-        import build
-    finally:
-        sys.path.pop(0)
-    return build
 
 
 def _tree_version():
-    return _build_module().read_version(ROOT)
+    return tools.pack_build().read_version(ROOT)
 
 
 def _bumped(version):
@@ -83,7 +69,7 @@ def built(tmp_path_factory):
     result.version = _tree_version()
     result.bumped = _bumped(result.version)
     result.outdir = str(base / "dist")
-    incomplete = ["--allow-incomplete"] if _build_module().missing_sources(ROOT) else []
+    incomplete = tools.allow_incomplete()
     # The first build is `make rpm`'s (its %check runs the no-root tests with
     # this python); the bumped one only needs the quick selftest.
     result.builddir = str(base / "build")
@@ -138,7 +124,10 @@ EXPECTED = expected_entries()
 # ------------------------------------------------------------ the package
 
 def test_source_tree_has_every_shipped_piece():
-    assert _missing_sources() == [], "a release RPM needs these; make rpm fails without them"
+    # a release RPM needs these; make rpm fails without them
+    assert [p for p in REQUIRED_SOURCES
+            if not os.path.isfile(os.path.join(ROOT, p))] == []
+    assert tools.pack_build().missing_sources(ROOT) == []
 
 
 def test_rpm_has_the_dist_name_and_header(built):
@@ -262,7 +251,7 @@ def test_packaged_tree_passes_selftest_under_dom0_python(built, tmp_path, minor)
     tree = tmp_path / "tree"
     with tarfile.open(copy + ".tgz") as archive:
         archive.extractall(str(tree))
-    incomplete = ["--allow-incomplete"] if _build_module().missing_sources(ROOT) else []
+    incomplete = tools.allow_incomplete()
     check([python, os.path.join(ROOT, "pack", "selftest.py"), "--buildroot", str(tree),
            "--version", built.version] + incomplete)
 

@@ -32,16 +32,6 @@ def _setns(fd):
         raise OSError(err, os.strerror(err))
 
 
-def kernel_supports(kind):
-    """True if `ip link add` can create a link of this kind here."""
-    ns = NetNS("probe")
-    try:
-        ns.ip("link", "add", "probe0", "type", kind, check=False)
-        return ns.ip("link", "show", "probe0", check=False).returncode == 0
-    finally:
-        ns.close()
-
-
 class NetNS(object):
     def __init__(self, tag="t"):
         self.name = "notest-%s-%d-%d-%s" % (

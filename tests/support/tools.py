@@ -9,6 +9,7 @@ import importlib
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -70,3 +71,20 @@ def check(argv, **kwargs):
     proc = run(argv, **kwargs)
     assert proc.returncode == 0, "%s\n%s%s" % (argv, proc.stdout, proc.stderr)
     return proc.stdout
+
+
+def pack_build():
+    """pack/build.py as a module (it is a script in a folder, not a package)."""
+    from tests.support import layout
+    sys.path.insert(0, os.path.join(layout.REPO, "pack"))
+    try:
+        import build
+    finally:
+        sys.path.pop(0)
+    return build
+
+
+def allow_incomplete():
+    """The build flag a tree that lacks some release sources needs."""
+    build = pack_build()
+    return ["--allow-incomplete"] if build.missing_sources(build.ROOT) else []

@@ -47,7 +47,7 @@ import socket
 import sys
 import time
 
-from netoffload import statedir
+from netoffload import exitcodes, statedir
 from netoffload.agents import cache_writer, watch_events
 from netoffload.agents.cache_writer import CacheEntries
 from netoffload.engine import livestate
@@ -260,7 +260,7 @@ class Watcher(object):
                  coalesce=EVENT_COALESCE, max_failures=MAX_FAILURES):
         self.state_dir = statedir.state_dir(state_dir)
         self.max_failures = max(1, int(max_failures))
-        self.exit_code = 0
+        self.exit_code = exitcodes.OK
         self.event_timeout = float(event_timeout)
         self.coalesce = max(0.0, float(coalesce))
         self._next_call = 0.0     # monotonic time the next event.from may start
@@ -316,7 +316,7 @@ class Watcher(object):
                     self.log.error("watch: %s; failed %d times in a row with "
                                    "xapi reachable; giving up", detail,
                                    failures)
-                    self.exit_code = 1
+                    self.exit_code = exitcodes.PARTIAL
                     break
                 log = self.log.error if failures >= FAILURES_LOUD \
                     else self.log.warning
@@ -592,7 +592,7 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
     watcher.log.info("watch: starting")
-    code = 0
+    code = exitcodes.OK
     try:
         code = watcher.run()
     except _Stop:

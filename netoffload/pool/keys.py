@@ -134,6 +134,11 @@ def policy_key(kind):
     return {POLICY_KIND_VIF: KEY_VIF, POLICY_KIND_PIF: KEY_PIF}[kind]
 
 
+def kind_of_policy_key(key):
+    """"vif" or "pif" for `netoffload-vif` / `netoffload-pif`, else None."""
+    return {KEY_VIF: POLICY_KIND_VIF, KEY_PIF: POLICY_KIND_PIF}.get(key)
+
+
 def tag_key(tag):
     """The pool key holding the VIF policy of VMs tagged `tag`."""
     return TAG_PREFIX + tag

@@ -50,6 +50,7 @@ from netoffload.pool.keys import (
     POLICY_KIND_VIF,
     TAG_PREFIX,
     explicit_keys,
+    kind_of_policy_key,
     tag_key,
     tag_of_key,
 )
@@ -213,7 +214,7 @@ def all_policies(records):
     pool_uuid = records.pool_record.get("uuid", "")
     for key in sorted(pool_config, key=lambda k: (k.startswith(TAG_PREFIX), k)):
         if key in (KEY_VIF, KEY_PIF):
-            result.append({"level": LEVEL_POOL, "kind": key[len("netoffload-"):],
+            result.append({"level": LEVEL_POOL, "kind": kind_of_policy_key(key),
                            "uuid": pool_uuid, "name": "", "key": key,
                            "policy": pool_config[key]})
         elif key.startswith(TAG_PREFIX):
@@ -228,7 +229,7 @@ def all_policies(records):
                                                 table[r].get("uuid", ""))):
             rec = table[ref]
             if key in (rec.get("other_config") or {}):
-                result.append({"level": level, "kind": key[len("netoffload-"):],
+                result.append({"level": level, "kind": kind_of_policy_key(key),
                                "uuid": rec.get("uuid", ""),
                                "name": rec.get("name_label", ""), "key": key,
                                "policy": rec["other_config"][key]})

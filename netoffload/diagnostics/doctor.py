@@ -106,8 +106,8 @@ def policy_section(session=None):
         devices = enforce.device_status(records, host_ref, plans=plans,
                                           store=LiveStateStore())
         pending = _pending_replugs(records, host_ref)
-        invalid = [p for p in all_policies(records)
-                   if not p.get("valid")]
+        invalid = [p.to_json() for p in all_policies(records)
+                   if not p.valid]
     except NetoffloadError as err:
         return {"available": False,
                 "reason": "XAPI unreachable or failing: %s" % err.message}

@@ -159,7 +159,7 @@ def version(session, args):
 def get_policy(session, args):
     _check_args(args, ())
     records = xapi.Xapi(session).snapshot()
-    return {"policies": all_policies(records)}
+    return {"policies": [p.to_json() for p in all_policies(records)]}
 
 
 def set_policy(session, args):

@@ -40,6 +40,7 @@ the one the pack wrote (someone set or removed it later) is `taken_over`:
 explicit, no longer the pack's, and revert leaves it as they set it (their
 later value wins over our saved prior; docs/policy.md, precedence rule 1).
 """
+import collections
 
 from netoffload.engine.features import FEATURES
 from netoffload.engine.policy import parse_policy
@@ -207,21 +208,47 @@ def resolve_pif(records, pif_ref, force=False):
     return _finish(Resolution(), pif.get("other_config"), levels, force)
 
 
+class PolicyEntry(collections.namedtuple(
+        "PolicyEntry", "level kind uuid name key policy error")):
+    """One policy key in the pool: where it is, what it says, and the
+    parse error that makes it INVALID (None when it parses)."""
+    __slots__ = ()
+
+    @property
+    def valid(self):
+        return self.error is None
+
+    def to_json(self):
+        entry = {"level": self.level, "kind": self.kind, "uuid": self.uuid,
+                 "name": self.name, "key": self.key, "policy": self.policy,
+                 "valid": self.valid}
+        if self.error is not None:
+            entry["error"] = self.error
+        return entry
+
+
+def _policy_entry(level, kind, uuid, name, key, text):
+    try:
+        parse_policy(text)
+        error = None
+    except BadArgument as err:
+        error = err.message
+    return PolicyEntry(level, kind, uuid, name, key, text, error)
+
+
 def all_policies(records):
-    """Every policy key in the pool, as a list of flat dicts (get_policy)."""
+    """Every policy key in the pool: [PolicyEntry], pool keys first, then
+    hosts, networks and VMs by name (get_policy, doctor)."""
     result = []
     pool_config = records.pool_other_config
     pool_uuid = records.pool_record.get("uuid", "")
     for key in sorted(pool_config, key=lambda k: (k.startswith(TAG_PREFIX), k)):
         if key in (KEY_VIF, KEY_PIF):
-            result.append({"level": LEVEL_POOL, "kind": kind_of_policy_key(key),
-                           "uuid": pool_uuid, "name": "", "key": key,
-                           "policy": pool_config[key]})
+            result.append(_policy_entry(LEVEL_POOL, kind_of_policy_key(key),
+                                        pool_uuid, "", key, pool_config[key]))
         elif key.startswith(TAG_PREFIX):
-            result.append({"level": LEVEL_TAG, "kind": POLICY_KIND_VIF,
-                           "uuid": pool_uuid,
-                           "name": tag_of_key(key), "key": key,
-                           "policy": pool_config[key]})
+            result.append(_policy_entry(LEVEL_TAG, POLICY_KIND_VIF, pool_uuid,
+                                        tag_of_key(key), key, pool_config[key]))
     for level, table, key in ((LEVEL_HOST, records.hosts, KEY_PIF),
                               (LEVEL_NETWORK, records.networks, KEY_VIF),
                               (LEVEL_VM, records.vms, KEY_VIF)):
@@ -229,15 +256,7 @@ def all_policies(records):
                                                 table[r].get("uuid", ""))):
             rec = table[ref]
             if key in (rec.get("other_config") or {}):
-                result.append({"level": level, "kind": kind_of_policy_key(key),
-                               "uuid": rec.get("uuid", ""),
-                               "name": rec.get("name_label", ""), "key": key,
-                               "policy": rec["other_config"][key]})
-    for entry in result:
-        try:
-            parse_policy(entry["policy"])
-            entry["valid"] = True
-        except BadArgument as err:
-            entry["valid"] = False
-            entry["error"] = err.message
+                result.append(_policy_entry(
+                    level, kind_of_policy_key(key), rec.get("uuid", ""),
+                    rec.get("name_label", ""), key, rec["other_config"][key]))
     return result

@@ -171,7 +171,7 @@ def test_all_policies_lists_every_level():
                     host={"netoffload-pif": "none"},
                     network={"netoffload-vif": "tx-off"},
                     vm={"netoffload-vif": "none"})
-    found = [(p["level"], p["kind"], p["name"], p["policy"], p["valid"])
+    found = [(p.level, p.kind, p.name, p.policy, p.valid)
              for p in all_policies(records)]
     assert found == [
         ("pool", "pif", "", "bad", False),
@@ -193,3 +193,15 @@ def test_host_liveness():
     assert records.host_is_live("OpaqueRef:host")
     records.host_metrics = None
     assert records.host_is_live("OpaqueRef:host")
+
+
+def test_a_policy_entry_says_why_it_is_invalid_in_its_json():
+    records = build(pool={"netoffload-pif": "tx=sideways"})
+    (entry,) = all_policies(records)
+    assert not entry.valid
+    assert entry.to_json() == {
+        "level": "pool", "kind": "pif", "uuid": entry.uuid, "name": "",
+        "key": "netoffload-pif", "policy": "tx=sideways", "valid": False,
+        "error": entry.error}
+    assert "sideways" in entry.error
+    assert "error" not in all_policies(build(pool={"netoffload-pif": "none"}))[0].to_json()

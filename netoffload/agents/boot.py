@@ -103,55 +103,70 @@ def _fall_back_to_cache(log, directory):
     return exitcodes.PARTIAL if failed else exitcodes.OK
 
 
-def _without_xapi(log, why, refresh_only, directory):
-    if refresh_only:
-        log.warning("boot: %s, cache not refreshed", why)
-        return exitcodes.OK
-    log.warning("boot: %s; enforcing from the cache", why)
-    return _fall_back_to_cache(log, directory)
+def _refreshed(log, session, directory):
+    """(records, host_ref, cache error or None) after writing the cache;
+    XapiError when xapi fails after login (still starting, or going away)."""
+    records, host_ref, data, cache_error = refresh_cache(session, directory)
+    if cache_error:
+        log.error("boot: cache not written (%s); enforcing from XAPI",
+                  cache_error)
+    else:
+        log.info("boot: cache refreshed: %d PIFs, %d VIFs",
+                 len(data["pifs"]), len(data["vifs"]))
+    return records, host_ref, cache_error
 
 
-def run(refresh_only=False, directory=None):
+def refresh_only(directory=None):
+    """--refresh-only (the RPM scriptlet): write the cache, touch nothing."""
     log = get_logger()
-    if not refresh_only:
-        try:
-            gone = forget_departed_guests(directory)
-        except DeviceError as err:
-            log.warning("boot: live-state records not pruned: %s", err.message)
-        else:
-            if gone:
-                log.info("boot: forgot the live-state records of %d departed "
-                         "guest devices (%s)", len(gone), ", ".join(gone[:10]))
     try:
         session = xapi.open_session()
     except XapiError as err:
-        return _without_xapi(log, "xapi unreachable (%s)" % err.message,
-                             refresh_only, directory)
-    cache_error, results = None, []
+        log.warning("boot: xapi unreachable (%s), cache not refreshed",
+                    err.message)
+        return exitcodes.OK
     try:
-        try:
-            records, host_ref, data, cache_error = refresh_cache(
-                session, directory)
-        except XapiError as err:
-            # logged in, then failed: xapi still starting, or going away
-            failure = err.message
-        else:
-            failure = None
-            if cache_error:
-                log.error("boot: cache not written (%s); enforcing from "
-                          "XAPI", cache_error)
-            else:
-                log.info("boot: cache refreshed: %d PIFs, %d VIFs",
-                         len(data["pifs"]), len(data["vifs"]))
-            if not refresh_only:
-                results = enforce_from_xapi(records, host_ref, directory)
+        _, _, cache_error = _refreshed(log, session, directory)
+    except XapiError as err:
+        log.warning("boot: xapi failed after login (%s), cache not refreshed",
+                    err.message)
+        return exitcodes.OK
     finally:
         xapi.close_session(session)
-    if failure is not None:
-        return _without_xapi(log, "xapi failed after login (%s)" % failure,
-                             refresh_only, directory)
-    if refresh_only:
-        return exitcodes.PARTIAL if cache_error else exitcodes.OK
+    return exitcodes.PARTIAL if cache_error else exitcodes.OK
+
+
+def _prune_departed_guests(log, directory):
+    try:
+        gone = forget_departed_guests(directory)
+    except DeviceError as err:
+        log.warning("boot: live-state records not pruned: %s", err.message)
+        return
+    if gone:
+        log.info("boot: forgot the live-state records of %d departed "
+                 "guest devices (%s)", len(gone), ", ".join(gone[:10]))
+
+
+def run(directory=None):
+    """The boot pass: refresh the cache and enforce every device from XAPI,
+    or from the cache when XAPI cannot be used."""
+    log = get_logger()
+    _prune_departed_guests(log, directory)
+    try:
+        session = xapi.open_session()
+    except XapiError as err:
+        log.warning("boot: xapi unreachable (%s); enforcing from the cache",
+                    err.message)
+        return _fall_back_to_cache(log, directory)
+    try:
+        records, host_ref, cache_error = _refreshed(log, session, directory)
+        results = enforce_from_xapi(records, host_ref, directory)
+    except XapiError as err:
+        log.warning("boot: xapi failed after login (%s); enforcing from the "
+                    "cache", err.message)
+        return _fall_back_to_cache(log, directory)
+    finally:
+        xapi.close_session(session)
     enforced, changed, failed = _summarise_live(results)
     for entry in failed:
         log.warning("boot: %s: %s", entry.device,
@@ -170,7 +185,7 @@ def main(argv=None):
                         help="only write the cache (used by the RPM scriptlet)")
     args = parser.parse_args(argv)
     try:
-        return run(refresh_only=args.refresh_only)
+        return refresh_only() if args.refresh_only else run()
     except NetoffloadError as err:
         get_logger().warning("boot: %s: %s", err.code, err.message)
         return exitcodes.PARTIAL

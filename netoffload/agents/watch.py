@@ -305,7 +305,7 @@ class Watcher(object):
                     self._step()
             except _Stop:
                 break
-            except Exception as err:  # noqa: every failure means reconnect
+            except Exception as err:  # every failure means reconnect
                 if self.stopping:
                     break
                 self.stats["errors"] += 1
@@ -342,21 +342,22 @@ class Watcher(object):
 
     def _disconnect(self):
         self._writers.stop()
-        self._harvest(replan=False)  # log and count what did get written
+        self._harvest()  # log and count what did get written; no replans
         self._writers.close()
         if self.session is not None:
             xapi.close_session(self.session)
         self.session = self.client = None
 
     # -- writing (master) --------------------------------------------------------
-    def _harvest(self, replan=True):
-        """Collect finished writes: log them; plan again the objects that
-        changed while their writes were in flight, once our writes show."""
+    def _harvest(self):
+        """Collect finished writes and log them; the refs to plan again:
+        objects that changed while their writes were in flight, once our
+        writes show."""
         written, failed, again = [], [], []
         for ref, plan, future in self._writers.finished():
             try:
                 result = future.result()
-            except Exception as err:  # noqa: a writer thread's surprise
+            except Exception as err:  # a writer thread's surprise
                 result = writer.ObjectWrite.failed(
                     plan, ["%s: %s" % (type(err).__name__, err)])
             if result.status == writer.STATUS_CHANGED:
@@ -377,8 +378,7 @@ class Watcher(object):
         for result in failed:
             self.log.warning("watch: %s %s: %s", result.cls,
                              result.label, "; ".join(result.error or []))
-        if replan and again:
-            self._reconcile(set(again))
+        return again
 
     # -- the loop ------------------------------------------------------------------
     def _connected(self):
@@ -438,7 +438,9 @@ class Watcher(object):
         pause = self._next_call - time.monotonic()
         if pause > 0:
             self._sleep(pause)
-        self._harvest()
+        again = self._harvest()
+        if again:
+            self._reconcile(set(again))
         if self._writers.in_flight():
             timeout = min(timeout, 1.0)  # to log finished writes promptly
         # Snapshots in this batch may predate the last writes of objects in

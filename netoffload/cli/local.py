@@ -153,10 +153,12 @@ def cmd_set(args):
     devices = args.devices
     policy = parse_policy(args.policy)  # refuse bad input before anything
     _check_devices(devices)
+    if args.dry_run:
+        return _run_each(
+            devices, lambda dev: ethtool.plan_features(dev, policy.features),
+            args.json)
     store = LiveStateStore()
-    return _run_each(devices,
-                     lambda dev: store.apply(dev, policy.features,
-                                             dry_run=args.dry_run),
+    return _run_each(devices, lambda dev: store.apply(dev, policy.features),
                      args.json)
 
 

@@ -398,7 +398,18 @@ class ApplyResult(object):
         return "ApplyResult(%r, %r)" % (self.device, self.features)
 
 
-def apply_features(device, wanted, dry_run=False, reader=None):
+def plan_features(device, wanted, reader=None):
+    """What apply_features would do, as an ApplyResult with dry_run set;
+    the device is only read."""
+    check_device(device)
+    wanted = check_wanted(wanted)
+    with _reader_for(reader) as reader:
+        current = reader.read(device)
+        _, status = plan(current, wanted)
+        return _unchanged(device, current, status, dry_run=True)
+
+
+def apply_features(device, wanted, reader=None):
     """Bring `device` to `wanted` {short: on|off} with at most one ethtool -K.
 
     Raises BadArgument for a bad name or wish (before anything runs) and
@@ -409,12 +420,18 @@ def apply_features(device, wanted, dry_run=False, reader=None):
     with _reader_for(reader) as reader:
         current = reader.read(device)
         to_change, status = plan(current, wanted)
-        if dry_run or not to_change:
-            before = current.as_onoff()
-            return ApplyResult(device, status, before, dict(before),
-                               dry_run=dry_run, errors=_held_errors(status))
+        if not to_change:
+            return _unchanged(device, current, status, dry_run=False)
         return _execute(device, reader, current, list(to_change.items()),
                         wanted, status, commanded=set(to_change))
+
+
+def _unchanged(device, current, status, dry_run):
+    """The result of a call that ran no command: before and after are the
+    state read."""
+    before = current.as_onoff()
+    return ApplyResult(device, status, before, dict(before), dry_run=dry_run,
+                       errors=_held_errors(status))
 
 
 def requested_bits(current, shorts):

@@ -132,15 +132,14 @@ class LiveStateStore(object):
         with self._locked():
             return dict((d, r.get("owner")) for d, r in self._load().items())
 
-    def apply(self, device, wanted, dry_run=False, owner=None):
-        """Record prior values of what will change, then apply `wanted`.
+    def apply(self, device, wanted, owner=None):
+        """Record prior values of what will change, then apply `wanted`
+        (ethtool.plan_features says what this would do, recording nothing).
 
         owner: "<vm-uuid>/<devid>" for a guest device; another owner's
         record is replaced."""
         ethtool.check_device(device)
         wanted = ethtool.check_wanted(wanted)
-        if dry_run:
-            return ethtool.apply_features(device, wanted, dry_run=True)
         with self._locked(), ethtool.Reader() as reader:
             devices = self._load()
             record = self._owned(devices.get(device), owner)

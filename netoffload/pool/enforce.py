@@ -286,8 +286,7 @@ def _run_live(records, host_ref, store, targets, step):
 def _plan_one(store, outcome):
     desired = outcome.local.resolution.live_features
     if desired:
-        outcome.result = ethtool.apply_features(outcome.device, desired,
-                                                dry_run=True)
+        outcome.result = ethtool.plan_features(outcome.device, desired)
     if desired or outcome.pending_restore:
         outcome.action = ACTION_PLAN
 

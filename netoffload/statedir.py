@@ -1,7 +1,7 @@
 """The state directory: where it is, files written whole or not at all, and
 the host lock.
 
-`state_dir(explicit=None)`: the directory every state file lives in.
+`paths.state_dir(explicit=None)` names the directory every state file lives in.
 
 `atomic_write(path, data, mode=0o600)`: a temp file in the same directory
 (so the rename cannot cross filesystems), fsync, rename over `path`, fsync
@@ -24,7 +24,6 @@ from netoffload.errors import Busy, DeviceError
 _TEMP_ATTEMPTS = 100
 
 
-state_dir = paths.state_dir
 
 
 def fsync_dir(path):
@@ -124,6 +123,6 @@ def host_lock(directory=None):
     It fails fast rather than wait: xapi puts no timeout on plugin calls,
     so a waiting call could hang its caller for ever.
     """
-    return locked(os.path.join(state_dir(directory), "lock"), 0,
+    return locked(os.path.join(paths.state_dir(directory), "lock"), 0,
                   "another netoffload apply or revert is running on this "
                   "host; try again when it has finished")

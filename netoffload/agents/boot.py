@@ -41,6 +41,8 @@ def refresh_cache(session, directory=None):
     data = cache_writer.build(records, host_ref)
     try:
         cache_writer.write(data, directory)
+    except DeviceError as err:  # the state directory itself (statedir.ensure)
+        return records, host_ref, data, err.message
     except (IOError, OSError) as err:
         return records, host_ref, data, "%s: %s" % (
             getattr(err, "filename", None) or cache.cache_path(directory),

@@ -49,7 +49,7 @@ import json
 import os
 import re
 
-from netoffload import statedir
+from netoffload import paths
 from netoffload.engine.features import FEATURES, VALUES
 from netoffload.errors import NotFound
 from netoffload.pool import keys
@@ -70,7 +70,7 @@ class CacheUnusable(NotFound):
 
 
 def cache_path(directory=None):
-    return os.path.join(statedir.state_dir(directory), CACHE_FILE)
+    return os.path.join(paths.state_dir(directory), CACHE_FILE)
 
 
 def is_uuid(text):
@@ -181,7 +181,7 @@ class IndexedCache(LocalCache):
     """LocalCache over cache.index: one byte search per lookup."""
 
     def __init__(self, directory=None):
-        directory = statedir.state_dir(directory)
+        directory = paths.state_dir(directory)
         path = os.path.join(directory, CACHE_FILE)
         try:
             current = stamp(os.stat(path))

@@ -11,7 +11,7 @@ import json
 import os
 import re
 
-from netoffload import statedir
+from netoffload import paths, statedir
 from netoffload.agents.cache import (
     CACHE_FILE,
     FORMAT,
@@ -277,8 +277,9 @@ def write(data, directory=None, changed=None):
     compare (the watcher knows which entries changed).
     cache.index is rewritten with cache.json (or when it is missing/stale).
     """
-    directory = statedir.state_dir(directory)
+    directory = paths.state_dir(directory)
     statedir.ensure(directory)
+    os.chmod(directory, 0o700)  # private even if it was made looser
     path = os.path.join(directory, CACHE_FILE)
     encoded = data if isinstance(data, Encoded) else Encoded.from_data(data)
     if changed is not None:
@@ -304,8 +305,9 @@ def write(data, directory=None, changed=None):
 
 def sync_pif_markers(pif_devices, directory=None):
     """One empty file per PIF device under <state>/pif/, stale ones removed."""
-    marker_dir = os.path.join(statedir.state_dir(directory), PIF_MARKER_DIR)
+    marker_dir = os.path.join(paths.state_dir(directory), PIF_MARKER_DIR)
     statedir.ensure(marker_dir)
+    os.chmod(marker_dir, 0o700)
     wanted = set()
     for name in pif_devices:
         try:

@@ -47,11 +47,11 @@ import socket
 import sys
 import time
 
-from netoffload import exitcodes, statedir
+from netoffload import exitcodes, paths
 from netoffload.agents import cache_writer, watch_events
 from netoffload.agents.cache_writer import CacheEntries
 from netoffload.engine import livestate
-from netoffload.errors import NetoffloadError
+from netoffload.errors import DeviceError, NetoffloadError
 from netoffload.log import get_logger
 from netoffload.pool import enforce, planning, writer, xapi
 from netoffload.pool.records import CLASSES, PoolRecords
@@ -258,7 +258,7 @@ class Watcher(object):
                  cache_debounce=CACHE_DEBOUNCE, backoff_max=BACKOFF_MAX,
                  writers=WRITERS, open_session=None, sleep=time.sleep,
                  coalesce=EVENT_COALESCE, max_failures=MAX_FAILURES):
-        self.state_dir = statedir.state_dir(state_dir)
+        self.state_dir = paths.state_dir(state_dir)
         self.max_failures = max(1, int(max_failures))
         self.exit_code = exitcodes.OK
         self.event_timeout = float(event_timeout)
@@ -542,6 +542,9 @@ class Watcher(object):
             return
         try:
             flushed = self._cache.flush(self.records)
+        except DeviceError as err:  # the state directory itself
+            self.log.warning("watch: cannot write the cache: %s", err.message)
+            return
         except (OSError, IOError) as err:
             self.log.warning("watch: cannot write the cache: %s", err)
             return

@@ -57,8 +57,7 @@ def compact_record(record):
     result = dict((intern(key), compact(value))
                   for key, value in record.items())
     if "other_config" in result:
-        result["other_config"] = dict(record["other_config"] or {})
-        result["other_config"] = compact(result["other_config"])
+        result["other_config"] = result["other_config"] or {}
     return result
 
 

@@ -42,8 +42,8 @@ def _handler(opts):
             "yes" if all(r.get("ok") for r in result["restored"].values())
             else "NO, see --json", table)
         _print(result, table, opts.json)
-        return exitcodes.OK if all(r.get("ok") for r in result["restored"].values()) \
-            else 1
+        restored = all(r.get("ok") for r in result["restored"].values())
+        return exitcodes.OK if restored else exitcodes.PARTIAL
     if opts.verb == "server":
         perftest.check_bounds(1, 1, opts.port)
         server = perftest.BenchServer(opts.bind, opts.port)

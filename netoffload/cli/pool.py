@@ -182,7 +182,7 @@ def _status(ns):
                       if h["uuid"] != res["host"]["uuid"]], out)
     code = _emit(result, ns.json, printer)
     noncompliant = [d for d in result["devices"] if not d.get("compliant")]
-    return code or (1 if noncompliant else 0)
+    return code or (exitcodes.PARTIAL if noncompliant else exitcodes.OK)
 
 
 def _policy_get(ns):

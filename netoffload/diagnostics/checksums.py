@@ -25,7 +25,6 @@ duration. Each flagged packet is then classified:
 For each flagged packet we also check whether the checksum field holds the
 pseudo-header sum (the signature of a pending offload) or something else.
 """
-import os
 import re
 import signal
 import socket
@@ -33,6 +32,7 @@ import subprocess
 import tempfile
 import time
 
+from netoffload import runner
 from netoffload.diagnostics import counters
 from netoffload.engine import ethtool
 from netoffload.engine.devices import parse_guest_device, validate_device
@@ -206,16 +206,6 @@ def classify(packet, direction, device, local_addresses):
 
 # -- running tcpdump -----------------------------------------------------------
 
-def _environment():
-    env = dict(os.environ)
-    env["LC_ALL"] = "C"
-    env["LANG"] = "C"
-    path = env.get("PATH", "/usr/bin:/bin").split(":")
-    env["PATH"] = ":".join(path + [p for p in ("/usr/sbin", "/sbin")
-                                   if p not in path])
-    return env
-
-
 def tcpdump_argv(device, direction, packets):
     return ["tcpdump", "-i", device, "-nn", "-vv", "-l", "-Q", direction,
             "-c", str(packets), CAPTURE_FILTER]
@@ -259,7 +249,7 @@ def capture(device, seconds, packets, clock=time.monotonic):
                 processes[direction] = (subprocess.Popen(
                     tcpdump_argv(device, direction, packets),
                     stdout=out_file, stderr=err_file,
-                    stdin=subprocess.DEVNULL, env=_environment(),
+                    stdin=subprocess.DEVNULL, env=runner.environment(),
                     universal_newlines=True), out_file, err_file)
             except FileNotFoundError as err:
                 raise DeviceError("tcpdump is not installed", "tcpdump") from err

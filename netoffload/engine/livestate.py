@@ -21,7 +21,7 @@ import errno
 import json
 import os
 
-from netoffload import statedir
+from netoffload import paths, statedir
 from netoffload.engine import ethtool
 from netoffload.engine.features import FEATURES, short_for_kernel_bit, value_or_none
 from netoffload.errors import DeviceError
@@ -53,7 +53,7 @@ class LiveStateStore(object):
     `[requested ...]`)."""
 
     def __init__(self, state_dir=None):
-        self.state_dir = statedir.state_dir(state_dir)
+        self.state_dir = paths.state_dir(state_dir)
         self.path = os.path.join(self.state_dir, STATE_FILE)
 
     # -- storage ------------------------------------------------------------

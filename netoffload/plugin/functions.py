@@ -316,22 +316,25 @@ ApplyPlan = namedtuple("ApplyPlan",
                        "ctx policy_writes planned plans live_targets base")
 
 
-def _change(session, args, spec, live, plan, show_plan, carry_out):
+# The switches of one apply or revert, each parsed once, in the order the
+# arguments are checked: the target, dry_run, confirm=yes and pool=true.
+ChangeRequest = namedtuple("ChangeRequest", "spec dry_run confirm pool_wide")
+
+
+def _change(session, args, request, live, plan, show_plan, carry_out):
     """The one path of apply and revert. scope=local: this host's live part
     only (`live`, a LiveOperation). Otherwise `plan()` works the change out;
     with dry_run `show_plan(work)` reports it, else `carry_out(work, args,
     spec, confirm, pool_wide)` does it under the host lock."""
-    dry_run = bool_arg(args, "dry_run")
-    confirm = _confirmed(args)
-    pool_wide = bool_arg(args, "pool")
     if _scope(args) == fanout.SCOPE_LOCAL:
-        if dry_run:
+        if request.dry_run:
             return _plan_local(session, args, live)
-        return _run_local(session, args, live, confirm)
-    if dry_run:
+        return _run_local(session, args, live, request.confirm)
+    if request.dry_run:
         return show_plan(plan())
     with host_lock():
-        return carry_out(plan(), args, spec, confirm, pool_wide)
+        return carry_out(plan(), args, request.spec, request.confirm,
+                         request.pool_wide)
 
 
 def apply(session, args):
@@ -339,10 +342,12 @@ def apply(session, args):
                                      "force", "scope"))
     spec = parse_target(args)
     policy = _policy_arg(args)
-    pool_wide = bool_arg(args, "pool")
+    request = ChangeRequest(spec, bool_arg(args, "dry_run"), _confirmed(args),
+                            bool_arg(args, "pool"))
     force = bool_arg(args, "force")
-    return _change(session, args, spec, APPLY_LIVE,
-                   lambda: _plan_apply(session, spec, policy, pool_wide, force),
+    return _change(session, args, request, APPLY_LIVE,
+                   lambda: _plan_apply(session, spec, policy,
+                                       request.pool_wide, force),
                    _apply_dry_run, _apply_changes)
 
 
@@ -425,8 +430,10 @@ RevertPlan = namedtuple("RevertPlan", "ctx scope plans live_targets base")
 def revert(session, args):
     _check_args(args, TARGET_KEYS + ("confirm", "pool", "scope", "dry_run"))
     spec = parse_target(args)
+    confirm = _confirmed(args)
     pool_wide = bool_arg(args, "pool")
-    return _change(session, args, spec, REVERT_LIVE,
+    request = ChangeRequest(spec, bool_arg(args, "dry_run"), confirm, pool_wide)
+    return _change(session, args, request, REVERT_LIVE,
                    lambda: _plan_revert(session, spec, pool_wide),
                    _revert_dry_run, _revert_changes)
 

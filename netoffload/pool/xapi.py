@@ -28,8 +28,6 @@ from netoffload.pool.records import CLASSES, PoolRecords
 
 ORIGINATOR = "netoffload"
 
-# Classes fetched by snapshot(), in PoolRecords argument order.
-
 
 class ObjectGone(XapiError):
     """The object was destroyed under us (HANDLE_INVALID); callers skip it."""

@@ -126,9 +126,17 @@ def test_boot_forgets_records_of_departed_guest_devices(host, xapi_up):
     assert host.vif in recorded  # enforced this boot: recorded afresh
 
 
-def test_a_cache_that_cannot_be_written_is_logged_and_xapi_still_enforces(
-        host):
-    os.makedirs(cache.cache_path(host.state))  # cache.json is a directory
+@pytest.mark.parametrize("blocked", ["cache.json", "pif"])
+def test_a_cache_path_taken_by_a_file_or_directory_still_lets_xapi_enforce(
+        host, blocked):
+    # cache.json a directory fails the write (OSError); a file named pif
+    # fails making the PIF marker directory (statedir.ensure, DeviceError)
+    path = os.path.join(host.state, blocked)
+    if blocked == "pif":
+        with open(path, "w"):
+            pass
+    else:
+        os.makedirs(path)
     proc = host.boot()
     assert (proc.returncode, proc.stdout) == (1, ""), proc.stderr
     assert "Traceback" not in proc.stderr

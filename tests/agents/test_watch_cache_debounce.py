@@ -5,7 +5,7 @@ import os
 import pytest
 
 from netoffload.agents import cache
-from netoffload.agents.watch import CACHE_MAX_LAG, DebouncedCache
+from netoffload.agents.watch import CACHE_MAX_LAG, DebouncedCache, Watcher
 from netoffload.pool.records import PoolRecords
 
 HOST = "OpaqueRef:host"
@@ -73,3 +73,24 @@ def test_a_failed_write_is_written_at_the_next_flush(tmp_path, mocker):
     assert not os.path.exists(cache.cache_path(str(tmp_path)))
     assert upkeep.flush(_records()).written is True
     assert cache.load(str(tmp_path)).vif(VM_UUID, 0)[0] == {"tx": "off"}
+
+
+@pytest.mark.parametrize("blocked", ["cache.json", "pif"])
+def test_the_watcher_logs_a_cache_it_cannot_write_and_goes_on(tmp_path, blocked):
+    # cache.json a directory: OSError from the write; a file named pif:
+    # DeviceError from making the PIF marker directory
+    state = tmp_path / "state"
+    state.mkdir()
+    if blocked == "pif":
+        (state / "pif").write_text("")
+    else:
+        (state / "cache.json").mkdir()
+    watcher = Watcher(state_dir=str(state))
+    watcher.records, watcher.host_ref = _records(), HOST
+    watcher._cache.restart(HOST)
+    logged = []
+    watcher.log = type("Log", (), {
+        "warning": lambda self, *a: logged.append(a[0] % a[1:]),
+        "info": lambda self, *a: None})()
+    watcher._flush_cache()  # must not raise
+    assert len(logged) == 1 and logged[0].startswith("watch: cannot write the cache")

@@ -613,7 +613,10 @@ class PoolBox(object):
         for host in self.hosts:
             host.ref = sim.add_host(host.name, address=host.address,
                                     netns=host.ns_name)
-            sim.configure_host(host.ref, env=self._host_env_extra(host))
+            # the plugin finds the store at its dom0 path; helpers run by
+            # hand (SimHost.env) get the environment
+            sim.configure_host(host.ref, env=self._host_env_extra(host),
+                               xenstore=host.xenstore_file)
             host.uuid = sim.snapshot_db()["host"][host.ref]["uuid"]
             for net, device in ((0, "eth0"), (1, "eth1"), (None, "bond0")):
                 pif = sim.add_pif(

@@ -162,6 +162,7 @@ CLASSES = {
         "status": _f(ENUM, "pending",
                      choices=("pending", "success", "failure", "cancelling",
                               "cancelled")),
+        "session": _f(REF, NULL_REF, target="session"),
         "resident_on": _f(REF, NULL_REF, target="host"),
         "progress": _f(FLOAT, 0.0),
         "type": _f(STR, "<none/>"),

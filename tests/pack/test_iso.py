@@ -229,6 +229,7 @@ def packaged_plugin_version(pack, workdir):
         return pool.call("version", host="h1")
 
 
+@pytest.mark.root  # the plugin runs in a private mount namespace
 def test_version_is_the_same_in_all_four_places(pack, tmp_path):
     """__version__, setup.py and the RPM Version, update.xml, and the
     packaged plugin's `version` function."""

@@ -15,6 +15,9 @@ from sim import xapi_plugins
 from sim.xapi_sim import SIM_PYLIB
 from tests.support.simpool import SimPool
 
+# plugins run in a private mount namespace (sim/dom0view.py): root only
+pytestmark = pytest.mark.root
+
 PLUGIN = r'''#!/usr/bin/python3
 import json
 import os
@@ -219,7 +222,6 @@ def test_offline_host_and_bad_args(sim, session):
     assert info.value.details == ["FIELD_TYPE_ERROR", "args"]
 
 
-@pytest.mark.root
 def test_plugin_runs_inside_the_hosts_network_namespace(sim, session, netns):
     netns.ip("link", "add", "eth7", "type", "veth", "peer", "name", "eth8")
     sim.configure_host(sim.member, netns=netns.name)

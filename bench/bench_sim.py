@@ -119,7 +119,7 @@ def main():
                     "PYTHONPATH": ":".join([SIM_PYLIB, os.path.dirname(
                         os.path.dirname(os.path.abspath(XenAPI.__file__)))])}
         argv = [os.path.join(plugin_dir, "ping"),
-                xapi_plugins.method_call("ping", unix._session, {})]
+                xapi_plugins.method_call("ping", unix_session(sim)._session, {})]
         times = []
         for _ in range(20):
             start = time.perf_counter()

@@ -168,6 +168,7 @@ class Handler(BaseHTTPRequestHandler):
     ("raw", value) for the simulator's own sim.* calls (Python's
     marshalling, XML-RPC only)."""
     protocol_version = "HTTP/1.1"  # keep-alive, as xapi and its clients use
+    disable_nagle_algorithm = True  # replies leave at once (TCP)
     server_version = "xapi"
     sys_version = ""
 
@@ -195,8 +196,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for name, value in extra:
             self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
+        # headers and body in one write: two small writes on a keep-alive
+        # connection would meet the client's delayed ACK
+        self._headers_buffer.append(b"\r\n" + body)
+        self.flush_headers()
 
     def do_GET(self):
         self._send(404, "text/html", b"<html><body>Not found</body></html>")

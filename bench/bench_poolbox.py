@@ -226,6 +226,8 @@ def scale(hosts):
             "fanout_workers": floors[0]["workers"],
             "floor_unbounded_s_median": round(statistics.median(
                 f["seconds"] for f in unbounded), 3),
+            "floor_unbounded_s": [round(f["seconds"], 3)
+                                  for f in unbounded],
             "floor_unbounded_peak_in_flight": max(
                 f["peak"] for f in unbounded),
             "floor_unbounded_caller_rss_mib": round(max(

@@ -11,36 +11,50 @@ import json
 import sys
 
 from netoffload import exitcodes
+from netoffload.cli.output import add_json, examples
 from netoffload.engine import ethtool
 from netoffload.engine.features import FEATURES
 from netoffload.engine.livestate import LiveStateStore
 from netoffload.engine.policy import parse_policy
-from netoffload.errors import BadArgument, NetoffloadError
+from netoffload.errors import BadArgument, NetoffloadError, NotFound
 
 
-def _verb(subparsers, name, handler, summary):
+def _verb(subparsers, name, handler, summary, epilog):
     """A verb: its one-line help, the handler's docstring as its
-    description, and --json."""
+    description, examples, and --json."""
     parser = subparsers.add_parser(name, help=summary,
-                                   description=handler.__doc__)
-    parser.add_argument("--json", action="store_true", help="print JSON")
+                                   description=handler.__doc__, epilog=epilog)
+    add_json(parser)
     parser.set_defaults(handler=handler)
     return parser
 
 
 def register(subparsers):
     show = _verb(subparsers, "show", cmd_show,
-                 "show the offload features of local devices")
-    show.add_argument("devices", nargs="*", metavar="DEV")
+                 "show the offload features of local devices",
+                 examples("netoffload show", "netoffload show eth0 --json"))
+    show.add_argument("devices", nargs="*", metavar="DEV",
+                      help="devices to show (default: every device)")
 
-    setp = _verb(subparsers, "set", cmd_set, "apply a policy to local devices now")
-    setp.add_argument("devices", nargs="+", metavar="DEV")
-    setp.add_argument("policy", metavar="POLICY")
+    setp = _verb(subparsers, "set", cmd_set,
+                 "apply a policy to local devices now",
+                 examples("netoffload set eth1 tx=off,sg=off --dry-run",
+                          "netoffload set eth1 tx=off,sg=off",
+                          "netoffload restore eth1"))
+    setp.add_argument("devices", nargs="+", metavar="DEV",
+                      help="local network devices")
+    setp.add_argument("policy", metavar="POLICY",
+                      help="all-off, tx-off, none, or a list such as "
+                      "tx=off,sg=off")
     setp.add_argument("--dry-run", action="store_true",
                       help="show what would change, change nothing")
 
-    restore = _verb(subparsers, "restore", cmd_restore, "put back what `set` changed")
-    restore.add_argument("devices", nargs="*", metavar="DEV")
+    restore = _verb(subparsers, "restore", cmd_restore,
+                    "put back what `set` changed",
+                    examples("netoffload restore eth1",
+                             "netoffload restore --all"))
+    restore.add_argument("devices", nargs="*", metavar="DEV",
+                         help="devices whose recorded state to restore")
     restore.add_argument("--all", action="store_true",
                          help="every device with a record")
 
@@ -68,18 +82,26 @@ def _print_json(data):
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def _check_devices(devices):
+def _check_devices(devices, present=False):
+    """Refuse bad names (and, with `present`, devices this host does not
+    have) before anything is read or changed: exit 2."""
     for dev in devices:
         ethtool.check_device(dev)
     if len(set(devices)) != len(devices):
         raise BadArgument("a device is named more than once")
+    if present and devices:
+        have = set(ethtool.list_devices())
+        missing = [dev for dev in devices if dev not in have]
+        if missing:
+            raise NotFound("no network device %s on this host" %
+                           ", ".join(missing))
 
 
 def cmd_show(args):
     """Show the eight offload features of local devices (all devices by
     default). '*' marks a fixed feature, '-' one this kernel does not
     have."""
-    _check_devices(args.devices)
+    _check_devices(args.devices, present=True)
     names = args.devices or ethtool.list_devices()
     found = []
     errors = []
@@ -152,7 +174,7 @@ def cmd_set(args):
     `restore` can put it back."""
     devices = args.devices
     policy = parse_policy(args.policy)  # refuse bad input before anything
-    _check_devices(devices)
+    _check_devices(devices, present=True)
     if args.dry_run:
         return _run_each(
             devices, lambda dev: ethtool.plan_features(dev, policy.features),

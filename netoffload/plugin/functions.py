@@ -50,8 +50,8 @@ from netoffload.pool import (
     writer,
     xapi,
 )
-from netoffload.pool.precedence import all_policies
-from netoffload.pool.records import eligible_vifs
+from netoffload.pool.precedence import all_policies, resolve_vif
+from netoffload.pool.records import eligible_vifs, eligible_vms
 from netoffload.pool.targeting import TARGET_ALL, TARGET_PIF, Target
 from netoffload.statedir import host_lock
 
@@ -472,6 +472,92 @@ def _revert_changes(work, args, spec, confirm, pool_wide):
                         pool_wide)
 
 
+# -- report -------------------------------------------------------------------
+
+# The provenance fields of CONTRACTS.md A that a report entry carries over
+# from Resolution.to_json() when the pool side provides them.
+PROVENANCE = ("sources", "contributing", "shadowed", "overrides")
+
+
+def _report_entry(records, vm_ref, vif_ref, resolution):
+    vm = records.vms[vm_ref]
+    vif = records.vifs[vif_ref]
+    network = records.networks.get(vif.get("network")) or {}
+    host = records.hosts.get(vm.get("resident_on")) or {}
+    resolved = resolution.to_json()
+    entry = {"vm": vm.get("name_label", ""), "vm_uuid": vm.get("uuid", ""),
+             "power_state": vm.get("power_state", ""),
+             "host": host.get("name_label") if vm.get("power_state") ==
+             "Running" else None,
+             "vif": "vif%s" % vif.get("device", "?"),
+             "vif_uuid": vif.get("uuid", ""),
+             "network": network.get("name_label", ""),
+             "desired": resolution.live_features,
+             "explicit": dict(resolution.explicit),
+             "off": sorted(f for f, v in resolution.features.items()
+                           if v == "off"),
+             "policy": resolution.policy, "level": resolution.level,
+             "devices": [], "drift": None}
+    for key in PROVENANCE:
+        if key in resolved:
+            entry[key] = resolved[key]
+    entry.setdefault("sources", dict(resolution.sources))
+    if resolution.error:
+        entry["policy"] = "INVALID"
+        entry["policy_error"] = resolution.error
+    return entry
+
+
+def report(session, args):
+    """Pool-wide, from the database: every VIF of every VM (running or
+    halted) with a feature resolved off, an explicit key, an invalid policy
+    or drift on a live device (`all=true`: every VIF), with where each
+    feature comes from; the live part (devices, drift) from every live
+    host's `status scope=local`."""
+    _check_args(args, ("all",))
+    everything = bool_arg(args, "all")
+    ctx = context.CallContext(session)
+    records = ctx.records
+    local = status(session, {"scope": fanout.SCOPE_LOCAL})
+    hosts = fanout.fan_out(ctx, "status", {}, local)
+    live = {}  # (vm uuid, VIF device number) -> [status device entry]
+    for host in hosts:
+        for dev in (host.get("result") or {}).get("devices") or []:
+            vm_uuid = (dev.get("vm") or {}).get("uuid")
+            if vm_uuid and dev.get("device"):
+                devid = dev["device"].rsplit(".", 1)[-1]
+                live.setdefault((vm_uuid, devid), []).append(dev)
+    entries = []
+    for vm_ref in eligible_vms(records):
+        vm = records.vms[vm_ref]
+        for vif_ref in records.vifs_of_vm(vm_ref):
+            entry = _report_entry(records, vm_ref, vif_ref,
+                                  resolve_vif(records, vif_ref))
+            devid = str(records.vifs[vif_ref].get("device"))
+            for dev in live.get((vm.get("uuid"), devid), []):
+                entry["devices"].append(dev["device"])
+                if dev.get("drift") and not entry["drift"]:
+                    entry["drift"] = dict(dev["drift"], device=dev["device"])
+            entry["devices"].sort()
+            if everything or entry["off"] or entry["explicit"] or \
+                    entry["drift"] or entry["policy"] == "INVALID":
+                entries.append(entry)
+    entries.sort(key=lambda e: (e["vm"].lower(), e["vm_uuid"], e["vif"]))
+    invalid = [p.to_json() for p in all_policies(records) if not p.valid]
+    return {
+        "host": ctx.host_json(), "vifs": entries,
+        "invalid_policies": invalid,
+        "hosts_unreachable": [dict((k, h[k]) for k in ("uuid", "name_label",
+                                                       "error"))
+                              for h in hosts if not h.get("ok")],
+        "summary": {
+            "vifs_off": sum(1 for e in entries if e["off"]),
+            "vms_off": len(set(e["vm_uuid"] for e in entries if e["off"])),
+            "explicit": sum(1 for e in entries if e["explicit"]),
+            "drift": sum(1 for e in entries if e["drift"]),
+            "invalid": len(invalid)}}
+
+
 FUNCTIONS = {
     "version": version,
     "status": status,
@@ -479,4 +565,5 @@ FUNCTIONS = {
     "set_policy": set_policy,
     "apply": apply,
     "revert": revert,
+    "report": report,
 }

@@ -11,6 +11,7 @@ import json
 import sys
 
 from netoffload import exitcodes
+from netoffload.cli import render
 from netoffload.cli.output import add_json, examples
 from netoffload.plugin import diagnostics
 
@@ -84,11 +85,15 @@ def _doctor(opts):
     out = sys.stdout
     policy = result["policy"]
     if policy.get("available"):
-        out.write("policy: %d device(s), %d covered, %d non-compliant, %d "
-                  "pending replug(s)\n" % (
+        render.wrap("policy: %d device(s), %d covered, %d non-compliant, %d "
+                    "pending replug(s), %d invalid policies, %d with explicit "
+                    "settings, %d drifting" % (
                       policy["devices"], policy["covered"],
                       len(policy["non_compliant"]),
-                      len(policy["pending_replugs"])))
+                      len(policy["pending_replugs"]),
+                      len(policy.get("invalid_policies") or []),
+                      len(policy.get("overrides") or []),
+                      len(policy.get("drift") or [])), out)
     else:
         out.write("policy: not checked: %s\n" % policy.get("reason"))
     dom0 = result["dom0"]
@@ -100,10 +105,10 @@ def _doctor(opts):
         "max_queues %d" % dom0["netback"]["max_queues"]
         if dom0["netback"].get("available") else "unavailable"))
     for item in result["advice"]:
-        out.write("* %s: %s\n    why: %s\n" % (item["item"], item["advice"],
-                                              item["reason"]))
+        render.wrap("* %s: %s" % (item["item"], item["advice"]), out)
+        render.wrap("    why: %s" % item["reason"], out, indent="    ")
         if item.get("cost"):
-            out.write("    cost: %s\n" % item["cost"])
+            render.wrap("    cost: %s" % item["cost"], out, indent="    ")
     return exitcodes.OK
 
 

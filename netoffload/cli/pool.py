@@ -280,6 +280,9 @@ def _policy_usage(ns):
     return exitcodes.USAGE
 
 
+_policy_usage.shows_help = True  # a group's help, not a verb
+
+
 # -- apply / revert -------------------------------------------------------------
 
 def _plan_everywhere(client, fn, args, plan):

@@ -37,7 +37,8 @@ def cli(box, *argv, **kw):
 def test_policy_set_get_and_clear(pool):
     done = cli(pool, "policy", "set", "tag", "vif", "tx-off", "--tag", "bsd")
     assert done.returncode == 0, done.stderr
-    assert "tag vif bsd: None -> tx-off" in done.stdout
+    assert "tag vif bsd: (none set) -> tx-off" in done.stdout
+    assert "None" not in done.stdout
     shown = cli(pool, "policy", "get", "--json")
     assert [(p["level"], p["name"], p["policy"])
             for p in json.loads(shown.stdout)["policies"]] == [

@@ -1,0 +1,122 @@
+"""The CLI's human output from plugin JSON (no xapi): the "why" of each
+device from the provenance fields of CONTRACTS.md A, profile names, no
+Python reprs, 100 columns at most. The fixtures follow the contract
+exactly; entries from an older plugin (no provenance fields) still render."""
+import io
+import json
+import os
+
+import pytest
+
+from netoffload.cli import render
+from tests.support import layout
+
+FIXTURE = os.path.join(layout.FIXTURES, "cli", "status_provenance.json")
+
+
+def _status():
+    with open(FIXTURE) as handle:
+        return json.load(handle)
+
+
+def _render(devices):
+    out = io.StringIO()
+    render.print_devices(devices, out)
+    return out.getvalue()
+
+
+def test_why_cell_names_every_source():
+    devices = dict((d["device"], d) for d in _status()["devices"])
+    assert render.why(devices["vif3.0"]) == "explicit(tx) pool(sg)"
+    assert render.why(devices["vif2.0"]) == "tag:pfsense"
+    assert render.why(devices["eth0"]) == "property"
+    assert render.why(devices["vif5.0"]) == "INVALID (vm)"
+    assert render.why({"device": "vif9.0", "policy": "none", "level": "vm",
+                       "desired": {}, "explicit": {}, "sources": {}}) == \
+        "opt-out (vm)"
+    assert render.why({"device": "eth1", "policy": None, "level": None,
+                       "desired": {}, "explicit": {}}) == "-"
+
+
+def test_status_table_says_why_and_what_was_shadowed():
+    text = _render(_status()["devices"])
+    lines = text.splitlines()
+    assert lines[0].split() == ["DEVICE", "KIND", "VM", "DESIRED", "WHY",
+                                "STATE"]
+    row = dict((line.split()[0], line) for line in lines[1:5])
+    # the explicit tx=on joins the policy's sg=off in DESIRED
+    assert "tx=on,sg=off" in row["vif3.0"]
+    assert "all-off" in row["vif2.0"] and "differs: tx DRIFT" in row["vif2.0"]
+    assert "INVALID policy" in row["vif5.0"]
+    assert "vif3.0: tx=on is explicit: changed by someone after netoffload " \
+        "wrote it; beats the pool policy tx=off,sg=off" in " ".join(
+            text.split())
+    assert "vif3.0: network policy tx-off is shadowed" in text
+    assert "vif2.0: pool policy tx-off is shadowed" in text
+    assert "eth0: gro=off is property: PIF property gro=off" in text
+    assert "vif2.0: DRIFT since 2025-12-02 00:00:00 UTC: live tx=on" in text
+    assert "vif5.0: INVALID policy at vm, treated as none" in text
+
+
+def test_no_python_reprs_and_at_most_100_columns():
+    text = _render(_status()["devices"])
+    assert "None" not in text and "{'" not in text and "[]" not in text
+    assert max(len(line) for line in text.splitlines()) <= render.MAX_WIDTH
+    # the long VM name is cut, not the table widened
+    assert "a very long virtual" in text and ".." in text
+
+
+def test_an_older_plugin_without_provenance_still_says_why():
+    old = {"device": "vif3.0", "kind": "vif", "compliant": True,
+           "vm": {"name_label": "db 01 (prod)", "uuid": "u"},
+           "desired": {}, "explicit": {"tx": "on"}, "ignored_by_xapi": [],
+           "policy": "tx-off", "level": "pool", "differs": []}
+    assert render.why(old) == "explicit"
+    text = _render([old])
+    assert "tx=on" in text
+    assert "beats the pool policy tx-off" in " ".join(text.split())
+
+
+@pytest.mark.parametrize("features,shown", [
+    ({}, "-"),
+    (dict((f, "off") for f in ("rx", "tx", "sg", "tso", "ufo", "gso", "gro",
+                               "lro")), "all-off"),
+    ({"tx": "off"}, "tx-off"),
+    ({"sg": "off", "tx": "on"}, "tx=on,sg=off"),
+])
+def test_features_as_profile_names(features, shown):
+    assert render.features_text(features) == shown
+
+
+def test_policy_changes_never_print_none():
+    out = io.StringIO()
+    render.print_policy_changes([{"class": "pool", "name": "", "uuid": "p",
+                                  "key": "netoffload-vif", "previous": None,
+                                  "policy": "tx-off"}], out)
+    assert out.getvalue() == "policy pool p netoffload-vif: (none set) -> " \
+        "tx-off\n"
+
+
+def test_result_summary_in_words_over_every_host():
+    result = {"host": {"name_label": "h1", "uuid": "1"}, "dry_run": False,
+              "objects": [], "policy": [], "devices": [],
+              "summary": {"objects": {"changed": 2}, "devices": 1,
+                          "devices_changed": 1, "devices_failed": []},
+              "hosts": [
+                  {"uuid": "1", "name_label": "h1", "ok": True, "result": {
+                      "devices": [], "summary": {"devices": 1,
+                                                 "devices_changed": 1,
+                                                 "devices_failed": []}}},
+                  {"uuid": "2", "name_label": "h2", "ok": True, "result": {
+                      "devices": [], "summary": {"devices": 3,
+                                                 "devices_changed": 2,
+                                                 "devices_failed": ["x"]}}},
+                  {"uuid": "3", "name_label": "h3", "ok": False,
+                   "error": ["HOST_OFFLINE", "the host is not live"]}]}
+    out = io.StringIO()
+    render.print_result(result, out)
+    text = out.getvalue()
+    assert "summary: {" not in text and "{" not in text
+    assert text.splitlines()[-1] == "done: objects: 2 changed; devices: 4, 3 " \
+        "changed, 1 failed; hosts: 3, unreachable: h3"
+    assert "host h3: UNREACHABLE HOST_OFFLINE the host is not live" in text

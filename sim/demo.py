@@ -33,6 +33,7 @@ import json
 import os
 import re
 import sys
+import textwrap
 import time
 
 from sim import poolbox
@@ -162,6 +163,22 @@ class Step(object):
                 "error": self.error}
 
 
+WIDTH = 100
+
+
+def fit(line, width=WIDTH):
+    """A narrative line wrapped at `width` columns, continuation lines
+    indented under it (the CLI's own lines are 100 columns at most; the
+    story indents them, so its long lines are wrapped here)."""
+    if len(line) <= width:
+        return line
+    lead = " " * (len(line) - len(line.lstrip(" ")))
+    return "\n".join(textwrap.wrap(
+        line.strip(" "), width, initial_indent=lead,
+        subsequent_indent=lead + "    ", break_long_words=True,
+        break_on_hyphens=False))
+
+
 class Narrator(object):
     """Prints the story; quiet (or on stderr) when a JSON record is wanted."""
 
@@ -170,7 +187,7 @@ class Narrator(object):
 
     def say(self, text=""):
         if self.stream is not None:
-            self.stream.write(text + "\n")
+            self.stream.write(fit(text) + "\n")
             self.stream.flush()
 
     def block(self, text, indent="    "):

@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
 """Builds the netoffload RPM and the signed supplemental pack ISO.
 
-    pack/build.py rpm    -> dist/netoffload-X.Y.Z.unsigned.rpm; signed
-                            (NETOFFLOAD_GPG_KEY set, or --sign):
+    pack/build.py rpm    -> dist/netoffload-X.Y.Z.unsigned.rpm (unsigned)
+                            or, signed (NETOFFLOAD_GPG_KEY set, or --sign),
                             dist/netoffload-X.Y.Z.rpm and the standard
                             netoffload-X.Y.Z-R.noarch.rpm name
-    pack/build.py pack   -> dist/netoffload-X.Y.Z.iso, the signed RPM, and
-                            the public key as dist/netoffload-X.Y.Z.pubkey.asc
-                            and as dist/<key file> (RPM-GPG-KEY-netoffload,
-                            or RPM-GPG-KEY-netoffload-dev with the dev key),
-                            the name update.xml's `key` gives it
+    pack/build.py pack   -> dist/netoffload-X.Y.Z.iso and the signed
+                            dist/netoffload-X.Y.Z.rpm and the public key
+                            dist/netoffload-X.Y.Z.pubkey.asc (also under the
+                            name update.xml's `key` gives it: dist/KEYFILE,
+                            RPM-GPG-KEY-netoffload, or with the throw-away
+                            development key RPM-GPG-KEY-netoffload-dev)
+
+An unsigned RPM never takes a signed build's name, so `make rpm` after
+`make pack` leaves the signed RPM beside the pack.
 
 The version comes from netoffload/__init__.py (`__version__`), the one
 version source. Signing uses the key named by NETOFFLOAD_GPG_KEY (key id or

@@ -303,7 +303,7 @@ def run_shell(box, python=sys.executable, shell_argv=None):
     argv = shell_argv or ["bash", "--noprofile", "--rcfile", rc, "-i"]
     sys.stdout.write(banner(box) + "\n")
     sys.stdout.flush()
-    shell = subprocess.Popen(argv, env=env, cwd=box.workdir)
+    shell = subprocess.Popen(argv, env=env, cwd=REPO_ROOT)
     box.processes.append(shell)  # close() stops it if we are stopped first
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:

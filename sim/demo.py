@@ -655,13 +655,11 @@ def run(hosts=3, narrator=None, keep=False):
         if keep:
             scenario.out.say("")
             scenario.out.say(record["verdict"])
-            box.print_access(scenario.out)
-            scenario.out.say("  --keep: the box stays up; Ctrl-C to clean up.")
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                pass
+            scenario.out.say("  --keep: a shell in the box as it is now (`make "
+                             "box` starts a fresh one, with logs); exit or "
+                             "Ctrl-D closes it.")
+            from sim.box import run_shell  # noqa: PLC0415 (only with --keep)
+            run_shell(box)
     finally:
         box.close()
     return record["ok"], record
@@ -695,7 +693,8 @@ def main(argv=None):
     parser.add_argument("--hosts", type=int, default=3, choices=(2, 3),
                         help="simulated hosts in the pool (default 3)")
     parser.add_argument("--keep", action="store_true",
-                        help="keep the box up after the story until Ctrl-C")
+                        help="after the story, a shell in the box (as make box "
+                        "gives); exit closes the box")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         sys.stderr.write("sim.demo: needs root (network namespaces)\n")

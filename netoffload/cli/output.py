@@ -44,6 +44,22 @@ class Parser(argparse.ArgumentParser):
         raise ParserError(message, self.format_usage())
 
 
+class Refused(errors.ConfirmRequired):
+    """A change that was not confirmed; with --json, its plan goes into the
+    error document."""
+
+    def __init__(self, message, plan):
+        errors.ConfirmRequired.__init__(self, message)
+        self.json_extra = {"plan": plan}
+
+
+def show_group_help(ns):
+    """The handler of a verb group given alone (`netoffload policy`): its
+    help on stderr, exit 2."""
+    ns.group_parser.print_help(sys.stderr)
+    return errors.UsageError.exit_code
+
+
 def add_json(parser):
     parser.add_argument("--json", action="store_true", help=JSON_HELP)
 

@@ -16,7 +16,7 @@ import sys
 import time
 
 from netoffload import errors, exitcodes
-from netoffload.cli import render
+from netoffload.cli import output, render
 from netoffload.cli.output import add_json, emit_json, examples, progress
 from netoffload.pool import xapi
 
@@ -275,12 +275,6 @@ def _policy_set(ns):
     return _emit(result, ns.json, printer)
 
 
-def _policy_usage(ns):
-    ns.policy_parser.print_help(sys.stderr)
-    return exitcodes.USAGE
-
-
-_policy_usage.shows_help = True  # a group's help, not a verb
 
 
 # -- apply / revert -------------------------------------------------------------
@@ -333,20 +327,17 @@ def _confirm_on_tty(client, fn, args, as_json):
     render.print_result(plan, sys.stderr if as_json else sys.stdout)
     prompt_out = sys.stderr if as_json else sys.stdout
     if not sys.stdin.isatty():
-        err = errors.ConfirmRequired(
+        raise output.Refused(
             "%s ALL touches every VIF and PIF in the pool: run it on a "
-            "terminal to confirm, or pass --yes; nothing was changed" % fn)
-        err.json_extra = {"plan": plan}
-        raise err
+            "terminal to confirm, or pass --yes; nothing was changed" % fn,
+            plan)
     prompt_out.write("\nThis changes every VIF and PIF in the pool. "
                      "Type YES to continue: ")
     prompt_out.flush()
     answer = sys.stdin.readline().strip()
     if answer != "YES":
-        err = errors.ConfirmRequired("not confirmed (%r is not YES): nothing "
-                                     "was changed" % answer[:20])
-        err.json_extra = {"plan": plan}
-        raise err
+        raise output.Refused("not confirmed (%r is not YES): nothing was "
+                             "changed" % answer[:20], plan)
     return True
 
 
@@ -509,7 +500,7 @@ def register(subparsers):
                         "netoffload policy set vm vif none --vm 'legacy appliance'",
                         "netoffload policy set host pif gro=off --host host2",
                         "netoffload policy set pool vif ''   # clear"))
-    p.set_defaults(handler=_policy_usage, policy_parser=p)
+    p.set_defaults(handler=output.show_group_help, group_parser=p)
     verbs = p.add_subparsers(dest="policy_verb", metavar="VERB")
     _parser(verbs, "get", "every policy key in the pool",
             "List every policy key in the pool; an INVALID one (a typo "

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from netoffload.cli import build_parser
+from netoffload.cli import build_parser, output
 from netoffload.diagnostics import doctor
 from netoffload.errors import BadArgument
 from netoffload.plugin import diagnostics
@@ -103,7 +103,7 @@ def _parse_error(command):
     except (SystemExit, BadArgument):  # netoffload.cli's parser raises
         return "argparse refused %r" % argv
     handler = getattr(args, "handler", None)
-    if handler is None or getattr(handler, "shows_help", False):
+    if handler is None or handler is output.show_group_help:
         return "no verb in %r" % argv
     return None
 

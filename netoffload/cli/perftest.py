@@ -94,7 +94,8 @@ def register(subparsers):
                         help="bench, apply POLICY to DEV(s) temporarily, bench "
                         "again, restore")
     parser.add_argument("--host", help="the bench server for --compare")
-    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB",
+                                  help="server or client (or --compare)")
     server = verbs.add_parser("server", help="serve bench clients",
                               description="Serve bench clients until Ctrl-C.")
     server.add_argument("--port", type=int, default=perftest.DEFAULT_PORT,

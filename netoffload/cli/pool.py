@@ -501,7 +501,8 @@ def register(subparsers):
                         "netoffload policy set host pif gro=off --host host2",
                         "netoffload policy set pool vif ''   # clear"))
     p.set_defaults(handler=output.show_group_help, group_parser=p)
-    verbs = p.add_subparsers(dest="policy_verb", metavar="VERB")
+    verbs = p.add_subparsers(dest="policy_verb", metavar="VERB",
+                             help="get or set")
     _parser(verbs, "get", "every policy key in the pool",
             "List every policy key in the pool; an INVALID one (a typo "
             "stored with xe) is treated as none.", None, _policy_get)

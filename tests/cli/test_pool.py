@@ -238,3 +238,34 @@ def test_policy_get_names_the_pool_not_its_uuid(pool):
         assert "(INVALID)" in text and "treated as none" in text
     finally:
         pool.set_pool_policy("netoffload-vif", None)
+
+
+def test_pool_runs_on_a_terminal_show_progress_on_stderr(pool):
+    master, slave = pty.openpty()
+    try:
+        env = pool.sim.plugin_env(pool.hosts["h1"])
+        done = subprocess.run([sys.executable, "-m", "netoffload", "status",
+                               "--pool"], stdout=subprocess.PIPE, stderr=slave,
+                              stdin=subprocess.DEVNULL, env=env, cwd=REPO,
+                              timeout=120, universal_newlines=True)
+        os.close(slave)
+        slave = None
+        err = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            err += chunk
+    finally:
+        if slave is not None:
+            os.close(slave)
+        os.close(master)
+    assert done.returncode == 0
+    text = err.decode()
+    assert "netoffload: status on 2 host(s): h1, h2 ..." in text
+    assert "every host answered or timed out in" in text
+    # not on a pipe
+    assert "status on" not in cli(pool, "status", "--pool").stderr

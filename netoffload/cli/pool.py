@@ -103,7 +103,32 @@ def _partial(result):
     return False
 
 
+def pool_summary(result):
+    """Counts over every host of a --pool result (the plugin's `summary`
+    is this host's): hosts, unreachable ones, devices and their outcome."""
+    hosts = result.get("hosts") or []
+    answered = [h["result"] for h in hosts if h.get("ok")]
+    devices = [d for r in answered for d in r.get("devices") or []
+               if d.get("device") is not None]
+    summary = {"hosts": len(hosts),
+               "unreachable": sorted(h.get("name_label") or h.get("uuid")
+                                     for h in hosts if not h.get("ok")),
+               "devices": len(devices)}
+    if any("compliant" in d for d in devices):
+        summary["compliant"] = sum(1 for d in devices if d.get("compliant"))
+    else:
+        summary["devices_changed"] = sum(1 for d in devices
+                                         if d.get("ran_command"))
+        summary["devices_failed"] = sorted(
+            "%s/%s" % (h["name_label"], d) for h in hosts if h.get("ok")
+            for d in (h["result"].get("summary") or {}).get(
+                "devices_failed") or [])
+    return summary
+
+
 def _emit(result, as_json, printer):
+    if result.get("hosts"):
+        result["pool_summary"] = pool_summary(result)
     if as_json:
         emit_json(result)
     else:

@@ -110,6 +110,11 @@ def test_pool_status_lists_every_host(pool):
     done = cli(pool, "status", "--pool", "--json")
     result = json.loads(done.stdout)
     assert sorted(h["name_label"] for h in result["hosts"]) == ["h1", "h2"]
+    # this host's devices in `summary`, every host's in `pool_summary`
+    every = sum(len(h["result"]["devices"]) for h in result["hosts"])
+    assert result["pool_summary"]["devices"] == every > \
+        result["summary"]["devices"]
+    assert result["pool_summary"]["hosts"] == 2
     assert "host h2" in cli(pool, "status", "--pool").stdout
 
 

@@ -279,3 +279,25 @@ def test_a_killed_box_is_cleaned_up_by_make_box():
     assert _box_namespaces(workdir) == []
     assert not os.path.exists(workdir)
     assert poolbox.processes_with_env(workdir.encode()) == []
+
+
+@pytest.mark.root
+def test_make_s_demo_json_is_only_json_and_its_story_fits_100_columns():
+    done = subprocess.run(["make", "-s", "demo", "DEMO_ARGS=--json --hosts 2"],
+                          cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True,
+                          timeout=300)
+    record = json.loads(done.stdout)  # nothing else on stdout
+    assert record["ok"] is True, record["verdict"]
+    assert done.returncode == 0
+    wide = [line for line in done.stderr.splitlines() if len(line) > 100]
+    assert wide == []
+    # the CLI's own output inside the record too
+    for step in record["steps"]:
+        for command in step["commands"]:
+            if "--json" in command["argv"]:
+                continue
+            assert max([len(line) for line in command["stdout"].splitlines()]
+                       or [0]) <= 100, command["argv"]
+            assert "None" not in command["stdout"], command["argv"]
+            assert "summary: {" not in command["stdout"], command["argv"]

@@ -305,6 +305,8 @@ def _dispatch(api, command, params, flags):
         return fields[name]
     if action == "param-remove":
         field = _map_field(params.get("param-name", ""))
+        if field == "properties":
+            raise XeError("properties cannot be removed, only set")
         getattr(klass, "remove_from_" + field)(ref, params["param-key"])
         return ""
     raise XeError("Unknown command: %s" % command)

@@ -102,9 +102,14 @@ def sources_of(dev):
 def wanted_of(dev):
     """Every feature the device should have: the policy's (`desired`) and
     the explicit on/off keys that beat it."""
+    sources = sources_of(dev)
     wanted = dict((f, v) for f, v in (dev.get("explicit") or {}).items()
                   if v in ("on", "off") and
-                  sources_of(dev).get(f) in (SOURCE_EXPLICIT, SOURCE_PROPERTY))
+                  sources.get(f) in (SOURCE_EXPLICIT, SOURCE_PROPERTY))
+    for item in dev.get("overrides") or []:  # a PIF property is no key
+        if item.get("value") in ("on", "off") and \
+                sources.get(item.get("feature")) == item.get("source"):
+            wanted[item["feature"]] = item["value"]
     wanted.update(dev.get("desired") or {})
     return wanted
 

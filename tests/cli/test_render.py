@@ -48,6 +48,8 @@ def test_status_table_says_why_and_what_was_shadowed():
     assert "tx=on,sg=off" in row["vif3.0"]
     assert "all-off" in row["vif2.0"] and "differs: tx DRIFT" in row["vif2.0"]
     assert "INVALID policy" in row["vif5.0"]
+    # the PIF property is no ethtool- key, yet it is what the PIF should have
+    assert row["eth0"].split()[2:5] == ["-", "gro=off", "property"]
     assert "vif3.0: tx=on is explicit: changed by someone after netoffload " \
         "wrote it; beats the pool policy tx=off,sg=off" in " ".join(
             text.split())

@@ -658,7 +658,7 @@ def run(hosts=3, narrator=None, keep=False):
             scenario.out.say("  --keep: a shell in the box as it is now (`make "
                              "box` starts a fresh one, with logs); exit or "
                              "Ctrl-D closes it.")
-            from sim.box import run_shell  # noqa: PLC0415 (only with --keep)
+            from sim.box import run_shell  # only with --keep
             run_shell(box)
     finally:
         box.close()

@@ -417,7 +417,9 @@ def main(argv=None):
     play = PlayBox(hosts=opts.hosts)
     try:
         play.start()
-        code = run_shell(play.box)
+        status = run_shell(play.box)
+        # `exit` passes on the last command's status: not the box's
+        code = 0 if status >= 0 else 128 - status
     finally:
         sys.stderr.write("box: closing: removing every namespace, process "
                          "and file of the box\n")

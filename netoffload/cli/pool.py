@@ -423,8 +423,7 @@ def _report_rows(result):
             "host": vif.get("host") or "",
             "vif": vif.get("vif"), "network": vif.get("network") or "",
             "device": ",".join(vif.get("devices") or []),
-            "off": render.features_text(dict(
-                (f, "off") for f in vif.get("off") or [])),
+            "off": render.off_text(vif.get("off") or []),
             "why": render.why(vif),
             "explicit": ",".join(
                 "%s=%s" % (o["feature"], o["value"])
@@ -446,7 +445,7 @@ def print_report(result, out):
         rows = [[r["vm"], r["power_state"], r["host"] or "-", r["vif"],
                  r["off"], r["why"]] for r in _report_rows(result)]
         render.table(rows, ["VM", "POWER", "HOST", "VIF", "OFF", "WHY"], out,
-                     shrink=(0, 5))
+                     shrink=(5, 4, 0))
         for vif in vifs:
             label = "%s/%s" % (vif["vm"], vif["vif"])
             for note in render.why_notes(dict(vif, device=label)):

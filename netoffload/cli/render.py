@@ -44,6 +44,15 @@ def features_text(mapping):
     return ",".join("%s=%s" % (f, mapping[f]) for f in order)
 
 
+def off_text(features):
+    """Features that are off: a profile name when they make one, else the
+    feature names."""
+    shown = features_text(dict((f, "off") for f in features))
+    if "=" not in shown:
+        return shown
+    return ",".join(f for f in FEATURES if f in features) or "-"
+
+
 def policy_text(value):
     """A stored policy for people: None (nothing stored) is '(none set)'."""
     return "(none set)" if value is None else value
@@ -152,18 +161,29 @@ def why_notes(dev):
     overrides = dev.get("overrides")
     if overrides is None:  # an older plugin: only the explicit keys
         overrides = [{"feature": f, "value": v, "source": SOURCE_EXPLICIT,
-                      "why": "ethtool-%s=%s was not written by netoffload"
-                             % (f, v)}
+                      "why": "not written by netoffload"}
                      for f, v in sorted((dev.get("explicit") or {}).items())
                      if sources_of(dev).get(f) == SOURCE_EXPLICIT]
+    beaten = ""
+    if dev.get("policy") not in (None, NONE, "INVALID"):
+        beaten = "; beats the %s policy %s" % (text(dev.get("level")),
+                                              dev["policy"])
+    groups = []  # one line per (source, why, value): features together
     for item in overrides:
-        beaten = ""
-        if dev.get("policy") not in (None, NONE, "INVALID"):
-            beaten = "; beats the %s policy %s" % (text(dev.get("level")),
-                                                  dev["policy"])
-        notes.append("%s: %s=%s is %s: %s%s" % (
-            name, item.get("feature"), text(item.get("value")),
-            item.get("source") or SOURCE_EXPLICIT, item.get("why"), beaten))
+        key = (item.get("source") or SOURCE_EXPLICIT, item.get("why"),
+               text(item.get("value")))
+        for group in groups:
+            if group[0] == key:
+                group[1].append(item.get("feature"))
+                break
+        else:
+            groups.append((key, [item.get("feature")]))
+    for (source, reason, value), features in groups:
+        features = [f for f in FEATURES if f in features] + [
+            f for f in features if f not in FEATURES]
+        notes.append("%s: %s=%s %s %s: %s%s" % (
+            name, ",".join(features), value,
+            "is" if len(features) == 1 else "are", source, reason, beaten))
     ignored = dev.get("ignored_by_xapi") or []
     if ignored:
         notes.append("%s: xapi ignores the value of %s (%s): neither on nor "

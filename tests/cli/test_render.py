@@ -122,3 +122,20 @@ def test_result_summary_in_words_over_every_host():
     assert text.splitlines()[-1] == "done: objects: 2 changed; devices: 4, 3 " \
         "changed, 1 failed; hosts: 3, unreachable: h3"
     assert "host h3: UNREACHABLE HOST_OFFLINE the host is not live" in text
+
+
+def test_explicit_settings_of_one_origin_share_a_line():
+    dev = {"device": "vif1.0", "kind": "vif", "compliant": True,
+           "desired": {"tx": "off"}, "explicit": {"rx": "off", "sg": "off"},
+           "policy": "tx-off", "level": "pool",
+           "sources": {"tx": "pool", "rx": "explicit", "sg": "explicit"},
+           "overrides": [
+               {"feature": "sg", "value": "off", "source": "explicit",
+                "why": "ethtool-sg=off set before netoffload"},
+               {"feature": "rx", "value": "off", "source": "explicit",
+                "why": "ethtool-sg=off set before netoffload"}]}
+    notes = render.why_notes(dev)
+    assert notes == ["vif1.0: rx,sg=off are explicit: ethtool-sg=off set "
+                     "before netoffload; beats the pool policy tx-off"]
+    assert render.off_text(["tx"]) == "tx-off"
+    assert render.off_text(["sg", "rx", "gso"]) == "rx,sg,gso"

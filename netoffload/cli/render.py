@@ -184,6 +184,16 @@ def why_notes(dev):
         notes.append("%s: %s=%s %s %s: %s%s" % (
             name, ",".join(features), value,
             "is" if len(features) == 1 else "are", source, reason, beaten))
+    overridden = set(item.get("feature") for item in overrides)
+    own = [f for f in FEATURES if sources_of(dev).get(f) == SOURCE_EXPLICIT
+           and f not in overridden and
+           (dev.get("explicit") or {}).get(f) in ("on", "off")]
+    if own:
+        notes.append("%s: %s explicit: set outside netoffload, and no "
+                     "policy here names %s" % (
+                         name, ",".join("%s=%s" % (f, dev["explicit"][f])
+                                        for f in own),
+                         "it" if len(own) == 1 else "them"))
     ignored = dev.get("ignored_by_xapi") or []
     if ignored:
         notes.append("%s: xapi ignores the value of %s (%s): neither on nor "
@@ -197,10 +207,14 @@ def why_notes(dev):
     elif dev.get("policy") == NONE and dev.get("level"):
         notes.append("%s: opted out at %s (policy none): netoffload leaves "
                      "it as it is" % (name, dev["level"]))
-    for item in dev.get("shadowed") or []:
-        notes.append("%s: %s policy %s is shadowed (a higher level decides "
-                     "every feature it names)" % (
-                         name, item.get("level"), item.get("policy")))
+    shadowed = dev.get("shadowed") or []
+    if shadowed:
+        notes.append("%s: shadowed: %s (a higher level decides every "
+                     "feature %s)" % (
+                         name, ", ".join("%s %s" % (item.get("level"),
+                                                    item.get("policy"))
+                                         for item in shadowed),
+                         "it names" if len(shadowed) == 1 else "they name"))
     drift = dev.get("drift")
     if drift:
         since = drift.get("since")
@@ -280,8 +294,27 @@ def print_devices(devices, out, explain=True):
         return
     table(rows, ["DEVICE", "KIND", "VM", "DESIRED", "WHY", "STATE"], out,
           shrink=(2, 4, 5))
-    for note in notes:
+    for note in merge_notes(notes):
         wrap("  " + note, out, indent="  ")
+
+
+def merge_notes(notes):
+    """"dev: text" notes with the same text (a VM's vif and tap, the
+    devices one policy covers) as one "dev1, dev2: text" line, in order."""
+    merged = []
+    index = {}
+    for note in notes:
+        device, sep, rest = note.partition(": ")
+        if not sep:
+            merged.append([[], note])
+            continue
+        if rest in index:
+            merged[index[rest]][0].append(device)
+        else:
+            index[rest] = len(merged)
+            merged.append([[device], rest])
+    return [("%s: %s" % (", ".join(devices), rest)) if devices else rest
+            for devices, rest in merged]
 
 
 def print_objects(objects, out):

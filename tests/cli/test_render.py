@@ -53,8 +53,9 @@ def test_status_table_says_why_and_what_was_shadowed():
     assert "vif3.0: tx=on is explicit: changed by someone after netoffload " \
         "wrote it; beats the pool policy tx=off,sg=off" in " ".join(
             text.split())
-    assert "vif3.0: network policy tx-off is shadowed" in text
-    assert "vif2.0: pool policy tx-off is shadowed" in text
+    assert "vif3.0: shadowed: network tx-off (a higher level decides " \
+        "every feature it names)" in text
+    assert "vif2.0: shadowed: pool tx-off" in text
     assert "eth0: gro=off is property: PIF property gro=off" in text
     assert "vif2.0: DRIFT since 2025-12-02 00:00:00 UTC: live tx=on" in text
     assert "vif5.0: INVALID policy at vm, treated as none" in text
@@ -139,3 +140,27 @@ def test_explicit_settings_of_one_origin_share_a_line():
                      "before netoffload; beats the pool policy tx-off"]
     assert render.off_text(["tx"]) == "tx-off"
     assert render.off_text(["sg", "rx", "gso"]) == "rx,sg,gso"
+
+
+def test_notes_of_several_devices_share_a_line():
+    shadow = {"kind": "vif", "compliant": True, "desired": {"tx": "off"},
+              "explicit": {}, "policy": "all-off", "level": "tag:bsd",
+              "sources": {"tx": "tag:bsd"},
+              "shadowed": [{"level": "network", "policy": "sg=off"},
+                           {"level": "pool", "policy": "tx-off"}]}
+    text = _render([dict(shadow, device="vif2.0"), dict(shadow, device="tap2.0",
+                                                         kind="tap")])
+    assert "vif2.0, tap2.0: shadowed: network sg=off, pool tx-off (a higher " \
+        "level decides every feature they name)" in " ".join(text.split())
+    assert text.count("shadowed") == 1
+
+
+def test_an_explicit_key_no_policy_names_is_explained():
+    dev = {"device": "vif3.0", "kind": "vif", "compliant": True,
+           "desired": {"sg": "off"}, "explicit": {"tx": "on"},
+           "policy": "sg=off", "level": "network",
+           "sources": {"tx": "explicit", "sg": "network"}, "overrides": []}
+    assert render.why(dev) == "explicit(tx) network(sg)"
+    assert render.why_notes(dev) == [
+        "vif3.0: tx=on explicit: set outside netoffload, and no policy here "
+        "names it"]

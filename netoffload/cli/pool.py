@@ -446,10 +446,12 @@ def print_report(result, out):
                  r["off"], r["why"]] for r in _report_rows(result)]
         render.table(rows, ["VM", "POWER", "HOST", "VIF", "OFF", "WHY"], out,
                      shrink=(5, 4, 0))
+        notes = []
         for vif in vifs:
             label = "%s/%s" % (vif["vm"], vif["vif"])
-            for note in render.why_notes(dict(vif, device=label)):
-                render.wrap("  " + note, out)
+            notes.extend(render.why_notes(dict(vif, device=label)))
+        for note in render.merge_notes(notes):
+            render.wrap("  " + note, out)
     invalid = result.get("invalid_policies") or []
     for entry in invalid:
         render.wrap("INVALID policy %s on %s %s: %s; treated as none" % (

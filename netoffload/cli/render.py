@@ -11,6 +11,7 @@ import time
 
 from netoffload.engine.features import FEATURES
 from netoffload.engine.policy import NONE, PROFILES
+from netoffload.pool import keys
 
 MAX_WIDTH = 100
 ELLIPSIS = ".."  # ASCII: dom0's plugin-less shell may have no UTF-8 locale
@@ -84,11 +85,10 @@ def table(rows, headers, out, max_width=MAX_WIDTH, shrink=None):
 
 def wrap(line, out, indent="  "):
     """One note, wrapped at MAX_WIDTH, continuation lines indented."""
-    for i, part in enumerate(textwrap.wrap(
-            line, MAX_WIDTH, subsequent_indent=indent + "  ",
-            break_long_words=True, break_on_hyphens=False)):
+    for part in textwrap.wrap(line, MAX_WIDTH,
+                              subsequent_indent=indent + "  ",
+                              break_long_words=True, break_on_hyphens=False):
         out.write(part + "\n")
-        del i
 
 
 # -- provenance --------------------------------------------------------------
@@ -318,7 +318,6 @@ def merge_notes(notes):
 
 
 def print_objects(objects, out):
-    from netoffload.pool import keys  # noqa: PLC0415 (keys are data only)
     rows = []
     for obj in objects:
         writes = obj.get("writes", obj.get("written")) or []

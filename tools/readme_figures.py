@@ -28,8 +28,9 @@ def _kb(size):
 
 
 def bench_pack(data):
-    return ("| `bench_pack` | RPM build %.1f s, pack ISO %.1f s; RPM %s, ISO %s "
-            "(installed %s) | none |" % (
+    return ("| `bench_pack` | RPM build %.1f s, pack ISO %.1f s (each build's "
+            "%%check runs the no-root tests); RPM %s, ISO %s (installed %s) "
+            "| none |" % (
                 data["rpm_build_s_median"], data["pack_build_s_median"],
                 _kb(data["rpm_bytes"]), _kb(data["iso_bytes"]),
                 _kb(data["installed_bytes"])))

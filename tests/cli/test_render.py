@@ -164,3 +164,60 @@ def test_an_explicit_key_no_policy_names_is_explained():
     assert render.why_notes(dev) == [
         "vif3.0: tx=on explicit: set outside netoffload, and no policy here "
         "names it"]
+
+
+def test_report_table_csv_and_notes_from_contract_fields():
+    """print_report / print_report_csv over a report whose VIFs carry the
+    provenance fields, drift and an invalid policy (CONTRACTS.md A)."""
+    from netoffload.cli import pool as cli_pool
+    report = {
+        "host": {"name_label": "host1", "uuid": "h1"},
+        "vifs": [
+            {"vm": "archive", "vm_uuid": "a", "power_state": "Halted",
+             "host": None, "vif": "vif0", "vif_uuid": "va", "network": "LAN",
+             "devices": [], "off": ["tx"], "desired": {"tx": "off"},
+             "explicit": {}, "sources": {"tx": "pool"}, "contributing": ["pool"],
+             "shadowed": [], "overrides": [], "policy": "tx-off",
+             "level": "pool", "drift": None},
+            {"vm": "web01", "vm_uuid": "w", "power_state": "Running",
+             "host": "host1", "vif": "vif0", "vif_uuid": "vw", "network": "LAN",
+             "devices": ["vif1.0"], "off": ["sg", "tx"],
+             "desired": {"tx": "off"}, "explicit": {"sg": "off"},
+             "sources": {"tx": "pool", "sg": "explicit"},
+             "contributing": ["pool"], "shadowed": [],
+             "overrides": [{"feature": "sg", "value": "off",
+                            "source": "explicit",
+                            "why": "ethtool-sg=off set before netoffload"}],
+             "policy": "tx-off", "level": "pool",
+             "drift": {"features": {"tx": "on"}, "since": 1764633600.0,
+                       "device": "vif1.0"}}],
+        "invalid_policies": [{"level": "tag", "kind": "vif", "uuid": "p",
+                              "name": "bsd", "key": "netoffload-tag:bsd",
+                              "policy": "tx=of", "valid": False,
+                              "error": "invalid value 'of'"}],
+        "hosts_unreachable": [],
+        "summary": {"vifs_off": 2, "vms_off": 2, "explicit": 1, "drift": 1,
+                    "invalid": 1}}
+    out = io.StringIO()
+    cli_pool.print_report(report, out)
+    text = out.getvalue()
+    lines = text.splitlines()
+    assert lines[0].split() == ["VM", "POWER", "HOST", "VIF", "OFF", "WHY"]
+    assert lines[1].split() == ["archive", "Halted", "-", "vif0", "tx-off",
+                                "pool"]
+    assert lines[2].split() == ["web01", "Running", "host1", "vif0", "tx,sg",
+                                "explicit(sg)", "pool(tx)"]
+    joined = " ".join(text.split())
+    assert "web01/vif0: sg=off is explicit: ethtool-sg=off set before " \
+        "netoffload; beats the pool policy tx-off" in joined
+    assert "web01/vif0: DRIFT since 2025-12-02 00:00:00 UTC: live tx=on" in joined
+    assert "INVALID policy netoffload-tag:bsd on tag bsd: invalid value 'of'; " \
+        "treated as none" in joined
+    assert lines[-1] == "2 VIF(s) of 2 VM(s) with offload off; 1 with an " \
+        "explicit key; 1 drifting; 1 invalid policies"
+    out = io.StringIO()
+    cli_pool.print_report_csv(report, out)
+    rows = out.getvalue().splitlines()
+    assert rows[0] == ",".join(cli_pool.REPORT_COLUMNS)
+    assert rows[2] == "web01,Running,host1,vif0,LAN,vif1.0,\"tx,sg\"," \
+        "explicit(sg) pool(tx),sg=off,tx-off,pool,tx=on"

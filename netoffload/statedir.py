@@ -16,14 +16,14 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 import time
 
 from netoffload import paths
 from netoffload.errors import Busy, DeviceError
 
 _TEMP_ATTEMPTS = 100
-
-
+DEFAULT_NEED_BYTES = 1 << 20
 
 
 def fsync_dir(path):
@@ -73,6 +73,92 @@ def atomic_write(path, data, mode=0o600):
         raise
     fsync_dir(directory)
     return written
+
+
+def _mount_point(path):
+    """The mount point of the filesystem holding path (an existing path)."""
+    path = os.path.realpath(path)
+    device = os.stat(path).st_dev
+    while path != os.path.dirname(path):
+        parent = os.path.dirname(path)
+        if os.stat(parent).st_dev != device:
+            break
+        path = parent
+    return path
+
+
+def _existing_ancestor(path):
+    """path itself or its nearest ancestor that exists."""
+    path = os.path.abspath(path)
+    while not os.path.lexists(path) and path != os.path.dirname(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def no_space_message(path, detail):
+    """The text of a full filesystem under path (ENOSPC, EDQUOT, or a
+    pre-check that found too little room)."""
+    try:
+        mount = _mount_point(_existing_ancestor(path))
+    except OSError:
+        mount = "the filesystem of %s" % path
+    return ("no space left on %s: free some space on %s and run the command "
+            "again (%s)" % (mount, mount, detail))
+
+
+def write_error(path, err):
+    """DeviceError for an OSError met writing a state file: a full disk
+    gets its own message."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DeviceError(no_space_message(path, "writing %s: %s" % (
+            path, err.strerror or err)), path)
+    if err.errno == errno.EROFS:
+        return DeviceError("cannot write %s: the filesystem is read-only: "
+                           "remount it read-write" % path, path)
+    return DeviceError("cannot write %s: %s: check the state directory %s "
+                       "(owner root, mode 0700)"
+                       % (path, err.strerror or err, os.path.dirname(path)),
+                       path)
+
+
+def check_writable(path=None, need_bytes=DEFAULT_NEED_BYTES):
+    """Raise DeviceError unless the state directory (path, default the
+    state directory) can take a write of need_bytes: it exists as a
+    writable directory, or can be created (its nearest existing ancestor
+    is a writable directory), and its filesystem has that much space and a
+    free inode. Changes nothing (it creates nothing either).
+    """
+    directory = paths.state_dir(path)
+    existing = _existing_ancestor(directory)
+    try:
+        info = os.stat(existing)
+    except OSError as err:
+        raise DeviceError("cannot use the state directory %s: %s: %s"
+                          % (directory, existing, err.strerror or err),
+                          directory) from err
+    if existing != os.path.abspath(directory):
+        where = "cannot create the state directory %s: %s" % (
+            directory, existing)
+    else:
+        where = "cannot write to the state directory %s" % directory
+    if not stat.S_ISDIR(info.st_mode):
+        raise DeviceError("%s is not a directory: move it away or set %s"
+                          % (where, paths.ENV_STATE_DIR), directory)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        fs = os.statvfs(existing)
+        why = "its filesystem is read-only: remount it read-write" \
+            if fs.f_flag & os.ST_RDONLY else \
+            "permission denied: run as root, or fix its owner and mode " \
+            "(root, 0700)"
+        raise DeviceError("%s (%s)" % (where, why), directory)
+    fs = os.statvfs(existing)
+    free = fs.f_bavail * fs.f_frsize
+    if free < need_bytes or fs.f_favail == 0 and fs.f_files:
+        raise DeviceError(no_space_message(directory, (
+            "the state directory %s needs %d bytes, %d are free%s; "
+            "nothing was changed" % (
+                directory, need_bytes, free, ", and no free inode"
+                if fs.f_favail == 0 and fs.f_files else ""))), directory)
 
 
 def ensure(directory):

@@ -11,15 +11,27 @@ A record owned by someone else is treated as no record: it is replaced on
 apply, and never restored onto the new owner's device. A record with no
 owner (older format) is adopted by the first owner that names it.
 
+A device an admin changed with `netoffload set` is *held*: its record
+carries `held` {"by": "set", "wanted", "features", "requested", "added",
+"since"}, the state from just before the first `set` (so `release`, what
+`netoffload restore DEV` runs, undoes exactly what `set` did and nothing
+of the policy's), and which features `set` was the first to record in the
+device's own record (those go with the hold). The watcher leaves held
+devices alone (`held_devices()`).
+
 One JSON file, `live-state.json`, in the state directory (default
 /var/lib/netoffload, or $NETOFFLOAD_STATE_DIR): directory 0700, file 0600,
 written atomically (temp file, fsync, rename, fsync of the directory) under
 an exclusive flock, because the udev helper, the watcher and the plugin may
-run at the same time.
+run at the same time. A record that does not parse is never overwritten
+nor dropped: `check()` says so before a caller changes anything, and
+`set_aside()` moves it to live-state.json.corrupt-<time> for a revert that
+must go on without it.
 """
 import errno
 import json
 import os
+import time
 
 from netoffload import paths, statedir
 from netoffload.engine import ethtool
@@ -31,12 +43,49 @@ STATE_FILE = "live-state.json"
 LOCK_FILE = "live-state.lock"
 FORMAT_VERSION = 1
 LOCK_TIMEOUT = 30.0
+CORRUPT_SUFFIX = ".corrupt-"
+HOLD_SET = "set"  # the holder: `netoffload set`
 
 
 def atomic_write_json(path, data, mode=0o600):
-    """Write JSON so that readers see the old or the new file, never half."""
-    statedir.atomic_write(path, json.dumps(data, indent=1, sort_keys=True) + "\n",
-                          mode)
+    """Write JSON so that readers see the old or the new file, never half.
+
+    DeviceError naming the file (a full disk with its own message)."""
+    try:
+        statedir.atomic_write(
+            path, json.dumps(data, indent=1, sort_keys=True) + "\n", mode)
+    except (IOError, OSError) as err:
+        raise statedir.write_error(path, err) from err
+
+
+def corrupt_message(path, why):
+    """What a caller is told about a live-state record that does not parse."""
+    return ("the live-state record %s is corrupt (%s). netoffload will not "
+            "overwrite it: it is what remembers how the devices were before "
+            "netoffload changed them. To fix: restore it from a backup; or "
+            "run `netoffload revert ALL`, which sets it aside as %s%s<time> "
+            "(kept for you to read) and restores the database and every "
+            "device it still can" % (path, why, os.path.basename(path),
+                                     CORRUPT_SUFFIX))
+
+
+def _hold_from(raw):
+    """A held sub-record as loaded, or None."""
+    if not isinstance(raw, dict):
+        return None
+    wanted = _onoff_map(raw.get("wanted"), lambda f: f in FEATURES)
+    added = raw.get("added")
+    since = raw.get("since")
+    return {
+        "by": raw.get("by") if isinstance(raw.get("by"), str) else HOLD_SET,
+        "wanted": wanted,
+        "features": _onoff_map(raw.get("features"), lambda f: f in FEATURES),
+        "requested": _onoff_map(raw.get("requested"),
+                                lambda b: isinstance(b, str)),
+        "added": sorted(f for f in added if f in FEATURES)
+        if isinstance(added, list) else [],
+        "since": since if isinstance(since, (int, float)) else None,
+    }
 
 
 def _onoff_map(raw, key_ok):
@@ -65,21 +114,23 @@ class LiveStateStore(object):
 
     def _load(self):
         try:
-            with open(self.path) as handle:
-                data = json.load(handle)
+            with open(self.path, "rb") as handle:
+                data = json.loads(handle.read().decode("utf-8"))
         except (IOError, OSError) as err:
             if err.errno == errno.ENOENT:
                 return {}
-            raise DeviceError("cannot read %s: %s" % (self.path, err.strerror)) from err
-        except ValueError as err:
+            raise DeviceError("cannot read the live-state record %s: %s: "
+                              "check its owner and mode (root, 0600)"
+                              % (self.path, err.strerror), self.path) from err
+        except ValueError as err:  # UnicodeDecodeError is one too
             # Never overwrite a record we cannot read: it may be all that
             # remembers the original state.
-            raise DeviceError("the live-state record %s is corrupt (%s); "
-                              "move it away to start afresh" % (self.path, err)) from err
+            raise DeviceError(corrupt_message(self.path, err),
+                              self.path) from err
         devices = data.get("devices") if isinstance(data, dict) else None
         if not isinstance(devices, dict):
-            raise DeviceError("the live-state record %s has no devices map"
-                              % self.path)
+            raise DeviceError(corrupt_message(self.path, "no devices map"),
+                              self.path)
         result = {}
         for device, record in devices.items():
             if not isinstance(record, dict):
@@ -93,12 +144,15 @@ class LiveStateStore(object):
             owner = record.get("owner")
             if isinstance(owner, str) and owner:
                 result[device]["owner"] = owner
+            held = _hold_from(record.get("held"))
+            if held is not None:
+                result[device]["held"] = held
         return result
 
     def _save(self, devices):
         data = {"version": FORMAT_VERSION,
                 "devices": dict((d, r) for d, r in devices.items()
-                                if r.get("features"))}
+                                if r.get("features") or r.get("held"))}
         atomic_write_json(self.path, data)
 
     @staticmethod
@@ -112,6 +166,59 @@ class LiveStateStore(object):
         return record
 
     # -- the API ------------------------------------------------------------
+    def check(self):
+        """DeviceError (naming live-state.json and the fix) unless the
+        record is absent or parses. Reads only: no lock, nothing created
+        (the record is replaced by rename, so a read sees a whole file)."""
+        self._load()
+
+    def set_aside(self):
+        """Move a corrupt record to live-state.json.corrupt-<time> and
+        return that path; None when there is no record or it parses (then
+        nothing moves). What it remembered is kept there for the admin."""
+        if not os.path.lexists(self.path):
+            return None
+        with self._locked():
+            try:
+                self._load()
+                return None
+            except DeviceError:
+                if not os.path.lexists(self.path):
+                    return None
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            target = self.path + CORRUPT_SUFFIX + stamp
+            serial = 1
+            while os.path.lexists(target):
+                serial += 1
+                target = "%s%s%s.%d" % (self.path, CORRUPT_SUFFIX, stamp,
+                                        serial)
+            try:
+                os.rename(self.path, target)
+                statedir.fsync_dir(self.state_dir)
+            except OSError as err:
+                raise DeviceError("cannot set the corrupt live-state record "
+                                  "%s aside: %s" % (self.path, err.strerror),
+                                  self.path) from err
+        get_logger().warning("the corrupt live-state record %s was set "
+                             "aside as %s", self.path, target)
+        return target
+
+    def held_devices(self):
+        """The devices an admin holds with `netoffload set` (until
+        `netoffload restore`): the watcher leaves them alone."""
+        if not os.path.exists(self.path):
+            return set()
+        return set(d for d, r in self._load().items() if r.get("held"))
+
+    def holds(self):
+        """{device: {"by", "wanted", "since"}} of every held device."""
+        if not os.path.exists(self.path):
+            return {}
+        return dict((d, {"by": r["held"]["by"],
+                         "wanted": dict(r["held"]["wanted"]),
+                         "since": r["held"]["since"]})
+                    for d, r in self._load().items() if r.get("held"))
+
     def recorded(self, owners=None):
         """{device: {short: 'on'|'off'}} as it was before our changes.
 
@@ -164,6 +271,97 @@ class LiveStateStore(object):
                 self._save(devices)
         return result
 
+    def hold(self, device, wanted, owner=None):
+        """`netoffload set`: apply `wanted` and hold the device (the
+        watcher leaves it alone) until `release`.
+
+        Two records: the device's own (what it was before netoffload
+        first changed it, for revert) gains what it lacks, as apply does;
+        the hold gets what each feature was just before the first `set`,
+        so that release undoes exactly what `set` did."""
+        ethtool.check_device(device)
+        wanted = ethtool.check_wanted(wanted)
+        with self._locked(), ethtool.Reader() as reader:
+            devices = self._load()
+            record = self._owned(devices.get(device), owner)
+            if record is None:
+                record = {"features": {}, "requested": {}}
+                if owner is not None:
+                    record["owner"] = owner
+            held = record.get("held")
+            if held is None:
+                held = record["held"] = {
+                    "by": HOLD_SET, "wanted": {}, "features": {},
+                    "requested": {}, "added": [], "since": time.time()}
+            held["wanted"].update(wanted)
+            current = reader.read(device)
+            to_change, _ = ethtool.plan(current, wanted)
+            self._remember_both(record, current, to_change)
+            devices[device] = record
+            self._save(devices)  # the hold, and priors before any change
+            result = ethtool.apply_features(device, wanted, reader=reader)
+            if result.forced:
+                self._remember_both(record, current, result.forced)
+                self._save(devices)
+        return result
+
+    def _remember_both(self, record, current, shorts):
+        held = record["held"]
+        added = [f for f in shorts if f not in record["features"]]
+        self._remember(record, current, added)
+        held["added"] = sorted(set(held["added"]) | set(added))
+        self._remember(held, current,
+                       [f for f in shorts if f not in held["features"]])
+
+    def release(self, device):
+        """`netoffload restore DEV`: undo what `set` did (the state from
+        just before the first `set`, requests included) and end the hold.
+
+        ApplyResult, or None when the device is not held (nothing
+        changes). A feature that fails to go back stays held. The caller
+        brings the device back into policy (the hold was all that kept it
+        out)."""
+        ethtool.check_device(device)
+        with self._locked():
+            devices = self._load()
+            record = devices.get(device)
+            held = (record or {}).get("held")
+            if held is None:
+                return None
+            chosen = dict(held["features"])
+            if chosen:
+                result = ethtool.restore_features(device, chosen,
+                                                  held["requested"])
+            else:
+                result = ethtool.ApplyResult(device, {}, {}, {})
+            done = [f for f in chosen
+                    if result.features.get(f) != ethtool.FAILED]
+            for short in done:
+                held["features"].pop(short, None)
+            held["requested"] = dict(
+                (b, v) for b, v in held["requested"].items()
+                if short_for_kernel_bit(b) not in done)
+            # what only `set` had recorded is back as it was: not the
+            # policy's past any more
+            for short in [f for f in held["added"] if f in done]:
+                record["features"].pop(short, None)
+                record["requested"] = dict(
+                    (b, v) for b, v in record["requested"].items()
+                    if short_for_kernel_bit(b) != short)
+            held["added"] = [f for f in held["added"] if f not in done]
+            if not held["features"]:
+                del record["held"]
+            if record["features"] or record.get("held"):
+                devices[device] = record
+            else:
+                devices.pop(device, None)
+            self._save(devices)
+        get_logger().info("%s: released the hold of netoffload set%s",
+                          device, "" if "held" not in record else
+                          " (partly: %s stay held)"
+                          % ", ".join(sorted(held["features"])))
+        return result
+
     @staticmethod
     def _remember(record, current, shorts):
         before = current.as_onoff()
@@ -210,7 +408,10 @@ class LiveStateStore(object):
             record["requested"] = dict(
                 (b, v) for b, v in record["requested"].items()
                 if short_for_kernel_bit(b) not in done)
-            if record["features"]:
+            if features is None:
+                # back to before netoffload: before any `set` too
+                record.pop("held", None)
+            if record["features"] or record.get("held"):
                 devices[device] = record
             else:
                 devices.pop(device, None)

@@ -14,7 +14,7 @@ import re
 from netoffload import runner
 from netoffload.agents import cache
 from netoffload.engine import devices
-from netoffload.errors import NotFound
+from netoffload.errors import DeviceError, NotFound
 from netoffload.pool import keys
 
 XENSTORE_TIMEOUT = 3.0
@@ -82,3 +82,13 @@ def enforce_device(device, loaded, state_dir=None):
     return "%s: %s: %s %s from %s: %s" % (
         device, what, outcome, entry.get("policy") or "explicit keys",
         entry.get("source") or "explicit", _summary(result))
+
+
+def reenforce(device, state_dir=None):
+    """Bring device back into the cached policy at once (after `netoffload
+    restore` ended an admin's hold): the line to show. The cache is all it
+    reads; without one, or for a device it cannot map, it says why."""
+    try:
+        return enforce_device(device, cache.open_lookup(state_dir), state_dir)
+    except (NotFound, DeviceError) as err:  # CacheUnusable is a NotFound
+        return "%s: not re-enforced: %s" % (device, err.message)

@@ -363,7 +363,7 @@ class ApplyResult(object):
 
     def __init__(self, device, features, before, after, ran_command=False,
                  command=None, forced=None, errors=None, dry_run=False,
-                 forced_bits=None):
+                 forced_bits=None, notes=None):
         self.device = device
         self.features = features      # {short: status}
         self.before = before          # {short: on|off}
@@ -374,6 +374,7 @@ class ApplyResult(object):
         self.errors = errors or []
         self.dry_run = dry_run
         self.forced_bits = forced_bits or {}  # {kernel bit: new value}
+        self.notes = notes or []      # what else happened, not failures
 
     @property
     def ok(self):
@@ -392,7 +393,8 @@ class ApplyResult(object):
                 "forced_bits": dict(self.forced_bits),
                 "ran_command": self.ran_command,
                 "command": self.command, "errors": list(self.errors),
-                "dry_run": self.dry_run, "ok": self.ok}
+                "dry_run": self.dry_run, "ok": self.ok,
+                "notes": list(self.notes)}
 
     def __repr__(self):
         return "ApplyResult(%r, %r)" % (self.device, self.features)

@@ -324,8 +324,8 @@ class LiveStateStore(object):
         ethtool.check_device(device)
         with self._locked():
             devices = self._load()
-            record = devices.get(device)
-            held = (record or {}).get("held")
+            record = devices.get(device) or {}
+            held = record.get("held")
             if held is None:
                 return None
             chosen = dict(held["features"])

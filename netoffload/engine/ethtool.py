@@ -1,8 +1,18 @@
 """Read and apply the eight offload features of a network device.
 
 Reading uses the SIOCETHTOOL ioctl (netoffload.engine.ethtool_ioctl) and falls back
-to parsing `ethtool -k` where the ioctl is unavailable. Applying runs one
-`ethtool -K` for what differs, then reads back and classifies each feature.
+to parsing `ethtool -k` where the ioctl is unavailable. Applying sends one
+ETHTOOL_SFEATURES request with every bit that differs (the bits `ethtool -K`
+would send; the `ethtool -K` process where the ioctl is unavailable), then
+reads back, sends again what did not land (bounded), and classifies each
+feature.
+
+One request carries every change, so the kernel works out its dependencies
+(tx off takes tso, sg off takes gso) once, on the final set: the order of
+the changes cannot matter. A wanted feature is also *pinned*: when it is
+already as wanted only because the kernel forces it (gso off while sg is
+off, yet still requested on), its request is set too, so that it stays as
+wanted when the dependency comes back (a later restore of sg).
 
 A short feature (tx, tso, ...) is a group of kernel bits (see features.py).
 Its state is derived the way ethtool shows it: on if any of its bits is
@@ -17,10 +27,15 @@ import socket
 
 from netoffload import runner
 from netoffload.engine.devices import validate_device
-from netoffload.engine.ethtool_ioctl import FALLBACK_ERRNOS, IoctlReader
+from netoffload.engine.ethtool_ioctl import (
+    ETHTOOL_F_UNSUPPORTED,
+    FALLBACK_ERRNOS,
+    IoctlReader,
+)
 from netoffload.engine.features import (
     FEATURES,
     LONG_TO_SHORT,
+    NEEDS,
     OFF,
     ON,
     SINGLE_BIT_NAME,
@@ -37,6 +52,10 @@ READ_TIMEOUT = 10.0
 APPLY_TIMEOUT = 20.0
 # ethtool's exit code when -K found nothing to change (ioctl path).
 EXIT_NOTHING_CHANGED = 80
+# requests sent again when some did not land (the first try included)
+MAX_ROUNDS = 3
+METHOD_IOCTL = "ioctl"
+METHOD_ETHTOOL = "ethtool"
 
 # active: True/False, or None when the kernel lacks every bit of the feature.
 # requested: what was asked for, None when unknown or not changeable.
@@ -227,6 +246,7 @@ class Reader(object):
     def __init__(self):
         self._ioctl = None
         self._ioctl_broken = False
+        self._no_write = False
 
     def _reader(self):
         if self._ioctl is None and not self._ioctl_broken:
@@ -237,6 +257,26 @@ class Reader(object):
                                   "ethtool binary", err)
                 self._ioctl_broken = True
         return self._ioctl
+
+    def write(self, device, requests):
+        """Set kernel-bit requests {name: bool} through ETHTOOL_SFEATURES:
+        the ETHTOOL_F_* flags, or None when the ioctl is unavailable here
+        (the caller runs `ethtool -K`). DeviceError if it fails."""
+        writer = self._reader()
+        if writer is None or self._no_write:
+            return None
+        try:
+            return writer.write(device, requests)
+        except OSError as err:
+            if err.errno == errno.ENODEV:
+                raise DeviceError("no such device %s" % device, device) from err
+            if err.errno in FALLBACK_ERRNOS:
+                get_logger().info("ETHTOOL_SFEATURES unavailable on %s (%s); "
+                                  "using the ethtool binary", device, err)
+                self._no_write = True
+                return None
+            raise DeviceError("cannot set features of %s: %s"
+                              % (device, err), device) from err
 
     def read(self, device):
         check_device(device)
@@ -306,12 +346,23 @@ def check_wanted(wanted):
     return result
 
 
-def _held_by_kernel(current, short, value):
+def _requests_are(current, short, value):
+    """True if every changeable bit of short is requested as value (and
+    there is at least one)."""
     want = value == ON
     bits = [current.kernel[n]
             for n in kernel_bits_for(short, list(current.kernel))]
     changeable = [b for b in bits if not b.fixed]
     return bool(changeable) and all(b.requested is want for b in changeable)
+
+
+def _forced_by(short, value, live, targets):
+    """True if the kernel keeps short from value because of what targets
+    set: it needs a feature (NEEDS) that targets turn off and that is off
+    (tx=off,tso=on cannot have tso on). Reported as forced, not failed."""
+    return value == ON and any(
+        targets.get(need) == OFF and live.get(need) == OFF
+        for need in NEEDS.get(short, ()))
 
 
 def _present(current, wanted, status):
@@ -328,25 +379,45 @@ def _present(current, wanted, status):
 
 
 def plan(current, wanted):
-    """({short: value} to change, {short: status}) without touching anything.
+    """({short: value} to request, {short: status}) without touching
+    anything.
 
     status is unchanged, fixed (differs but cannot change), unsupported
-    (absent on this kernel) or would-change.
+    (absent on this kernel), would-change, failed (requested already, yet
+    the kernel keeps it) or forced (the kernel keeps it because of another
+    wanted feature). A feature already as wanted whose request differs is
+    requested too (pinned; status unchanged).
     """
     to_change = collections.OrderedDict()
     status = {}
+    live = current.as_onoff()
+    held = []
     for short, state in _present(current, wanted, status):
-        if _onoff(state.active) == wanted[short]:
+        value = wanted[short]
+        requested = _requests_are(current, short, value)
+        if live[short] == value:
             status[short] = UNCHANGED
+            if not requested and not state.fixed:
+                to_change[short] = value  # pinned: see the module doc
         elif state.fixed:
             status[short] = FIXED
-        elif _held_by_kernel(current, short, wanted[short]):
-            # Already requested, yet the kernel keeps it (a dependency, or
-            # macvlan following its lower device): another -K changes nothing.
-            status[short] = FAILED
+        elif requested:
+            held.append(short)
         else:
             status[short] = WOULD_CHANGE
-            to_change[short] = wanted[short]
+            to_change[short] = value
+    for short in held:
+        value = wanted[short]
+        if any(to_change.get(need) == ON for need in NEEDS.get(short, ())):
+            # its dependency comes on in the same request
+            status[short] = WOULD_CHANGE
+            to_change[short] = value
+        elif _forced_by(short, value, live, wanted):
+            status[short] = FORCED
+        else:
+            # Already requested, yet the kernel keeps it (macvlan follows
+            # its lower device): another request changes nothing.
+            status[short] = FAILED
     return to_change, status
 
 
@@ -375,6 +446,8 @@ class ApplyResult(object):
         self.dry_run = dry_run
         self.forced_bits = forced_bits or {}  # {kernel bit: new value}
         self.notes = notes or []      # what else happened, not failures
+        self.method = None            # "ioctl" or "ethtool" when a request ran
+        self.rounds = 0               # requests sent (more when one did not land)
 
     @property
     def ok(self):
@@ -394,7 +467,7 @@ class ApplyResult(object):
                 "ran_command": self.ran_command,
                 "command": self.command, "errors": list(self.errors),
                 "dry_run": self.dry_run, "ok": self.ok,
-                "notes": list(self.notes)}
+                "notes": list(self.notes), "method": self.method}
 
     def __repr__(self):
         return "ApplyResult(%r, %r)" % (self.device, self.features)
@@ -480,14 +553,23 @@ def restore_features(device, features, bits=None, reader=None):
                 status[short] = FIXED
         if not pairs:
             before = current.as_onoff()
+            forced = {}
             for short in features:
-                if short not in status:
-                    status[short] = UNCHANGED \
-                        if before.get(short) == features[short] else FAILED
+                if short in status:
+                    continue
+                if before.get(short) == features[short]:
+                    status[short] = UNCHANGED
+                elif any(short_for_kernel_bit(b) == short for b in bits):
+                    # its requests are as recorded: the kernel keeps it
+                    # for a feature that stays changed
+                    status[short] = FORCED
+                    forced[short] = before[short]
+                else:
+                    status[short] = FAILED
             return ApplyResult(device, status, before, dict(before),
-                               errors=_held_errors(status))
+                               forced=forced, errors=_held_errors(status))
         return _execute(device, reader, current, pairs, features, status,
-                        commanded=set(features))
+                        commanded=set(features), requests_decide=True)
 
 
 @contextlib.contextmanager
@@ -499,36 +581,95 @@ def _reader_for(reader):
         yield own
 
 
-def _execute(device, reader, current, pairs, targets, status, commanded):
-    """Run one ethtool -K with `pairs`, re-read, classify every feature."""
+def _bit_requests(current, pairs):
+    """{kernel bit: bool} for (name, value) pairs, name a short feature or a
+    kernel bit: the changeable bits, as `ethtool -K` sends them."""
+    names = list(current.kernel)
+    requests = collections.OrderedDict()
+    for name, value in pairs:
+        bits = kernel_bits_for(name, names) if name in FEATURES else \
+            [name] if name in current.kernel else []
+        for bit in bits:
+            if not current.kernel[bit].fixed:
+                requests[bit] = value == ON
+    return requests
+
+
+def _landed(current, name, value):
+    """True if the request (name, value) shows in the device read."""
+    if name in FEATURES:
+        return _requests_are(current, name, value) or all(
+            current.kernel[b].fixed
+            for b in kernel_bits_for(name, list(current.kernel)))
+    state = current.kernel.get(name)
+    return state is None or state.fixed or state.requested is (value == ON)
+
+
+def _send(device, reader, current, pairs, errors):
+    """One request for pairs: ETHTOOL_SFEATURES, else `ethtool -K`.
+    (method, argv of the ethtool equivalent)."""
     argv = [ETHTOOL, "-K", device]
     for name, value in pairs:
         argv += [name, value]
-    errors = _held_errors(status)
+    requests = _bit_requests(current, pairs)
+    flags = reader.write(device, requests) if requests else 0
+    if flags is not None:
+        if flags & ETHTOOL_F_UNSUPPORTED:
+            errors.append("the kernel ignored a request %s cannot change"
+                          % device)
+        return METHOD_IOCTL, argv
     done = runner.run(argv, timeout=APPLY_TIMEOUT)
     if done.returncode not in (0, EXIT_NOTHING_CHANGED):
         errors.append("ethtool -K exit %d: %s" % (
             done.returncode, done.stderr.strip()))
-    reread = reader.read(device)
+    return METHOD_ETHTOOL, argv
+
+
+def _classify(short, before, after, target, targets):
+    moved = after.get(short) != before.get(short)
+    if after.get(short) == target:
+        return CHANGED if moved else UNCHANGED
+    if _forced_by(short, target, after, targets):
+        return FORCED
+    return FAILED
+
+
+def _execute(device, reader, current, pairs, targets, status, commanded,
+             requests_decide=False):
+    """Send `pairs` in one request, re-read, send again what did not land
+    (at most MAX_ROUNDS in all), classify every feature.
+
+    requests_decide (a restore): a feature whose requests are all back as
+    recorded is restored even where the kernel keeps it otherwise (forced:
+    it follows a feature that stays changed)."""
+    errors = [e for e in _held_errors(status)]
+    sent = list(pairs)
+    method = argv = None
+    reread = current
+    rounds = 0
+    while pairs and rounds < MAX_ROUNDS:
+        rounds += 1
+        sent_method, sent_argv = _send(device, reader, reread, pairs, errors)
+        if method is None:
+            method, argv = sent_method, sent_argv
+        reread = reader.read(device)
+        pairs = [(n, v) for n, v in pairs if not _landed(reread, n, v)]
     before = current.as_onoff()
     after = reread.as_onoff()
     forced = {}
     for short in FEATURES:
         if status.get(short) in (UNSUPPORTED, FIXED):
             continue
-        moved = after.get(short) != before.get(short)
-        if short not in targets:
-            if moved:
-                status[short] = FORCED
-                forced[short] = after[short]
-        elif not moved:
-            status[short] = UNCHANGED if after.get(short) == targets[short] \
-                else FAILED
-        elif short in commanded:
-            status[short] = CHANGED if after[short] == targets[short] \
-                else FAILED
-        else:
+        if short in targets:
+            status[short] = _classify(short, before, after, targets[short],
+                                      targets)
+        elif after.get(short) != before.get(short):
             status[short] = FORCED
+        if requests_decide and status.get(short) == FAILED and all(
+                _landed(reread, n, v) for n, v in sent
+                if n == short or short_for_kernel_bit(n) == short):
+            status[short] = FORCED
+        if status.get(short) == FORCED:
             forced[short] = after[short]
     # Kernel bits outside the groups we asked for that moved anyway: on
     # 6.x `tx off` drops the tcp bits but leaves tx-tcp-accecn-segmentation,
@@ -548,6 +689,9 @@ def _execute(device, reader, current, pairs, targets, status, commanded):
         get_logger().info("%s: turned %s as a dependency", device, ", ".join(
             "%s %s" % item for item in sorted(forced.items())
             + sorted(forced_bits.items())))
-    return ApplyResult(device, status, before, after, ran_command=True,
-                       command=argv, forced=forced, errors=errors,
-                       forced_bits=forced_bits)
+    result = ApplyResult(device, status, before, after, ran_command=True,
+                         command=argv, forced=forced, errors=errors,
+                         forced_bits=forced_bits)
+    result.method = method
+    result.rounds = rounds
+    return result

@@ -57,6 +57,12 @@ KERNEL_PATTERNS = {
     "rxhash": ("rx-hashing",),
 }
 
+# What the kernel (netdev_fix_features) needs on for a feature to be on:
+# TSO needs checksumming and scatter-gather, software GSO needs
+# scatter-gather (and UFO, gone since 4.14, needed both). A policy that
+# turns the need off gets the feature off too: reported as forced.
+NEEDS = {"tso": ("tx", "sg"), "gso": ("sg",), "ufo": ("tx", "sg")}
+
 # When a group has exactly one kernel bit, ethtool prints that bit under the
 # group's long name; this is the bit's kernel name.
 SINGLE_BIT_NAME = dict((short, patterns[0])

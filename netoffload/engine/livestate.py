@@ -2,8 +2,10 @@
 
 `LiveStateStore.apply` records the prior value of every feature it is about
 to change (only the first time: a second policy must not overwrite the
-original), then applies; features the kernel turned as a dependency are
-recorded too. `restore` puts the recorded values back and forgets them.
+original), then applies. Features the kernel turned as a dependency are
+not recorded: their requests did not change, so they come back with the
+feature they depend on (a record of them would look like a restore still
+owed). `restore` puts the recorded requests back and forgets them.
 
 A guest device's name (vif<domid>.<devid>) is reused once domids restart
 after a dom0 reboot, so its record carries an `owner` ("<vm-uuid>/<devid>").
@@ -263,13 +265,7 @@ class LiveStateStore(object):
                 self._remember(record, current, added)
                 devices[device] = record
                 self._save(devices)  # before touching the device
-            result = ethtool.apply_features(device, wanted, reader=reader)
-            forced = [f for f in result.forced if f not in record["features"]]
-            if forced:
-                self._remember(record, current, forced)
-                devices[device] = record
-                self._save(devices)
-        return result
+            return ethtool.apply_features(device, wanted, reader=reader)
 
     def hold(self, device, wanted, owner=None):
         """`netoffload set`: apply `wanted` and hold the device (the
@@ -299,11 +295,7 @@ class LiveStateStore(object):
             self._remember_both(record, current, to_change)
             devices[device] = record
             self._save(devices)  # the hold, and priors before any change
-            result = ethtool.apply_features(device, wanted, reader=reader)
-            if result.forced:
-                self._remember_both(record, current, result.forced)
-                self._save(devices)
-        return result
+            return ethtool.apply_features(device, wanted, reader=reader)
 
     def _remember_both(self, record, current, shorts):
         held = record["held"]
@@ -379,10 +371,10 @@ class LiveStateStore(object):
         `features`: restore only these short names (the rest stays
         recorded), e.g. when a policy stops covering them; None = all.
         Requests are restored exactly (recorded kernel bits). A feature
-        whose requests are back as recorded counts as restored even if
-        the kernel still holds it (a dependency of a feature still wanted,
-        e.g. tso while tx stays off): it returns by itself when that one
-        is restored. A device with no record is left alone (ran_command
+        whose requests are back as recorded counts as restored (forced)
+        even if the kernel still holds it (a dependency of a feature still
+        wanted, e.g. tso while tx stays off): it returns by itself when
+        that one is restored. A device with no record is left alone (ran_command
         False). Features that fail to restore stay recorded. DeviceError
         if the device is gone (the record is kept; see forget()).
         """
@@ -399,8 +391,6 @@ class LiveStateStore(object):
             bits = dict((b, v) for b, v in record["requested"].items()
                         if short_for_kernel_bit(b) in chosen)
             result = ethtool.restore_features(device, chosen, bits)
-            if features is not None:
-                self._accept_held(device, result, bits)
             done = [f for f in chosen
                     if result.features.get(f) != ethtool.FAILED]
             for short in done:
@@ -419,23 +409,6 @@ class LiveStateStore(object):
         get_logger().info("%s: restored %s", device, ", ".join(
             "%s %s" % (f, chosen[f]) for f in sorted(done)))
         return result
-
-    @staticmethod
-    def _accept_held(device, result, bits):
-        """FAILED -> FORCED where every recorded request is back: the
-        kernel holds the feature for another one that stays changed."""
-        failed = [f for f, st in result.features.items()
-                  if st == ethtool.FAILED]
-        if not failed:
-            return
-        current = ethtool.read_features(device)
-        for short in failed:
-            mine = dict((b, v) for b, v in bits.items()
-                        if short_for_kernel_bit(b) == short)
-            now = ethtool.requested_bits(current, [short])
-            if mine and all(now.get(b) == v for b, v in mine.items()):
-                result.features[short] = ethtool.FORCED
-                result.forced[short] = result.after.get(short)
 
     def forget(self, device):
         """Drop the record of a device (e.g. one that no longer exists)."""

@@ -24,6 +24,7 @@ import contextlib
 import errno
 import re
 import socket
+from typing import Optional  # noqa: F401 (type comments)
 
 from netoffload import runner
 from netoffload.engine.devices import validate_device
@@ -446,7 +447,8 @@ class ApplyResult(object):
         self.dry_run = dry_run
         self.forced_bits = forced_bits or {}  # {kernel bit: new value}
         self.notes = notes or []      # what else happened, not failures
-        self.method = None            # "ioctl" or "ethtool" when a request ran
+        # "ioctl" or "ethtool" when a request ran
+        self.method = None  # type: Optional[str]
         self.rounds = 0               # requests sent (more when one did not land)
 
     @property

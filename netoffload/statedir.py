@@ -12,7 +12,6 @@ of str (a big file need not be one string).
 No tempfile import: the udev helper writes the live-state record and its
 start-up time counts; a random name opened with O_EXCL does the same job.
 """
-import contextlib
 import errno
 import fcntl
 import os
@@ -45,8 +44,12 @@ def _open_temp(directory, base, mode):
     raise FileExistsError("no free temporary name for %s in %s" % (base, directory))
 
 
-def atomic_write(path, data, mode=0o600):
+def atomic_write(path, data, mode=0o600, sync_dir=True):
     """Replace path with data (str, or an iterable of str) atomically.
+
+    sync_dir=False skips the fsync of the directory: after a power loss
+    the rename may then be lost (the old file is back, whole), which a
+    caller whose content does not outlive a reboot anyway can accept.
 
     Returns the os.stat_result of what was written, taken from the temp
     file before the rename (inode, size and mtime survive a rename): a
@@ -71,7 +74,8 @@ def atomic_write(path, data, mode=0o600):
         except OSError:
             pass
         raise
-    fsync_dir(directory)
+    if sync_dir:
+        fsync_dir(directory)
     return written
 
 
@@ -170,37 +174,54 @@ def ensure(directory):
                           % (directory, err.strerror or err)) from err
 
 
-@contextlib.contextmanager
-def locked(path, wait, busy_message):
+class locked(object):  # noqa: N801 (used as a function: `with locked(...)`)
     """An exclusive flock on `path` (created 0600, its directory ensured).
 
     `wait` seconds: 0 fails at once with Busy(busy_message) when someone
     holds it; more retries every 50 ms until that much time has passed.
     The lock goes with the descriptor, so a crash cannot leave it held.
+    A class rather than contextlib (the udev helper's start-up).
     """
-    ensure(os.path.dirname(path))
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as err:
-        raise DeviceError("cannot open the lock %s: %s"
-                          % (path, err.strerror or err)) from err
-    try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as err:
-                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN,
-                                     errno.EACCES):
-                    raise DeviceError("cannot lock %s: %s"
-                                      % (path, err.strerror)) from err
-                if time.monotonic() >= deadline:
-                    raise Busy(busy_message) from err
-                time.sleep(0.05)
-        yield
-    finally:
-        os.close(fd)  # also releases the lock
+
+    def __init__(self, path, wait, busy_message):
+        self.path = path
+        self.wait = wait
+        self.busy_message = busy_message
+        self._fd = None
+
+    def __enter__(self):
+        path = self.path
+        ensure(os.path.dirname(path))
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as err:
+            raise DeviceError("cannot open the lock %s: %s"
+                              % (path, err.strerror or err)) from err
+        try:
+            deadline = time.monotonic() + self.wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as err:
+                    if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN,
+                                         errno.EACCES):
+                        raise DeviceError("cannot lock %s: %s"
+                                          % (path, err.strerror)) from err
+                    if time.monotonic() >= deadline:
+                        raise Busy(self.busy_message) from err
+                    time.sleep(0.05)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # also releases the lock
+        return False
 
 
 def host_lock(directory=None):

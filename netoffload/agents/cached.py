@@ -7,11 +7,9 @@ mapped to its VM through xenstore (/local/domain/<domid>/vm ->
 features are applied through LiveStateStore, so that revert can restore
 the device. A device the cache does not list is left alone.
 
-This is on the udev helper's path: keep its imports light.
+This is on the udev helper's path: keep its imports light (no re; the
+runner, for xenstore-read, only for a guest device).
 """
-import re
-
-from netoffload import runner
 from netoffload.agents import cache
 from netoffload.engine import devices
 from netoffload.errors import DeviceError, NotFound
@@ -20,10 +18,9 @@ from netoffload.pool import keys
 XENSTORE_TIMEOUT = 3.0
 XENSTORE_READ = "xenstore-read"
 
-_VM_PATH_RE = re.compile(r"^/vm/([0-9a-fA-F-]{36})$")
-
 
 def _xenstore_read(path):
+    from netoffload import runner  # noqa: PLC0415 (start-up: module doc)
     done = runner.run([XENSTORE_READ, path], timeout=XENSTORE_TIMEOUT)
     if done.returncode != 0:
         raise NotFound("xenstore has no %s (%s)" % (
@@ -33,9 +30,12 @@ def _xenstore_read(path):
 
 def vm_uuid_of_domain(domid):
     """The uuid of the VM running as domain domid, from xenstore."""
-    vm_path = _xenstore_read("/local/domain/%d/vm" % domid)
-    match = _VM_PATH_RE.match(vm_path)
-    uuid = match.group(1) if match else None
+    return _vm_uuid_from(domid, _xenstore_read("/local/domain/%d/vm" % domid))
+
+
+def _vm_uuid_from(domid, vm_path):
+    """The VM uuid from the value of /local/domain/<domid>/vm."""
+    uuid = vm_path[4:] if vm_path.startswith("/vm/") else None
     if uuid is None or not cache.is_uuid(uuid):
         # not the usual /vm/<uuid>: ask that node for its uuid, as vif-real does
         if not vm_path.startswith("/vm/") or ".." in vm_path:
@@ -89,6 +89,7 @@ def reenforce(device, state_dir=None):
     restore` ended an admin's hold): the line to show. The cache is all it
     reads; without one, or for a device it cannot map, it says why."""
     try:
-        return enforce_device(device, cache.open_lookup(state_dir), state_dir)
+        with cache.open_lookup(state_dir) as lookup:
+            return enforce_device(device, lookup, state_dir)
     except (NotFound, DeviceError) as err:  # CacheUnusable is a NotFound
         return "%s: not re-enforced: %s" % (device, err.message)

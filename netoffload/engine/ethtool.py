@@ -18,15 +18,14 @@ A short feature (tx, tso, ...) is a group of kernel bits (see features.py).
 Its state is derived the way ethtool shows it: on if any of its bits is
 active, fixed only if all of its bits are fixed, and absent (active None)
 if the kernel has none of its bits (ufo since Linux 4.14).
-"""
-import collections
-import contextlib
-import errno
-import re
-import socket
-from typing import Optional  # noqa: F401 (type comments)
 
-from netoffload import runner
+Start-up matters (the udev helper applies through this module on every
+bring-up): nothing heavier than errno at import; the text parser, the
+ethtool binary and list_devices import theirs when used. Dicts keep their
+insertion order (CPython 3.6+), so no OrderedDict.
+"""
+import errno
+
 from netoffload.engine.devices import validate_device
 from netoffload.engine.ethtool_ioctl import (
     ETHTOOL_F_UNSUPPORTED,
@@ -58,10 +57,32 @@ MAX_ROUNDS = 3
 METHOD_IOCTL = "ioctl"
 METHOD_ETHTOOL = "ethtool"
 
-# active: True/False, or None when the kernel lacks every bit of the feature.
-# requested: what was asked for, None when unknown or not changeable.
-FeatureState = collections.namedtuple("FeatureState",
-                                      "active fixed requested")
+class FeatureState(tuple):
+    """(active, fixed, requested), as a namedtuple would hold them (no
+    collections import: see the module doc).
+
+    active: True/False, or None when the kernel lacks every bit of the
+    feature. requested: what was asked for, None when unknown or not
+    changeable."""
+    __slots__ = ()
+
+    def __new__(cls, active, fixed, requested):
+        return tuple.__new__(cls, (active, fixed, requested))
+
+    @property
+    def active(self):
+        return self[0]
+
+    @property
+    def fixed(self):
+        return self[1]
+
+    @property
+    def requested(self):
+        return self[2]
+
+    def __repr__(self):
+        return "FeatureState(active=%r, fixed=%r, requested=%r)" % self
 ABSENT = FeatureState(None, False, None)
 _STATE_CACHE = {}
 
@@ -153,10 +174,18 @@ def derive(kernel, headers=None):
 
 # -- the text of `ethtool -k` -------------------------------------------------
 
-_TITLE_RE = re.compile(r"^(?:Features|Offload parameters) for (\S+?):\s*$")
-_LINE_RE = re.compile(
-    r"^(?P<indent>\s*)(?P<name>[A-Za-z0-9_.-]+): (?P<value>on|off)"
-    r"(?: \[(?P<note>fixed|requested on|requested off)\])?\s*$")
+_TEXT_RE = []  # (title, line) compiled on first use: see the module doc
+
+
+def _text_res():
+    if not _TEXT_RE:
+        import re  # noqa: PLC0415 (start-up: the module doc)
+        _TEXT_RE.append(re.compile(
+            r"^(?:Features|Offload parameters) for (\S+?):\s*$"))
+        _TEXT_RE.append(re.compile(
+            r"^(?P<indent>\s*)(?P<name>[A-Za-z0-9_.-]+): (?P<value>on|off)"
+            r"(?: \[(?P<note>fixed|requested on|requested off)\])?\s*$"))
+    return _TEXT_RE
 
 
 def _text_state(value, note):
@@ -177,21 +206,22 @@ def parse_features_text(text, device=None):
     a heading with one kernel bit stands for that bit; a heading over several
     bits is followed by the bits, indented.
     """
-    kernel = collections.OrderedDict()
+    title_re, line_re = _text_res()
+    kernel = {}
     headers = {}
     group = None
     title_seen = False
     for line in text.splitlines():
         if not line.strip():
             continue
-        title = _TITLE_RE.match(line)
+        title = title_re.match(line)
         if title:
             if title_seen:
                 break  # a second device: not ours
             title_seen = True
             device = device or title.group(1)
             continue
-        match = _LINE_RE.match(line)
+        match = line_re.match(line)
         if not match:
             continue  # e.g. old ethtool's "Cannot get ...: Operation not supported"
         name = match.group("name")
@@ -220,7 +250,7 @@ def _from_raw(device, raw):
     # Only twelve distinct states exist: share them instead of building
     # ~65 tuples per device (this is the hot path of reading many devices).
     states = _STATE_CACHE
-    kernel = collections.OrderedDict()
+    kernel = {}
     for name, active, fixed, requested in raw:
         key = (active, fixed, requested)
         state = states.get(key)
@@ -233,6 +263,7 @@ def _from_raw(device, raw):
 def read_features_ethtool(device):
     """Read through the ethtool binary (one process)."""
     check_device(device)
+    from netoffload import runner  # noqa: PLC0415 (start-up: module doc)
     result = runner.run([ETHTOOL, "-k", device], timeout=READ_TIMEOUT)
     if result.returncode != 0:
         raise DeviceError("cannot read features of %s: %s" % (
@@ -313,7 +344,7 @@ def read_features(device):
 
 def read_many(devices):
     """{device: DeviceFeatures}; devices that vanish meanwhile are left out."""
-    result = collections.OrderedDict()
+    result = {}
     with Reader() as reader:
         for device in devices:
             try:
@@ -325,6 +356,7 @@ def read_many(devices):
 
 def list_devices():
     """Interface names of the current network namespace, in index order."""
+    import socket  # noqa: PLC0415 (start-up: the module doc)
     return [name for _, name in sorted(socket.if_nameindex())]
 
 
@@ -389,7 +421,7 @@ def plan(current, wanted):
     wanted feature). A feature already as wanted whose request differs is
     requested too (pinned; status unchanged).
     """
-    to_change = collections.OrderedDict()
+    to_change = {}
     status = {}
     live = current.as_onoff()
     held = []
@@ -435,7 +467,7 @@ class ApplyResult(object):
 
     def __init__(self, device, features, before, after, ran_command=False,
                  command=None, forced=None, errors=None, dry_run=False,
-                 forced_bits=None, notes=None):
+                 forced_bits=None, notes=None, method=None, rounds=0):
         self.device = device
         self.features = features      # {short: status}
         self.before = before          # {short: on|off}
@@ -447,9 +479,8 @@ class ApplyResult(object):
         self.dry_run = dry_run
         self.forced_bits = forced_bits or {}  # {kernel bit: new value}
         self.notes = notes or []      # what else happened, not failures
-        # "ioctl" or "ethtool" when a request ran
-        self.method = None  # type: Optional[str]
-        self.rounds = 0               # requests sent (more when one did not land)
+        self.method = method          # "ioctl" or "ethtool" when a request ran
+        self.rounds = rounds          # requests sent (more when one did not land)
 
     @property
     def ok(self):
@@ -574,20 +605,30 @@ def restore_features(device, features, bits=None, reader=None):
                         commanded=set(features), requests_decide=True)
 
 
-@contextlib.contextmanager
+class _Borrowed(object):
+    """A caller's Reader in a with statement: not closed at the end."""
+
+    def __init__(self, reader):
+        self.reader = reader
+
+    def __enter__(self):
+        return self.reader
+
+    def __exit__(self, *exc):
+        return False
+
+
 def _reader_for(reader):
-    if reader is not None:
-        yield reader
-        return
-    with Reader() as own:
-        yield own
+    """`with _reader_for(reader) as r`: the caller's reader, else a new
+    one closed at the end (a class, not contextlib: the module doc)."""
+    return Reader() if reader is None else _Borrowed(reader)
 
 
 def _bit_requests(current, pairs):
     """{kernel bit: bool} for (name, value) pairs, name a short feature or a
     kernel bit: the changeable bits, as `ethtool -K` sends them."""
     names = list(current.kernel)
-    requests = collections.OrderedDict()
+    requests = {}
     for name, value in pairs:
         bits = kernel_bits_for(name, names) if name in FEATURES else \
             [name] if name in current.kernel else []
@@ -620,6 +661,7 @@ def _send(device, reader, current, pairs, errors):
             errors.append("the kernel ignored a request %s cannot change"
                           % device)
         return METHOD_IOCTL, argv
+    from netoffload import runner  # noqa: PLC0415 (start-up: module doc)
     done = runner.run(argv, timeout=APPLY_TIMEOUT)
     if done.returncode not in (0, EXIT_NOTHING_CHANGED):
         errors.append("ethtool -K exit %d: %s" % (
@@ -691,9 +733,6 @@ def _execute(device, reader, current, pairs, targets, status, commanded,
         get_logger().info("%s: turned %s as a dependency", device, ", ".join(
             "%s %s" % item for item in sorted(forced.items())
             + sorted(forced_bits.items())))
-    result = ApplyResult(device, status, before, after, ran_command=True,
-                         command=argv, forced=forced, errors=errors,
-                         forced_bits=forced_bits)
-    result.method = method
-    result.rounds = rounds
-    return result
+    return ApplyResult(device, status, before, after, ran_command=True,
+                       command=argv, forced=forced, errors=errors,
+                       forced_bits=forced_bits, method=method, rounds=rounds)

@@ -18,8 +18,14 @@ belongs to the network namespace it was created in.
 import array
 import errno
 import fcntl
-import socket
 import struct
+
+try:
+    # the C module itself: `socket` imports enum, selectors and more, a
+    # large part of the udev helper's start (only .socket() is used here)
+    import _socket as socket_module
+except ImportError:  # pragma: no cover - every CPython has it
+    import socket as socket_module
 
 SIOCETHTOOL = 0x8946
 ETHTOOL_GSTRINGS = 0x1b
@@ -55,7 +61,8 @@ class IoctlReader(object):
     """Reads features of many devices through one socket."""
 
     def __init__(self):
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock = socket_module.socket(socket_module.AF_INET,
+                                          socket_module.SOCK_DGRAM)
         self._strings = {}  # count -> tuple of names
         self._index = {}  # count -> {name: bit index}
         self._count = None

@@ -59,7 +59,7 @@ def _text(ns, dev):
                                                "sg-off-first", "all-off-first"])
 @pytest.mark.parametrize("profile", PROFILES)
 @pytest.mark.parametrize("kind", KINDS)
-def test_sfeatures_equals_ethtool_K(netns, kind, profile, start, mocker):
+def test_sfeatures_equals_ethtool_set(netns, kind, profile, start, mocker):
     mine, theirs = _twins(netns, kind)
     if start:
         for dev in (mine, theirs):

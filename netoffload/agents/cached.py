@@ -55,33 +55,88 @@ def _summary(result):
                      for status, names in sorted(by_status.items()))
 
 
+class Target(object):
+    """What the cache says for one device: `wanted` (None: no policy, left
+    alone), its cache `entry`, the live-state `owner` of a guest device,
+    and `what` it is, for the log."""
+    __slots__ = ("device", "wanted", "entry", "owner", "what")
+
+    def __init__(self, device, wanted, entry, owner, what):
+        self.device = device
+        self.wanted = wanted
+        self.entry = entry
+        self.owner = owner
+        self.what = what
+
+    def left_alone(self):
+        return "%s: %s: no policy in the cache, left alone" % (self.device,
+                                                               self.what)
+
+    def line(self, result):
+        """The line to log after `result` (an ApplyResult)."""
+        outcome = "applied" if result.ok else "partly applied"
+        return "%s: %s: %s %s from %s: %s" % (
+            self.device, self.what, outcome,
+            self.entry.get("policy") or "explicit keys",
+            self.entry.get("source") or "explicit", _summary(result))
+
+
+def target_of(device, loaded, vm_uuid=None):
+    """The Target of device in the LocalCache `loaded`. vm_uuid: the guest
+    device's VM when the caller looked it up already (else xenstore).
+    NotFound (CacheUnusable among them) when it cannot tell."""
+    guest = devices.parse_guest_device(device)
+    if not guest:
+        wanted, entry = loaded.pif(device)
+        return Target(device, wanted, entry, None, "PIF")
+    kind, domid, devid = guest
+    if vm_uuid is None:
+        vm_uuid = vm_uuid_of_domain(domid)
+    wanted, entry = loaded.vif(vm_uuid, devid)
+    return Target(device, wanted, entry, keys.owner_key(vm_uuid, devid),
+                  "%s of VM %s (%s) device %d" % (
+                      kind, vm_uuid, (entry or {}).get("vm", "?"), devid))
+
+
+def vm_uuids_of_domains(domids):
+    """{domid: vm uuid or NotFound} with one xenstore-read for them all
+    (the boot pass; per domain only for what the batch could not read)."""
+    domids = sorted(set(domids))
+    result = {}
+    if not domids:
+        return result
+    from netoffload import runner  # noqa: PLC0415 (start-up: module doc)
+    done = runner.run([XENSTORE_READ] + ["/local/domain/%d/vm" % d
+                                         for d in domids],
+                      timeout=XENSTORE_TIMEOUT + len(domids) / 100.0)
+    values = done.stdout.splitlines() if done.returncode == 0 else []
+    for domid, value in zip(domids, values):
+        try:
+            result[domid] = _vm_uuid_from(domid, value.strip())
+        except NotFound as err:
+            result[domid] = err
+    for domid in domids:
+        if domid not in result:  # the batch failed: one at a time
+            try:
+                result[domid] = vm_uuid_of_domain(domid)
+            except NotFound as err:
+                result[domid] = err
+    return result
+
+
 def enforce_device(device, loaded, state_dir=None):
     """Apply the policy that the LocalCache `loaded` holds for device;
     return the line to log. NotFound (CacheUnusable among them) or
     DeviceError when it cannot."""
-    guest = devices.parse_guest_device(device)
-    owner = None
-    if guest:
-        kind, domid, devid = guest
-        vm_uuid = vm_uuid_of_domain(domid)
-        wanted, entry = loaded.vif(vm_uuid, devid)
-        owner = keys.owner_key(vm_uuid, devid)
-        what = "%s of VM %s (%s) device %d" % (
-            kind, vm_uuid, (entry or {}).get("vm", "?"), devid)
-    else:
-        wanted, entry = loaded.pif(device)
-        what = "PIF"
-    if wanted is None:
-        return "%s: %s: no policy in the cache, left alone" % (device, what)
+    target = target_of(device, loaded)
+    if target.wanted is None:
+        return target.left_alone()
     # imported only once there is work to do: a device without policy
     # costs the udev helper no livestate/ethtool import
     from netoffload.engine import livestate  # noqa: PLC0415
-    result = livestate.LiveStateStore(state_dir).apply(device, wanted,
-                                                       owner=owner)
-    outcome = "applied" if result.ok else "partly applied"
-    return "%s: %s: %s %s from %s: %s" % (
-        device, what, outcome, entry.get("policy") or "explicit keys",
-        entry.get("source") or "explicit", _summary(result))
+    result = livestate.LiveStateStore(state_dir).apply(
+        device, target.wanted, owner=target.owner)
+    return target.line(result)
 
 
 def reenforce(device, state_dir=None):

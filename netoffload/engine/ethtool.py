@@ -25,6 +25,7 @@ ethtool binary and list_devices import theirs when used. Dicts keep their
 insertion order (CPython 3.6+), so no OrderedDict.
 """
 import errno
+import operator
 
 from netoffload.engine.devices import validate_device
 from netoffload.engine.ethtool_ioctl import (
@@ -40,7 +41,6 @@ from netoffload.engine.features import (
     ON,
     SINGLE_BIT_NAME,
     group_bits,
-    kernel_bits_for,
     short_for_kernel_bit,
     value_or_none,
 )
@@ -69,20 +69,15 @@ class FeatureState(tuple):
     def __new__(cls, active, fixed, requested):
         return tuple.__new__(cls, (active, fixed, requested))
 
-    @property
-    def active(self):
-        return self[0]
-
-    @property
-    def fixed(self):
-        return self[1]
-
-    @property
-    def requested(self):
-        return self[2]
+    # C-level getters, as namedtuple's: read thousands of times a boot
+    active = property(operator.itemgetter(0))
+    fixed = property(operator.itemgetter(1))
+    requested = property(operator.itemgetter(2))
 
     def __repr__(self):
         return "FeatureState(active=%r, fixed=%r, requested=%r)" % self
+
+
 ABSENT = FeatureState(None, False, None)
 _STATE_CACHE = {}
 
@@ -123,6 +118,13 @@ class DeviceFeatures(object):
         self.kernel = kernel
         self.features = features
         self.source = source
+        self._groups = None
+
+    def bits(self, short):
+        """The kernel names (in kernel order) that make up short."""
+        if self._groups is None:
+            self._groups = group_bits(self.kernel)
+        return self._groups[short]
 
     def as_onoff(self):
         """{short: 'on'|'off'} for the features this kernel has."""
@@ -384,7 +386,7 @@ def _requests_are(current, short, value):
     there is at least one)."""
     want = value == ON
     bits = [current.kernel[n]
-            for n in kernel_bits_for(short, list(current.kernel))]
+            for n in current.bits(short)]
     changeable = [b for b in bits if not b.fixed]
     return bool(changeable) and all(b.requested is want for b in changeable)
 
@@ -517,17 +519,23 @@ def plan_features(device, wanted, reader=None):
         return _unchanged(device, current, status, dry_run=True)
 
 
-def apply_features(device, wanted, reader=None):
-    """Bring `device` to `wanted` {short: on|off} with at most one ethtool -K.
+def apply_features(device, wanted, reader=None, current=None,
+                   planned=None):
+    """Bring `device` to `wanted` {short: on|off} with one request (more
+    only for what did not land).
 
+    current: the DeviceFeatures just read, when the caller has them;
+    planned: plan(current, wanted) when it has that too.
     Raises BadArgument for a bad name or wish (before anything runs) and
     DeviceError if the device is missing.
     """
     check_device(device)
     wanted = check_wanted(wanted)
     with _reader_for(reader) as reader:
-        current = reader.read(device)
-        to_change, status = plan(current, wanted)
+        if current is None:
+            current = reader.read(device)
+            planned = None
+        to_change, status = planned or plan(current, wanted)
         if not to_change:
             return _unchanged(device, current, status, dry_run=False)
         return _execute(device, reader, current, list(to_change.items()),
@@ -545,10 +553,9 @@ def _unchanged(device, current, status, dry_run):
 def requested_bits(current, shorts):
     """{kernel bit: 'on'|'off'} requested now for the changeable bits of
     `shorts`: what restore_features needs to put requests back exactly."""
-    names = list(current.kernel)
     result = {}
     for short in shorts:
-        for name in kernel_bits_for(short, names):
+        for name in current.bits(short):
             state = current.kernel[name]
             if not state.fixed and state.requested is not None:
                 result[name] = _onoff(state.requested)
@@ -568,11 +575,10 @@ def restore_features(device, features, bits=None, reader=None):
     bits = dict(bits or {})
     with _reader_for(reader) as reader:
         current = reader.read(device)
-        names = list(current.kernel)
         pairs = []
         status = {}
         for short, state in _present(current, features, status):
-            recorded_bits = [b for b in kernel_bits_for(short, names)
+            recorded_bits = [b for b in current.bits(short)
                              if b in bits]
             if recorded_bits:
                 for name in recorded_bits:
@@ -627,10 +633,9 @@ def _reader_for(reader):
 def _bit_requests(current, pairs):
     """{kernel bit: bool} for (name, value) pairs, name a short feature or a
     kernel bit: the changeable bits, as `ethtool -K` sends them."""
-    names = list(current.kernel)
     requests = {}
     for name, value in pairs:
-        bits = kernel_bits_for(name, names) if name in FEATURES else \
+        bits = current.bits(name) if name in FEATURES else \
             [name] if name in current.kernel else []
         for bit in bits:
             if not current.kernel[bit].fixed:
@@ -643,7 +648,7 @@ def _landed(current, name, value):
     if name in FEATURES:
         return _requests_are(current, name, value) or all(
             current.kernel[b].fixed
-            for b in kernel_bits_for(name, list(current.kernel)))
+            for b in current.bits(name))
     state = current.kernel.get(name)
     return state is None or state.fixed or state.requested is (value == ON)
 

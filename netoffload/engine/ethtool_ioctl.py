@@ -65,6 +65,7 @@ class IoctlReader(object):
                                           socket_module.SOCK_DGRAM)
         self._strings = {}  # count -> tuple of names
         self._index = {}  # count -> {name: bit index}
+        self._positions = {}  # count -> ((name, word, bit mask),) to read
         self._count = None
 
     def close(self):
@@ -157,15 +158,12 @@ class IoctlReader(object):
         struct.pack_into("=II", buf, 0, ETHTOOL_GFEATURES, blocks)
         self._ioctl(device, buf)
         words = struct.unpack_from("=%dI" % (4 * blocks), buf, 8)
-        result = []
-        for index, name in enumerate(names):
-            if not name:
-                continue
-            base = 4 * (index // 32)
-            bit = 1 << (index % 32)
-            available = words[base] & bit
-            requested = bool(words[base + 1] & bit)
-            active = bool(words[base + 2] & bit)
-            fixed = not available or bool(words[base + 3] & bit)
-            result.append((name, active, fixed, requested))
-        return result
+        positions = self._positions.get(count)
+        if positions is None:
+            positions = self._positions[count] = tuple(
+                (name, 4 * (index // 32), 1 << (index % 32))
+                for index, name in enumerate(names) if name)
+        return [(name, bool(words[base + 2] & bit),
+                 not words[base] & bit or bool(words[base + 3] & bit),
+                 bool(words[base + 1] & bit))
+                for name, base, bit in positions]

@@ -95,13 +95,23 @@ def _star_match(name, pattern):
     return True
 
 
+_SHORT_OF = {}  # kernel name -> short group: a few dozen names, asked often
+
+
 def short_for_kernel_bit(kernel_name):
     """The short group (ours or ethtool's other off-flags) of a kernel bit."""
+    try:
+        return _SHORT_OF[kernel_name]
+    except KeyError:
+        pass
+    found = None
     for short, patterns in KERNEL_PATTERNS.items():
-        for pattern in patterns:
-            if _star_match(kernel_name, pattern):
-                return short
-    return None
+        if any(_star_match(kernel_name, p) for p in patterns):
+            found = short
+            break
+    if len(_SHORT_OF) < 4096:
+        _SHORT_OF[kernel_name] = found
+    return found
 
 
 def kernel_bits_for(short, kernel_names):

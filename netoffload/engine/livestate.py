@@ -45,6 +45,7 @@ LOCK_FILE = "live-state.lock"
 FORMAT_VERSION = 1
 LOCK_TIMEOUT = 30.0
 CORRUPT_SUFFIX = ".corrupt-"
+BIG_RECORD = 64  # devices; a bigger record is written by the json module
 HOLD_SET = "set"  # the holder: `netoffload set`
 
 
@@ -60,9 +61,15 @@ def atomic_write_json(path, data, mode=0o600):
     bring-up milliseconds.
 
     DeviceError naming the file (a full disk with its own message)."""
+    if len(data.get("devices") or ()) > BIG_RECORD:
+        # a boot pass's thousand devices: the C encoder (json's import
+        # is nothing beside the work), the same text
+        import json  # noqa: PLC0415 (start-up: jsonlite's module doc)
+        text = json.dumps(data, indent=1, sort_keys=True)
+    else:
+        text = jsonlite.dumps(data)
     try:
-        statedir.atomic_write(path, jsonlite.dumps(data) + "\n", mode,
-                              sync_dir=False)
+        statedir.atomic_write(path, text + "\n", mode, sync_dir=False)
     except (IOError, OSError) as err:
         raise statedir.write_error(path, err) from err
 
@@ -104,6 +111,37 @@ def _onoff_map(raw, key_ok):
                 if key_ok(k) and value_or_none(v) is not None)
 
 
+_UNREAD = object()  # a batch whose record is not read yet
+
+
+class _Held(object):
+    """The lock inside a batch: already held."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _Batch(object):
+    def __init__(self, store):
+        self.store = store
+        self._lock = None
+
+    def __enter__(self):
+        if self.store._batch is not None:
+            raise RuntimeError("batches do not nest")
+        self._lock = self.store._locked()
+        self._lock.__enter__()
+        self.store._batch = _UNREAD
+        return self.store
+
+    def __exit__(self, *exc):
+        self.store._batch = None
+        return self._lock.__exit__(*exc)
+
+
 class LiveStateStore(object):
     """Per device: `features` {short: value before our first change} and
     `requested` {kernel bit: what was requested before}, so that restore
@@ -113,15 +151,31 @@ class LiveStateStore(object):
     def __init__(self, state_dir=None):
         self.state_dir = paths.state_dir(state_dir)
         self.path = os.path.join(self.state_dir, STATE_FILE)
+        self._batch = None  # the record held in memory by batch()
 
     # -- storage ------------------------------------------------------------
     def _locked(self):
+        if self._batch is not None:
+            return _Held()  # batch() holds the lock already
         return statedir.locked(
             os.path.join(self.state_dir, LOCK_FILE), LOCK_TIMEOUT,
             "the live-state record %s is locked by another netoffload "
             "process" % self.path)
 
+    def batch(self):
+        """`with store.batch():` many calls under one lock, the record read
+        once and kept in memory (every change is still written before its
+        device changes). The boot pass enforces every device this way."""
+        return _Batch(self)
+
     def _load(self):
+        if self._batch is not None:
+            if self._batch is _UNREAD:
+                self._batch = self._read()
+            return self._batch
+        return self._read()
+
+    def _read(self):
         try:
             with open(self.path, "rb") as handle:
                 data = jsonlite.loads(handle.read().decode("utf-8"))
@@ -162,7 +216,12 @@ class LiveStateStore(object):
         data = {"version": FORMAT_VERSION,
                 "devices": dict((d, r) for d, r in devices.items()
                                 if r.get("features") or r.get("held"))}
-        atomic_write_json(self.path, data)
+        try:
+            atomic_write_json(self.path, data)
+        except BaseException:
+            if self._batch is not None:
+                self._batch = _UNREAD  # memory and file may differ now
+            raise
 
     @staticmethod
     def _owned(record, owner):
@@ -360,6 +419,53 @@ class LiveStateStore(object):
                           " (partly: %s stay held)"
                           % ", ".join(sorted(held["features"])))
         return result
+
+    def apply_many(self, items):
+        """apply() for many devices at once: [(device, wanted, owner)] ->
+        {device: ApplyResult or DeviceError}.
+
+        One lock, one read of the record and one write of it (every prior
+        recorded before any device changes), then one request per device:
+        the boot pass enforces a thousand devices this way instead of
+        rewriting the record a thousand times. Bad input raises before
+        anything (BadArgument); a device that fails is reported, the
+        others still run."""
+        checked = [(ethtool.check_device(d), ethtool.check_wanted(w), o)
+                   for d, w, o in items]
+        results = {}
+        planned = []
+        with self._locked(), ethtool.Reader() as reader:
+            devices = self._load()
+            changed = False
+            for device, wanted, owner in checked:
+                try:
+                    current = reader.read(device)
+                except DeviceError as err:
+                    results[device] = err
+                    continue
+                record = self._owned(devices.get(device), owner)
+                if record is None:
+                    record = {"features": {}, "requested": {}}
+                    if owner is not None:
+                        record["owner"] = owner
+                    changed = devices.pop(device, None) is not None or changed
+                plan = ethtool.plan(current, wanted)
+                added = [f for f in plan[0] if f not in record["features"]]
+                if added:
+                    self._remember(record, current, added)
+                    devices[device] = record
+                    changed = True
+                planned.append((device, wanted, current, plan))
+            if changed:
+                self._save(devices)  # before touching any device
+            for device, wanted, current, plan in planned:
+                try:
+                    results[device] = ethtool.apply_features(
+                        device, wanted, reader=reader, current=current,
+                        planned=plan)
+                except DeviceError as err:
+                    results[device] = err
+        return results
 
     @staticmethod
     def _remember(record, current, shorts):

@@ -79,7 +79,13 @@ def enforce_from_cache(directory=None):
     """Apply the cache to every local device it covers, in one batch (one
     xenstore-read for every domain, one write of the live-state record):
     [(device, ok, line or error)]."""
-    loaded = cache.load(directory)  # CacheUnusable: nothing we can do
+    # the whole cache, parsed once: for every device of a host that is
+    # cheaper than a bucket of the index per device
+    return _enforce_from(cache.load(directory), directory)
+
+
+def _enforce_from(loaded, directory):
+    """enforce_from_cache with the cache open."""
     present = ethtool.list_devices()
     guests = dict((d, devices.parse_guest_device(d)) for d in present)
     uuids = cached.vm_uuids_of_domains(

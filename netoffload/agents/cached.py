@@ -100,27 +100,35 @@ def target_of(device, loaded, vm_uuid=None):
 
 def vm_uuids_of_domains(domids):
     """{domid: vm uuid or NotFound} with one xenstore-read for them all
-    (the boot pass; per domain only for what the batch could not read)."""
-    domids = sorted(set(domids))
+    (the boot pass). xenstore-read prints each value in turn and stops at
+    the first path it cannot read: the values before it count, that
+    domain is looked up alone, and the batch goes on after it, so a
+    missing domain costs one more process, not one per domain."""
+    pending = sorted(set(domids))
     result = {}
-    if not domids:
+    if not pending:
         return result
     from netoffload import runner  # noqa: PLC0415 (start-up: module doc)
-    done = runner.run([XENSTORE_READ] + ["/local/domain/%d/vm" % d
-                                         for d in domids],
-                      timeout=XENSTORE_TIMEOUT + len(domids) / 100.0)
-    values = done.stdout.splitlines() if done.returncode == 0 else []
-    for domid, value in zip(domids, values):
-        try:
-            result[domid] = _vm_uuid_from(domid, value.strip())
-        except NotFound as err:
-            result[domid] = err
-    for domid in domids:
-        if domid not in result:  # the batch failed: one at a time
+    while pending:
+        done = runner.run([XENSTORE_READ] + ["/local/domain/%d/vm" % d
+                                             for d in pending],
+                          timeout=XENSTORE_TIMEOUT + len(pending) / 100.0)
+        values = done.stdout.splitlines()
+        read = len(pending) if done.returncode == 0 else \
+            min(len(values), len(pending) - 1)
+        for domid, value in zip(pending[:read], values):
             try:
-                result[domid] = vm_uuid_of_domain(domid)
+                result[domid] = _vm_uuid_from(domid, value.strip())
             except NotFound as err:
                 result[domid] = err
+        if read == len(pending):
+            break
+        failed = pending[read]
+        try:  # alone: its own error message
+            result[failed] = vm_uuid_of_domain(failed)
+        except NotFound as err:
+            result[failed] = err
+        pending = pending[read + 1:]
     return result
 
 

@@ -111,9 +111,6 @@ def _onoff_map(raw, key_ok):
                 if key_ok(k) and value_or_none(v) is not None)
 
 
-_UNREAD = object()  # a batch whose record is not read yet
-
-
 class _Held(object):
     """The lock inside a batch: already held."""
 
@@ -125,19 +122,22 @@ class _Held(object):
 
 
 class _Batch(object):
+    """LiveStateStore.batch(): the lock taken once, the record kept."""
+
     def __init__(self, store):
         self.store = store
-        self._lock = None
+        self._lock = store._locked()
 
     def __enter__(self):
-        if self.store._batch is not None:
+        if self.store._in_batch:
             raise RuntimeError("batches do not nest")
-        self._lock = self.store._locked()
         self._lock.__enter__()
-        self.store._batch = _UNREAD
+        self.store._in_batch = True
+        self.store._batch = None
         return self.store
 
     def __exit__(self, *exc):
+        self.store._in_batch = False
         self.store._batch = None
         return self._lock.__exit__(*exc)
 
@@ -151,11 +151,12 @@ class LiveStateStore(object):
     def __init__(self, state_dir=None):
         self.state_dir = paths.state_dir(state_dir)
         self.path = os.path.join(self.state_dir, STATE_FILE)
+        self._in_batch = False
         self._batch = None  # the record held in memory by batch()
 
     # -- storage ------------------------------------------------------------
     def _locked(self):
-        if self._batch is not None:
+        if self._in_batch:
             return _Held()  # batch() holds the lock already
         return statedir.locked(
             os.path.join(self.state_dir, LOCK_FILE), LOCK_TIMEOUT,
@@ -169,11 +170,11 @@ class LiveStateStore(object):
         return _Batch(self)
 
     def _load(self):
-        if self._batch is not None:
-            if self._batch is _UNREAD:
-                self._batch = self._read()
-            return self._batch
-        return self._read()
+        if not self._in_batch:
+            return self._read()
+        if self._batch is None:
+            self._batch = self._read()
+        return self._batch
 
     def _read(self):
         try:
@@ -219,8 +220,7 @@ class LiveStateStore(object):
         try:
             atomic_write_json(self.path, data)
         except BaseException:
-            if self._batch is not None:
-                self._batch = _UNREAD  # memory and file may differ now
+            self._batch = None  # in a batch: memory and file may differ
             raise
 
     @staticmethod

@@ -301,6 +301,10 @@ class Reader(object):
             return None
         try:
             return writer.write(device, requests)
+        except ValueError as err:  # a name the ioctl's table lacks
+            get_logger().info("ETHTOOL_SFEATURES cannot name it on %s (%s); "
+                              "using the ethtool binary", device, err)
+            return None
         except OSError as err:
             if err.errno == errno.ENODEV:
                 raise DeviceError("no such device %s" % device, device) from err
@@ -391,10 +395,12 @@ def _requests_are(current, short, value):
     return bool(changeable) and all(b.requested is want for b in changeable)
 
 
-def _forced_by(short, value, live, targets):
+def forced_by(short, value, live, targets):
     """True if the kernel keeps short from value because of what targets
     set: it needs a feature (NEEDS) that targets turn off and that is off
-    (tx=off,tso=on cannot have tso on). Reported as forced, not failed."""
+    (tx=off,tso=on cannot have tso on). Reported as forced, not failed;
+    a status that compares live with desired can ask the same (live and
+    targets {short: on|off})."""
     return value == ON and any(
         targets.get(need) == OFF and live.get(need) == OFF
         for need in NEEDS.get(short, ()))
@@ -447,7 +453,7 @@ def plan(current, wanted):
             # its dependency comes on in the same request
             status[short] = WOULD_CHANGE
             to_change[short] = value
-        elif _forced_by(short, value, live, wanted):
+        elif forced_by(short, value, live, wanted):
             status[short] = FORCED
         else:
             # Already requested, yet the kernel keeps it (macvlan follows
@@ -678,7 +684,7 @@ def _classify(short, before, after, target, targets):
     moved = after.get(short) != before.get(short)
     if after.get(short) == target:
         return CHANGED if moved else UNCHANGED
-    if _forced_by(short, target, after, targets):
+    if forced_by(short, target, after, targets):
         return FORCED
     return FAILED
 

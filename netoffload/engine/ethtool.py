@@ -32,6 +32,7 @@ from netoffload.engine.ethtool_ioctl import (
     ETHTOOL_F_UNSUPPORTED,
     FALLBACK_ERRNOS,
     IoctlReader,
+    decode,
 )
 from netoffload.engine.features import (
     FEATURES,
@@ -113,12 +114,14 @@ class DeviceFeatures(object):
     """Features of one device: `.features` {short: FeatureState}, `.kernel`
     {kernel name: FeatureState}, `.source` 'ioctl' or 'ethtool'."""
 
-    def __init__(self, device, kernel, features, source):
+    def __init__(self, device, kernel, features, source, groups=None,
+                 plans=None):
         self.device = device
         self.kernel = kernel
         self.features = features
         self.source = source
-        self._groups = None
+        self._groups = groups  # group_bits(kernel), when known
+        self._plans = plans  # {wanted items: plan}, shared by like devices
 
     def bits(self, short):
         """The kernel names (in kernel order) that make up short."""
@@ -248,6 +251,27 @@ def parse_features_text(text, device=None):
 
 # -- reading ------------------------------------------------------------------
 
+_DECODED = {}  # (names, words) -> (kernel, features, groups): see _from_words
+_DECODED_MAX = 256
+
+
+def _from_words(device, names, words):
+    """DeviceFeatures from GFEATURES words. Devices of one kind in one
+    state have the same words (a boot's thousand vifs and taps: a few
+    patterns), so the decoded maps are shared, not rebuilt per device;
+    nobody changes a DeviceFeatures' maps."""
+    key = (names, words)
+    decoded = _DECODED.get(key)
+    if decoded is None:
+        if len(_DECODED) >= _DECODED_MAX:
+            _DECODED.clear()
+        first = _from_raw(device, decode(names, words))
+        decoded = _DECODED[key] = (first.kernel, first.features,
+                                   group_bits(first.kernel), {})
+    return DeviceFeatures(device, decoded[0], decoded[1], "ioctl",
+                          groups=decoded[2], plans=decoded[3])
+
+
 def _from_raw(device, raw):
     # Only twelve distinct states exist: share them instead of building
     # ~65 tuples per device (this is the hot path of reading many devices).
@@ -321,7 +345,7 @@ class Reader(object):
         reader = self._reader()
         if reader is not None:
             try:
-                return _from_raw(device, reader.read(device))
+                return _from_words(device, *reader.read_words(device))
             except OSError as err:
                 if err.errno == errno.ENODEV:
                     raise DeviceError("no such device %s" % device, device) from err
@@ -421,7 +445,7 @@ def _present(current, wanted, status):
 
 def plan(current, wanted):
     """({short: value} to request, {short: status}) without touching
-    anything.
+    anything (fresh dicts: callers change them).
 
     status is unchanged, fixed (differs but cannot change), unsupported
     (absent on this kernel), would-change, failed (requested already, yet
@@ -429,6 +453,17 @@ def plan(current, wanted):
     wanted feature). A feature already as wanted whose request differs is
     requested too (pinned; status unchanged).
     """
+    plans = current._plans
+    if plans is None:
+        return _plan(current, wanted)
+    key = tuple(sorted(wanted.items()))
+    cached = plans.get(key)
+    if cached is None:
+        cached = plans[key] = _plan(current, wanted)
+    return dict(cached[0]), dict(cached[1])
+
+
+def _plan(current, wanted):
     to_change = {}
     status = {}
     live = current.as_onoff()

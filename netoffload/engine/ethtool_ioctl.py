@@ -65,7 +65,6 @@ class IoctlReader(object):
                                           socket_module.SOCK_DGRAM)
         self._strings = {}  # count -> tuple of names
         self._index = {}  # count -> {name: bit index}
-        self._positions = {}  # count -> ((name, word, bit mask),) to read
         self._count = None
 
     def close(self):
@@ -148,22 +147,41 @@ class IoctlReader(object):
                          blocks, *words)
         return self._ioctl(device, buf)
 
-    def read(self, device):
-        """[(name, active, fixed, requested)] in kernel order, where fixed
-        is ethtool's rule (not in hw_features, or NETIF_F_NEVER_CHANGE);
-        raises OSError from the ioctl."""
+    def read_words(self, device):
+        """(names, words): the kernel's feature names (a tuple, the same
+        object for every device) and the GFEATURES words, four per block
+        of 32 (available, requested, active, never_changed); raises
+        OSError from the ioctl."""
         count, names = self._names(device)
         blocks = (count + 31) // 32
         buf = _buffer(8 + blocks * _BLOCK.size)
         struct.pack_into("=II", buf, 0, ETHTOOL_GFEATURES, blocks)
         self._ioctl(device, buf)
-        words = struct.unpack_from("=%dI" % (4 * blocks), buf, 8)
-        positions = self._positions.get(count)
-        if positions is None:
-            positions = self._positions[count] = tuple(
-                (name, 4 * (index // 32), 1 << (index % 32))
-                for index, name in enumerate(names) if name)
-        return [(name, bool(words[base + 2] & bit),
-                 not words[base] & bit or bool(words[base + 3] & bit),
-                 bool(words[base + 1] & bit))
-                for name, base, bit in positions]
+        return names, struct.unpack_from("=%dI" % (4 * blocks), buf, 8)
+
+    def read(self, device):
+        """[(name, active, fixed, requested)] in kernel order, where fixed
+        is ethtool's rule (not in hw_features, or NETIF_F_NEVER_CHANGE);
+        raises OSError from the ioctl."""
+        names, words = self.read_words(device)
+        return decode(names, words)
+
+
+def decode(names, words):
+    """[(name, active, fixed, requested)] from read_words()."""
+    return [(name, bool(words[base + 2] & bit),
+             not words[base] & bit or bool(words[base + 3] & bit),
+             bool(words[base + 1] & bit))
+            for name, base, bit in _positions(names)]
+
+
+_POSITIONS = {}  # names -> ((name, word, bit mask),)
+
+
+def _positions(names):
+    positions = _POSITIONS.get(names)
+    if positions is None:
+        positions = _POSITIONS[names] = tuple(
+            (name, 4 * (index // 32), 1 << (index % 32))
+            for index, name in enumerate(names) if name)
+    return positions

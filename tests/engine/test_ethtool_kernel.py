@@ -298,7 +298,8 @@ def test_list_and_read_many(netns):
 
 def test_fallback_to_binary_when_ioctl_unsupported(netns, mocker):
     dev = make_device(netns, "veth", _make_veth)
-    mocker.patch.object(ethtool_ioctl.IoctlReader, "read", autospec=True,
+    mocker.patch.object(ethtool_ioctl.IoctlReader, "read_words",
+                        autospec=True,
                         side_effect=OSError(errno.EOPNOTSUPP, "not supported"))
     with netns.entered():
         got = ethtool.read_features(dev)

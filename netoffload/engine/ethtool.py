@@ -130,7 +130,16 @@ class DeviceFeatures(object):
         return self._groups[short]
 
     def as_onoff(self):
-        """{short: 'on'|'off'} for the features this kernel has."""
+        """{short: 'on'|'off'} for the features this kernel has (a fresh
+        dict; computed once per shared features map)."""
+        if self._plans is not None:
+            onoff = self._plans.get(_ONOFF)
+            if onoff is None:
+                onoff = self._plans[_ONOFF] = self._onoff()
+            return dict(onoff)
+        return self._onoff()
+
+    def _onoff(self):
         return dict((short, _onoff(state.active))
                     for short, state in self.features.items()
                     if state.active is not None)
@@ -251,7 +260,8 @@ def parse_features_text(text, device=None):
 
 # -- reading ------------------------------------------------------------------
 
-_DECODED = {}  # (names, words) -> (kernel, features, groups): see _from_words
+_DECODED = {}  # (names, words) -> (kernel, features, groups, memo): _from_words
+_ONOFF = ("as_onoff",)  # the memo's key for as_onoff (wishes are tuples of pairs)
 _DECODED_MAX = 256
 
 
@@ -764,10 +774,11 @@ def _execute(device, reader, current, pairs, targets, status, commanded,
     # Kernel bits outside the groups we asked for that moved anyway: on
     # 6.x `tx off` drops the tcp bits but leaves tx-tcp-accecn-segmentation,
     # so ethtool (and we) still show tso on; the bits tell the full story.
-    forced_bits = dict(
+    old_kernel = current.kernel
+    forced_bits = {} if reread.kernel is old_kernel else dict(
         (name, _onoff(state.active)) for name, state in reread.kernel.items()
-        if name in current.kernel
-        and current.kernel[name].active != state.active
+        if name in old_kernel
+        and old_kernel[name].active != state.active
         and short_for_kernel_bit(name) not in commanded)
     failed = sorted(s for s, st in status.items() if st == FAILED)
     if failed:
@@ -776,7 +787,9 @@ def _execute(device, reader, current, pairs, targets, status, commanded,
         get_logger().warning("%s: could not set %s", device, ", ".join(
             "%s %s" % (s, targets[s]) for s in failed))
     if forced or forced_bits:
-        get_logger().info("%s: turned %s as a dependency", device, ", ".join(
+        # debug: every caller reports `forced` itself (a boot pass would
+        # log a line per device)
+        get_logger().debug("%s: turned %s as a dependency", device, ", ".join(
             "%s %s" % item for item in sorted(forced.items())
             + sorted(forced_bits.items())))
     return ApplyResult(device, status, before, after, ran_command=True,

@@ -52,7 +52,8 @@ HOLD_SET = "set"  # the holder: `netoffload set`
 def atomic_write_json(path, data, mode=0o600):
     """Write JSON so that readers see the old or the new file, never half
     (the text json.dumps(indent=1, sort_keys=True) gives, without the json
-    import: jsonlite).
+    import: jsonlite; a record of more than BIG_RECORD devices compact,
+    by json's C encoder).
 
     The file is fsynced before the rename (never an empty record after a
     power loss), the directory is not: the live state it describes does
@@ -62,10 +63,10 @@ def atomic_write_json(path, data, mode=0o600):
 
     DeviceError naming the file (a full disk with its own message)."""
     if len(data.get("devices") or ()) > BIG_RECORD:
-        # a boot pass's thousand devices: the C encoder (json's import
-        # is nothing beside the work), the same text
+        # a boot pass's thousand devices: json's C encoder, which it uses
+        # only without indent (json's import is nothing beside the work)
         import json  # noqa: PLC0415 (start-up: jsonlite's module doc)
-        text = json.dumps(data, indent=1, sort_keys=True)
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     else:
         text = jsonlite.dumps(data)
     try:

@@ -12,6 +12,7 @@ import errno
 
 import pytest
 
+from netoffload import runner
 from netoffload.engine import ethtool, ethtool_ioctl
 from netoffload.engine.features import FEATURES
 from netoffload.engine.policy import parse_policy
@@ -66,7 +67,7 @@ def test_sfeatures_equals_ethtool_set(netns, kind, profile, start, mocker):
             netns.run(["ethtool", "-K", dev] + start.split(), check=False)
     assert _text(netns, mine) == _text(netns, theirs), "twins differ"
     wanted = parse_policy(profile).features
-    run = mocker.spy(ethtool.runner, "run")
+    run = mocker.spy(runner, "run")
     with netns.entered():
         result = ethtool.apply_features(mine, wanted)
     assert not [c for c in run.call_args_list if "-K" in c[0][0]], \

@@ -17,7 +17,9 @@ from netoffload.agents.cache import (
     FORMAT,
     INDEX_FILE,
     INDEX_MAGIC,
+    OFFSET_WIDTH,
     PIF_MARKER_DIR,
+    index_bucket,
     index_head,
     stamp,
 )
@@ -213,13 +215,35 @@ class Encoded(object):
         return "".join(self.chunks())
 
     def index_chunks(self, cache_stamp):
-        yield INDEX_MAGIC + encode_entry(dict(self.header, cache=cache_stamp)) + "\n"
+        """cache.index (format in netoffload.agents.cache): the entries in
+        crc32 buckets, about four per bucket, behind a table of offsets.
+        Every piece is ASCII (JSON escapes the rest; keys are plain), so
+        lengths in characters are lengths in bytes."""
+        lines = []
         for name, prefix in (("pifs", "pif"), ("vifs", "vif")):
             table = self.sections[name]
             for key in sorted(table):
                 # lookups use validated names only: other keys can stay out
                 if _PLAIN_KEY_RE.match(key):
-                    yield "%s %s %s\n" % (prefix, key, table[key])
+                    lines.append((prefix, key, "%s %s %s\n" % (
+                        prefix, key, table[key])))
+        buckets = 1
+        while buckets * 4 < len(lines):
+            buckets *= 2
+        grouped = [[] for _ in range(buckets)]
+        for prefix, key, line in lines:
+            grouped[index_bucket(prefix, key, buckets)].append(line)
+        head = INDEX_MAGIC + encode_entry(dict(
+            self.header, cache=cache_stamp, buckets=buckets)) + "\n"
+        offset = len(head) + (buckets + 1) * OFFSET_WIDTH + 1
+        offsets = [offset]
+        for group in grouped:
+            offset += sum(len(line) for line in group)
+            offsets.append(offset)
+        yield head
+        yield "".join("%0*d" % (OFFSET_WIDTH, o) for o in offsets) + "\n"
+        for group in grouped:
+            yield "".join(group)
 
     def index_text(self, cache_stamp):
         return "".join(self.index_chunks(cache_stamp))

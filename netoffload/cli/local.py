@@ -4,6 +4,10 @@
   netoffload set DEV... POLICY [--dry-run] [--json]
   netoffload restore (DEV... | --all) [--json]
 
+`set` holds a device (the watcher leaves it alone); `restore` undoes
+exactly what `set` did, ends the hold and brings the device back into the
+cached policy at once.
+
 Exit codes: 0 ok, 1 some device failed, 2 bad usage (bad name or policy:
 then nothing is changed at all).
 """
@@ -11,6 +15,7 @@ import json
 import sys
 
 from netoffload import exitcodes
+from netoffload.agents import cached
 from netoffload.cli.output import add_json, examples
 from netoffload.engine import ethtool
 from netoffload.engine.features import FEATURES
@@ -50,13 +55,13 @@ def register(subparsers):
                       help="show what would change, change nothing")
 
     restore = _verb(subparsers, "restore", cmd_restore,
-                    "put back what `set` changed",
+                    "undo what `set` did and end the hold",
                     examples("netoffload restore eth1",
                              "netoffload restore --all"))
     restore.add_argument("devices", nargs="*", metavar="DEV",
-                         help="devices whose recorded state to restore")
+                         help="devices `set` holds")
     restore.add_argument("--all", action="store_true",
-                         help="every device with a record")
+                         help="every device held by `set`")
 
 
 def _cell(state):
@@ -141,7 +146,7 @@ def describe(result):
         else:
             parts.append("%s %s" % (short, outcome))
     line = "%s: %s" % (result.device, ", ".join(parts) or "nothing to do")
-    for err in result.errors:
+    for err in result.errors + result.notes:
         line += "\n  %s" % err
     return line + "\n"
 
@@ -170,8 +175,8 @@ def _run_each(devices, action, json_out):
 
 def cmd_set(args):
     """Apply POLICY (all-off, tx-off, none, or a list like tx=off,sg=off)
-    to the devices with ethtool, recording what was there before so that
-    `restore` can put it back."""
+    to the devices with ethtool and hold them: the watcher leaves a held
+    device alone until `restore`, which puts back what was there before."""
     devices = args.devices
     policy = parse_policy(args.policy)  # refuse bad input before anything
     _check_devices(devices, present=True)
@@ -180,16 +185,26 @@ def cmd_set(args):
             devices, lambda dev: ethtool.plan_features(dev, policy.features),
             args.json)
     store = LiveStateStore()
-    return _run_each(devices, lambda dev: store.apply(dev, policy.features),
+    return _run_each(devices, lambda dev: store.hold(dev, policy.features),
                      args.json)
 
 
+def _release(store, dev):
+    result = store.release(dev)
+    if result is None:
+        return ethtool.ApplyResult(dev, {}, {}, {}, notes=[
+            "not held by `netoffload set`: nothing to restore"])
+    result.notes.append(cached.reenforce(dev))
+    return result
+
+
 def cmd_restore(args):
-    """Restore the recorded prior state of the devices and forget the
-    record."""
+    """Undo exactly what `set` did to the devices (the state from just
+    before the first `set`), end the hold, and bring each device back into
+    the policy of the local cache at once."""
     _check_devices(args.devices)
     if args.all == bool(args.devices):
         raise BadArgument("name the devices to restore, or give --all")
     store = LiveStateStore()
-    devices = args.devices or sorted(store.recorded())
-    return _run_each(devices, store.restore, args.json)
+    devices = args.devices or sorted(store.held_devices())
+    return _run_each(devices, lambda dev: _release(store, dev), args.json)

@@ -8,10 +8,9 @@
 - the owner key `<vm-uuid>/<devid>` that names a guest device's VIF in the
   local cache and the live-state record.
 
-Light on purpose: the udev helper imports it.
+Light on purpose: the udev helper imports it (so json is imported only
+where a bookkeeping text is read or written: it costs the helper's start).
 """
-import json
-
 from netoffload.engine.features import FEATURES
 
 PACK_PREFIX = "netoffload-"
@@ -53,6 +52,7 @@ def _saved_items(text):
     """{short: (prior, written or None)} from `netoffload-saved`."""
     if not text:
         return {}
+    import json  # noqa: PLC0415 (the udev helper: module doc)
     try:
         data = json.loads(text)
     except ValueError:
@@ -91,6 +91,7 @@ def format_saved(saved, written=None):
     written = written or {}
     data = dict((k, [v, written[k]] if written.get(k) is not None else v)
                 for k, v in saved.items())
+    import json  # noqa: PLC0415 (the udev helper: module doc)
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 

@@ -38,7 +38,9 @@ and PIF:
 import argparse
 import collections
 import concurrent.futures
+import contextlib
 import gc
+import importlib
 import json
 import queue
 import random
@@ -48,12 +50,12 @@ import sys
 import time
 
 from netoffload import exitcodes, paths
-from netoffload.agents import cache_writer, watch_events
+from netoffload.agents import cache_writer, todo, watch_events
 from netoffload.agents.cache_writer import CacheEntries
 from netoffload.engine import livestate
 from netoffload.errors import DeviceError, NetoffloadError
 from netoffload.log import get_logger
-from netoffload.pool import enforce, planning, writer, xapi
+from netoffload.pool import enforce, planning, retry, writer, xapi
 from netoffload.pool.records import CLASSES, PoolRecords
 
 EVENT_CLASSES = [c.event for c in CLASSES]
@@ -79,6 +81,15 @@ MAX_FAILURES = 10
 # session at a time, so each object's keys keep their order). xapi caps
 # sessions per originator; a handful is well inside that.
 WRITERS = 8
+# One XAPI call that fails for a passing reason (retry.is_transient) is
+# tried again this often, within this many seconds, before the object goes
+# to the to-do (agents/todo.py), from where it is planned and written again
+# with a per-object backoff until it lands or is gone.
+CALL_ATTEMPTS = 5
+CALL_BUDGET = 8.0
+# The pool-wide writer lease (CONTRACTS.md E) is taken for this long and
+# given back once the writes in flight are done.
+LEASE_TTL = 60.0
 # Watcher._reconcile(live=EVERY_DEVICE): enforce every device of this host
 # (after a full sync), not only those of the affected objects.
 EVERY_DEVICE = None
@@ -174,6 +185,19 @@ class DebouncedCache(object):
         return Flushed(written, encoded.counts())
 
 
+class RetryingXapi(xapi.Xapi):
+    """A writer session whose calls are tried again after a transient
+    failure (bounded: CALL_ATTEMPTS within CALL_BUDGET seconds). Safe for
+    other-config edits: an add whose reply was lost comes back as
+    MAP_DUPLICATE_KEY with our value (set_other_config_key accepts it), a
+    repeated remove of a missing key does nothing."""
+
+    def call(self, method, *params):
+        return retry.call_with_retry(xapi.Xapi.call, self, method, *params,
+                                     attempts=CALL_ATTEMPTS,
+                                     budget_s=CALL_BUDGET)
+
+
 class KeyWriters(object):
     """The master's writer pool: extra XAPI sessions, one thread each, each
     writing one object's keys at a time (so an object's keys keep their
@@ -201,10 +225,14 @@ class KeyWriters(object):
     def submit(self, plans):
         """Start the writes of plans in the writer threads."""
         if self._executor is None:
-            self._sessions = [self._open_session() for _ in range(self.size)]
+            self._sessions = [
+                retry.call_with_retry(self._open_session,
+                                      attempts=CALL_ATTEMPTS,
+                                      budget_s=CALL_BUDGET)
+                for _ in range(self.size)]
             self._clients = queue.Queue()
             for session in self._sessions:
-                self._clients.put(xapi.Xapi(session))
+                self._clients.put(RetryingXapi(session))
             self._executor = concurrent.futures.ThreadPoolExecutor(self.size)
         for plan in plans:
             future = self._executor.submit(self._write_one, plan)
@@ -222,14 +250,15 @@ class KeyWriters(object):
 
     def finished(self):
         """[(ref, plan, future)] of the writes done since the last call, in
-        the order they finished; cancelled ones left out."""
+        the order they finished; a cancelled one (never started) comes with
+        future None."""
         done = []
         while self._finished:
             ref = self._finished.popleft()
             plan, future = self._inflight.pop(ref, (None, None))
-            if future is None or future.cancelled():
+            if plan is None:
                 continue
-            done.append((ref, plan, future))
+            done.append((ref, plan, None if future.cancelled() else future))
         return done
 
     def stop(self):
@@ -282,6 +311,9 @@ class Watcher(object):
                       "cache_writes": 0, "live_applied": 0, "errors": 0}
         self._store = None
         self._writers = KeyWriters(self._open_session, writers)
+        self._todo = todo.TodoList(self.state_dir)
+        self._lease = None        # ExitStack holding the pool writer lease
+        self._lease_since = 0.0
 
     # -- lifecycle -------------------------------------------------------------
     def stop(self):
@@ -292,6 +324,10 @@ class Watcher(object):
         with xapi reachable."""
         backoff = BACKOFF_INITIAL
         failures = 0  # in a row, each after a successful connect
+        left = self._todo.load(time.monotonic())
+        if left:
+            self.log.warning("watch: %d objects left in the to-do by the last "
+                             "run; the full sync plans them again", left)
         while not self.stopping:
             connected = False
             try:
@@ -343,6 +379,7 @@ class Watcher(object):
     def _disconnect(self):
         self._writers.stop()
         self._harvest()  # log and count what did get written; no replans
+        self._release_lease()
         self._writers.close()
         if self.session is not None:
             xapi.close_session(self.session)
@@ -354,16 +391,27 @@ class Watcher(object):
         objects that changed while their writes were in flight, once our
         writes show."""
         written, failed, again = [], [], []
+        now, wall = time.monotonic(), time.time()
         for ref, plan, future in self._writers.finished():
-            try:
-                result = future.result()
-            except Exception as err:  # a writer thread's surprise
+            if future is None:
                 result = writer.ObjectWrite.failed(
-                    plan, ["%s: %s" % (type(err).__name__, err)])
-            if result.status == writer.STATUS_CHANGED:
-                written.append(result)
-            elif result.status == writer.STATUS_FAILED:
+                    plan, ["not written: the watcher reconnected"])
+            else:
+                try:
+                    result = future.result()
+                except Exception as err:  # a writer thread's surprise
+                    result = writer.ObjectWrite.failed(
+                        plan, ["%s: %s" % (type(err).__name__, err)])
+            if result.status == writer.STATUS_FAILED:
+                # never dropped: planned and written again from the to-do
                 failed.append(result)
+                self._todo.failed(ref, result.cls, result.uuid, result.label,
+                                  "; ".join(result.error or ["failed"]),
+                                  now, wall)
+            else:  # written, already in policy, or gone
+                self._todo.done([ref])
+                if result.status == writer.STATUS_CHANGED:
+                    written.append(result)
             if ref in self._writers.recheck:
                 self._writers.recheck.discard(ref)
                 if watch_events.shows(self.records, ref, result.written):
@@ -376,9 +424,66 @@ class Watcher(object):
             self.log.info("watch: wrote offload keys on %d objects%s",
                           len(written), ", %d failed" % len(failed) if failed else "")
         for result in failed:
-            self.log.warning("watch: %s %s: %s", result.cls,
-                             result.label, "; ".join(result.error or []))
+            self.log.warning("watch: %s %s: %s; kept in the to-do, tried "
+                             "again", result.cls, result.label,
+                             "; ".join(result.error or []))
+        self._save_todo()
+        if not self._writers.in_flight():
+            self._release_lease()
         return again
+
+    def _save_todo(self):
+        """Write the to-do if it changed, and log its count."""
+        if not self._todo.changed:
+            return
+        try:
+            self._todo.save()
+        except DeviceError as err:
+            self.log.warning("watch: cannot write the to-do: %s", err.message)
+            return
+        except (OSError, IOError) as err:
+            self.log.warning("watch: cannot write the to-do: %s", err)
+            return
+        if len(self._todo):
+            self.log.warning("watch: to-do: %d objects still to bring into "
+                             "policy", len(self._todo))
+        else:
+            self.log.info("watch: to-do empty: every object's keys written")
+
+    # -- the pool-wide writer lease (CONTRACTS.md E) ---------------------------
+    def _take_lease(self):
+        """Hold the pool writer lease while writes are in flight.
+
+        LEASE CALL SITE: netoffload.pool.lease (pool-core) is the one
+        writer lease of the pool; until it is merged this holds nothing.
+        Raises Busy when another writer holds it: the plans then go to the
+        to-do and are written once it is free.
+        """
+        if self._lease is not None:
+            if time.monotonic() - self._lease_since < LEASE_TTL / 2:
+                return
+            if self._writers.in_flight():
+                return  # renewed once these writes are done
+            self._release_lease()
+        try:  # by name: pool-core's module may not be merged yet
+            lease = importlib.import_module("netoffload.pool.lease")
+        except ImportError:
+            return
+        stack = contextlib.ExitStack()
+        holder = "watch@%s" % (self.host_ref,)
+        stack.enter_context(lease.held(self._connected(), holder,
+                                       ttl_s=LEASE_TTL))
+        self._lease, self._lease_since = stack, time.monotonic()
+
+    def _release_lease(self):
+        stack, self._lease = self._lease, None
+        if stack is None:
+            return
+        try:
+            stack.close()
+        except Exception as err:  # it expires by itself (ttl)
+            self.log.warning("watch: cannot give the writer lease back: %s",
+                             err)
 
     # -- the loop ------------------------------------------------------------------
     def _connected(self):
@@ -391,8 +496,12 @@ class Watcher(object):
         return self._events_of(EVENT_CLASSES, token, timeout)
 
     def _events_of(self, classes, token, timeout):
-        result = self._connected().call("event.from", classes, token,
-                                        float(timeout))
+        # a blip (refused, reset, a reply cut short) is tried again on the
+        # same token rather than cost a full resync
+        result = retry.call_with_retry(
+            self._connected().call, "event.from", classes, token,
+            float(timeout), attempts=CALL_ATTEMPTS, budget_s=CALL_BUDGET,
+            sleep=self._sleep)
         if getattr(self.session, "_session", None) != self.session_ref:
             # the XenAPI client logged in again after SESSION_INVALID: xapi
             # restarted and our token means nothing any more
@@ -438,11 +547,15 @@ class Watcher(object):
         pause = self._next_call - time.monotonic()
         if pause > 0:
             self._sleep(pause)
-        again = self._harvest()
+        again = set(self._harvest())
+        again.update(self._todo.due(time.monotonic()))
         if again:
-            self._reconcile(set(again))
+            self._reconcile(again)
         if self._writers.in_flight():
             timeout = min(timeout, 1.0)  # to log finished writes promptly
+        retry_at = self._todo.next_due()
+        if retry_at is not None:
+            timeout = max(0.0, min(timeout, retry_at - time.monotonic()))
         # Snapshots in this batch may predate the last writes of objects in
         # flight now, even if those writes finish before we look at them.
         busy = self._writers.in_flight()
@@ -481,7 +594,12 @@ class Watcher(object):
         `live` (EVERY_DEVICE: on every device of this host)."""
         targets = sorted(ref for ref in affected
                          if watch_events.eligible(self.records, ref))
-        if self.is_master and targets:
+        if len(self._todo):
+            # gone or no longer a guest's: nothing left to write
+            self._todo.done(set(affected).difference(targets))
+        if not self.is_master:
+            self._todo.clear()  # the master's to-do, and it plans everything
+        elif targets:
             busy = set(busy) | self._writers.in_flight()
             waiting = [ref for ref in targets if ref in busy]
             self._writers.recheck.update(waiting)
@@ -494,10 +612,28 @@ class Watcher(object):
                 self._warn_policy_errors(
                     (p.resolution.level, p.resolution.error, p.label)
                     for p in plans if p.resolution.error)
+                if len(self._todo):  # in policy already (a lost reply)
+                    self._todo.done(p.ref for p in plans if not p.writes)
                 plans = [p for p in plans if p.writes]
                 if plans:
-                    self._writers.submit(plans)
+                    self._submit(plans)
+        self._save_todo()
         self._enforce(None if live is EVERY_DEVICE else set(targets) | set(live))
+
+    def _submit(self, plans):
+        """Start the writes of plans under the pool writer lease; when it
+        cannot be had, the objects go to the to-do."""
+        try:
+            self._take_lease()
+        except NetoffloadError as err:  # Busy: someone else is writing
+            now, wall = time.monotonic(), time.time()
+            for plan in plans:
+                self._todo.failed(plan.ref, plan.cls, plan.uuid, plan.label,
+                                  err.message, now, wall)
+            self.log.warning("watch: %d objects wait in the to-do: %s",
+                             len(plans), err.message)
+            return
+        self._writers.submit(plans)
 
     def _warn_policy_errors(self, found):
         """One warning per broken (level, key=value), not one per event:

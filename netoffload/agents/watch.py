@@ -47,12 +47,13 @@ import random
 import signal
 import socket
 import sys
+import threading
 import time
 
 from netoffload import exitcodes, paths
-from netoffload.agents import cache_writer, todo, watch_events
+from netoffload.agents import cache_writer, drift, todo, watch_events
 from netoffload.agents.cache_writer import CacheEntries
-from netoffload.engine import livestate
+from netoffload.engine import ethtool, livestate
 from netoffload.errors import DeviceError, NetoffloadError
 from netoffload.log import get_logger
 from netoffload.pool import enforce, planning, retry, writer, xapi
@@ -90,6 +91,12 @@ CALL_BUDGET = 8.0
 # The pool-wide writer lease (CONTRACTS.md E) is taken for this long and
 # given back once the writes in flight are done.
 LEASE_TTL = 60.0
+# Drift (agents/drift.py): where the kernel sends no ethtool netlink
+# notifications, governed devices are read this often (seconds; 0: no drift
+# correction). After a notification, changes are let settle this long so
+# that one `ethtool -K` with several features is one check.
+DRIFT_INTERVAL = 60.0
+DRIFT_SETTLE = 0.05
 # Watcher._reconcile(live=EVERY_DEVICE): enforce every device of this host
 # (after a full sync), not only those of the affected objects.
 EVERY_DEVICE = None
@@ -286,7 +293,8 @@ class Watcher(object):
     def __init__(self, state_dir=None, event_timeout=EVENT_TIMEOUT,
                  cache_debounce=CACHE_DEBOUNCE, backoff_max=BACKOFF_MAX,
                  writers=WRITERS, open_session=None, sleep=time.sleep,
-                 coalesce=EVENT_COALESCE, max_failures=MAX_FAILURES):
+                 coalesce=EVENT_COALESCE, max_failures=MAX_FAILURES,
+                 drift_interval=DRIFT_INTERVAL, drift_netlink=True):
         self.state_dir = paths.state_dir(state_dir)
         self.max_failures = max(1, int(max_failures))
         self.exit_code = exitcodes.OK
@@ -314,6 +322,14 @@ class Watcher(object):
         self._todo = todo.TodoList(self.state_dir)
         self._lease = None        # ExitStack holding the pool writer lease
         self._lease_since = 0.0
+        # The snapshot, the cache and the live-state record are shared with
+        # the drift thread: each side works on them under this lock (the
+        # loop not while it waits in event.from).
+        self._lock = threading.RLock()
+        self.drift_interval = max(0.0, float(drift_interval))
+        self.drift_netlink = drift_netlink
+        self._drift_record = drift.read_drift(self.state_dir)
+        self._drift_thread = None
 
     # -- lifecycle -------------------------------------------------------------
     def stop(self):
@@ -365,7 +381,9 @@ class Watcher(object):
                 except _Stop:
                     break
                 backoff = min(backoff * 2, self.backoff_max)
-        self._flush_cache()
+        self.stopping = True  # the drift thread too
+        with self._lock:
+            self._flush_cache()
         self._disconnect()
         return self.exit_code
 
@@ -378,7 +396,8 @@ class Watcher(object):
 
     def _disconnect(self):
         self._writers.stop()
-        self._harvest()  # log and count what did get written; no replans
+        with self._lock:
+            self._harvest()  # log and count what did get written; no replans
         self._release_lease()
         self._writers.close()
         if self.session is not None:
@@ -529,28 +548,33 @@ class Watcher(object):
                 (watch_events.intern(ref), watch_events.compact_record(record))
                 for ref, record in json.loads(packed).items())
             del packed
-        self.records = PoolRecords(*[tables[c.table] for c in CLASSES])
+        records = PoolRecords(*[tables[c.table] for c in CLASSES])
         release_memory()
         self.stats["syncs"] += 1
-        self.was_master = self.is_master
-        self.log.info("watch: synced %d VMs, %d VIFs, %d PIFs (%s)",
-                      len(tables["vms"]), len(tables["vifs"]), len(tables["pifs"]),
-                      "master" if self.was_master else "member")
-        self._cache.restart(self.host_ref)
-        self._policy_warned = set()
-        self._reconcile(set(self.records.vifs) | set(self.records.pifs),
-                        live=EVERY_DEVICE)
-        self._flush_cache()
+        with self._lock:
+            self.records = records
+            self.was_master = self.is_master
+            self.log.info("watch: synced %d VMs, %d VIFs, %d PIFs (%s)",
+                          len(tables["vms"]), len(tables["vifs"]),
+                          len(tables["pifs"]),
+                          "master" if self.was_master else "member")
+            self._cache.restart(self.host_ref)
+            self._policy_warned = set()
+            self._reconcile(set(records.vifs) | set(records.pifs),
+                            live=EVERY_DEVICE)
+            self._flush_cache()
+        self._start_drift()
 
     def _step(self):
         timeout = self._cache.wait_limit(time.monotonic(), self.event_timeout)
         pause = self._next_call - time.monotonic()
         if pause > 0:
             self._sleep(pause)
-        again = set(self._harvest())
-        again.update(self._todo.due(time.monotonic()))
-        if again:
-            self._reconcile(again)
+        with self._lock:
+            again = set(self._harvest())
+            again.update(self._todo.due(time.monotonic()))
+            if again:
+                self._reconcile(again)
         if self._writers.in_flight():
             timeout = min(timeout, 1.0)  # to log finished writes promptly
         retry_at = self._todo.next_due()
@@ -562,14 +586,15 @@ class Watcher(object):
         result = self._events(self.token, timeout)
         self.token = result["token"]
         events = result.get("events") or []
-        if events:
-            self._next_call = time.monotonic() + self.coalesce
-            self.stats["batches"] += 1
-            affected, live = self._apply_events(events)
-            if affected or live:
-                self._reconcile(affected, live=live, busy=busy)
-        if self._cache.is_due(time.monotonic()):
-            self._flush_cache()
+        with self._lock:
+            if events:
+                self._next_call = time.monotonic() + self.coalesce
+                self.stats["batches"] += 1
+                affected, live = self._apply_events(events)
+                if affected or live:
+                    self._reconcile(affected, live=live, busy=busy)
+            if self._cache.is_due(time.monotonic()):
+                self._flush_cache()
 
     @property
     def is_master(self):
@@ -652,11 +677,21 @@ class Watcher(object):
             refs = watch_events.local_targets(self.records, self.host_ref, refs)
             if not refs:
                 return
-        if self._store is None:
-            self._store = livestate.LiveStateStore(self.state_dir)
+        held = self._held_devices()
+        if held is None:
+            return  # holds unknown: touch no device
+        if held:
+            # an admin's `netoffload set` stands until `restore`: the
+            # objects with a held device are left alone here
+            locals_ = enforce.local_devices(self.records, self.host_ref, refs)
+            skip = set(d.ref for d in locals_ if d.device in held)
+            if skip:
+                refs = set(d.ref for d in locals_) - skip
+                if not refs:
+                    return
         try:
             results = enforce.enforce_live(self.records, self.host_ref,
-                                             self._store, targets=refs)
+                                             self._live_store(), targets=refs)
         except NetoffloadError as err:
             self.log.warning("watch: live enforcement failed: %s", err.message)
             return
@@ -672,6 +707,139 @@ class Watcher(object):
         if changed:
             self.log.info("watch: applied live state on %s",
                           ", ".join(r.device for r in changed))
+
+    # -- drift (agents/drift.py) -------------------------------------------------
+    def _start_drift(self):
+        """The drift thread, once, after the first full sync."""
+        if self._drift_thread is not None or not self.drift_interval:
+            return
+        self._drift_thread = threading.Thread(target=self._drift_loop,
+                                              name="drift")
+        self._drift_thread.daemon = True
+        self._drift_thread.start()
+
+    def _drift_loop(self):
+        monitor = drift.FeatureMonitor.open() if self.drift_netlink else None
+        if monitor is not None:
+            self.log.info("watch: drift: following ethtool netlink "
+                          "notifications")
+        else:
+            self.log.info("watch: drift: reading governed devices every "
+                          "%gs", self.drift_interval)
+        next_read = time.monotonic() + self.drift_interval
+        try:
+            while not self.stopping:
+                if monitor is not None:
+                    names = monitor.wait(1.0)  # 1 s: to see stopping
+                    if names == set():
+                        continue
+                    time.sleep(DRIFT_SETTLE)
+                    more = monitor.wait(0.0)
+                    names = None if names is None or more is None \
+                        else names | more
+                else:
+                    wait = next_read - time.monotonic()
+                    if wait > 0:
+                        time.sleep(min(wait, 1.0))
+                        continue
+                    next_read = time.monotonic() + self.drift_interval
+                    names = None
+                try:
+                    with self._lock:
+                        self.check_drift(names)
+                except Exception as err:  # never the end of the watcher
+                    self.log.warning("watch: drift check failed: %s: %s",
+                                     type(err).__name__, err)
+        finally:
+            if monitor is not None:
+                monitor.close()
+
+    def _held_devices(self):
+        """Devices an admin holds with `netoffload set` (CONTRACTS.md C).
+
+        LiveStateStore.held_devices() comes with live-engine's holds; until
+        that is merged no device is held."""
+        held = getattr(self._live_store(), "held_devices", None)
+        if held is None:
+            return set()
+        try:
+            return set(held())
+        except NetoffloadError as err:
+            self.log.warning("watch: cannot read the holds: %s", err.message)
+            return None
+
+    def _live_store(self):
+        if self._store is None:
+            self._store = livestate.LiveStateStore(self.state_dir)
+        return self._store
+
+    def check_drift(self, names=None):
+        """Re-enforce the governed local devices (those named; None: all)
+        whose live features drifted from the policy, except held ones;
+        record what stays drifted in drift.json. Call under self._lock."""
+        records, host_ref = self.records, self.host_ref
+        if records is None or host_ref is None:
+            return
+        held = self._held_devices()
+        if held is None:
+            return  # holds unknown: touch nothing
+        present = set(ethtool.list_devices())
+        governed = dict(
+            (d.device, d) for d in enforce.local_devices(records, host_ref)
+            if d.device in present and (names is None or d.device in names)
+            and d.resolution.live_features and not d.resolution.error)
+        desired = dict((name, d.resolution.live_features)
+                       for name, d in governed.items())
+        found = drift.find_drift(desired, ethtool.read_many(sorted(governed)),
+                                 held)
+        store = self._live_store()
+        for name in found.reenforce:
+            local = governed[name]
+            wanted = desired[name]
+            what = " ".join("%s=%s" % (f, v)
+                            for f, v in sorted(found.drifted[name].items()))
+            try:
+                result = store.apply(name, wanted, owner=local.owner)
+            except NetoffloadError as err:
+                self.log.warning("watch: drift on %s: %s; re-enforcing "
+                                 "failed: %s", name, what, err.message)
+                continue
+            self.stats["drift_corrected"] = \
+                self.stats.get("drift_corrected", 0) + 1
+            self.log.warning(
+                "watch: drift on %s: %s, policy %s (%s) wants %s; "
+                "re-enforced: %s", name, what, local.resolution.policy,
+                local.resolution.level, " ".join(
+                    "%s=%s" % (f, wanted[f])
+                    for f in sorted(found.drifted[name])),
+                ", ".join("%s %s" % (f, v)
+                          for f, v in sorted(result.changed.items()))
+                or "nothing changed")
+        still = dict((name, found.drifted[name]) for name in found.held)
+        if found.reenforce:
+            again = drift.find_drift(
+                dict((n, desired[n]) for n in found.reenforce),
+                ethtool.read_many(found.reenforce), held)
+            still.update(again.drifted)
+        for name in found.held:
+            if name not in self._drift_record:
+                self.log.warning("watch: drift on %s: %s; held by `netoffload "
+                                 "set`, left alone", name, " ".join(
+                                     "%s=%s" % (f, v) for f, v in
+                                     sorted(found.drifted[name].items())))
+        checked = set(governed)
+        if names is None:  # a full check: devices no longer governed too
+            checked |= set(self._drift_record)
+        record = drift.next_record(self._drift_record, still, checked, held,
+                                   time.time())
+        if record != self._drift_record:
+            try:
+                drift.write_drift(record, self.state_dir)
+            except (NetoffloadError, OSError, IOError) as err:
+                self.log.warning("watch: cannot write the drift record: %s",
+                                 err)
+                return
+            self._drift_record = record
 
     def _flush_cache(self):
         if self.records is None or self.host_ref is None:
@@ -718,6 +886,13 @@ def main(argv=None):
     parser.add_argument("--coalesce", type=float, default=EVENT_COALESCE,
                         help="seconds to let changes gather between two "
                              "event batches")
+    parser.add_argument("--drift-interval", type=float, default=DRIFT_INTERVAL,
+                        help="seconds between two reads of the governed "
+                             "devices where the kernel sends no ethtool "
+                             "netlink notifications (0: no drift correction)")
+    parser.add_argument("--drift-poll", action="store_true",
+                        help="read periodically even where the kernel "
+                             "sends notifications")
     args = parser.parse_args(argv)
     # a hung xapi must not hang us forever: bound every socket operation
     socket.setdefaulttimeout(args.event_timeout + 60.0)
@@ -728,7 +903,9 @@ def main(argv=None):
     watcher = Watcher(event_timeout=args.event_timeout,
                       cache_debounce=args.cache_debounce,
                       backoff_max=args.backoff_max, writers=args.writers,
-                      coalesce=args.coalesce)
+                      coalesce=args.coalesce,
+                      drift_interval=args.drift_interval,
+                      drift_netlink=not args.drift_poll)
     _WATCHERS.append(watcher)
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)

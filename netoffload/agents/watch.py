@@ -40,6 +40,7 @@ import collections
 import concurrent.futures
 import contextlib
 import gc
+import http.client
 import importlib
 import json
 import queue
@@ -49,6 +50,8 @@ import socket
 import sys
 import threading
 import time
+import urllib.parse
+import xmlrpc.client
 
 from netoffload import exitcodes, paths
 from netoffload.agents import cache_writer, drift, todo, watch_events
@@ -205,6 +208,86 @@ class RetryingXapi(xapi.Xapi):
                                      budget_s=CALL_BUDGET)
 
 
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path):
+        http.client.HTTPConnection.__init__(self, "localhost")
+        self.path = path
+
+    def connect(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(socket.getdefaulttimeout())
+        try:
+            sock.connect(self.path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class EventChannel(object):
+    """event.from on its own keep-alive HTTP connection, its reply read
+    lean (watch_events.parse_event_reply: the snapshot fields the pack
+    reads, nothing else turned into Python objects). The XenAPI client
+    would build every field of every snapshot through Python callbacks,
+    which was most of the watcher's CPU under load."""
+
+    def __init__(self, endpoint=None):
+        self.endpoint = endpoint if endpoint is not None else \
+            paths.xapi_endpoint()
+        self._conn = None
+
+    def _connection(self):
+        if self._conn is None:
+            if not self.endpoint or self.endpoint[0] == "socket":
+                self._conn = _UnixHTTPConnection(
+                    self.endpoint[1] if self.endpoint else paths.XAPI_SOCKET)
+            else:
+                url = urllib.parse.urlsplit(self.endpoint[1])
+                cls = http.client.HTTPSConnection if url.scheme == "https" \
+                    else http.client.HTTPConnection
+                self._conn = cls(url.hostname or "localhost", url.port,
+                                 timeout=socket.getdefaulttimeout())
+        return self._conn
+
+    def call(self, session_ref, classes, token, timeout):
+        """event.from's Value ({"events", "token"}). SESSION_INVALID is
+        XapiError at once (our token died with the session: resync);
+        connection failures are raised as they are (retry.is_transient
+        tells them)."""
+        body = xmlrpc.client.dumps((session_ref, list(classes), token,
+                                    float(timeout)), "event.from")
+        conn = self._connection()
+        try:
+            conn.request("POST", "/", body.encode("utf-8"),
+                         {"Content-Type": "text/xml"})
+            reply = conn.getresponse()
+            data = reply.read()
+        except BaseException:
+            self.close()
+            raise
+        if reply.status != 200:
+            self.close()
+            raise xmlrpc.client.ProtocolError("xapi", reply.status,
+                                              reply.reason, {})
+        try:
+            return watch_events.parse_event_reply(data)
+        except watch_events.EventReplyError as err:
+            if err.details and err.details[0] == "SESSION_INVALID":
+                # not a transient failure here: the token died with the
+                # session, so no retry on it (retry.is_transient would
+                # see SESSION_INVALID in the cause), a resync instead
+                raise xapi.XapiError("xapi session was renewed (xapi "
+                                     "restarted?)") from None
+            raise xapi.XapiError("event.from failed: %s"
+                                 % " ".join(err.details),
+                                 *err.details) from err
+
+    def close(self):
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
 class KeyWriters(object):
     """The master's writer pool: extra XAPI sessions, one thread each, each
     writing one object's keys at a time (so an object's keys keep their
@@ -319,6 +402,7 @@ class Watcher(object):
                       "cache_writes": 0, "live_applied": 0, "errors": 0}
         self._store = None
         self._writers = KeyWriters(self._open_session, writers)
+        self._channel = EventChannel()
         self._todo = todo.TodoList(self.state_dir)
         self._lease = None        # ExitStack holding the pool writer lease
         self._lease_since = 0.0
@@ -400,6 +484,7 @@ class Watcher(object):
             self._harvest()  # log and count what did get written; no replans
         self._release_lease()
         self._writers.close()
+        self._channel.close()
         if self.session is not None:
             xapi.close_session(self.session)
         self.session = self.client = None
@@ -517,8 +602,9 @@ class Watcher(object):
     def _events_of(self, classes, token, timeout):
         # a blip (refused, reset, a reply cut short) is tried again on the
         # same token rather than cost a full resync
+        self._connected()
         result = retry.call_with_retry(
-            self._connected().call, "event.from", classes, token,
+            self._channel.call, self.session_ref, classes, token,
             float(timeout), attempts=CALL_ATTEMPTS, budget_s=CALL_BUDGET,
             sleep=self._sleep)
         if getattr(self.session, "_session", None) != self.session_ref:

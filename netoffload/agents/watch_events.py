@@ -16,6 +16,7 @@ Records are trimmed to the fields the pack reads, strings interned (refs
 and keys repeat across records), so the snapshot stays small.
 """
 import sys
+import xml.etree.ElementTree as ElementTree
 
 from netoffload.pool import keys
 from netoffload.pool.records import BY_EVENT, is_eligible_vm, runs_on
@@ -221,3 +222,122 @@ def shows(records, ref, written):
         return False
     config = record.get("other_config") or {}
     return all(config.get(key) == value for key, value in written)
+
+
+# -- event.from's XML-RPC reply, read lean ------------------------------------
+# The reply of event.from carries whole snapshots (a VM record has about a
+# hundred fields); xmlrpc.client turns every element into Python objects
+# through Python callbacks. Here the reply is parsed into a tree in C and
+# only the fields in KEEP are turned into values.
+
+
+class EventReplyError(Exception):
+    """event.from answered with a failure: `details` as xapi gave them."""
+
+    def __init__(self, details):
+        Exception.__init__(self, " ".join(details))
+        self.details = details
+
+
+def xml_value(element):
+    """The Python value of an XML-RPC <value> element."""
+    if len(element) == 0:  # <value>text</value> or <value/>: a string
+        return element.text or ""
+    child = element[0]
+    tag = child.tag
+    if tag == "string":
+        return child.text or ""
+    if tag == "struct":
+        return xml_struct(child)
+    if tag == "array":
+        data = child.find("data")
+        return [xml_value(v) for v in (data if data is not None else ())]
+    if tag in ("int", "i4", "i8"):
+        return int((child.text or "0").strip())
+    if tag == "boolean":
+        return (child.text or "").strip() == "1"
+    if tag == "double":
+        return float((child.text or "0").strip())
+    if tag == "nil":
+        return None
+    return child.text or ""  # dateTime.iso8601, base64: not read here
+
+
+def xml_struct(struct, only=None):
+    """{name: value} of an XML-RPC <struct>; `only`: decode these names
+    and skip the rest unread."""
+    result = {}
+    for member in struct:
+        name = member.find("name")
+        value = member.find("value")
+        if name is None or value is None:
+            continue
+        key = name.text or ""
+        if only is None or key in only:
+            result[key] = xml_value(value)
+    return result
+
+
+def parse_event_reply(data):
+    """event.from's XML-RPC reply (bytes) -> {"events": [...], "token"},
+    each event {"class", "ref", "operation", "snapshot"} with only the
+    snapshot fields in KEEP for its class (classes not in KEEP: none).
+    EventReplyError for a xapi failure; ValueError for anything that is
+    not such a reply."""
+    try:
+        root = ElementTree.fromstring(data)
+    except ElementTree.ParseError as err:
+        raise ValueError("event.from: not XML: %s" % err) from err
+    fault = root.find("fault/value")
+    if fault is not None:
+        detail = xml_value(fault)
+        raise EventReplyError(["XMLRPC_FAULT", str(detail)])
+    top = root.find("params/param/value/struct")
+    if top is None:
+        raise ValueError("event.from: not an XML-RPC reply")
+    outer = xml_struct(top, ("Status", "ErrorDescription"))
+    if outer.get("Status") != "Success":
+        raise EventReplyError([str(d) for d in
+                               outer.get("ErrorDescription") or ["UNKNOWN"]])
+    value = None
+    for member in top:
+        name = member.find("name")
+        if name is not None and name.text == "Value":
+            value = member.find("value/struct")
+    if value is None:
+        raise ValueError("event.from: a reply with no Value")
+    result = {"events": [], "token": ""}
+    for member in value:
+        name = member.find("name")
+        if name is None:
+            continue
+        if name.text == "token":
+            result["token"] = xml_value(member.find("value"))
+        elif name.text == "events":
+            data_el = member.find("value/array/data")
+            for event_el in (data_el if data_el is not None else ()):
+                struct = event_el.find("struct")
+                if struct is None:
+                    continue
+                result["events"].append(_event(struct))
+    return result
+
+
+def _event(struct):
+    event = {}
+    snapshot = None
+    for member in struct:
+        name = member.find("name")
+        value = member.find("value")
+        if name is None or value is None:
+            continue
+        if name.text == "snapshot":
+            snapshot = value
+        elif name.text in ("class", "ref", "operation"):
+            event[name.text] = xml_value(value)
+    cls = str(event.get("class", "")).lower()
+    if snapshot is not None and cls in KEEP:
+        inner = snapshot.find("struct")
+        if inner is not None:
+            event["snapshot"] = xml_struct(inner, KEEP[cls])
+    return event

@@ -68,7 +68,10 @@ def _chain(exc):
     seen = []
     while exc is not None and exc not in seen and len(seen) < 10:
         seen.append(exc)
-        exc = exc.__cause__ or exc.__context__
+        if exc.__cause__ is not None or exc.__suppress_context__:
+            exc = exc.__cause__  # `raise ... from None` ends the chain
+        else:
+            exc = exc.__context__
     return seen
 
 

@@ -174,11 +174,11 @@ class DebouncedCache(object):
     def is_due(self, now):
         return self.due is not None and now >= self.due
 
-    def flush(self, records):
-        """Re-resolve the dirty entries and write the files if any entry or
-        the header changed: a Flushed, or None if nothing changed (before
-        the first sync too). OSError/IOError if the write fails; the
-        changes are then written at the next flush."""
+    def prepare(self, records):
+        """Re-resolve the dirty entries: the PendingWrite of the files if
+        any entry or the header changed, else None (before the first sync
+        too). The PendingWrite holds its own copy of the content, so it can
+        be written (write) while the snapshot moves on."""
         if self.entries is None:
             return None
         self.due = self.deadline = None
@@ -187,12 +187,91 @@ class DebouncedCache(object):
         encoded = self.entries.encoded(records)
         if not self.entries.changed:
             return None
+        self.entries.changed = False  # back to True if the write fails
+        return PendingWrite(encoded, self.entries.written_once)
+
+    def write(self, pending):
+        """Write a prepared cache: a Flushed. OSError/IOError/DeviceError
+        if the write fails; failed() then has the next flush write it."""
         written = cache_writer.write(
-            encoded, self.state_dir,
-            changed=True if self.entries.written_once else None)
-        self.entries.changed = False
-        self.entries.written_once = True
-        return Flushed(written, encoded.counts())
+            pending.encoded, self.state_dir,
+            changed=True if pending.known else None)
+        return Flushed(written, pending.encoded.counts())
+
+    def done(self):
+        """A write succeeded: later ones need not read the files back."""
+        if self.entries is not None:
+            self.entries.written_once = True
+
+    def failed(self):
+        """A write failed: the next flush writes again."""
+        if self.entries is not None:
+            self.entries.changed = True
+
+    def flush(self, records):
+        """prepare and write at once: a Flushed, or None if nothing
+        changed. OSError/IOError if the write fails; the changes are then
+        written at the next flush."""
+        pending = self.prepare(records)
+        if pending is None:
+            return None
+        try:
+            flushed = self.write(pending)
+        except BaseException:
+            self.failed()
+            raise
+        self.done()
+        return flushed
+
+
+# DebouncedCache.prepare: the content to write; `known`: a previous write
+# succeeded, so the files need no reading back to compare.
+PendingWrite = collections.namedtuple("PendingWrite", "encoded known")
+
+
+class BackgroundWriter(object):
+    """One thread that writes the cache files (MBs for a big pool) while
+    the loop goes on reading events; a newer content replaces one not
+    written yet (each is a whole cache)."""
+
+    def __init__(self, write):
+        self._write = write
+        self._cond = threading.Condition()
+        self._pending = None
+        self._busy = False
+        self._thread = None
+
+    def submit(self, pending):
+        with self._cond:
+            self._pending = pending
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run,
+                                                name="cache-writer")
+                self._thread.daemon = True
+                self._thread.start()
+            self._cond.notify_all()
+
+    def wait(self, timeout=60.0):
+        """Until nothing is waiting or being written (at most timeout)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while (self._pending is not None or self._busy) and \
+                    time.monotonic() < deadline:
+                self._cond.wait(0.1)
+
+    def _run(self):
+        while True:
+            with self._cond:
+                while self._pending is None:
+                    self._cond.wait()
+                pending, self._pending = self._pending, None
+                self._busy = True
+            try:
+                self._write(pending)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
 
 
 class RetryingXapi(xapi.Xapi):
@@ -396,6 +475,7 @@ class Watcher(object):
         self.token = ""
         self.was_master = False
         self._cache = DebouncedCache(self.state_dir, cache_debounce)
+        self._cache_writer = BackgroundWriter(self._write_cache)
         self._policy_warned = set()  # (level, error) already logged
         self.stopping = False
         self.stats = {"syncs": 0, "batches": 0, "writes": 0, "objects_written": 0,
@@ -403,6 +483,9 @@ class Watcher(object):
         self._store = None
         self._writers = KeyWriters(self._open_session, writers)
         self._channel = EventChannel()
+        # {ref: (other_config before, after)} of writes submitted: their
+        # own mod events plan nothing again (watch_events.is_echo)
+        self._echoes = {}
         self._todo = todo.TodoList(self.state_dir)
         self._lease = None        # ExitStack holding the pool writer lease
         self._lease_since = 0.0
@@ -468,6 +551,7 @@ class Watcher(object):
         self.stopping = True  # the drift thread too
         with self._lock:
             self._flush_cache()
+        self._cache_writer.wait()
         self._disconnect()
         return self.exit_code
 
@@ -506,6 +590,12 @@ class Watcher(object):
                 except Exception as err:  # a writer thread's surprise
                     result = writer.ObjectWrite.failed(
                         plan, ["%s: %s" % (type(err).__name__, err)])
+            final = self._echoes.get(ref, (None, None))[1]
+            if result.status != writer.STATUS_CHANGED or \
+                    result.done_plan is None or \
+                    result.done_plan.final != final:
+                # nothing (more) to come of ours, or a re-planned write
+                self._echoes.pop(ref, None)
             if result.status == writer.STATUS_FAILED:
                 # never dropped: planned and written again from the to-do
                 failed.append(result)
@@ -646,6 +736,7 @@ class Watcher(object):
                           "master" if self.was_master else "member")
             self._cache.restart(self.host_ref)
             self._policy_warned = set()
+            self._echoes.clear()
             self._reconcile(set(records.vifs) | set(records.pifs),
                             live=EVERY_DEVICE)
             self._flush_cache()
@@ -691,7 +782,7 @@ class Watcher(object):
         whose VM started or moved)."""
         self._cache.postpone(time.monotonic())
         batch = watch_events.apply_events(self.records, events, self.host_ref,
-                                          self.was_master)
+                                          self.was_master, self._echoes)
         if batch.took_over:
             self.log.info("watch: this host is now the pool master; taking over")
         self.was_master = self.is_master
@@ -744,6 +835,8 @@ class Watcher(object):
             self.log.warning("watch: %d objects wait in the to-do: %s",
                              len(plans), err.message)
             return
+        for plan in plans:
+            self._echoes[plan.ref] = (plan.current, plan.final)
         self._writers.submit(plans)
 
     def _warn_policy_errors(self, found):
@@ -927,19 +1020,30 @@ class Watcher(object):
                 return
             self._drift_record = record
 
-    def _flush_cache(self):
+    def _flush_cache(self, wait=False):
+        """Re-resolve what changed (here, under the lock) and write the
+        files in the cache-writer thread; wait: until they are written."""
         if self.records is None or self.host_ref is None:
             return
+        pending = self._cache.prepare(self.records)
+        if pending is not None:
+            self._cache_writer.submit(pending)
+        if wait:
+            self._cache_writer.wait()
+
+    def _write_cache(self, pending):
+        """The cache-writer thread's work."""
         try:
-            flushed = self._cache.flush(self.records)
-        except DeviceError as err:  # the state directory itself
-            self.log.warning("watch: cannot write the cache: %s", err.message)
+            flushed = self._cache.write(pending)
+        except (DeviceError, OSError, IOError) as err:  # DeviceError: the
+            with self._lock:                            # state directory
+                self._cache.failed()
+            self.log.warning("watch: cannot write the cache: %s",
+                             err.message if isinstance(err, DeviceError)
+                             else err)
             return
-        except (OSError, IOError) as err:
-            self.log.warning("watch: cannot write the cache: %s", err)
-            return
-        if flushed is None:
-            return
+        with self._lock:
+            self._cache.done()
         if flushed.written:
             self.stats["cache_writes"] += 1
             self.log.info("watch: cache updated: %d PIFs, %d VIFs",

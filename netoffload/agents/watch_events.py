@@ -124,11 +124,32 @@ class Batch(object):
             self.affected, self.live, self.dirty, self.took_over)
 
 
-def apply_events(records, events, host_ref, was_master):
+# Where a VIF or PIF hangs: a change of these is never our own write.
+PLACEMENT = ("VM", "network", "host", "device", "VLAN")
+
+
+def is_echo(old, new, echo):
+    """True if the record `new` differs from `old` only by our own writes:
+    echo is (other_config before them, other_config after them), and every
+    key of new's other_config holds one of those two values."""
+    before, after = echo
+    config = new.get("other_config") or {}
+    for key in set(config) | set(before) | set(after):
+        value = config.get(key)
+        if value != before.get(key) and value != after.get(key):
+            return False
+    return all(old.get(k) == new.get(k) for k in PLACEMENT)
+
+
+def apply_events(records, events, host_ref, was_master, echoes=None):
     """Apply events (event.from's list) to records in place; the Batch.
 
     was_master: whether this host was the master before the batch (a
     promotion means every object must be planned by its new writer).
+    echoes: {ref: (other_config before, after)} of our own writes: an
+    event that shows only those (is_echo) plans nothing again; it is
+    dropped from echoes once everything shows, or at someone else's
+    change.
     """
     affected, live, dirty = set(), set(), set()
     vm_changed, net_changed, host_changed = set(), set(), set()
@@ -153,6 +174,12 @@ def apply_events(records, events, host_ref, was_master):
         if cls == "vif" and new.get("currently_attached") and \
                 not (old or {}).get("currently_attached"):
             live.add(ref)  # plugged: its device exists now
+        if echoes and ref in echoes and old is not None:
+            if is_echo(old, new, echoes[ref]):
+                if (new.get("other_config") or {}) == echoes[ref][1]:
+                    del echoes[ref]  # all our writes show
+                continue
+            del echoes[ref]  # someone else's change: planned below
         if cls == "vm" and old is not None and \
                 old.get("name_label") != new.get("name_label"):
             vm_changed.add(("name", ref))

@@ -42,7 +42,6 @@ import contextlib
 import gc
 import http.client
 import importlib
-import json
 import queue
 import random
 import signal
@@ -303,6 +302,10 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+# get_all_records' reply is read and parsed in pieces of this size
+STREAM_CHUNK = 1 << 16
+
+
 class EventChannel(object):
     """event.from on its own keep-alive HTTP connection, its reply read
     lean (watch_events.parse_event_reply: the snapshot fields the pack
@@ -333,33 +336,59 @@ class EventChannel(object):
         XapiError at once (our token died with the session: resync);
         connection failures are raised as they are (retry.is_transient
         tells them)."""
-        body = xmlrpc.client.dumps((session_ref, list(classes), token,
-                                    float(timeout)), "event.from")
+        return self._call("event.from", (session_ref, list(classes), token,
+                                         float(timeout)),
+                          watch_events.parse_event_reply)
+
+    def all_records(self, session_ref, xapi_class):
+        """{ref: trimmed record} of a class (a records.CLASSES entry), read
+        as lean as events are."""
+        return self._call(
+            "%s.get_all_records" % xapi_class.name, (session_ref,),
+            lambda chunks: watch_events.parse_records_stream(
+                chunks, xapi_class.event), stream=True)
+
+    def _call(self, method, params, parse, stream=False):
+        """parse(the reply's bytes), or with stream parse(an iterator of
+        its chunks)."""
+        body = xmlrpc.client.dumps(params, method)
         conn = self._connection()
         try:
             conn.request("POST", "/", body.encode("utf-8"),
                          {"Content-Type": "text/xml"})
             reply = conn.getresponse()
-            data = reply.read()
+            if reply.status != 200:
+                raise xmlrpc.client.ProtocolError("xapi", reply.status,
+                                                  reply.reason, {})
+            if stream:
+                chunks = iter(lambda: reply.read(STREAM_CHUNK), b"")
+                result = parse(chunks)
+                for _rest in chunks:  # keep the connection usable
+                    pass
+            else:
+                result = parse(reply.read())
+        except watch_events.EventReplyError as err:
+            if stream:
+                self.close()  # the rest of the reply may be unread
+            failure = self._failure(method, err)
+            if not failure.params:
+                # SESSION_INVALID: not a transient failure here: the token
+                # died with the session, so no retry on it (is_transient
+                # would see SESSION_INVALID in the cause), a resync instead
+                raise failure from None
+            raise failure from err
         except BaseException:
             self.close()
             raise
-        if reply.status != 200:
-            self.close()
-            raise xmlrpc.client.ProtocolError("xapi", reply.status,
-                                              reply.reason, {})
-        try:
-            return watch_events.parse_event_reply(data)
-        except watch_events.EventReplyError as err:
-            if err.details and err.details[0] == "SESSION_INVALID":
-                # not a transient failure here: the token died with the
-                # session, so no retry on it (retry.is_transient would
-                # see SESSION_INVALID in the cause), a resync instead
-                raise xapi.XapiError("xapi session was renewed (xapi "
-                                     "restarted?)") from None
-            raise xapi.XapiError("event.from failed: %s"
-                                 % " ".join(err.details),
-                                 *err.details) from err
+        return result
+
+    @staticmethod
+    def _failure(method, err):
+        """XapiError for xapi's failure `err` (an EventReplyError)."""
+        if err.details and err.details[0] == "SESSION_INVALID":
+            return xapi.XapiError("xapi session was renewed (xapi restarted?)")
+        return xapi.XapiError("%s failed: %s" % (method, " ".join(err.details)),
+                              *err.details)
 
     def close(self):
         if self._conn is not None:
@@ -709,21 +738,16 @@ class Watcher(object):
         self.token = self._events_of(["pool"], "", 0.0)["token"]
         self.records = None
         tables = {}
+        self._connected()
         for xapi_class in CLASSES:
-            cls = xapi_class.event
-            raw = self._connected().get_all_records(xapi_class.name)
-            # Through one JSON string: the trimmed records are then built
-            # after the raw ones are freed, packed together instead of
-            # scattered among the holes the raw ones leave, so the heap
-            # can shrink back.
-            packed = json.dumps(dict((ref, watch_events.trim(cls, record))
-                                     for ref, record in raw.items()))
-            del raw
-            gc.collect()
+            # read lean: only the fields the pack reads become objects
+            raw = retry.call_with_retry(
+                self._channel.all_records, self.session_ref, xapi_class,
+                attempts=CALL_ATTEMPTS, budget_s=CALL_BUDGET, sleep=self._sleep)
             tables[xapi_class.table] = dict(
                 (watch_events.intern(ref), watch_events.compact_record(record))
-                for ref, record in json.loads(packed).items())
-            del packed
+                for ref, record in raw.items())
+            del raw
         records = PoolRecords(*[tables[c.table] for c in CLASSES])
         release_memory()
         self.stats["syncs"] += 1

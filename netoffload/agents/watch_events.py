@@ -305,34 +305,141 @@ def xml_struct(struct, only=None):
     return result
 
 
-def parse_event_reply(data):
-    """event.from's XML-RPC reply (bytes) -> {"events": [...], "token"},
-    each event {"class", "ref", "operation", "snapshot"} with only the
-    snapshot fields in KEEP for its class (classes not in KEEP: none).
-    EventReplyError for a xapi failure; ValueError for anything that is
-    not such a reply."""
+# Sets of refs the pack never reads that grow with the pool: a network's
+# VIFs (every VIF on it: 16,000 refs, a megabyte of XML, in the network's
+# snapshot that comes with every VIF.create), a host's resident_VMs, ...
+# They are cut out of the reply before it is parsed.
+UNREAD_SETS = (b"VIFs", b"PIFs", b"VBDs", b"VUSBs", b"VGPUs", b"PBDs",
+               b"resident_VMs", b"host_CPUs", b"consoles", b"crash_dumps",
+               b"snapshots", b"children", b"attached_PCIs", b"tasks",
+               b"allowed_operations", b"current_operations")
+assert not set(n.decode() for n in UNREAD_SETS) & set(
+    f for fields in KEEP.values() for f in fields)
+
+
+def strip_unread_sets(data):
+    """data with every struct member named in UNREAD_SETS whose value is
+    an array cut out (a member of that name holding anything else, e.g. an
+    other_config key, is left alone)."""
+    for name in UNREAD_SETS:
+        tag = b"<name>" + name + b"</name>"
+        pieces, pos = [], 0
+        while True:
+            at = data.find(tag, pos)
+            if at < 0:
+                break
+            after = at + len(tag)
+            start = data.rfind(b"<member>", pos, at)
+            value = data[after:after + 40].lstrip()
+            close = data.find(b"</array>", after)
+            end = data.find(b"</member>", close) if close >= 0 else -1
+            if start < 0 or data[start + 8:at].strip() or end < 0 or \
+                    not value.startswith(b"<value><array>") or \
+                    data[close + 8:end].strip() != b"</value>":
+                pieces.append(data[pos:after])
+                pos = after
+                continue
+            pieces.append(data[pos:start])
+            pos = end + len(b"</member>")
+        if pieces:
+            pieces.append(data[pos:])
+            data = b"".join(pieces)
+    return data
+
+
+def _reply_value(data, what):
+    """The <struct> of a XenAPI reply's Value (event.from's, or
+    get_all_records'), its unread sets cut out. EventReplyError for a xapi
+    failure; ValueError for anything that is not such a reply."""
     try:
-        root = ElementTree.fromstring(data)
+        root = ElementTree.fromstring(strip_unread_sets(data))
     except ElementTree.ParseError as err:
-        raise ValueError("event.from: not XML: %s" % err) from err
+        raise ValueError("%s: not XML: %s" % (what, err)) from err
     fault = root.find("fault/value")
     if fault is not None:
         detail = xml_value(fault)
         raise EventReplyError(["XMLRPC_FAULT", str(detail)])
     top = root.find("params/param/value/struct")
     if top is None:
-        raise ValueError("event.from: not an XML-RPC reply")
+        raise ValueError("%s: not an XML-RPC reply" % what)
     outer = xml_struct(top, ("Status", "ErrorDescription"))
     if outer.get("Status") != "Success":
         raise EventReplyError([str(d) for d in
                                outer.get("ErrorDescription") or ["UNKNOWN"]])
-    value = None
     for member in top:
         name = member.find("name")
         if name is not None and name.text == "Value":
             value = member.find("value/struct")
-    if value is None:
-        raise ValueError("event.from: a reply with no Value")
+            if value is not None:
+                return value
+    raise ValueError("%s: a reply with no Value" % what)
+
+
+# Element depths in a XenAPI reply: methodResponse 1, params 2, param 3,
+# value 4, struct 5, its members (Status, Value, ErrorDescription) 6;
+# in get_all_records' Value: value 7, struct 8, one member per ref 9.
+_TOP_MEMBER = 6
+_RECORDS = 8
+_RECORD_MEMBER = 9
+
+
+def parse_records_stream(chunks, cls):
+    """<class>.get_all_records' reply, given as an iterable of byte chunks
+    -> {ref: record} with only the fields in KEEP[cls]. Parsed as it
+    arrives, each record dropped from the tree once read, so a pool's
+    10,000 VIFs are never all in memory as XML. EventReplyError for a
+    xapi failure; ValueError for anything that is not such a reply."""
+    only = KEEP[cls]
+    parser = ElementTree.XMLPullParser(events=("start", "end"))
+    depth = 0
+    records = None
+    result, top = {}, {}
+    try:
+        for chunk in chunks:
+            parser.feed(chunk)
+            for item in parser.read_events():
+                event, elem = item[0], item[-1]
+                if not isinstance(elem, ElementTree.Element):
+                    continue
+                if event == "start":
+                    depth += 1
+                    if depth == _RECORDS and elem.tag == "struct":
+                        records = elem
+                    continue
+                if elem.tag == "member" and depth == _RECORD_MEMBER:
+                    name = elem.find("name")
+                    record = elem.find("value/struct")
+                    if name is not None and record is not None:
+                        result[name.text or ""] = xml_struct(record, only)
+                    if records is not None:
+                        records.remove(elem)  # always its first child now
+                elif elem.tag == "member" and depth == _TOP_MEMBER:
+                    name = elem.find("name")
+                    value = elem.find("value")
+                    if name is not None and value is not None and \
+                            name.text in ("Status", "ErrorDescription"):
+                        top[name.text] = xml_value(value)
+                elif elem.tag == "fault" and depth == 2:
+                    value = elem.find("value")
+                    raise EventReplyError(["XMLRPC_FAULT", str(
+                        xml_value(value) if value is not None else "")])
+                depth -= 1
+        parser.close()
+    except ElementTree.ParseError as err:
+        raise ValueError("get_all_records: not XML: %s" % err) from err
+    if top.get("Status") != "Success":
+        raise EventReplyError([str(d) for d in
+                               top.get("ErrorDescription") or ["UNKNOWN"]])
+    return result
+
+
+def parse_event_reply(data):
+    """event.from's XML-RPC reply (bytes) -> {"events": [...], "token"},
+    each event {"class", "ref", "operation", "snapshot"} with only the
+    snapshot fields in KEEP for its class (classes not in KEEP: none).
+    EventReplyError for a xapi failure; ValueError for anything that is
+    not such a reply."""
+    value = _reply_value(data, "event.from")
     result = {"events": [], "token": ""}
     for member in value:
         name = member.find("name")

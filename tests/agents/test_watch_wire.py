@@ -119,3 +119,60 @@ def test_a_lost_session_is_a_resync_not_a_retry():
     from netoffload.pool import retry
     assert not retry.is_transient(err.value)
     assert XenAPI  # the client the comparison above is made with
+
+
+def test_sets_the_pack_never_reads_are_cut_before_parsing():
+    import xmlrpc.client
+    refs = ["OpaqueRef:vif-%d" % i for i in range(3000)]
+    reply = xmlrpc.client.dumps(({"Status": "Success", "Value": {
+        "token": "t", "events": [
+            {"class": "network", "operation": "mod", "ref": "OpaqueRef:n",
+             "snapshot": {"uuid": "n-1", "name_label": "net0", "VIFs": refs,
+                          "PIFs": [], "other_config": {
+                              "VIFs": "an admin's key", "netoffload-vif":
+                              "tx-off"}}},
+            {"class": "vm", "operation": "mod", "ref": "OpaqueRef:v",
+             "snapshot": {"uuid": "v-1", "tags": ["VIFs", "x"],
+                          "VIFs": refs[:2]}}]}},), methodresponse=True)
+    data = reply.encode("utf-8")
+    cut = watch_events.strip_unread_sets(data)
+    assert len(cut) < len(data) / 20
+    assert b"OpaqueRef:vif-" not in cut
+    net, vm = watch_events.parse_event_reply(data)["events"]
+    assert net["snapshot"] == {"uuid": "n-1", "name_label": "net0",
+                               "other_config": {"VIFs": "an admin's key",
+                                                "netoffload-vif": "tx-off"}}
+    assert vm["snapshot"]["tags"] == ["VIFs", "x"]
+    # xapi's compact form
+    compact = data.replace(b"\n", b"")
+    assert b"OpaqueRef:vif-" not in watch_events.strip_unread_sets(compact)
+    assert watch_events.parse_event_reply(compact)["events"][0] == net
+
+
+def test_get_all_records_read_lean_equals_the_client_trimmed(monkeypatch):
+    from netoffload.pool.records import CLASSES
+    with SimPool() as box:
+        host = box.add_host("h1")
+        net = box.admin.add_network(name_label="n0",
+                                    other_config={"netoffload-vif": "tx-off"})
+        box.admin.add_pif(host=host, network=net, device="eth0")
+        for i in range(30):
+            vm = box.admin.add_vm(name_label="vm %d <&>" % i, tags=["t%d" % i])
+            box.create_vif(vm, net, 0, other_config={"k": "v%d" % i})
+        channel = watch.EventChannel(("socket", box.socket_path))
+        session = box.session
+        try:
+            for xapi_class in CLASSES:
+                lean = channel.all_records(session._session, xapi_class)
+                full = getattr(session.xenapi, xapi_class.name).get_all_records()
+                assert sorted(lean) == sorted(full)
+                for ref, record in full.items():
+                    assert watch_events.trim(xapi_class.event, lean[ref]) == \
+                        watch_events.trim(xapi_class.event, record)
+            # the connection stays usable after a streamed reply
+            assert channel.call(session._session, ["pool"], "", 0.0)["token"]
+            with pytest.raises(XapiError) as err:
+                channel.all_records("OpaqueRef:nobody", CLASSES[0])
+            assert "session was renewed" in err.value.message
+        finally:
+            channel.close()

@@ -347,6 +347,29 @@ def strip_unread_sets(data):
     return data
 
 
+def parse_value_reply(data):
+    """Any XenAPI call's XML-RPC reply (bytes) -> its Value, fully
+    decoded (for small replies: a write's "", an other_config map).
+    EventReplyError for a xapi failure; ValueError for anything else."""
+    try:
+        root = ElementTree.fromstring(data)
+    except ElementTree.ParseError as err:
+        raise ValueError("not XML: %s" % err) from err
+    fault = root.find("fault/value")
+    if fault is not None:
+        raise EventReplyError(["XMLRPC_FAULT", str(xml_value(fault))])
+    top = root.find("params/param/value/struct")
+    if top is None:
+        raise ValueError("not an XML-RPC reply")
+    outer = xml_struct(top)
+    if outer.get("Status") != "Success":
+        raise EventReplyError([str(d) for d in
+                               outer.get("ErrorDescription") or ["UNKNOWN"]])
+    if "Value" not in outer:
+        raise ValueError("a reply with no Value")
+    return outer["Value"]
+
+
 def _reply_value(data, what):
     """The <struct> of a XenAPI reply's Value (event.from's, or
     get_all_records'), its unread sets cut out. EventReplyError for a xapi

@@ -176,3 +176,33 @@ def test_get_all_records_read_lean_equals_the_client_trimmed(monkeypatch):
             assert "session was renewed" in err.value.message
         finally:
             channel.close()
+
+
+def test_lean_writer_calls_map_errors_as_the_client_wrapper_does():
+    from netoffload.pool import xapi
+    with SimPool() as box:
+        box.add_host("h1")
+        net = box.admin.add_network(name_label="n0")
+        vm = box.admin.add_vm(name_label="v")
+        vif = box.create_vif(vm, net, 0, other_config={"a": "1"})
+        lean = watch.LeanXapi(box.session,
+                              watch.EventChannel(("socket", box.socket_path)))
+        try:
+            lean.set_other_config_key("VIF", vif, "ethtool-tx", "off", None)
+            assert lean.get_other_config("VIF", vif) == \
+                box.api.VIF.get_other_config(vif) == \
+                {"a": "1", "ethtool-tx": "off"}
+            with pytest.raises(XapiError) as dup:
+                lean.call("VIF.add_to_other_config", vif, "a", "2")
+            assert dup.value.params[:1] == ["MAP_DUPLICATE_KEY"]
+            # someone else's value in between: a lost race, their map given
+            box.api.VIF.add_to_other_config(vif, "ethtool-sg", "on")
+            with pytest.raises(xapi.LostRace) as race:
+                lean.set_other_config_key("VIF", vif, "ethtool-sg", "off", None)
+            assert race.value.other_config["ethtool-sg"] == "on"
+            box.api.VIF.destroy(vif)
+            with pytest.raises(xapi.ObjectGone):
+                lean.set_other_config_key("VIF", vif, "ethtool-gso", "off", None)
+            assert lean.calls == 6
+        finally:
+            lean.channel.close()

@@ -91,9 +91,12 @@ WRITERS = 8
 # with a per-object backoff until it lands or is gone.
 CALL_ATTEMPTS = 5
 CALL_BUDGET = 8.0
-# The pool-wide writer lease (CONTRACTS.md E) is taken for this long and
-# given back once the writes in flight are done.
+# The pool-wide writer lease (CONTRACTS.md E) is taken for this long
+# (renewed while writing), waited for at most LEASE_WAIT (then the objects
+# wait in the to-do), and given back LEASE_IDLE after the last write.
 LEASE_TTL = 60.0
+LEASE_WAIT = 2.0
+LEASE_IDLE = 2.0
 # Drift (agents/drift.py): where the kernel sends no ethtool netlink
 # notifications, governed devices are read this often (seconds; 0: no drift
 # correction). After a notification, changes are let settle this long so
@@ -120,6 +123,22 @@ def release_memory(collect=True):
     try:
         import ctypes  # noqa: PLC0415 (only after a big transient)
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
+# glibc's mallopt parameter: how many malloc arenas threads may spread over
+M_ARENA_MAX = -8
+MALLOC_ARENAS = 2
+
+
+def limit_malloc_arenas():
+    """Keep the writer, cache and drift threads on few malloc arenas:
+    glibc gives busy threads arenas of their own (up to 8 per core), each
+    keeping the memory freed in it, and the RSS creeps up with them."""
+    try:
+        import ctypes  # noqa: PLC0415 (once, at start)
+        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, MALLOC_ARENAS)
     except (OSError, AttributeError):  # not glibc: nothing to do
         pass
 
@@ -563,7 +582,8 @@ class Watcher(object):
         self._echoes = {}
         self._todo = todo.TodoList(self.state_dir)
         self._lease = None        # ExitStack holding the pool writer lease
-        self._lease_since = 0.0
+        self._operation = None    # what it yielded (pool-core's Operation)
+        self._lease_idle = None   # monotonic time the writes drained
         # The snapshot, the cache and the live-state record are shared with
         # the drift thread: each side works on them under this lock (the
         # loop not while it waits in event.from).
@@ -697,8 +717,12 @@ class Watcher(object):
                              "again", result.cls, result.label,
                              "; ".join(result.error or []))
         self._save_todo()
-        if not self._writers.in_flight():
-            self._release_lease()
+        if self._lease is not None and not self._writers.in_flight():
+            now = time.monotonic()
+            if self._lease_idle is None:
+                self._lease_idle = now
+            elif now - self._lease_idle >= LEASE_IDLE:
+                self._release_lease()
         return again
 
     def _save_todo(self):
@@ -721,31 +745,46 @@ class Watcher(object):
 
     # -- the pool-wide writer lease (CONTRACTS.md E) ---------------------------
     def _take_lease(self):
-        """Hold the pool writer lease while writes are in flight.
+        """Hold the pool writer lease while writing: {} to plan with, or
+        {"op": id} when the lease comes with an operation id the plans
+        carry (pool-core's writer.operation).
 
-        LEASE CALL SITE: netoffload.pool.lease (pool-core) is the one
-        writer lease of the pool; until it is merged this holds nothing.
-        Raises Busy when another writer holds it: the plans then go to the
-        to-do and are written once it is free.
+        LEASE CALL SITE (the only one): pool-core's writer.operation (the
+        lease, the op key, the settling of a crashed op), else its
+        lease.held; until pool-core is merged neither exists and this
+        holds nothing. Raises Busy when another writer holds the lease:
+        the objects then wait in the to-do.
         """
+        self._lease_idle = None
         if self._lease is not None:
-            if time.monotonic() - self._lease_since < LEASE_TTL / 2:
-                return
-            if self._writers.in_flight():
-                return  # renewed once these writes are done
-            self._release_lease()
-        try:  # by name: pool-core's module may not be merged yet
-            lease = importlib.import_module("netoffload.pool.lease")
-        except ImportError:
-            return
-        stack = contextlib.ExitStack()
+            renew = getattr(self._operation, "renew", None)
+            if renew is not None:
+                renew(self._connected())  # Busy if it was taken over
+            return self._op_args()
         holder = "watch@%s" % (self.host_ref,)
-        stack.enter_context(lease.held(self._connected(), holder,
-                                       ttl_s=LEASE_TTL))
-        self._lease, self._lease_since = stack, time.monotonic()
+        operation = getattr(writer, "operation", None)
+        stack = contextlib.ExitStack()
+        if operation is not None:
+            self._operation = stack.enter_context(operation(
+                self._connected(), holder, ttl_s=LEASE_TTL,
+                wait_s=LEASE_WAIT))
+        else:
+            try:  # by name: pool-core's module may not be merged yet
+                lease = importlib.import_module("netoffload.pool.lease")
+            except ImportError:
+                return {}
+            self._operation = stack.enter_context(lease.held(
+                self._connected(), holder, ttl_s=LEASE_TTL, wait_s=LEASE_WAIT))
+        self._lease = stack
+        return self._op_args()
+
+    def _op_args(self):
+        op = getattr(self._operation, "op", None)
+        return {"op": op} if op and getattr(writer, "operation", None) else {}
 
     def _release_lease(self):
         stack, self._lease = self._lease, None
+        self._operation = self._lease_idle = None
         if stack is None:
             return
         try:
@@ -830,6 +869,8 @@ class Watcher(object):
                 self._reconcile(again)
         if self._writers.in_flight():
             timeout = min(timeout, 1.0)  # to log finished writes promptly
+        if self._lease is not None:
+            timeout = min(timeout, LEASE_IDLE)  # to give it back in time
         retry_at = self._todo.next_due()
         if retry_at is not None:
             timeout = max(0.0, min(timeout, retry_at - time.monotonic()))
@@ -899,10 +940,15 @@ class Watcher(object):
         self._enforce(None if live is EVERY_DEVICE else set(targets) | set(live))
 
     def _submit(self, plans):
-        """Start the writes of plans under the pool writer lease; when it
-        cannot be had, the objects go to the to-do."""
+        """Start the writes of plans under the pool writer lease (planned
+        again with its op id when it has one); when it cannot be had, the
+        objects go to the to-do."""
         try:
-            self._take_lease()
+            op_args = self._take_lease()
+            if op_args:
+                plans = [p for p in planning.plan_db(
+                    self.records, [p.ref for p in plans], **op_args)
+                    if p.writes]
         except NetoffloadError as err:  # Busy: someone else is writing
             now, wall = time.monotonic(), time.time()
             for plan in plans:
@@ -1166,6 +1212,7 @@ def main(argv=None):
     # with the default 5 ms GIL slice each would wait behind the main
     # thread parsing a big event batch, and an object's 8 writes add up.
     sys.setswitchinterval(SWITCH_INTERVAL)
+    limit_malloc_arenas()
     watcher = Watcher(event_timeout=args.event_timeout,
                       cache_debounce=args.cache_debounce,
                       backoff_max=args.backoff_max, writers=args.writers,

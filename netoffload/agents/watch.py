@@ -92,9 +92,11 @@ WRITERS = 8
 CALL_ATTEMPTS = 5
 CALL_BUDGET = 8.0
 # The pool-wide writer lease (CONTRACTS.md E) is taken for this long
-# (renewed while writing), waited for at most LEASE_WAIT (then the objects
-# wait in the to-do), and given back LEASE_IDLE after the last write.
-LEASE_TTL = 60.0
+# (renewed while writing; short, so a watcher killed while holding it
+# blocks the pool's writers briefly), waited for at most LEASE_WAIT (then
+# the objects wait in the to-do), and given back LEASE_IDLE after the
+# last write.
+LEASE_TTL = 20.0
 LEASE_WAIT = 2.0
 LEASE_IDLE = 2.0
 # Drift (agents/drift.py): where the kernel sends no ethtool netlink
@@ -550,7 +552,8 @@ class Watcher(object):
                  cache_debounce=CACHE_DEBOUNCE, backoff_max=BACKOFF_MAX,
                  writers=WRITERS, open_session=None, sleep=time.sleep,
                  coalesce=EVENT_COALESCE, max_failures=MAX_FAILURES,
-                 drift_interval=DRIFT_INTERVAL, drift_netlink=True):
+                 drift_interval=DRIFT_INTERVAL, drift_netlink=True,
+                 lease_ttl=LEASE_TTL):
         self.state_dir = paths.state_dir(state_dir)
         self.max_failures = max(1, int(max_failures))
         self.exit_code = exitcodes.OK
@@ -584,6 +587,7 @@ class Watcher(object):
         self._lease = None        # ExitStack holding the pool writer lease
         self._operation = None    # what it yielded (pool-core's Operation)
         self._lease_idle = None   # monotonic time the writes drained
+        self.lease_ttl = max(1.0, float(lease_ttl))
         # The snapshot, the cache and the live-state record are shared with
         # the drift thread: each side works on them under this lock (the
         # loop not while it waits in event.from).
@@ -766,7 +770,7 @@ class Watcher(object):
         stack = contextlib.ExitStack()
         if operation is not None:
             self._operation = stack.enter_context(operation(
-                self._connected(), holder, ttl_s=LEASE_TTL,
+                self._connected(), holder, ttl_s=self.lease_ttl,
                 wait_s=LEASE_WAIT))
         else:
             try:  # by name: pool-core's module may not be merged yet
@@ -774,9 +778,21 @@ class Watcher(object):
             except ImportError:
                 return {}
             self._operation = stack.enter_context(lease.held(
-                self._connected(), holder, ttl_s=LEASE_TTL, wait_s=LEASE_WAIT))
+                self._connected(), holder, ttl_s=self.lease_ttl,
+                wait_s=LEASE_WAIT))
         self._lease = stack
         return self._op_args()
+
+    def _renew_lease(self):
+        """While writes are in flight, keep the lease from expiring."""
+        renew = getattr(self._operation, "renew", None)
+        if renew is None or not self._writers.in_flight():
+            return
+        try:
+            renew(self._connected())
+        except NetoffloadError as err:  # taken over: the next writer
+            self.log.warning("watch: %s", err.message)  # settles ours
+            self._release_lease()
 
     def _op_args(self):
         op = getattr(self._operation, "op", None)
@@ -864,6 +880,7 @@ class Watcher(object):
             self._sleep(pause)
         with self._lock:
             again = set(self._harvest())
+            self._renew_lease()
             again.update(self._todo.due(time.monotonic()))
             if again:
                 self._reconcile(again)
@@ -1202,6 +1219,9 @@ def main(argv=None):
                         help="seconds between two reads of the governed "
                              "devices where the kernel sends no ethtool "
                              "netlink notifications (0: no drift correction)")
+    parser.add_argument("--lease-ttl", type=float, default=LEASE_TTL,
+                        help="seconds the pool writer lease is taken for "
+                             "(renewed while writing)")
     parser.add_argument("--drift-poll", action="store_true",
                         help="read periodically even where the kernel "
                              "sends notifications")
@@ -1218,7 +1238,8 @@ def main(argv=None):
                       backoff_max=args.backoff_max, writers=args.writers,
                       coalesce=args.coalesce,
                       drift_interval=args.drift_interval,
-                      drift_netlink=not args.drift_poll)
+                      drift_netlink=not args.drift_poll,
+                      lease_ttl=args.lease_ttl)
     _WATCHERS.append(watcher)
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)

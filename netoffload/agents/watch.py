@@ -8,32 +8,39 @@ One local session and an `event.from` loop over pool, host, network, VM, VIF
 and PIF:
 
 - Start and every reconnect begin with a full sync: an event token is taken
-  first, then one get_all_records per class (each trimmed as it arrives, so
-  the whole pool is never held twice), then a full reconcile runs, so
+  first, then one get_all_records per class (parsed as it streams in,
+  only the fields the pack reads kept), then a full reconcile runs, so
   nothing created while we were away is missed; anything that changed after
   the token arrives again as an event (planning is idempotent).
-- The snapshot is kept up to date from event snapshots, trimmed to the fields
-  the pack reads (strings interned: refs and keys repeat), so memory stays
-  flat however long it runs; after a sync the freed heap goes back to the OS.
+- event.from and get_all_records go over a connection of their own
+  (EventChannel), their XML parsed in C and only the fields in
+  watch_events.KEEP turned into values; big sets of refs nobody reads (a
+  network's VIFs) are cut out first. Records are interned and small, so
+  memory stays flat; after a sync the freed heap goes back to the OS.
 - For each batch the pure core (netoffload.agents.watch_events) updates the
   snapshot and works out which VIFs and PIFs it affects, which need live
   enforcement and which cache entries change; this module acts on that.
 - On the pool master only (pool.master is this host), `planning.plan_db` +
   `apply_db` write the `ethtool-*` keys of the affected objects that need
-  them. Writes run in writer threads (one object per session at a time, so
-  an object's keys keep their order) while the loop goes on reading events;
-  an object is never planned while its writes are in flight, and is planned
-  again afterwards only if it changed meanwhile, once the snapshot shows our
-  writes. Planning is idempotent, so the mod events of our own writes plan
-  nothing and write nothing; explicit keys are never overwritten.
+  them, under the pool-wide writer lease. Writes run in writer threads
+  (one object per session at a time, so an object's keys keep their order;
+  each call tried again after a transient failure, pool.retry) while the
+  loop goes on reading events. The events of our own writes are known as
+  such (watch_events.is_echo) and plan nothing; an object that changed
+  otherwise while its writes were in flight is planned again afterwards.
+  An object whose writes fail goes to the to-do (agents/todo.py, durable)
+  and is written again with a backoff until its keys land or it is gone.
 - On every host: the local cache is kept as pre-encoded entries; a change
   re-resolves only the entries it touches, and the files are rewritten
-  (debounced) only when an entry or the header changed. Live state is
-  enforced on the affected devices of VMs running here and on this host's
-  PIFs.
-- Lost connections, SESSION_INVALID (the XenAPI client logs in again; we
-  notice the new session and resync), xapi restarts and master changes are
-  survived with bounded exponential backoff.
+  (debounced, by a thread of their own) only when an entry or the header
+  changed. Live state is enforced on the affected devices of VMs running
+  here and on this host's PIFs, except devices an admin holds.
+- A drift thread re-enforces governed devices whose features someone
+  changed (agents/drift.py): on ethtool netlink notifications, or a
+  periodic read where the kernel sends none.
+- Lost connections, SESSION_INVALID (our token dies with the session: we
+  resync), xapi restarts and master changes are survived with bounded
+  exponential backoff.
 """
 import argparse
 import collections

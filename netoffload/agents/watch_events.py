@@ -14,7 +14,12 @@ keys on the master, enforcing live state and refreshing cache entries.
 
 Records are trimmed to the fields the pack reads, strings interned (refs
 and keys repeat across records), so the snapshot stays small.
+
+Also pure: reading event.from's and get_all_records' XML-RPC replies lean
+(parse_event_reply, parse_records_stream: only the fields in KEEP become
+values), and telling the events of our own writes (is_echo).
 """
+import re
 import sys
 import xml.etree.ElementTree as ElementTree
 
@@ -317,34 +322,35 @@ assert not set(n.decode() for n in UNREAD_SETS) & set(
     f for fields in KEEP.values() for f in fields)
 
 
+_UNREAD = frozenset(UNREAD_SETS)
+_NAME_RE = re.compile(rb"<member>\s*<name>([A-Za-z_]+)</name>\s*<value>\s*$")
+
+
 def strip_unread_sets(data):
     """data with every struct member named in UNREAD_SETS whose value is
     an array cut out (a member of that name holding anything else, e.g. an
-    other_config key, is left alone)."""
-    for name in UNREAD_SETS:
-        tag = b"<name>" + name + b"</name>"
-        pieces, pos = [], 0
-        while True:
-            at = data.find(tag, pos)
-            if at < 0:
-                break
-            after = at + len(tag)
-            start = data.rfind(b"<member>", pos, at)
-            value = data[after:after + 40].lstrip()
-            close = data.find(b"</array>", after)
-            end = data.find(b"</member>", close) if close >= 0 else -1
-            if start < 0 or data[start + 8:at].strip() or end < 0 or \
-                    not value.startswith(b"<value><array>") or \
-                    data[close + 8:end].strip() != b"</value>":
-                pieces.append(data[pos:after])
-                pos = after
-                continue
-            pieces.append(data[pos:start])
-            pos = end + len(b"</member>")
-        if pieces:
-            pieces.append(data[pos:])
-            data = b"".join(pieces)
-    return data
+    other_config key, is left alone). One pass: from each <array> the
+    member's name is read backwards; sets of refs hold no nested array."""
+    pieces, pos, at = [], 0, 0
+    while True:
+        at = data.find(b"<array>", at)
+        if at < 0:
+            break
+        found = _NAME_RE.search(data, max(pos, at - 80), at)
+        close = data.find(b"</array>", at)
+        if found is None or found.group(1) not in _UNREAD or close < 0:
+            at += 7
+            continue
+        end = data.find(b"</member>", close)
+        if end < 0 or data[close + 8:end].strip() != b"</value>":
+            at += 7
+            continue
+        pieces.append(data[pos:found.start()])
+        pos = at = end + len(b"</member>")
+    if not pieces:
+        return data
+    pieces.append(data[pos:])
+    return b"".join(pieces)
 
 
 def parse_value_reply(data):

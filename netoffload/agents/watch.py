@@ -347,20 +347,116 @@ class RetryingXapi(LeanXapi):
                                      budget_s=CALL_BUDGET)
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path):
-        http.client.HTTPConnection.__init__(self, "localhost")
-        self.path = path
+class _Wire(object):
+    """One keep-alive HTTP/1.1 connection to xapi: a POST, and its reply
+    read by hand (status line, Content-Length or chunked body). Python's
+    http.client parses headers through the email package, which cost more
+    CPU than the rest of a key write together."""
 
-    def connect(self):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(socket.getdefaulttimeout())
-        try:
-            sock.connect(self.path)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
+    def __init__(self, family, address):
+        self.family = family
+        self.address = address
+        self.sock = None
+        self._buf = b""
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+        self.sock, self._buf = None, b""
+
+    def _recv(self):
+        data = self.sock.recv(STREAM_CHUNK) if self.sock is not None else b""
+        if not data:
+            raise ConnectionResetError("xapi closed the connection")
+        return data
+
+    def post(self, body):
+        """Send the request; (status, reason, iterator over the body)."""
+        request = (b"POST / HTTP/1.1\r\nHost: localhost\r\n"
+                   b"Content-Type: text/xml\r\nContent-Length: %d\r\n\r\n"
+                   % len(body)) + body
+        for attempt in (0, 1):
+            sock = self.sock
+            reused = sock is not None
+            if sock is None:
+                sock = socket.socket(self.family, socket.SOCK_STREAM)
+                sock.settimeout(socket.getdefaulttimeout())
+                try:
+                    sock.connect(self.address)
+                except BaseException:
+                    sock.close()
+                    raise
+                self.sock = sock
+            try:
+                sock.sendall(request)
+                while b"\r\n\r\n" not in self._buf:
+                    self._buf += self._recv()
+                break
+            except (ConnectionError, socket.timeout):
+                self.close()
+                if attempt or not reused or self._buf:
+                    raise
+                # an idle keep-alive connection the server had closed
+        head, _, self._buf = self._buf.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = lines[0].split(None, 2)
+        if len(status) < 2 or not status[0].startswith(b"HTTP/") or \
+                not status[1].isdigit():
+            self.close()
+            raise http.client.BadStatusLine(repr(lines[0]))
+        fields = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            fields[name.strip().lower()] = value.strip().lower()
+        keep = fields.get(b"connection") != b"close"
+        if fields.get(b"transfer-encoding") == b"chunked":
+            body_iter = self._chunked(keep)
+        elif b"content-length" in fields:
+            body_iter = self._sized(int(fields[b"content-length"]), keep)
+        else:
+            body_iter = self._to_eof()
+        reason = status[2].decode("ascii", "replace") if len(status) > 2 else ""
+        return int(status[1]), reason, body_iter
+
+    def _sized(self, length, keep):
+        while length > 0:
+            if not self._buf:
+                self._buf = self._recv()
+            piece, self._buf = self._buf[:length], self._buf[length:]
+            length -= len(piece)
+            yield piece
+        if not keep:
+            self.close()
+
+    def _chunked(self, keep):
+        while True:
+            while b"\r\n" not in self._buf:
+                self._buf += self._recv()
+            size_line, _, self._buf = self._buf.partition(b"\r\n")
+            size = int(size_line.split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while b"\r\n" not in self._buf:  # (no trailers from xapi)
+                    self._buf += self._recv()
+                self._buf = self._buf.partition(b"\r\n")[2]
+                break
+            for piece in self._sized(size, True):
+                yield piece
+            while len(self._buf) < 2:
+                self._buf += self._recv()
+            self._buf = self._buf[2:]
+        if not keep:
+            self.close()
+
+    def _to_eof(self):
+        if self._buf:
+            yield self._buf
+        self._buf = b""
+        while self.sock is not None:
+            data = self.sock.recv(STREAM_CHUNK)
+            if not data:
+                break
+            yield data
+        self.close()
 
 
 # get_all_records' reply is read and parsed in pieces of this size
@@ -382,14 +478,16 @@ class EventChannel(object):
     def _connection(self):
         if self._conn is None:
             if not self.endpoint or self.endpoint[0] == "socket":
-                self._conn = _UnixHTTPConnection(
-                    self.endpoint[1] if self.endpoint else paths.XAPI_SOCKET)
-            else:
+                self._conn = _Wire(socket.AF_UNIX, self.endpoint[1]
+                                   if self.endpoint else paths.XAPI_SOCKET)
+            else:  # tests: a simulator on TCP (dom0 uses the unix socket)
                 url = urllib.parse.urlsplit(self.endpoint[1])
-                cls = http.client.HTTPSConnection if url.scheme == "https" \
-                    else http.client.HTTPConnection
-                self._conn = cls(url.hostname or "localhost", url.port,
-                                 timeout=socket.getdefaulttimeout())
+                if url.scheme != "http":
+                    raise xapi.XapiError("the watcher reads xapi over its "
+                                         "unix socket or plain http, not %s"
+                                         % self.endpoint[1])
+                self._conn = _Wire(socket.AF_INET, (url.hostname or
+                                                    "localhost", url.port or 80))
         return self._conn
 
     def call(self, session_ref, classes, token, timeout):
@@ -421,19 +519,15 @@ class EventChannel(object):
         body = xmlrpc.client.dumps(params, method)
         conn = self._connection()
         try:
-            conn.request("POST", "/", body.encode("utf-8"),
-                         {"Content-Type": "text/xml"})
-            reply = conn.getresponse()
-            if reply.status != 200:
-                raise xmlrpc.client.ProtocolError("xapi", reply.status,
-                                                  reply.reason, {})
+            status, reason, chunks = conn.post(body.encode("utf-8"))
+            if status != 200:
+                raise xmlrpc.client.ProtocolError("xapi", status, reason, {})
             if stream:
-                chunks = iter(lambda: reply.read(STREAM_CHUNK), b"")
                 result = parse(chunks)
                 for _rest in chunks:  # keep the connection usable
                     pass
             else:
-                result = parse(reply.read())
+                result = parse(b"".join(chunks))
         except watch_events.EventReplyError as err:
             if stream:
                 self.close()  # the rest of the reply may be unread

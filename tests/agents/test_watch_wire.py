@@ -206,3 +206,75 @@ def test_lean_writer_calls_map_errors_as_the_client_wrapper_does():
             assert lean.calls == 6
         finally:
             lean.channel.close()
+
+
+def _one_reply_server(path, replies):
+    """A unix socket server answering each request with the next raw reply
+    of `replies` (bytes; None: close the connection before answering)."""
+    import socket
+    import threading
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(4)
+
+    def serve():
+        pending = list(replies)
+        while pending:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                while pending:
+                    request = b""
+                    while b"</methodCall>" not in request:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        request += chunk
+                    if not request:
+                        break
+                    reply = pending.pop(0)
+                    if reply is None:
+                        break  # hang up: the client must come back
+                    conn.sendall(reply)
+    thread = threading.Thread(target=serve)
+    thread.daemon = True
+    thread.start()
+    return listener, thread
+
+
+def _reply_bytes(value):
+    import xmlrpc.client
+    return xmlrpc.client.dumps(({"Status": "Success", "Value": value},),
+                               methodresponse=True).encode()
+
+
+def test_the_wire_reads_sized_chunked_and_closing_replies(tmp_path):
+    import os
+
+    from sim.xapi_sim import socket_dir
+    directory = socket_dir("wire")
+    path = os.path.join(directory, "s")
+    one, two, three = (_reply_bytes(v) for v in ("a", {"k": "v"}, ["x"]))
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(p), p)
+                       for p in (two[:10], two[10:])) + b"0\r\n\r\n"
+    replies = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(one) + one,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked,
+        None,  # an idle keep-alive connection closed by the server
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + three,
+    ]
+    listener, thread = _one_reply_server(path, replies)
+    channel = watch.EventChannel(("socket", path))
+    try:
+        assert channel.value("x.y", ("s",)) == "a"
+        assert channel.value("x.y", ("s",)) == {"k": "v"}
+        assert channel.value("x.y", ("s",)) == ["x"]  # sent again, once
+    finally:
+        channel.close()
+        listener.close()
+        thread.join(5)
+        for name in os.listdir(directory):
+            os.unlink(os.path.join(directory, name))
+        os.rmdir(directory)

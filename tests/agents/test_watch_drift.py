@@ -111,26 +111,34 @@ def test_a_manual_ethtool_change_is_put_back_and_logged(
 
 def test_a_held_device_is_left_alone_and_its_drift_recorded_since(
         pool, running, netns, monkeypatch, tmp_path):
-    """In process, so the hold can be set: LiveStateStore.held_devices is
-    live-engine's (CONTRACTS.md C); until it is merged the test gives the
-    store that method."""
+    """In process, so the hold can be set: with live-engine's
+    LiveStateStore.hold/release (CONTRACTS.md C) when they are there, else
+    the store is given held_devices() for the test."""
     env = pool.admin.host_env(host=running["host"])
     for key, value in env.items():
         if key.startswith("NETOFFLOAD_"):
             monkeypatch.setenv(key, value)
     device = running["device"]
-    holds = set()
-    monkeypatch.setattr(livestate.LiveStateStore, "held_devices",
-                        lambda self: set(holds), raising=False)
     state = env["NETOFFLOAD_STATE_DIR"]
+    store = livestate.LiveStateStore(state)
+    holds = set()
+    hold = getattr(store, "hold", None)
+    release = getattr(store, "release", None)
+    real_holds = hold is not None and release is not None
+    if not real_holds:
+        monkeypatch.setattr(livestate.LiveStateStore, "held_devices",
+                            lambda self: set(holds), raising=False)
     watcher = watch_mod.Watcher(state_dir=state, drift_interval=0)
     with netns.entered():
         watcher._connect()
         watcher._full_sync()  # enforces the device
         try:
             assert in_policy(netns, device)
-            netns.run(["ethtool", "-K", device, "tx", "on"])
-            holds.add(device)
+            if hold is not None and release is not None:
+                hold(device, {"tx": "on"})
+            else:
+                netns.run(["ethtool", "-K", device, "tx", "on"])
+                holds.add(device)
             watcher.check_drift()
             assert live(netns, device)["tx"] == "on"  # held: left alone
             first = drift.read_drift(state)
@@ -141,8 +149,14 @@ def test_a_held_device_is_left_alone_and_its_drift_recorded_since(
             time.sleep(0.05)
             watcher.check_drift([device])
             assert drift.read_drift(state)[device].since == since
+            # a policy change or a resync does not touch it either
+            watcher._enforce(None)
+            assert live(netns, device)["tx"] == "on"
             # the hold is released (`restore`): back in policy
-            holds.clear()
+            if hold is not None and release is not None:
+                release(device)
+            else:
+                holds.clear()
             watcher.check_drift()
             assert in_policy(netns, device)
             assert drift.read_drift(state) == {}

@@ -77,9 +77,13 @@ def _load(path):
 
 def read_todo(state_dir=None):
     """The watcher's to-do as it last wrote it: Todo(count, entries), the
-    entries oldest first. Todo(0, []) when there is none (no file)."""
-    entries = sorted(_load(todo_path(state_dir)).values(),
-                     key=lambda e: (e.since, e.ref))
+    entries oldest first. Todo(0, []) when there is none (no file) or it
+    cannot be read (status must not fail for it)."""
+    try:
+        found = _load(todo_path(state_dir))
+    except (IOError, OSError):
+        found = {}
+    entries = sorted(found.values(), key=lambda e: (e.since, e.ref))
     return Todo(len(entries), entries)
 
 

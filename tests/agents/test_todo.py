@@ -62,3 +62,8 @@ def test_no_file_and_a_broken_file_read_as_empty(tmp_path):
             handle.write(text)
         assert todo.read_todo(str(tmp_path)).count == 0
         assert todo.TodoList(str(tmp_path)).load(now=0.0) == 0
+
+
+def test_an_unreadable_file_reads_as_empty(tmp_path):
+    os.mkdir(todo.todo_path(str(tmp_path)))  # EISDIR on open
+    assert todo.read_todo(str(tmp_path)) == todo.Todo(0, [])

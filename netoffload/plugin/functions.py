@@ -30,6 +30,7 @@ target; pif= sets the PIF's host to none and reverts that host's PIFs.
 from collections import namedtuple
 
 from netoffload import API_LEVEL, __version__
+from netoffload.agents import todo
 from netoffload.engine.devices import KIND_PIF, validate_device
 from netoffload.engine.livestate import LiveStateStore
 from netoffload.engine.policy import parse_policy
@@ -217,7 +218,9 @@ def status(session, args):
     devices = _json_list(statuses)
     result = {"host": ctx.host_json(), "devices": devices,
               "summary": {"devices": len(real),
-                          "compliant": sum(1 for d in real if d.compliant)}}
+                          "compliant": sum(1 for d in real if d.compliant),
+                          # objects the watcher could not write yet
+                          "watch_todo": todo.read_todo().count}}
     if scope == fanout.SCOPE_POOL:
         db_refs = selection.refs if selection else \
             eligible_vifs(ctx.records) + sorted(ctx.records.pifs)

@@ -27,7 +27,10 @@ it (see levels.revert_scope): vm/tag/network set that level to none and leave
 (report as `kept`) objects whose policy comes from a level above the
 target; pif= sets the PIF's host to none and reverts that host's PIFs.
 """
+import importlib
+import json
 from collections import namedtuple
+from typing import Any, Dict  # noqa: F401 (type comments)
 
 from netoffload import API_LEVEL, __version__
 from netoffload.engine.devices import KIND_PIF, validate_device
@@ -46,6 +49,7 @@ from netoffload.pool import (
     fanout,
     levels,
     planning,
+    policychange,
     targeting,
     writer,
     xapi,
@@ -162,9 +166,19 @@ def get_policy(session, args):
     return {"policies": [p.to_json() for p in all_policies(records)]}
 
 
-def set_policy(session, args):
-    _check_args(args, ("level", "kind", "policy", "vm", "network", "tag",
-                       "host"))
+# set_policy's arguments: the level, kind and policy, the selector that
+# names the object, dry_run, confirm=yes and scope (scope=local: the
+# fan-out asking a host for its devices' part of the plan).
+SET_POLICY_ARGS = ("level", "kind", "policy", "vm", "network", "tag", "host",
+                   "dry_run", "confirm", "scope")
+
+# One set_policy call's arguments, checked: the level, the policy kind,
+# the selector's value (None at the pool level) and the text to store
+# (None: the key goes).
+PolicyRequest = namedtuple("PolicyRequest", "level kind selector text")
+
+
+def _policy_request(args):
     level = required_arg(args, "level")
     if level not in levels.LEVELS:
         raise BadArgument("level=%r: valid levels are %s" % (
@@ -180,19 +194,172 @@ def set_policy(session, args):
         if other != rule.selector and args.get(other) not in (None, ""):
             raise BadArgument("%s= does not apply to level=%s" % (other, level))
     selector = string_arg(args, rule.selector) if rule.selector else None
-    if rule.selector in ("vm", "network", "tag") and not selector:
-        raise BadArgument("level=%s needs %s=" % (level, rule.selector))
+    if rule.selector and not selector:
+        # every level names its object: no silent "this host"
+        raise BadArgument("level=%s needs %s=<%s> (the %s it is stored on)" % (
+            level, rule.selector, "tag" if rule.selector == "tag"
+            else "name-label or uuid", rule.selector))
     if "policy" not in args:
         raise BadArgument("missing argument policy (an empty policy clears "
                           "the level)")
     text = string_arg(args, "policy") or ""  # "" clears the level
     policy = parse_policy(text) if text.strip() else None
-    stored = policy.text if policy is not None else None
+    return PolicyRequest(level, kind, selector,
+                         policy.text if policy is not None else None)
+
+
+def _writer_lease(ctx, op):
+    """The pool-wide writer lease (netoffload.pool.lease.held, CONTRACTS
+    E) around a database write; until that module is on this branch, no
+    lease (the per-key remove/add still loses no other writer's key)."""
+    try:
+        lease = importlib.import_module("netoffload.pool.lease")
+    except ImportError:
+        return _NoLease()
+    return lease.held(ctx.xapi, "%s/%s" % (ctx.host_uuid, op))
+
+
+class _NoLease(object):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def set_policy(session, args):
+    """Store a policy, after planning its effect (docs/policy.md).
+
+    The result (and a CONFIRM_REQUIRED) carries the plan: per host, the
+    objects whose keys change and the devices that change. A policy wider
+    than one VM (pool, host, network, tag) is stored only with
+    confirm=yes; dry_run=true stores nothing.
+    """
+    _check_args(args, SET_POLICY_ARGS)
+    request = _policy_request(args)
+    dry_run = bool_arg(args, "dry_run")
+    confirm = _confirmed(args)
+    scope = _scope(args)
     ctx = context.CallContext(session)
-    location = levels.policy_location(ctx, level, kind, selector)
-    previous = location.held(ctx.records)
-    levels.write_policy(ctx, location, stored)
-    return dict(location.to_json(stored, previous), level=level, kind=kind)
+    location = levels.policy_location(ctx, request.level, request.kind,
+                                      request.selector)
+    change = policychange.plan_change(ctx.records, location, request.text)
+    if scope == fanout.SCOPE_LOCAL:
+        # the fan-out asking for this host's part; never stores anything
+        return _local_json(ctx, True, policychange.changing_devices(
+            change, ctx.host_ref, LiveStateStore()))
+    plan = _policy_plan_json(ctx, args, change)
+    result = dict(location.to_json(request.text, change.previous),
+                  level=request.level, kind=request.kind, dry_run=dry_run,
+                  stored=False, plan=plan,
+                  message="dry run, nothing was stored. " + _effect_text(
+                      change, plan))  # type: Dict[str, Any]
+    if dry_run:
+        return result
+    if location.wide and not confirm:
+        raise ConfirmRequired(
+            "%s; nothing was stored. %s Review the plan and pass confirm=yes "
+            "(CLI: answer YES or pass --yes)" % (
+                _reach_text(request), _effect_text(change, plan)),
+            json.dumps(plan, sort_keys=True, separators=(",", ":")))
+    with _writer_lease(ctx, "set_policy"):
+        levels.write_policy(ctx, location, request.text)
+    result["stored"] = True
+    result["message"] = "stored. " + _effect_text(change, plan)
+    return result
+
+
+def _confirm_policy_store(spec, work, confirm):
+    """`apply ... policy=` stores through set_policy's rule: a policy that
+    governs more than one VM is stored only with confirm=yes."""
+    wide = [w.location for w in work.policy_writes if w.location.wide]
+    if wide and not confirm:
+        raise ConfirmRequired(
+            "apply %s=%s policy=... stores %s on the %s, which governs more "
+            "than one VM; nothing was changed. Review the plan "
+            "(dry_run=true) and pass confirm=yes (CLI: answer YES or pass "
+            "--yes)" % (spec.kind, spec.value, ", ".join(
+                loc.key for loc in wide), wide[0].cls),
+            planning.saved_summary(work.plans))
+
+
+def _reach_text(request):
+    """What a wide policy reaches, for CONFIRM_REQUIRED."""
+    return {
+        "pool": "a pool %s policy governs every %s in the pool" % (
+            request.kind, request.kind.upper()),
+        "host": "a host policy governs every PIF of host %r" % (
+            request.selector,),
+        "network": "a network policy governs every VIF on network %r" % (
+            request.selector,),
+        "tag": "a tag policy governs every VIF of the VMs tagged %r" % (
+            request.selector,),
+    }.get(request.level, "this policy governs more than one VM")
+
+
+def _policy_plan_json(ctx, args, change):
+    """The plan of a PolicyChange: per host with something in reach, the
+    objects whose keys change and (asked on that host) the devices that
+    change; then the VIFs of VMs not running, and what is skipped."""
+    hosts = change.hosts()
+    local = None
+    if ctx.host_ref in hosts:
+        local = _local_json(ctx, True, policychange.changing_devices(
+            change, ctx.host_ref, LiveStateStore()))
+    answers = fanout.fan_out(ctx, "set_policy", args, local, hosts) \
+        if hosts else []
+    entries = []
+    devices = 0
+    unreachable = []
+    for answer in answers:
+        ref = ctx.records.host_by_uuid(answer["uuid"])
+        entry = {"uuid": answer["uuid"], "name_label": answer["name_label"],
+                 "ok": answer["ok"],
+                 "objects": [p.to_json() for p in change.objects_on(ref)]}
+        if answer["ok"]:
+            entry["devices"] = answer["result"].get("devices") or []
+            devices += len(entry["devices"])
+        else:
+            entry["error"] = answer["error"]
+            unreachable.append(answer["name_label"] or answer["uuid"])
+        entries.append(entry)
+    not_running = [p.to_json() for p in change.not_running()]
+    return {"hosts": entries, "not_running": not_running,
+            "skipped": [s.to_json() for s in change.skipped],
+            "summary": {"objects": len(change.plans),
+                        "objects_changing": len(change.changing),
+                        "devices_changing": devices,
+                        "hosts_not_answering": unreachable}}
+
+
+def _effect_text(change, plan):
+    """What storing the policy does, and when, in words."""
+    summary = plan["summary"]
+    objects, devices = summary["objects_changing"], summary["devices_changing"]
+    parts = []
+    if objects:
+        parts.append(
+            "within seconds the watcher on the pool master writes the "
+            "ethtool keys of %d object(s) (xapi applies a VIF's keys when "
+            "it is next plugged, a PIF's at its next plug or boot)" % objects)
+    if devices:
+        parts.append("the watcher on each host changes %d device(s) live "
+                     "within seconds, with no VM restart" % devices)
+    if plan["not_running"]:
+        parts.append("%d VIF(s) of VMs not running take it when they "
+                     "start" % len(plan["not_running"]))
+    text = "; ".join(parts) if parts else \
+        "nothing changes now (no key and no device of what it governs " \
+        "differs)"
+    text = text[0].upper() + text[1:] + "."
+    if summary["hosts_not_answering"]:
+        text += " Hosts not answering (their devices are not in this " \
+            "plan; their watcher enforces it when it runs): %s." % \
+            ", ".join(summary["hosts_not_answering"])
+    if change.skipped:
+        text += " %d VIF(s) on SR-IOV networks are skipped (no dom0 " \
+            "device)." % len(change.skipped)
+    return text
 
 
 # -- status -------------------------------------------------------------------
@@ -392,6 +559,7 @@ def _apply_changes(work, args, spec, confirm, pool_wide):
             "target=ALL changes every VIF and PIF in the pool and every device "
             "on this host; nothing was changed. Review the plan and pass "
             "confirm=yes", planning.saved_summary(work.plans))
+    _confirm_policy_store(spec, work, confirm)
     for write in work.policy_writes:
         levels.write_policy(ctx, write.location, write.policy)
     writes = writer.write_plans(ctx, work.plans)

@@ -17,7 +17,7 @@ from netoffload.pool.precedence import (
     tag_level,
     vif_level_rank,
 )
-from netoffload.pool.records import is_eligible_vm
+from netoffload.pool.records import eligible_vifs, is_eligible_vm
 from netoffload.pool.targeting import TARGET_ALL, TARGET_PIF, TARGET_TAG
 
 # What set_policy accepts at a level: the policy kinds, the argument that
@@ -47,6 +47,47 @@ class PolicyLocation(namedtuple("PolicyLocation", "cls ref key uuid name")):
     def to_json(self, policy, previous):
         return {"class": self.cls, "uuid": self.uuid, "name": self.name,
                 "key": self.key, "policy": policy, "previous": previous}
+
+    @property
+    def wide(self):
+        """Does a policy here reach more than one VM? (pool, host, network
+        or tag: storing it needs confirm=yes)"""
+        return self.cls != "VM"
+
+    @property
+    def tag(self):
+        """The tag of a tag policy, else None."""
+        if self.cls == "pool" and self.key.startswith(keys.TAG_PREFIX):
+            return keys.tag_of_key(self.key)
+        return None
+
+    def reach(self, records):
+        """(VIF or PIF refs a policy here governs, [SkippedObject] in
+        reach but left out: VIFs on SR-IOV networks)."""
+        if self.cls == "host":
+            return records.pifs_of_host(self.ref), []
+        if self.cls == "pool" and self.key == keys.KEY_PIF:
+            return sorted(records.pifs), []
+        if self.cls == "VM":
+            vifs = records.vifs_of_vm(self.ref)
+        elif self.cls == "network":
+            vifs = [v for v in eligible_vifs(records)
+                    if records.vifs[v].get("network") == self.ref]
+        elif self.tag is not None:
+            vifs = targeting.tagged_vifs(records, self.tag)
+        else:
+            vifs = eligible_vifs(records)
+        return targeting.split_sriov(records, vifs)
+
+    def stored_in(self, records, text):
+        """A copy of `records` with `text` (None: no key) stored here."""
+        after = records.copy()
+        config = after.table(self.cls)[self.ref]["other_config"]
+        if text is None:
+            config.pop(self.key, None)
+        else:
+            config[self.key] = text
+        return after
 
 
 # A policy text to store at a location (None removes the key).

@@ -55,7 +55,7 @@ from netoffload.pool import (
     xapi,
 )
 from netoffload.pool.precedence import all_policies
-from netoffload.pool.records import eligible_vifs
+from netoffload.pool.records import eligible_vifs, runs_on
 from netoffload.pool.targeting import TARGET_ALL, TARGET_PIF, Target
 from netoffload.statedir import host_lock
 
@@ -362,6 +362,12 @@ def _effect_text(change, plan):
     return text
 
 
+def runs_on_host(records, vif_ref, host_ref):
+    """Does the VM of a VIF run on host_ref?"""
+    vm = records.vms.get(records.vifs[vif_ref].get("VM")) or {}
+    return runs_on(vm, host_ref)
+
+
 # -- status -------------------------------------------------------------------
 
 def status(session, args):
@@ -375,6 +381,8 @@ def status(session, args):
     if spec is not None:
         selection = targeting.select(ctx.records, spec, ctx.host_ref)
         targets = selection.refs
+    skipped = (selection or targeting.select(
+        ctx.records, Target(TARGET_ALL, "ALL"))).skipped
     local = enforce.local_devices(ctx.records, ctx.host_ref, targets)
     vif_refs = sorted(set(d.ref for d in local if d.kind != KIND_PIF))
     plans = planning.plan_db(ctx.records, vif_refs)
@@ -385,6 +393,10 @@ def status(session, args):
     result = {"host": ctx.host_json(), "devices": devices,
               "summary": {"devices": len(real),
                           "compliant": sum(1 for d in real if d.compliant)}}
+    here = [s for s in skipped if runs_on_host(ctx.records, s.ref,
+                                               ctx.host_ref)]
+    if here:  # VIFs of VMs running here with no dom0 device (SR-IOV)
+        result["skipped"] = _json_list(here)
     if scope == fanout.SCOPE_POOL:
         db_refs = selection.refs if selection else \
             eligible_vifs(ctx.records) + sorted(ctx.records.pifs)
@@ -610,7 +622,10 @@ def _plan_revert(session, spec, pool_wide):
     ctx = context.CallContext(session)
     selection = targeting.select(ctx.records, spec, ctx.host_ref, pool_wide)
     scope = levels.revert_scope(ctx, spec, selection)
-    plans = planning.plan_revert(ctx.records, scope.refs)
+    # a VIF selection skips (SR-IOV) still gives back what was written on
+    # it (by an older version): plan_revert of an unmanaged VIF is empty
+    plans = planning.plan_revert(ctx.records,
+                                 scope.refs + selection.skipped_refs)
     live_targets = None if spec.kind == TARGET_ALL else scope.refs
     base = {"host": ctx.host_json(), "target": selection.to_json(),
             "policy": _policy_json(ctx.records, scope.policy_writes),

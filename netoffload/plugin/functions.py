@@ -335,13 +335,20 @@ def _policy_plan_json(ctx, args, change):
 def _effect_text(change, plan):
     """What storing the policy does, and when, in words."""
     summary = plan["summary"]
-    objects, devices = summary["objects_changing"], summary["devices_changing"]
+    devices = summary["devices_changing"]
+    vifs = sum(1 for p in change.changing if p.cls == "VIF")
+    pifs = len(change.changing) - vifs
+    keys_of = []
+    if vifs:
+        keys_of.append("%d VIF(s) (xapi applies them when each VIF is next "
+                       "plugged)" % vifs)
+    if pifs:
+        keys_of.append("%d PIF(s) (xapi applies them at the PIF's next "
+                       "plug or boot)" % pifs)
     parts = []
-    if objects:
-        parts.append(
-            "within seconds the watcher on the pool master writes the "
-            "ethtool keys of %d object(s) (xapi applies a VIF's keys when "
-            "it is next plugged, a PIF's at its next plug or boot)" % objects)
+    if keys_of:
+        parts.append("within seconds the watcher on the pool master writes "
+                     "the ethtool keys of " + " and ".join(keys_of))
     if devices:
         parts.append("the watcher on each host changes %d device(s) live "
                      "within seconds, with no VM restart" % devices)

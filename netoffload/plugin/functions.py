@@ -400,8 +400,8 @@ def status(session, args):
     result = {"host": ctx.host_json(), "devices": devices,
               "summary": {"devices": len(real),
                           "compliant": sum(1 for d in real if d.compliant)}}
-    here = [s for s in skipped if runs_on_host(ctx.records, s.ref,
-                                               ctx.host_ref)]
+    here = [s for s in skipped if s.cls == "VIF" and runs_on_host(
+        ctx.records, s.ref, ctx.host_ref)]
     if here:  # VIFs of VMs running here with no dom0 device (SR-IOV)
         result["skipped"] = _json_list(here)
     if scope == fanout.SCOPE_POOL:

@@ -65,9 +65,10 @@ class PolicyLocation(namedtuple("PolicyLocation", "cls ref key uuid name")):
         """(VIF or PIF refs a policy here governs, [SkippedObject] in
         reach but left out: VIFs on SR-IOV networks)."""
         if self.cls == "host":
-            return records.pifs_of_host(self.ref), []
+            return targeting.split_sriov_pifs(records,
+                                              records.pifs_of_host(self.ref))
         if self.cls == "pool" and self.key == keys.KEY_PIF:
-            return sorted(records.pifs), []
+            return targeting.split_sriov_pifs(records, sorted(records.pifs))
         if self.cls == "VM":
             vifs = records.vifs_of_vm(self.ref)
         elif self.cls == "network":

@@ -10,7 +10,9 @@ Selection is exact:
   (under openvswitch a VLAN is a fake bridge, not eth0.100);
 - a VIF on an SR-IOV network has no dom0 device (a VF is passed to the
   guest) and xapi applies no ethtool key to it: it is not selected, and
-  is listed in `Selection.skipped` with the reason;
+  is listed in `Selection.skipped` with the reason; so is the SR-IOV
+  logical PIF, which carries its NIC's device name (VLAN -1) but is no
+  device of its own (the NIC is the physical PIF);
 - a `tag=` that no VM carries and no policy names, a `network=` that no
   network has, is NotFound: a typo never reads as "nothing to do".
 """
@@ -115,6 +117,20 @@ def split_sriov(records, vif_refs):
     return kept, skipped
 
 
+def split_sriov_pifs(records, pif_refs):
+    """(PIF refs, [SkippedObject] SR-IOV logical PIFs)."""
+    kept, skipped = [], []
+    for ref in pif_refs:
+        pif = records.pifs[ref]
+        if pif.get("sriov_logical_PIF_of"):
+            skipped.append(SkippedObject("PIF", ref, pif.get("uuid", ""),
+                                         records.pif_label(ref),
+                                         SKIPPED_SRIOV))
+        else:
+            kept.append(ref)
+    return kept, skipped
+
+
 def tagged_vifs(records, tag):
     """VIF refs of the eligible VMs carrying `tag` (SR-IOV ones included)."""
     tagged = set(ref for ref, vm in records.vms.items()
@@ -144,10 +160,10 @@ def pifs_named(records, value, host_ref=None, pool_wide=False):
     """PIF refs a pif= value names, on host_ref (or every host when
     pool_wide): the untagged PIF for `eth0`, the VLAN PIF for `eth0.100`."""
     device, vlan = parse_pif_name(value)
-    return sorted(ref for ref, pif in records.pifs.items()
-                  if pif.get("device") == device
-                  and as_int(pif.get("VLAN")) == vlan
-                  and (pool_wide or pif.get("host") == host_ref))
+    return split_sriov_pifs(records, sorted(
+        ref for ref, pif in records.pifs.items()
+        if pif.get("device") == device and as_int(pif.get("VLAN")) == vlan
+        and (pool_wide or pif.get("host") == host_ref)))[0]
 
 
 def select(records, spec, host_ref=None, pool_wide=False):
@@ -159,8 +175,8 @@ def select(records, spec, host_ref=None, pool_wide=False):
     kind, value = spec
     if kind == TARGET_ALL:
         vifs, skipped = split_sriov(records, eligible_vifs(records))
-        return Selection(kind, value, vifs, sorted(records.pifs),
-                         skipped=skipped)
+        pifs, logical = split_sriov_pifs(records, sorted(records.pifs))
+        return Selection(kind, value, vifs, pifs, skipped=skipped + logical)
     if kind == TARGET_VM:
         vm_ref = find_by_name_or_uuid(records.vms, value, "VM",
                                       is_eligible_vm)

@@ -12,15 +12,37 @@ from tests.support.simpool import live
 pytestmark = pytest.mark.root
 
 
+def h1_eth0(pool):
+    [ref] = [r for r in pool.api.PIF.get_all()
+             if pool.api.PIF.get_device(r) == "eth0"
+             and pool.api.PIF.get_physical(r)
+             and pool.api.PIF.get_host(r) == pool.hosts["h1"]]
+    return ref
+
+
 @pytest.fixture
 def vlan(pool):
-    """VLAN 100 on h1's eth0: a PIF with device eth0 and VLAN 100, whose
-    kernel device (bridge backend) is eth0.100."""
+    """VLAN 100 on h1's eth0 as VLAN.create makes it: a PIF with device
+    eth0 and VLAN 100, whose kernel device (bridge backend) is eth0.100."""
     net = pool.sim.add_network("VLAN 100")
-    ref = pool.sim.add_pif(pool.hosts["h1"], net, "eth0", vlan=100,
-                           other_config={"note": "vlan"})
+    _, ref = pool.add_vlan(h1_eth0(pool), 100, net)
+    pool.api.PIF.add_to_other_config(ref, "note", "vlan")
     pool.ns["h1"].add_veth("eth0.100", "peer100")
     return ref
+
+
+@pytest.fixture
+def sriov(pool):
+    """SR-IOV on h1's eth0 (network "SR-IOV") and a running VM "fw" with
+    vif0 on it (a VF: no dom0 device) and vif1 on LAN 1 (vif8.1)."""
+    net = pool.sim.add_network("SR-IOV")
+    pool.add_sriov(h1_eth0(pool), net)
+    fw = pool.sim.add_vm("fw", power_state="Running",
+                         resident_on=pool.hosts["h1"], domid=8)
+    vf = pool.sim.add_vif(fw, net, 0)
+    pool.sim.add_vif(fw, pool.lan, 1)
+    pool.ns["h1"].add_veth("vif8.1", "guest8")
+    return vf
 
 
 def call_h1(pool, fn, **args):
@@ -60,11 +82,7 @@ def test_pif_eth0_dot_vlan_names_the_vlan_pif(pool, vlan):
     assert pool.api.PIF.get_other_config(vlan)["ethtool-sg"] == "off"
     assert live(pool, "h1", "eth0.100")["sg"] == "off"
     # eth0 itself was not named: its keys wait for the watcher or its apply
-    eth0 = [r for r in pool.api.PIF.get_all()
-            if pool.api.PIF.get_device(r) == "eth0"
-            and pool.api.PIF.get_VLAN(r) == "-1"
-            and pool.api.PIF.get_host(r) == pool.hosts["h1"]]
-    assert "ethtool-sg" not in pool.api.PIF.get_other_config(eth0[0])
+    assert "ethtool-sg" not in pool.api.PIF.get_other_config(h1_eth0(pool))
     revert_all(pool, before)
 
 
@@ -99,4 +117,44 @@ def test_a_tag_only_a_policy_names_is_a_target(pool):
               confirm="yes")
     result = pool.call("apply", tag="lab")
     assert (result["target"]["vifs"], result["objects"]) == (0, [])
+    revert_all(pool, before)
+
+
+def test_a_vif_on_an_sriov_network_is_skipped_and_shown(pool, sriov):
+    before = pool.state()
+    vf_config = pool.vif_config(sriov)
+    result = pool.call("apply", vm="fw", policy="all-off")
+    assert result["target"]["vifs"] == 1
+    assert result["target"]["skipped"] == [{
+        "class": "VIF", "uuid": pool.api.VIF.get_uuid(sriov),
+        "label": "fw/vif0", "reason": "sr-iov"}]
+    assert [o["label"] for o in result["objects"]] == ["fw/vif1"]
+    assert sorted(d["device"] for d in result["devices"]) == ["vif8.1"]
+    assert pool.vif_config(sriov) == vf_config
+    assert live(pool, "h1", "vif8.1")["tx"] == "off"
+    status = pool.call("status", vm="fw")
+    assert [s["label"] for s in status["skipped"]] == ["fw/vif0"]
+    # everything: the VF and the SR-IOV logical PIF are skipped
+    everything = pool.call("status")
+    assert [s["label"] for s in everything["skipped"]] == ["fw/vif0"]
+    plan = pool.call("set_policy", level="pool", kind="vif",
+                     policy="tx-off", dry_run="true")["plan"]
+    assert [s["label"] for s in plan["skipped"]] == ["fw/vif0"]
+    assert "SR-IOV" in pool.call("set_policy", level="pool", kind="vif",
+                                 policy="tx-off", dry_run="true")["message"]
+    applied = pool.call("apply", target="ALL", policy="all-off",
+                        confirm="yes")
+    assert sorted((s["class"], s["label"]) for s in
+                  applied["target"]["skipped"]) == [
+        ("PIF", "h1/eth0"), ("VIF", "fw/vif0")]
+    assert pool.vif_config(sriov) == vf_config
+    revert_all(pool, before)
+
+
+def test_pif_eth0_is_not_the_sriov_logical_pif(pool, sriov):
+    before = pool.state()
+    result = pool.call("apply", pif="eth0", policy="sg=off", confirm="yes")
+    assert result["target"]["pifs"] == 1
+    assert [o["uuid"] for o in result["objects"]] == [
+        pool.api.PIF.get_uuid(h1_eth0(pool))]
     revert_all(pool, before)

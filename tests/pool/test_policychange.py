@@ -39,11 +39,9 @@ def location(cls, ref, key):
 @pytest.mark.parametrize("where,reach", [
     (location("pool", "OpaqueRef:pool", KEY_VIF),
      ["OpaqueRef:hvif", "OpaqueRef:vif"]),
-    (location("pool", "OpaqueRef:pool", KEY_PIF),
-     ["OpaqueRef:logical", "OpaqueRef:pif"]),
+    (location("pool", "OpaqueRef:pool", KEY_PIF), ["OpaqueRef:pif"]),
     (location("pool", "OpaqueRef:pool", tag_key("fw")), ["OpaqueRef:vif"]),
-    (location("host", "OpaqueRef:host", KEY_PIF),
-     ["OpaqueRef:pif", "OpaqueRef:logical"]),
+    (location("host", "OpaqueRef:host", KEY_PIF), ["OpaqueRef:pif"]),
     (location("network", "OpaqueRef:net", KEY_VIF),
      ["OpaqueRef:hvif", "OpaqueRef:vif"]),
     (location("VM", "OpaqueRef:vm", KEY_VIF), ["OpaqueRef:vif"]),
@@ -51,8 +49,10 @@ def location(cls, ref, key):
 def test_the_reach_of_each_level(where, reach):
     refs, skipped = where.reach(records())
     assert refs == reach
-    expected = ["OpaqueRef:vf"] if where.key != KEY_PIF and \
-        where.cls != "network" else []
+    if where.key == KEY_PIF:  # the SR-IOV logical PIF is no device
+        expected = ["OpaqueRef:logical"]
+    else:
+        expected = [] if where.cls == "network" else ["OpaqueRef:vf"]
     assert [s.ref for s in skipped] == expected
     assert where.wide is (where.cls != "VM")
 

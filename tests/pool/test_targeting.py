@@ -77,12 +77,24 @@ def with_sriov():
 def test_a_vif_on_an_sriov_network_is_skipped_and_listed(spec):
     selection = targeting.select(with_sriov(), spec, HOST)
     assert "OpaqueRef:vf" not in selection.refs
-    assert selection.skipped_refs == ["OpaqueRef:vf"]
-    assert selection.to_json()["skipped"] == [{
+    assert selection.skipped_refs[0] == "OpaqueRef:vf"
+    assert selection.to_json()["skipped"][0] == {
         "class": "VIF", "uuid": "vf-uuid", "label": "web 01/vif1",
-        "reason": "sr-iov"}]
+        "reason": "sr-iov"}
     if spec[0] != "network":
         assert "OpaqueRef:vif" in selection.vifs
+
+
+def test_the_sriov_logical_pif_is_no_device_of_its_own():
+    """It carries its NIC's device name and VLAN -1: pif=eth0 names the
+    physical PIF only, ALL lists the logical one as skipped."""
+    records = with_sriov()
+    selection = targeting.select(records, ("pif", "eth0"), HOST)
+    assert selection.pifs == ["OpaqueRef:pif"]
+    everything = targeting.select(records, ("all", "ALL"), HOST)
+    assert everything.pifs == ["OpaqueRef:pif"]
+    assert everything.skipped_refs == ["OpaqueRef:vf", "OpaqueRef:logical"]
+    assert everything.to_json()["skipped"][1]["class"] == "PIF"
 
 
 def test_without_sriov_nothing_is_skipped():

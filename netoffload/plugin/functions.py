@@ -216,7 +216,7 @@ def _writer_lease(ctx, op):
         lease = importlib.import_module("netoffload.pool.lease")
     except ImportError:
         return _NoLease()
-    return lease.held(ctx.xapi, "%s/%s" % (ctx.host_uuid, op))
+    return lease.held(ctx.xapi, "%s@%s" % (op, ctx.host_uuid))
 
 
 class _NoLease(object):
@@ -269,11 +269,19 @@ def set_policy(session, args):
     return result
 
 
-def _confirm_policy_store(spec, work, confirm):
+def _confirm_policy_store(session, args, request, policy, force):
     """`apply ... policy=` stores through set_policy's rule: a policy that
-    governs more than one VM is stored only with confirm=yes."""
+    governs more than one VM (tag, network, pif: this host or the pool)
+    is stored only with confirm=yes; ALL has its own rule, in the apply
+    flow. Nothing is written here."""
+    spec = request.spec
+    if policy is None or request.confirm or request.dry_run or \
+            spec.kind in (TARGET_ALL, targeting.TARGET_VM) or \
+            _scope(args) == fanout.SCOPE_LOCAL:
+        return
+    work = _plan_apply(session, spec, policy, request.pool_wide, force)
     wide = [w.location for w in work.policy_writes if w.location.wide]
-    if wide and not confirm:
+    if wide:
         raise ConfirmRequired(
             "apply %s=%s policy=... stores %s on the %s, which governs more "
             "than one VM; nothing was changed. Review the plan "
@@ -531,6 +539,7 @@ def apply(session, args):
     request = ChangeRequest(spec, bool_arg(args, "dry_run"), _confirmed(args),
                             bool_arg(args, "pool"))
     force = bool_arg(args, "force")
+    _confirm_policy_store(session, args, request, policy, force)
     return _change(session, args, request, APPLY_LIVE,
                    lambda: _plan_apply(session, spec, policy,
                                        request.pool_wide, force),
@@ -578,7 +587,6 @@ def _apply_changes(work, args, spec, confirm, pool_wide):
             "target=ALL changes every VIF and PIF in the pool and every device "
             "on this host; nothing was changed. Review the plan and pass "
             "confirm=yes", planning.saved_summary(work.plans))
-    _confirm_policy_store(spec, work, confirm)
     for write in work.policy_writes:
         levels.write_policy(ctx, write.location, write.policy)
     writes = writer.write_plans(ctx, work.plans)

@@ -17,7 +17,7 @@ from netoffload.pool.precedence import (
     tag_level,
     vif_level_rank,
 )
-from netoffload.pool.records import eligible_vifs, is_eligible_vm
+from netoffload.pool.records import is_eligible_vm
 from netoffload.pool.targeting import TARGET_ALL, TARGET_PIF, TARGET_TAG
 
 # What set_policy accepts at a level: the policy kinds, the argument that
@@ -72,12 +72,11 @@ class PolicyLocation(namedtuple("PolicyLocation", "cls ref key uuid name")):
         if self.cls == "VM":
             vifs = records.vifs_of_vm(self.ref)
         elif self.cls == "network":
-            vifs = [v for v in eligible_vifs(records)
-                    if records.vifs[v].get("network") == self.ref]
+            vifs = targeting.network_vifs(records, self.ref)
         elif self.tag is not None:
             vifs = targeting.tagged_vifs(records, self.tag)
         else:
-            vifs = eligible_vifs(records)
+            vifs = targeting.eligible_vifs(records)
         return targeting.split_sriov(records, vifs)
 
     def stored_in(self, records, text):

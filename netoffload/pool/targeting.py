@@ -139,6 +139,12 @@ def tagged_vifs(records, tag):
             if records.vifs[v].get("VM") in tagged]
 
 
+def network_vifs(records, net_ref):
+    """VIF refs of eligible VMs on a network (SR-IOV ones included)."""
+    return [v for v in eligible_vifs(records)
+            if records.vifs[v].get("network") == net_ref]
+
+
 def tag_is_known(records, tag):
     """Does an eligible VM carry `tag`, or a pool policy name it?"""
     if keys.tag_key(tag) in records.pool_other_config:
@@ -191,9 +197,7 @@ def select(records, spec, host_ref=None, pool_wide=False):
         return Selection(kind, value, vifs, skipped=skipped)
     if kind == TARGET_NETWORK:
         net_ref = find_by_name_or_uuid(records.networks, value, "network")
-        vifs, skipped = split_sriov(records, [
-            v for v in eligible_vifs(records)
-            if records.vifs[v].get("network") == net_ref])
+        vifs, skipped = split_sriov(records, network_vifs(records, net_ref))
         return Selection(kind, value, vifs, object_ref=net_ref,
                          skipped=skipped)
     if kind == TARGET_PIF:

@@ -158,3 +158,19 @@ def test_pif_eth0_is_not_the_sriov_logical_pif(pool, sriov):
     assert [o["uuid"] for o in result["objects"]] == [
         pool.api.PIF.get_uuid(h1_eth0(pool))]
     revert_all(pool, before)
+
+
+def test_pif_dot_vlan_names_the_vlan_under_openvswitch_too(pool, vlan,
+                                                           tmp_path):
+    """Under openvswitch the VLAN is a fake bridge, no eth0.100 device:
+    the name still selects the VLAN PIF (status shows it deviceless)."""
+    conf = tmp_path / "network.conf"
+    conf.write_text("openvswitch\n")
+    pool.sim.configure_host(pool.hosts["h1"],
+                            env={"NETOFFLOAD_NETWORK_CONF": str(conf)})
+    result = pool.call("status", pif="eth0.100")
+    assert result["devices"] == [{
+        "device": None, "kind": "pif", "pif": "h1/eth0.100",
+        "note": "no kernel device under openvswitch; carried by eth0"}]
+    [eth0] = pool.call("status", pif="eth0")["devices"]
+    assert eth0["device"] == "eth0"

@@ -177,3 +177,24 @@ def test_apply_with_a_wide_policy_is_confirmed_like_set_policy(pool):
     # a VM's own policy reaches one VM: no confirm, as with set_policy
     pool.call("apply", vm="web 01", policy="sg=off")
     revert_all(pool, before)
+
+
+def test_the_store_waits_for_the_pool_writer_lease(pool):
+    """Another writer holds the pool-wide lease (CONTRACTS E): set_policy
+    fails with BUSY naming it and stores nothing. Needs pool-core's
+    netoffload.pool.lease (skipped until it is on this branch)."""
+    pytest.importorskip("netoffload.pool.lease")
+    import time
+    pool.sim.configure_host(pool.hosts["h1"],
+                            env={"NETOFFLOAD_LEASE_WAIT": "1"})
+    pool.api.pool.add_to_other_config(pool.pool_ref, "netoffload-lease",
+                                      json.dumps({
+                                          "holder": "apply@elsewhere:1",
+                                          "op": "0123456789abcdef",
+                                          "expires": time.time() + 600}))
+    before = pool.state()
+    details = pool.fail("set_policy", level="pool", kind="vif",
+                        policy="tx-off", confirm="yes")
+    assert details[0] == "NETOFFLOAD_BUSY"
+    assert "apply@elsewhere" in " ".join(details)
+    assert pool.state() == before

@@ -122,6 +122,12 @@ def _print_hosts(hosts, out):
         _print_devices(host["result"].get("devices") or [], out)
 
 
+def _print_skipped(skipped, out):
+    for entry in skipped or []:
+        out.write("skipped %s: %s (no dom0 device)\n" % (entry["label"],
+                                                       entry["reason"]))
+
+
 def _print_result(result, out):
     for pol in result.get("policy") or []:
         out.write("policy %s %s %s: %s -> %s\n" % (
@@ -132,6 +138,7 @@ def _print_result(result, out):
         out.write("\nthis host (%s):\n" % result["host"]["name_label"])
         _print_devices(result.get("devices") or [], out)
     _print_hosts(result.get("hosts"), out)
+    _print_skipped((result.get("target") or {}).get("skipped"), out)
     live_only = sorted(set(f for o in result.get("objects") or []
                            for f in (o.get("live_only") or {})))
     if live_only:
@@ -174,6 +181,7 @@ def _status(ns):
         out.write("host %s (%s)\n" % (res["host"]["name_label"],
                                       res["host"]["uuid"]))
         _print_devices(res["devices"], out)
+        _print_skipped(res.get("skipped"), out)
         db = res.get("db")
         if db:
             out.write("\ndatabase: %d objects, %d with keys to write\n" % (
@@ -227,9 +235,7 @@ def _print_policy(res, out):
     if plan.get("not_running"):
         out.write("\nVMs not running (their keys apply when they start):\n")
         _print_objects(plan["not_running"], out)
-    for skipped in plan.get("skipped") or []:
-        out.write("skipped %s: %s (no dom0 device)\n" % (
-            skipped["label"], skipped["reason"]))
+    _print_skipped(plan.get("skipped"), out)
     out.write("\n%s\n" % res.get("message", ""))
 
 

@@ -372,8 +372,12 @@ def _effect_text(change, plan):
             "plan; their watcher enforces it when it runs): %s." % \
             ", ".join(summary["hosts_not_answering"])
     if change.skipped:
-        text += " %d VIF(s) on SR-IOV networks are skipped (no dom0 " \
-            "device)." % len(change.skipped)
+        text += " %d object(s) on SR-IOV are skipped (no dom0 device of " \
+            "their own)." % len(change.skipped)
+    tag = change.location.tag
+    if tag is not None and not change.reach and not change.skipped:
+        text += " No VM carries the tag %r yet: the policy applies to VMs " \
+            "as they are tagged." % tag
     return text
 
 

@@ -198,3 +198,15 @@ def test_the_store_waits_for_the_pool_writer_lease(pool):
     assert details[0] == "NETOFFLOAD_BUSY"
     assert "apply@elsewhere" in " ".join(details)
     assert pool.state() == before
+
+
+def test_a_tag_policy_may_come_before_its_vms(pool):
+    """Storing a policy for a tag no VM carries yet is allowed (it names
+    the tag); the message says it applies as VMs are tagged."""
+    before = pool.state()
+    result = pool.call("set_policy", level="tag", tag="later",
+                       policy="tx-off", dry_run="true")
+    assert result["plan"]["hosts"] == [] and result["plan"]["not_running"] \
+        == []
+    assert "No VM carries the tag 'later' yet" in result["message"]
+    assert pool.state() == before

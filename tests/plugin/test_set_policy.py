@@ -210,3 +210,28 @@ def test_a_tag_policy_may_come_before_its_vms(pool):
         == []
     assert "No VM carries the tag 'later' yet" in result["message"]
     assert pool.state() == before
+
+
+def test_the_watcher_does_what_the_plan_said_within_seconds(pool):
+    """The message is true on an installed pool: with the watcher running
+    (on the master, h1), a stored policy's keys and live changes happen
+    with no `apply`, as the plan listed them."""
+    from tests.support.wait import wait_for
+    before = pool.state()
+    pool.watch(pool.hosts["h1"], pool.ns["h1"])
+    result = pool.call("set_policy", level="tag", tag="bsd", policy="tx-off",
+                       confirm="yes")
+    [h1] = result["plan"]["hosts"]
+    [obj] = h1["objects"]
+    wanted = dict((k, v) for k, v in obj["writes"]
+                  if k.startswith("ethtool-"))
+    assert wanted == {"ethtool-tx": "off"}
+    assert [d["device"] for d in h1["devices"]] == ["vif6.0"]
+    wait_for(lambda: live(pool, "h1", "vif6.0")["tx"] == "off", timeout=15,
+             what="the watcher changing vif6.0")
+    wait_for(lambda: pool.vif_config(pool.bsd_vif).get("ethtool-tx") == "off",
+             timeout=15, what="the watcher writing bsd's VIF key")
+    assert live(pool, "h1", "vif5.0")["tx"] == "on"  # not tagged bsd
+    pool.call("revert", target="ALL", confirm="yes", pool="true")
+    wait_for(lambda: pool.state() == before, timeout=15,
+             what="revert ALL restoring the start")

@@ -166,8 +166,8 @@ def test_pif_dot_vlan_names_the_vlan_under_openvswitch_too(pool, vlan,
     the name still selects the VLAN PIF (status shows it deviceless)."""
     conf = tmp_path / "network.conf"
     conf.write_text("openvswitch\n")
-    pool.sim.configure_host(pool.hosts["h1"],
-                            env={"NETOFFLOAD_NETWORK_CONF": str(conf)})
+    pool.sim.configure_host(pool.hosts["h1"], dom0_files={
+        "/etc/xensource/network.conf": str(conf)})
     result = pool.call("status", pif="eth0.100")
     assert result["devices"] == [{
         "device": None, "kind": "pif", "pif": "h1/eth0.100",

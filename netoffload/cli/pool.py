@@ -122,6 +122,12 @@ def _print_hosts(hosts, out):
         _print_devices(host["result"].get("devices") or [], out)
 
 
+def _print_skipped(skipped, out):
+    for entry in skipped or []:
+        out.write("skipped %s: %s (no dom0 device)\n" % (entry["label"],
+                                                       entry["reason"]))
+
+
 def _print_result(result, out):
     for pol in result.get("policy") or []:
         out.write("policy %s %s %s: %s -> %s\n" % (
@@ -132,6 +138,7 @@ def _print_result(result, out):
         out.write("\nthis host (%s):\n" % result["host"]["name_label"])
         _print_devices(result.get("devices") or [], out)
     _print_hosts(result.get("hosts"), out)
+    _print_skipped((result.get("target") or {}).get("skipped"), out)
     live_only = sorted(set(f for o in result.get("objects") or []
                            for f in (o.get("live_only") or {})))
     if live_only:
@@ -174,6 +181,7 @@ def _status(ns):
         out.write("host %s (%s)\n" % (res["host"]["name_label"],
                                       res["host"]["uuid"]))
         _print_devices(res["devices"], out)
+        _print_skipped(res.get("skipped"), out)
         db = res.get("db")
         if db:
             out.write("\ndatabase: %d objects, %d with keys to write\n" % (
@@ -199,19 +207,82 @@ def _policy_get(ns):
     return _emit(result, ns.json, printer)
 
 
-def _policy_set(ns):
-    args = {"level": ns.level, "kind": ns.kind, "policy": ns.policy}
+def _policy_args(ns, text):
+    args = {"level": ns.level, "kind": ns.kind, "policy": text}
     for key in ("vm", "network", "tag", "host"):
         if getattr(ns, key):
             args[key] = getattr(ns, key)
-    result = call_plugin("set_policy", args)
+    return args
 
-    def printer(res, out):
-        out.write("%s %s %s: %s -> %s\n" % (
-            res["level"], res["kind"], res["name"] or res["uuid"],
-            res["previous"], res["policy"]))
-        out.write("run `netoffload apply ...` to enforce it\n")
-    return _emit(result, ns.json, printer)
+
+def _print_policy(res, out):
+    out.write("%s %s %s: %s -> %s\n" % (
+        res["level"], res["kind"], res["name"] or res["uuid"],
+        res["previous"], res["policy"]))
+    plan = res.get("plan") or {}
+    for host in plan.get("hosts") or []:
+        out.write("\nhost %s: %d object(s) with keys to write" % (
+            host["name_label"], len(host["objects"])))
+        if not host["ok"]:
+            out.write(", devices unknown: NOT ANSWERING %s\n" % " ".join(
+                host.get("error") or []))
+            _print_objects(host["objects"], out)
+            continue
+        out.write(", %d device(s) to change\n" % len(host["devices"]))
+        _print_objects(host["objects"], out)
+        if host["devices"]:
+            _print_devices(host["devices"], out)
+    if plan.get("not_running"):
+        out.write("\nVMs not running (their keys apply when they start):\n")
+        _print_objects(plan["not_running"], out)
+    _print_skipped(plan.get("skipped"), out)
+    out.write("\n%s\n" % res.get("message", ""))
+
+
+def _policy_change(ns, text):
+    """policy set / clear: a dry run with --dry-run; a policy wider than
+    one VM shows its plan and asks for YES first (or --yes)."""
+    args = _policy_args(ns, text)
+    if ns.dry_run:
+        args["dry_run"] = "true"
+    elif ns.yes:
+        args["confirm"] = "yes"
+    elif ns.level != "vm":
+        plan = call_plugin("set_policy", dict(args, dry_run="true"))
+        if ns.json:
+            sys.stderr.write(json.dumps(plan, sort_keys=True, indent=1) + "\n")
+        else:
+            _print_policy(plan, sys.stdout)
+        if not _ask_yes("policy %s" % ns.level, "This stores a policy that "
+                        "governs more than one VM; the watcher enforces it "
+                        "within seconds."):
+            return exitcodes.USAGE
+        args["confirm"] = "yes"
+    return _emit(call_plugin("set_policy", args), ns.json, _print_policy)
+
+
+def _policy_set(ns):
+    return _policy_change(ns, ns.policy)
+
+
+def _policy_clear(ns):
+    return _policy_change(ns, "")
+
+
+def _ask_yes(what, sentence):
+    """Ask for YES on the terminal; True to go on. With no terminal:
+    ConfirmRequired (exit 2), naming --yes."""
+    if not sys.stdin.isatty():
+        raise errors.ConfirmRequired(
+            "%s needs a confirmation: run it on a terminal to confirm, or "
+            "pass --yes" % what)
+    sys.stdout.write("\n%s Type YES to continue: " % sentence)
+    sys.stdout.flush()
+    answer = sys.stdin.readline().strip()
+    if answer != "YES":
+        sys.stdout.write("nothing was changed\n")
+        return False
+    return True
 
 
 def _confirm_on_tty(fn, args, as_json):
@@ -221,18 +292,11 @@ def _confirm_on_tty(fn, args, as_json):
         sys.stderr.write(json.dumps(plan, sort_keys=True, indent=1) + "\n")
     else:
         _print_result(plan, sys.stdout)
-    if not sys.stdin.isatty():
-        raise errors.ConfirmRequired(
-            "%s ALL touches every VIF and PIF in the pool: run it on a "
-            "terminal to confirm, or pass --yes" % fn)
-    sys.stdout.write("\nThis changes every VIF and PIF in the pool. "
-                     "Type YES to continue: ")
-    sys.stdout.flush()
-    answer = sys.stdin.readline().strip()
-    if answer != "YES":
-        sys.stdout.write("nothing was changed\n")
-        return False
-    return True
+    if "target" in args:
+        return _ask_yes("%s ALL" % fn, "This changes every VIF and PIF in "
+                        "the pool.")
+    return _ask_yes("%s --policy" % fn, "This stores a policy that governs "
+                    "more than one VM.")
 
 
 def _apply(ns):
@@ -256,7 +320,10 @@ def _revert(ns):
 
 
 def _run_change(fn, args, ns):
-    if "target" in args and not ns.dry_run:
+    # ALL, or a policy stored for more than one VM (tag, network, pif):
+    # the same YES as set_policy asks
+    wide = "target" in args or ("policy" in args and "vm" not in args)
+    if wide and not ns.dry_run:
         if not ns.yes and not _confirm_on_tty(fn, args, ns.json):
             return exitcodes.USAGE
         args["confirm"] = "yes"
@@ -273,19 +340,31 @@ def register(subparsers):
     p.set_defaults(handler=_status)
 
     p = subparsers.add_parser("policy", help="get or set policies")
-    verbs = p.add_subparsers(dest="policy_verb", metavar="get|set")
+    verbs = p.add_subparsers(dest="policy_verb", metavar="get|set|clear")
     g = verbs.add_parser("get", help="every policy key in the pool")
     g.add_argument("--json", action="store_true")
     g.set_defaults(handler=_policy_get)
-    s = verbs.add_parser("set", help="store a policy (empty string clears)")
-    s.add_argument("level", choices=("pool", "host", "network", "tag", "vm"))
-    s.add_argument("kind", choices=("vif", "pif"))
-    s.add_argument("policy", help="all-off, tx-off, none, or e.g. tx=off,sg=off")
-    group = s.add_mutually_exclusive_group()
-    for key in ("vm", "network", "tag", "host"):
-        group.add_argument("--" + key, metavar=key.upper())
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(handler=_policy_set)
+    for verb, handler, text in (
+            ("set", _policy_set, "store a policy (shows its plan; wider "
+             "than one VM: asks YES)"),
+            ("clear", _policy_clear, "remove a policy (shows its plan; "
+             "wider than one VM: asks YES)")):
+        s = verbs.add_parser(verb, help=text)
+        s.add_argument("level", choices=("pool", "host", "network", "tag",
+                                         "vm"))
+        s.add_argument("kind", choices=("vif", "pif"))
+        if verb == "set":
+            s.add_argument("policy", help="all-off, tx-off, none, or e.g. "
+                           "tx=off,sg=off (an empty string clears)")
+        group = s.add_mutually_exclusive_group()
+        for key in ("vm", "network", "tag", "host"):
+            group.add_argument("--" + key, metavar=key.upper())
+        s.add_argument("--dry-run", action="store_true",
+                       help="show the plan, store nothing")
+        s.add_argument("--yes", action="store_true",
+                       help="do not ask (pool, host, network, tag levels)")
+        s.add_argument("--json", action="store_true")
+        s.set_defaults(handler=handler)
 
     p = subparsers.add_parser("apply", help="bring keys and devices in line "
                               "with the policy")

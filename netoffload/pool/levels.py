@@ -48,6 +48,47 @@ class PolicyLocation(namedtuple("PolicyLocation", "cls ref key uuid name")):
         return {"class": self.cls, "uuid": self.uuid, "name": self.name,
                 "key": self.key, "policy": policy, "previous": previous}
 
+    @property
+    def wide(self):
+        """Does a policy here reach more than one VM? (pool, host, network
+        or tag: storing it needs confirm=yes)"""
+        return self.cls != "VM"
+
+    @property
+    def tag(self):
+        """The tag of a tag policy, else None."""
+        if self.cls == "pool" and self.key.startswith(keys.TAG_PREFIX):
+            return keys.tag_of_key(self.key)
+        return None
+
+    def reach(self, records):
+        """(VIF or PIF refs a policy here governs, [SkippedObject] in
+        reach but left out: VIFs on SR-IOV networks)."""
+        if self.cls == "host":
+            return targeting.split_sriov_pifs(records,
+                                              records.pifs_of_host(self.ref))
+        if self.cls == "pool" and self.key == keys.KEY_PIF:
+            return targeting.split_sriov_pifs(records, sorted(records.pifs))
+        if self.cls == "VM":
+            vifs = records.vifs_of_vm(self.ref)
+        elif self.cls == "network":
+            vifs = targeting.network_vifs(records, self.ref)
+        elif self.tag is not None:
+            vifs = targeting.tagged_vifs(records, self.tag)
+        else:
+            vifs = targeting.eligible_vifs(records)
+        return targeting.split_sriov(records, vifs)
+
+    def stored_in(self, records, text):
+        """A copy of `records` with `text` (None: no key) stored here."""
+        after = records.copy()
+        config = after.table(self.cls)[self.ref]["other_config"]
+        if text is None:
+            config.pop(self.key, None)
+        else:
+            config[self.key] = text
+        return after
+
 
 # A policy text to store at a location (None removes the key).
 PolicyWrite = namedtuple("PolicyWrite", "location policy")

@@ -30,12 +30,14 @@ def test_set_and_get_policy_every_level(pool):
     calls = [
         dict(level="pool", kind="vif", policy="all-off"),
         dict(level="pool", kind="pif", policy="TX=False"),
-        dict(level="host", policy="none"),
+        dict(level="host", host="h1", policy="none"),
         dict(level="network", network="LAN 1", policy="tx-off"),
         dict(level="tag", tag="bsd", policy="tx-off"),
         dict(level="vm", vm="web 01", policy="sg=off,tx=off"),
     ]
-    stored = [pool.call("set_policy", **c)["policy"] for c in calls]
+    stored = [json.loads(pool.api.host.call_plugin(
+        pool.hosts["h1"], "netoffload", "set_policy",
+        dict(c, confirm="yes")))["policy"] for c in calls]
     assert stored == ["all-off", "tx=off", "none", "tx-off", "tx-off",
                       "tx=off,sg=off"]
     found = pool.call("get_policy")["policies"]
@@ -43,7 +45,8 @@ def test_set_and_get_policy_every_level(pool):
         ("pool", "pif", "tx=off"), ("pool", "vif", "all-off"),
         ("tag", "vif", "tx-off"), ("host", "pif", "none"),
         ("network", "vif", "tx-off"), ("vm", "vif", "tx=off,sg=off")]
-    cleared = pool.call("set_policy", level="pool", kind="vif", policy="")
+    cleared = pool.call("set_policy", level="pool", kind="vif", policy="",
+                        confirm="yes")
     assert (cleared["policy"], cleared["previous"]) == (None, "all-off")
 
 
@@ -93,7 +96,8 @@ ERROR_CASES = [
 @pytest.mark.parametrize("fn,args,code", [c[1:] for c in ERROR_CASES],
                          ids=[c[0] for c in ERROR_CASES])
 def test_errors_change_nothing(pool, fn, args, code):
-    pool.call("set_policy", level="pool", kind="pif", policy="all-off")
+    pool.call("set_policy", level="pool", kind="pif", policy="all-off",
+              confirm="yes")
     before = pool.state()
     details = pool.fail(fn, **args)
     assert details[0] == code
@@ -195,8 +199,8 @@ def test_vm_with_policy_none_is_untouched(pool):
 
 def test_tag_and_network_levels(pool):
     pool.call("set_policy", level="network", network="LAN 1",
-              policy="gso=off")
-    pool.call("apply", tag="bsd", policy="tx-off")
+              policy="gso=off", confirm="yes")
+    pool.call("apply", tag="bsd", policy="tx-off", confirm="yes")
     assert pool.session.xenapi.VIF.get_other_config(pool.bsd_vif)[
         "ethtool-tx"] == "off"
     result = pool.call("apply", network="LAN 1")
@@ -238,7 +242,8 @@ def test_dry_run_returns_the_plan_and_changes_nothing(pool):
 
 
 def test_status_reports_compliance_and_db_state(pool):
-    pool.call("set_policy", level="pool", kind="vif", policy="tx-off")
+    pool.call("set_policy", level="pool", kind="vif", policy="tx-off",
+              confirm="yes")
     status = pool.call("status")
     by_dev = dict((d["device"], d) for d in status["devices"])
     assert sorted(by_dev) == ["eth0", "tap5.0", "vif5.0", "vif6.0"]
@@ -255,7 +260,7 @@ def test_status_reports_compliance_and_db_state(pool):
 
 
 def test_pif_target_uses_the_host_level(pool):
-    result = pool.call("apply", pif="eth0", policy="sg=off")
+    result = pool.call("apply", pif="eth0", policy="sg=off", confirm="yes")
     assert [p["class"] for p in result["policy"]] == ["host"]
     assert live(pool, "h1", "eth0")["sg"] == "off"
     assert live(pool, "h2", "eth0")["sg"] == "on"

@@ -126,3 +126,22 @@ def host_lock(directory=None):
     return locked(os.path.join(paths.state_dir(directory), "lock"), 0,
                   "another netoffload apply or revert is running on this "
                   "host; try again when it has finished")
+
+
+def check_writable(path=None, need_bytes=1 << 20):
+    """DeviceError unless the state directory can take a write of
+    need_bytes (a minimal stand-in for the live-engine helper's version,
+    CONTRACTS.md B): it is, or can be made, a writable directory, with
+    that much free space. Changes nothing."""
+    directory = paths.state_dir(path)
+    existing = os.path.abspath(directory)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK):
+        raise DeviceError("cannot write to the state directory %s: fix its "
+                          "owner and mode (root, 0700)" % directory, directory)
+    fs = os.statvfs(existing)
+    if fs.f_bavail * fs.f_frsize < need_bytes:
+        raise DeviceError("no space left on the filesystem of %s: free some "
+                          "space there; nothing was changed" % directory,
+                          directory)

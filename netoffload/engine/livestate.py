@@ -20,6 +20,7 @@ run at the same time.
 import errno
 import json
 import os
+import time
 
 from netoffload import paths, statedir
 from netoffload.engine import ethtool
@@ -94,6 +95,29 @@ class LiveStateStore(object):
             if isinstance(owner, str) and owner:
                 result[device]["owner"] = owner
         return result
+
+    # Minimal stand-ins for the live-engine helper's check()/set_aside()
+    # (CONTRACTS.md B), so apply/revert can call them before that work is
+    # merged; the live-engine versions replace these.
+    def check(self):
+        """DeviceError naming the record and the fix unless it is absent
+        or parses. Reads only."""
+        self._load()
+
+    def set_aside(self):
+        """Move a corrupt record to live-state.json.corrupt-<time>; its
+        path, or None when there is none or it parses."""
+        if not os.path.lexists(self.path):
+            return None
+        try:
+            self._load()
+            return None
+        except DeviceError:
+            pass
+        target = "%s.corrupt-%s" % (self.path, time.strftime(
+            "%Y%m%dT%H%M%SZ", time.gmtime()))
+        os.rename(self.path, target)
+        return target
 
     def _save(self, devices):
         data = {"version": FORMAT_VERSION,

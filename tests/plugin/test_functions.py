@@ -9,6 +9,7 @@ import sys
 import pytest
 
 import netoffload
+from netoffload.pool import keys
 from tests.support import layout
 from tests.support.simpool import live
 from tests.support.tools import interpreter as find_interpreter
@@ -139,12 +140,16 @@ def test_apply_all_then_revert_all_is_byte_for_byte(pool):
     assert result["summary"]["devices_failed"] == []
     after = pool.other_configs()
     web_vif = pool.session.xenapi.VIF.get_uuid(pool.web_vif)
-    # someone else's explicit tx=true stays, the other five are ours
-    assert after["VIF/" + web_vif]["ethtool-tx"] == "true"
-    assert after["VIF/" + web_vif]["netoffload-managed"] == "gso,rx,sg,tso,ufo"
+    # tx=true found before netoffload is a default (Xen Orchestra's
+    # stamp, issue 11): the policy applies over it and saves it
+    assert after["VIF/" + web_vif]["ethtool-tx"] == "off"
+    assert keys.read_book(after["VIF/" + web_vif]).entries["tx"] == \
+        keys.Entry("true", "off", None)
+    assert keys.managed_features(after["VIF/" + web_vif]) == set(
+        ("rx", "tx", "sg", "tso", "ufo", "gso"))
     assert live(pool, "h1", "vif6.0")["tx"] == "off"
     assert live(pool, "h1", "tap5.0")["gro"] == "off"
-    assert live(pool, "h1", "vif5.0")["tx"] == "on"  # explicit: left alone
+    assert live(pool, "h1", "vif5.0")["tx"] == "off"
     assert live(pool, "h1", "eth0")["sg"] == "off"
     assert pool.state() != before
     pool.call("revert", target="ALL", confirm="yes")
@@ -210,17 +215,34 @@ def test_tag_and_network_levels(pool):
 
 
 def test_explicit_key_kept_unless_forced(pool):
-    pool.call("apply", vm="web 01", policy="tx-off")
-    assert pool.session.xenapi.VIF.get_other_config(pool.web_vif) == {
-        "ethtool-tx": "true"}
+    api = pool.session.xenapi
+    api.VIF.remove_from_other_config(pool.web_vif, "ethtool-tx")
+    api.VIF.add_to_other_config(pool.web_vif, "ethtool-tx", "false")
+    pool.call("apply", vm="web 01", policy="tx=on")
+    assert api.VIF.get_other_config(pool.web_vif) == {"ethtool-tx": "false"}
     pool.call("apply", vm="web 01", force="true")
-    forced = pool.session.xenapi.VIF.get_other_config(pool.web_vif)
-    assert forced == {"ethtool-tx": "off", "netoffload-managed": "tx",
-                      "netoffload-saved": '{"tx":["true","off"]}'}
-    assert live(pool, "h1", "vif5.0")["tx"] == "off"
+    forced = api.VIF.get_other_config(pool.web_vif)
+    assert forced["ethtool-tx"] == "on"
+    assert keys.read_book(forced).entries == {
+        "tx": keys.Entry("false", "on", None)}
     pool.call("revert", vm="web 01")
-    assert pool.session.xenapi.VIF.get_other_config(pool.web_vif) == {
-        "ethtool-tx": "true"}
+    assert api.VIF.get_other_config(pool.web_vif) == {"ethtool-tx": "false"}
+
+
+def test_xo_stamp_is_a_default_the_policy_applies_over(pool):
+    """issue 11 item 1: XO 6 stamps ethtool-tx=true on the VIFs it
+    creates; a tx-off policy must still reach them, and revert puts the
+    stamp back."""
+    api = pool.session.xenapi
+    before = pool.state()
+    pool.call("apply", vm="web 01", policy="tx-off")
+    assert api.VIF.get_other_config(pool.web_vif)["ethtool-tx"] == "off"
+    assert live(pool, "h1", "vif5.0")["tx"] == "off"
+    status = pool.call("status", vm="web 01")
+    vif = [d for d in status["devices"] if d["device"] == "vif5.0"][0]
+    assert vif["desired"] == {"tx": "off"} and vif["compliant"]
+    pool.call("revert", target="ALL", confirm="yes")
+    assert pool.state() == before
 
 
 def test_dry_run_returns_the_plan_and_changes_nothing(pool):
@@ -235,7 +257,7 @@ def test_dry_run_returns_the_plan_and_changes_nothing(pool):
     vif = [d for d in result["devices"] if d["device"] == "vif6.0"][0]
     assert vif["features"]["tx"] == "would-change"
     tap = [d for d in result["devices"] if d["device"] == "tap5.0"][0]
-    assert "tx" not in tap["desired"]  # web 01's VIF has an explicit tx
+    assert tap["desired"]["tx"] == "off"  # web 01's tx=true is a default
 
 
 def test_status_reports_compliance_and_db_state(pool):
@@ -246,8 +268,10 @@ def test_status_reports_compliance_and_db_state(pool):
     assert by_dev["vif6.0"]["desired"] == {"tx": "off"}
     assert (by_dev["vif6.0"]["compliant"], by_dev["vif6.0"]["db_compliant"],
             by_dev["vif6.0"]["reapplied_at_plug"]) == (False, False, False)
-    assert by_dev["vif5.0"]["desired"] == {}  # only an explicit key
+    # its tx=true is a default (issue 11): the policy covers it
+    assert by_dev["vif5.0"]["desired"] == {"tx": "off"}
     assert by_dev["vif5.0"]["explicit"] == {"tx": "on"}
+    assert by_dev["vif5.0"]["overrides"] == []
     assert by_dev["eth0"]["desired"] == {}
     pool.call("apply", vm="bsd")
     vif6 = [d for d in pool.call("status", vm="bsd")["devices"]][0]

@@ -405,3 +405,51 @@ def test_a_mistyped_policy_set_with_xe_changes_nothing_on_apply(pool):
     assert "tx=of" in device["policy_error"]
     invalid = [p for p in pool.call("get_policy")["policies"] if not p["valid"]]
     assert [(p["level"], p["name"]) for p in invalid] == [("vm", "bsd")]
+
+
+# -- issue 11: nothing changes what the command did not name --------------------
+
+def test_revert_of_a_tag_netoffload_never_changed_changes_nothing(pool):
+    """Issue 11 item 3: `revert tag=lab --pool` with no policy on lab wrote
+    netoffload-tag:lab=none, and a VM tagged lab and pfsense lost its
+    pfsense all-off (lab sorted first)."""
+    api = pool.session.xenapi
+    start = pool.state()
+    for tag in ("lab", "pfsense"):
+        api.VM.add_tags(pool.bsd, tag)
+    pool.call("set_policy", level="tag", tag="pfsense", policy="all-off")
+    pool.call("apply", tag="pfsense")
+    before = pool.state()
+    result = pool.call("revert", tag="lab", pool="true")
+    assert result["unchanged"] is True and "nothing to revert" in \
+        result["message"]
+    assert result["policy"] == [] and result["objects"] == []
+    assert pool.state() == before
+    assert "netoffload-tag:lab" not in api.pool.get_other_config(
+        pool.pool_ref)
+    [vif] = [d for d in pool.call("status", vm="bsd")["devices"]]
+    assert vif["desired"]["tx"] == "off" and vif["compliant"]
+    assert vif["contributing"] == ["tag:pfsense"]
+    pool.call("revert", target="ALL", confirm="yes")
+    for tag in ("lab", "pfsense"):
+        api.VM.remove_tags(pool.bsd, tag)
+    assert pool.state() == start
+
+
+def test_tag_policies_combine_whatever_the_tag_names(pool):
+    """Issue 11 item 3: per feature off wins, a tag's none adds nothing."""
+    api = pool.session.xenapi
+    start = pool.state()
+    for tag in ("aaa", "zzz"):
+        api.VM.add_tags(pool.bsd, tag)
+    pool.call("set_policy", level="tag", tag="aaa", policy="none")
+    pool.call("set_policy", level="tag", tag="zzz", policy="tx-off")
+    pool.call("apply", vm="bsd")
+    assert api.VIF.get_other_config(pool.bsd_vif)["ethtool-tx"] == "off"
+    [vif] = pool.call("status", vm="bsd")["devices"]
+    assert (vif["contributing"], vif["shadowed"]) == (
+        ["tag:zzz"], [{"level": "tag:aaa", "policy": "none"}])
+    pool.call("revert", target="ALL", confirm="yes")
+    for tag in ("aaa", "zzz"):
+        api.VM.remove_tags(pool.bsd, tag)
+    assert pool.state() == start

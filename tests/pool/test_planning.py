@@ -356,3 +356,19 @@ def test_book_round_trips_through_the_reader():
     # rx=on found before netoffload is a default: claimed, saved
     assert entries == dict((f, keys.Entry("on" if f == "rx" else None, "off",
                                           None)) for f in SIX)
+
+
+def test_pif_property_gro_wins_and_the_packs_ethtool_gro_goes():
+    """Issue 11 item 6: networkd uses properties:gro only when there is no
+    ethtool-gro key, so the pack's key must give way to an admin's
+    `xe pif-param-set properties:gro=off`."""
+    eight = ("rx", "tx", "sg", "tso", "ufo", "gso", "gro", "lro")
+    config = dict(dict(("ethtool-" + f, "off") for f in eight),
+                  **book(dict((f, (None, "off")) for f in eight)))
+    records = build(pool={"netoffload-pif": "all-off"}, pif=config)
+    records.pifs["OpaqueRef:pif"]["properties"] = {"gro": "off"}
+    [plan] = planning.plan_db(records, ["OpaqueRef:pif"], op=OP)
+    final = run_plan(config, plan)
+    assert "ethtool-gro" not in final
+    assert set(keys.read_book(final).entries) == set(eight) - {"gro"}
+    assert plan.resolution.sources["gro"] == "property"

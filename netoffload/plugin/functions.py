@@ -359,7 +359,7 @@ def _change(session, args, request, live, plan, show_plan, carry_out,
         client = xapi.Xapi(session)
         with writer.operation(client, lease.default_holder(verb)) as op:
             work = plan(client, op.op)
-            done = carry_out(work)
+            done = carry_out(work, op)
         return finish(work, done, args, request.pool_wide)
 
 
@@ -424,12 +424,12 @@ def _apply_dry_run(work):
                                      if not p.changes and not p.refused)}))
 
 
-def _apply_changes(work):
+def _apply_changes(work, op):
     """The database part of apply, under the lease: [ObjectWrite]."""
     ctx = work.ctx
     for write in work.policy_writes:
         levels.write_policy(ctx, write.location, write.policy)
-    return writer.write_plans(ctx, work.plans)
+    return writer.write_plans(ctx, work.plans, op.renew)
 
 
 def _done_records(work, writes):
@@ -514,12 +514,12 @@ def _revert_dry_run(work):
                     "refused": sum(1 for p in work.plans if p.refused)}})
 
 
-def _revert_changes(work):
+def _revert_changes(work, op):
     """The database part of revert, under the lease: [ObjectWrite]."""
     ctx = work.ctx
     for write in work.scope.policy_writes:
         levels.write_policy(ctx, write.location, write.policy)
-    return writer.write_plans(ctx, work.plans)
+    return writer.write_plans(ctx, work.plans, op.renew)
 
 
 def _revert_finish(work, writes, args, pool_wide):

@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import socket
+import threading
 import time
 
 from netoffload.errors import Busy, XapiError
@@ -111,19 +112,28 @@ class Lease(object):
         self.clock = clock
         self.expires = clock() + ttl_s
         self.value = self._value()
+        self._renewing = threading.Lock()
 
     def _value(self):
         return json.dumps({"holder": self.holder, "op": self.op,
                            "expires": round(self.expires, 3)},
                           sort_keys=True, separators=(",", ":"))
 
-    def renew_if_due(self):
-        """Push the expiry out when less than half the TTL is left. If
-        someone took the lease over meanwhile, Busy: stop writing."""
-        now = self.clock()
-        if now < self.expires - self.ttl_s / 2:
+    def renew_if_due(self, client=None):
+        """Push the expiry out when less than half the TTL is left (the
+        writer calls this between objects, from any of its threads, each
+        passing the client its thread uses). If someone took the lease
+        over meanwhile, Busy: stop writing."""
+        if self.clock() < self.expires - self.ttl_s / 2:
             return
-        config = self.client.call("pool.get_other_config", self.pool_ref)
+        with self._renewing:
+            if self.clock() < self.expires - self.ttl_s / 2:
+                return  # another thread just did it
+            self._renew(client or self.client)
+
+    def _renew(self, client):
+        now = self.clock()
+        config = client.call("pool.get_other_config", self.pool_ref)
         if config.get(keys.KEY_LEASE) != self.value:
             raise Busy("the pool's netoffload lease was taken over while "
                        "this operation ran; it stopped (its writes so far "
@@ -131,11 +141,11 @@ class Lease(object):
         old = self.value
         self.expires = now + self.ttl_s
         self.value = self._value()
-        self.client.call("pool.remove_from_other_config", self.pool_ref,
-                         keys.KEY_LEASE)
+        client.call("pool.remove_from_other_config", self.pool_ref,
+                    keys.KEY_LEASE)
         try:
-            self.client.call("pool.add_to_other_config", self.pool_ref,
-                             keys.KEY_LEASE, self.value)
+            client.call("pool.add_to_other_config", self.pool_ref,
+                        keys.KEY_LEASE, self.value)
         except XapiError as err:
             if err.params and err.params[0] == "MAP_DUPLICATE_KEY":
                 raise Busy("the pool's netoffload lease was taken while it "

@@ -5,7 +5,7 @@
   pool lease (lease.py), this op's `netoffload-op:<id>` key, and the books
   a crashed op left half done settled first; yields an `Operation` whose
   `.op` goes into the plans (planning.plan_db(..., op=op.op)).
-- `apply_db(client, plans, clients)` -> [ObjectWrite] per object: changed /
+- `apply_db(client, plans, clients, renew)` -> [ObjectWrite] per object: changed /
   unchanged / gone / failed / refused, the keys written. An object whose
   plan removes or replaces a key is read again right before its writes,
   and re-planned when it changed: someone else's value wins. An object's
@@ -128,7 +128,7 @@ def _differs(plan, fresh):
     return any(plan.current.get(k) != fresh.get(k) for k in read)
 
 
-def apply_db(client, plans, clients=None):
+def apply_db(client, plans, clients=None, renew=None):
     """Carry out plans; [ObjectWrite] per object with status changed /
     unchanged / gone / failed, the keys written and the plan carried out.
 
@@ -136,8 +136,13 @@ def apply_db(client, plans, clients=None):
     in parallel threads; an object's own writes stay in order on one client.
     """
     clients = list(clients or [client])
+
+    def one(worker, plan):
+        if renew is not None:
+            renew(worker)  # the lease outlives a long operation
+        return _apply_one(worker, plan)
     if len(clients) == 1 or len(plans) < 2:
-        return [_apply_one(clients[0], plan) for plan in plans]
+        return [one(clients[0], plan) for plan in plans]
     results = [None] * len(plans)  # type: List[Optional[ObjectWrite]]
     indexes = iter(range(len(plans)))
     take = threading.Lock()
@@ -148,7 +153,7 @@ def apply_db(client, plans, clients=None):
                 index = next(indexes, None)
             if index is None:
                 return
-            results[index] = _apply_one(client, plans[index])
+            results[index] = one(client, plans[index])
     threads = [threading.Thread(target=work, args=(c,)) for c in clients]
     for thread in threads:
         thread.daemon = True
@@ -166,7 +171,7 @@ DB_SESSIONS = 8
 PARALLEL_MIN_OBJECTS = 32
 
 
-def write_plans(ctx, plans):
+def write_plans(ctx, plans, renew=None):
     """apply_db, in parallel sessions when there is much to do."""
     extra = []
     changing = sum(1 for p in plans if p.changes)
@@ -180,7 +185,7 @@ def write_plans(ctx, plans):
                                   err.message)
                 break
     try:
-        return apply_db(ctx.xapi, plans, [ctx.xapi] + extra)
+        return apply_db(ctx.xapi, plans, [ctx.xapi] + extra, renew)
     finally:
         for client in extra:
             xapi.close_session(client.session)
@@ -198,6 +203,10 @@ class Operation(object):
     @property
     def op(self):
         return self.lease.op
+
+    def renew(self, client=None):
+        """For apply_db(renew=...): keep the lease while writing."""
+        self.lease.renew_if_due(client)
 
 
 def settle_crashed(client, op):

@@ -16,6 +16,7 @@ plugin subprocess run through host.call_plugin (SIGKILL from the
 simulator right after it served the N-th mutating call).
 """
 import copy
+import json
 import re
 import subprocess
 import time
@@ -28,8 +29,20 @@ from sim import xapi_plugins
 from tests.support.simpool import SimPool, live
 
 MUTATING = re.compile(r"\.(add_to_|remove_from_|set_)")
-# A dead lease is taken over after this long (NETOFFLOAD_LEASE_TTL).
-LEASE_TTL = 0.05
+
+
+def expire_lease(sim):
+    """Time passes for a dead writer's lease: its expiry is moved into the
+    past in the database (the lease's default TTL is minutes), so the next
+    writer takes it over as it would after that long."""
+    with sim.db.lock:
+        [pool] = sim.db.tables["pool"].values()
+        raw = pool["other_config"].get(keys.KEY_LEASE)
+        if raw is not None:
+            data = json.loads(raw)
+            data["expires"] = time.time() - 1
+            pool["other_config"] = dict(pool["other_config"], **{
+                keys.KEY_LEASE: json.dumps(data)})
 
 
 class Killed(BaseException):
@@ -94,7 +107,6 @@ class Sweep(object):
         for name in ("NETOFFLOAD_INVENTORY", "NETOFFLOAD_STATE_DIR",
                      "NETOFFLOAD_XAPI_SOCKET"):
             monkeypatch.setenv(name, env[name])
-        monkeypatch.setenv("NETOFFLOAD_LEASE_TTL", str(LEASE_TTL))
         monkeypatch.setenv("NETOFFLOAD_LEASE_WAIT", "5")
         lan = sim.add_network("LAN", other_config={"keep": "me"})
         # devices no host here has: the live part finds nothing to change
@@ -221,7 +233,7 @@ def test_a_crash_after_any_mutating_call_loses_nothing(sweep, name):
         sweep.restore(prepared)
         assert sweep.crash(kill_after, fn, args), kill_after
         points += 1
-        time.sleep(LEASE_TTL * 1.5)  # the dead writer's lease expires
+        expire_lease(sweep.pool.sim)  # the dead writer's lease expires
         sweep.run(fn, args)
         assert canon(sweep.configs()) == clean, (name, kill_after)
         sweep.run(*REVERT_ALL)
@@ -245,7 +257,7 @@ def test_revert_all_crashed_then_apply_and_revert_recovers(sweep):
     for kill_after in range(1, total + 1):
         sweep.restore(applied)
         assert sweep.crash(kill_after, *REVERT_ALL)
-        time.sleep(LEASE_TTL * 1.5)
+        expire_lease(sweep.pool.sim)
         sweep.run(*_apply("all-off"))
         sweep.run(*REVERT_ALL)
         assert sweep.configs() == start, kill_after
@@ -262,7 +274,6 @@ def killing_pool(monkeypatch):
     try:
         sim = pool.sim
         host = pool.add_host("h1", netns=True)
-        sim.configure_host(host, env={"NETOFFLOAD_LEASE_TTL": str(LEASE_TTL)})
         lan = sim.add_network("LAN")
         vm = sim.add_vm("fw", power_state="Running", resident_on=host,
                         domid=5)
@@ -328,7 +339,7 @@ def test_sigkill_of_the_plugin_during_force_apply_loses_nothing(
         _kill_plugin_after(pool, monkeypatch, kill_after)
         details = pool.fail("apply", **args)
         assert "signal" in " ".join(details), (kill_after, details)
-        time.sleep(LEASE_TTL * 1.5)
+        expire_lease(pool.sim)
         pool.call("apply", **args)
         assert canon(pool.other_configs()) == clean, kill_after
         assert live(pool, "h1", "vif5.0") == clean_live

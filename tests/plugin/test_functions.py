@@ -453,3 +453,37 @@ def test_tag_policies_combine_whatever_the_tag_names(pool):
     for tag in ("aaa", "zzz"):
         api.VM.remove_tags(pool.bsd, tag)
     assert pool.state() == start
+
+
+# -- issue 12 item 4: state checked before anything changes ---------------------
+
+def _live_state(pool):
+    return os.path.join(pool.sim.plugin_env(pool.hosts["h1"])[
+        "NETOFFLOAD_STATE_DIR"], "live-state.json")
+
+
+def test_a_corrupt_live_state_record_stops_apply_before_any_change(pool):
+    path = _live_state(pool)
+    with open(path, "w") as handle:
+        handle.write('{"devices": {"vif5.0": ')  # truncated
+    before = pool.state()
+    details = pool.fail("apply", target="ALL", policy="all-off",
+                        confirm="yes")
+    assert details[0] == "NETOFFLOAD_DEVICE_ERROR"
+    assert "live-state.json" in details[1]
+    assert pool.state() == before
+
+
+def test_revert_with_a_truncated_record_restores_the_database(pool):
+    start = pool.other_configs()
+    pool.call("apply", target="ALL", policy="all-off", confirm="yes")
+    path = _live_state(pool)
+    with open(path) as handle:
+        text = handle.read()
+    with open(path, "w") as handle:
+        handle.write(text[:len(text) // 2])
+    result = pool.call("revert", target="ALL", confirm="yes")
+    assert pool.other_configs() == start
+    aside = result["live_state_set_aside"]
+    assert aside.startswith(path + ".corrupt-") and os.path.exists(aside)
+    assert not os.path.exists(path)

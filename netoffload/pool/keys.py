@@ -279,8 +279,9 @@ def entry_state(entry, current, unfinished):
     """ENTRY_DONE / ENTRY_PENDING / ENTRY_THEIRS for an entry whose key
     holds `current`; `unfinished`: is the book's op unfinished?"""
     if entry.value is None:
-        # the old prior-only form: the pack's unless it is gone
-        return ENTRY_DONE if current is not None else ENTRY_THEIRS
+        # the old prior-only form: the pack wrote on or off; anything else
+        # there (or nothing) is someone else's
+        return ENTRY_DONE if current in ("on", "off") else ENTRY_THEIRS
     if current == entry.value:
         return ENTRY_DONE
     if unfinished and current in (entry.prior, entry.was, None):

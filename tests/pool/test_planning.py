@@ -372,3 +372,16 @@ def test_pif_property_gro_wins_and_the_packs_ethtool_gro_goes():
     assert "ethtool-gro" not in final
     assert set(keys.read_book(final).entries) == set(eight) - {"gro"}
     assert plan.resolution.sources["gro"] == "property"
+
+
+def test_oldest_form_with_a_value_the_pack_never_writes_is_theirs():
+    config = {"ethtool-tx": "TRUE", "ethtool-sg": "off",
+              "netoffload-managed": "tx,sg",
+              "netoffload-saved": '{"tx":null,"sg":"true"}'}
+    records = build(pool={"netoffload-vif": "sg=off"}, vif=config)
+    final = run_plan(config, final_vif_config(records))
+    book_now = keys.read_book(final)
+    assert not book_now.problems
+    assert (book_now.entries, book_now.taken) == (
+        {"sg": keys.Entry("true", "off", None)}, {"tx"})
+    assert final["ethtool-tx"] == "TRUE"

@@ -17,7 +17,6 @@ writer.py writes, lease.py serialises the writers.
 
 Light on purpose: the udev helper imports it.
 """
-import collections
 import json
 import re
 
@@ -91,11 +90,39 @@ def unfinished_ops(pool_config):
     return set(op for op in (op_of_key(k) for k in pool_config or {}) if op)
 
 
-class Entry(collections.namedtuple("Entry", "prior value was")):
+class _Record(object):
+    """A small immutable record compared by value (namedtuple's job, without
+    importing collections: the udev helper imports this module)."""
+    __slots__ = ()
+
+    def __init__(self, *values):
+        for name, value in zip(self.__slots__, values):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("%s is read-only" % type(self).__name__)
+
+    def _values(self):
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other._values() == self._values()
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+    def __hash__(self):
+        return hash(self._values())
+
+    def __repr__(self):
+        return "%s%r" % (type(self).__name__, self._values())
+
+
+class Entry(_Record):
     """One feature in a book: the prior, the value the pack wrote (None
     for an old-form record that did not keep it) and, while its op is
     unfinished, what the key held before (None: it held the prior)."""
-    __slots__ = ()
+    __slots__ = ("prior", "value", "was")
 
     def to_json(self):
         if self.was is not None:
@@ -294,11 +321,13 @@ WHY_BEFORE = "ethtool-%s=%s set before netoffload"
 WHY_AFTER = "changed by someone after netoffload wrote it"
 WHY_PROPERTY = "PIF property gro=%s"
 
-Explicit = collections.namedtuple("Explicit", "value raw why decided")
-# One ethtool-<f> key that is not the pack's: `value` "on"/"off" (or the
-# raw string xapi ignores), `raw` as stored, `why` (WHY_*), `decided`:
-# False for a VIF's on/true found before the pack managed the feature (a
-# default, e.g. Xen Orchestra's stamp: a covering policy applies over it).
+class Explicit(_Record):
+    """One ethtool-<f> key that is not the pack's: `value` "on"/"off" (or
+    the raw string xapi ignores), `raw` as stored, `why` (WHY_*),
+    `decided`: False for a VIF's on/true found before the pack managed the
+    feature (a default, e.g. Xen Orchestra's stamp: a covering policy
+    applies over it)."""
+    __slots__ = ("value", "raw", "why", "decided")
 
 
 def explicit_settings(other_config, unfinished_ops_=(), defaults_apply=True):

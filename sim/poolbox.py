@@ -39,6 +39,8 @@ import sys
 import threading
 import time
 
+from sim.xapi_sim import XO6_VIF_OTHER_CONFIG
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIM_BIN = os.path.join(REPO_ROOT, "sim", "bin")
 SIM_PYLIB = os.path.join(REPO_ROOT, "sim", "pylib")
@@ -435,13 +437,17 @@ class PoolBox(object):
     vm_specs: objects with name, host (1-based index, None = halted), domid,
     nics (devids; devid n sits on network n), hvm, tags, other_config,
     vif_other_config ({devid: map}). pif_other_config: {(host index,
-    device): map} of keys someone else keeps on PIFs.
+    device): map} of keys someone else keeps on PIFs. xo6: every VIF is
+    created as Xen Orchestra 6 creates VIFs, with other_config
+    {"ethtool-tx": "true"} (a spec's vif_other_config still wins).
     """
 
-    def __init__(self, hosts=3, vm_specs=(), pif_other_config=None):
+    def __init__(self, hosts=3, vm_specs=(), pif_other_config=None,
+                 xo6=False):
         if hosts < 2 or hosts > 3:
             raise BoxError("a box has 2 or 3 hosts")
         self.n_hosts = hosts
+        self.xo6 = bool(xo6)
         self.vm_specs = list(vm_specs)
         self.pif_other_config = dict(pif_other_config or {})
         self.workdir = None
@@ -628,7 +634,8 @@ class PoolBox(object):
             for devid in spec.nics:
                 vif = sim.add_vif(vm, self.network_refs[devid], devid,
                                   other_config=dict(
-                                      spec.vif_other_config.get(devid, {})))
+                                      spec.vif_other_config.get(devid, {})),
+                                  xo6=self.xo6)
                 self.vif_uuids[(spec.name, devid)] = \
                     sim.snapshot_db()["VIF"][vif]["uuid"]
             if host is not None:
@@ -675,10 +682,12 @@ class PoolBox(object):
                           "HVM_boot_policy": "BIOS order" if spec.hvm else ""})
         self._record_vm(spec, vm)
         for devid in spec.nics:
+            other_config = dict(XO6_VIF_OTHER_CONFIG) if self.xo6 else {}
+            other_config.update(spec.vif_other_config.get(devid, {}))
             vif = x.VIF.create({
                 "device": str(devid), "network": self.network_refs[devid],
                 "VM": vm, "MAC": "", "MTU": "1500",
-                "other_config": dict(spec.vif_other_config.get(devid, {})),
+                "other_config": other_config,
                 "qos_algorithm_type": "", "qos_algorithm_params": {}})
             self.vif_uuids[(spec.name, devid)] = x.VIF.get_uuid(vif)
         self.vm_specs.append(spec)

@@ -87,7 +87,32 @@ CLASSES = {
         "VLAN_slave_of": _f(REFS, [], target="VLAN"),
         "ip_configuration_mode": _f(ENUM, "None"),
         "IP": _f(STR, ""),
+        "managed": _f(BOOL, True),
+        # DynamicRO: changed only by PIF.set_property (no add_to_/set_).
+        "properties": _f(MAP, {}),
+        "sriov_physical_PIF_of": _f(REFS, [], target="network_sriov"),
+        "sriov_logical_PIF_of": _f(REFS, [], target="network_sriov"),
     }),
+    # ocaml/idl/datamodel.ml module VLAN; created by VLAN.create
+    # (ocaml/xapi/xapi_vlan.ml).
+    "VLAN": {
+        "uuid": _f(STR, ""),
+        "tagged_PIF": _f(REF, NULL_REF, target="PIF"),
+        "untagged_PIF": _f(REF, NULL_REF, target="PIF"),
+        "tag": _f(INT, -1),
+        "other_config": _f(MAP, {}, rw=True),
+    },
+    # ocaml/idl/datamodel.ml module Network_sriov; created by
+    # network_sriov.create (ocaml/xapi/xapi_network_sriov.ml).
+    "network_sriov": {
+        "uuid": _f(STR, ""),
+        "physical_PIF": _f(REF, NULL_REF, target="PIF"),
+        "logical_PIF": _f(REF, NULL_REF, target="PIF"),
+        "requires_reboot": _f(BOOL, False),
+        "configuration_mode": _f(ENUM, "unknown",
+                                 choices=("sysfs", "modprobe", "manual",
+                                          "unknown")),
+    },
     "VM": dict(_COMMON_NAMED, **{
         "uuid": _f(STR, ""),
         "power_state": _f(ENUM, "Halted",
@@ -138,7 +163,8 @@ CLASSES = {
 }
 
 # Tables whose changes xapi reports through event.from (gen_events=true).
-EVENT_CLASSES = ("pool", "host", "host_metrics", "network", "PIF", "VM", "VIF")
+EVENT_CLASSES = ("pool", "host", "host_metrics", "network", "PIF", "VM", "VIF",
+                 "VLAN", "network_sriov")
 
 # Classes with a get_by_name_label call.
 NAMED_CLASSES = tuple(c for c in CLASSES if "name_label" in CLASSES[c])
@@ -151,7 +177,18 @@ RELATIONS = (
     ("PIF", "host", "host", "PIFs"),
     ("PIF", "network", "network", "PIFs"),
     ("VM", "resident_on", "host", "resident_VMs"),
+    ("VLAN", "tagged_PIF", "PIF", "VLAN_slave_of"),
+    ("network_sriov", "physical_PIF", "PIF", "sriov_physical_PIF_of"),
+    ("network_sriov", "logical_PIF", "PIF", "sriov_logical_PIF_of"),
 )
+
+# PIF.properties: the names and values PIF.set_property accepts, and what a
+# physical PIF (or bond master) starts with (ocaml/xapi/xapi_pif.ml).
+PIF_PROPERTY_VALUES = {"gro": ("on", "off")}
+PIF_DEFAULT_PROPERTIES = {"gro": "on"}
+# The dummy MAC of VLAN and SR-IOV logical PIFs (xapi_vlan.ml,
+# xapi_network_sriov.ml).
+DUMMY_MAC = "fe:ff:ff:ff:ff:ff"
 
 # Set fields that are derived from RELATIONS and never written directly.
 DERIVED = frozenset((parent, field) for _, _, parent, field in RELATIONS)

@@ -48,6 +48,9 @@ SIM_PYLIB = os.path.join(REPO_ROOT, "sim", "pylib")
 DEFAULT_PLUGIN_DIR = os.path.join(REPO_ROOT, "plugins")
 DEFAULT_PLUGIN_TIMEOUT = 600.0
 TOKEN_FORMAT = "%020d,%020d"
+# What Xen Orchestra 6 writes on every VIF it creates (@xen-orchestra/web,
+# its VIF form's defaults): a stamp, not an admin's decision.
+XO6_VIF_OTHER_CONFIG = {"ethtool-tx": "true"}
 
 # Values an API caller may send for each field kind (xapi's unmarshaller
 # refuses anything else).
@@ -470,6 +473,14 @@ class XapiSim(object):
             "VIF.destroy": (lambda s, vif: self._vif_destroy(vif), 1, True),
             "VIF.plug": (lambda s, vif: self._vif_plug(vif, True), 1, True),
             "VIF.unplug": (lambda s, vif: self._vif_plug(vif, False), 1, True),
+            "PIF.set_property": (self._pif_set_property, 3, True),
+            "VLAN.create": (lambda s, pif, tag, net: self._vlan_create(pif, tag, net),
+                            3, True),
+            "VLAN.destroy": (lambda s, vlan: self._vlan_destroy(vlan), 1, True),
+            "network_sriov.create": (
+                lambda s, pif, net: self._sriov_create(pif, net), 2, True),
+            "network_sriov.destroy": (
+                lambda s, sriov: self._sriov_destroy(sriov), 1, True),
             "event.from": (self._event_from, 3, True),
             "event.inject": (self._event_inject, 2, True),
         }
@@ -797,6 +808,101 @@ class XapiSim(object):
             self.db.set_field("VIF", vif, "currently_attached", plug)
         return ""
 
+    # -- PIF properties, VLANs, SR-IOV -----------------------------------------------
+    def _pif_set_property(self, session, pif, name, value):
+        """PIF.set_property as ocaml/xapi/xapi_pif.ml set_property."""
+        _check_str(name, "name")
+        _check_str(value, "value")
+        with self.db.lock:
+            rec = self.db.row("PIF", pif)
+            if value not in schema.PIF_PROPERTY_VALUES.get(name, ()):
+                raise ApiError("INVALID_VALUE", "properties",
+                               "%s = %s" % (name, value))
+            # only physical PIFs and bond masters, never a bond member
+            has_properties = rec["physical"] or bool(rec["bond_master_of"])
+            if not has_properties or rec["bond_slave_of"] != NULL:
+                raise ApiError("CANNOT_CHANGE_PIF_PROPERTIES", pif)
+            updated = dict(rec["properties"])
+            updated[name] = value
+            self.db.set_field("PIF", pif, "properties", updated)
+        return ""
+
+    def _assert_no_other_local_pif(self, host, network):
+        for ref, rec in self.db.tables["PIF"].items():
+            if rec["host"] == host and rec["network"] == network:
+                raise ApiError("NETWORK_ALREADY_CONNECTED", host, ref)
+
+    def _vlan_create(self, tagged_pif, tag, network):
+        """VLAN.create as ocaml/xapi/xapi_vlan.ml: the untagged (VLAN) PIF
+        carries the tagged PIF's device name, VLAN = tag, no properties."""
+        with self.db.lock:
+            tagged = self.db.row("PIF", tagged_pif)
+            self.db.row("network", network)
+            tag = coerce("VLAN", "tag", tag)
+            if tagged["bond_slave_of"] != NULL:
+                raise ApiError("CANNOT_ADD_VLAN_TO_BOND_SLAVE", tagged_pif)
+            if tagged["VLAN_master_of"] != NULL:
+                raise ApiError("PIF_IS_VLAN", tagged_pif)
+            self._assert_no_other_local_pif(tagged["host"], network)
+            if tag < 0 or tag > 4094:
+                raise ApiError("VLAN_TAG_INVALID", str(tag))
+            for rec in self.db.tables["VLAN"].values():
+                if rec["tagged_PIF"] == tagged_pif and rec["tag"] == tag:
+                    raise ApiError("PIF_VLAN_EXISTS", tagged["device"])
+            untagged = self.db.create("PIF", {
+                "host": tagged["host"], "network": network,
+                "device": tagged["device"], "VLAN": tag,
+                "MAC": schema.DUMMY_MAC, "MTU": tagged["MTU"],
+                "physical": False, "currently_attached": True,
+                "properties": {}})
+            vlan = self.db.create("VLAN", {"tagged_PIF": tagged_pif,
+                                           "untagged_PIF": untagged,
+                                           "tag": tag})
+            self.db.set_field("PIF", untagged, "VLAN_master_of", vlan)
+            return vlan
+
+    def _vlan_destroy(self, vlan):
+        with self.db.lock:
+            untagged = self.db.row("VLAN", vlan)["untagged_PIF"]
+            if self.db.exists("PIF", untagged):
+                if self.db.tables["PIF"][untagged]["management"]:
+                    raise ApiError("PIF_IS_MANAGEMENT_INTERFACE", untagged)
+                self.db.destroy("PIF", untagged)
+            self.db.destroy("VLAN", vlan)
+        return ""
+
+    def _sriov_create(self, pif, network):
+        """network_sriov.create as ocaml/xapi/xapi_network_sriov.ml: a
+        logical PIF (the physical PIF's device, VLAN -1, not physical) on
+        `network`. A VIF on that network gets a virtual function passed
+        through to its guest, so it has no backend device in dom0."""
+        with self.db.lock:
+            physical = self.db.row("PIF", pif)
+            self.db.row("network", network)
+            if not physical["physical"]:
+                raise ApiError("PIF_IS_NOT_PHYSICAL", pif)
+            if physical["sriov_physical_PIF_of"]:
+                raise ApiError("NETWORK_SRIOV_ALREADY_ENABLED", pif)
+            self._assert_no_other_local_pif(physical["host"], network)
+            logical = self.db.create("PIF", {
+                "host": physical["host"], "network": network,
+                "device": physical["device"], "VLAN": -1,
+                "MAC": schema.DUMMY_MAC, "MTU": physical["MTU"],
+                "physical": False, "currently_attached": True,
+                "properties": {}})
+            return self.db.create("network_sriov", {
+                "physical_PIF": pif, "logical_PIF": logical})
+
+    def _sriov_destroy(self, sriov):
+        with self.db.lock:
+            logical = self.db.row("network_sriov", sriov)["logical_PIF"]
+            if self.db.exists("PIF", logical):
+                if self.db.tables["PIF"][logical]["VLAN_slave_of"]:
+                    raise ApiError("PIF_VLAN_STILL_EXISTS", logical)
+                self.db.destroy("PIF", logical)
+            self.db.destroy("network_sriov", sriov)
+        return ""
+
     # -- events -----------------------------------------------------------------------------
     def _event_from(self, session, classes, token, timeout):
         if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
@@ -844,7 +950,8 @@ class XapiSim(object):
             return TOKEN_FORMAT % (before, 0)
 
     # -- admin API (tests, demo; also sim.* over XML-RPC) ------------------------------------
-    ADMIN = ("add_host", "add_network", "add_pif", "add_vm", "add_vif",
+    ADMIN = ("add_host", "add_network", "add_pif", "add_vlan", "add_sriov",
+             "add_vm", "add_vif",
              "start_vm", "shutdown_vm", "destroy_vm", "destroy_vif", "set_master",
              "set_host_live", "configure_host", "call_counts",
              "reset_call_counts", "snapshot_db", "restart", "set_latency_ms",
@@ -941,17 +1048,45 @@ class XapiSim(object):
 
     def add_pif(self, host, network, device, vlan=-1, mac=None,
                 other_config=None, physical=None, management=False,
-                currently_attached=True):
+                currently_attached=True, properties=None):
+        """A PIF record. A physical PIF starts with properties {"gro": "on"}
+        as xapi gives it, others with {} (properties: another whole map).
+        A VLAN PIF with its VLAN object comes from add_vlan."""
         with self.db.lock:
             self.db.row("host", host)
             self.db.row("network", network)
+            physical = (int(vlan) == -1) if physical is None else bool(physical)
+            if properties is None:
+                properties = schema.PIF_DEFAULT_PROPERTIES if physical else {}
             return self.db.create("PIF", {
                 "host": host, "network": network, "device": device,
                 "VLAN": int(vlan), "MAC": mac or _random_mac(),
-                "physical": (int(vlan) == -1) if physical is None else bool(physical),
+                "physical": physical,
                 "management": bool(management),
                 "currently_attached": bool(currently_attached),
+                "properties": dict(properties),
                 "other_config": dict(other_config or {})})
+
+    def add_vlan(self, tagged_pif, tag, network, other_config=None):
+        """VLAN.create(tagged_pif, tag, network): the VLAN object and its
+        untagged PIF (device = the tagged PIF's device, VLAN = tag).
+        Returns {"VLAN": ref, "PIF": the VLAN PIF's ref}."""
+        with self.db.lock:
+            vlan = self._vlan_create(tagged_pif, tag, network)
+            pif = self.db.tables["VLAN"][vlan]["untagged_PIF"]
+            if other_config:
+                self.db.set_field("PIF", pif, "other_config",
+                                  dict(other_config))
+            return {"VLAN": vlan, "PIF": pif}
+
+    def add_sriov(self, pif, network):
+        """network_sriov.create(pif, network): the network_sriov object and
+        its logical PIF on `network`. Returns {"network_sriov": ref,
+        "PIF": the logical PIF's ref}."""
+        with self.db.lock:
+            sriov = self._sriov_create(pif, network)
+            return {"network_sriov": sriov,
+                    "PIF": self.db.tables["network_sriov"][sriov]["logical_PIF"]}
 
     def add_vm(self, name_label, tags=(), power_state="Halted", resident_on=None,
                domid=None, other_config=None, is_a_template=False, uuid=None):
@@ -969,12 +1104,17 @@ class XapiSim(object):
             return vm
 
     def add_vif(self, vm, network, device, mac=None, other_config=None,
-                MTU=1500):  # noqa: N803 (xapi's field name)
+                MTU=1500, xo6=False):  # noqa: N803 (xapi's field name)
+        """xo6: created as Xen Orchestra 6 creates every VIF, with
+        other_config {"ethtool-tx": "true"} (its form's default), plus
+        other_config's own keys."""
+        config = dict(XO6_VIF_OTHER_CONFIG) if xo6 else {}
+        config.update(other_config or {})
         with self.db.lock:
             vif = self._vif_create({"VM": vm, "network": network,
                                     "device": str(device), "MAC": mac or "",
                                     "MTU": str(MTU),
-                                    "other_config": dict(other_config or {})})
+                                    "other_config": config})
             if self.db.tables["VM"][vm]["power_state"] == "Running":
                 self.db.set_field("VIF", vif, "currently_attached", True)
             return vif

@@ -5,6 +5,7 @@ command, each logging in, making its calls and logging out. Supported:
 
     xe vm-list|vif-list|pif-list [field=value ...] [params=uuid] --minimal
     xe vif-param-set|pif-param-set uuid=U other-config:KEY=VALUE ...
+    xe pif-param-set uuid=U properties:gro=on|off    (PIF.set_property)
     xe vif-param-get|pif-param-get uuid=U param-name=other-config [param-key=K]
     xe vif-param-remove|pif-param-remove uuid=U param-name=other-config param-key=K
 
@@ -74,9 +75,12 @@ def _list(api, cls, params, flags):
     return "\n".join("uuid ( RO)    : %s\n" % u for u in uuids)
 
 
-def _map_field(name):
+def _map_field(name, cls=None):
+    if name == "properties" and cls in (None, "PIF"):
+        return "properties"
     if name != "other-config":
-        raise XeError("only other-config is supported, not %s" % name)
+        raise XeError("only other-config (and a PIF's properties) are "
+                      "supported, not %s" % name)
     return "other_config"
 
 
@@ -99,17 +103,23 @@ def run(argv, socket_path=None, url=None):
         if action == "param-set":
             for key, value in params.items():
                 name, _, map_key = key.partition(":")
-                field = _map_field(name)
+                field = _map_field(name, cls)
+                if field == "properties":
+                    # xe calls PIF.set_property for properties:NAME=VALUE
+                    klass.set_property(ref, map_key, value)
+                    continue
                 getattr(klass, "remove_from_" + field)(ref, map_key)
                 getattr(klass, "add_to_" + field)(ref, map_key, value)
             return ""
-        field = _map_field(params["param-name"])
+        field = _map_field(params["param-name"], cls)
         if action == "param-get":
             values = getattr(klass, "get_" + field)(ref)
             if "param-key" in params:
                 return values[params["param-key"]]
             return "; ".join("%s: %s" % kv for kv in sorted(values.items()))
         if action == "param-remove":
+            if field == "properties":
+                raise XeError("properties cannot be removed, only set")
             getattr(klass, "remove_from_" + field)(ref, params["param-key"])
             return ""
         raise XeError("unknown command %s" % command)

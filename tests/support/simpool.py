@@ -33,7 +33,7 @@ import sys
 
 import XenAPI
 
-from sim.xapi_sim import SimClient, XapiSim, socket_dir
+from sim.xapi_sim import XO6_VIF_OTHER_CONFIG, SimClient, XapiSim, socket_dir
 from tests.support import layout
 from tests.support.netns import NetNS
 
@@ -129,11 +129,28 @@ class SimPool(object):
         else:
             self.api.pool.add_to_other_config(pool, key, value)
 
-    def create_vif(self, vm, network, device, other_config=None):
+    def create_vif(self, vm, network, device, other_config=None, xo6=False):
+        """VIF.create through XAPI. xo6=True: as Xen Orchestra 6 creates
+        every VIF, with other_config {"ethtool-tx": "true"} (plus
+        other_config's own keys)."""
+        config = dict(XO6_VIF_OTHER_CONFIG) if xo6 else {}
+        config.update(other_config or {})
         return self.api.VIF.create({
             "device": str(device), "network": network, "VM": vm, "MAC": "",
-            "MTU": "1500", "other_config": other_config or {},
+            "MTU": "1500", "other_config": config,
             "qos_algorithm_type": "", "qos_algorithm_params": {}})
+
+    def add_vlan(self, tagged_pif, tag, network):
+        """VLAN.create through XAPI; returns (VLAN ref, VLAN PIF ref). The
+        VLAN PIF carries the tagged PIF's device name and VLAN = tag."""
+        vlan = self.api.VLAN.create(tagged_pif, str(tag), network)
+        return vlan, self.api.VLAN.get_untagged_PIF(vlan)
+
+    def add_sriov(self, pif, network):
+        """network_sriov.create through XAPI; returns (network_sriov ref,
+        logical PIF ref). VIFs on `network` have no dom0 device."""
+        sriov = self.api.network_sriov.create(pif, network)
+        return sriov, self.api.network_sriov.get_logical_PIF(sriov)
 
     # -- calling -------------------------------------------------------------------
     @property

@@ -487,3 +487,44 @@ def test_revert_with_a_truncated_record_restores_the_database(pool):
     aside = result["live_state_set_aside"]
     assert aside.startswith(path + ".corrupt-") and os.path.exists(aside)
     assert not os.path.exists(path)
+
+
+def test_pif_property_gro_is_an_explicit_setting_the_policy_leaves(pool):
+    """Issue 11 item 6: `xe pif-param-set properties:gro=off` is the
+    admin's; a PIF policy must not write ethtool-gro over it."""
+    api = pool.session.xenapi
+    start = pool.state()
+    [pif] = [ref for ref, rec in api.PIF.get_all_records().items()
+             if rec["host"] == pool.hosts["h1"]]
+    api.PIF.set_property(pif, "gro", "off")
+    pool.call("apply", target="ALL", policy="all-off", confirm="yes")
+    config = api.PIF.get_other_config(pif)
+    assert "ethtool-gro" not in config and config["ethtool-tx"] == "off"
+    [eth0] = [d for d in pool.call("status", pif="eth0")["devices"]]
+    assert eth0["sources"]["gro"] == "property"
+    assert eth0["overrides"] == [{"feature": "gro", "value": "off",
+                                  "source": "property",
+                                  "why": "PIF property gro=off"}]
+    assert "gro" not in eth0["desired"]
+    pool.call("revert", target="ALL", confirm="yes")
+    api.PIF.set_property(pif, "gro", "on")
+    assert pool.state() == start
+
+
+def test_a_vif_xo6_created_gets_a_tag_policy_and_revert_restores_the_stamp(
+        pool):
+    """Issue 11 item 1: a VM created from Xen Orchestra 6 under a tag
+    policy (XO stamps ethtool-tx=true on the VIF)."""
+    api = pool.session.xenapi
+    start = pool.other_configs()
+    vm = pool.sim.add_vm("pfsense 2", tags=["pfsense"])
+    vif = pool.create_vif(vm, pool.lan, 0, xo6=True)
+    created = api.VIF.get_other_config(vif)
+    assert created["ethtool-tx"] == "true"
+    pool.call("set_policy", level="tag", tag="pfsense", policy="tx-off")
+    pool.call("apply", tag="pfsense")
+    assert api.VIF.get_other_config(vif)["ethtool-tx"] == "off"
+    pool.call("revert", target="ALL", confirm="yes")
+    assert api.VIF.get_other_config(vif) == created
+    after = pool.other_configs()
+    assert dict((k, v) for k, v in after.items() if k in start) == start

@@ -177,3 +177,33 @@ def test_url_session(sim, monkeypatch):
         assert xapi.Xapi(session).get_all_records("pool")
     finally:
         xapi.close_session(session)
+
+
+def test_revert_of_a_fresh_all_off_vif_is_eight_calls(sim, client):
+    """6 removes + the book removal + the re-read right before them."""
+    [vif] = small_pool(sim)
+    writer.apply_db(client, planning.plan_db(client.snapshot(), [vif],
+                                             op=OP))
+    plans = planning.plan_revert(client.snapshot(), [vif], op="aaaabbbb")
+    before = client.calls
+    [result] = writer.apply_db(client, plans)
+    assert result.status == writer.STATUS_CHANGED
+    assert client.calls - before == 8
+    assert client.session.xenapi.VIF.get_other_config(vif) == {}
+
+
+class _Ctx(object):
+    def __init__(self, client):
+        self.xapi = client
+
+
+def test_many_objects_are_written_over_at_most_eight_sessions(sim, client):
+    vifs = small_pool(sim, vms=300)
+    plans = planning.plan_db(client.snapshot(), vifs, op=OP)
+    sim.reset_call_counts()
+    results = writer.write_plans(_Ctx(client), plans)
+    counts = sim.call_counts()
+    assert counts.get("session.login_with_password", 0) == \
+        writer.DB_SESSIONS - 1 == 7
+    assert counts["VIF.add_to_other_config"] == 7 * 300
+    assert set(r.status for r in results) == {writer.STATUS_CHANGED}

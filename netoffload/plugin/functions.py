@@ -295,9 +295,33 @@ def _run_local(session, args, operation, confirm):
             "%s target=ALL scope=local changes every device on this host; "
             "nothing was changed. Pass confirm=yes" % operation.verb)
     with host_lock():
-        outcomes = operation.run(ctx.records, ctx.host_ref, LiveStateStore(),
-                                 targets)
-    return _local_json(ctx, False, outcomes)
+        _check_state(reverting=operation.verb == "revert")
+        store = LiveStateStore()
+        set_aside = _set_aside_if_corrupt(store) \
+            if operation.verb == "revert" else None
+        outcomes = operation.run(ctx.records, ctx.host_ref, store, targets)
+    result = _local_json(ctx, False, outcomes)
+    if set_aside is not None:
+        result.update(_set_aside_note(set_aside))
+    return result
+
+
+def _set_aside_if_corrupt(store):
+    """A revert goes on with a corrupt live-state record: it is moved to
+    live-state.json.corrupt-<time> (kept for the admin); its path, or
+    None when the record is fine."""
+    try:
+        store.check()
+    except DeviceError:
+        return store.set_aside()
+    return None
+
+
+def _set_aside_note(path):
+    return {"live_state_set_aside": path,
+            "warnings": ["the live-state record was corrupt: set aside as %s; "
+                         "the database was restored, devices only it "
+                         "remembered were not" % path]}
 
 
 # -- apply --------------------------------------------------------------------
@@ -529,21 +553,13 @@ def _revert_finish(work, writes, args, pool_wide):
     reported."""
     ctx = work.ctx
     store = LiveStateStore()
-    set_aside = None
-    try:
-        store.check()
-    except DeviceError:
-        set_aside = store.set_aside()
+    set_aside = _set_aside_if_corrupt(store)
     outcomes = enforce.revert_live(ctx.records, ctx.host_ref, store,
                                    work.live_targets)
     result = dict(_pool_result(ctx, work.base, args, "revert", writes,
                                outcomes, pool_wide))  # type: Dict[str, Any]
     if set_aside is not None:
-        result["live_state_set_aside"] = set_aside
-        result["warnings"] = [
-            "the live-state record was corrupt: set aside as %s; the "
-            "database was restored, devices only it remembered were not"
-            % set_aside]
+        result.update(_set_aside_note(set_aside))
     return result
 
 

@@ -528,3 +528,24 @@ def test_a_vif_xo6_created_gets_a_tag_policy_and_revert_restores_the_stamp(
     assert api.VIF.get_other_config(vif) == created
     after = pool.other_configs()
     assert dict((k, v) for k, v in after.items() if k in start) == start
+
+
+def test_the_fan_out_checks_each_hosts_state_before_its_devices(pool):
+    h2_state = os.path.join(pool.sim.plugin_env(pool.hosts["h2"])[
+        "NETOFFLOAD_STATE_DIR"], "live-state.json")
+    with open(h2_state, "w") as handle:
+        handle.write("{not json")
+    start = pool.state()
+    h2_before = dict((k, v) for k, v in pool.features().items()
+                     if k.startswith("h2/"))
+    result = pool.call("apply", target="ALL", policy="all-off",
+                       confirm="yes", pool="true")
+    h2 = [h for h in result["hosts"] if h["name_label"] == "h2"][0]
+    assert h2["ok"] is False and h2["error"][0] == "NETOFFLOAD_DEVICE_ERROR"
+    assert dict((k, v) for k, v in pool.features().items()
+                if k.startswith("h2/")) == h2_before
+    reverted = pool.call("revert", target="ALL", confirm="yes", pool="true")
+    h2 = [h for h in reverted["hosts"] if h["name_label"] == "h2"][0]
+    assert h2["ok"] is True
+    assert h2["result"]["live_state_set_aside"].startswith(h2_state)
+    assert pool.state() == start

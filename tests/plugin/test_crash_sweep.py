@@ -306,7 +306,7 @@ def _kill_plugin_after(pool, monkeypatch, kill_after):
     its kill_after-th mutating call (the write is in the database)."""
     sim = pool.sim
     served = [0]
-    handle = sim.handle
+    handle = type(sim).handle.__get__(sim)  # unwrapped: one counter at a time
 
     def counted(method, params, via_host=None):
         response = handle(method, params, via_host)

@@ -453,7 +453,7 @@ def _apply_changes(work, op):
     ctx = work.ctx
     for write in work.policy_writes:
         levels.write_policy(ctx, write.location, write.policy)
-    return writer.write_plans(ctx, work.plans, op.renew)
+    return writer.write_plans(ctx, work.plans, op)
 
 
 def _done_records(work, writes):
@@ -543,7 +543,7 @@ def _revert_changes(work, op):
     ctx = work.ctx
     for write in work.scope.policy_writes:
         levels.write_policy(ctx, write.location, write.policy)
-    return writer.write_plans(ctx, work.plans, op.renew)
+    return writer.write_plans(ctx, work.plans, op)
 
 
 def _revert_finish(work, writes, args, pool_wide):

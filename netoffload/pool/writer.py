@@ -171,8 +171,12 @@ DB_SESSIONS = 8
 PARALLEL_MIN_OBJECTS = 32
 
 
-def write_plans(ctx, plans, renew=None):
-    """apply_db, in parallel sessions when there is much to do."""
+def write_plans(ctx, plans, op=None):
+    """apply_db, in parallel sessions when there is much to do. `op` (an
+    Operation): its lease is renewed while writing, and it learns whether
+    an object failed part way (its books are then settled before the op
+    ends, see operation())."""
+    renew = op.renew if op is not None else None
     extra = []
     changing = sum(1 for p in plans if p.changes)
     if changing >= PARALLEL_MIN_OBJECTS:
@@ -185,7 +189,11 @@ def write_plans(ctx, plans, renew=None):
                                   err.message)
                 break
     try:
-        return apply_db(ctx.xapi, plans, [ctx.xapi] + extra, renew)
+        results = apply_db(ctx.xapi, plans, [ctx.xapi] + extra, renew)
+        if op is not None and any(r is None or r.status == STATUS_FAILED
+                                  for r in results):
+            op.unsettled = True
+        return results
     finally:
         for client in extra:
             xapi.close_session(client.session)
@@ -195,10 +203,12 @@ def write_plans(ctx, plans, renew=None):
 # -- the operation ---------------------------------------------------------------
 
 class Operation(object):
-    """One database-writing operation: its lease (and so its op id)."""
+    """One database-writing operation: its lease (and so its op id), and
+    whether a write of it failed part way (`unsettled`)."""
 
     def __init__(self, held_lease):
         self.lease = held_lease
+        self.unsettled = False
 
     @property
     def op(self):
@@ -254,7 +264,14 @@ def operation(client, holder, ttl_s=None, wait_s=None):
             # op key stays and the next writer does it.
             _settle_own(client, current)
             raise
-        lease.end_op(client, held_lease)
+        if current.unsettled:
+            # An object failed between its intent and its last write (xapi
+            # refused a call): its entries are pending under this op, and
+            # once the op key goes they would read as someone else's
+            # change. Settle them first, as the next writer would.
+            _settle_own(client, current)
+        else:
+            lease.end_op(client, held_lease)
 
 
 def _settle_own(client, op):

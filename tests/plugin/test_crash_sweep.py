@@ -396,3 +396,42 @@ def test_a_crash_while_settling_a_crash_loses_nothing(sweep, name):
     print("double crash sweep %s: %d pairs of crash points, all exact"
           % (name, runs))
     sweep.restore(pristine)
+
+
+def test_a_write_xapi_refuses_mid_replace_loses_nothing(sweep, monkeypatch):
+    """Not a crash: xapi refuses the add of a replace (the key is already
+    removed). The object fails, the operation still ends, and its half-done
+    entry must not be left to read as someone else's change: the stamp
+    tx=true is put back, stays a default, and revert restores it."""
+    pristine = sweep.save()
+    start = sweep.configs()
+    stamped = sweep.pool.api.VIF.get_uuid(sweep.stamped)
+    original = xapi.Xapi.call
+    refused = []
+
+    def refuse(client, method, *params):
+        if method == "VIF.add_to_other_config" and \
+                params[0] == sweep.stamped and params[1] == "ethtool-tx" \
+                and not refused:
+            refused.append(method)
+            raise xapi.XapiError("%s failed: INTERNAL_ERROR" % method,
+                                 "INTERNAL_ERROR")
+        return original(client, method, *params)
+    monkeypatch.setattr(xapi.Xapi, "call", refuse)
+    result = sweep.run(*_apply("all-off"))
+    assert refused
+    [failed] = [o for o in result["objects"] if o["status"] == "failed"]
+    assert failed["uuid"] == stamped
+    config = sweep.configs()["VIF/" + stamped]
+    assert config["ethtool-tx"] == "true"
+    assert not keys.unfinished_ops(sweep.configs()[
+        "pool/" + sweep.pool.api.pool.get_uuid(sweep.pool.pool_ref)])
+    assert "tx" not in keys.read_book(config).taken
+    sweep.run(*_apply("all-off"))
+    config = sweep.configs()["VIF/" + stamped]
+    assert config["ethtool-tx"] == "off"
+    assert keys.read_book(config).entries["tx"] == keys.Entry(
+        "true", "off", None)
+    sweep.run(*REVERT_ALL)
+    assert sweep.configs() == start
+    sweep.restore(pristine)

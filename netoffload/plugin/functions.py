@@ -351,7 +351,7 @@ def _check_state(reverting=False):
     """Before the first database or device change: the state directory
     takes a write, and the live-state record parses (a revert goes on
     with a corrupt one: it restores the database, then sets the record
-    aside; see _revert_changes). DeviceError naming the file and the fix,
+    aside; see _revert_finish). DeviceError naming the file and the fix,
     with nothing changed."""
     statedir.check_writable()
     if not reverting:
@@ -365,9 +365,9 @@ def _change(session, args, request, live, plan, show_plan, carry_out,
     the change out; with dry_run `show_plan(work)` reports it. Else, under
     the host lock and after the state checks: target=ALL without
     confirm=yes fails with the plan; then, holding the pool's writer lease
-    as one operation (writer.operation), `carry_out(work)` writes the
-    database and `finish(work, done)` does the live part and the fan-out
-    after the lease is given back."""
+    as one operation (writer.operation), `carry_out(work, op)` writes the
+    database, and after the lease is given back `finish(work, done, args,
+    pool_wide)` does the live part and the fan-out."""
     if _scope(args) == fanout.SCOPE_LOCAL:
         if request.dry_run:
             return _plan_local(session, args, live)

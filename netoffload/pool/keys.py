@@ -235,10 +235,14 @@ def _legacy_book(other_config):
         return book
     if saved_text is None:
         saved = {}
+    elif len(saved_text) > MAX_BOOK_LEN:
+        book.problems.append("%s is longer than %d characters: the priors of "
+                             "%s are refused" % (KEY_SAVED, MAX_BOOK_LEN,
+                                                 ",".join(managed)))
+        return book
     else:
         try:
-            saved = json.loads(saved_text) if len(saved_text) <= \
-                MAX_BOOK_LEN else None
+            saved = json.loads(saved_text)
         except ValueError:
             saved = None
         if not isinstance(saved, dict):

@@ -250,6 +250,10 @@ def plan_object(cls, ref, record, label, resolution, force=False, op=None,
             continue
         if wanted is None or keys.xapi_value(current) == wanted:
             continue
+        if not keys.valid_prior(current):
+            # (force over) a value no book may hold as a prior: revert
+            # could not put it back, so it is not taken over
+            continue
         intent[feature] = final[feature] = Entry(current, wanted, None)
         taken.discard(feature)
         key_writes.append((key, wanted))

@@ -385,3 +385,13 @@ def test_oldest_form_with_a_value_the_pack_never_writes_is_theirs():
     assert (book_now.entries, book_now.taken) == (
         {"sg": keys.Entry("true", "off", None)}, {"tx"})
     assert final["ethtool-tx"] == "TRUE"
+
+
+def test_force_never_takes_over_a_value_no_book_may_hold():
+    config = {"ethtool-tx": "x" * 100}
+    records = build(pool={"netoffload-vif": "tx-off,sg=off".replace(
+        "tx-off,", "tx=off,")}, vif=config)
+    final = run_plan(config, final_vif_config(records, force=True))
+    assert final["ethtool-tx"] == "x" * 100
+    assert keys.read_book(final).entries == {
+        "sg": keys.Entry(None, "off", None)}

@@ -26,7 +26,8 @@ sys.path.insert(0, ROOT)
 
 import XenAPI  # noqa: E402
 
-from sim.xapi_sim import XapiSim, socket_dir  # noqa: E402
+from sim import xapi_plugins  # noqa: E402
+from sim.xapi_sim import SIM_PYLIB, XapiSim, socket_dir  # noqa: E402
 
 PLUGIN = """#!/usr/bin/env python3
 import XenAPIPlugin
@@ -112,6 +113,22 @@ def main():
             assert unix.host.call_plugin(host, "ping", "ping", {}) == "pong"
             times.append((time.perf_counter() - start) * 1000.0)
         results["call_plugin_ms_median"] = statistics.median(times)
+        # the same plugin run bare (no mount namespace, PYTHONPATH instead
+        # of dom0's paths): what the dom0 view (sim/dom0view.py) costs
+        bare_env = {"PATH": "/sbin:/usr/sbin:/bin:/usr/bin",
+                    "PYTHONPATH": ":".join([SIM_PYLIB, os.path.dirname(
+                        os.path.dirname(os.path.abspath(XenAPI.__file__)))])}
+        argv = [os.path.join(plugin_dir, "ping"),
+                xapi_plugins.method_call("ping", unix_session(sim)._session, {})]
+        times = []
+        for _ in range(20):
+            start = time.perf_counter()
+            out = xapi_plugins.run_plugin(argv, bare_env, "/", 60)
+            assert xapi_plugins.parse_output(out) == "pong"
+            times.append((time.perf_counter() - start) * 1000.0)
+        results["plugin_bare_ms_median"] = statistics.median(times)
+        results["dom0_view_overhead_ratio"] = (
+            results["call_plugin_ms_median"] / results["plugin_bare_ms_median"])
 
         # xe process per command
         env = dict(os.environ, XE_SIM_SOCKET=sim.socket_path)
@@ -162,6 +179,8 @@ def main():
         ("event.from wake after a write, p50", "event_wake_ms_p50", "ms"),
         ("event.from wake after a write, p99", "event_wake_ms_p99", "ms"),
         ("host.call_plugin, trivial plugin", "call_plugin_ms_median", "ms"),
+        ("same plugin run bare (no dom0 view)", "plugin_bare_ms_median", "ms"),
+        ("dom0 view cost (ratio)", "dom0_view_overhead_ratio", "x"),
         ("one xe process per param-set", "xe_process_ms_median", "ms"),
         ("VIF.create/s, in memory", "vif_create_per_s_memory", "/s"),
         ("VIF.create/s, with journal", "vif_create_per_s_journal", "/s"),

@@ -48,6 +48,7 @@ PLUGIN_DIR = os.path.join(REPO_ROOT, "plugins")
 UDEV_DIR = os.path.join(REPO_ROOT, "udev")
 
 NS_PREFIX = "nobox"
+MAX_HOSTS = 64  # XenServer's pool size limit
 WORKDIR_PREFIX = "netoffload-box-"
 MGMT_NET = "10.77.%d.%d"   # (network index, host or guest number)
 
@@ -444,8 +445,8 @@ class PoolBox(object):
 
     def __init__(self, hosts=3, vm_specs=(), pif_other_config=None,
                  xo6=False):
-        if hosts < 2 or hosts > 3:
-            raise BoxError("a box has 2 or 3 hosts")
+        if hosts < 2 or hosts > MAX_HOSTS:
+            raise BoxError("a box has 2 to %d hosts" % MAX_HOSTS)
         self.n_hosts = hosts
         self.xo6 = bool(xo6)
         self.vm_specs = list(vm_specs)
@@ -613,7 +614,10 @@ class PoolBox(object):
         for host in self.hosts:
             host.ref = sim.add_host(host.name, address=host.address,
                                     netns=host.ns_name)
-            sim.configure_host(host.ref, env=self._host_env_extra(host))
+            # the plugin finds the store at its dom0 path; helpers run by
+            # hand (SimHost.env) get the environment
+            sim.configure_host(host.ref, env=self._host_env_extra(host),
+                               xenstore=host.xenstore_file)
             host.uuid = sim.snapshot_db()["host"][host.ref]["uuid"]
             for net, device in ((0, "eth0"), (1, "eth1"), (None, "bond0")):
                 pif = sim.add_pif(

@@ -125,7 +125,7 @@ class Database(object):
         ctime = self.stamps.pop(ref)[0]
         gen = self._bump()
         self.deleted.append((cls, ref, ctime, gen))
-        if cls != "session":
+        if cls not in schema.TRANSIENT_CLASSES:
             self._write_journal({"op": "del", "cls": cls, "ref": ref})
         self.lock.notify_all()
 
@@ -207,13 +207,14 @@ class Database(object):
         """A deep copy: {class: {ref: record}}."""
         out = {}
         for cls, rows in self.tables.items():
-            if cls == "session" and not include_sessions:
+            if cls in schema.TRANSIENT_CLASSES and not include_sessions:
                 continue
             out[cls] = json.loads(json.dumps(rows))
         return out
 
     def _journal_row(self, cls, ref):
-        if cls != "session" and self._journal_file is not None:
+        if cls not in schema.TRANSIENT_CLASSES and \
+                self._journal_file is not None:
             rec = self.tables[cls][ref]
             self._write_journal({"op": "put", "cls": cls, "ref": ref,
                                  "rec": dict((k, v) for k, v in rec.items()
@@ -292,7 +293,7 @@ class Database(object):
         self.detach_journal()
         data = {"generation": self.generation, "tables": {}}
         for cls, rows in self.tables.items():
-            if cls == "session":
+            if cls in schema.TRANSIENT_CLASSES:
                 continue
             data["tables"][cls] = dict(
                 (ref, {"rec": rec, "stamp": self.stamps[ref]})

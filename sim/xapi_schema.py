@@ -11,8 +11,10 @@ Field types decide the wire form: xapi sends int fields as XML-RPC strings
 NULL_REF = "OpaqueRef:NULL"
 
 # type codes
-STR, INT, BOOL, FLOAT, REF, REFS, STRS, MAP, ENUM = (
-    "str", "int", "bool", "float", "ref", "refs", "strs", "map", "enum")
+STR, INT, BOOL, FLOAT, REF, REFS, STRS, MAP, ENUM, DATETIME = (
+    "str", "int", "bool", "float", "ref", "refs", "strs", "map", "enum",
+    "datetime")
+EPOCH = "19700101T00:00:00Z"  # xapi's Date.epoch, as it prints dates
 
 
 def _f(kind, default, rw=False, target=None, choices=None):
@@ -149,6 +151,28 @@ CLASSES = {
                            choices=("network_default", "locked", "unlocked",
                                     "disabled")),
     }),
+    # ocaml/idl/datamodel.ml module Task; made by every Async.<class>.<call>
+    # (ocaml/xapi/server_helpers.ml, taskHelper.ml). Not persisted.
+    "task": dict(_COMMON_NAMED, **{
+        "uuid": _f(STR, ""),
+        "allowed_operations": _f(STRS, []),
+        "current_operations": _f(MAP, {}),
+        "created": _f(DATETIME, EPOCH),
+        "finished": _f(DATETIME, EPOCH),
+        "status": _f(ENUM, "pending",
+                     choices=("pending", "success", "failure", "cancelling",
+                              "cancelled")),
+        "session": _f(REF, NULL_REF, target="session"),
+        "resident_on": _f(REF, NULL_REF, target="host"),
+        "progress": _f(FLOAT, 0.0),
+        "type": _f(STR, "<none/>"),
+        "result": _f(STR, ""),
+        "error_info": _f(STRS, []),
+        "other_config": _f(MAP, {}, rw=True),
+        "subtask_of": _f(REF, NULL_REF, target="task"),
+        "subtasks": _f(REFS, [], target="task"),
+        "backtrace": _f(STR, "()"),
+    }),
     "session": {
         "uuid": _f(STR, ""),
         "this_host": _f(REF, NULL_REF, target="host"),
@@ -164,7 +188,14 @@ CLASSES = {
 
 # Tables whose changes xapi reports through event.from (gen_events=true).
 EVENT_CLASSES = ("pool", "host", "host_metrics", "network", "PIF", "VM", "VIF",
-                 "VLAN", "network_sriov")
+                 "VLAN", "network_sriov", "task")
+
+# Rows that live in memory only: xapi forgets sessions and tasks at start.
+TRANSIENT_CLASSES = ("session", "task")
+
+# Classes whose get_all/get_all_records xapi exposes (ocaml/idl/datamodel.ml
+# expose_get_all_messages_for): sessions have none.
+GET_ALL_CLASSES = tuple(c for c in CLASSES if c != "session")
 
 # Classes with a get_by_name_label call.
 NAMED_CLASSES = tuple(c for c in CLASSES if "name_label" in CLASSES[c])

@@ -31,13 +31,10 @@ import tempfile
 import threading
 import time
 import uuid as uuidlib
-from xmlrpc.server import (
-    SimpleXMLRPCDispatcher,
-    SimpleXMLRPCRequestHandler,
-    SimpleXMLRPCServer,
-)
 
-from sim import xapi_plugins
+from netoffload import paths as netoffload_paths
+from sim import dom0view, xapi_plugins
+from sim import wire as protocol
 from sim import xapi_schema as schema
 from sim.xapi_db import Database
 from sim.xapi_errors import ApiError
@@ -45,9 +42,21 @@ from sim.xapi_errors import ApiError
 NULL = schema.NULL_REF
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIM_PYLIB = os.path.join(REPO_ROOT, "sim", "pylib")
+SIM_BIN = os.path.join(REPO_ROOT, "sim", "bin")
+# What xapi gives a plugin: PATH only (ocaml/forkexecd/lib/forkhelpers.ml).
+PLUGIN_ENV = {"PATH": "/sbin:/usr/sbin:/bin:/usr/bin"}
+# dom0 paths of the plugin's world (the rest are in netoffload.paths)
+DOM0_XAPI_SOCKET = "/var/lib/xcp/xapi"
+DOM0_PLUGIN_DIR = "/etc/xapi.d/plugins"
+DOM0_PYTHON3 = "/usr/bin/python3"
+DOM0_LIBRARY_DIR = "/usr/lib/netoffload/python"  # the RPM's, plugins/netoffload
+DOM0_XENSTORE_READ = "/usr/bin/xenstore-read"
+# where sim/bin/xenstore-read finds its store inside a host's dom0 view
+SIM_XENSTORE_FILE = "/var/lib/xenstored/netoffload-sim.json"
 DEFAULT_PLUGIN_DIR = os.path.join(REPO_ROOT, "plugins")
 DEFAULT_PLUGIN_TIMEOUT = 600.0
 TOKEN_FORMAT = "%020d,%020d"
+ASYNC_PREFIX = "Async."  # ocaml/xapi/server_helpers.ml async_wire_name
 # What Xen Orchestra 6 writes on every VIF it creates (@xen-orchestra/web,
 # its VIF form's defaults): a stamp, not an admin's decision.
 XO6_VIF_OTHER_CONFIG = {"ethtool-tx": "true"}
@@ -65,13 +74,15 @@ def failure(description):
     return {"Status": "Failure", "ErrorDescription": description}
 
 
-_INT_FIELDS = dict((cls, tuple(name for name, spec in fields.items()
-                               if spec["kind"] == schema.INT))
-                   for cls, fields in schema.CLASSES.items())
+_DATE_FIELDS = dict((cls, tuple(name for name, spec in fields.items()
+                                if spec["kind"] == schema.DATETIME))
+                    for cls, fields in schema.CLASSES.items())
 
 
 def wire(cls, rec):
-    """A record as xapi sends it: int fields as strings.
+    """A record as xapi sends it. Int fields stay ints: XML-RPC writes them
+    as bare strings ("-1"), JSON-RPC as numbers (sim/wire.py); dates are
+    marked as dates.
 
     A shallow copy with lists copied: rows are updated in place and
     relation lists grow in place, while maps are always replaced whole.
@@ -80,8 +91,8 @@ def wire(cls, rec):
     for name, value in out.items():
         if type(value) is list:
             out[name] = list(value)
-    for name in _INT_FIELDS[cls]:
-        out[name] = str(out[name])
+    for name in _DATE_FIELDS[cls]:
+        out[name] = protocol.DateTime(out[name])
     return out
 
 
@@ -134,33 +145,9 @@ def coerce(cls, field, value):
 
 
 # --------------------------------------------------------------------------
-# HTTP / unix-socket servers
+# HTTP / unix-socket servers (the protocols are in sim/wire.py)
 # --------------------------------------------------------------------------
-class _Handler(SimpleXMLRPCRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as xapi and the client use
-    rpc_paths = ("/", "/RPC2")
-    encode_threshold = None  # xapi never gzips responses
-
-    def setup(self):
-        SimpleXMLRPCRequestHandler.setup(self)
-        self.server.track(self.connection, True)
-
-    def finish(self):
-        try:
-            SimpleXMLRPCRequestHandler.finish(self)
-        finally:
-            self.server.track(self.connection, False)
-
-    def address_string(self):
-        if isinstance(self.client_address, tuple) and self.client_address:
-            return self.client_address[0]
-        return "unix"
-
-    def log_message(self, fmt, *args):
-        pass
-
-
-class _UnixHandler(_Handler):
+class _UnixHandler(protocol.Handler):
     disable_nagle_algorithm = False  # TCP_NODELAY fails on a unix socket
 
 
@@ -169,10 +156,9 @@ class _ServerMixin(object):
     block_on_close = False
 
     def _init_mixin(self, endpoint):
-        self.logRequests = False
+        self.endpoint = endpoint
         self._connections = set()
         self._conn_lock = threading.Lock()
-        self.register_instance(endpoint)
 
     def track(self, conn, add):
         with self._conn_lock:
@@ -194,19 +180,18 @@ class _ServerMixin(object):
         pass  # a client that went away, or a connection cut by stop()
 
 
-class _TCPServer(_ServerMixin, socketserver.ThreadingMixIn, SimpleXMLRPCServer):
+class _TCPServer(_ServerMixin, socketserver.ThreadingMixIn,
+                 socketserver.TCPServer):
     allow_reuse_address = True
 
     def __init__(self, address, endpoint):
-        SimpleXMLRPCServer.__init__(self, address, requestHandler=_Handler,
-                                    logRequests=False, allow_none=True)
+        socketserver.TCPServer.__init__(self, address, protocol.Handler)
         self._init_mixin(endpoint)
 
 
 class _UnixServer(_ServerMixin, socketserver.ThreadingMixIn,
-                  socketserver.UnixStreamServer, SimpleXMLRPCDispatcher):
+                  socketserver.UnixStreamServer):
     def __init__(self, path, endpoint):
-        SimpleXMLRPCDispatcher.__init__(self, allow_none=True, encoding=None)
         socketserver.UnixStreamServer.__init__(self, path, _UnixHandler)
         self._init_mixin(endpoint)
 
@@ -218,8 +203,14 @@ class _Endpoint(object):
         self.sim = sim
         self.via_host = via_host
 
-    def _dispatch(self, method, params):
-        return self.sim.handle(method, params, self.via_host)
+    def call(self, method, params, json_rpc):
+        """(ok, contents) of an API call; ("raw", value) of a sim.* call."""
+        if method.startswith("sim.") and not json_rpc:
+            return "raw", self.sim.handle(method, params, self.via_host)
+        reply = self.sim.handle(method, params, self.via_host)
+        if reply["Status"] == "Success":
+            return True, reply["Value"]
+        return False, reply["ErrorDescription"]
 
 
 # --------------------------------------------------------------------------
@@ -267,6 +258,12 @@ class XapiSim(object):
             if not self.db.tables["pool"]:
                 self.db.create("pool", {"name_label": ""})
         self._methods = self._build_methods()
+        # Calls with an Async form: xapi's custom messages, constructors and
+        # destructors; not field accessors, session or event calls
+        # (ocaml/idl/datamodel_common.ml call ~flags, datamodel_utils.ml).
+        self._async_methods = frozenset(
+            name for name in self._methods
+            if not name.startswith(("session.", "event.")))
 
     # -- lifecycle ------------------------------------------------------------
     @property
@@ -353,11 +350,13 @@ class XapiSim(object):
         if self.socket_path and os.path.exists(self.socket_path):
             os.unlink(self.socket_path)
         with self.db.lock:
-            # xapi destroys every session at start-up and forgets deletions.
-            for ref in list(self.db.tables["session"]):
-                rec = self.db.tables["session"].pop(ref)
-                self.db.by_uuid["session"].pop(rec["uuid"], None)
-                self.db.stamps.pop(ref, None)
+            # xapi destroys every session and task at start-up and forgets
+            # deletions.
+            for cls in schema.TRANSIENT_CLASSES:
+                for ref in list(self.db.tables[cls]):
+                    rec = self.db.tables[cls].pop(ref)
+                    self.db.by_uuid[cls].pop(rec["uuid"], None)
+                    self.db.stamps.pop(ref, None)
             self.db.deleted.clear()
             self.db.lock.notify_all()
             self.db.compact()
@@ -379,6 +378,8 @@ class XapiSim(object):
 
     # -- dispatch ---------------------------------------------------------------
     def handle(self, method, params, via_host=None):
+        """One call: {"Status": "Success", "Value": v} or {"Status":
+        "Failure", "ErrorDescription": [code, params...]}."""
         if method.startswith("sim."):
             return self._admin_call(method[4:], params)
         with self._count_lock:
@@ -386,13 +387,22 @@ class XapiSim(object):
         if self.latency:
             time.sleep(self.latency)
         try:
-            return success(self._call(method, params, via_host))
+            if method == "system.listMethods":
+                if params:
+                    raise ApiError("MESSAGE_PARAMETER_COUNT_MISMATCH", method,
+                                   0, len(params))
+                return success(self.list_methods())
+            if method.startswith(ASYNC_PREFIX):
+                return success(self._async(method, params, via_host))
+            return success(self._bind_call(method, params, via_host)())
         except ApiError as exc:
             return failure(exc.description())
         except Exception as exc:  # a sim bug: report as xapi would
-            return failure(["INTERNAL_ERROR", "%s: %s" % (type(exc).__name__, exc)])
+            return failure(_internal_error(exc))
 
-    def _call(self, method, params, via_host):
+    def _bind_call(self, method, params, via_host):
+        """The call, checked as xapi checks it before running anything
+        (method, parameter count, session), as a thunk."""
         entry = self._lookup(method)
         if entry is None:
             raise ApiError("MESSAGE_METHOD_UNKNOWN", method)
@@ -402,12 +412,92 @@ class XapiSim(object):
         if not lo <= received <= hi:
             raise ApiError("MESSAGE_PARAMETER_COUNT_MISMATCH", method, lo, received)
         if not with_session:
-            return fn(via_host, *params)
+            return lambda: fn(via_host, *params)
         session = params[0]
         with self.db.lock:
             if not isinstance(session, str) or session not in self.db.tables["session"]:
                 raise ApiError("SESSION_INVALID", session)
-        return fn(session, *params[1:])
+        return lambda: fn(session, *params[1:])
+
+    def _async(self, method, params, via_host):
+        """Async.<class>.<call>: the checks now, a task ref at once, the call
+        in a thread; the task ends with its result (the XML-RPC form of the
+        value, as taskHelper.ml stores it) or its error_info."""
+        name = method[len(ASYNC_PREFIX):]
+        if self._lookup(name) is None:
+            raise ApiError("MESSAGE_METHOD_UNKNOWN", method)
+        if name not in self._async_methods:
+            # server_helpers.ml do_dispatch: response_of_fault
+            raise ApiError("Fault", "No async mode for this operation (rpc: "
+                           "%s)" % method)
+        call = self._bind_call(name, params, via_host)
+        with self.db.lock:
+            task = self.db.create("task", {
+                "name_label": method, "session": params[0],
+                "created": _now(), "resident_on": self._master(),
+                "status": "pending"})
+        thread = threading.Thread(target=self._run_task, args=(task, call),
+                                  name="xapisim-task")
+        thread.daemon = True
+        thread.start()
+        return task
+
+    def _run_task(self, task, call):
+        try:
+            result = call()
+        except ApiError as exc:
+            fields = {"status": "failure", "error_info": exc.description()}
+        except Exception as exc:  # a sim bug: report as xapi would
+            fields = {"status": "failure", "error_info": _internal_error(exc)}
+        else:
+            fields = {"status": "success",
+                      "result": "" if result is None else protocol.xml_value(result)}
+        with self.db.lock:
+            if not self.db.exists("task", task):
+                return  # destroyed meanwhile, or a restart
+            fields.update(progress=1.0, finished=_now())
+            for name in ("progress", "finished", "result", "error_info",
+                         "status"):  # status last: clients wait for it
+                if name in fields:
+                    self.db.set_field("task", task, name, fields[name])
+
+    def _task_cancel(self, session, task):
+        with self.db.lock:
+            rec = self.db.row("task", task)
+            if "cancel" not in rec["allowed_operations"]:
+                # call_plugin tasks are not cancellable (xapi_task.ml)
+                raise ApiError("OPERATION_NOT_ALLOWED",
+                               "Task cannot be cancelled")
+        return ""
+
+    def _task_destroy(self, session, task):
+        with self.db.lock:
+            self.db.row("task", task)
+            self.db.destroy("task", task)
+        return ""
+
+    def list_methods(self):
+        """system.listMethods: every call name the simulator answers."""
+        names = set(self._methods)
+        for cls, fields in schema.CLASSES.items():
+            names.add("%s.get_record" % cls)
+            names.add("%s.get_by_uuid" % cls)
+            if cls in schema.GET_ALL_CLASSES:
+                names.update(("%s.get_all" % cls, "%s.get_all_records" % cls))
+            if cls in schema.NAMED_CLASSES:
+                names.add("%s.get_by_name_label" % cls)
+            for field, spec in fields.items():
+                names.add("%s.get_%s" % (cls, field))
+                if spec["rw"]:
+                    names.add("%s.set_%s" % (cls, field))
+                    if spec["kind"] == schema.MAP:
+                        names.add("%s.add_to_%s" % (cls, field))
+                        names.add("%s.remove_from_%s" % (cls, field))
+                    elif spec["kind"] == schema.STRS:
+                        names.add("%s.add_%s" % (cls, field))
+                        names.add("%s.remove_%s" % (cls, field))
+        names.add("system.listMethods")
+        return sorted(names)
 
     def _lookup(self, method):
         entry = self._methods.get(method)
@@ -420,6 +510,9 @@ class XapiSim(object):
 
     def _generic(self, cls, name):
         fields = schema.CLASSES[cls]
+        if name in ("get_all", "get_all_records") and \
+                cls not in schema.GET_ALL_CLASSES:
+            return None
         if name == "get_all":
             return (lambda s: self._get_all(cls), 0, True)
         if name == "get_all_records":
@@ -483,6 +576,8 @@ class XapiSim(object):
                 lambda s, sriov: self._sriov_destroy(sriov), 1, True),
             "event.from": (self._event_from, 3, True),
             "event.inject": (self._event_inject, 2, True),
+            "task.cancel": (self._task_cancel, 1, True),
+            "task.destroy": (self._task_destroy, 1, True),
         }
 
     # -- generic class calls ------------------------------------------------------
@@ -565,13 +660,15 @@ class XapiSim(object):
             raise ApiError("SESSION_AUTHENTICATION_FAILED", uname,
                            "Authentication failure")
         with self.db.lock:
-            # A member's xapi forwards the login to the master, so the
-            # session belongs to the master whichever socket was used.
-            host = self._master()
-            return self.db.create("session", {
-                "this_host": host, "auth_user_name": str(uname),
-                "originator": str(originator or ""),
-                "last_active": time.strftime("%Y%m%dT%H:%M:%SZ", time.gmtime())})
+            return self._new_session(uname, originator)
+
+    def _new_session(self, uname, originator, pool=False):
+        # A member's xapi forwards the login to the master, so the
+        # session belongs to the master whichever socket was used.
+        return self.db.create("session", {
+            "this_host": self._master(), "auth_user_name": str(uname),
+            "originator": str(originator or ""), "pool": bool(pool),
+            "last_active": time.strftime("%Y%m%dT%H:%M:%SZ", time.gmtime())})
 
     def _logout(self, session):
         with self.db.lock:
@@ -613,7 +710,6 @@ class XapiSim(object):
             if host != local and not self._host_live(host):
                 raise ApiError("HOST_OFFLINE", host)
             config = dict(self.host_config.get(host, {}))
-            env = self.plugin_env(host)
         plugin_dir = config.get("plugin_dir") or self.plugin_dir
         try:
             names = os.listdir(plugin_dir)
@@ -621,21 +717,93 @@ class XapiSim(object):
             names = []
         if plugin not in names:
             raise ApiError("XENAPI_MISSING_PLUGIN", plugin)
-        argv = [os.path.join(plugin_dir, plugin),
+        # A call forwarded to a member runs there with a fresh internal pool
+        # session, destroyed when the call returns
+        # (ocaml/xapi/message_forwarding.ml); the master's own runs with the
+        # caller's.
+        forwarded = host != local
+        if forwarded:
+            with self.db.lock:
+                session = self._new_session("", "", pool=True)
+        try:
+            out = xapi_plugins.run_plugin(
+                self.plugin_command(host, plugin, fn, args, session),
+                dict(PLUGIN_ENV), "/", self.plugin_timeout)
+        finally:
+            if forwarded:
+                self._logout(session)
+        return xapi_plugins.parse_output(out)
+
+    def plugin_command(self, host, plugin, fn, args, session, dom0_files=None):
+        """The argv that runs `plugin` on `host` as xapi runs it (with
+        PLUGIN_ENV as its whole environment, stdin /dev/null): argv[1] is
+        the methodCall, inside the host's network namespace and its dom0
+        view (dom0_files(), plus `dom0_files` here, which win)."""
+        argv = [os.path.join(DOM0_PLUGIN_DIR, plugin),
                 xapi_plugins.method_call(fn, session, args)]
+        with self.db.lock:
+            config = dict(self.host_config.get(host, {}))
+            files = self.dom0_files(host, dom0_files)
         if config.get("netns"):
             argv = ["ip", "netns", "exec", config["netns"]] + argv
-        out = xapi_plugins.run_plugin(argv, env, config.get("cwd") or "/",
-                                      self.plugin_timeout)
-        return xapi_plugins.parse_output(out)
+        return dom0view.command(files, self._scratch(), argv)
 
     def host_dir(self, host):
         with self.db.lock:
             uuid = self.db.row("host", host)["uuid"]
         return os.path.join(self.state_root, uuid)
 
+    def state_dir(self, host):
+        """The host's /var/lib/netoffload (a directory of this machine)."""
+        return os.path.join(self.host_dir(host), "state")
+
+    def _scratch(self):
+        path = os.path.join(self.state_root, "dom0-scratch")
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    def dom0_files(self, host, extra=None):
+        """{dom0 path: path here} that make up `host`'s dom0 for its
+        plugins: the xapi socket, the inventory, the state directory, the
+        plugin directory, the netoffload library where the RPM installs it,
+        XenAPI and XenAPIPlugin where dom0's python3 imports them from, the
+        xenstore-read stand-in and its store, then the host's own
+        `dom0_files` (which win; a None hides a path)."""
+        config = self.host_config.get(host, {})
+        extra = dict(extra or {})
+        hdir = self.host_dir(host)
+        python3 = extra.pop(DOM0_PYTHON3, None) or config.get("python3")
+        purelib = dom0view.purelib(python3 or DOM0_PYTHON3)
+        import XenAPI
+        files = {
+            netoffload_paths.INVENTORY: os.path.join(hdir, "xensource-inventory"),
+            netoffload_paths.STATE_DIR: os.path.join(hdir, "state"),
+            DOM0_PLUGIN_DIR: os.path.abspath(config.get("plugin_dir")
+                                             or self.plugin_dir),
+            DOM0_LIBRARY_DIR + "/netoffload": os.path.join(REPO_ROOT,
+                                                           "netoffload"),
+            purelib + "/XenAPI": os.path.dirname(os.path.abspath(
+                XenAPI.__file__)),
+            purelib + "/XenAPIPlugin.py": os.path.join(SIM_PYLIB,
+                                                       "XenAPIPlugin.py"),
+            DOM0_XENSTORE_READ: os.path.join(SIM_BIN, "xenstore-read"),
+        }
+        socket_path = config.get("socket") or self.socket_path
+        if socket_path:
+            files[DOM0_XAPI_SOCKET] = socket_path
+        if config.get("xenstore"):
+            files[SIM_XENSTORE_FILE] = config["xenstore"]
+        if python3:
+            files[DOM0_PYTHON3] = python3
+        files.update(config.get("dom0_files") or {})
+        files.update(extra)
+        return files
+
     def plugin_env(self, host):
-        """The environment a plugin (or helper) on `host` runs with."""
+        """The environment for running helpers (CLI, watcher, udev helper)
+        of `host` by hand, outside its dom0 view: NETOFFLOAD_* variables
+        point them at the host's files. Plugins never get it: xapi gives
+        them PATH only (PLUGIN_ENV)."""
         config = self.host_config.get(host, {})
         hdir = self.host_dir(host)
         bin_dir = os.path.dirname(os.path.abspath(sys.executable))
@@ -655,6 +823,8 @@ class XapiSim(object):
             env["NETOFFLOAD_XAPI_SOCKET"] = self.socket_path
         elif self.url:
             env["NETOFFLOAD_XAPI_URL"] = self.url
+        if config.get("xenstore"):
+            env["NETOFFLOAD_SIM_XENSTORE"] = config["xenstore"]
         env.update(config.get("env") or {})
         return env
 
@@ -936,7 +1106,10 @@ class XapiSim(object):
                 events.append({"id": str(stamp), "timestamp": "0.0",
                                "class": cls.lower(), "operation": "del",
                                "ref": ref})
-            return {"events": events, "valid_ref_counts": db.counts(),
+            # int32 in xapi (ocaml/xapi-types/event_types.ml): <i4>
+            counts = dict((name, protocol.Int32(n))
+                          for name, n in db.counts().items())
+            return {"events": events, "valid_ref_counts": counts,
                     "token": TOKEN_FORMAT % (db.generation, 0)}
 
     def _event_inject(self, session, cls, ref):
@@ -987,7 +1160,8 @@ class XapiSim(object):
 
     def add_host(self, name_label, address=None, live=True, enabled=True,
                  plugin_dir=None, netns=None, env=None, cwd=None, uuid=None,
-                 socket_path=None):
+                 socket_path=None, dom0_files=None, python3=None,
+                 xenstore=None):
         """A host with its host_metrics and its control domain (dom0) VM."""
         with self.db.lock:
             index = len(self.db.tables["host"]) + 1
@@ -1009,23 +1183,35 @@ class XapiSim(object):
                 self.db.set_field("pool", pool, "master", host)
             self.host_config[host] = {}
             self.configure_host(host, plugin_dir=plugin_dir, netns=netns,
-                                env=env, cwd=cwd, socket_path=socket_path)
+                                env=env, cwd=cwd, socket_path=socket_path,
+                                dom0_files=dom0_files, python3=python3,
+                                xenstore=xenstore)
         self._write_inventories()
         return host
 
     def configure_host(self, host, plugin_dir=None, netns=None, env=None, cwd=None,
-                       socket_path=None):
+                       socket_path=None, dom0_files=None, python3=None,
+                       xenstore=None):
         """Where and how host.call_plugin runs plugins for this host.
 
-        socket_path: the host's own local xapi socket (its plugins and
-        helpers are pointed at it); it goes away while the host is not live.
+        Plugins run as xapi runs them: PATH only, stdin /dev/null, in the
+        host's network namespace `netns` and in a private mount namespace
+        showing the host's dom0 (dom0_files()). socket_path: the host's own
+        local xapi socket (at /var/lib/xcp/xapi for its plugins); it goes
+        away while the host is not live. dom0_files: {dom0 path: path here,
+        or None to hide it}, added to the defaults. python3: the
+        interpreter shown as /usr/bin/python3 (dom0's). xenstore: the JSON
+        store the xenstore-read stand-in reads. env, cwd: for helpers run
+        by hand (plugin_env), never the plugin.
         """
         with self.db.lock:
             self.db.row("host", host)
             config = self.host_config.setdefault(host, {})
             for key, value in (("plugin_dir", plugin_dir), ("netns", netns),
                                ("env", env), ("cwd", cwd),
-                               ("socket", socket_path)):
+                               ("socket", socket_path),
+                               ("dom0_files", dom0_files),
+                               ("python3", python3), ("xenstore", xenstore)):
                 if value is not None:
                     config[key] = value
             self._save_sim_config()
@@ -1033,7 +1219,8 @@ class XapiSim(object):
         return ""
 
     def host_env(self, host):
-        """The environment plugins on `host` get (for running helpers by hand)."""
+        """The environment for running `host`'s helpers by hand
+        (plugin_env); not what its plugins get."""
         with self.db.lock:
             self.db.row("host", host)
             return self.plugin_env(host)
@@ -1188,6 +1375,14 @@ class XapiSim(object):
             self.host_config = data.get("host_config", {})
             if not self.state_root:
                 self.state_root = data.get("state_root")
+
+
+def _now():
+    return protocol.DateTime(time.strftime("%Y%m%dT%H:%M:%SZ", time.gmtime()))
+
+
+def _internal_error(exc):
+    return ["INTERNAL_ERROR", "%s: %s" % (type(exc).__name__, exc)]
 
 
 def socket_dir(prefix="xsim"):

@@ -198,4 +198,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    from netoffload import textio
+    textio.utf8_process()  # UTF-8 argv and stdio on any dom0 locale
     sys.exit(main())

@@ -68,4 +68,6 @@ def _silence_stdout():
 
 
 if __name__ == "__main__":
+    from netoffload import textio
+    textio.utf8_process()  # UTF-8 argv and stdio on any dom0 locale
     sys.exit(main())

@@ -11,11 +11,15 @@ netoffload.plugin.diagnostics.PLUGIN_FUNCTIONS is wrapped so that xapi gets what
   NETOFFLOAD_DEVICE_ERROR, other exceptions as NETOFFLOAD_XAPI_ERROR with
   "internal error" in the message (the plugin call itself failed).
 Nothing is ever printed on stdout: XenAPIPlugin.dispatch prints the response.
+
+`main()` is the plugin file's entry: it makes argv and stdout safe on any
+dom0 locale (netoffload.textio) before XenAPIPlugin.dispatch decodes
+argv[1] (outside its try block) and prints the response.
 """
 import json
 import traceback
 
-from netoffload import errors
+from netoffload import errors, textio
 from netoffload.log import get_logger
 from netoffload.plugin import diagnostics, functions
 
@@ -63,3 +67,13 @@ def build_functions():
 
 
 FUNCTIONS = build_functions()
+
+
+def main():
+    # argv[1] from its bytes as UTF-8 and stdout writing UTF-8 whatever the
+    # locale: on a Python 3.6 dom0 under xapi (PATH only, no LANG) both are
+    # ASCII, and XenAPIPlugin.dispatch would crash on "café" (argv) or on a
+    # non-ASCII Failure message (print) with XENAPI_PLUGIN_FAILURE.
+    textio.utf8_process()
+    import XenAPIPlugin  # noqa: PLC0415 (dom0's module; see _failure)
+    XenAPIPlugin.dispatch(FUNCTIONS)

@@ -12,11 +12,12 @@ methodResponse on stdout:
   ['XENAPI_PLUGIN_FAILURE', fn, exception class name, str(exception)];
 - an unknown function: ['UNKNOWN_XENAPI_PLUGIN_FUNCTION', fn].
 
-The only difference from the real module is where the session points: in
-dom0 it is XenAPI.xapi_local(); here NETOFFLOAD_XAPI_SOCKET (a unix socket
-path) or NETOFFLOAD_XAPI_URL select the simulator, as netoffload.pool.xapi does.
+The session is XenAPI.xapi_local(), as in the real module: the simulator
+shows each host's xapi socket at /var/lib/xcp/xapi in the plugin's private
+mount namespace (sim/dom0view.py). Like the real module, it decodes argv[1]
+outside any try block and prints with print(), so a plugin meets the same
+locale traps (ASCII argv and stdout on a Python 3.6 dom0 without LANG).
 """
-import os
 import sys
 import xmlrpc.client
 
@@ -46,17 +47,6 @@ def failure_message(description):
     return _response({"Status": "Failure", "ErrorDescription": description})
 
 
-def _local_session():
-    socket_path = os.environ.get("NETOFFLOAD_XAPI_SOCKET")
-    if socket_path:
-        return XenAPI.Session("http://%s/" % socket_path.replace("/", "_"),
-                              transport=XenAPI.UDSTransport())
-    url = os.environ.get("NETOFFLOAD_XAPI_URL")
-    if url:
-        return XenAPI.Session(url)
-    return XenAPI.xapi_local()
-
-
 def dispatch(fn_table):
     if len(sys.argv) != 2:
         raise Exception("Incorrect number of commandline arguments")
@@ -65,7 +55,7 @@ def dispatch(fn_table):
     if methodname not in fn_table:
         print(failure_message(["UNKNOWN_XENAPI_PLUGIN_FUNCTION", methodname]))
         return
-    session = _local_session()
+    session = XenAPI.xapi_local()
     session._session = session_ref
     try:
         result = fn_table[methodname](session, args)

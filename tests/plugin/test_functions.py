@@ -3,7 +3,6 @@
 namespace), against real veth/tap devices named as in dom0."""
 import json
 import os
-import subprocess
 import sys
 
 import pytest
@@ -298,20 +297,10 @@ def test_names_with_quotes_and_non_ascii(pool):
 
 # -- the wrapper and the wire ----------------------------------------------------------
 
-def run_plugin_directly(box, fn, args, extra_env=None, interpreter=None):
-    """Run the plugin file like xapi does (CompletedProcess)."""
-    from sim.xapi_plugins import method_call
-    env = box.sim.plugin_env(box.hosts["h1"])
-    env.update(extra_env or {})
-    session_ref = box.session._session
-    proc = subprocess.run(
-        ["ip", "netns", "exec", box.ns["h1"].name]
-        + ([interpreter] if interpreter else [])
-        + [os.path.join(REPO, "plugins", "netoffload"),
-         method_call(fn, session_ref, args)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=60,
-        universal_newlines=True)
-    return proc
+def run_plugin_directly(box, fn, args, dom0_files=None, interpreter=None):
+    """Run the plugin file exactly like xapi does (CompletedProcess)."""
+    return box.run_plugin(fn, python3=interpreter, dom0_files=dom0_files,
+                          **args)
 
 
 @pytest.mark.parametrize("fn,args", [
@@ -328,16 +317,22 @@ def test_stdout_is_exactly_one_xmlrpc_response(pool, fn, args):
 
 def test_unexpected_exception_is_a_wellformed_netoffload_failure(pool,
                                                                   tmp_path):
-    # Fault injection at interpreter start-up (sitecustomize): the version
-    # function hits a bug. The plugin process itself is unmodified.
-    (tmp_path / "sitecustomize.py").write_text(
+    # Fault injection at interpreter start-up (a .pth file in dom0's
+    # site-packages): the version function hits a bug. The plugin process
+    # itself is unmodified.
+    from sim import dom0view
+    (tmp_path / "netoffload_fault.py").write_text(
+        "import sys\n"
+        "sys.path.insert(0, '/usr/lib/netoffload/python')\n"
         "from netoffload.plugin import functions\n"
         "def broken(session, args):\n"
         "    return {}['no such key']\n"
         "functions.FUNCTIONS['version'] = broken\n")
-    env = pool.sim.plugin_env(pool.hosts["h1"])
+    (tmp_path / "netoffload-fault.pth").write_text("import netoffload_fault\n")
+    site = dom0view.purelib("/usr/bin/python3")
     proc = run_plugin_directly(pool, "version", {}, {
-        "PYTHONPATH": str(tmp_path) + ":" + env["PYTHONPATH"]})
+        site + "/netoffload_fault.py": str(tmp_path / "netoffload_fault.py"),
+        site + "/netoffload-fault.pth": str(tmp_path / "netoffload-fault.pth")})
     import xmlrpc.client
     (response,), method = xmlrpc.client.loads(proc.stdout)
     assert method is None and response["Status"] == "Failure"

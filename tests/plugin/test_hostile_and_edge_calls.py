@@ -1,7 +1,7 @@
 """Review findings, each through the simulator's host.call_plugin and real
 namespaced devices (the dom0 pool of tests/support/simpool.py)."""
 import json
-import shutil
+import os
 
 import pytest
 
@@ -230,10 +230,14 @@ def test_revert_all_forgets_records_of_vanished_guest_devices(pool):
 # -- a device-level failure is NETOFFLOAD_DEVICE_ERROR and changes nothing -------
 
 def test_check_checksums_without_tcpdump_is_a_device_error(pool):
-    # dom0 without tcpdump (the RPM only Recommends it): the plugin's PATH
-    # keeps ip and ethtool (/usr/sbin) but not tcpdump (/usr/bin).
-    assert shutil.which("tcpdump", path="/usr/sbin:/sbin") is None
-    pool.sim.configure_host(pool.hosts["h1"], env={"PATH": "/usr/sbin"})
+    # dom0 without tcpdump (the RPM only Recommends it): absent from the
+    # host's dom0 view.
+    tcpdump = [os.path.join(d, "tcpdump") for d in
+               "/sbin:/usr/sbin:/bin:/usr/bin".split(":")
+               if os.path.exists(os.path.join(d, "tcpdump"))]
+    assert tcpdump
+    pool.sim.configure_host(pool.hosts["h1"], dom0_files=dict(
+        (path, None) for path in tcpdump))
     pool.call("set_policy", level="pool", kind="vif", policy="all-off")
     before = pool.state()
     details = pool.fail("check_checksums", device="vif6.0", seconds="1")

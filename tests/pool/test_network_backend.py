@@ -105,8 +105,8 @@ def test_status_under_openvswitch_names_no_vlan_device(netns, tmp_path):
         handle.write("openvswitch\n")
     with SimPool() as simpool:
         sim = simpool.sim
-        host = simpool.add_host("xs1", netns=netns.name,
-                                env={"NETOFFLOAD_NETWORK_CONF": conf})
+        host = simpool.add_host("xs1", netns=netns.name, dom0_files={
+            "/etc/xensource/network.conf": conf})
         net = sim.add_network("net0")
         sim.add_pif(host, net, "eth0")
         sim.add_pif(host, sim.add_network("vlan100"), "eth0", vlan=100)

@@ -15,6 +15,9 @@ from sim import xapi_plugins
 from sim.xapi_sim import SIM_PYLIB
 from tests.support.simpool import SimPool
 
+# plugins run in a private mount namespace (sim/dom0view.py): root only
+pytestmark = pytest.mark.root
+
 PLUGIN = r'''#!/usr/bin/python3
 import json
 import os
@@ -25,18 +28,29 @@ import XenAPIPlugin
 
 
 def inventory_uuid():
-    with open(os.environ["NETOFFLOAD_INVENTORY"]) as fh:
+    with open("/etc/xensource-inventory") as fh:
         for line in fh:
             key, _, value = line.strip().partition("=")
             if key == "INSTALLATION_UUID":
                 return value.strip("'")
 
 
+def environment():
+    with open("/proc/self/environ", "rb") as fh:
+        items = [i.decode() for i in fh.read().split(b"\0") if i]
+    return dict(i.partition("=")[::2] for i in items)
+
+
 def whoami(session, args):
     host = session.xenapi.host.get_by_uuid(inventory_uuid())
-    with open(os.path.join(os.environ["NETOFFLOAD_STATE_DIR"], "argv.json"), "w") as fh:
+    with open("/var/lib/netoffload/argv.json", "w") as fh:
         json.dump(sys.argv, fh)
     return json.dumps({"args": args, "host": host, "session": session.handle,
+                       # as started (python >= 3.7 adds LC_CTYPE itself)
+                       "env": environment(),
+                       "stdin": os.readlink("/proc/self/fd/0"),
+                       "pool_session": session.xenapi.session.get_pool(
+                           session.handle),
                        "devices": sorted(os.listdir("/sys/class/net")),
                        "pool_vms": len(session.xenapi.VM.get_all())})
 
@@ -111,16 +125,37 @@ def test_plugin_runs_with_call_in_argv_and_reaches_the_sim(sim, session):
     hostile = {"vm": "a b; rm -rf / $(id) `x` 'q' \"d\" é", "long": "x" * 10240,
                "empty": ""}
     result = json.loads(session.xenapi.host.call_plugin(
-        sim.member, "testplugin", "whoami", hostile))
+        sim.master, "testplugin", "whoami", hostile))
     assert result["args"] == hostile
-    assert result["host"] == sim.member  # the member's inventory, not the master's
-    assert result["session"] == session.handle  # the caller's session, no login
+    assert result["host"] == sim.master  # its own inventory
+    # on the master: the caller's session, no login
+    assert result["session"] == session.handle
+    # exactly xapi's conditions: PATH only, stdin /dev/null
+    assert result["env"] == {"PATH": "/sbin:/usr/sbin:/bin:/usr/bin"}
+    assert result["stdin"] == "/dev/null"
     assert result["pool_vms"] == len(session.xenapi.VM.get_all())
-    with open(os.path.join(sim.host_dir(sim.member), "state", "argv.json")) as fh:
+    with open(os.path.join(sim.state_dir(sim.master), "argv.json")) as fh:
         argv = json.load(fh)
-    assert len(argv) == 2
+    assert argv[0] == "/etc/xapi.d/plugins/testplugin" and len(argv) == 2
     params, method = xmlrpc.client.loads(argv[1])
     assert (method, params) == ("whoami", (session.handle, hostile))
+
+
+def test_forwarded_call_gets_a_fresh_session_destroyed_after(sim, session):
+    """A call to a member is forwarded: it runs there with a fresh internal
+    pool session that the master destroys when the call returns
+    (ocaml/xapi/message_forwarding.ml), never the caller's."""
+    result = json.loads(session.xenapi.host.call_plugin(
+        sim.member, "testplugin", "whoami", {}))
+    assert result["host"] == sim.member  # the member's inventory
+    assert result["session"] != session.handle
+    assert result["pool_session"] is True  # alive during the call: internal
+    with pytest.raises(XenAPI.Failure) as info:  # gone after
+        session.xenapi.session.get_pool(result["session"])
+    assert info.value.details == ["HANDLE_INVALID", "session",
+                                  result["session"]]
+    assert session.xenapi.session.get_pool(session.handle) is False
+    assert result["env"] == {"PATH": "/sbin:/usr/sbin:/bin:/usr/bin"}
 
 
 CASES = [
@@ -187,7 +222,6 @@ def test_offline_host_and_bad_args(sim, session):
     assert info.value.details == ["FIELD_TYPE_ERROR", "args"]
 
 
-@pytest.mark.root
 def test_plugin_runs_inside_the_hosts_network_namespace(sim, session, netns):
     netns.ip("link", "add", "eth7", "type", "veth", "peer", "name", "eth8")
     sim.configure_host(sim.member, netns=netns.name)

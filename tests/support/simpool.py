@@ -178,6 +178,24 @@ class SimPool(object):
         assert isinstance(text, str)
         return json.loads(text)
 
+    def run_plugin(self, fn, host="h1", python3=None, dom0_files=None,
+                   **args):
+        """The netoffload plugin run on `host` exactly as host.call_plugin
+        runs it (xapi's environment, the host's dom0 view), with this
+        pool's session; the raw CompletedProcess (text). python3: the
+        interpreter shown as dom0's /usr/bin/python3; dom0_files: more
+        {dom0 path: path here, or None}."""
+        from sim.xapi_sim import PLUGIN_ENV
+        files = dict(dom0_files or {})
+        if python3:
+            files["/usr/bin/python3"] = python3
+        argv = self.sim.plugin_command(self.hosts[host], "netoffload", fn,
+                                       args, self.session._session, files)
+        return subprocess.run(argv, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=dict(PLUGIN_ENV), cwd="/", timeout=120,
+                              universal_newlines=True)
+
     def fail(self, fn, host="h1", **args):
         """host.call_plugin that must fail; returns the error description."""
         import pytest  # only here: benchmarks use this module without it

@@ -27,17 +27,16 @@ it (see levels.revert_scope): vm/tag/network set that level to none and leave
 (report as `kept`) objects whose policy comes from a level above the
 target; pif= sets the PIF's host to none and reverts that host's PIFs.
 """
-import importlib
 import json
 from collections import namedtuple
 from typing import Any, Dict  # noqa: F401 (type comments)
 
-from netoffload import API_LEVEL, __version__
+from netoffload import API_LEVEL, __version__, statedir
 from netoffload.agents import todo
 from netoffload.engine.devices import KIND_PIF, validate_device
 from netoffload.engine.livestate import LiveStateStore
 from netoffload.engine.policy import parse_policy
-from netoffload.errors import BadArgument, ConfirmRequired
+from netoffload.errors import BadArgument, ConfirmRequired, DeviceError
 from netoffload.plugin.args import (
     bool_arg,
     reject_unknown,
@@ -48,6 +47,7 @@ from netoffload.pool import (
     context,
     enforce,
     fanout,
+    lease,
     levels,
     planning,
     policychange,
@@ -209,25 +209,6 @@ def _policy_request(args):
                          policy.text if policy is not None else None)
 
 
-def _writer_lease(ctx, op):
-    """The pool-wide writer lease (netoffload.pool.lease.held, CONTRACTS
-    E) around a database write; until that module is on this branch, no
-    lease (the per-key remove/add still loses no other writer's key)."""
-    try:
-        lease = importlib.import_module("netoffload.pool.lease")
-    except ImportError:
-        return _NoLease()
-    return lease.held(ctx.xapi, "%s@%s" % (op, ctx.host_uuid))
-
-
-class _NoLease(object):
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 def set_policy(session, args):
     """Store a policy, after planning its effect (docs/policy.md).
 
@@ -263,7 +244,7 @@ def set_policy(session, args):
             "(CLI: answer YES or pass --yes)" % (
                 _reach_text(request), _effect_text(change, plan)),
             json.dumps(plan, sort_keys=True, separators=(",", ":")))
-    with _writer_lease(ctx, "set_policy"):
+    with lease.held(ctx.xapi, lease.default_holder("set_policy")):
         levels.write_policy(ctx, location, request.text)
     result["stored"] = True
     result["message"] = "stored. " + _effect_text(change, plan)
@@ -494,9 +475,33 @@ def _run_local(session, args, operation, confirm):
             "%s target=ALL scope=local changes every device on this host; "
             "nothing was changed. Pass confirm=yes" % operation.verb)
     with host_lock():
-        outcomes = operation.run(ctx.records, ctx.host_ref, LiveStateStore(),
-                                 targets)
-    return _local_json(ctx, False, outcomes)
+        _check_state(reverting=operation.verb == "revert")
+        store = LiveStateStore()
+        set_aside = _set_aside_if_corrupt(store) \
+            if operation.verb == "revert" else None
+        outcomes = operation.run(ctx.records, ctx.host_ref, store, targets)
+    result = _local_json(ctx, False, outcomes)
+    if set_aside is not None:
+        result.update(_set_aside_note(set_aside))
+    return result
+
+
+def _set_aside_if_corrupt(store):
+    """A revert goes on with a corrupt live-state record: it is moved to
+    live-state.json.corrupt-<time> (kept for the admin); its path, or
+    None when the record is fine."""
+    try:
+        store.check()
+    except DeviceError:
+        return store.set_aside()
+    return None
+
+
+def _set_aside_note(path):
+    return {"live_state_set_aside": path,
+            "warnings": ["the live-state record was corrupt: set aside as %s; "
+                         "the database was restored, devices only it "
+                         "remembered were not" % path]}
 
 
 # -- apply --------------------------------------------------------------------
@@ -522,20 +527,53 @@ ApplyPlan = namedtuple("ApplyPlan",
 ChangeRequest = namedtuple("ChangeRequest", "spec dry_run confirm pool_wide")
 
 
-def _change(session, args, request, live, plan, show_plan, carry_out):
+def _check_state(reverting=False):
+    """Before the first database or device change: the state directory
+    takes a write, and the live-state record parses (a revert goes on
+    with a corrupt one: it restores the database, then sets the record
+    aside; see _revert_finish). DeviceError naming the file and the fix,
+    with nothing changed."""
+    statedir.check_writable()
+    if not reverting:
+        LiveStateStore().check()
+
+
+def _change(session, args, request, live, plan, show_plan, carry_out,
+            finish, verb):
     """The one path of apply and revert. scope=local: this host's live part
-    only (`live`, a LiveOperation). Otherwise `plan()` works the change out;
-    with dry_run `show_plan(work)` reports it, else `carry_out(work, args,
-    spec, confirm, pool_wide)` does it under the host lock."""
+    only (`live`, a LiveOperation). Otherwise `plan(ctx_client, op)` works
+    the change out; with dry_run `show_plan(work)` reports it. Else, under
+    the host lock and after the state checks: target=ALL without
+    confirm=yes fails with the plan; then, holding the pool's writer lease
+    as one operation (writer.operation), `carry_out(work, op)` writes the
+    database, and after the lease is given back `finish(work, done, args,
+    pool_wide)` does the live part and the fan-out."""
     if _scope(args) == fanout.SCOPE_LOCAL:
         if request.dry_run:
             return _plan_local(session, args, live)
         return _run_local(session, args, live, request.confirm)
     if request.dry_run:
-        return show_plan(plan())
+        return show_plan(plan(None, None))
     with host_lock():
-        return carry_out(plan(), args, request.spec, request.confirm,
-                         request.pool_wide)
+        _check_state(reverting=verb == "revert")
+        if request.spec.kind == TARGET_ALL and not request.confirm:
+            work = plan(None, None)
+            raise ConfirmRequired(
+                CONFIRM_TEXT[verb], planning.saved_summary(work.plans))
+        client = xapi.Xapi(session)
+        with writer.operation(client, lease.default_holder(verb)) as op:
+            work = plan(client, op.op)
+            done = carry_out(work, op)
+        return finish(work, done, args, request.pool_wide)
+
+
+CONFIRM_TEXT = {
+    "apply": "target=ALL changes every VIF and PIF in the pool and every "
+             "device on this host; nothing was changed. Review the plan and "
+             "pass confirm=yes",
+    "revert": "revert target=ALL restores every VIF and PIF in the pool and "
+              "removes every policy; nothing was changed. Pass confirm=yes",
+}
 
 
 def apply(session, args):
@@ -548,13 +586,15 @@ def apply(session, args):
     force = bool_arg(args, "force")
     _confirm_policy_store(session, args, request, policy, force)
     return _change(session, args, request, APPLY_LIVE,
-                   lambda: _plan_apply(session, spec, policy,
-                                       request.pool_wide, force),
-                   _apply_dry_run, _apply_changes)
+                   lambda client, op: _plan_apply(
+                       session, spec, policy, request.pool_wide, force,
+                       client, op),
+                   _apply_dry_run, _apply_changes, _apply_finish, "apply")
 
 
-def _plan_apply(session, spec, policy, pool_wide, force):
-    ctx = context.CallContext(session)
+def _plan_apply(session, spec, policy, pool_wide, force, client=None,
+                op=None):
+    ctx = context.CallContext(session, client)
     selection = targeting.select(ctx.records, spec, ctx.host_ref, pool_wide)
     policy_writes = []
     planned = ctx.records
@@ -568,7 +608,7 @@ def _plan_apply(session, spec, policy, pool_wide, force):
             location = write.location
             planned.table(location.cls)[location.ref]["other_config"][
                 location.key] = write.policy
-    plans = planning.plan_db(planned, selection.refs, force)
+    plans = planning.plan_db(planned, selection.refs, force, op)
     live_targets = None if spec.kind == TARGET_ALL else selection.refs
     base = {"host": ctx.host_json(), "target": selection.to_json(),
             "policy": _policy_json(ctx.records, policy_writes)}
@@ -579,27 +619,39 @@ def _apply_dry_run(work):
     outcomes = enforce.plan_live(
         _records_after(work.planned, work.plans), work.ctx.host_ref,
         LiveStateStore(), work.live_targets)
-    objects = [p.to_json() for p in work.plans if p.changes]
+    objects = [p.to_json() for p in work.plans if p.changes or p.refused]
     return dict(work.base, dry_run=True, objects=objects,
                 devices=_json_list(outcomes),
                 summary=dict(_summary_of([], outcomes), objects={
-                    "planned": len(objects),
-                    "unchanged": len(work.plans) - len(objects)}))
+                    "planned": sum(1 for p in work.plans if p.changes),
+                    "refused": sum(1 for p in work.plans if p.refused),
+                    "unchanged": sum(1 for p in work.plans
+                                     if not p.changes and not p.refused)}))
 
 
-def _apply_changes(work, args, spec, confirm, pool_wide):
+def _apply_changes(work, op):
+    """The database part of apply, under the lease: [ObjectWrite]."""
     ctx = work.ctx
-    if spec.kind == TARGET_ALL and not confirm:
-        raise ConfirmRequired(
-            "target=ALL changes every VIF and PIF in the pool and every device "
-            "on this host; nothing was changed. Review the plan and pass "
-            "confirm=yes", planning.saved_summary(work.plans))
     for write in work.policy_writes:
         levels.write_policy(ctx, write.location, write.policy)
-    writes = writer.write_plans(ctx, work.plans)
-    outcomes = enforce.enforce_live(
-        _records_after(work.planned, work.plans), ctx.host_ref,
-        LiveStateStore(), work.live_targets)
+    return writer.write_plans(ctx, work.plans, op)
+
+
+def _done_records(work, writes):
+    """The records as the writes left them (a re-planned object's final
+    map is its plan as carried out)."""
+    after = work.planned.copy()
+    for plan, write in zip(work.plans, writes):
+        done = write.done_plan or plan
+        if write.status in (writer.STATUS_CHANGED, writer.STATUS_UNCHANGED):
+            after.table(done.cls)[done.ref]["other_config"] = dict(done.final)
+    return after
+
+
+def _apply_finish(work, writes, args, pool_wide):
+    ctx = work.ctx
+    outcomes = enforce.enforce_live(_done_records(work, writes), ctx.host_ref,
+                                    LiveStateStore(), work.live_targets)
     return _pool_result(ctx, work.base, args, "apply", writes, outcomes,
                         pool_wide)
 
@@ -636,45 +688,63 @@ def revert(session, args):
     pool_wide = bool_arg(args, "pool")
     request = ChangeRequest(spec, bool_arg(args, "dry_run"), confirm, pool_wide)
     return _change(session, args, request, REVERT_LIVE,
-                   lambda: _plan_revert(session, spec, pool_wide),
-                   _revert_dry_run, _revert_changes)
+                   lambda client, op: _plan_revert(session, spec, pool_wide,
+                                                   client, op),
+                   _revert_dry_run, _revert_changes, _revert_finish, "revert")
 
 
-def _plan_revert(session, spec, pool_wide):
-    ctx = context.CallContext(session)
+def _plan_revert(session, spec, pool_wide, client=None, op=None):
+    ctx = context.CallContext(session, client)
     selection = targeting.select(ctx.records, spec, ctx.host_ref, pool_wide)
     scope = levels.revert_scope(ctx, spec, selection)
     # a VIF selection skips (SR-IOV) still gives back what was written on
     # it (by an older version): plan_revert of an unmanaged VIF is empty
     plans = planning.plan_revert(ctx.records,
-                                 scope.refs + selection.skipped_refs)
+                                 scope.refs + selection.skipped_refs, op)
     live_targets = None if spec.kind == TARGET_ALL else scope.refs
     base = {"host": ctx.host_json(), "target": selection.to_json(),
             "policy": _policy_json(ctx.records, scope.policy_writes),
             "kept": _json_list(scope.kept)}
+    if not scope.policy_writes and not any(p.changes for p in plans):
+        # a target netoffload never changed: nothing is written
+        base["unchanged"] = True
+        base["message"] = ("netoffload has changed nothing for %s=%s in the "
+                           "database: nothing to revert there"
+                           % (spec.kind if spec.kind != TARGET_ALL
+                              else "target", spec.value))
     return RevertPlan(ctx, scope, plans, live_targets, base)
 
 
 def _revert_dry_run(work):
-    objects = [p.to_json() for p in work.plans if p.changes]
+    objects = [p.to_json() for p in work.plans if p.changes or p.refused]
     return dict(work.base, dry_run=True, objects=objects, devices=[], summary={
-        "objects": {"planned": len(objects)}})
+        "objects": {"planned": sum(1 for p in work.plans if p.changes),
+                    "refused": sum(1 for p in work.plans if p.refused)}})
 
 
-def _revert_changes(work, args, spec, confirm, pool_wide):
+def _revert_changes(work, op):
+    """The database part of revert, under the lease: [ObjectWrite]."""
     ctx = work.ctx
-    if spec.kind == TARGET_ALL and not confirm:
-        raise ConfirmRequired(
-            "revert target=ALL restores every VIF and PIF in the pool and "
-            "removes every policy; nothing was changed. Pass confirm=yes",
-            planning.saved_summary(work.plans))
     for write in work.scope.policy_writes:
         levels.write_policy(ctx, write.location, write.policy)
-    writes = writer.write_plans(ctx, work.plans)
-    outcomes = enforce.revert_live(ctx.records, ctx.host_ref,
-                                   LiveStateStore(), work.live_targets)
-    return _pool_result(ctx, work.base, args, "revert", writes, outcomes,
-                        pool_wide)
+    return writer.write_plans(ctx, work.plans, op)
+
+
+def _revert_finish(work, writes, args, pool_wide):
+    """The live part of revert. A corrupt live-state record is set aside
+    (kept as live-state.json.corrupt-<time>) now that the database is
+    restored; devices it alone remembered cannot be restored and are
+    reported."""
+    ctx = work.ctx
+    store = LiveStateStore()
+    set_aside = _set_aside_if_corrupt(store)
+    outcomes = enforce.revert_live(ctx.records, ctx.host_ref, store,
+                                   work.live_targets)
+    result = dict(_pool_result(ctx, work.base, args, "revert", writes,
+                               outcomes, pool_wide))  # type: Dict[str, Any]
+    if set_aside is not None:
+        result.update(_set_aside_note(set_aside))
+    return result
 
 
 FUNCTIONS = {

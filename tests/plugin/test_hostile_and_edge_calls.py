@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from netoffload.pool import context, fanout, planning
+from netoffload.pool import context, fanout, keys, planning
 from tests.support.poolrecords import build
 from tests.support.simpool import live
 
@@ -181,7 +181,12 @@ def test_key_changed_by_an_admin_after_apply_is_kept_and_survives_revert(pool):
     pool.call("apply", vm="bsd")
     config = api.VIF.get_other_config(pool.bsd_vif)
     assert config["ethtool-tx"] == "on"
-    assert "tx" not in config["netoffload-managed"].split(",")
+    assert "tx" not in keys.managed_features(config)
+    # their decision, shown as such (CONTRACTS.md A)
+    [vif] = pool.call("status", vm="bsd")["devices"]
+    assert vif["overrides"] == [{
+        "feature": "tx", "value": "on", "source": "explicit",
+        "why": "changed by someone after netoffload wrote it"}]
     pool.call("revert", vm="bsd")
     assert api.VIF.get_other_config(pool.bsd_vif) == {"ethtool-tx": "on"}
 

@@ -181,9 +181,7 @@ def test_apply_with_a_wide_policy_is_confirmed_like_set_policy(pool):
 
 def test_the_store_waits_for_the_pool_writer_lease(pool):
     """Another writer holds the pool-wide lease (CONTRACTS E): set_policy
-    fails with BUSY naming it and stores nothing. Needs pool-core's
-    netoffload.pool.lease (skipped until it is on this branch)."""
-    pytest.importorskip("netoffload.pool.lease")
+    fails with BUSY naming it and stores nothing."""
     import time
     # (the plugin waits its bounded default for the lease: ~20 s)
     pool.api.pool.add_to_other_config(pool.pool_ref, "netoffload-lease",

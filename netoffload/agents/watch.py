@@ -48,7 +48,6 @@ import concurrent.futures
 import contextlib
 import gc
 import http.client
-import importlib
 import json
 import queue
 import random
@@ -799,6 +798,11 @@ class Watcher(object):
             if result.status == writer.STATUS_FAILED:
                 # never dropped: planned and written again from the to-do
                 failed.append(result)
+                if self._operation is not None:
+                    # its intent may stand with a key not yet written:
+                    # settled before the op ends (writer.operation), or
+                    # it would read as someone else's change
+                    self._operation.unsettled = True
                 self._todo.failed(ref, result.cls, result.uuid, result.label,
                                   "; ".join(result.error or ["failed"]),
                                   now, wall)
@@ -850,54 +854,35 @@ class Watcher(object):
 
     # -- the pool-wide writer lease (CONTRACTS.md E) ---------------------------
     def _take_lease(self):
-        """Hold the pool writer lease while writing: {} to plan with, or
-        {"op": id} when the lease comes with an operation id the plans
-        carry (pool-core's writer.operation).
-
-        LEASE CALL SITE (the only one): pool-core's writer.operation (the
-        lease, the op key, the settling of a crashed op), else its
-        lease.held; until pool-core is merged neither exists and this
-        holds nothing. Raises Busy when another writer holds the lease:
-        the objects then wait in the to-do.
+        """Hold the pool writer lease, as one operation, while writing:
+        {"op": id} to plan with (writer.operation: the lease, the op key,
+        the settling of a crashed op). Raises Busy when another writer
+        holds the lease: the objects then wait in the to-do.
         """
         self._lease_idle = None
         if self._lease is not None:
-            renew = getattr(self._operation, "renew", None)
-            if renew is not None:
-                renew(self._connected())  # Busy if it was taken over
+            self._operation.renew(self._connected())  # Busy if taken over
             return self._op_args()
         holder = "watch@%s" % (self.host_ref,)
-        operation = getattr(writer, "operation", None)
         stack = contextlib.ExitStack()
-        if operation is not None:
-            self._operation = stack.enter_context(operation(
-                self._connected(), holder, ttl_s=self.lease_ttl,
-                wait_s=LEASE_WAIT))
-        else:
-            try:  # by name: pool-core's module may not be merged yet
-                lease = importlib.import_module("netoffload.pool.lease")
-            except ImportError:
-                return {}
-            self._operation = stack.enter_context(lease.held(
-                self._connected(), holder, ttl_s=self.lease_ttl,
-                wait_s=LEASE_WAIT))
+        self._operation = stack.enter_context(writer.operation(
+            self._connected(), holder, ttl_s=self.lease_ttl,
+            wait_s=LEASE_WAIT))
         self._lease = stack
         return self._op_args()
 
     def _renew_lease(self):
         """While writes are in flight, keep the lease from expiring."""
-        renew = getattr(self._operation, "renew", None)
-        if renew is None or not self._writers.in_flight():
+        if self._operation is None or not self._writers.in_flight():
             return
         try:
-            renew(self._connected())
+            self._operation.renew(self._connected())
         except NetoffloadError as err:  # taken over: the next writer
             self.log.warning("watch: %s", err.message)  # settles ours
             self._release_lease()
 
     def _op_args(self):
-        op = getattr(self._operation, "op", None)
-        return {"op": op} if op and getattr(writer, "operation", None) else {}
+        return {"op": self._operation.op} if self._operation else {}
 
     def _release_lease(self):
         stack, self._lease = self._lease, None

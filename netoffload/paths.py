@@ -10,6 +10,8 @@ STATE_DIR = "/var/lib/netoffload"
 INVENTORY = "/etc/xensource-inventory"
 NETWORK_CONF = "/etc/xensource/network.conf"
 PLUGIN = "/etc/xapi.d/plugins/netoffload"
+# dom0's local xapi socket (what XenAPI.xapi_local() connects to)
+XAPI_SOCKET = "/var/lib/xcp/xapi"
 
 ENV_STATE_DIR = "NETOFFLOAD_STATE_DIR"
 ENV_INVENTORY = "NETOFFLOAD_INVENTORY"

@@ -377,10 +377,11 @@ class Scenario(object):
     def step_policy_apply(self, step):
         master = self.box.master
         commands = [
-            ["policy", "set", "pool", "vif", POOL_POLICY_VIF],
-            ["policy", "set", "tag", "vif", TAG_POLICY, "--tag", TAG],
+            ["policy", "set", "pool", "vif", POOL_POLICY_VIF, "--yes"],
+            ["policy", "set", "tag", "vif", TAG_POLICY, "--tag", TAG,
+             "--yes"],
             ["policy", "set", "host", "pif", HOST_PIF_POLICY,
-             "--host", self.box.hosts[PIF_POLICY_HOST - 1].name]]
+             "--host", self.box.hosts[PIF_POLICY_HOST - 1].name, "--yes"]]
         commands.extend(["policy", "set", "vm", "vif", policy, "--vm", name]
                         for name, policy in VM_POLICIES)
         for args in commands:

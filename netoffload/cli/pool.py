@@ -221,6 +221,7 @@ def _status(ns):
     def printer(res, out):
         out.write("host %s\n" % res["host"]["name_label"])
         render.print_devices(res["devices"], out)
+        render.print_skipped(res.get("skipped"), out)
         db = res.get("db")
         if db:
             out.write("\ndatabase: %d objects, %d with keys to write\n" % (
@@ -281,25 +282,69 @@ def _policy_get(ns):
     return _emit(result, ns.json, printer)
 
 
-def _policy_set(ns):
-    args = {"level": ns.level, "kind": ns.kind, "policy": ns.policy}
+def _policy_args(ns, text):
+    args = {"level": ns.level, "kind": ns.kind, "policy": text}
     for key in ("vm", "network", "tag", "host"):
         if getattr(ns, key):
             args[key] = getattr(ns, key)
-    result = call_plugin("set_policy", args)
-
-    def printer(res, out):
-        where = res["name"] or res["uuid"]
-        if res["level"] == "pool":
-            where = _pool_name() or "(the pool)"
-        out.write("%s %s %s: %s -> %s\n" % (
-            res["level"], res["kind"], where,
-            render.policy_text(res["previous"]),
-            render.policy_text(res["policy"])))
-        out.write("run `netoffload apply ...` to enforce it\n")
-    return _emit(result, ns.json, printer)
+    return args
 
 
+def print_policy(res, out):
+    """A set_policy result: the change, then its plan per host."""
+    where = res["name"] or res["uuid"]
+    if res["level"] == "pool":
+        where = _pool_name() or "(the pool)"
+    out.write("%s %s %s: %s -> %s\n" % (
+        res["level"], res["kind"], where, render.policy_text(res["previous"]),
+        render.policy_text(res["policy"])))
+    plan = res.get("plan") or {}
+    for host in plan.get("hosts") or []:
+        out.write("\nhost %s: %d object(s) with keys to write" % (
+            host["name_label"], len(host["objects"])))
+        if not host["ok"]:
+            out.write(", devices unknown: NOT ANSWERING %s\n" % " ".join(
+                host.get("error") or []))
+            render.print_objects(host["objects"], out)
+            continue
+        out.write(", %d device(s) to change\n" % len(host["devices"]))
+        render.print_objects(host["objects"], out)
+        if host["devices"]:
+            render.print_devices(host["devices"], out, explain=False)
+    if plan.get("not_running"):
+        out.write("\nVMs not running (their keys apply when they start):\n")
+        render.print_objects(plan["not_running"], out)
+    render.print_skipped(plan.get("skipped"), out)
+    if res.get("message"):
+        out.write("\n")
+        render.wrap(res["message"], out)
+
+
+def _policy_change(ns, text):
+    """policy set / clear: a dry run with --dry-run; a policy wider than
+    one VM shows its plan and asks for YES first (or --yes)."""
+    args = _policy_args(ns, text)
+    if ns.dry_run:
+        args["dry_run"] = "true"
+    elif ns.yes:
+        args["confirm"] = "yes"
+    elif ns.level != "vm":
+        plan = call_plugin("set_policy", dict(args, dry_run="true"))
+        # with --json the plan is the refusal's JSON; people read it on stderr
+        print_policy(plan, sys.stderr if ns.json else sys.stdout)
+        _ask_yes("policy %s" % ns.level, "This stores a policy that governs "
+                 "more than one VM; the watcher enforces it within seconds.",
+                 plan, ns.json)
+        args["confirm"] = "yes"
+    return _emit(call_plugin("set_policy", args), ns.json, print_policy)
+
+
+def _policy_set(ns):
+    return _policy_change(ns, ns.policy)
+
+
+def _policy_clear(ns):
+    return _policy_change(ns, "")
 
 
 # -- apply / revert -------------------------------------------------------------
@@ -345,25 +390,34 @@ def _plan(client, fn, args, pool_wide):
     return plan
 
 
-def _confirm_on_tty(client, fn, args, as_json):
-    """Show the dry-run plan and ask; True to go on."""
-    plan = _plan(client, fn, args, "pool" in args)
-    # with --json the plan is the refusal's JSON; people read it on stderr
-    render.print_result(plan, sys.stderr if as_json else sys.stdout)
-    prompt_out = sys.stderr if as_json else sys.stdout
+def _ask_yes(what, sentence, plan, as_json):
+    """Ask for YES on the terminal; go on only then. With no terminal, or
+    another answer: Refused (exit 2; with --json the plan in the error
+    document), naming --yes."""
     if not sys.stdin.isatty():
         raise output.Refused(
-            "%s ALL touches every VIF and PIF in the pool: run it on a "
-            "terminal to confirm, or pass --yes; nothing was changed" % fn,
-            plan)
-    prompt_out.write("\nThis changes every VIF and PIF in the pool. "
-                     "Type YES to continue: ")
+            "%s needs a confirmation: run it on a terminal to confirm, or "
+            "pass --yes; nothing was changed" % what, plan)
+    prompt_out = sys.stderr if as_json else sys.stdout
+    prompt_out.write("\n%s Type YES to continue: " % sentence)
     prompt_out.flush()
     answer = sys.stdin.readline().strip()
     if answer != "YES":
         raise output.Refused("not confirmed (%r is not YES): nothing was "
                              "changed" % answer[:20], plan)
-    return True
+
+
+def _confirm_on_tty(client, fn, args, as_json):
+    """Show the dry-run plan and ask."""
+    plan = _plan(client, fn, args, "pool" in args)
+    # with --json the plan is the refusal's JSON; people read it on stderr
+    render.print_result(plan, sys.stderr if as_json else sys.stdout)
+    if "target" in args:
+        _ask_yes("%s ALL" % fn, "This changes every VIF and PIF in the "
+                 "pool.", plan, as_json)
+    else:
+        _ask_yes("%s --policy" % fn, "This stores a policy that governs "
+                 "more than one VM.", plan, as_json)
 
 
 def _apply(ns):
@@ -393,7 +447,10 @@ def _run_change(fn, args, ns):
             args.pop("dry_run", None)
             result = _plan(client, fn, args, ns.pool)
         else:
-            if "target" in args:
+            # ALL, or a policy stored for more than one VM (tag, network,
+            # pif): the same YES as set_policy asks
+            wide = "target" in args or ("policy" in args and "vm" not in args)
+            if wide:
                 if not ns.yes:
                     _confirm_on_tty(client, fn, args, ns.json)
                 args["confirm"] = "yes"
@@ -528,31 +585,52 @@ def register(subparsers):
                         "netoffload policy set pool vif ''   # clear"))
     p.set_defaults(handler=output.show_group_help, group_parser=p)
     verbs = p.add_subparsers(dest="policy_verb", metavar="VERB",
-                             help="get or set")
+                             help="get, set or clear")
     _parser(verbs, "get", "every policy key in the pool",
             "List every policy key in the pool; an INVALID one (a typo "
             "stored with xe) is treated as none.", None, _policy_get)
-    s = _parser(verbs, "set", "store a policy (an empty string clears it)",
-                "Store POLICY at LEVEL for KIND. It takes effect at the next "
-                "apply (or at once, where the watcher runs).",
-                examples("netoffload policy set pool vif tx-off",
-                         "netoffload policy set network vif all-off "
-                         "--network 'Pool-wide network associated with eth0'"),
-                _policy_set)
-    s.add_argument("level", choices=("pool", "host", "network", "tag", "vm"),
-                   help="where the policy is stored")
-    s.add_argument("kind", choices=("vif", "pif"),
-                   help="vif: guest VIFs and their vif/tap devices; pif: PIFs")
-    s.add_argument("policy", help="all-off, tx-off, none, a list such as "
-                   "tx=off,sg=off, or '' to clear the level")
-    group = s.add_mutually_exclusive_group()
-    for key, what in (("vm", "the VM (level vm)"),
-                      ("network", "the network (level network)"),
-                      ("tag", "the tag (level tag)"),
-                      ("host", "the host (level host)")):
-        group.add_argument("--" + key, metavar=key.upper(),
-                           help="name-label or uuid of %s" % what
-                           if key != "tag" else what)
+    for verb, handler, summary, description, epilog in (
+            ("set", _policy_set, "store a policy (shows its plan; wider "
+             "than one VM: asks YES)",
+             "Store POLICY at LEVEL for KIND after showing what it will do: "
+             "per host, the objects whose ethtool-* keys change and the "
+             "devices that change. A policy that governs more than one VM "
+             "(pool, host, network or tag level) is stored only after you "
+             "type YES or pass --yes. The watcher enforces it within "
+             "seconds.",
+             examples("netoffload policy set pool vif tx-off --dry-run",
+                      "netoffload policy set tag vif all-off --tag pfsense "
+                      "--yes",
+                      "netoffload policy set vm vif none --vm 'legacy "
+                      "appliance'")),
+            ("clear", _policy_clear, "remove a policy (shows its plan; "
+             "wider than one VM: asks YES)",
+             "Remove the policy at LEVEL for KIND, after showing what that "
+             "changes (the objects go back to the next level's policy).",
+             examples("netoffload policy clear vm vif --vm web01",
+                      "netoffload policy clear pool vif --yes"))):
+        s = _parser(verbs, verb, summary, description, epilog, handler)
+        s.add_argument("level", choices=("pool", "host", "network", "tag",
+                                         "vm"), help="where the policy is "
+                       "stored")
+        s.add_argument("kind", choices=("vif", "pif"),
+                       help="vif: guest VIFs and their vif/tap devices; pif: "
+                       "PIFs")
+        if verb == "set":
+            s.add_argument("policy", help="all-off, tx-off, none, a list "
+                           "such as tx=off,sg=off, or '' to clear the level")
+        group = s.add_mutually_exclusive_group()
+        for key, what in (("vm", "the VM (level vm)"),
+                          ("network", "the network (level network)"),
+                          ("tag", "the tag (level tag)"),
+                          ("host", "the host (level host)")):
+            group.add_argument("--" + key, metavar=key.upper(),
+                               help="name-label or uuid of %s" % what
+                               if key != "tag" else what)
+        s.add_argument("--dry-run", action="store_true",
+                       help="show the plan, store nothing")
+        s.add_argument("--yes", action="store_true",
+                       help="do not ask (pool, host, network, tag levels)")
 
     p = _parser(subparsers, "apply", "bring keys and devices in line with "
                 "the policy",

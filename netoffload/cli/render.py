@@ -337,6 +337,13 @@ def print_objects(objects, out):
               shrink=(1, 3))
 
 
+def print_skipped(skipped, out):
+    """Objects a change leaves alone because they have no dom0 device."""
+    for entry in skipped or []:
+        out.write("skipped %s: %s (no dom0 device)\n" % (entry["label"],
+                                                        entry["reason"]))
+
+
 def host_line(host):
     return "host %s" % (host.get("name_label") or host.get("uuid") or "?")
 
@@ -384,6 +391,7 @@ def print_result(result, out):
     """An apply or revert result, or its dry-run plan."""
     print_policy_changes(result.get("policy"), out)
     print_objects(result.get("objects") or [], out)
+    print_skipped((result.get("target") or {}).get("skipped"), out)
     for kept in result.get("kept") or []:
         wrap("kept: %s" % ", ".join("%s=%s" % (k, text(v)) for k, v in
                                      sorted(kept.items())), out)

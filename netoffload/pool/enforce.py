@@ -65,6 +65,8 @@ class LocalDevice(object):
                      if v not in ("on", "off")),
                  "policy": resolution.policy,
                  "level": resolution.level}
+        # where each feature comes from (CONTRACTS.md A)
+        entry.update(resolution.provenance_json())
         if resolution.error:
             entry["policy"] = "INVALID"
             entry["policy_error"] = resolution.error

@@ -163,6 +163,15 @@ def pif_carriers(records, pif_ref):
     return [pif.get("device", "?")]
 
 
+def sriov_networks(records):
+    """Refs of SR-IOV networks: a PIF of theirs is an SR-IOV logical PIF
+    (non-empty `sriov_logical_PIF_of`, as xapi's network_sriov helpers
+    tell). A VIF on one is a VF passed to the guest: no dom0 device, and
+    xapi applies no ethtool key to it."""
+    return set(pif.get("network") for pif in records.pifs.values()
+               if pif.get("sriov_logical_PIF_of"))
+
+
 def is_eligible_vm(vm):
     return not (vm.get("is_a_template") or vm.get("is_a_snapshot")
                 or vm.get("is_control_domain"))

@@ -58,7 +58,7 @@ def _records():
                                "network": "OpaqueRef:net", "other_config": {}},
             "OpaqueRef:vif1": {"VM": "OpaqueRef:vm", "device": "1",
                                "network": "OpaqueRef:net",
-                               "other_config": {"ethtool-gso": "true"}},
+                               "other_config": {"ethtool-gso": "false"}},
             "OpaqueRef:bsd0": {"VM": "OpaqueRef:bsd", "device": "0",
                                "network": "OpaqueRef:net", "other_config": {}},
             "OpaqueRef:opt0": {"VM": "OpaqueRef:optout", "device": "0",

@@ -245,3 +245,55 @@ def test_trim_keeps_the_fields_read_and_interns_strings():
                        "network": "n", "other_config": {},
                        "currently_attached": True}
     assert trimmed["VM"] is watch_events.intern("OpaqueRef:" + "vvv")
+
+
+# -- our own writes' events (echoes) -------------------------------------------------
+BEFORE = {"ethtool-tx": "true", "note": "x"}
+AFTER = {"ethtool-tx": "off", "ethtool-sg": "off", "note": "x",
+         "netoffload-book": "{}"}
+
+
+def test_our_own_writes_plan_nothing_again_until_all_show(records):
+    ref = "OpaqueRef:web-0"
+    records.vifs[ref]["other_config"] = dict(BEFORE)
+    echoes = {ref: (dict(BEFORE), dict(AFTER))}
+    halfway = {"ethtool-tx": "off", "note": "x", "netoffload-book": "{}"}
+    batch = apply_events(records, [mod("vif", ref, records.vifs[ref],
+                                       other_config=halfway)], HERE, True,
+                         echoes)
+    # the cache entry is refreshed, nothing is planned, the echo stays
+    assert decisions(batch) == ([], [], [ref], False) and ref in echoes
+    batch = apply_events(records, [mod("vif", ref, records.vifs[ref],
+                                       other_config=dict(AFTER))], HERE, True,
+                         echoes)
+    assert decisions(batch) == ([], [], [ref], False) and ref not in echoes
+    assert records.vifs[ref]["other_config"] == AFTER
+
+
+@pytest.mark.parametrize("change", [
+    {"other_config": dict(BEFORE, **{"ethtool-tx": "on"})},  # a third value
+    {"other_config": dict(AFTER, **{"ethtool-gso": "off"})},  # a new key
+    {"other_config": {"ethtool-tx": "off", "ethtool-sg": "off",
+                      "netoffload-book": "{}"}},  # note removed: not ours
+    {"network": "OpaqueRef:net-b"},  # moved
+])
+def test_someone_elses_change_in_between_is_planned(records, change):
+    ref = "OpaqueRef:web-0"
+    records.vifs[ref]["other_config"] = dict(BEFORE)
+    echoes = {ref: (dict(BEFORE), dict(AFTER))}
+    batch = apply_events(records, [mod("vif", ref, records.vifs[ref],
+                                       **change)], HERE, True, echoes)
+    assert ref in batch.affected and ref not in echoes
+
+
+def test_is_echo_holds_for_every_mix_of_before_and_after():
+    old = _vif("OpaqueRef:web", "OpaqueRef:net-a")
+    keys = sorted(set(BEFORE) | set(AFTER))
+    for mask in range(2 ** len(keys)):
+        config = {}
+        for i, key in enumerate(keys):
+            value = (AFTER if mask >> i & 1 else BEFORE).get(key)
+            if value is not None:
+                config[key] = value
+        assert watch_events.is_echo(old, dict(old, other_config=config),
+                                    (BEFORE, AFTER))

@@ -35,7 +35,8 @@ def cli(box, *argv, **kw):
 
 
 def test_policy_set_get_and_clear(pool):
-    done = cli(pool, "policy", "set", "tag", "vif", "tx-off", "--tag", "bsd")
+    done = cli(pool, "policy", "set", "tag", "vif", "tx-off", "--tag", "bsd",
+               "--yes")
     assert done.returncode == 0, done.stderr
     assert "tag vif bsd: (none set) -> tx-off" in done.stdout
     assert "None" not in done.stdout
@@ -44,7 +45,7 @@ def test_policy_set_get_and_clear(pool):
             for p in json.loads(shown.stdout)["policies"]] == [
         ("tag", "bsd", "tx-off")]
     assert cli(pool, "policy", "set", "tag", "vif", "", "--tag",
-               "bsd").returncode == 0
+               "bsd", "--yes").returncode == 0
     assert "no policy is set" in cli(pool, "policy", "get").stdout
 
 

@@ -151,7 +151,8 @@ def simpool():
 def test_doctor_plugin_reports_policy_replugs_and_advice(simpool):
     sim, session, host, ns = simpool
     session.xenapi.host.call_plugin(host, "netoffload", "set_policy", {
-        "level": "pool", "kind": "vif", "policy": "sg=off"})
+        "level": "pool", "kind": "vif", "policy": "sg=off",
+        "confirm": "yes"})
     text = session.xenapi.host.call_plugin(host, "netoffload", "doctor", {})
     report = json.loads(text)
     policy = report["policy"]

@@ -217,9 +217,12 @@ def test_report_which_vms_have_offload_off_and_why(pool):
         # halted VMs come from the database
         assert rows["halted"]["power_state"] == "Halted"
         assert rows["halted"]["off"] == ["tx"] and rows["halted"]["host"] is None
-        # the explicit key someone else set, and where it came from
+        # the ethtool-tx=true found on the VIF is a default (XO's stamp):
+        # the report shows it, and that the pool's policy decides tx
         assert rows["web 01"]["explicit"] == {"tx": "on"}
-        assert rows["web 01"]["sources"]["tx"] == "explicit"
+        assert rows["web 01"]["sources"]["tx"] == "pool"
+        assert rows["web 01"]["off"] == ["tx"]
+        assert rows["web 01"]["overrides"] == []
         assert rows["db"]["host"] == "h2" and rows["db"]["devices"] == ["vif7.0"]
         table = cli(pool, "report")
         lines = table.stdout.splitlines()

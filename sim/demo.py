@@ -55,13 +55,15 @@ VMSpec = collections.namedtuple(
 # expect: what the policies above must make of this VM's VIFs
 #   "tx-off"   pool level: ethtool-tx=off in the DB, tx off live
 #   "all-off"  tag level: the six xapi keys off in the DB, all eight off live
-#   "explicit" an ethtool-tx=true someone else set wins: kept, tx on live
+#   "explicit" an ethtool-tx=false someone set by hand (XO 5's "TX
+#              checksumming" off) is a decision: it wins, the key is kept,
+#              and the live device is left to xapi (tx on until replugged)
 #   "none"     the VM opts out (VM policy none, VM_POLICIES): untouched
 VM_SPECS = (
     VMSpec("web01", 1, 1, (0,), False, (), {}, {}, "tx-off"),
     VMSpec("pfsense-fw", 1, 2, (0, 1), True, (TAG,), {}, {}, "all-off"),
     VMSpec("db 01 (prod)", 2, 3, (0,), False, (), {},
-           {0: {"ethtool-tx": "true"}}, "explicit"),
+           {0: {"ethtool-tx": "false"}}, "explicit"),
     VMSpec("opnsense-lab", 3, 4, (1,), True, ("lab", TAG), {}, {},
            "all-off"),
     VMSpec("legacy appliance", 3, 5, (0,), False, (), {}, {}, "none"),
@@ -85,7 +87,7 @@ LIVE_EXPECT = {
 DB_EXPECT = {
     "tx-off": {"ethtool-tx": "off"},
     "all-off": dict(("ethtool-%s" % f, "off") for f in VIF_DB_FEATURES),
-    "explicit": {"ethtool-tx": "true"},
+    "explicit": {"ethtool-tx": "false"},
     "none": {},
 }
 
@@ -551,9 +553,10 @@ class Scenario(object):
             if attempt != "at once":
                 time.sleep(2)
             db = box.db_other_config()
-            diffs = sorted("%s %s" % key for key in
-                           set(db) | set(self.baseline_db)
-                           if db.get(key, {}) != self.baseline_db.get(key, {}))
+            diffs = sorted("%s %s (%s)" % (key + (_map_diff(
+                self.baseline_db.get(key, {}), db.get(key, {})),))
+                for key in set(db) | set(self.baseline_db)
+                if db.get(key, {}) != self.baseline_db.get(key, {}))
             step.check("every other-config map as it started (%s)" % attempt,
                        not diffs, "differs: %s" % ", ".join(diffs[:10]))
             live = box.live_features()
@@ -628,6 +631,15 @@ def _shell_quote(arg):
     if re.match(r"^[A-Za-z0-9_./=:,@+-]+$", arg):
         return arg
     return "'" + arg.replace("'", "'\\''") + "'"
+
+
+def _map_diff(before, after):
+    """What changed in a map, in words: +key=value, -key, key: a -> b."""
+    parts = ["+%s=%s" % (k, after[k]) for k in sorted(set(after) - set(before))]
+    parts += ["-%s" % k for k in sorted(set(before) - set(after))]
+    parts += ["%s: %s -> %s" % (k, before[k], after[k]) for k in sorted(
+        set(before) & set(after)) if before[k] != after[k]]
+    return "; ".join(parts)[:300]
 
 
 def _table(headers, rows):

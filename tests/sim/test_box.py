@@ -225,7 +225,7 @@ def test_make_box_session_runs_the_readme_commands_and_cleans_up():
         assert "host host1" in out and "host host2" in out
         assert _run(child, "netoffload policy get").strip().endswith(
             "no policy is set: netoffload changes nothing")
-        out = _run(child, "netoffload policy set pool vif tx-off")
+        out = _run(child, "netoffload policy set pool vif tx-off --yes")
         assert "(none set) -> tx-off" in out
         # host switching: the prompt and the CLI follow
         child.sendline("host2")

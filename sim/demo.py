@@ -36,6 +36,7 @@ import sys
 import textwrap
 import time
 
+from netoffload.pool.keys import KEY_LEASE, OP_PREFIX
 from sim import poolbox
 
 # -- the scenario's pool, and what the policy must make of it ---------------
@@ -552,6 +553,13 @@ class Scenario(object):
         for attempt in ("at once", "2 s later (the watchers stay quiet)"):
             if attempt != "at once":
                 time.sleep(2)
+            # a watcher that reacts to the revert holds the writer lease and
+            # an operation key while it works: compare once no writer is at
+            # work (bounded), and then exactly, those keys included
+            busy = _wait_writers_done(box, timeout=10)
+            if busy:
+                step.check("no writer still at work (%s)" % attempt, False,
+                           "after 10 s: %s" % ", ".join(busy))
             db = box.db_other_config()
             diffs = sorted("%s %s (%s)" % (key + (_map_diff(
                 self.baseline_db.get(key, {}), db.get(key, {})),))
@@ -631,6 +639,18 @@ def _shell_quote(arg):
     if re.match(r"^[A-Za-z0-9_./=:,@+-]+$", arg):
         return arg
     return "'" + arg.replace("'", "'\\''") + "'"
+
+
+def _wait_writers_done(box, timeout):
+    """Wait until the pool's other-config holds no writer lease and no
+    operation key; [those keys] still there after `timeout` s."""
+    end = time.time() + timeout
+    while True:
+        busy = sorted(k for k in box.pool_other_config()
+                      if k == KEY_LEASE or k.startswith(OP_PREFIX))
+        if not busy or time.time() >= end:
+            return busy
+        time.sleep(0.2)
 
 
 def _map_diff(before, after):

@@ -556,3 +556,33 @@ def test_the_fan_out_checks_each_hosts_state_before_its_devices(pool):
     assert h2["ok"] is True
     _assert_set_aside(h2["result"]["live_state_set_aside"], h2_state)
     assert pool.state() == start
+
+
+def test_status_shows_drift_and_since_when_the_watcher_saw_it(pool):
+    """A governed device set by hand (`ethtool -K`) is drift: status lists
+    the live values that differ and, from the watcher's record, since
+    when; the summary counts it. Policy-forced features are not drift."""
+    from netoffload.agents import drift
+    before = pool.state()
+    pool.call("apply", target="ALL", policy="sg=off,gso=on,tx=off",
+              confirm="yes")
+    entry = _device(pool.call("status"), "vif6.0")
+    assert entry["drift"] is None and entry["compliant"]
+    assert entry["forced"] == ["gso"]   # sg off takes gso: not drift
+    pool.ns["h1"].run(["ethtool", "-K", "vif6.0", "tx", "on"])
+    result = pool.call("status")
+    entry = _device(result, "vif6.0")
+    assert entry["drift"] == {"features": {"tx": "on"}, "since": None,
+                              "held": False}
+    assert not entry["compliant"] and result["summary"]["drifted"] >= 1
+    drift.write_drift({"vif6.0": drift.DriftEntry({"tx": "on"}, 1234.5,
+                                                  False)},
+                      pool.sim.state_dir(pool.hosts["h1"]))
+    entry = _device(pool.call("status"), "vif6.0")
+    assert entry["drift"]["since"] == 1234.5
+    pool.call("revert", target="ALL", confirm="yes")
+    assert pool.state() == before
+
+
+def _device(result, name):
+    return [d for d in result["devices"] if d["device"] == name][0]

@@ -417,7 +417,8 @@ def test_revert_of_a_tag_netoffload_never_changed_changes_nothing(pool):
     start = pool.state()
     for tag in ("lab", "pfsense"):
         api.VM.add_tags(pool.bsd, tag)
-    pool.call("set_policy", level="tag", tag="pfsense", policy="all-off")
+    pool.call("set_policy", level="tag", tag="pfsense", policy="all-off",
+              confirm="yes")
     pool.call("apply", tag="pfsense")
     before = pool.state()
     result = pool.call("revert", tag="lab", pool="true")
@@ -442,8 +443,10 @@ def test_tag_policies_combine_whatever_the_tag_names(pool):
     start = pool.state()
     for tag in ("aaa", "zzz"):
         api.VM.add_tags(pool.bsd, tag)
-    pool.call("set_policy", level="tag", tag="aaa", policy="none")
-    pool.call("set_policy", level="tag", tag="zzz", policy="tx-off")
+    pool.call("set_policy", level="tag", tag="aaa", policy="none",
+              confirm="yes")
+    pool.call("set_policy", level="tag", tag="zzz", policy="tx-off",
+              confirm="yes")
     pool.call("apply", vm="bsd")
     assert api.VIF.get_other_config(pool.bsd_vif)["ethtool-tx"] == "off"
     [vif] = pool.call("status", vm="bsd")["devices"]
@@ -528,7 +531,8 @@ def test_a_vif_xo6_created_gets_a_tag_policy_and_revert_restores_the_stamp(
     vif = pool.create_vif(vm, pool.lan, 0, xo6=True)
     created = api.VIF.get_other_config(vif)
     assert created["ethtool-tx"] == "true"
-    pool.call("set_policy", level="tag", tag="pfsense", policy="tx-off")
+    pool.call("set_policy", level="tag", tag="pfsense", policy="tx-off",
+              confirm="yes")
     pool.call("apply", tag="pfsense")
     assert api.VIF.get_other_config(vif)["ethtool-tx"] == "off"
     pool.call("revert", target="ALL", confirm="yes")

@@ -21,7 +21,8 @@ ALLOWED = {
     "pool": {"engine"},
     "agents": {"engine", "pool"},
     "diagnostics": {"engine", "pool"},
-    "plugin": {"engine", "pool", "diagnostics"},
+    # the plugin reports what the agents recorded (the watcher's to-do, drift)
+    "plugin": {"engine", "pool", "diagnostics", "agents"},
     "cli": {"engine", "pool", "diagnostics", "plugin", "agents"},
 }
 TOP = "top level"

@@ -27,7 +27,13 @@ from netoffload.engine import devices
 from netoffload.errors import BadArgument
 from netoffload.pool import keys
 from netoffload.pool.precedence import resolve_pif, resolve_vif
-from netoffload.pool.records import is_eligible_vm, network_backend, pif_device
+from netoffload.pool.records import (
+    is_eligible_vm,
+    is_sriov_vif,
+    network_backend,
+    pif_device,
+    sriov_networks,
+)
 
 # keys JSON needs no escapes for, and that cannot break an index line
 _PLAIN_KEY_RE = re.compile(r"^[A-Za-z0-9_.:@/-]+\Z")
@@ -113,12 +119,15 @@ def pif_entry(records, pif_ref, host_ref, on_error=None, backend=None):
     return None if entry is None else (device, entry)
 
 
-def vif_entry(records, vif_ref, on_error=None):
+def vif_entry(records, vif_ref, on_error=None, sriov=None):
     """(key, entry) for one VIF of an eligible VM whose policy sets
-    something, else None (or `on_error` if its policy string is broken)."""
+    something, else None (or `on_error` if its policy string is broken).
+    A VIF on an SR-IOV network has no dom0 device: None. `sriov`:
+    sriov_networks(records), when building for many VIFs."""
     vif = records.vifs.get(vif_ref)
     vm = records.vms.get((vif or {}).get("VM"))
-    if vm is None or not is_eligible_vm(vm):
+    if vm is None or not is_eligible_vm(vm) or \
+            is_sriov_vif(records, vif_ref, sriov):
         return None
     try:
         key = keys.owner_key(vm["uuid"], vif.get("device", ""))
@@ -151,8 +160,9 @@ def build(records, host_ref, generated_at=None):
         if found is not None:
             pifs[found[0]] = found[1]
     vifs = {}
+    sriov = sriov_networks(records)
     for vif_ref in sorted(records.vifs):
-        found = vif_entry(records, vif_ref)
+        found = vif_entry(records, vif_ref, sriov=sriov)
         if found is not None:
             vifs[found[0]] = found[1]
     data = header(records, host_ref, generated_at)

@@ -860,7 +860,7 @@ class Watcher(object):
         holds the lease: the objects then wait in the to-do.
         """
         self._lease_idle = None
-        if self._lease is not None:
+        if self._lease is not None and self._operation is not None:
             self._operation.renew(self._connected())  # Busy if taken over
             return self._op_args()
         holder = "watch@%s" % (self.host_ref,)

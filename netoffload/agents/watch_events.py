@@ -24,7 +24,13 @@ import sys
 import xml.etree.ElementTree as ElementTree
 
 from netoffload.pool import keys
-from netoffload.pool.records import BY_EVENT, is_eligible_vm, runs_on
+from netoffload.pool.records import (
+    BY_EVENT,
+    is_eligible_vm,
+    is_sriov_logical_pif,
+    is_sriov_vif,
+    runs_on,
+)
 
 # the fields we keep, per event class
 KEEP = {
@@ -32,8 +38,11 @@ KEEP = {
     "host": ("uuid", "name_label", "enabled", "other_config"),
     "network": ("uuid", "name_label", "other_config"),
     # bond_*: a bond master has no kernel device under openvswitch
+    # properties: an admin's gro there is an explicit setting (precedence);
+    # sriov_logical_PIF_of: an SR-IOV network's VIFs have no dom0 device
     "pif": ("uuid", "device", "VLAN", "host", "network", "other_config",
-            "bond_master_of", "bond_slave_of"),
+            "bond_master_of", "bond_slave_of", "properties",
+            "sriov_logical_PIF_of"),
     "vm": ("uuid", "name_label", "other_config", "tags", "is_a_template",
            "is_a_snapshot", "is_control_domain", "power_state",
            "resident_on", "domid"),
@@ -226,10 +235,11 @@ def eligible(records, ref):
     """True for a PIF, and for a VIF of a real guest (not a template,
     snapshot or control domain)."""
     if ref in records.pifs:
-        return True
+        return not is_sriov_logical_pif(records.pifs[ref])
     vif = records.vifs.get(ref)
     vm = records.vms.get((vif or {}).get("VM"))
-    return vm is not None and is_eligible_vm(vm)
+    return vm is not None and is_eligible_vm(vm) and \
+        not is_sriov_vif(records, ref)
 
 
 def local_targets(records, host_ref, refs):

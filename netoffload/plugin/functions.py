@@ -32,7 +32,7 @@ from collections import namedtuple
 from typing import Any, Dict  # noqa: F401 (type comments)
 
 from netoffload import API_LEVEL, __version__, statedir
-from netoffload.agents import todo
+from netoffload.agents import drift, todo
 from netoffload.engine.devices import KIND_PIF, validate_device
 from netoffload.engine.livestate import LiveStateStore
 from netoffload.engine.policy import parse_policy
@@ -391,9 +391,11 @@ def status(session, args):
                                      plans, LiveStateStore())
     real = [d for d in statuses if d.device is not None]
     devices = _json_list(statuses)
+    _add_drift(statuses, devices, drift.read_drift())
     result = {"host": ctx.host_json(), "devices": devices,
               "summary": {"devices": len(real),
                           "compliant": sum(1 for d in real if d.compliant),
+                          "drifted": sum(1 for d in devices if d.get("drift")),
                           # objects the watcher could not write yet
                           "watch_todo": todo.read_todo().count}}
     here = [s for s in skipped if s.cls == "VIF" and runs_on_host(
@@ -414,6 +416,24 @@ def status(session, args):
             "host": result["host"], "devices": devices,
             "summary": result["summary"]})
     return result
+
+
+def _add_drift(statuses, devices, recorded):
+    """Each device entry's `drift` (docs/policy.md, "Drift"): null, or the
+    live values that differ from desired and since when (the time the
+    watcher first saw it; null when it has not seen it yet)."""
+    for status_, entry in zip(statuses, devices):
+        if status_.device is None or "live" not in entry:
+            continue
+        differs = getattr(status_, "differs", None)
+        if not differs:
+            entry["drift"] = None
+            continue
+        seen = recorded.get(status_.device)
+        entry["drift"] = {
+            "features": dict((f, status_.live.get(f)) for f in differs),
+            "since": seen.since if seen is not None else None,
+            "held": bool(seen.held) if seen is not None else False}
 
 
 # -- live part on this host (scope=local) -------------------------------------

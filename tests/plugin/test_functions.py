@@ -417,7 +417,8 @@ def test_revert_of_a_tag_netoffload_never_changed_changes_nothing(pool):
     start = pool.state()
     for tag in ("lab", "pfsense"):
         api.VM.add_tags(pool.bsd, tag)
-    pool.call("set_policy", level="tag", tag="pfsense", policy="all-off")
+    pool.call("set_policy", level="tag", tag="pfsense", policy="all-off",
+              confirm="yes")
     pool.call("apply", tag="pfsense")
     before = pool.state()
     result = pool.call("revert", tag="lab", pool="true")
@@ -442,8 +443,10 @@ def test_tag_policies_combine_whatever_the_tag_names(pool):
     start = pool.state()
     for tag in ("aaa", "zzz"):
         api.VM.add_tags(pool.bsd, tag)
-    pool.call("set_policy", level="tag", tag="aaa", policy="none")
-    pool.call("set_policy", level="tag", tag="zzz", policy="tx-off")
+    pool.call("set_policy", level="tag", tag="aaa", policy="none",
+              confirm="yes")
+    pool.call("set_policy", level="tag", tag="zzz", policy="tx-off",
+              confirm="yes")
     pool.call("apply", vm="bsd")
     assert api.VIF.get_other_config(pool.bsd_vif)["ethtool-tx"] == "off"
     [vif] = pool.call("status", vm="bsd")["devices"]
@@ -528,7 +531,8 @@ def test_a_vif_xo6_created_gets_a_tag_policy_and_revert_restores_the_stamp(
     vif = pool.create_vif(vm, pool.lan, 0, xo6=True)
     created = api.VIF.get_other_config(vif)
     assert created["ethtool-tx"] == "true"
-    pool.call("set_policy", level="tag", tag="pfsense", policy="tx-off")
+    pool.call("set_policy", level="tag", tag="pfsense", policy="tx-off",
+              confirm="yes")
     pool.call("apply", tag="pfsense")
     assert api.VIF.get_other_config(vif)["ethtool-tx"] == "off"
     pool.call("revert", target="ALL", confirm="yes")
@@ -556,3 +560,33 @@ def test_the_fan_out_checks_each_hosts_state_before_its_devices(pool):
     assert h2["ok"] is True
     _assert_set_aside(h2["result"]["live_state_set_aside"], h2_state)
     assert pool.state() == start
+
+
+def test_status_shows_drift_and_since_when_the_watcher_saw_it(pool):
+    """A governed device set by hand (`ethtool -K`) is drift: status lists
+    the live values that differ and, from the watcher's record, since
+    when; the summary counts it. Policy-forced features are not drift."""
+    from netoffload.agents import drift
+    before = pool.state()
+    pool.call("apply", target="ALL", policy="sg=off,gso=on,tx=off",
+              confirm="yes")
+    entry = _device(pool.call("status"), "vif6.0")
+    assert entry["drift"] is None and entry["compliant"]
+    assert entry["forced"] == ["gso"]   # sg off takes gso: not drift
+    pool.ns["h1"].run(["ethtool", "-K", "vif6.0", "tx", "on"])
+    result = pool.call("status")
+    entry = _device(result, "vif6.0")
+    assert entry["drift"] == {"features": {"tx": "on"}, "since": None,
+                              "held": False}
+    assert not entry["compliant"] and result["summary"]["drifted"] >= 1
+    drift.write_drift({"vif6.0": drift.DriftEntry({"tx": "on"}, 1234.5,
+                                                  False)},
+                      pool.sim.state_dir(pool.hosts["h1"]))
+    entry = _device(pool.call("status"), "vif6.0")
+    assert entry["drift"]["since"] == 1234.5
+    pool.call("revert", target="ALL", confirm="yes")
+    assert pool.state() == before
+
+
+def _device(result, name):
+    return [d for d in result["devices"] if d["device"] == name][0]

@@ -86,7 +86,8 @@ def test_two_hosts_applying_at_once_never_read_each_others_half_done_state(
     book of web 01's VIF (its XO stamp tx=true about to be replaced) and
     stops; host b runs apply ALL pool=true to the end meanwhile."""
     start = pool.other_configs()
-    pool.call("set_policy", level="pool", kind="vif", policy="all-off")
+    pool.call("set_policy", level="pool", kind="vif", policy="all-off",
+              confirm="yes")
     web = pool.session.xenapi.VIF.get_uuid(pool.web_vif)
     pin = Pin(pool, monkeypatch, lambda method, params: (
         method == "VIF.add_to_other_config" and params[1] == pool.web_vif
@@ -119,7 +120,8 @@ def test_two_hosts_applying_at_once_never_read_each_others_half_done_state(
 def test_a_second_writer_that_cannot_wait_gets_busy_naming_the_holder(
         pool, monkeypatch):
     # plugins get PATH only, as from xapi: h2 waits the default 20 s
-    pool.call("set_policy", level="pool", kind="vif", policy="all-off")
+    pool.call("set_policy", level="pool", kind="vif", policy="all-off",
+              confirm="yes")
     pin = Pin(pool, monkeypatch, lambda method, params: (
         method == "VIF.add_to_other_config" and params[2] in keys.BOOK_KEYS))
     host_a, box_a = _in_thread("apply", pool, "h1", **ALL)

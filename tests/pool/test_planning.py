@@ -344,6 +344,27 @@ def test_local_devices_names_guest_devices_like_dom0():
         records, "OpaqueRef:host")] == ["eth0"]
 
 
+def test_local_devices_leave_out_sr_iov_vfs_and_the_logical_pif():
+    """A VIF on an SR-IOV network is a VF in the guest (no vif/tap in
+    dom0), and the logical PIF carries its NIC's name without being a
+    device: neither is listed, so nothing is applied or reported twice."""
+    records = build(pool={"netoffload-vif": "all-off",
+                          "netoffload-pif": "all-off"})
+    records.networks["OpaqueRef:vf-net"] = {
+        "uuid": "vf-net", "name_label": "VF", "other_config": {}}
+    records.pifs["OpaqueRef:logical"] = dict(
+        records.pifs["OpaqueRef:pif"], uuid="logical",
+        network="OpaqueRef:vf-net",
+        sriov_logical_PIF_of=["OpaqueRef:sriov"])
+    records.vifs["OpaqueRef:vf"] = dict(
+        records.vifs["OpaqueRef:vif"], uuid="vf", device="1",
+        network="OpaqueRef:vf-net")
+    devices = [(d.device, d.kind) for d in
+               enforce.local_devices(records, "OpaqueRef:host")]
+    assert devices == [("eth0", "pif"), ("vif5.0", "vif"), ("tap5.0", "tap")]
+    assert enforce.deviceless_pifs(records, "OpaqueRef:host") == []
+
+
 def test_resolution_for_missing_ref_is_not_found():
     with pytest.raises(NotFound):
         planning.plan_db(build(), ["OpaqueRef:missing"])

@@ -220,8 +220,10 @@ def why_notes(dev):
         since = drift.get("since")
         when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since)) \
             if isinstance(since, (int, float)) else "?"
-        notes.append("%s: DRIFT since %s: live %s differs from the policy" % (
-            name, when, features_text(drift.get("features"))))
+        notes.append("%s: DRIFT since %s: live %s differs from the policy%s" % (
+            name, when, features_text(drift.get("features")),
+            " (held by `netoffload set`: left alone until `netoffload "
+            "restore`)" if drift.get("held") else ""))
     return notes
 
 

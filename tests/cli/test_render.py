@@ -221,3 +221,15 @@ def test_report_table_csv_and_notes_from_contract_fields():
     assert rows[0] == ",".join(cli_pool.REPORT_COLUMNS)
     assert rows[2] == "web01,Running,host1,vif0,LAN,vif1.0,\"tx,sg\"," \
         "explicit(sg) pool(tx),sg=off,tx-off,pool,tx=on"
+
+
+def test_drift_of_a_held_device_says_it_is_left_alone():
+    dev = {"device": "eth1", "kind": "pif", "compliant": False,
+           "desired": {"gro": "off"}, "explicit": {}, "policy": "gro=off",
+           "level": "host", "sources": {"gro": "host"},
+           "drift": {"features": {"gro": "on"}, "since": 1764633600.0,
+                     "held": True}}
+    [note] = render.why_notes(dev)
+    assert note == "eth1: DRIFT since 2025-12-02 00:00:00 UTC: live gro=on " \
+        "differs from the policy (held by `netoffload set`: left alone until " \
+        "`netoffload restore`)"

@@ -29,6 +29,7 @@ from netoffload.pool import keys
 from netoffload.pool.precedence import resolve_pif, resolve_vif
 from netoffload.pool.records import (
     is_eligible_vm,
+    is_sriov_logical_pif,
     is_sriov_vif,
     network_backend,
     pif_device,
@@ -107,8 +108,9 @@ def pif_entry(records, pif_ref, host_ref, on_error=None, backend=None):
     """(device, entry) for one PIF of host_ref whose policy sets something,
     else None (or `on_error` if its policy string is broken)."""
     pif = records.pifs.get(pif_ref)
-    if pif is None or pif.get("host") != host_ref:
-        return None
+    if pif is None or pif.get("host") != host_ref or \
+            is_sriov_logical_pif(pif):
+        return None  # (an SR-IOV logical PIF is no device of its own)
     device = pif_device_name(pif, backend)
     if device is None:
         return None

@@ -65,7 +65,8 @@ from netoffload.agents.cache_writer import CacheEntries
 from netoffload.engine import ethtool, livestate
 from netoffload.errors import DeviceError, NetoffloadError
 from netoffload.log import get_logger
-from netoffload.pool import enforce, planning, retry, writer, xapi
+from netoffload.pool import enforce, keys, planning, retry, writer, xapi
+from netoffload.pool.lease import LeaseInfo
 from netoffload.pool.records import CLASSES, PoolRecords
 
 EVENT_CLASSES = [c.event for c in CLASSES]
@@ -97,13 +98,13 @@ WRITERS = 8
 # with a per-object backoff until it lands or is gone.
 CALL_ATTEMPTS = 5
 CALL_BUDGET = 8.0
-# The pool-wide writer lease (CONTRACTS.md E) is taken for this long
-# (renewed while writing; short, so a watcher killed while holding it
-# blocks the pool's writers briefly), waited for at most LEASE_WAIT (then
-# the objects wait in the to-do), and given back LEASE_IDLE after the
-# last write.
+# The pool-wide writer lease (docs/policy.md, "Bookkeeping") is taken for
+# this long (renewed while writing; short, so a watcher killed while
+# holding it blocks the pool's writers briefly) and given back LEASE_IDLE
+# after the last write. It is never waited for: while another writer
+# holds it, what the watcher sees is that writer's half-done state, so
+# the objects are planned again once its lease is gone.
 LEASE_TTL = 20.0
-LEASE_WAIT = 2.0
 LEASE_IDLE = 2.0
 # Drift (agents/drift.py): where the kernel sends no ethtool netlink
 # notifications, governed devices are read this often (seconds; 0: no drift
@@ -687,6 +688,10 @@ class Watcher(object):
         self._lease = None        # ExitStack holding the pool writer lease
         self._operation = None    # what it yielded (pool-core's Operation)
         self._lease_idle = None   # monotonic time the writes drained
+        # Objects (and live VIFs) whose planning waits while another writer
+        # holds the pool lease: what we see then is its half-done state
+        self._deferred = set()
+        self._deferred_live = set()
         self.lease_ttl = max(1.0, float(lease_ttl))
         # The snapshot, the cache and the live-state record are shared with
         # the drift thread: each side works on them under this lock (the
@@ -867,9 +872,39 @@ class Watcher(object):
         stack = contextlib.ExitStack()
         self._operation = stack.enter_context(writer.operation(
             self._connected(), holder, ttl_s=self.lease_ttl,
-            wait_s=LEASE_WAIT))
+            wait_s=0.0))
         self._lease = stack
         return self._op_args()
+
+    def _other_writer(self):
+        """The lease of another writer that is live in our view of the
+        pool (LeaseInfo), or None."""
+        if self.records is None:
+            return None
+        raw = self.records.pool_other_config.get(keys.KEY_LEASE)
+        if raw is None:
+            return None
+        info = LeaseInfo(raw)
+        if info.expired(time.time()):
+            return None  # a dead writer's: taken over at our next write
+        if self._operation is not None and info.op == self._operation.op:
+            return None  # ours
+        return info
+
+    def _resume_deferred(self):
+        """Plan what waited for another writer, once its lease is gone."""
+        if not (self._deferred or self._deferred_live) or \
+                self.records is None or self._other_writer() is not None:
+            return
+        refs, live = self._deferred, self._deferred_live
+        self._deferred, self._deferred_live = set(), set()
+        everything = EVERY_DEVICE in live
+        live.discard(EVERY_DEVICE)
+        refs = set(r for r in refs if r in self.records.vifs
+                   or r in self.records.pifs)
+        self.log.info("watch: the writer lease is free; planning %d "
+                      "objects that waited", len(refs))
+        self._reconcile(refs, live=EVERY_DEVICE if everything else live)
 
     def _renew_lease(self):
         """While writes are in flight, keep the lease from expiring."""
@@ -968,12 +1003,15 @@ class Watcher(object):
             again = set(self._harvest())
             self._renew_lease()
             again.update(self._todo.due(time.monotonic()))
+            self._resume_deferred()
             if again:
                 self._reconcile(again)
         if self._writers.in_flight():
             timeout = min(timeout, 1.0)  # to log finished writes promptly
         if self._lease is not None:
             timeout = min(timeout, LEASE_IDLE)  # to give it back in time
+        if self._deferred or self._deferred_live:
+            timeout = min(timeout, 1.0)  # a dead writer's lease expires
         retry_at = self._todo.next_due()
         if retry_at is not None:
             timeout = max(0.0, min(timeout, retry_at - time.monotonic()))
@@ -990,6 +1028,7 @@ class Watcher(object):
                 affected, live = self._apply_events(events)
                 if affected or live:
                     self._reconcile(affected, live=live, busy=busy)
+                self._resume_deferred()
             if self._cache.is_due(time.monotonic()):
                 self._flush_cache()
 
@@ -1014,6 +1053,20 @@ class Watcher(object):
         """Plan and write the keys of the affected objects (on the master),
         then enforce live state on their devices here and on the VIFs in
         `live` (EVERY_DEVICE: on every device of this host)."""
+        other = self._other_writer()
+        if other is not None:
+            # another writer is part way through: plan nothing (keys or
+            # live) from its half-done state; once its lease goes (an
+            # event), everything it touched comes again as events
+            if not self._deferred and not self._deferred_live:
+                self.log.info("watch: %s holds the pool writer lease; "
+                              "waiting for it to finish", other.holder)
+            self._deferred.update(affected)
+            if live is EVERY_DEVICE:
+                self._deferred_live.add(EVERY_DEVICE)
+            else:
+                self._deferred_live.update(live)
+            return
         targets = sorted(ref for ref in affected
                          if watch_events.eligible(self.records, ref))
         if len(self._todo):
@@ -1053,12 +1106,11 @@ class Watcher(object):
                     self.records, [p.ref for p in plans], **op_args)
                     if p.writes]
         except NetoffloadError as err:  # Busy: someone else is writing
-            now, wall = time.monotonic(), time.time()
-            for plan in plans:
-                self._todo.failed(plan.ref, plan.cls, plan.uuid, plan.label,
-                                  err.message, now, wall)
-            self.log.warning("watch: %d objects wait in the to-do: %s",
-                             len(plans), err.message)
+            # planned again from the records as they stand once its lease
+            # is gone (its events come first), not from this view
+            self.log.info("watch: %d objects wait for the writer lease: %s",
+                          len(plans), err.message)
+            self._deferred.update(p.ref for p in plans)
             return
         for plan in plans:
             self._echoes[plan.ref] = (plan.current, plan.final)

@@ -100,7 +100,8 @@ def local_devices(records, host_ref, targets=None):
     backend = network_backend()
     sriov = sriov_networks(records)
     for ref in records.pifs_of_host(host_ref):
-        if wanted is None or ref in wanted:
+        if (wanted is None or ref in wanted) and \
+                not is_sriov_logical_pif(records.pifs[ref]):
             device = pif_device(records.pifs[ref], backend=backend)
             if device is None:  # see deviceless_pifs
                 continue

@@ -144,8 +144,6 @@ def pif_device(pif, missing="", backend=BACKEND_BRIDGE):
     Under Open vSwitch a VLAN PIF is a fake bridge and a bond has no bond0
     netdev (xapi's networkd makes those devices with the bridge backend
     only): None for them; their offload lives on the member/parent NICs."""
-    if is_sriov_logical_pif(pif):
-        return None  # no kernel device of its own (its NIC's name)
     device = pif.get("device", missing) or missing
     vlan = as_int(pif.get("VLAN"))
     if backend == BACKEND_OVS and (vlan >= 0 or pif.get("bond_master_of")):

@@ -296,3 +296,39 @@ def test_a_failure_that_repeats_with_xapi_reachable_is_an_error_then_exit_1(
                         ("error", True)]
     assert "giving up" in [line for level, line in watcher.log.lines
                            if level == "error"][-1]
+
+
+def test_the_watcher_plans_nothing_from_another_writers_half_done_state(
+        pool, one_host):
+    """Pinned: another writer (a revert ALL on some host) holds the pool
+    lease and has removed one managed key when the watcher sees it; it then
+    finishes (keys, book, policy, op key, lease) while the watcher waits.
+    The watcher must plan from the state as it stands once the lease is
+    gone (nothing to do), never from the half-done state it saw, which
+    would write the keys back and undo them again."""
+    import json
+    wait_synced(one_host["state"])
+    vif = pool.create_vif(one_host["vm"], one_host["net"], 0)
+    wait_for(lambda: keys_written(pool.vif_config(vif)), what="keys")
+    _settled(pool)
+    pool_ref = pool.pool_ref
+    wait_for(lambda: keys.KEY_LEASE not in pool.api.pool.get_other_config(
+        pool_ref), what="the watcher giving its lease back")
+    op = "0123456789abcdef"
+    pool.api.pool.add_to_other_config(pool_ref, keys.KEY_LEASE, json.dumps(
+        {"holder": "revert@elsewhere:1", "op": op,
+         "expires": time.time() + 600}))
+    pool.api.pool.add_to_other_config(pool_ref, keys.op_key(op), "{}")
+    pool.api.VIF.remove_from_other_config(vif, "ethtool-tx")
+    time.sleep(1.0)  # the watcher has seen the half-done state
+    for key in sorted(pool.vif_config(vif)):
+        pool.api.VIF.remove_from_other_config(vif, key)
+    pool.api.pool.remove_from_other_config(pool_ref, "netoffload-vif")
+    pool.api.pool.remove_from_other_config(pool_ref, keys.op_key(op))
+    pool.api.pool.remove_from_other_config(pool_ref, keys.KEY_LEASE)
+    writes = pool.writes()
+    time.sleep(5.0)
+    assert pool.vif_config(vif) == {}
+    assert pool.writes() == writes, "the watcher wrote from a stale view"
+    assert not [k for k in pool.api.pool.get_other_config(pool_ref)
+                if keys.is_pack_key(k)]

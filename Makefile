@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: all bootstrap test test-fast lint demo rpm pack bench clean
+.PHONY: all bootstrap test test-fast lint demo box rpm pack bench clean
 
 all: test
 
@@ -26,6 +26,12 @@ test-fast: bootstrap
 
 demo: bootstrap
 	$(PY) -m sim.demo $(DEMO_ARGS)
+
+# The pool in a box with a shell to play in (docs/demo.md). Whatever ends
+# the shell (exit, Ctrl-D, a kill of the box), the cleanup after it removes
+# every namespace, process and file the box made.
+box: bootstrap
+	@$(PY) -m sim.box $(BOX_ARGS); rc=$$?; $(PY) -m sim.box --cleanup; exit $$rc
 
 rpm: bootstrap
 	$(PY) pack/build.py rpm

@@ -1,29 +1,28 @@
 #!/usr/bin/env python3
-"""udev helper wall time per device, cold, against a bare `ethtool -K`.
+"""udev helper wall time per device, cold, against a bare Python start.
 
-In a throw-away netns, fresh devices are brought into policy (all-off) two
-ways: by the helper run as udev runs it (a new Python process: start-up,
-cache read, xenstore-read for guest devices, ioctl read, one ethtool -K,
-the live-state record) and by a bare `ethtool -K dev rx off tx off ...`
-on a twin device. Every device is fresh, so each run really changes it.
+Issue 15 target 2: the helper's median wall time per device, cold, with a
+10,000-VIF cache, at most 1.5x a bare `python3 -I -S -c pass` measured in
+the same run, and no child process on the common path (the xenstore lookup
+of a guest device aside).
 
-The helper runs as installed: an entry script generated from
-pack/entry.py.in (`#!/usr/bin/python3`, the system interpreter as in dom0;
-not a pyenv shim or a venv), importing netoffload from this tree.
+The bench process enters a throw-away netns and starts every run directly
+(no `ip netns exec` in the timings). Fresh devices are brought into policy
+(all-off) by the helper run as udev runs it: the installed entry script
+(pack/entry.py.in with the spec's interpreter flags `-IS`, the system
+python3 as in dom0), a minimal environment, a cache of --cache-vifs VIFs.
+Every device is fresh, so each run really changes it and writes the
+live-state record. In the same loop, interleaved: `python3 -I -S -c pass`
+(the floor), `python3 -c pass`, a bare `ethtool -K` on a twin device, and
+the xenstore-read stand-in (a /bin/sh script of builtins, standing in for
+dom0's C tool; guest runs are also reported minus its time).
 
-Guest devices (tapD.0) need xenstore-read. It is measured with two test
-stand-ins, both far from dom0's C tool: sim/bin/xenstore-read (Python: its
-start-up is most of its cost) and a generated /bin/sh script using only
-shell builtins (closer to the C tool's few milliseconds). Each stand-in's
-own time is measured too, so the helper's time without it can be read off.
-The cache holds --cache-vifs VIFs (default 10,000) like a big pool's would.
-
-Target (issue 4): median helper time <= 40 ms. Prints a table and writes
-bench/results/bench_udev.json. Needs root.
+Prints a table and writes bench/results/bench_udev.json. Needs root.
 """
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -52,12 +51,14 @@ exit 1
 """
 
 
-def entry_script(work, module):
-    """The installed wrapper for module, as pack/netoffload.spec makes it."""
+def entry_script(work, module, flags=""):
+    """The installed wrapper for module, as pack/netoffload.spec makes it
+    (with its interpreter flags)."""
     with open(os.path.join(ROOT, "pack", "entry.py.in")) as handle:
         text = handle.read()
     path = os.path.join(work, "netoffload-" + module.rsplit(".", 1)[1])
-    text = text.replace("#!/usr/bin/python3", "#!" + PYTHON, 1)
+    text = text.replace("#!/usr/bin/python3",
+                        "#!" + PYTHON + (" " + flags if flags else ""), 1)
     for token, value in (("@PATH@", path), ("@PYPRIVATE@", ROOT),
                          ("@MODULE@", module), ("@FUNCTION@", "main")):
         text = text.replace(token, value)
@@ -67,12 +68,66 @@ def entry_script(work, module):
     return path
 
 
-def timed_run(ns, argv, env):
+CPU = {}  # row -> [CPU ms of each run (user + system, the child's)]
+# The floor of any helper that records priors before it changes a device:
+# a bare start plus one atomic, fsynced write of a small file in the state
+# directory (what the live-state record costs at the least).
+RECORD_FLOOR = ("import os\n"
+                "p = os.environ['NETOFFLOAD_STATE_DIR'] + '/floor.json'\n"
+                "fd = os.open(p + '.tmp', os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)\n"
+                "os.write(fd, b'{}' * 512)\n"
+                "os.fsync(fd)\n"
+                "os.close(fd)\n"
+                "os.rename(p + '.tmp', p)\n")
+
+
+def timed_run(argv, env, row=None):
+    """Wall ms of one run started from this process (inside the netns);
+    its CPU ms go to CPU[row]."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.run(["ip", "netns", "exec", ns.name] + argv, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          universal_newlines=True, timeout=60)
-    return (time.perf_counter() - start) * 1000.0, proc
+    proc = subprocess.run(argv, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True,
+                          timeout=60)
+    wall = (time.perf_counter() - start) * 1000.0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if row is not None:
+        CPU.setdefault(row, []).append(
+            (after.ru_utime - before.ru_utime + after.ru_stime
+             - before.ru_stime) * 1000.0)
+    return wall, proc
+
+
+def children_of(argv, env):
+    """The programs a run executes besides itself (strace -f), or None
+    without strace."""
+    strace = shutil.which("strace")
+    if strace is None:
+        return None
+    with tempfile.NamedTemporaryFile("r", suffix=".strace") as out:
+        subprocess.run([strace, "-f", "-qq", "-e", "trace=execve", "-o",
+                        out.name] + argv, env=env, timeout=60,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        calls = [line for line in out.read().splitlines()
+                 if "execve(" in line and "= 0" in line]
+    return [c.split('"')[1] for c in calls[1:]]
+
+
+def build_cache(state, vm_uuids, devices, cache_vifs):
+    vifs = dict(("%s/0" % u, {"features": ALL_OFF, "source": "pool",
+                              "policy": "all-off", "vm": "vm%d" % i})
+                for i, u in enumerate(vm_uuids))
+    for i in range(max(0, cache_vifs - len(vifs))):
+        vifs["%s/%d" % (uuid.uuid4(), i % 4)] = {
+            "features": ALL_OFF, "source": "pool", "policy": "all-off",
+            "vm": "other%d" % i}
+    pifs = dict(("eth%d" % i, {"features": ALL_OFF, "source": "pool",
+                               "policy": "all-off"})
+                for i in range(devices))
+    cache_writer.write({"format": cache.FORMAT, "generated_at": "bench",
+                        "host": {"uuid": "h", "name": "bench"}, "policy": {},
+                        "pifs": pifs, "vifs": vifs}, state)
+    return len(vifs)
 
 
 def main():
@@ -88,27 +143,9 @@ def main():
     try:
         state = os.path.join(work, "state")
         vm_uuids = [str(uuid.uuid4()) for _ in range(args.devices)]
-        # devid 0: the runs with the Python stand-in, 1: with the sh one;
-        # both must find an entry, or the run measures "left alone"
-        vifs = dict(("%s/%d" % (u, devid),
-                     {"features": ALL_OFF, "source": "pool",
-                      "policy": "all-off", "vm": "vm%d" % i})
-                    for i, u in enumerate(vm_uuids) for devid in (0, 1))
-        for i in range(max(0, args.cache_vifs - len(vifs))):
-            vifs["%s/%d" % (uuid.uuid4(), i % 4)] = {
-                "features": ALL_OFF, "source": "pool", "policy": "all-off",
-                "vm": "other%d" % i}
-        pifs = dict(("eth%d" % i, {"features": ALL_OFF, "source": "pool",
-                                   "policy": "all-off"})
-                    for i in range(args.devices))
-        cache_writer.write({"format": cache.FORMAT, "generated_at": "bench",
-                            "host": {"uuid": "h", "name": "bench"}, "policy": {},
-                            "pifs": pifs, "vifs": vifs}, state)
-        xenstore = os.path.join(work, "xenstore.json")
+        n_vifs = build_cache(state, vm_uuids, args.devices + 1, args.cache_vifs)
+        xenstore = os.path.join(work, "xenstore.txt")
         with open(xenstore, "w") as handle:
-            json.dump(dict(("/local/domain/%d/vm" % (i + 1), "/vm/" + u)
-                           for i, u in enumerate(vm_uuids)), handle)
-        with open(xenstore + ".txt", "w") as handle:
             handle.writelines("/local/domain/%d/vm /vm/%s\n" % (i + 1, u)
                               for i, u in enumerate(vm_uuids))
         sh_bin = os.path.join(work, "shbin")
@@ -116,84 +153,101 @@ def main():
         with open(os.path.join(sh_bin, "xenstore-read"), "w") as handle:
             handle.write(SH_STAND_IN)
         os.chmod(os.path.join(sh_bin, "xenstore-read"), 0o755)
-        helper = entry_script(work, "netoffload.agents.udev")
+        helper = entry_script(work, "netoffload.agents.udev", "-IS")
         # udev gives RUN programs a minimal environment: no PYTHONPATH here
-        env = {"PATH": "%s:/usr/sbin:/usr/bin:/sbin:/bin" % os.path.join(ROOT, "sim", "bin"),
+        env = {"PATH": "%s:/usr/sbin:/usr/bin:/sbin:/bin" % sh_bin,
                "ACTION": "add", "SUBSYSTEM": "net",
-               "NETOFFLOAD_STATE_DIR": state, "NETOFFLOAD_SIM_XENSTORE": xenstore}
-        sh_env = dict(env, PATH="%s:/usr/sbin:/usr/bin:/sbin:/bin" % sh_bin,
-                      NETOFFLOAD_SIM_XENSTORE_TXT=xenstore + ".txt")
+               "NETOFFLOAD_STATE_DIR": state,
+               "NETOFFLOAD_SIM_XENSTORE_TXT": xenstore}
         set_all_off = []
         for f in FEATURES:
             set_all_off += [f, "off"]
-        rows = {"helper PIF (veth eth*)": [],
-                "helper guest, py stand-in": [], "helper guest, sh stand-in": [],
-                "bare ethtool -K (veth)": [], "bare ethtool -K (tap)": [],
-                "py xenstore-read stand-in": [], "sh xenstore-read stand-in": [],
-                "python3 -c pass": []}
-        for i in range(args.devices):
+        rows = dict((k, []) for k in (
+            "helper PIF (veth eth*)", "helper guest (tap, sh stand-in)",
+            "python3 -I -S -c pass", "python3 -I -S + fsynced record write",
+            "python3 -c pass",
+            "bare ethtool -K (veth)", "sh xenstore-read stand-in"))
+        for i in range(args.devices + 1):
             ns.add_veth("eth%d" % i, "peer%d" % i)
             ns.add_veth("bare%d" % i, "bpeer%d" % i)
             ns.add_tap("tap%d.0" % (i + 1))
-            ns.add_tap("tap%d.1" % (i + 1))
-            ns.add_tap("btap%d" % i)
-        for i in range(args.devices):
-            ms, proc = timed_run(ns, [helper, "eth%d" % i],
-                                 dict(env, INTERFACE="eth%d" % i))
-            assert proc.returncode == 0 and not proc.stderr, proc.stderr
-            rows["helper PIF (veth eth*)"].append(ms)
-            for name, devid, run_env in (("py", 0, env), ("sh", 1, sh_env)):
-                tap = "tap%d.%d" % (i + 1, devid)
-                ms, proc = timed_run(ns, [helper, tap], dict(run_env, INTERFACE=tap))
-                assert proc.returncode == 0 and not proc.stderr, proc.stderr
-                rows["helper guest, %s stand-in" % name].append(ms)
-            ms, _ = timed_run(ns, ["ethtool", "-K", "bare%d" % i] + set_all_off, env)
-            rows["bare ethtool -K (veth)"].append(ms)
-            ms, _ = timed_run(ns, ["ethtool", "-K", "btap%d" % i] + set_all_off, env)
-            rows["bare ethtool -K (tap)"].append(ms)
-            ms, _ = timed_run(ns, ["xenstore-read", "/local/domain/%d/vm" % (i + 1)], env)
-            rows["py xenstore-read stand-in"].append(ms)
-            ms, _ = timed_run(ns, ["xenstore-read", "/local/domain/%d/vm" % (i + 1)], sh_env)
-            rows["sh xenstore-read stand-in"].append(ms)
-            ms, _ = timed_run(ns, [PYTHON, "-c", "pass"], env)
-            rows["python3 -c pass"].append(ms)
+        with ns.entered():
+            # warm the page cache and the .pyc files: "cold" is the
+            # process, not the disk (one extra device, not timed)
+            last = args.devices
+            timed_run([helper, "eth%d" % last], dict(env, INTERFACE="eth%d" % last))
+            children = children_of([helper, "eth0"], dict(env, INTERFACE="eth0"))
+            for i in range(args.devices):
+                tap = "tap%d.0" % (i + 1)
+                for key, argv, run_env in (
+                        ("python3 -I -S -c pass", [PYTHON, "-I", "-S", "-c", "pass"], env),
+                        ("helper PIF (veth eth*)", [helper, "eth%d" % i],
+                         dict(env, INTERFACE="eth%d" % i)),
+                        ("helper guest (tap, sh stand-in)", [helper, tap],
+                         dict(env, INTERFACE=tap)),
+                        ("python3 -I -S + fsynced record write",
+                         [PYTHON, "-I", "-S", "-c", RECORD_FLOOR], env),
+                        ("python3 -c pass", [PYTHON, "-c", "pass"], env),
+                        ("bare ethtool -K (veth)",
+                         ["ethtool", "-K", "bare%d" % i] + set_all_off, env),
+                        ("sh xenstore-read stand-in",
+                         ["xenstore-read", "/local/domain/%d/vm" % (i + 1)], env)):
+                    if key == "helper PIF (veth eth*)" and i == 0:
+                        # eth0 went through strace above: take a fresh one
+                        argv = [helper, "eth%d" % last]
+                    ms, proc = timed_run(argv, run_env, key)
+                    if key.startswith("helper"):
+                        assert proc.returncode == 0 and not proc.stderr, proc.stderr
+                    rows[key].append(ms)
         # every helper run changed its device (recorded for revert): none
         # of them was a cheap "no policy, left alone"
         with open(os.path.join(state, "live-state.json")) as handle:
             recorded = set(json.load(handle)["devices"])
-        expected = set(["eth%d" % i for i in range(args.devices)] +
-                       ["tap%d.%d" % (i + 1, d) for i in range(args.devices)
-                        for d in (0, 1)])
+        expected = set(["eth%d" % i for i in range(args.devices + 1)] +
+                       ["tap%d.0" % (i + 1) for i in range(args.devices)])
         assert expected <= recorded, sorted(expected - recorded)[:5]
-        medians = dict((k, round(statistics.median(v), 1)) for k, v in rows.items())
-        result = {"devices": args.devices, "cache_vifs": len(vifs),
+        medians = dict((k, round(statistics.median(v), 2)) for k, v in rows.items())
+        cpu = dict((k, round(statistics.median(v), 2)) for k, v in CPU.items())
+        floor = medians["python3 -I -S -c pass"]
+        pif_ratio = round(medians["helper PIF (veth eth*)"] / floor, 2)
+        record_floor_ratio = round(
+            medians["python3 -I -S + fsynced record write"] / floor, 2)
+        cpu_ratio = round(cpu["helper PIF (veth eth*)"]
+                          / cpu["python3 -I -S -c pass"], 2)
+        guest_own = medians["helper guest (tap, sh stand-in)"] \
+            - medians["sh xenstore-read stand-in"]
+        guest_ratio = round(guest_own / floor, 2)
+        result = {"devices": args.devices, "cache_vifs": n_vifs,
                   "cache_bytes": os.path.getsize(cache.cache_path(state)),
+                  "index_bytes": os.path.getsize(os.path.join(state, cache.INDEX_FILE)),
                   "python": PYTHON, "median_ms": medians,
                   "max_ms": dict((k, round(max(v), 1)) for k, v in rows.items()),
-                  "guest_minus_py_stand_in_ms": round(
-                      medians["helper guest, py stand-in"]
-                      - medians["py xenstore-read stand-in"], 1),
-                  "guest_minus_sh_stand_in_ms": round(
-                      medians["helper guest, sh stand-in"]
-                      - medians["sh xenstore-read stand-in"], 1),
+                  "pif_ratio_to_python_IS": pif_ratio,
+                  "record_floor_ratio_to_python_IS": record_floor_ratio,
+                  "median_cpu_ms": cpu,
+                  "pif_cpu_ratio_to_python_IS": cpu_ratio,
+                  "guest_minus_stand_in_ms": round(guest_own, 2),
+                  "guest_minus_stand_in_ratio_to_python_IS": guest_ratio,
+                  "children_on_pif_path": children,
                   "loadavg": open("/proc/loadavg").read().split()[:3],
-                  "target_median_ms": 40}
+                  "target_ratio": 1.5}
         print("udev helper, cold, %d devices each, cache of %d VIFs (%d bytes)"
-              % (args.devices, len(vifs), result["cache_bytes"]))
-        print("%-28s %10s %10s" % ("run", "median ms", "max ms"))
+              % (args.devices, n_vifs, result["cache_bytes"]))
+        print("%-38s %10s %10s %10s" % ("run", "median ms", "max ms", "cpu ms"))
         for key in rows:
-            print("%-28s %10.1f %10.1f" % (key, medians[key], result["max_ms"][key]))
-        print("%-28s %10.1f" % ("guest minus py stand-in",
-                                result["guest_minus_py_stand_in_ms"]))
-        print("%-28s %10.1f" % ("guest minus sh stand-in",
-                                result["guest_minus_sh_stand_in_ms"]))
+            print("%-38s %10.2f %10.1f %10.2f" % (key, medians[key], result["max_ms"][key],
+                                                 cpu[key]))
+        print("PIF helper / python3 -I -S -c pass: %.2fx wall (target <= 1.5x), "
+              "%.2fx CPU" % (pif_ratio, cpu_ratio))
+        print("floor with the record write / python3 -I -S -c pass: %.2fx"
+              % record_floor_ratio)
+        print("guest helper minus stand-in / python3 -I -S: %.2fx" % guest_ratio)
+        print("child processes on the PIF path: %s" % (children,))
         print("load average %s" % " ".join(result["loadavg"]))
         os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
         with open(os.path.join(ROOT, "bench", "results", "bench_udev.json"), "w") as out:
             json.dump(result, out, indent=1, sort_keys=True)
-        ok = medians["helper PIF (veth eth*)"] <= 40 and \
-            medians["helper guest, sh stand-in"] <= 40
-        return 0 if ok else 1
+        return 0 if pif_ratio <= 1.5 and guest_ratio <= 1.5 and not children else 1
     finally:
         ns.close()
         shutil.rmtree(work, ignore_errors=True)

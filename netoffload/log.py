@@ -13,6 +13,8 @@ import os
 import sys
 import syslog
 
+from netoffload import paths
+
 _CONFIGURED = set()
 _LIGHT = {}
 _USE_SYSLOG_MODULE = []
@@ -65,7 +67,8 @@ class SyslogLogger(object):
 
 def get_logger(name="netoffload", stderr=True):
     """The project logger, configured once, on first use (not at import)."""
-    if _USE_SYSLOG_MODULE:
+    # the C syslog module knows only /dev/log: a box's own socket needs logging
+    if _USE_SYSLOG_MODULE and not os.environ.get(paths.ENV_SYSLOG_SOCKET):
         if name not in _LIGHT:
             _LIGHT[name] = SyslogLogger(name, stderr)
         return _LIGHT[name]
@@ -78,9 +81,10 @@ def get_logger(name="netoffload", stderr=True):
     _CONFIGURED.add(name)
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    if os.path.exists("/dev/log"):
+    address = paths.syslog_socket()
+    if os.path.exists(address):
         try:
-            handler = logging.handlers.SysLogHandler(address="/dev/log")
+            handler = logging.handlers.SysLogHandler(address=address)
             handler.setFormatter(logging.Formatter("netoffload: %(message)s"))
             logger.addHandler(handler)
         except (OSError, IOError):

@@ -10,12 +10,16 @@ STATE_DIR = "/var/lib/netoffload"
 INVENTORY = "/etc/xensource-inventory"
 NETWORK_CONF = "/etc/xensource/network.conf"
 PLUGIN = "/etc/xapi.d/plugins/netoffload"
+# dom0's local xapi socket (what XenAPI.xapi_local() connects to)
+XAPI_SOCKET = "/var/lib/xcp/xapi"
 
 ENV_STATE_DIR = "NETOFFLOAD_STATE_DIR"
 ENV_INVENTORY = "NETOFFLOAD_INVENTORY"
 ENV_NETWORK_CONF = "NETOFFLOAD_NETWORK_CONF"
 ENV_XAPI_SOCKET = "NETOFFLOAD_XAPI_SOCKET"
 ENV_XAPI_URL = "NETOFFLOAD_XAPI_URL"
+ENV_SYSLOG_SOCKET = "NETOFFLOAD_SYSLOG_SOCKET"
+SYSLOG_SOCKET = "/dev/log"
 
 
 def state_dir(explicit=None):
@@ -42,3 +46,9 @@ def xapi_endpoint():
     if url:
         return ("url", url)
     return None
+
+
+def syslog_socket():
+    """The syslog socket: $NETOFFLOAD_SYSLOG_SOCKET (the pool in a box gives
+    each host its own, read by its `journalctl` stand-in), else /dev/log."""
+    return os.environ.get(ENV_SYSLOG_SOCKET) or SYSLOG_SOCKET

@@ -12,18 +12,17 @@ of str (a big file need not be one string).
 No tempfile import: the udev helper writes the live-state record and its
 start-up time counts; a random name opened with O_EXCL does the same job.
 """
-import contextlib
 import errno
 import fcntl
 import os
+import stat
 import time
 
 from netoffload import paths
 from netoffload.errors import Busy, DeviceError
 
 _TEMP_ATTEMPTS = 100
-
-
+DEFAULT_NEED_BYTES = 1 << 20
 
 
 def fsync_dir(path):
@@ -45,8 +44,12 @@ def _open_temp(directory, base, mode):
     raise FileExistsError("no free temporary name for %s in %s" % (base, directory))
 
 
-def atomic_write(path, data, mode=0o600):
+def atomic_write(path, data, mode=0o600, sync_dir=True):
     """Replace path with data (str, or an iterable of str) atomically.
+
+    sync_dir=False skips the fsync of the directory: after a power loss
+    the rename may then be lost (the old file is back, whole), which a
+    caller whose content does not outlive a reboot anyway can accept.
 
     Returns the os.stat_result of what was written, taken from the temp
     file before the rename (inode, size and mtime survive a rename): a
@@ -71,8 +74,95 @@ def atomic_write(path, data, mode=0o600):
         except OSError:
             pass
         raise
-    fsync_dir(directory)
+    if sync_dir:
+        fsync_dir(directory)
     return written
+
+
+def _mount_point(path):
+    """The mount point of the filesystem holding path (an existing path)."""
+    path = os.path.realpath(path)
+    device = os.stat(path).st_dev
+    while path != os.path.dirname(path):
+        parent = os.path.dirname(path)
+        if os.stat(parent).st_dev != device:
+            break
+        path = parent
+    return path
+
+
+def _existing_ancestor(path):
+    """path itself or its nearest ancestor that exists."""
+    path = os.path.abspath(path)
+    while not os.path.lexists(path) and path != os.path.dirname(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def no_space_message(path, detail):
+    """The text of a full filesystem under path (ENOSPC, EDQUOT, or a
+    pre-check that found too little room)."""
+    try:
+        mount = _mount_point(_existing_ancestor(path))
+    except OSError:
+        mount = "the filesystem of %s" % path
+    return ("no space left on %s: free some space on %s and run the command "
+            "again (%s)" % (mount, mount, detail))
+
+
+def write_error(path, err):
+    """DeviceError for an OSError met writing a state file: a full disk
+    gets its own message."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DeviceError(no_space_message(path, "writing %s: %s" % (
+            path, err.strerror or err)), path)
+    if err.errno == errno.EROFS:
+        return DeviceError("cannot write %s: the filesystem is read-only: "
+                           "remount it read-write" % path, path)
+    return DeviceError("cannot write %s: %s: check the state directory %s "
+                       "(owner root, mode 0700)"
+                       % (path, err.strerror or err, os.path.dirname(path)),
+                       path)
+
+
+def check_writable(path=None, need_bytes=DEFAULT_NEED_BYTES):
+    """Raise DeviceError unless the state directory (path, default the
+    state directory) can take a write of need_bytes: it exists as a
+    writable directory, or can be created (its nearest existing ancestor
+    is a writable directory), and its filesystem has that much space and a
+    free inode. Changes nothing (it creates nothing either).
+    """
+    directory = paths.state_dir(path)
+    existing = _existing_ancestor(directory)
+    try:
+        info = os.stat(existing)
+    except OSError as err:
+        raise DeviceError("cannot use the state directory %s: %s: %s"
+                          % (directory, existing, err.strerror or err),
+                          directory) from err
+    if existing != os.path.abspath(directory):
+        where = "cannot create the state directory %s: %s" % (
+            directory, existing)
+    else:
+        where = "cannot write to the state directory %s" % directory
+    if not stat.S_ISDIR(info.st_mode):
+        raise DeviceError("%s is not a directory: move it away or set %s"
+                          % (where, paths.ENV_STATE_DIR), directory)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        fs = os.statvfs(existing)
+        why = "its filesystem is read-only: remount it read-write" \
+            if fs.f_flag & os.ST_RDONLY else \
+            "permission denied: run as root, or fix its owner and mode " \
+            "(root, 0700)"
+        raise DeviceError("%s (%s)" % (where, why), directory)
+    fs = os.statvfs(existing)
+    free = fs.f_bavail * fs.f_frsize
+    if free < need_bytes or fs.f_favail == 0 and fs.f_files:
+        raise DeviceError(no_space_message(directory, (
+            "the state directory %s needs %d bytes, %d are free%s; "
+            "nothing was changed" % (
+                directory, need_bytes, free, ", and no free inode"
+                if fs.f_favail == 0 and fs.f_files else ""))), directory)
 
 
 def ensure(directory):
@@ -84,37 +174,54 @@ def ensure(directory):
                           % (directory, err.strerror or err)) from err
 
 
-@contextlib.contextmanager
-def locked(path, wait, busy_message):
+class locked(object):  # noqa: N801 (used as a function: `with locked(...)`)
     """An exclusive flock on `path` (created 0600, its directory ensured).
 
     `wait` seconds: 0 fails at once with Busy(busy_message) when someone
     holds it; more retries every 50 ms until that much time has passed.
     The lock goes with the descriptor, so a crash cannot leave it held.
+    A class rather than contextlib (the udev helper's start-up).
     """
-    ensure(os.path.dirname(path))
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as err:
-        raise DeviceError("cannot open the lock %s: %s"
-                          % (path, err.strerror or err)) from err
-    try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as err:
-                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN,
-                                     errno.EACCES):
-                    raise DeviceError("cannot lock %s: %s"
-                                      % (path, err.strerror)) from err
-                if time.monotonic() >= deadline:
-                    raise Busy(busy_message) from err
-                time.sleep(0.05)
-        yield
-    finally:
-        os.close(fd)  # also releases the lock
+
+    def __init__(self, path, wait, busy_message):
+        self.path = path
+        self.wait = wait
+        self.busy_message = busy_message
+        self._fd = None
+
+    def __enter__(self):
+        path = self.path
+        ensure(os.path.dirname(path))
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as err:
+            raise DeviceError("cannot open the lock %s: %s"
+                              % (path, err.strerror or err)) from err
+        try:
+            deadline = time.monotonic() + self.wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as err:
+                    if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN,
+                                         errno.EACCES):
+                        raise DeviceError("cannot lock %s: %s"
+                                          % (path, err.strerror)) from err
+                    if time.monotonic() >= deadline:
+                        raise Busy(self.busy_message) from err
+                    time.sleep(0.05)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # also releases the lock
+        return False
 
 
 def host_lock(directory=None):

@@ -1,10 +1,19 @@
 #!/usr/bin/env python3
 """Builds the netoffload RPM and the signed supplemental pack ISO.
 
-    pack/build.py rpm    -> dist/netoffload-X.Y.Z.rpm (and the standard
-                            netoffload-X.Y.Z-R.noarch.rpm name)
-    pack/build.py pack   -> dist/netoffload-X.Y.Z.iso and the public key
-                            dist/netoffload-X.Y.Z.pubkey.asc
+    pack/build.py rpm    -> dist/netoffload-X.Y.Z.unsigned.rpm (unsigned)
+                            or, signed (NETOFFLOAD_GPG_KEY set, or --sign),
+                            dist/netoffload-X.Y.Z.rpm and the standard
+                            netoffload-X.Y.Z-R.noarch.rpm name
+    pack/build.py pack   -> dist/netoffload-X.Y.Z.iso and the signed
+                            dist/netoffload-X.Y.Z.rpm and the public key
+                            dist/netoffload-X.Y.Z.pubkey.asc (also under the
+                            name update.xml's `key` gives it: dist/KEYFILE,
+                            RPM-GPG-KEY-netoffload, or with the throw-away
+                            development key RPM-GPG-KEY-netoffload-dev)
+
+An unsigned RPM never takes a signed build's name, so `make rpm` after
+`make pack` leaves the signed RPM beside the pack.
 
 The version comes from netoffload/__init__.py (`__version__`), the one
 version source. Signing uses the key named by NETOFFLOAD_GPG_KEY (key id or
@@ -308,6 +317,11 @@ def rpm_query(path, queryformat):
                 queryformat, path])
 
 
+def unsigned_name(version):
+    """The dist name of an unsigned RPM: never a signed build's name."""
+    return "%s-%s.unsigned.rpm" % (NAME, version)
+
+
 def build_rpm(opts, signer=None):
     """Builds (and signs, with a signer) the RPM; returns the dist path."""
     ensure_tools(RPM_TOOLS)
@@ -345,13 +359,20 @@ def build_rpm(opts, signer=None):
             "%(skipped)d skipped" % totals + " (report %s)" % report)
     standard_name = "%s-%s-%s.noarch.rpm" % (NAME, version, opts.release)
     built = os.path.join(topdir, "RPMS", standard_name)
-    if signer is not None:
-        signer.sign_rpm(built)
     os.makedirs(opts.outdir, exist_ok=True)
+    if signer is None:
+        # Never under a signed build's names: `make rpm` after `make pack`
+        # must not put an unsigned RPM where the signed one was.
+        dist = os.path.join(opts.outdir, unsigned_name(version))
+        shutil.copyfile(built, dist)
+        log("wrote %s (UNSIGNED: for tests and yum --nogpgcheck only; "
+            "`make pack` builds the signed RPM)" % dist)
+        return dist
+    signer.sign_rpm(built)
     shutil.copyfile(built, os.path.join(opts.outdir, standard_name))
     dist = os.path.join(opts.outdir, "%s-%s.rpm" % (NAME, version))
     shutil.copyfile(built, dist)
-    log("wrote %s%s" % (dist, " (signed by %s)" % signer.fingerprint if signer else ""))
+    log("wrote %s (signed by %s)" % (dist, signer.fingerprint))
     return dist
 
 
@@ -403,6 +424,9 @@ def _build_pack(opts, signer):
     signer.detach_sign(os.path.join(stage, "repodata", "repomd.xml"))
     signer.export_public(os.path.join(stage, signer.key_file))
     pubkey = signer.export_public(os.path.join(opts.outdir, "%s-%s.pubkey.asc" % (NAME, version)))
+    # the same key under the name update.xml gives it, which the install
+    # steps (README, docs/install.md) copy to /etc/pki/rpm-gpg/
+    signer.export_public(os.path.join(opts.outdir, signer.key_file))
     iso = os.path.join(opts.outdir, "%s-%s.iso" % (NAME, version))
     if os.path.exists(iso):
         os.unlink(iso)

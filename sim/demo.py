@@ -33,8 +33,10 @@ import json
 import os
 import re
 import sys
+import textwrap
 import time
 
+from netoffload.pool.keys import KEY_LEASE, OP_PREFIX
 from sim import poolbox
 
 # -- the scenario's pool, and what the policy must make of it ---------------
@@ -54,13 +56,15 @@ VMSpec = collections.namedtuple(
 # expect: what the policies above must make of this VM's VIFs
 #   "tx-off"   pool level: ethtool-tx=off in the DB, tx off live
 #   "all-off"  tag level: the six xapi keys off in the DB, all eight off live
-#   "explicit" an ethtool-tx=true someone else set wins: kept, tx on live
+#   "explicit" an ethtool-tx=false someone set by hand (XO 5's "TX
+#              checksumming" off) is a decision: it wins, the key is kept,
+#              and the live device is left to xapi (tx on until replugged)
 #   "none"     the VM opts out (VM policy none, VM_POLICIES): untouched
 VM_SPECS = (
     VMSpec("web01", 1, 1, (0,), False, (), {}, {}, "tx-off"),
     VMSpec("pfsense-fw", 1, 2, (0, 1), True, (TAG,), {}, {}, "all-off"),
     VMSpec("db 01 (prod)", 2, 3, (0,), False, (), {},
-           {0: {"ethtool-tx": "true"}}, "explicit"),
+           {0: {"ethtool-tx": "false"}}, "explicit"),
     VMSpec("opnsense-lab", 3, 4, (1,), True, ("lab", TAG), {}, {},
            "all-off"),
     VMSpec("legacy appliance", 3, 5, (0,), False, (), {}, {}, "none"),
@@ -84,7 +88,7 @@ LIVE_EXPECT = {
 DB_EXPECT = {
     "tx-off": {"ethtool-tx": "off"},
     "all-off": dict(("ethtool-%s" % f, "off") for f in VIF_DB_FEATURES),
-    "explicit": {"ethtool-tx": "true"},
+    "explicit": {"ethtool-tx": "false"},
     "none": {},
 }
 
@@ -162,6 +166,22 @@ class Step(object):
                 "error": self.error}
 
 
+WIDTH = 100
+
+
+def fit(line, width=WIDTH):
+    """A narrative line wrapped at `width` columns, continuation lines
+    indented under it (the CLI's own lines are 100 columns at most; the
+    story indents them, so its long lines are wrapped here)."""
+    if len(line) <= width:
+        return line
+    lead = " " * (len(line) - len(line.lstrip(" ")))
+    return "\n".join(textwrap.wrap(
+        line.strip(" "), width, initial_indent=lead,
+        subsequent_indent=lead + "    ", break_long_words=True,
+        break_on_hyphens=False))
+
+
 class Narrator(object):
     """Prints the story; quiet (or on stderr) when a JSON record is wanted."""
 
@@ -170,7 +190,7 @@ class Narrator(object):
 
     def say(self, text=""):
         if self.stream is not None:
-            self.stream.write(text + "\n")
+            self.stream.write(fit(text) + "\n")
             self.stream.flush()
 
     def block(self, text, indent="    "):
@@ -360,10 +380,11 @@ class Scenario(object):
     def step_policy_apply(self, step):
         master = self.box.master
         commands = [
-            ["policy", "set", "pool", "vif", POOL_POLICY_VIF],
-            ["policy", "set", "tag", "vif", TAG_POLICY, "--tag", TAG],
+            ["policy", "set", "pool", "vif", POOL_POLICY_VIF, "--yes"],
+            ["policy", "set", "tag", "vif", TAG_POLICY, "--tag", TAG,
+             "--yes"],
             ["policy", "set", "host", "pif", HOST_PIF_POLICY,
-             "--host", self.box.hosts[PIF_POLICY_HOST - 1].name]]
+             "--host", self.box.hosts[PIF_POLICY_HOST - 1].name, "--yes"]]
         commands.extend(["policy", "set", "vm", "vif", policy, "--vm", name]
                         for name, policy in VM_POLICIES)
         for args in commands:
@@ -532,10 +553,18 @@ class Scenario(object):
         for attempt in ("at once", "2 s later (the watchers stay quiet)"):
             if attempt != "at once":
                 time.sleep(2)
+            # a watcher that reacts to the revert holds the writer lease and
+            # an operation key while it works: compare once no writer is at
+            # work (bounded), and then exactly, those keys included
+            busy = _wait_writers_done(box, timeout=10)
+            if busy:
+                step.check("no writer still at work (%s)" % attempt, False,
+                           "after 10 s: %s" % ", ".join(busy))
             db = box.db_other_config()
-            diffs = sorted("%s %s" % key for key in
-                           set(db) | set(self.baseline_db)
-                           if db.get(key, {}) != self.baseline_db.get(key, {}))
+            diffs = sorted("%s %s (%s)" % (key + (_map_diff(
+                self.baseline_db.get(key, {}), db.get(key, {})),))
+                for key in set(db) | set(self.baseline_db)
+                if db.get(key, {}) != self.baseline_db.get(key, {}))
             step.check("every other-config map as it started (%s)" % attempt,
                        not diffs, "differs: %s" % ", ".join(diffs[:10]))
             live = box.live_features()
@@ -612,6 +641,27 @@ def _shell_quote(arg):
     return "'" + arg.replace("'", "'\\''") + "'"
 
 
+def _wait_writers_done(box, timeout):
+    """Wait until the pool's other-config holds no writer lease and no
+    operation key; [those keys] still there after `timeout` s."""
+    end = time.time() + timeout
+    while True:
+        busy = sorted(k for k in box.pool_other_config()
+                      if k == KEY_LEASE or k.startswith(OP_PREFIX))
+        if not busy or time.time() >= end:
+            return busy
+        time.sleep(0.2)
+
+
+def _map_diff(before, after):
+    """What changed in a map, in words: +key=value, -key, key: a -> b."""
+    parts = ["+%s=%s" % (k, after[k]) for k in sorted(set(after) - set(before))]
+    parts += ["-%s" % k for k in sorted(set(before) - set(after))]
+    parts += ["%s: %s -> %s" % (k, before[k], after[k]) for k in sorted(
+        set(before) & set(after)) if before[k] != after[k]]
+    return "; ".join(parts)[:300]
+
+
 def _table(headers, rows):
     widths = [len(h) for h in headers]
     for row in rows:
@@ -638,13 +688,11 @@ def run(hosts=3, narrator=None, keep=False):
         if keep:
             scenario.out.say("")
             scenario.out.say(record["verdict"])
-            box.print_access(scenario.out)
-            scenario.out.say("  --keep: the box stays up; Ctrl-C to clean up.")
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                pass
+            scenario.out.say("  --keep: a shell in the box as it is now (`make "
+                             "box` starts a fresh one, with logs); exit or "
+                             "Ctrl-D closes it.")
+            from sim.box import run_shell  # only with --keep
+            run_shell(box)
     finally:
         box.close()
     return record["ok"], record
@@ -678,7 +726,8 @@ def main(argv=None):
     parser.add_argument("--hosts", type=int, default=3, choices=(2, 3),
                         help="simulated hosts in the pool (default 3)")
     parser.add_argument("--keep", action="store_true",
-                        help="keep the box up after the story until Ctrl-C")
+                        help="after the story, a shell in the box (as make box "
+                        "gives); exit closes the box")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         sys.stderr.write("sim.demo: needs root (network namespaces)\n")

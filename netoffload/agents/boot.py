@@ -51,25 +51,74 @@ def refresh_cache(session, directory=None):
 
 
 def enforce_from_xapi(records, host_ref, directory=None):
-    """[enforce.DeviceOutcome] from enforce.enforce_live."""
-    return enforce.enforce_live(records, host_ref,
-                                  livestate.LiveStateStore(directory))
+    """[enforce.DeviceOutcome] from enforce.enforce_live, in one batch:
+    every device's policy applied first with one write of the live-state
+    record and one request per device (LiveStateStore.apply_many), then
+    enforce_live under the same lock finds them in policy and restores
+    what a policy no longer wants. An outcome carries the request that
+    changed its device."""
+    store = livestate.LiveStateStore(directory)
+    with store.batch():
+        present = set(ethtool.list_devices())
+        applied = store.apply_many(
+            (d.device, d.resolution.live_features, d.owner)
+            for d in enforce.local_devices(records, host_ref)
+            if d.device in present and d.resolution.live_features
+            and not d.resolution.error)
+        outcomes = enforce.enforce_live(records, host_ref, store)
+    for outcome in outcomes:
+        first = applied.get(outcome.device)
+        if isinstance(first, ethtool.ApplyResult) and first.ran_command \
+                and outcome.result is not None \
+                and not outcome.result.ran_command:
+            outcome.result = first
+    return outcomes
 
 
 def enforce_from_cache(directory=None):
-    """Apply the cache to every local device it covers:
+    """Apply the cache to every local device it covers, in one batch (one
+    xenstore-read for every domain, one write of the live-state record):
     [(device, ok, line or error)]."""
-    loaded = cache.load(directory)  # CacheUnusable: nothing we can do
+    # the whole cache, parsed once: for every device of a host that is
+    # cheaper than a bucket of the index per device
+    return _enforce_from(cache.load(directory), directory)
+
+
+def _enforce_from(loaded, directory):
+    """enforce_from_cache with the cache open."""
+    present = ethtool.list_devices()
+    guests = dict((d, devices.parse_guest_device(d)) for d in present)
+    uuids = cached.vm_uuids_of_domains(
+        g[1] for g in guests.values() if g is not None)
     results = []
-    for device in ethtool.list_devices():
-        if devices.parse_guest_device(device) is None and \
-                loaded.pif(device) == (None, None):
-            continue
+    targets = []
+    for device in present:
+        guest = guests[device]
         try:
-            results.append((device, True,
-                            cached.enforce_device(device, loaded, directory)))
+            if guest is None:
+                if loaded.pif(device) == (None, None):
+                    continue
+                target = cached.target_of(device, loaded)
+            else:
+                vm_uuid = uuids[guest[1]]
+                if isinstance(vm_uuid, NotFound):
+                    raise vm_uuid
+                target = cached.target_of(device, loaded, vm_uuid)
         except (NotFound, DeviceError) as err:
             results.append((device, False, err.message))
+            continue
+        if target.wanted is None:
+            results.append((device, True, target.left_alone()))
+        else:
+            targets.append(target)
+    applied = livestate.LiveStateStore(directory).apply_many(
+        (t.device, t.wanted, t.owner) for t in targets)
+    for target in targets:
+        result = applied[target.device]
+        if isinstance(result, DeviceError):
+            results.append((target.device, False, result.message))
+        else:
+            results.append((target.device, True, target.line(result)))
     return results
 
 

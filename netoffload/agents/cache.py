@@ -34,22 +34,26 @@ apart from `generated_at` is skipped, so the watcher can refresh freely.
 Next to the cache, `pif/<device>` holds one empty marker file per PIF device
 listed: the udev rules test for it to recognise virtual PIF devices.
 
-`cache.index` holds the same entries one per line, for the udev helper: it
-finds one device's line with a byte search instead of parsing the whole
-JSON (milliseconds on a 10,000-VIF pool instead of tens). Its first line
-carries the identity (inode, size, mtime) of the cache.json it was written
-with; a reader that finds cache.json changed since (replaced, truncated,
-hand-edited) ignores the index and reads cache.json.
+`cache.index` holds the same entries one per line, for the udev helper,
+grouped in hash buckets so that one lookup reads a few hundred bytes, not
+the whole file (2 MB on a 10,000-VIF pool). Its first line carries the
+identity (inode, size, mtime) of the cache.json it was written with and
+the number of buckets; a reader that finds cache.json changed since
+(replaced, truncated, hand-edited) ignores the index and reads cache.json.
+The second line is the bucket table: buckets+1 byte offsets from the start
+of the file, ten digits each. An entry "<pif|vif> <key>" is in bucket
+crc32("<pif|vif> <key>") % buckets.
 
-    netoffload-cache-index 1 {"cache":[ino,size,mtime_ns],"format":1,...}
+    netoffload-cache-index 2 {"buckets":N,"cache":[ino,size,mtime_ns],"format":1,...}
+    0000000321000000045600...
     pif eth0 {"features":{...},...}
     vif <vm-uuid>/<devid> {"features":{...},...}
 """
-import json
+import binascii
 import os
-import re
 
 from netoffload import paths
+from netoffload.engine import jsonlite
 from netoffload.engine.features import FEATURES, VALUES
 from netoffload.errors import NotFound
 from netoffload.pool import keys
@@ -57,12 +61,12 @@ from netoffload.pool import keys
 FORMAT = 1
 CACHE_FILE = "cache.json"
 INDEX_FILE = "cache.index"
-INDEX_MAGIC = "netoffload-cache-index 1 "
+INDEX_MAGIC = "netoffload-cache-index 2 "
+OFFSET_WIDTH = 10  # digits per bucket offset in the table line
 PIF_MARKER_DIR = "pif"
 
-_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
-                      r"[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_DEVID_RE = re.compile(r"^[0-9]{1,5}$")
+_HEX = frozenset("0123456789abcdefABCDEF")
+_UUID_GROUPS = (8, 4, 4, 4, 12)
 
 
 class CacheUnusable(NotFound):
@@ -74,12 +78,29 @@ def cache_path(directory=None):
 
 
 def is_uuid(text):
-    return isinstance(text, str) and bool(_UUID_RE.match(text))
+    """8-4-4-4-12 hex digits (no regular expression: the udev helper's
+    start-up)."""
+    if not isinstance(text, str) or len(text) != 36:
+        return False
+    groups = text.split("-")
+    return tuple(len(g) for g in groups) == _UUID_GROUPS and \
+        all(c in _HEX for g in groups for c in g)
+
+
+def _is_devid(devid):
+    text = str(devid)
+    return 0 < len(text) <= 5 and all(c in "0123456789" for c in text)
 
 
 def stamp(stat_result):
     """What identifies one version of cache.json: inode, size, mtime."""
     return [stat_result.st_ino, stat_result.st_size, stat_result.st_mtime_ns]
+
+
+def index_bucket(prefix, key, buckets):
+    """The bucket of the index line "<prefix> <key> ..." (prefix pif/vif)."""
+    return binascii.crc32(("%s %s" % (prefix, key)).encode("utf-8")) \
+        % buckets
 
 
 def index_head(first_line, current):
@@ -88,11 +109,13 @@ def index_head(first_line, current):
     if not first_line.startswith(INDEX_MAGIC):
         return None
     try:
-        head = json.loads(first_line[len(INDEX_MAGIC):])
+        head = jsonlite.loads(first_line[len(INDEX_MAGIC):])
     except ValueError:
         return None
     if not isinstance(head, dict) or head.get("cache") != current \
-            or head.get("format") != FORMAT:
+            or head.get("format") != FORMAT \
+            or not isinstance(head.get("buckets"), int) \
+            or head["buckets"] < 1:
         return None
     return head
 
@@ -106,6 +129,7 @@ def _unreadable(path, err):
 
 def read_raw(directory=None):
     """The parsed cache file; CacheUnusable if missing, unreadable or bad."""
+    import json  # noqa: PLC0415 (a whole cache: the C parser; start-up)
     path = cache_path(directory)
     try:
         with open(path) as handle:
@@ -142,6 +166,15 @@ class LocalCache(object):
         self.data = data
         self.path = path
 
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     @property
     def host_uuid(self):
         return (self.data.get("host") or {}).get("uuid")
@@ -158,7 +191,7 @@ class LocalCache(object):
         return self._lookup("pifs", device)
 
     def vif(self, vm_uuid, devid):
-        if not is_uuid(vm_uuid) or not _DEVID_RE.match(str(devid)):
+        if not is_uuid(vm_uuid) or not _is_devid(devid):
             return None, None
         return self._lookup("vifs", keys.owner_key(vm_uuid, devid))
 
@@ -178,35 +211,72 @@ class _IndexStale(Exception):
 
 
 class IndexedCache(LocalCache):
-    """LocalCache over cache.index: one byte search per lookup."""
+    """LocalCache over cache.index: per lookup, one bucket read and one
+    byte search in it. The file stays open, so every lookup reads the
+    version whose first line was checked."""
 
     def __init__(self, directory=None):
+        self._handle = None
         directory = paths.state_dir(directory)
         path = os.path.join(directory, CACHE_FILE)
         try:
             current = stamp(os.stat(path))
         except (IOError, OSError) as err:
             raise _unreadable(path, err) from err
+        self._index = os.path.join(directory, INDEX_FILE)
         try:
-            with open(os.path.join(directory, INDEX_FILE), "rb") as handle:
-                self._text = handle.read()
+            self._handle = open(self._index, "rb")
         except (IOError, OSError) as err:
             raise _IndexStale() from err
-        first = self._text[:self._text.find(b"\n")].decode("utf-8", "replace")
-        head = index_head(first, current)
+        first = self._handle.readline()
+        head = index_head(first.decode("utf-8", "replace"), current)
         if head is None:
+            self.close()
             raise _IndexStale()
+        self._buckets = head["buckets"]
+        self._table = len(first)
         LocalCache.__init__(self, head, path)
 
+    def close(self):
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            handle.close()
+
+    def __del__(self):
+        self.close()
+
+    def _read(self, offset, size):
+        handle = self._handle
+        if handle is None:
+            raise CacheUnusable("cache index %s was closed" % self._index)
+        handle.seek(offset)
+        data = handle.read(size)
+        if len(data) != size:
+            raise CacheUnusable("cache index %s is truncated" % self._index)
+        return data
+
     def _lookup(self, section, key):
-        needle = ("\n%s %s " % (section[:3], key)).encode("utf-8")
-        start = self._text.find(needle)
-        if start < 0:
-            return None, None
-        start += len(needle)
-        end = self._text.find(b"\n", start)
+        prefix = section[:3]
+        bucket = index_bucket(prefix, key, self._buckets)
+        table = self._read(self._table + bucket * OFFSET_WIDTH,
+                           2 * OFFSET_WIDTH)
         try:
-            entry = json.loads(self._text[start:end].decode("utf-8"))
+            start = int(table[:OFFSET_WIDTH])
+            end = int(table[OFFSET_WIDTH:])
+        except ValueError:
+            start = end = -1
+        if not self._table < start <= end:
+            raise CacheUnusable("cache index %s has a bad bucket table"
+                                % self._index)
+        text = b"\n" + self._read(start, end - start)
+        needle = ("\n%s %s " % (prefix, key)).encode("utf-8")
+        found = text.find(needle)
+        if found < 0:
+            return None, None
+        found += len(needle)
+        line_end = text.find(b"\n", found)
+        try:
+            entry = jsonlite.loads(text[found:line_end].decode("utf-8"))
         except ValueError:
             entry = None
         return _checked(section, key, entry)

@@ -17,7 +17,9 @@ from netoffload.agents.cache import (
     FORMAT,
     INDEX_FILE,
     INDEX_MAGIC,
+    OFFSET_WIDTH,
     PIF_MARKER_DIR,
+    index_bucket,
     index_head,
     stamp,
 )
@@ -25,7 +27,14 @@ from netoffload.engine import devices
 from netoffload.errors import BadArgument
 from netoffload.pool import keys
 from netoffload.pool.precedence import resolve_pif, resolve_vif
-from netoffload.pool.records import is_eligible_vm, network_backend, pif_device
+from netoffload.pool.records import (
+    is_eligible_vm,
+    is_sriov_logical_pif,
+    is_sriov_vif,
+    network_backend,
+    pif_device,
+    sriov_networks,
+)
 
 # keys JSON needs no escapes for, and that cannot break an index line
 _PLAIN_KEY_RE = re.compile(r"^[A-Za-z0-9_.:@/-]+\Z")
@@ -99,8 +108,9 @@ def pif_entry(records, pif_ref, host_ref, on_error=None, backend=None):
     """(device, entry) for one PIF of host_ref whose policy sets something,
     else None (or `on_error` if its policy string is broken)."""
     pif = records.pifs.get(pif_ref)
-    if pif is None or pif.get("host") != host_ref:
-        return None
+    if pif is None or pif.get("host") != host_ref or \
+            is_sriov_logical_pif(pif):
+        return None  # (an SR-IOV logical PIF is no device of its own)
     device = pif_device_name(pif, backend)
     if device is None:
         return None
@@ -111,12 +121,15 @@ def pif_entry(records, pif_ref, host_ref, on_error=None, backend=None):
     return None if entry is None else (device, entry)
 
 
-def vif_entry(records, vif_ref, on_error=None):
+def vif_entry(records, vif_ref, on_error=None, sriov=None):
     """(key, entry) for one VIF of an eligible VM whose policy sets
-    something, else None (or `on_error` if its policy string is broken)."""
+    something, else None (or `on_error` if its policy string is broken).
+    A VIF on an SR-IOV network has no dom0 device: None. `sriov`:
+    sriov_networks(records), when building for many VIFs."""
     vif = records.vifs.get(vif_ref)
     vm = records.vms.get((vif or {}).get("VM"))
-    if vm is None or not is_eligible_vm(vm):
+    if vm is None or not is_eligible_vm(vm) or \
+            is_sriov_vif(records, vif_ref, sriov):
         return None
     try:
         key = keys.owner_key(vm["uuid"], vif.get("device", ""))
@@ -149,8 +162,9 @@ def build(records, host_ref, generated_at=None):
         if found is not None:
             pifs[found[0]] = found[1]
     vifs = {}
+    sriov = sriov_networks(records)
     for vif_ref in sorted(records.vifs):
-        found = vif_entry(records, vif_ref)
+        found = vif_entry(records, vif_ref, sriov=sriov)
         if found is not None:
             vifs[found[0]] = found[1]
     data = header(records, host_ref, generated_at)
@@ -213,13 +227,35 @@ class Encoded(object):
         return "".join(self.chunks())
 
     def index_chunks(self, cache_stamp):
-        yield INDEX_MAGIC + encode_entry(dict(self.header, cache=cache_stamp)) + "\n"
+        """cache.index (format in netoffload.agents.cache): the entries in
+        crc32 buckets, about four per bucket, behind a table of offsets.
+        Every piece is ASCII (JSON escapes the rest; keys are plain), so
+        lengths in characters are lengths in bytes."""
+        lines = []
         for name, prefix in (("pifs", "pif"), ("vifs", "vif")):
             table = self.sections[name]
             for key in sorted(table):
                 # lookups use validated names only: other keys can stay out
                 if _PLAIN_KEY_RE.match(key):
-                    yield "%s %s %s\n" % (prefix, key, table[key])
+                    lines.append((prefix, key, "%s %s %s\n" % (
+                        prefix, key, table[key])))
+        buckets = 1
+        while buckets * 4 < len(lines):
+            buckets *= 2
+        grouped = [[] for _ in range(buckets)]
+        for prefix, key, line in lines:
+            grouped[index_bucket(prefix, key, buckets)].append(line)
+        head = INDEX_MAGIC + encode_entry(dict(
+            self.header, cache=cache_stamp, buckets=buckets)) + "\n"
+        offset = len(head) + (buckets + 1) * OFFSET_WIDTH + 1
+        offsets = [offset]
+        for group in grouped:
+            offset += sum(len(line) for line in group)
+            offsets.append(offset)
+        yield head
+        yield "".join("%0*d" % (OFFSET_WIDTH, o) for o in offsets) + "\n"
+        for group in grouped:
+            yield "".join(group)
 
     def index_text(self, cache_stamp):
         return "".join(self.index_chunks(cache_stamp))

@@ -30,9 +30,14 @@ Running it twice is harmless (Windows PV guests register their vif twice);
 the second run finds nothing to change and runs no ethtool -K.
 """
 import os
-import re
-import signal
 import sys
+
+try:
+    # the C module: `signal` wraps it in enums (enum, functools,
+    # collections...), a large part of this helper's start-up
+    import _signal as signal  # pyright: ignore[reportMissingModuleSource]
+except ImportError:  # pragma: no cover - every CPython 3 has it
+    import signal
 
 from netoffload import exitcodes
 from netoffload.agents import cache, cached
@@ -44,8 +49,17 @@ DEADLINE = 15
 ACTIONS = ("add", "online", "change", "")
 REMOVE = "remove"
 
-# xen-backend device names: vif-<domid>-<devid>
-_BACKEND_RE = re.compile(r"^vif-([0-9]{1,5})-([0-9]{1,5})$")
+
+def _backend_device(name):
+    """vif<domid>.<devid> for a xen-backend name vif-<domid>-<devid>."""
+    if not name.startswith("vif-"):
+        return None
+    parts = name[4:].split("-")
+    if len(parts) != 2 or not all(
+            0 < len(p) <= 5 and all(c in "0123456789" for c in p)
+            for p in parts):
+        return None
+    return devices.guest_device_name("vif", parts[0], parts[1])
 
 
 class _Deadline(Exception):
@@ -55,15 +69,13 @@ class _Deadline(Exception):
 def device_name(argv, environ):
     """The net device this event is about (validated), from argv or $INTERFACE."""
     name = argv[0] if argv else environ.get("INTERFACE", "")
-    backend = _BACKEND_RE.match(name or "")
-    if backend:
-        name = devices.guest_device_name("vif", backend.group(1), backend.group(2))
-    return devices.validate_device(name)
+    return devices.validate_device(_backend_device(name or "") or name)
 
 
 def handle(device, state_dir=None):
     """Apply the cached policy to device; return the line to log."""
-    return cached.enforce_device(device, cache.open_lookup(state_dir), state_dir)
+    with cache.open_lookup(state_dir) as lookup:
+        return cached.enforce_device(device, lookup, state_dir)
 
 
 def forget(device, state_dir=None):

@@ -8,52 +8,65 @@ One local session and an `event.from` loop over pool, host, network, VM, VIF
 and PIF:
 
 - Start and every reconnect begin with a full sync: an event token is taken
-  first, then one get_all_records per class (each trimmed as it arrives, so
-  the whole pool is never held twice), then a full reconcile runs, so
+  first, then one get_all_records per class (parsed as it streams in,
+  only the fields the pack reads kept), then a full reconcile runs, so
   nothing created while we were away is missed; anything that changed after
   the token arrives again as an event (planning is idempotent).
-- The snapshot is kept up to date from event snapshots, trimmed to the fields
-  the pack reads (strings interned: refs and keys repeat), so memory stays
-  flat however long it runs; after a sync the freed heap goes back to the OS.
+- event.from and get_all_records go over a connection of their own
+  (EventChannel), their XML parsed in C and only the fields in
+  watch_events.KEEP turned into values; big sets of refs nobody reads (a
+  network's VIFs) are cut out first. Records are interned and small, so
+  memory stays flat; after a sync the freed heap goes back to the OS.
 - For each batch the pure core (netoffload.agents.watch_events) updates the
   snapshot and works out which VIFs and PIFs it affects, which need live
   enforcement and which cache entries change; this module acts on that.
 - On the pool master only (pool.master is this host), `planning.plan_db` +
   `apply_db` write the `ethtool-*` keys of the affected objects that need
-  them. Writes run in writer threads (one object per session at a time, so
-  an object's keys keep their order) while the loop goes on reading events;
-  an object is never planned while its writes are in flight, and is planned
-  again afterwards only if it changed meanwhile, once the snapshot shows our
-  writes. Planning is idempotent, so the mod events of our own writes plan
-  nothing and write nothing; explicit keys are never overwritten.
+  them, under the pool-wide writer lease. Writes run in writer threads
+  (one object per session at a time, so an object's keys keep their order;
+  each call tried again after a transient failure, pool.retry) while the
+  loop goes on reading events. The events of our own writes are known as
+  such (watch_events.is_echo) and plan nothing; an object that changed
+  otherwise while its writes were in flight is planned again afterwards.
+  An object whose writes fail goes to the to-do (agents/todo.py, durable)
+  and is written again with a backoff until its keys land or it is gone.
 - On every host: the local cache is kept as pre-encoded entries; a change
   re-resolves only the entries it touches, and the files are rewritten
-  (debounced) only when an entry or the header changed. Live state is
-  enforced on the affected devices of VMs running here and on this host's
-  PIFs.
-- Lost connections, SESSION_INVALID (the XenAPI client logs in again; we
-  notice the new session and resync), xapi restarts and master changes are
-  survived with bounded exponential backoff.
+  (debounced, by a thread of their own) only when an entry or the header
+  changed. Live state is enforced on the affected devices of VMs running
+  here and on this host's PIFs, except devices an admin holds.
+- A drift thread re-enforces governed devices whose features someone
+  changed (agents/drift.py): on ethtool netlink notifications, or a
+  periodic read where the kernel sends none.
+- Lost connections, SESSION_INVALID (our token dies with the session: we
+  resync), xapi restarts and master changes are survived with bounded
+  exponential backoff.
 """
 import argparse
 import collections
 import concurrent.futures
+import contextlib
 import gc
+import http.client
 import json
 import queue
 import random
 import signal
 import socket
 import sys
+import threading
 import time
+import urllib.parse
+import xmlrpc.client
 
 from netoffload import exitcodes, paths
-from netoffload.agents import cache_writer, watch_events
+from netoffload.agents import cache_writer, drift, todo, watch_events
 from netoffload.agents.cache_writer import CacheEntries
-from netoffload.engine import livestate
+from netoffload.engine import ethtool, livestate
 from netoffload.errors import DeviceError, NetoffloadError
 from netoffload.log import get_logger
-from netoffload.pool import enforce, planning, writer, xapi
+from netoffload.pool import enforce, keys, planning, retry, writer, xapi
+from netoffload.pool.lease import LeaseInfo
 from netoffload.pool.records import CLASSES, PoolRecords
 
 EVENT_CLASSES = [c.event for c in CLASSES]
@@ -79,6 +92,26 @@ MAX_FAILURES = 10
 # session at a time, so each object's keys keep their order). xapi caps
 # sessions per originator; a handful is well inside that.
 WRITERS = 8
+# One XAPI call that fails for a passing reason (retry.is_transient) is
+# tried again this often, within this many seconds, before the object goes
+# to the to-do (agents/todo.py), from where it is planned and written again
+# with a per-object backoff until it lands or is gone.
+CALL_ATTEMPTS = 5
+CALL_BUDGET = 8.0
+# The pool-wide writer lease (docs/policy.md, "Bookkeeping") is taken for
+# this long (renewed while writing; short, so a watcher killed while
+# holding it blocks the pool's writers briefly) and given back LEASE_IDLE
+# after the last write. It is never waited for: while another writer
+# holds it, what the watcher sees is that writer's half-done state, so
+# the objects are planned again once its lease is gone.
+LEASE_TTL = 20.0
+LEASE_IDLE = 2.0
+# Drift (agents/drift.py): where the kernel sends no ethtool netlink
+# notifications, governed devices are read this often (seconds; 0: no drift
+# correction). After a notification, changes are let settle this long so
+# that one `ethtool -K` with several features is one check.
+DRIFT_INTERVAL = 60.0
+DRIFT_SETTLE = 0.05
 # Watcher._reconcile(live=EVERY_DEVICE): enforce every device of this host
 # (after a full sync), not only those of the affected objects.
 EVERY_DEVICE = None
@@ -99,6 +132,22 @@ def release_memory(collect=True):
     try:
         import ctypes  # noqa: PLC0415 (only after a big transient)
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
+# glibc's mallopt parameter: how many malloc arenas threads may spread over
+M_ARENA_MAX = -8
+MALLOC_ARENAS = 2
+
+
+def limit_malloc_arenas():
+    """Keep the writer, cache and drift threads on few malloc arenas:
+    glibc gives busy threads arenas of their own (up to 8 per core), each
+    keeping the memory freed in it, and the RSS creeps up with them."""
+    try:
+        import ctypes  # noqa: PLC0415 (once, at start)
+        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, MALLOC_ARENAS)
     except (OSError, AttributeError):  # not glibc: nothing to do
         pass
 
@@ -153,11 +202,11 @@ class DebouncedCache(object):
     def is_due(self, now):
         return self.due is not None and now >= self.due
 
-    def flush(self, records):
-        """Re-resolve the dirty entries and write the files if any entry or
-        the header changed: a Flushed, or None if nothing changed (before
-        the first sync too). OSError/IOError if the write fails; the
-        changes are then written at the next flush."""
+    def prepare(self, records):
+        """Re-resolve the dirty entries: the PendingWrite of the files if
+        any entry or the header changed, else None (before the first sync
+        too). The PendingWrite holds its own copy of the content, so it can
+        be written (write) while the snapshot moves on."""
         if self.entries is None:
             return None
         self.due = self.deadline = None
@@ -166,12 +215,348 @@ class DebouncedCache(object):
         encoded = self.entries.encoded(records)
         if not self.entries.changed:
             return None
+        self.entries.changed = False  # back to True if the write fails
+        return PendingWrite(encoded, self.entries.written_once)
+
+    def write(self, pending):
+        """Write a prepared cache: a Flushed. OSError/IOError/DeviceError
+        if the write fails; failed() then has the next flush write it."""
         written = cache_writer.write(
-            encoded, self.state_dir,
-            changed=True if self.entries.written_once else None)
-        self.entries.changed = False
-        self.entries.written_once = True
-        return Flushed(written, encoded.counts())
+            pending.encoded, self.state_dir,
+            changed=True if pending.known else None)
+        return Flushed(written, pending.encoded.counts())
+
+    def done(self):
+        """A write succeeded: later ones need not read the files back."""
+        if self.entries is not None:
+            self.entries.written_once = True
+
+    def failed(self):
+        """A write failed: the next flush writes again."""
+        if self.entries is not None:
+            self.entries.changed = True
+
+    def flush(self, records):
+        """prepare and write at once: a Flushed, or None if nothing
+        changed. OSError/IOError if the write fails; the changes are then
+        written at the next flush."""
+        pending = self.prepare(records)
+        if pending is None:
+            return None
+        try:
+            flushed = self.write(pending)
+        except BaseException:
+            self.failed()
+            raise
+        self.done()
+        return flushed
+
+
+# DebouncedCache.prepare: the content to write; `known`: a previous write
+# succeeded, so the files need no reading back to compare.
+PendingWrite = collections.namedtuple("PendingWrite", "encoded known")
+
+
+class BackgroundWriter(object):
+    """One thread that writes the cache files (MBs for a big pool) while
+    the loop goes on reading events; a newer content replaces one not
+    written yet (each is a whole cache)."""
+
+    def __init__(self, write):
+        self._write = write
+        self._cond = threading.Condition()
+        self._pending = None
+        self._busy = False
+        self._thread = None
+
+    def submit(self, pending):
+        with self._cond:
+            self._pending = pending
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run,
+                                                name="cache-writer")
+                self._thread.daemon = True
+                self._thread.start()
+            self._cond.notify_all()
+
+    def wait(self, timeout=60.0):
+        """Until nothing is waiting or being written (at most timeout)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while (self._pending is not None or self._busy) and \
+                    time.monotonic() < deadline:
+                self._cond.wait(0.1)
+
+    def _run(self):
+        while True:
+            with self._cond:
+                while self._pending is None:
+                    self._cond.wait()
+                pending, self._pending = self._pending, None
+                self._busy = True
+            try:
+                self._write(pending)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+
+class LeanXapi(xapi.Xapi):
+    """xapi.Xapi whose calls go through an EventChannel of their own
+    (the session's ref, xapi.Xapi's error mapping) instead of the XenAPI
+    client: a key write's request and reply cost a third of the CPU.
+    One thread at a time per object."""
+
+    def __init__(self, session, channel=None):
+        xapi.Xapi.__init__(self, session)
+        self.channel = channel or EventChannel()
+
+    def call(self, method, *params):
+        with self._count_lock:
+            self.calls += 1
+        try:
+            return self.channel.value(
+                method, (getattr(self.session, "_session", None),) + params)
+        except watch_events.EventReplyError as err:
+            details = [str(d) for d in err.details]
+            if details[0] == "HANDLE_INVALID":
+                raise xapi.ObjectGone("%s: the object no longer exists"
+                                      % method, *details) from err
+            raise xapi.XapiError("%s failed: %s" % (method, " ".join(details)),
+                                 *details) from err
+        except (OSError, IOError, http.client.HTTPException,
+                xmlrpc.client.ProtocolError) as err:
+            raise xapi.XapiError("%s failed: cannot reach xapi: %s"
+                                 % (method, err)) from err
+        except ValueError as err:
+            raise xapi.XapiError("%s failed: a reply that is not XML-RPC: %s"
+                                 % (method, err)) from err
+
+
+class RetryingXapi(LeanXapi):
+    """A writer session whose calls are tried again after a transient
+    failure (bounded: CALL_ATTEMPTS within CALL_BUDGET seconds). Safe for
+    other-config edits: an add whose reply was lost comes back as
+    MAP_DUPLICATE_KEY with our value (set_other_config_key accepts it), a
+    repeated remove of a missing key does nothing."""
+
+    def call(self, method, *params):
+        return retry.call_with_retry(LeanXapi.call, self, method, *params,
+                                     attempts=CALL_ATTEMPTS,
+                                     budget_s=CALL_BUDGET)
+
+
+class _Wire(object):
+    """One keep-alive HTTP/1.1 connection to xapi: a POST, and its reply
+    read by hand (status line, Content-Length or chunked body). Python's
+    http.client parses headers through the email package, which cost more
+    CPU than the rest of a key write together."""
+
+    def __init__(self, family, address):
+        self.family = family
+        self.address = address
+        self.sock = None
+        self._buf = b""
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+        self.sock, self._buf = None, b""
+
+    def _recv(self):
+        data = self.sock.recv(STREAM_CHUNK) if self.sock is not None else b""
+        if not data:
+            raise ConnectionResetError("xapi closed the connection")
+        return data
+
+    def post(self, body):
+        """Send the request; (status, reason, iterator over the body)."""
+        request = (b"POST / HTTP/1.1\r\nHost: localhost\r\n"
+                   b"Content-Type: text/xml\r\nContent-Length: %d\r\n\r\n"
+                   % len(body)) + body
+        for attempt in (0, 1):
+            sock = self.sock
+            reused = sock is not None
+            if sock is None:
+                sock = socket.socket(self.family, socket.SOCK_STREAM)
+                sock.settimeout(socket.getdefaulttimeout())
+                try:
+                    sock.connect(self.address)
+                except BaseException:
+                    sock.close()
+                    raise
+                self.sock = sock
+            try:
+                sock.sendall(request)
+                while b"\r\n\r\n" not in self._buf:
+                    self._buf += self._recv()
+                break
+            except (ConnectionError, socket.timeout):
+                self.close()
+                if attempt or not reused or self._buf:
+                    raise
+                # an idle keep-alive connection the server had closed
+        head, _, self._buf = self._buf.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = lines[0].split(None, 2)
+        if len(status) < 2 or not status[0].startswith(b"HTTP/") or \
+                not status[1].isdigit():
+            self.close()
+            raise http.client.BadStatusLine(repr(lines[0]))
+        fields = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            fields[name.strip().lower()] = value.strip().lower()
+        keep = fields.get(b"connection") != b"close"
+        if fields.get(b"transfer-encoding") == b"chunked":
+            body_iter = self._chunked(keep)
+        elif b"content-length" in fields:
+            body_iter = self._sized(int(fields[b"content-length"]), keep)
+        else:
+            body_iter = self._to_eof()
+        reason = status[2].decode("ascii", "replace") if len(status) > 2 else ""
+        return int(status[1]), reason, body_iter
+
+    def _sized(self, length, keep):
+        while length > 0:
+            if not self._buf:
+                self._buf = self._recv()
+            piece, self._buf = self._buf[:length], self._buf[length:]
+            length -= len(piece)
+            yield piece
+        if not keep:
+            self.close()
+
+    def _chunked(self, keep):
+        while True:
+            while b"\r\n" not in self._buf:
+                self._buf += self._recv()
+            size_line, _, self._buf = self._buf.partition(b"\r\n")
+            size = int(size_line.split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while b"\r\n" not in self._buf:  # (no trailers from xapi)
+                    self._buf += self._recv()
+                self._buf = self._buf.partition(b"\r\n")[2]
+                break
+            for piece in self._sized(size, True):
+                yield piece
+            while len(self._buf) < 2:
+                self._buf += self._recv()
+            self._buf = self._buf[2:]
+        if not keep:
+            self.close()
+
+    def _to_eof(self):
+        if self._buf:
+            yield self._buf
+        self._buf = b""
+        while self.sock is not None:
+            data = self.sock.recv(STREAM_CHUNK)
+            if not data:
+                break
+            yield data
+        self.close()
+
+
+# get_all_records' reply is read and parsed in pieces of this size
+STREAM_CHUNK = 1 << 16
+
+
+class EventChannel(object):
+    """event.from on its own keep-alive HTTP connection, its reply read
+    lean (watch_events.parse_event_reply: the snapshot fields the pack
+    reads, nothing else turned into Python objects). The XenAPI client
+    would build every field of every snapshot through Python callbacks,
+    which was most of the watcher's CPU under load."""
+
+    def __init__(self, endpoint=None):
+        self.endpoint = endpoint if endpoint is not None else \
+            paths.xapi_endpoint()
+        self._conn = None
+
+    def _connection(self):
+        if self._conn is None:
+            if not self.endpoint or self.endpoint[0] == "socket":
+                self._conn = _Wire(socket.AF_UNIX, self.endpoint[1]
+                                   if self.endpoint else paths.XAPI_SOCKET)
+            else:  # tests: a simulator on TCP (dom0 uses the unix socket)
+                url = urllib.parse.urlsplit(self.endpoint[1])
+                if url.scheme != "http":
+                    raise xapi.XapiError("the watcher reads xapi over its "
+                                         "unix socket or plain http, not %s"
+                                         % self.endpoint[1])
+                self._conn = _Wire(socket.AF_INET, (url.hostname or
+                                                    "localhost", url.port or 80))
+        return self._conn
+
+    def call(self, session_ref, classes, token, timeout):
+        """event.from's Value ({"events", "token"}). SESSION_INVALID is
+        XapiError at once (our token died with the session: resync);
+        connection failures are raised as they are (retry.is_transient
+        tells them)."""
+        return self._call("event.from", (session_ref, list(classes), token,
+                                         float(timeout)),
+                          watch_events.parse_event_reply)
+
+    def all_records(self, session_ref, xapi_class):
+        """{ref: trimmed record} of a class (a records.CLASSES entry), read
+        as lean as events are."""
+        return self._call(
+            "%s.get_all_records" % xapi_class.name, (session_ref,),
+            lambda chunks: watch_events.parse_records_stream(
+                chunks, xapi_class.event), stream=True)
+
+    def value(self, method, params):
+        """Any call's Value; xapi's failure as EventReplyError (the
+        caller maps it)."""
+        return self._call(method, params, watch_events.parse_value_reply,
+                          map_errors=False)
+
+    def _call(self, method, params, parse, stream=False, map_errors=True):
+        """parse(the reply's bytes), or with stream parse(an iterator of
+        its chunks)."""
+        body = xmlrpc.client.dumps(params, method)
+        conn = self._connection()
+        try:
+            status, reason, chunks = conn.post(body.encode("utf-8"))
+            if status != 200:
+                raise xmlrpc.client.ProtocolError("xapi", status, reason, {})
+            if stream:
+                result = parse(chunks)
+                for _rest in chunks:  # keep the connection usable
+                    pass
+            else:
+                result = parse(b"".join(chunks))
+        except watch_events.EventReplyError as err:
+            if stream:
+                self.close()  # the rest of the reply may be unread
+            if not map_errors:
+                raise
+            failure = self._failure(method, err)
+            if not failure.params:
+                # SESSION_INVALID: not a transient failure here: the token
+                # died with the session, so no retry on it (is_transient
+                # would see SESSION_INVALID in the cause), a resync instead
+                raise failure from None
+            raise failure from err
+        except BaseException:
+            self.close()
+            raise
+        return result
+
+    @staticmethod
+    def _failure(method, err):
+        """XapiError for xapi's failure `err` (an EventReplyError)."""
+        if err.details and err.details[0] == "SESSION_INVALID":
+            return xapi.XapiError("xapi session was renewed (xapi restarted?)")
+        return xapi.XapiError("%s failed: %s" % (method, " ".join(err.details)),
+                              *err.details)
+
+    def close(self):
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 class KeyWriters(object):
@@ -188,6 +573,7 @@ class KeyWriters(object):
         self._open_session = open_session
         self.size = max(1, int(size))
         self._sessions = []
+        self._channels = []
         self._clients = None    # queue of idle Xapi clients
         self._executor = None
         self._inflight = {}     # ref -> (plan, future)
@@ -201,10 +587,16 @@ class KeyWriters(object):
     def submit(self, plans):
         """Start the writes of plans in the writer threads."""
         if self._executor is None:
-            self._sessions = [self._open_session() for _ in range(self.size)]
+            self._sessions = [
+                retry.call_with_retry(self._open_session,
+                                      attempts=CALL_ATTEMPTS,
+                                      budget_s=CALL_BUDGET)
+                for _ in range(self.size)]
             self._clients = queue.Queue()
             for session in self._sessions:
-                self._clients.put(xapi.Xapi(session))
+                client = RetryingXapi(session)
+                self._channels.append(client.channel)
+                self._clients.put(client)
             self._executor = concurrent.futures.ThreadPoolExecutor(self.size)
         for plan in plans:
             future = self._executor.submit(self._write_one, plan)
@@ -222,14 +614,15 @@ class KeyWriters(object):
 
     def finished(self):
         """[(ref, plan, future)] of the writes done since the last call, in
-        the order they finished; cancelled ones left out."""
+        the order they finished; a cancelled one (never started) comes with
+        future None."""
         done = []
         while self._finished:
             ref = self._finished.popleft()
             plan, future = self._inflight.pop(ref, (None, None))
-            if future is None or future.cancelled():
+            if plan is None:
                 continue
-            done.append((ref, plan, future))
+            done.append((ref, plan, None if future.cancelled() else future))
         return done
 
     def stop(self):
@@ -245,9 +638,11 @@ class KeyWriters(object):
         self._inflight.clear()
         self._finished.clear()
         self.recheck.clear()
+        for channel in self._channels:
+            channel.close()
         for session in self._sessions:
             xapi.close_session(session)
-        self._sessions = []
+        self._sessions, self._channels = [], []
         self._clients = None
 
 
@@ -257,7 +652,9 @@ class Watcher(object):
     def __init__(self, state_dir=None, event_timeout=EVENT_TIMEOUT,
                  cache_debounce=CACHE_DEBOUNCE, backoff_max=BACKOFF_MAX,
                  writers=WRITERS, open_session=None, sleep=time.sleep,
-                 coalesce=EVENT_COALESCE, max_failures=MAX_FAILURES):
+                 coalesce=EVENT_COALESCE, max_failures=MAX_FAILURES,
+                 drift_interval=DRIFT_INTERVAL, drift_netlink=True,
+                 lease_ttl=LEASE_TTL):
         self.state_dir = paths.state_dir(state_dir)
         self.max_failures = max(1, int(max_failures))
         self.exit_code = exitcodes.OK
@@ -276,12 +673,34 @@ class Watcher(object):
         self.token = ""
         self.was_master = False
         self._cache = DebouncedCache(self.state_dir, cache_debounce)
+        self._cache_writer = BackgroundWriter(self._write_cache)
         self._policy_warned = set()  # (level, error) already logged
         self.stopping = False
         self.stats = {"syncs": 0, "batches": 0, "writes": 0, "objects_written": 0,
                       "cache_writes": 0, "live_applied": 0, "errors": 0}
         self._store = None
         self._writers = KeyWriters(self._open_session, writers)
+        self._channel = EventChannel()
+        # {ref: (other_config before, after)} of writes submitted: their
+        # own mod events plan nothing again (watch_events.is_echo)
+        self._echoes = {}
+        self._todo = todo.TodoList(self.state_dir)
+        self._lease = None        # ExitStack holding the pool writer lease
+        self._operation = None    # what it yielded (pool-core's Operation)
+        self._lease_idle = None   # monotonic time the writes drained
+        # Objects (and live VIFs) whose planning waits while another writer
+        # holds the pool lease: what we see then is its half-done state
+        self._deferred = set()
+        self._deferred_live = set()
+        self.lease_ttl = max(1.0, float(lease_ttl))
+        # The snapshot, the cache and the live-state record are shared with
+        # the drift thread: each side works on them under this lock (the
+        # loop not while it waits in event.from).
+        self._lock = threading.RLock()
+        self.drift_interval = max(0.0, float(drift_interval))
+        self.drift_netlink = drift_netlink
+        self._drift_record = drift.read_drift(self.state_dir)
+        self._drift_thread = None
 
     # -- lifecycle -------------------------------------------------------------
     def stop(self):
@@ -292,6 +711,10 @@ class Watcher(object):
         with xapi reachable."""
         backoff = BACKOFF_INITIAL
         failures = 0  # in a row, each after a successful connect
+        left = self._todo.load(time.monotonic())
+        if left:
+            self.log.warning("watch: %d objects left in the to-do by the last "
+                             "run; the full sync plans them again", left)
         while not self.stopping:
             connected = False
             try:
@@ -329,7 +752,10 @@ class Watcher(object):
                 except _Stop:
                     break
                 backoff = min(backoff * 2, self.backoff_max)
-        self._flush_cache()
+        self.stopping = True  # the drift thread too
+        with self._lock:
+            self._flush_cache()
+        self._cache_writer.wait()
         self._disconnect()
         return self.exit_code
 
@@ -342,8 +768,11 @@ class Watcher(object):
 
     def _disconnect(self):
         self._writers.stop()
-        self._harvest()  # log and count what did get written; no replans
+        with self._lock:
+            self._harvest()  # log and count what did get written; no replans
+        self._release_lease()
         self._writers.close()
+        self._channel.close()
         if self.session is not None:
             xapi.close_session(self.session)
         self.session = self.client = None
@@ -354,16 +783,38 @@ class Watcher(object):
         objects that changed while their writes were in flight, once our
         writes show."""
         written, failed, again = [], [], []
+        now, wall = time.monotonic(), time.time()
         for ref, plan, future in self._writers.finished():
-            try:
-                result = future.result()
-            except Exception as err:  # a writer thread's surprise
+            if future is None:
                 result = writer.ObjectWrite.failed(
-                    plan, ["%s: %s" % (type(err).__name__, err)])
-            if result.status == writer.STATUS_CHANGED:
-                written.append(result)
-            elif result.status == writer.STATUS_FAILED:
+                    plan, ["not written: the watcher reconnected"])
+            else:
+                try:
+                    result = future.result()
+                except Exception as err:  # a writer thread's surprise
+                    result = writer.ObjectWrite.failed(
+                        plan, ["%s: %s" % (type(err).__name__, err)])
+            final = self._echoes.get(ref, (None, None))[1]
+            if result.status != writer.STATUS_CHANGED or \
+                    result.done_plan is None or \
+                    result.done_plan.final != final:
+                # nothing (more) to come of ours, or a re-planned write
+                self._echoes.pop(ref, None)
+            if result.status == writer.STATUS_FAILED:
+                # never dropped: planned and written again from the to-do
                 failed.append(result)
+                if self._operation is not None:
+                    # its intent may stand with a key not yet written:
+                    # settled before the op ends (writer.operation), or
+                    # it would read as someone else's change
+                    self._operation.unsettled = True
+                self._todo.failed(ref, result.cls, result.uuid, result.label,
+                                  "; ".join(result.error or ["failed"]),
+                                  now, wall)
+            else:  # written, already in policy, or gone
+                self._todo.done([ref])
+                if result.status == writer.STATUS_CHANGED:
+                    written.append(result)
             if ref in self._writers.recheck:
                 self._writers.recheck.discard(ref)
                 if watch_events.shows(self.records, ref, result.written):
@@ -376,9 +827,108 @@ class Watcher(object):
             self.log.info("watch: wrote offload keys on %d objects%s",
                           len(written), ", %d failed" % len(failed) if failed else "")
         for result in failed:
-            self.log.warning("watch: %s %s: %s", result.cls,
-                             result.label, "; ".join(result.error or []))
+            self.log.warning("watch: %s %s: %s; kept in the to-do, tried "
+                             "again", result.cls, result.label,
+                             "; ".join(result.error or []))
+        self._save_todo()
+        if self._lease is not None and not self._writers.in_flight():
+            now = time.monotonic()
+            if self._lease_idle is None:
+                self._lease_idle = now
+            elif now - self._lease_idle >= LEASE_IDLE:
+                self._release_lease()
         return again
+
+    def _save_todo(self):
+        """Write the to-do if it changed, and log its count."""
+        if not self._todo.changed:
+            return
+        try:
+            self._todo.save()
+        except DeviceError as err:
+            self.log.warning("watch: cannot write the to-do: %s", err.message)
+            return
+        except (OSError, IOError) as err:
+            self.log.warning("watch: cannot write the to-do: %s", err)
+            return
+        if len(self._todo):
+            self.log.warning("watch: to-do: %d objects still to bring into "
+                             "policy", len(self._todo))
+        else:
+            self.log.info("watch: to-do empty: every object's keys written")
+
+    # -- the pool-wide writer lease (CONTRACTS.md E) ---------------------------
+    def _take_lease(self):
+        """Hold the pool writer lease, as one operation, while writing:
+        {"op": id} to plan with (writer.operation: the lease, the op key,
+        the settling of a crashed op). Raises Busy when another writer
+        holds the lease: the objects then wait in the to-do.
+        """
+        self._lease_idle = None
+        if self._lease is not None and self._operation is not None:
+            self._operation.renew(self._connected())  # Busy if taken over
+            return self._op_args()
+        holder = "watch@%s" % (self.host_ref,)
+        stack = contextlib.ExitStack()
+        self._operation = stack.enter_context(writer.operation(
+            self._connected(), holder, ttl_s=self.lease_ttl,
+            wait_s=0.0))
+        self._lease = stack
+        return self._op_args()
+
+    def _other_writer(self):
+        """The lease of another writer that is live in our view of the
+        pool (LeaseInfo), or None."""
+        if self.records is None:
+            return None
+        raw = self.records.pool_other_config.get(keys.KEY_LEASE)
+        if raw is None:
+            return None
+        info = LeaseInfo(raw)
+        if info.expired(time.time()):
+            return None  # a dead writer's: taken over at our next write
+        if self._operation is not None and info.op == self._operation.op:
+            return None  # ours
+        return info
+
+    def _resume_deferred(self):
+        """Plan what waited for another writer, once its lease is gone."""
+        if not (self._deferred or self._deferred_live) or \
+                self.records is None or self._other_writer() is not None:
+            return
+        refs, live = self._deferred, self._deferred_live
+        self._deferred, self._deferred_live = set(), set()
+        everything = EVERY_DEVICE in live
+        live.discard(EVERY_DEVICE)
+        refs = set(r for r in refs if r in self.records.vifs
+                   or r in self.records.pifs)
+        self.log.info("watch: the writer lease is free; planning %d "
+                      "objects that waited", len(refs))
+        self._reconcile(refs, live=EVERY_DEVICE if everything else live)
+
+    def _renew_lease(self):
+        """While writes are in flight, keep the lease from expiring."""
+        if self._operation is None or not self._writers.in_flight():
+            return
+        try:
+            self._operation.renew(self._connected())
+        except NetoffloadError as err:  # taken over: the next writer
+            self.log.warning("watch: %s", err.message)  # settles ours
+            self._release_lease()
+
+    def _op_args(self):
+        return {"op": self._operation.op} if self._operation else {}
+
+    def _release_lease(self):
+        stack, self._lease = self._lease, None
+        self._operation = self._lease_idle = None
+        if stack is None:
+            return
+        try:
+            stack.close()
+        except Exception as err:  # it expires by itself (ttl)
+            self.log.warning("watch: cannot give the writer lease back: %s",
+                             err)
 
     # -- the loop ------------------------------------------------------------------
     def _connected(self):
@@ -391,8 +941,13 @@ class Watcher(object):
         return self._events_of(EVENT_CLASSES, token, timeout)
 
     def _events_of(self, classes, token, timeout):
-        result = self._connected().call("event.from", classes, token,
-                                        float(timeout))
+        # a blip (refused, reset, a reply cut short) is tried again on the
+        # same token rather than cost a full resync
+        self._connected()
+        result = retry.call_with_retry(
+            self._channel.call, self.session_ref, classes, token,
+            float(timeout), attempts=CALL_ATTEMPTS, budget_s=CALL_BUDGET,
+            sleep=self._sleep)
         if getattr(self.session, "_session", None) != self.session_ref:
             # the XenAPI client logged in again after SESSION_INVALID: xapi
             # restarted and our token means nothing any more
@@ -405,58 +960,77 @@ class Watcher(object):
         self.token = self._events_of(["pool"], "", 0.0)["token"]
         self.records = None
         tables = {}
+        self._connected()
         for xapi_class in CLASSES:
-            cls = xapi_class.event
-            raw = self._connected().get_all_records(xapi_class.name)
-            # Through one JSON string: the trimmed records are then built
-            # after the raw ones are freed, packed together instead of
-            # scattered among the holes the raw ones leave, so the heap
-            # can shrink back.
-            packed = json.dumps(dict((ref, watch_events.trim(cls, record))
-                                     for ref, record in raw.items()))
+            # read lean: only the fields the pack reads become objects
+            raw = retry.call_with_retry(
+                self._channel.all_records, self.session_ref, xapi_class,
+                attempts=CALL_ATTEMPTS, budget_s=CALL_BUDGET, sleep=self._sleep)
+            # Through one JSON string: the records are then built again
+            # after the parse's garbage is freed, packed together instead
+            # of scattered among its holes, so the heap can shrink back.
+            packed = json.dumps(raw)
             del raw
             gc.collect()
             tables[xapi_class.table] = dict(
                 (watch_events.intern(ref), watch_events.compact_record(record))
                 for ref, record in json.loads(packed).items())
             del packed
-        self.records = PoolRecords(*[tables[c.table] for c in CLASSES])
+        records = PoolRecords(*[tables[c.table] for c in CLASSES])
         release_memory()
         self.stats["syncs"] += 1
-        self.was_master = self.is_master
-        self.log.info("watch: synced %d VMs, %d VIFs, %d PIFs (%s)",
-                      len(tables["vms"]), len(tables["vifs"]), len(tables["pifs"]),
-                      "master" if self.was_master else "member")
-        self._cache.restart(self.host_ref)
-        self._policy_warned = set()
-        self._reconcile(set(self.records.vifs) | set(self.records.pifs),
-                        live=EVERY_DEVICE)
-        self._flush_cache()
+        with self._lock:
+            self.records = records
+            self.was_master = self.is_master
+            self.log.info("watch: synced %d VMs, %d VIFs, %d PIFs (%s)",
+                          len(tables["vms"]), len(tables["vifs"]),
+                          len(tables["pifs"]),
+                          "master" if self.was_master else "member")
+            self._cache.restart(self.host_ref)
+            self._policy_warned = set()
+            self._echoes.clear()
+            self._reconcile(set(records.vifs) | set(records.pifs),
+                            live=EVERY_DEVICE)
+            self._flush_cache()
+        self._start_drift()
 
     def _step(self):
         timeout = self._cache.wait_limit(time.monotonic(), self.event_timeout)
         pause = self._next_call - time.monotonic()
         if pause > 0:
             self._sleep(pause)
-        again = self._harvest()
-        if again:
-            self._reconcile(set(again))
+        with self._lock:
+            again = set(self._harvest())
+            self._renew_lease()
+            again.update(self._todo.due(time.monotonic()))
+            self._resume_deferred()
+            if again:
+                self._reconcile(again)
         if self._writers.in_flight():
             timeout = min(timeout, 1.0)  # to log finished writes promptly
+        if self._lease is not None:
+            timeout = min(timeout, LEASE_IDLE)  # to give it back in time
+        if self._deferred or self._deferred_live:
+            timeout = min(timeout, 1.0)  # a dead writer's lease expires
+        retry_at = self._todo.next_due()
+        if retry_at is not None:
+            timeout = max(0.0, min(timeout, retry_at - time.monotonic()))
         # Snapshots in this batch may predate the last writes of objects in
         # flight now, even if those writes finish before we look at them.
         busy = self._writers.in_flight()
         result = self._events(self.token, timeout)
         self.token = result["token"]
         events = result.get("events") or []
-        if events:
-            self._next_call = time.monotonic() + self.coalesce
-            self.stats["batches"] += 1
-            affected, live = self._apply_events(events)
-            if affected or live:
-                self._reconcile(affected, live=live, busy=busy)
-        if self._cache.is_due(time.monotonic()):
-            self._flush_cache()
+        with self._lock:
+            if events:
+                self._next_call = time.monotonic() + self.coalesce
+                self.stats["batches"] += 1
+                affected, live = self._apply_events(events)
+                if affected or live:
+                    self._reconcile(affected, live=live, busy=busy)
+                self._resume_deferred()
+            if self._cache.is_due(time.monotonic()):
+                self._flush_cache()
 
     @property
     def is_master(self):
@@ -467,7 +1041,7 @@ class Watcher(object):
         whose VM started or moved)."""
         self._cache.postpone(time.monotonic())
         batch = watch_events.apply_events(self.records, events, self.host_ref,
-                                          self.was_master)
+                                          self.was_master, self._echoes)
         if batch.took_over:
             self.log.info("watch: this host is now the pool master; taking over")
         self.was_master = self.is_master
@@ -479,9 +1053,28 @@ class Watcher(object):
         """Plan and write the keys of the affected objects (on the master),
         then enforce live state on their devices here and on the VIFs in
         `live` (EVERY_DEVICE: on every device of this host)."""
+        other = self._other_writer()
+        if other is not None:
+            # another writer is part way through: plan nothing (keys or
+            # live) from its half-done state; once its lease goes (an
+            # event), everything it touched comes again as events
+            if not self._deferred and not self._deferred_live:
+                self.log.info("watch: %s holds the pool writer lease; "
+                              "waiting for it to finish", other.holder)
+            self._deferred.update(affected)
+            if live is EVERY_DEVICE:
+                self._deferred_live.add(EVERY_DEVICE)
+            else:
+                self._deferred_live.update(live)
+            return
         targets = sorted(ref for ref in affected
                          if watch_events.eligible(self.records, ref))
-        if self.is_master and targets:
+        if len(self._todo):
+            # gone or no longer a guest's: nothing left to write
+            self._todo.done(set(affected).difference(targets))
+        if not self.is_master:
+            self._todo.clear()  # the master's to-do, and it plans everything
+        elif targets:
             busy = set(busy) | self._writers.in_flight()
             waiting = [ref for ref in targets if ref in busy]
             self._writers.recheck.update(waiting)
@@ -494,10 +1087,34 @@ class Watcher(object):
                 self._warn_policy_errors(
                     (p.resolution.level, p.resolution.error, p.label)
                     for p in plans if p.resolution.error)
+                if len(self._todo):  # in policy already (a lost reply)
+                    self._todo.done(p.ref for p in plans if not p.writes)
                 plans = [p for p in plans if p.writes]
                 if plans:
-                    self._writers.submit(plans)
+                    self._submit(plans)
+        self._save_todo()
         self._enforce(None if live is EVERY_DEVICE else set(targets) | set(live))
+
+    def _submit(self, plans):
+        """Start the writes of plans under the pool writer lease (planned
+        again with its op id when it has one); when it cannot be had, the
+        objects go to the to-do."""
+        try:
+            op_args = self._take_lease()
+            if op_args:
+                plans = [p for p in planning.plan_db(
+                    self.records, [p.ref for p in plans], **op_args)
+                    if p.writes]
+        except NetoffloadError as err:  # Busy: someone else is writing
+            # planned again from the records as they stand once its lease
+            # is gone (its events come first), not from this view
+            self.log.info("watch: %d objects wait for the writer lease: %s",
+                          len(plans), err.message)
+            self._deferred.update(p.ref for p in plans)
+            return
+        for plan in plans:
+            self._echoes[plan.ref] = (plan.current, plan.final)
+        self._writers.submit(plans)
 
     def _warn_policy_errors(self, found):
         """One warning per broken (level, key=value), not one per event:
@@ -516,11 +1133,21 @@ class Watcher(object):
             refs = watch_events.local_targets(self.records, self.host_ref, refs)
             if not refs:
                 return
-        if self._store is None:
-            self._store = livestate.LiveStateStore(self.state_dir)
+        held = self._held_devices()
+        if held is None:
+            return  # holds unknown: touch no device
+        if held:
+            # an admin's `netoffload set` stands until `restore`: the
+            # objects with a held device are left alone here
+            locals_ = enforce.local_devices(self.records, self.host_ref, refs)
+            skip = set(d.ref for d in locals_ if d.device in held)
+            if skip:
+                refs = set(d.ref for d in locals_) - skip
+                if not refs:
+                    return
         try:
             results = enforce.enforce_live(self.records, self.host_ref,
-                                             self._store, targets=refs)
+                                             self._live_store(), targets=refs)
         except NetoffloadError as err:
             self.log.warning("watch: live enforcement failed: %s", err.message)
             return
@@ -537,19 +1164,163 @@ class Watcher(object):
             self.log.info("watch: applied live state on %s",
                           ", ".join(r.device for r in changed))
 
-    def _flush_cache(self):
+    # -- drift (agents/drift.py) -------------------------------------------------
+    def _start_drift(self):
+        """The drift thread, once, after the first full sync."""
+        if self._drift_thread is not None or not self.drift_interval:
+            return
+        self._drift_thread = threading.Thread(target=self._drift_loop,
+                                              name="drift")
+        self._drift_thread.daemon = True
+        self._drift_thread.start()
+
+    def _drift_loop(self):
+        monitor = drift.FeatureMonitor.open() if self.drift_netlink else None
+        if monitor is not None:
+            self.log.info("watch: drift: following ethtool netlink "
+                          "notifications")
+        else:
+            self.log.info("watch: drift: reading governed devices every "
+                          "%gs", self.drift_interval)
+        next_read = time.monotonic() + self.drift_interval
+        try:
+            while not self.stopping:
+                if monitor is not None:
+                    names = monitor.wait(1.0)  # 1 s: to see stopping
+                    if names == set():
+                        continue
+                    time.sleep(DRIFT_SETTLE)
+                    more = monitor.wait(0.0)
+                    names = None if names is None or more is None \
+                        else names | more
+                else:
+                    wait = next_read - time.monotonic()
+                    if wait > 0:
+                        time.sleep(min(wait, 1.0))
+                        continue
+                    next_read = time.monotonic() + self.drift_interval
+                    names = None
+                try:
+                    with self._lock:
+                        self.check_drift(names)
+                except Exception as err:  # never the end of the watcher
+                    self.log.warning("watch: drift check failed: %s: %s",
+                                     type(err).__name__, err)
+        finally:
+            if monitor is not None:
+                monitor.close()
+
+    def _held_devices(self):
+        """Devices an admin holds with `netoffload set` (CONTRACTS.md C).
+
+        LiveStateStore.held_devices() comes with live-engine's holds; until
+        that is merged no device is held."""
+        held = getattr(self._live_store(), "held_devices", None)
+        if held is None:
+            return set()
+        try:
+            return set(held())
+        except NetoffloadError as err:
+            self.log.warning("watch: cannot read the holds: %s", err.message)
+            return None
+
+    def _live_store(self):
+        if self._store is None:
+            self._store = livestate.LiveStateStore(self.state_dir)
+        return self._store
+
+    def check_drift(self, names=None):
+        """Re-enforce the governed local devices (those named; None: all)
+        whose live features drifted from the policy, except held ones;
+        record what stays drifted in drift.json. Call under self._lock."""
+        records, host_ref = self.records, self.host_ref
+        if records is None or host_ref is None:
+            return
+        held = self._held_devices()
+        if held is None:
+            return  # holds unknown: touch nothing
+        present = set(ethtool.list_devices())
+        governed = dict(
+            (d.device, d) for d in enforce.local_devices(records, host_ref)
+            if d.device in present and (names is None or d.device in names)
+            and d.resolution.live_features and not d.resolution.error)
+        desired = dict((name, d.resolution.live_features)
+                       for name, d in governed.items())
+        found = drift.find_drift(desired, ethtool.read_many(sorted(governed)),
+                                 held)
+        store = self._live_store()
+        for name in found.reenforce:
+            local = governed[name]
+            wanted = desired[name]
+            what = " ".join("%s=%s" % (f, v)
+                            for f, v in sorted(found.drifted[name].items()))
+            try:
+                result = store.apply(name, wanted, owner=local.owner)
+            except NetoffloadError as err:
+                self.log.warning("watch: drift on %s: %s; re-enforcing "
+                                 "failed: %s", name, what, err.message)
+                continue
+            self.stats["drift_corrected"] = \
+                self.stats.get("drift_corrected", 0) + 1
+            self.log.warning(
+                "watch: drift on %s: %s, policy %s (%s) wants %s; "
+                "re-enforced: %s", name, what, local.resolution.policy,
+                local.resolution.level, " ".join(
+                    "%s=%s" % (f, wanted[f])
+                    for f in sorted(found.drifted[name])),
+                ", ".join("%s %s" % (f, v)
+                          for f, v in sorted(result.changed.items()))
+                or "nothing changed")
+        still = dict((name, found.drifted[name]) for name in found.held)
+        if found.reenforce:
+            again = drift.find_drift(
+                dict((n, desired[n]) for n in found.reenforce),
+                ethtool.read_many(found.reenforce), held)
+            still.update(again.drifted)
+        for name in found.held:
+            if name not in self._drift_record:
+                self.log.warning("watch: drift on %s: %s; held by `netoffload "
+                                 "set`, left alone", name, " ".join(
+                                     "%s=%s" % (f, v) for f, v in
+                                     sorted(found.drifted[name].items())))
+        checked = set(governed)
+        if names is None:  # a full check: devices no longer governed too
+            checked |= set(self._drift_record)
+        record = drift.next_record(self._drift_record, still, checked, held,
+                                   time.time())
+        if record != self._drift_record:
+            try:
+                drift.write_drift(record, self.state_dir)
+            except (NetoffloadError, OSError, IOError) as err:
+                self.log.warning("watch: cannot write the drift record: %s",
+                                 err)
+                return
+            self._drift_record = record
+
+    def _flush_cache(self, wait=False):
+        """Re-resolve what changed (here, under the lock) and write the
+        files in the cache-writer thread; wait: until they are written."""
         if self.records is None or self.host_ref is None:
             return
+        pending = self._cache.prepare(self.records)
+        if pending is not None:
+            self._cache_writer.submit(pending)
+        if wait:
+            self._cache_writer.wait()
+
+    def _write_cache(self, pending):
+        """The cache-writer thread's work."""
         try:
-            flushed = self._cache.flush(self.records)
-        except DeviceError as err:  # the state directory itself
-            self.log.warning("watch: cannot write the cache: %s", err.message)
+            flushed = self._cache.write(pending)
+        except (DeviceError, OSError, IOError) as err:  # DeviceError: the
+            with self._lock:                            # state directory
+                self._cache.failed()
+            self.log.warning("watch: cannot write the cache: %s",
+                             err.message if isinstance(err, DeviceError)
+                             else err)
             return
-        except (OSError, IOError) as err:
-            self.log.warning("watch: cannot write the cache: %s", err)
-            return
-        if flushed is None:
-            return
+        with self._lock:
+            self._cache.done()
         if flushed.written:
             self.stats["cache_writes"] += 1
             self.log.info("watch: cache updated: %d PIFs, %d VIFs",
@@ -582,6 +1353,16 @@ def main(argv=None):
     parser.add_argument("--coalesce", type=float, default=EVENT_COALESCE,
                         help="seconds to let changes gather between two "
                              "event batches")
+    parser.add_argument("--drift-interval", type=float, default=DRIFT_INTERVAL,
+                        help="seconds between two reads of the governed "
+                             "devices where the kernel sends no ethtool "
+                             "netlink notifications (0: no drift correction)")
+    parser.add_argument("--lease-ttl", type=float, default=LEASE_TTL,
+                        help="seconds the pool writer lease is taken for "
+                             "(renewed while writing)")
+    parser.add_argument("--drift-poll", action="store_true",
+                        help="read periodically even where the kernel "
+                             "sends notifications")
     args = parser.parse_args(argv)
     # a hung xapi must not hang us forever: bound every socket operation
     socket.setdefaulttimeout(args.event_timeout + 60.0)
@@ -589,10 +1370,14 @@ def main(argv=None):
     # with the default 5 ms GIL slice each would wait behind the main
     # thread parsing a big event batch, and an object's 8 writes add up.
     sys.setswitchinterval(SWITCH_INTERVAL)
+    limit_malloc_arenas()
     watcher = Watcher(event_timeout=args.event_timeout,
                       cache_debounce=args.cache_debounce,
                       backoff_max=args.backoff_max, writers=args.writers,
-                      coalesce=args.coalesce)
+                      coalesce=args.coalesce,
+                      drift_interval=args.drift_interval,
+                      drift_netlink=not args.drift_poll,
+                      lease_ttl=args.lease_ttl)
     _WATCHERS.append(watcher)
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)

@@ -14,11 +14,23 @@ keys on the master, enforcing live state and refreshing cache entries.
 
 Records are trimmed to the fields the pack reads, strings interned (refs
 and keys repeat across records), so the snapshot stays small.
+
+Also pure: reading event.from's and get_all_records' XML-RPC replies lean
+(parse_event_reply, parse_records_stream: only the fields in KEEP become
+values), and telling the events of our own writes (is_echo).
 """
+import re
 import sys
+import xml.etree.ElementTree as ElementTree
 
 from netoffload.pool import keys
-from netoffload.pool.records import BY_EVENT, is_eligible_vm, runs_on
+from netoffload.pool.records import (
+    BY_EVENT,
+    is_eligible_vm,
+    is_sriov_logical_pif,
+    is_sriov_vif,
+    runs_on,
+)
 
 # the fields we keep, per event class
 KEEP = {
@@ -26,8 +38,11 @@ KEEP = {
     "host": ("uuid", "name_label", "enabled", "other_config"),
     "network": ("uuid", "name_label", "other_config"),
     # bond_*: a bond master has no kernel device under openvswitch
+    # properties: an admin's gro there is an explicit setting (precedence);
+    # sriov_logical_PIF_of: an SR-IOV network's VIFs have no dom0 device
     "pif": ("uuid", "device", "VLAN", "host", "network", "other_config",
-            "bond_master_of", "bond_slave_of"),
+            "bond_master_of", "bond_slave_of", "properties",
+            "sriov_logical_PIF_of"),
     "vm": ("uuid", "name_label", "other_config", "tags", "is_a_template",
            "is_a_snapshot", "is_control_domain", "power_state",
            "resident_on", "domid"),
@@ -123,11 +138,32 @@ class Batch(object):
             self.affected, self.live, self.dirty, self.took_over)
 
 
-def apply_events(records, events, host_ref, was_master):
+# Where a VIF or PIF hangs: a change of these is never our own write.
+PLACEMENT = ("VM", "network", "host", "device", "VLAN")
+
+
+def is_echo(old, new, echo):
+    """True if the record `new` differs from `old` only by our own writes:
+    echo is (other_config before them, other_config after them), and every
+    key of new's other_config holds one of those two values."""
+    before, after = echo
+    config = new.get("other_config") or {}
+    for key in set(config) | set(before) | set(after):
+        value = config.get(key)
+        if value != before.get(key) and value != after.get(key):
+            return False
+    return all(old.get(k) == new.get(k) for k in PLACEMENT)
+
+
+def apply_events(records, events, host_ref, was_master, echoes=None):
     """Apply events (event.from's list) to records in place; the Batch.
 
     was_master: whether this host was the master before the batch (a
     promotion means every object must be planned by its new writer).
+    echoes: {ref: (other_config before, after)} of our own writes: an
+    event that shows only those (is_echo) plans nothing again; it is
+    dropped from echoes once everything shows, or at someone else's
+    change.
     """
     affected, live, dirty = set(), set(), set()
     vm_changed, net_changed, host_changed = set(), set(), set()
@@ -152,6 +188,12 @@ def apply_events(records, events, host_ref, was_master):
         if cls == "vif" and new.get("currently_attached") and \
                 not (old or {}).get("currently_attached"):
             live.add(ref)  # plugged: its device exists now
+        if echoes and ref in echoes and old is not None:
+            if is_echo(old, new, echoes[ref]):
+                if (new.get("other_config") or {}) == echoes[ref][1]:
+                    del echoes[ref]  # all our writes show
+                continue
+            del echoes[ref]  # someone else's change: planned below
         if cls == "vm" and old is not None and \
                 old.get("name_label") != new.get("name_label"):
             vm_changed.add(("name", ref))
@@ -193,10 +235,11 @@ def eligible(records, ref):
     """True for a PIF, and for a VIF of a real guest (not a template,
     snapshot or control domain)."""
     if ref in records.pifs:
-        return True
+        return not is_sriov_logical_pif(records.pifs[ref])
     vif = records.vifs.get(ref)
     vm = records.vms.get((vif or {}).get("VM"))
-    return vm is not None and is_eligible_vm(vm)
+    return vm is not None and is_eligible_vm(vm) and \
+        not is_sriov_vif(records, ref)
 
 
 def local_targets(records, host_ref, refs):
@@ -221,3 +264,253 @@ def shows(records, ref, written):
         return False
     config = record.get("other_config") or {}
     return all(config.get(key) == value for key, value in written)
+
+
+# -- event.from's XML-RPC reply, read lean ------------------------------------
+# The reply of event.from carries whole snapshots (a VM record has about a
+# hundred fields); xmlrpc.client turns every element into Python objects
+# through Python callbacks. Here the reply is parsed into a tree in C and
+# only the fields in KEEP are turned into values.
+
+
+class EventReplyError(Exception):
+    """event.from answered with a failure: `details` as xapi gave them."""
+
+    def __init__(self, details):
+        Exception.__init__(self, " ".join(details))
+        self.details = details
+
+
+def xml_value(element):
+    """The Python value of an XML-RPC <value> element."""
+    if len(element) == 0:  # <value>text</value> or <value/>: a string
+        return element.text or ""
+    child = element[0]
+    tag = child.tag
+    if tag == "string":
+        return child.text or ""
+    if tag == "struct":
+        return xml_struct(child)
+    if tag == "array":
+        data = child.find("data")
+        return [xml_value(v) for v in (data if data is not None else ())]
+    if tag in ("int", "i4", "i8"):
+        return int((child.text or "0").strip())
+    if tag == "boolean":
+        return (child.text or "").strip() == "1"
+    if tag == "double":
+        return float((child.text or "0").strip())
+    if tag == "nil":
+        return None
+    return child.text or ""  # dateTime.iso8601, base64: not read here
+
+
+def xml_struct(struct, only=None):
+    """{name: value} of an XML-RPC <struct>; `only`: decode these names
+    and skip the rest unread."""
+    result = {}
+    for member in struct:
+        name = member.find("name")
+        value = member.find("value")
+        if name is None or value is None:
+            continue
+        key = name.text or ""
+        if only is None or key in only:
+            result[key] = xml_value(value)
+    return result
+
+
+# Sets of refs the pack never reads that grow with the pool: a network's
+# VIFs (every VIF on it: 16,000 refs, a megabyte of XML, in the network's
+# snapshot that comes with every VIF.create), a host's resident_VMs, ...
+# They are cut out of the reply before it is parsed.
+UNREAD_SETS = (b"VIFs", b"PIFs", b"VBDs", b"VUSBs", b"VGPUs", b"PBDs",
+               b"resident_VMs", b"host_CPUs", b"consoles", b"crash_dumps",
+               b"snapshots", b"children", b"attached_PCIs", b"tasks",
+               b"allowed_operations", b"current_operations")
+assert not set(n.decode() for n in UNREAD_SETS) & set(
+    f for fields in KEEP.values() for f in fields)
+
+
+_UNREAD = frozenset(UNREAD_SETS)
+_NAME_RE = re.compile(rb"<member>\s*<name>([A-Za-z_]+)</name>\s*<value>\s*$")
+
+
+def strip_unread_sets(data):
+    """data with every struct member named in UNREAD_SETS whose value is
+    an array cut out (a member of that name holding anything else, e.g. an
+    other_config key, is left alone). One pass: from each <array> the
+    member's name is read backwards; sets of refs hold no nested array."""
+    pieces, pos, at = [], 0, 0
+    while True:
+        at = data.find(b"<array>", at)
+        if at < 0:
+            break
+        found = _NAME_RE.search(data, max(pos, at - 80), at)
+        close = data.find(b"</array>", at)
+        if found is None or found.group(1) not in _UNREAD or close < 0:
+            at += 7
+            continue
+        end = data.find(b"</member>", close)
+        if end < 0 or data[close + 8:end].strip() != b"</value>":
+            at += 7
+            continue
+        pieces.append(data[pos:found.start()])
+        pos = at = end + len(b"</member>")
+    if not pieces:
+        return data
+    pieces.append(data[pos:])
+    return b"".join(pieces)
+
+
+def parse_value_reply(data):
+    """Any XenAPI call's XML-RPC reply (bytes) -> its Value, fully
+    decoded (for small replies: a write's "", an other_config map).
+    EventReplyError for a xapi failure; ValueError for anything else."""
+    try:
+        root = ElementTree.fromstring(data)
+    except ElementTree.ParseError as err:
+        raise ValueError("not XML: %s" % err) from err
+    fault = root.find("fault/value")
+    if fault is not None:
+        raise EventReplyError(["XMLRPC_FAULT", str(xml_value(fault))])
+    top = root.find("params/param/value/struct")
+    if top is None:
+        raise ValueError("not an XML-RPC reply")
+    outer = xml_struct(top)
+    if outer.get("Status") != "Success":
+        raise EventReplyError([str(d) for d in
+                               outer.get("ErrorDescription") or ["UNKNOWN"]])
+    if "Value" not in outer:
+        raise ValueError("a reply with no Value")
+    return outer["Value"]
+
+
+def _reply_value(data, what):
+    """The <struct> of a XenAPI reply's Value (event.from's, or
+    get_all_records'), its unread sets cut out. EventReplyError for a xapi
+    failure; ValueError for anything that is not such a reply."""
+    try:
+        root = ElementTree.fromstring(strip_unread_sets(data))
+    except ElementTree.ParseError as err:
+        raise ValueError("%s: not XML: %s" % (what, err)) from err
+    fault = root.find("fault/value")
+    if fault is not None:
+        detail = xml_value(fault)
+        raise EventReplyError(["XMLRPC_FAULT", str(detail)])
+    top = root.find("params/param/value/struct")
+    if top is None:
+        raise ValueError("%s: not an XML-RPC reply" % what)
+    outer = xml_struct(top, ("Status", "ErrorDescription"))
+    if outer.get("Status") != "Success":
+        raise EventReplyError([str(d) for d in
+                               outer.get("ErrorDescription") or ["UNKNOWN"]])
+    for member in top:
+        name = member.find("name")
+        if name is not None and name.text == "Value":
+            value = member.find("value/struct")
+            if value is not None:
+                return value
+    raise ValueError("%s: a reply with no Value" % what)
+
+
+# Element depths in a XenAPI reply: methodResponse 1, params 2, param 3,
+# value 4, struct 5, its members (Status, Value, ErrorDescription) 6;
+# in get_all_records' Value: value 7, struct 8, one member per ref 9.
+_TOP_MEMBER = 6
+_RECORDS = 8
+_RECORD_MEMBER = 9
+
+
+def parse_records_stream(chunks, cls):
+    """<class>.get_all_records' reply, given as an iterable of byte chunks
+    -> {ref: record} with only the fields in KEEP[cls]. Parsed as it
+    arrives, each record dropped from the tree once read, so a pool's
+    10,000 VIFs are never all in memory as XML. EventReplyError for a
+    xapi failure; ValueError for anything that is not such a reply."""
+    only = KEEP[cls]
+    parser = ElementTree.XMLPullParser(events=("start", "end"))
+    depth = 0
+    records = None
+    result, top = {}, {}
+    try:
+        for chunk in chunks:
+            parser.feed(chunk)
+            for item in parser.read_events():
+                event, elem = item[0], item[-1]
+                if not isinstance(elem, ElementTree.Element):
+                    continue
+                if event == "start":
+                    depth += 1
+                    if depth == _RECORDS and elem.tag == "struct":
+                        records = elem
+                    continue
+                if elem.tag == "member" and depth == _RECORD_MEMBER:
+                    name = elem.find("name")
+                    record = elem.find("value/struct")
+                    if name is not None and record is not None:
+                        result[name.text or ""] = xml_struct(record, only)
+                    if records is not None:
+                        records.remove(elem)  # always its first child now
+                elif elem.tag == "member" and depth == _TOP_MEMBER:
+                    name = elem.find("name")
+                    value = elem.find("value")
+                    if name is not None and value is not None and \
+                            name.text in ("Status", "ErrorDescription"):
+                        top[name.text] = xml_value(value)
+                elif elem.tag == "fault" and depth == 2:
+                    value = elem.find("value")
+                    raise EventReplyError(["XMLRPC_FAULT", str(
+                        xml_value(value) if value is not None else "")])
+                depth -= 1
+        parser.close()
+    except ElementTree.ParseError as err:
+        raise ValueError("get_all_records: not XML: %s" % err) from err
+    if top.get("Status") != "Success":
+        raise EventReplyError([str(d) for d in
+                               top.get("ErrorDescription") or ["UNKNOWN"]])
+    return result
+
+
+def parse_event_reply(data):
+    """event.from's XML-RPC reply (bytes) -> {"events": [...], "token"},
+    each event {"class", "ref", "operation", "snapshot"} with only the
+    snapshot fields in KEEP for its class (classes not in KEEP: none).
+    EventReplyError for a xapi failure; ValueError for anything that is
+    not such a reply."""
+    value = _reply_value(data, "event.from")
+    result = {"events": [], "token": ""}
+    for member in value:
+        name = member.find("name")
+        if name is None:
+            continue
+        if name.text == "token":
+            result["token"] = xml_value(member.find("value"))
+        elif name.text == "events":
+            data_el = member.find("value/array/data")
+            for event_el in (data_el if data_el is not None else ()):
+                struct = event_el.find("struct")
+                if struct is None:
+                    continue
+                result["events"].append(_event(struct))
+    return result
+
+
+def _event(struct):
+    event = {}
+    snapshot = None
+    for member in struct:
+        name = member.find("name")
+        value = member.find("value")
+        if name is None or value is None:
+            continue
+        if name.text == "snapshot":
+            snapshot = value
+        elif name.text in ("class", "ref", "operation"):
+            event[name.text] = xml_value(value)
+    cls = str(event.get("class", "")).lower()
+    if snapshot is not None and cls in KEEP:
+        inner = snapshot.find("struct")
+        if inner is not None:
+            event["snapshot"] = xml_struct(inner, KEEP[cls])
+    return event

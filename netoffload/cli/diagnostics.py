@@ -11,6 +11,8 @@ import json
 import sys
 
 from netoffload import exitcodes
+from netoffload.cli import render
+from netoffload.cli.output import add_json, examples
 from netoffload.plugin import diagnostics
 
 
@@ -83,11 +85,15 @@ def _doctor(opts):
     out = sys.stdout
     policy = result["policy"]
     if policy.get("available"):
-        out.write("policy: %d device(s), %d covered, %d non-compliant, %d "
-                  "pending replug(s)\n" % (
+        render.wrap("policy: %d device(s), %d covered, %d non-compliant, %d "
+                    "pending replug(s), %d invalid policies, %d with explicit "
+                    "settings, %d drifting" % (
                       policy["devices"], policy["covered"],
                       len(policy["non_compliant"]),
-                      len(policy["pending_replugs"])))
+                      len(policy["pending_replugs"]),
+                      len(policy.get("invalid_policies") or []),
+                      len(policy.get("overrides") or []),
+                      len(policy.get("drift") or [])), out)
     else:
         out.write("policy: not checked: %s\n" % policy.get("reason"))
     dom0 = result["dom0"]
@@ -99,35 +105,52 @@ def _doctor(opts):
         "max_queues %d" % dom0["netback"]["max_queues"]
         if dom0["netback"].get("available") else "unavailable"))
     for item in result["advice"]:
-        out.write("* %s: %s\n    why: %s\n" % (item["item"], item["advice"],
-                                              item["reason"]))
+        render.wrap("* %s: %s" % (item["item"], item["advice"]), out)
+        render.wrap("    why: %s" % item["reason"], out, indent="    ")
         if item.get("cost"):
-            out.write("    cost: %s\n" % item["cost"])
+            render.wrap("    cost: %s" % item["cost"], out, indent="    ")
     return exitcodes.OK
 
 
 def register(subparsers):
     parser = subparsers.add_parser(
         "check-checksums", help="capture on a device and tell whether "
-        "tcpdump's 'incorrect' checksums are real corruption")
-    parser.add_argument("device", metavar="DEV")
+        "tcpdump's 'incorrect' checksums are real corruption",
+        description="Run bounded tcpdump captures on DEV, sort every packet "
+        "tcpdump flags 'incorrect' (egress_local, egress_forwarded, "
+        "guest_to_dom0, ingress), sample the kernel's checksum-drop "
+        "counters before and after, and give a verdict. Exit 1 when the "
+        "kernel dropped packets for bad checksums.",
+        epilog=examples("netoffload check-checksums vif1.0 --seconds 5",
+                        "netoffload check-checksums eth0 --json"))
+    parser.add_argument("device", metavar="DEV", help="the device to watch")
     parser.add_argument("--seconds", type=int, default=None,
                         help="capture at most this long (1-60, default 10)")
     parser.add_argument("--packets", type=int, default=None,
                         help="packet cap per direction (default 200)")
-    parser.add_argument("--json", action="store_true")
+    add_json(parser)
     parser.set_defaults(handler=_check_checksums)
 
     parser = subparsers.add_parser(
-        "counters", help="device error counters and kernel checksum drops")
-    parser.add_argument("device", metavar="DEV", nargs="?")
+        "counters", help="device error counters and kernel checksum drops",
+        description="Link, driver and kernel checksum-drop counters: non-zero "
+        "ones since boot, or (--seconds N) the change over N seconds.",
+        epilog=examples("netoffload counters", "netoffload counters vif1.0 "
+                        "--seconds 2"))
+    parser.add_argument("device", metavar="DEV", nargs="?",
+                        help="one device (default: every device)")
     parser.add_argument("--seconds", type=int, default=None,
                         help="report the change over this window (0-60; "
                         "0 = snapshot)")
-    parser.add_argument("--json", action="store_true")
+    add_json(parser)
     parser.set_defaults(handler=_counters)
 
     parser = subparsers.add_parser(
-        "doctor", help="one report for this host, with advice")
-    parser.add_argument("--json", action="store_true")
+        "doctor", help="one report for this host, with advice",
+        description="Offload vs policy on this host (through XAPI), pending "
+        "replugs, overrides and drift, kernel checksum counters, devices "
+        "with errors, dom0 vCPUs, scheduler and netback queues; each piece "
+        "of advice with its reason and, where it turns something off, its "
+        "cost.", epilog=examples("netoffload doctor", "netoffload doctor --json"))
+    add_json(parser)
     parser.set_defaults(handler=_doctor)

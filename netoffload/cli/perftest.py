@@ -9,6 +9,7 @@ import json
 import sys
 
 from netoffload import exitcodes
+from netoffload.cli.output import add_json, examples
 from netoffload.diagnostics import perftest
 from netoffload.errors import BadArgument
 
@@ -64,30 +65,47 @@ def _handler(opts):
 
 
 def _common(parser):
-    parser.add_argument("--port", type=int, default=perftest.DEFAULT_PORT)
+    parser.add_argument("--port", type=int, default=perftest.DEFAULT_PORT,
+                        help="TCP port of the bench server (default %d)"
+                        % perftest.DEFAULT_PORT)
     parser.add_argument("--duration", type=float, default=5.0,
                         help="seconds per test (default 5)")
     parser.add_argument("--parallel", type=int, default=1,
                         help="concurrent connections (default 1)")
     parser.add_argument("--tests", default=None,
                         help="comma list of %s" % ",".join(perftest.TESTS))
-    parser.add_argument("--json", action="store_true")
+    add_json(parser)
 
 
 def register(subparsers):
     parser = subparsers.add_parser(
         "bench", help="measure connection rate, transaction rate and "
-        "throughput (before/after an offload change)")
+        "throughput (before/after an offload change)",
+        description="Measure connection rate (TCP_CRR, conn/s), transaction "
+        "rate (TCP_RR, trans/s) and stream throughput (Mbit/s) against a "
+        "`netoffload bench server`; --compare runs the tests, applies POLICY "
+        "to DEVs, runs them again and restores the devices exactly.",
+        epilog=examples("netoffload bench server",
+                        "netoffload bench client 192.0.2.10 --duration 2",
+                        "netoffload bench --compare all-off eth0 --host "
+                        "192.0.2.10 --duration 2"))
     _common(parser)
     parser.add_argument("--compare", nargs="+", metavar="POLICY DEV",
                         help="bench, apply POLICY to DEV(s) temporarily, bench "
                         "again, restore")
     parser.add_argument("--host", help="the bench server for --compare")
-    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
-    server = verbs.add_parser("server", help="serve bench clients")
-    server.add_argument("--port", type=int, default=perftest.DEFAULT_PORT)
-    server.add_argument("--bind", default="0.0.0.0")
-    client = verbs.add_parser("client", help="run the tests against HOST")
-    client.add_argument("client_host", metavar="HOST")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB",
+                                  help="server or client (or --compare)")
+    server = verbs.add_parser("server", help="serve bench clients",
+                              description="Serve bench clients until Ctrl-C.")
+    server.add_argument("--port", type=int, default=perftest.DEFAULT_PORT,
+                        help="TCP port (default %d)" % perftest.DEFAULT_PORT)
+    server.add_argument("--bind", default="0.0.0.0",
+                        help="address to listen on (default 0.0.0.0)")
+    client = verbs.add_parser("client", help="run the tests against HOST",
+                              description="Run the tests against a bench "
+                              "server on HOST.")
+    client.add_argument("client_host", metavar="HOST",
+                        help="address of the bench server")
     _common(client)
     parser.set_defaults(handler=_handler, verb=None)

@@ -6,6 +6,7 @@ devices with errors, dom0 vCPUs and scheduler weight, netback queues.
 """
 import os
 import shlex
+import time
 
 from netoffload import runner
 from netoffload.diagnostics import counters
@@ -116,21 +117,32 @@ def policy_section(session=None):
     finally:
         if close is not None:
             close(session)
-    covered = [d for d in devices if d.desired]
+    entries = [(d, d.to_json()) for d in devices if d.device is not None]
+    # covered: a policy decides something here, or an INVALID one would
+    # (status counts that device as not compliant; so does the doctor)
+    covered = [(d, e) for d, e in entries
+               if d.desired or e.get("policy") == "INVALID" or
+               d.pending_restore]
     return {
         "available": True,
-        "devices": len(devices),
+        "devices": len(entries),
         "covered": len(covered),
         "non_compliant": [{"device": d.device, "kind": d.kind,
                            "differs": list(d.differs),
                            "desired": d.desired,
                            "live": dict(d.live),
-                           "pending_restore": dict(d.pending_restore)}
-                          for d in covered if not d.compliant],
-        "db_out_of_date": sorted(d.device for d in covered
+                           "pending_restore": dict(d.pending_restore),
+                           "policy_error": e.get("policy_error")}
+                          for d, e in entries if not d.compliant],
+        "db_out_of_date": sorted(d.device for d, _ in covered
                                  if d.db_compliant is False),
         "pending_replugs": pending,
         "invalid_policies": invalid,
+        # CONTRACTS.md A: present once the pool side reports them
+        "overrides": [{"device": d.device, "overrides": e["overrides"]}
+                      for d, e in entries if e.get("overrides")],
+        "drift": [{"device": d.device, "drift": e["drift"]}
+                  for d, e in entries if e.get("drift")],
     }
 
 
@@ -158,8 +170,12 @@ def _pending_replugs(records, host_ref):
             continue
         differs = sorted(f for f, v in db.items() if f in live and live[f] != v)
         if differs:
+            enforced = local.resolution.live_features
             result.append({"device": local.device, "vm": local.vm,
-                           "database": db, "differs": differs})
+                           "database": db, "differs": differs,
+                           # not the policy's: xapi's business at plug
+                           "explicit": [f for f in differs
+                                        if f not in enforced]})
     return result
 
 
@@ -174,6 +190,12 @@ def policy_set_command(entry):
     return " ".join(shlex.quote(word) for word in words)
 
 
+def _when(since):
+    if not isinstance(since, (int, float)):
+        return "an unknown time"
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
+
+
 def _advice(report):
     items = []
     policy = report["policy"]
@@ -184,12 +206,21 @@ def _advice(report):
             "reason": policy.get("reason")})
     else:
         for device in policy["non_compliant"]:
+            if device.get("policy_error"):
+                continue  # the invalid policy's own item says what to do
+            what = []
+            if device["differs"]:
+                what.append("live %s differ from the policy"
+                            % ", ".join(device["differs"]))
+            if device.get("pending_restore"):
+                what.append("%s still to be restored (the policy no longer "
+                            "sets them)" % ", ".join(
+                                sorted(device["pending_restore"])))
             items.append({
                 "item": "non-compliant device %s" % device["device"],
                 "advice": "run `netoffload apply TARGET` for its target to "
                           "enforce the policy live (no VM restart needed)",
-                "reason": "live %s differ from the policy"
-                          % ", ".join(device["differs"])})
+                "reason": "; ".join(what) or "not compliant"})
         for entry in policy.get("invalid_policies", []):
             items.append({
                 "item": "invalid policy %s on %s %s" % (
@@ -199,14 +230,48 @@ def _advice(report):
                           "are left as they are" % policy_set_command(entry),
                 "reason": entry.get("error") or "%r does not parse"
                           % entry["policy"]})
+        out_of_policy = set(d["device"] for d in policy["non_compliant"])
         for device in policy["pending_replugs"]:
+            explicit = device.get("explicit", [])
+            if explicit:
+                advice = ("the next VM start applies the database keys %s, "
+                          "which were not set by netoffload (it leaves them "
+                          "to xapi); nothing to do if that is intended" %
+                          ", ".join("ethtool-%s=%s" % (f, device["database"][
+                              f]) for f in explicit))
+            elif device["device"] in out_of_policy:
+                advice = ("run `netoffload apply TARGET` for its target: it "
+                          "enforces the policy live now, so the next VM "
+                          "start changes nothing")
+            else:
+                advice = "nothing to do: the next VM start applies the same " \
+                    "values"
             items.append({
                 "item": "pending replug %s" % device["device"],
-                "advice": "nothing to do now; the next VM start applies the "
-                          "database keys, which netoffload already enforces "
-                          "live",
+                "advice": advice,
                 "reason": "database ethtool keys (%s) differ from the live "
                           "device" % ", ".join(device["differs"])})
+        for device in policy.get("drift", []):
+            drift = device["drift"] or {}
+            items.append({
+                "item": "drift %s" % device["device"],
+                "advice": "the watcher puts it back; if it keeps drifting, "
+                          "look for a script or tool running `ethtool -K` "
+                          "on it",
+                "reason": "live %s differ from the policy since %s" % (
+                    ", ".join("%s=%s" % kv for kv in sorted(
+                        (drift.get("features") or {}).items())),
+                    _when(drift.get("since")))})
+        if policy.get("overrides"):
+            items.append({
+                "item": "explicit settings",
+                "advice": "`netoffload status` shows each one and why it "
+                          "beats the policy; `netoffload apply TARGET "
+                          "--force` overrides them (saved first)",
+                "reason": "%d device(s) have explicit ethtool settings "
+                          "that beat a policy (%s)" % (
+                              len(policy["overrides"]), ", ".join(
+                                  d["device"] for d in policy["overrides"]))})
         if policy["db_out_of_date"]:
             items.append({
                 "item": "database keys",

@@ -378,6 +378,10 @@ def headline(entry):
     return entry.get("mbit_per_s", entry.get("per_second"))
 
 
+# TCP_CRR counts connections (connect, one exchange, close): conn/s.
+UNITS = {"stream": "Mbit/s", "tcp_crr": "conn/s", "tcp_rr": "trans/s"}
+
+
 def format_table(result, compare=None):
     lines = ["%-8s %14s %12s" % ("TEST", "RESULT", "UNIT")]
     if compare is not None:
@@ -387,7 +391,7 @@ def format_table(result, compare=None):
         entry = result["tests"].get(test)
         if entry is None:
             continue
-        unit = "Mbit/s" if test == "stream" else "trans/s"
+        unit = UNITS.get(test, "trans/s")
         if compare is None:
             lines.append("%-8s %14.1f %12s" % (test, headline(entry), unit))
         else:

@@ -1,22 +1,40 @@
-"""Reading netdev features with the SIOCETHTOOL ioctl (no process per device).
+"""Reading and setting netdev features with the SIOCETHTOOL ioctl (no
+process per device).
 
-Three ethtool commands on one AF_INET datagram socket, reused for every
+Four ethtool commands on one AF_INET datagram socket, reused for every
 device: ETHTOOL_GSSET_INFO for the number of feature strings,
-ETHTOOL_GSTRINGS for their names (global to the kernel, so cached), and
+ETHTOOL_GSTRINGS for their names (global to the kernel, so cached),
 ETHTOOL_GFEATURES for the available / requested / active / never-changed
-bitmaps of one device. The socket belongs to the network namespace it was
-created in.
+bitmaps of one device, and ETHTOOL_SFEATURES to change requests: a `valid`
+mask of the bits to change and their `requested` values, all in one call,
+after which the kernel recomputes the active features once (its
+dependencies included: tx off takes tso, sg off takes gso). Its return
+value carries ETHTOOL_F_UNSUPPORTED (a valid bit the device cannot change;
+it was ignored) and ETHTOOL_F_WISH (requested and active differ for a
+valid bit: the kernel or the driver kept it). This is what `ethtool -K`
+does, through the ioctl or the equivalent netlink request. The socket
+belongs to the network namespace it was created in.
 """
 import array
 import errno
 import fcntl
-import socket
 import struct
+
+try:
+    # the C module itself: `socket` imports enum, selectors and more, a
+    # large part of the udev helper's start (only .socket() is used here)
+    import _socket as socket_module
+except ImportError:  # pragma: no cover - every CPython has it
+    import socket as socket_module
 
 SIOCETHTOOL = 0x8946
 ETHTOOL_GSTRINGS = 0x1b
 ETHTOOL_GSSET_INFO = 0x37
 ETHTOOL_GFEATURES = 0x3a
+ETHTOOL_SFEATURES = 0x3b
+ETHTOOL_F_UNSUPPORTED = 1 << 0
+ETHTOOL_F_WISH = 1 << 1
+ETHTOOL_F_COMPAT = 1 << 2
 ETH_SS_FEATURES = 4
 ETH_GSTRING_LEN = 32
 IFNAMSIZ = 16
@@ -24,6 +42,7 @@ IFNAMSIZ = 16
 # the name and the data pointer, so 40 fits both.
 _IFREQ_SIZE = 40
 _BLOCK = struct.Struct("=4I")  # available, requested, active, never_changed
+_SET_BLOCK = struct.Struct("=2I")  # valid, requested
 
 # errnos after which the ethtool binary may still succeed (netlink path,
 # or a driver without the legacy ioctl).
@@ -42,8 +61,10 @@ class IoctlReader(object):
     """Reads features of many devices through one socket."""
 
     def __init__(self):
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock = socket_module.socket(socket_module.AF_INET,
+                                          socket_module.SOCK_DGRAM)
         self._strings = {}  # count -> tuple of names
+        self._index = {}  # count -> {name: bit index}
         self._count = None
 
     def close(self):
@@ -56,15 +77,16 @@ class IoctlReader(object):
         self.close()
 
     def _ioctl(self, device, buf):
+        """The ioctl's return value (SFEATURES returns flags in it)."""
         # buf is an array: buffer_info() gives its address without ctypes
         # (a few ms of the udev helper's start-up)
-        ifreq = struct.pack("%dsP" % IFNAMSIZ, device.encode("ascii"),
-                            buf.buffer_info()[0])
-        ifreq += b"\0" * (_IFREQ_SIZE - len(ifreq))
+        ifreq = bytearray(_IFREQ_SIZE)
+        struct.pack_into("%dsP" % IFNAMSIZ, ifreq, 0, device.encode("ascii"),
+                         buf.buffer_info()[0])
         fd = self._sock.fileno()
         if fd < 0:
             raise OSError(errno.EBADF, "the ioctl reader is closed")
-        fcntl.ioctl(fd, SIOCETHTOOL, ifreq)
+        return fcntl.ioctl(fd, SIOCETHTOOL, ifreq, True)
 
     def _feature_count(self, device):
         buf = _buffer(struct.calcsize("=IIQI"))
@@ -91,29 +113,75 @@ class IoctlReader(object):
             self._strings[count] = names
         return names
 
-    def read(self, device):
-        """[(name, active, fixed, requested)] in kernel order, where fixed
-        is ethtool's rule (not in hw_features, or NETIF_F_NEVER_CHANGE);
-        raises OSError from the ioctl."""
+    def _names(self, device):
         count = self._count
         if count is None:
             # ETH_SS_FEATURES is one global table: ask once per reader.
             count = self._count = self._feature_count(device)
-        names = self._feature_names(device, count)
+        return count, self._feature_names(device, count)
+
+    def write(self, device, requests):
+        """Set the requests {kernel feature name: bool} of device in one
+        ETHTOOL_SFEATURES call; the ETHTOOL_F_* flags it returns. Only
+        changeable bits belong in `requests` (as `ethtool -K` sends them):
+        the kernel refuses NETIF_F_NEVER_CHANGE bits with EINVAL.
+        ValueError for a name this kernel does not have; OSError from the
+        ioctl."""
+        count, names = self._names(device)
+        index = self._index.get(count)
+        if index is None:
+            index = self._index[count] = dict(
+                (name, i) for i, name in enumerate(names) if name)
+        blocks = (count + 31) // 32
+        words = [0] * (2 * blocks)
+        for name, on in requests.items():
+            position = index.get(name)
+            if position is None:
+                raise ValueError("this kernel has no feature %r" % name)
+            bit = 1 << (position % 32)
+            words[2 * (position // 32)] |= bit
+            if on:
+                words[2 * (position // 32) + 1] |= bit
+        buf = _buffer(8 + blocks * _SET_BLOCK.size)
+        struct.pack_into("=II%dI" % len(words), buf, 0, ETHTOOL_SFEATURES,
+                         blocks, *words)
+        return self._ioctl(device, buf)
+
+    def read_words(self, device):
+        """(names, words): the kernel's feature names (a tuple, the same
+        object for every device) and the GFEATURES words, four per block
+        of 32 (available, requested, active, never_changed); raises
+        OSError from the ioctl."""
+        count, names = self._names(device)
         blocks = (count + 31) // 32
         buf = _buffer(8 + blocks * _BLOCK.size)
         struct.pack_into("=II", buf, 0, ETHTOOL_GFEATURES, blocks)
         self._ioctl(device, buf)
-        words = struct.unpack_from("=%dI" % (4 * blocks), buf, 8)
-        result = []
-        for index, name in enumerate(names):
-            if not name:
-                continue
-            base = 4 * (index // 32)
-            bit = 1 << (index % 32)
-            available = words[base] & bit
-            requested = bool(words[base + 1] & bit)
-            active = bool(words[base + 2] & bit)
-            fixed = not available or bool(words[base + 3] & bit)
-            result.append((name, active, fixed, requested))
-        return result
+        return names, struct.unpack_from("=%dI" % (4 * blocks), buf, 8)
+
+    def read(self, device):
+        """[(name, active, fixed, requested)] in kernel order, where fixed
+        is ethtool's rule (not in hw_features, or NETIF_F_NEVER_CHANGE);
+        raises OSError from the ioctl."""
+        names, words = self.read_words(device)
+        return decode(names, words)
+
+
+def decode(names, words):
+    """[(name, active, fixed, requested)] from read_words()."""
+    return [(name, bool(words[base + 2] & bit),
+             not words[base] & bit or bool(words[base + 3] & bit),
+             bool(words[base + 1] & bit))
+            for name, base, bit in _positions(names)]
+
+
+_POSITIONS = {}  # names -> ((name, word, bit mask),)
+
+
+def _positions(names):
+    positions = _POSITIONS.get(names)
+    if positions is None:
+        positions = _POSITIONS[names] = tuple(
+            (name, 4 * (index // 32), 1 << (index % 32))
+            for index, name in enumerate(names) if name)
+    return positions

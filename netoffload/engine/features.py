@@ -9,8 +9,6 @@ patterns over the kernel's ETH_SS_FEATURES strings), so that
 `tx` covers every `tx-checksum-*` bit and `tso` every `tx-tcp*-segmentation`
 bit, including ones newer kernels add (6.18 has tx-tcp-accecn-segmentation).
 """
-import functools
-
 FEATURES = ("rx", "tx", "sg", "tso", "ufo", "gso", "gro", "lro")
 
 # xenopsd copies only these ethtool-* keys from VIF.other_config to the
@@ -57,6 +55,12 @@ KERNEL_PATTERNS = {
     "rxhash": ("rx-hashing",),
 }
 
+# What the kernel (netdev_fix_features) needs on for a feature to be on:
+# TSO needs checksumming and scatter-gather, software GSO needs
+# scatter-gather (and UFO, gone since 4.14, needed both). A policy that
+# turns the need off gets the feature off too: reported as forced.
+NEEDS = {"tso": ("tx", "sg"), "gso": ("sg",), "ufo": ("tx", "sg")}
+
 # When a group has exactly one kernel bit, ethtool prints that bit under the
 # group's long name; this is the bit's kernel name.
 SINGLE_BIT_NAME = dict((short, patterns[0])
@@ -66,11 +70,16 @@ SINGLE_BIT_NAME = dict((short, patterns[0])
 _VALUE_ALIASES = {"on": ON, "true": ON, "off": OFF, "false": OFF}
 
 
+_SPLIT = {}  # pattern -> its parts around "*"
+
+
 def _star_match(name, pattern):
     """What fnmatchcase gives for patterns whose only wildcard is `*` (all
     of KERNEL_PATTERNS), without compiling a regex: the udev helper's
     start-up would pay for that on every device."""
-    parts = pattern.split("*")
+    parts = _SPLIT.get(pattern)
+    if parts is None:
+        parts = _SPLIT[pattern] = pattern.split("*")
     if len(parts) == 1:
         return name == pattern
     head, tail = parts[0], parts[-1]
@@ -86,13 +95,23 @@ def _star_match(name, pattern):
     return True
 
 
+_SHORT_OF = {}  # kernel name -> short group: a few dozen names, asked often
+
+
 def short_for_kernel_bit(kernel_name):
     """The short group (ours or ethtool's other off-flags) of a kernel bit."""
+    try:
+        return _SHORT_OF[kernel_name]
+    except KeyError:
+        pass
+    found = None
     for short, patterns in KERNEL_PATTERNS.items():
-        for pattern in patterns:
-            if _star_match(kernel_name, pattern):
-                return short
-    return None
+        if any(_star_match(kernel_name, p) for p in patterns):
+            found = short
+            break
+    if len(_SHORT_OF) < 4096:
+        _SHORT_OF[kernel_name] = found
+    return found
 
 
 def kernel_bits_for(short, kernel_names):
@@ -100,18 +119,29 @@ def kernel_bits_for(short, kernel_names):
     return list(group_bits(kernel_names)[short])
 
 
-@functools.lru_cache(maxsize=8)
-def _groups(kernel_names):
-    return dict((short, tuple(
-        name for name in kernel_names
-        if any(_star_match(name, p) for p in patterns)))
-        for short, patterns in KERNEL_PATTERNS.items())
+_GROUPS = {}  # kernel names -> groups; a dict, not functools (start-up)
 
 
 def group_bits(kernel_names):
     """{short: (kernel names,)} for every group; cached, because the kernel's
     feature list is the same for every device."""
-    return _groups(tuple(kernel_names))
+    kernel_names = tuple(kernel_names)
+    groups = _GROUPS.get(kernel_names)
+    if groups is None:
+        if len(_GROUPS) >= 8:
+            _GROUPS.clear()
+        members = dict((short, []) for short in KERNEL_PATTERNS)
+        for name in kernel_names:
+            if name[:3] not in ("tx-", "rx-"):
+                continue  # every pattern starts so: most bits end here
+            for short, patterns in KERNEL_PATTERNS.items():
+                for pattern in patterns:
+                    if _star_match(name, pattern):
+                        members[short].append(name)
+                        break
+        groups = _GROUPS[kernel_names] = dict(
+            (short, tuple(names)) for short, names in members.items())
+    return groups
 
 
 def value_or_none(value):

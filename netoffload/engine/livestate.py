@@ -2,8 +2,10 @@
 
 `LiveStateStore.apply` records the prior value of every feature it is about
 to change (only the first time: a second policy must not overwrite the
-original), then applies; features the kernel turned as a dependency are
-recorded too. `restore` puts the recorded values back and forgets them.
+original), then applies. Features the kernel turned as a dependency are
+not recorded: their requests did not change, so they come back with the
+feature they depend on (a record of them would look like a restore still
+owed). `restore` puts the recorded requests back and forgets them.
 
 A guest device's name (vif<domid>.<devid>) is reused once domids restart
 after a dom0 reboot, so its record carries an `owner` ("<vm-uuid>/<devid>").
@@ -11,18 +13,29 @@ A record owned by someone else is treated as no record: it is replaced on
 apply, and never restored onto the new owner's device. A record with no
 owner (older format) is adopted by the first owner that names it.
 
+A device an admin changed with `netoffload set` is *held*: its record
+carries `held` {"by": "set", "wanted", "features", "requested", "added",
+"since"}, the state from just before the first `set` (so `release`, what
+`netoffload restore DEV` runs, undoes exactly what `set` did and nothing
+of the policy's), and which features `set` was the first to record in the
+device's own record (those go with the hold). The watcher leaves held
+devices alone (`held_devices()`).
+
 One JSON file, `live-state.json`, in the state directory (default
 /var/lib/netoffload, or $NETOFFLOAD_STATE_DIR): directory 0700, file 0600,
 written atomically (temp file, fsync, rename, fsync of the directory) under
 an exclusive flock, because the udev helper, the watcher and the plugin may
-run at the same time.
+run at the same time. A record that does not parse is never overwritten
+nor dropped: `check()` says so before a caller changes anything, and
+`set_aside()` moves it to live-state.json.corrupt-<time> for a revert that
+must go on without it.
 """
 import errno
-import json
 import os
+import time
 
 from netoffload import paths, statedir
-from netoffload.engine import ethtool
+from netoffload.engine import ethtool, jsonlite
 from netoffload.engine.features import FEATURES, short_for_kernel_bit, value_or_none
 from netoffload.errors import DeviceError
 from netoffload.log import get_logger
@@ -31,12 +44,65 @@ STATE_FILE = "live-state.json"
 LOCK_FILE = "live-state.lock"
 FORMAT_VERSION = 1
 LOCK_TIMEOUT = 30.0
+CORRUPT_SUFFIX = ".corrupt-"
+BIG_RECORD = 64  # devices; a bigger record is written by the json module
+HOLD_SET = "set"  # the holder: `netoffload set`
 
 
 def atomic_write_json(path, data, mode=0o600):
-    """Write JSON so that readers see the old or the new file, never half."""
-    statedir.atomic_write(path, json.dumps(data, indent=1, sort_keys=True) + "\n",
-                          mode)
+    """Write JSON so that readers see the old or the new file, never half
+    (the text json.dumps(indent=1, sort_keys=True) gives, without the json
+    import: jsonlite; a record of more than BIG_RECORD devices compact,
+    by json's C encoder).
+
+    The file is fsynced before the rename (never an empty record after a
+    power loss), the directory is not: the live state it describes does
+    not survive a reboot either, so a rename lost with it (the previous
+    record back) costs nothing, while the fsync would cost every udev
+    bring-up milliseconds.
+
+    DeviceError naming the file (a full disk with its own message)."""
+    if len(data.get("devices") or ()) > BIG_RECORD:
+        # a boot pass's thousand devices: json's C encoder, which it uses
+        # only without indent (json's import is nothing beside the work)
+        import json  # noqa: PLC0415 (start-up: jsonlite's module doc)
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    else:
+        text = jsonlite.dumps(data)
+    try:
+        statedir.atomic_write(path, text + "\n", mode, sync_dir=False)
+    except (IOError, OSError) as err:
+        raise statedir.write_error(path, err) from err
+
+
+def corrupt_message(path, why):
+    """What a caller is told about a live-state record that does not parse."""
+    return ("the live-state record %s is corrupt (%s). netoffload will not "
+            "overwrite it: it is what remembers how the devices were before "
+            "netoffload changed them. To fix: restore it from a backup; or "
+            "run `netoffload revert ALL`, which sets it aside as %s%s<time> "
+            "(kept for you to read) and restores the database and every "
+            "device it still can" % (path, why, os.path.basename(path),
+                                     CORRUPT_SUFFIX))
+
+
+def _hold_from(raw):
+    """A held sub-record as loaded, or None."""
+    if not isinstance(raw, dict):
+        return None
+    wanted = _onoff_map(raw.get("wanted"), lambda f: f in FEATURES)
+    added = raw.get("added")
+    since = raw.get("since")
+    return {
+        "by": raw.get("by") if isinstance(raw.get("by"), str) else HOLD_SET,
+        "wanted": wanted,
+        "features": _onoff_map(raw.get("features"), lambda f: f in FEATURES),
+        "requested": _onoff_map(raw.get("requested"),
+                                lambda b: isinstance(b, str)),
+        "added": sorted(f for f in added if f in FEATURES)
+        if isinstance(added, list) else [],
+        "since": since if isinstance(since, (int, float)) else None,
+    }
 
 
 def _onoff_map(raw, key_ok):
@@ -44,6 +110,37 @@ def _onoff_map(raw, key_ok):
         return {}
     return dict((k, value_or_none(v)) for k, v in raw.items()
                 if key_ok(k) and value_or_none(v) is not None)
+
+
+class _Held(object):
+    """The lock inside a batch: already held."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _Batch(object):
+    """LiveStateStore.batch(): the lock taken once, the record kept."""
+
+    def __init__(self, store):
+        self.store = store
+        self._lock = store._locked()
+
+    def __enter__(self):
+        if self.store._in_batch:
+            raise RuntimeError("batches do not nest")
+        self._lock.__enter__()
+        self.store._in_batch = True
+        self.store._batch = None
+        return self.store
+
+    def __exit__(self, *exc):
+        self.store._in_batch = False
+        self.store._batch = None
+        return self._lock.__exit__(*exc)
 
 
 class LiveStateStore(object):
@@ -55,31 +152,50 @@ class LiveStateStore(object):
     def __init__(self, state_dir=None):
         self.state_dir = paths.state_dir(state_dir)
         self.path = os.path.join(self.state_dir, STATE_FILE)
+        self._in_batch = False
+        self._batch = None  # the record held in memory by batch()
 
     # -- storage ------------------------------------------------------------
     def _locked(self):
+        if self._in_batch:
+            return _Held()  # batch() holds the lock already
         return statedir.locked(
             os.path.join(self.state_dir, LOCK_FILE), LOCK_TIMEOUT,
             "the live-state record %s is locked by another netoffload "
             "process" % self.path)
 
+    def batch(self):
+        """`with store.batch():` many calls under one lock, the record read
+        once and kept in memory (every change is still written before its
+        device changes). The boot pass enforces every device this way."""
+        return _Batch(self)
+
     def _load(self):
+        if not self._in_batch:
+            return self._read()
+        if self._batch is None:
+            self._batch = self._read()
+        return self._batch
+
+    def _read(self):
         try:
-            with open(self.path) as handle:
-                data = json.load(handle)
+            with open(self.path, "rb") as handle:
+                data = jsonlite.loads(handle.read().decode("utf-8"))
         except (IOError, OSError) as err:
             if err.errno == errno.ENOENT:
                 return {}
-            raise DeviceError("cannot read %s: %s" % (self.path, err.strerror)) from err
-        except ValueError as err:
+            raise DeviceError("cannot read the live-state record %s: %s: "
+                              "check its owner and mode (root, 0600)"
+                              % (self.path, err.strerror), self.path) from err
+        except ValueError as err:  # UnicodeDecodeError is one too
             # Never overwrite a record we cannot read: it may be all that
             # remembers the original state.
-            raise DeviceError("the live-state record %s is corrupt (%s); "
-                              "move it away to start afresh" % (self.path, err)) from err
+            raise DeviceError(corrupt_message(self.path, err),
+                              self.path) from err
         devices = data.get("devices") if isinstance(data, dict) else None
         if not isinstance(devices, dict):
-            raise DeviceError("the live-state record %s has no devices map"
-                              % self.path)
+            raise DeviceError(corrupt_message(self.path, "no devices map"),
+                              self.path)
         result = {}
         for device, record in devices.items():
             if not isinstance(record, dict):
@@ -93,13 +209,20 @@ class LiveStateStore(object):
             owner = record.get("owner")
             if isinstance(owner, str) and owner:
                 result[device]["owner"] = owner
+            held = _hold_from(record.get("held"))
+            if held is not None:
+                result[device]["held"] = held
         return result
 
     def _save(self, devices):
         data = {"version": FORMAT_VERSION,
                 "devices": dict((d, r) for d, r in devices.items()
-                                if r.get("features"))}
-        atomic_write_json(self.path, data)
+                                if r.get("features") or r.get("held"))}
+        try:
+            atomic_write_json(self.path, data)
+        except BaseException:
+            self._batch = None  # in a batch: memory and file may differ
+            raise
 
     @staticmethod
     def _owned(record, owner):
@@ -112,6 +235,59 @@ class LiveStateStore(object):
         return record
 
     # -- the API ------------------------------------------------------------
+    def check(self):
+        """DeviceError (naming live-state.json and the fix) unless the
+        record is absent or parses. Reads only: no lock, nothing created
+        (the record is replaced by rename, so a read sees a whole file)."""
+        self._load()
+
+    def set_aside(self):
+        """Move a corrupt record to live-state.json.corrupt-<time> and
+        return that path; None when there is no record or it parses (then
+        nothing moves). What it remembered is kept there for the admin."""
+        if not os.path.lexists(self.path):
+            return None
+        with self._locked():
+            try:
+                self._load()
+                return None
+            except DeviceError:
+                if not os.path.lexists(self.path):
+                    return None
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            target = self.path + CORRUPT_SUFFIX + stamp
+            serial = 1
+            while os.path.lexists(target):
+                serial += 1
+                target = "%s%s%s.%d" % (self.path, CORRUPT_SUFFIX, stamp,
+                                        serial)
+            try:
+                os.rename(self.path, target)
+                statedir.fsync_dir(self.state_dir)
+            except OSError as err:
+                raise DeviceError("cannot set the corrupt live-state record "
+                                  "%s aside: %s" % (self.path, err.strerror),
+                                  self.path) from err
+        get_logger().warning("the corrupt live-state record %s was set "
+                             "aside as %s", self.path, target)
+        return target
+
+    def held_devices(self):
+        """The devices an admin holds with `netoffload set` (until
+        `netoffload restore`): the watcher leaves them alone."""
+        if not os.path.exists(self.path):
+            return set()
+        return set(d for d, r in self._load().items() if r.get("held"))
+
+    def holds(self):
+        """{device: {"by", "wanted", "since"}} of every held device."""
+        if not os.path.exists(self.path):
+            return {}
+        return dict((d, {"by": r["held"]["by"],
+                         "wanted": dict(r["held"]["wanted"]),
+                         "since": r["held"]["since"]})
+                    for d, r in self._load().items() if r.get("held"))
+
     def recorded(self, owners=None):
         """{device: {short: 'on'|'off'}} as it was before our changes.
 
@@ -156,13 +332,141 @@ class LiveStateStore(object):
                 self._remember(record, current, added)
                 devices[device] = record
                 self._save(devices)  # before touching the device
-            result = ethtool.apply_features(device, wanted, reader=reader)
-            forced = [f for f in result.forced if f not in record["features"]]
-            if forced:
-                self._remember(record, current, forced)
+            return ethtool.apply_features(device, wanted, reader=reader)
+
+    def hold(self, device, wanted, owner=None):
+        """`netoffload set`: apply `wanted` and hold the device (the
+        watcher leaves it alone) until `release`.
+
+        Two records: the device's own (what it was before netoffload
+        first changed it, for revert) gains what it lacks, as apply does;
+        the hold gets what each feature was just before the first `set`,
+        so that release undoes exactly what `set` did."""
+        ethtool.check_device(device)
+        wanted = ethtool.check_wanted(wanted)
+        with self._locked(), ethtool.Reader() as reader:
+            devices = self._load()
+            record = self._owned(devices.get(device), owner)
+            if record is None:
+                record = {"features": {}, "requested": {}}
+                if owner is not None:
+                    record["owner"] = owner
+            held = record.get("held")
+            if held is None:
+                held = record["held"] = {
+                    "by": HOLD_SET, "wanted": {}, "features": {},
+                    "requested": {}, "added": [], "since": time.time()}
+            held["wanted"].update(wanted)
+            current = reader.read(device)
+            to_change, _ = ethtool.plan(current, wanted)
+            self._remember_both(record, current, to_change)
+            devices[device] = record
+            self._save(devices)  # the hold, and priors before any change
+            return ethtool.apply_features(device, wanted, reader=reader)
+
+    def _remember_both(self, record, current, shorts):
+        held = record["held"]
+        added = [f for f in shorts if f not in record["features"]]
+        self._remember(record, current, added)
+        held["added"] = sorted(set(held["added"]) | set(added))
+        self._remember(held, current,
+                       [f for f in shorts if f not in held["features"]])
+
+    def release(self, device):
+        """`netoffload restore DEV`: undo what `set` did (the state from
+        just before the first `set`, requests included) and end the hold.
+
+        ApplyResult, or None when the device is not held (nothing
+        changes). A feature that fails to go back stays held. The caller
+        brings the device back into policy (the hold was all that kept it
+        out)."""
+        ethtool.check_device(device)
+        with self._locked():
+            devices = self._load()
+            record = devices.get(device) or {}
+            held = record.get("held")
+            if held is None:
+                return None
+            chosen = dict(held["features"])
+            if chosen:
+                result = ethtool.restore_features(device, chosen,
+                                                  held["requested"])
+            else:
+                result = ethtool.ApplyResult(device, {}, {}, {})
+            done = [f for f in chosen
+                    if result.features.get(f) != ethtool.FAILED]
+            for short in done:
+                held["features"].pop(short, None)
+            held["requested"] = dict(
+                (b, v) for b, v in held["requested"].items()
+                if short_for_kernel_bit(b) not in done)
+            # what only `set` had recorded is back as it was: not the
+            # policy's past any more
+            for short in [f for f in held["added"] if f in done]:
+                record["features"].pop(short, None)
+                record["requested"] = dict(
+                    (b, v) for b, v in record["requested"].items()
+                    if short_for_kernel_bit(b) != short)
+            held["added"] = [f for f in held["added"] if f not in done]
+            if not held["features"]:
+                del record["held"]
+            if record["features"] or record.get("held"):
                 devices[device] = record
-                self._save(devices)
+            else:
+                devices.pop(device, None)
+            self._save(devices)
+        get_logger().info("%s: released the hold of netoffload set%s",
+                          device, "" if "held" not in record else
+                          " (partly: %s stay held)"
+                          % ", ".join(sorted(held["features"])))
         return result
+
+    def apply_many(self, items):
+        """apply() for many devices at once: [(device, wanted, owner)] ->
+        {device: ApplyResult or DeviceError}.
+
+        One lock, one read of the record and one write of it (every prior
+        recorded before any device changes), then one request per device:
+        the boot pass enforces a thousand devices this way instead of
+        rewriting the record a thousand times. Bad input raises before
+        anything (BadArgument); a device that fails is reported, the
+        others still run."""
+        checked = [(ethtool.check_device(d), ethtool.check_wanted(w), o)
+                   for d, w, o in items]
+        results = {}
+        planned = []
+        with self._locked(), ethtool.Reader() as reader:
+            devices = self._load()
+            changed = False
+            for device, wanted, owner in checked:
+                try:
+                    current = reader.read(device)
+                except DeviceError as err:
+                    results[device] = err
+                    continue
+                record = self._owned(devices.get(device), owner)
+                if record is None:
+                    record = {"features": {}, "requested": {}}
+                    if owner is not None:
+                        record["owner"] = owner
+                    changed = devices.pop(device, None) is not None or changed
+                plan = ethtool.plan(current, wanted)
+                added = [f for f in plan[0] if f not in record["features"]]
+                if added:
+                    self._remember(record, current, added)
+                    devices[device] = record
+                    changed = True
+                planned.append((device, wanted, current, plan))
+            if changed:
+                self._save(devices)  # before touching any device
+            for device, wanted, current, plan in planned:
+                try:
+                    results[device] = ethtool.apply_features(
+                        device, wanted, reader=reader, current=current,
+                        planned=plan)
+                except DeviceError as err:
+                    results[device] = err
+        return results
 
     @staticmethod
     def _remember(record, current, shorts):
@@ -181,10 +485,10 @@ class LiveStateStore(object):
         `features`: restore only these short names (the rest stays
         recorded), e.g. when a policy stops covering them; None = all.
         Requests are restored exactly (recorded kernel bits). A feature
-        whose requests are back as recorded counts as restored even if
-        the kernel still holds it (a dependency of a feature still wanted,
-        e.g. tso while tx stays off): it returns by itself when that one
-        is restored. A device with no record is left alone (ran_command
+        whose requests are back as recorded counts as restored (forced)
+        even if the kernel still holds it (a dependency of a feature still
+        wanted, e.g. tso while tx stays off): it returns by itself when
+        that one is restored. A device with no record is left alone (ran_command
         False). Features that fail to restore stay recorded. DeviceError
         if the device is gone (the record is kept; see forget()).
         """
@@ -201,8 +505,6 @@ class LiveStateStore(object):
             bits = dict((b, v) for b, v in record["requested"].items()
                         if short_for_kernel_bit(b) in chosen)
             result = ethtool.restore_features(device, chosen, bits)
-            if features is not None:
-                self._accept_held(device, result, bits)
             done = [f for f in chosen
                     if result.features.get(f) != ethtool.FAILED]
             for short in done:
@@ -210,7 +512,10 @@ class LiveStateStore(object):
             record["requested"] = dict(
                 (b, v) for b, v in record["requested"].items()
                 if short_for_kernel_bit(b) not in done)
-            if record["features"]:
+            if features is None:
+                # back to before netoffload: before any `set` too
+                record.pop("held", None)
+            if record["features"] or record.get("held"):
                 devices[device] = record
             else:
                 devices.pop(device, None)
@@ -218,23 +523,6 @@ class LiveStateStore(object):
         get_logger().info("%s: restored %s", device, ", ".join(
             "%s %s" % (f, chosen[f]) for f in sorted(done)))
         return result
-
-    @staticmethod
-    def _accept_held(device, result, bits):
-        """FAILED -> FORCED where every recorded request is back: the
-        kernel holds the feature for another one that stays changed."""
-        failed = [f for f, st in result.features.items()
-                  if st == ethtool.FAILED]
-        if not failed:
-            return
-        current = ethtool.read_features(device)
-        for short in failed:
-            mine = dict((b, v) for b, v in bits.items()
-                        if short_for_kernel_bit(b) == short)
-            now = ethtool.requested_bits(current, [short])
-            if mine and all(now.get(b) == v for b, v in mine.items()):
-                result.features[short] = ethtool.FORCED
-                result.forced[short] = result.after.get(short)
 
     def forget(self, device):
         """Drop the record of a device (e.g. one that no longer exists)."""

@@ -58,6 +58,9 @@ def int_arg(args, key, default, lo, hi):
 
 def reject_unknown(args, allowed):
     unknown = sorted(k for k in args if k not in allowed)
+    if unknown and not allowed:
+        raise BadArgument("unknown argument(s) %s: this function takes no "
+                          "arguments" % ", ".join(repr(k[:40]) for k in unknown))
     if unknown:
         raise BadArgument("unknown argument(s) %s; valid: %s" % (
             ", ".join(repr(k[:40]) for k in unknown), ", ".join(sorted(allowed))))

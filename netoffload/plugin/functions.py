@@ -27,13 +27,16 @@ it (see levels.revert_scope): vm/tag/network set that level to none and leave
 (report as `kept`) objects whose policy comes from a level above the
 target; pif= sets the PIF's host to none and reverts that host's PIFs.
 """
+import json
 from collections import namedtuple
+from typing import Any, Dict  # noqa: F401 (type comments)
 
-from netoffload import API_LEVEL, __version__
+from netoffload import API_LEVEL, __version__, statedir
+from netoffload.agents import drift, todo
 from netoffload.engine.devices import KIND_PIF, validate_device
 from netoffload.engine.livestate import LiveStateStore
 from netoffload.engine.policy import parse_policy
-from netoffload.errors import BadArgument, ConfirmRequired
+from netoffload.errors import BadArgument, ConfirmRequired, DeviceError
 from netoffload.plugin.args import (
     bool_arg,
     reject_unknown,
@@ -44,14 +47,16 @@ from netoffload.pool import (
     context,
     enforce,
     fanout,
+    lease,
     levels,
     planning,
+    policychange,
     targeting,
     writer,
     xapi,
 )
-from netoffload.pool.precedence import all_policies
-from netoffload.pool.records import eligible_vifs
+from netoffload.pool.precedence import all_policies, resolve_vif
+from netoffload.pool.records import eligible_vifs, eligible_vms, runs_on
 from netoffload.pool.targeting import TARGET_ALL, TARGET_PIF, Target
 from netoffload.statedir import host_lock
 
@@ -162,9 +167,19 @@ def get_policy(session, args):
     return {"policies": [p.to_json() for p in all_policies(records)]}
 
 
-def set_policy(session, args):
-    _check_args(args, ("level", "kind", "policy", "vm", "network", "tag",
-                       "host"))
+# set_policy's arguments: the level, kind and policy, the selector that
+# names the object, dry_run, confirm=yes and scope (scope=local: the
+# fan-out asking a host for its devices' part of the plan).
+SET_POLICY_ARGS = ("level", "kind", "policy", "vm", "network", "tag", "host",
+                   "dry_run", "confirm", "scope")
+
+# One set_policy call's arguments, checked: the level, the policy kind,
+# the selector's value (None at the pool level) and the text to store
+# (None: the key goes).
+PolicyRequest = namedtuple("PolicyRequest", "level kind selector text")
+
+
+def _policy_request(args):
     level = required_arg(args, "level")
     if level not in levels.LEVELS:
         raise BadArgument("level=%r: valid levels are %s" % (
@@ -180,19 +195,178 @@ def set_policy(session, args):
         if other != rule.selector and args.get(other) not in (None, ""):
             raise BadArgument("%s= does not apply to level=%s" % (other, level))
     selector = string_arg(args, rule.selector) if rule.selector else None
-    if rule.selector in ("vm", "network", "tag") and not selector:
-        raise BadArgument("level=%s needs %s=" % (level, rule.selector))
+    if rule.selector and not selector:
+        # every level names its object: no silent "this host"
+        raise BadArgument("level=%s needs %s=<%s> (the %s it is stored on)" % (
+            level, rule.selector, "tag" if rule.selector == "tag"
+            else "name-label or uuid", rule.selector))
     if "policy" not in args:
         raise BadArgument("missing argument policy (an empty policy clears "
                           "the level)")
     text = string_arg(args, "policy") or ""  # "" clears the level
     policy = parse_policy(text) if text.strip() else None
-    stored = policy.text if policy is not None else None
+    return PolicyRequest(level, kind, selector,
+                         policy.text if policy is not None else None)
+
+
+def set_policy(session, args):
+    """Store a policy, after planning its effect (docs/policy.md).
+
+    The result (and a CONFIRM_REQUIRED) carries the plan: per host, the
+    objects whose keys change and the devices that change. A policy wider
+    than one VM (pool, host, network, tag) is stored only with
+    confirm=yes; dry_run=true stores nothing.
+    """
+    _check_args(args, SET_POLICY_ARGS)
+    request = _policy_request(args)
+    dry_run = bool_arg(args, "dry_run")
+    confirm = _confirmed(args)
+    scope = _scope(args)
     ctx = context.CallContext(session)
-    location = levels.policy_location(ctx, level, kind, selector)
-    previous = location.held(ctx.records)
-    levels.write_policy(ctx, location, stored)
-    return dict(location.to_json(stored, previous), level=level, kind=kind)
+    location = levels.policy_location(ctx, request.level, request.kind,
+                                      request.selector)
+    change = policychange.plan_change(ctx.records, location, request.text)
+    if scope == fanout.SCOPE_LOCAL:
+        # the fan-out asking for this host's part; never stores anything
+        return _local_json(ctx, True, policychange.changing_devices(
+            change, ctx.host_ref, LiveStateStore()))
+    plan = _policy_plan_json(ctx, args, change)
+    result = dict(location.to_json(request.text, change.previous),
+                  level=request.level, kind=request.kind, dry_run=dry_run,
+                  stored=False, plan=plan,
+                  message="dry run, nothing was stored. " + _effect_text(
+                      change, plan))  # type: Dict[str, Any]
+    if dry_run:
+        return result
+    if location.wide and not confirm:
+        raise ConfirmRequired(
+            "%s; nothing was stored. %s Review the plan and pass confirm=yes "
+            "(CLI: answer YES or pass --yes)" % (
+                _reach_text(request), _effect_text(change, plan)),
+            json.dumps(plan, sort_keys=True, separators=(",", ":")))
+    with lease.held(ctx.xapi, lease.default_holder("set_policy")):
+        levels.write_policy(ctx, location, request.text)
+    result["stored"] = True
+    result["message"] = "stored. " + _effect_text(change, plan)
+    return result
+
+
+def _confirm_policy_store(session, args, request, policy, force):
+    """`apply ... policy=` stores through set_policy's rule: a policy that
+    governs more than one VM (tag, network, pif: this host or the pool)
+    is stored only with confirm=yes; ALL has its own rule, in the apply
+    flow. Nothing is written here."""
+    spec = request.spec
+    if policy is None or request.confirm or request.dry_run or \
+            spec.kind in (TARGET_ALL, targeting.TARGET_VM) or \
+            _scope(args) == fanout.SCOPE_LOCAL:
+        return
+    work = _plan_apply(session, spec, policy, request.pool_wide, force)
+    wide = [w.location for w in work.policy_writes if w.location.wide]
+    if wide:
+        raise ConfirmRequired(
+            "apply %s=%s policy=... stores %s on the %s, which governs more "
+            "than one VM; nothing was changed. Review the plan "
+            "(dry_run=true) and pass confirm=yes (CLI: answer YES or pass "
+            "--yes)" % (spec.kind, spec.value, ", ".join(
+                loc.key for loc in wide), wide[0].cls),
+            planning.saved_summary(work.plans))
+
+
+def _reach_text(request):
+    """What a wide policy reaches, for CONFIRM_REQUIRED."""
+    return {
+        "pool": "a pool %s policy governs every %s in the pool" % (
+            request.kind, request.kind.upper()),
+        "host": "a host policy governs every PIF of host %r" % (
+            request.selector,),
+        "network": "a network policy governs every VIF on network %r" % (
+            request.selector,),
+        "tag": "a tag policy governs every VIF of the VMs tagged %r" % (
+            request.selector,),
+    }.get(request.level, "this policy governs more than one VM")
+
+
+def _policy_plan_json(ctx, args, change):
+    """The plan of a PolicyChange: per host with something in reach, the
+    objects whose keys change and (asked on that host) the devices that
+    change; then the VIFs of VMs not running, and what is skipped."""
+    hosts = change.hosts()
+    local = None
+    if ctx.host_ref in hosts:
+        local = _local_json(ctx, True, policychange.changing_devices(
+            change, ctx.host_ref, LiveStateStore()))
+    answers = fanout.fan_out(ctx, "set_policy", args, local, hosts) \
+        if hosts else []
+    entries = []
+    devices = 0
+    unreachable = []
+    for answer in answers:
+        ref = ctx.records.host_by_uuid(answer["uuid"])
+        entry = {"uuid": answer["uuid"], "name_label": answer["name_label"],
+                 "ok": answer["ok"],
+                 "objects": [p.to_json() for p in change.objects_on(ref)]}
+        if answer["ok"]:
+            entry["devices"] = answer["result"].get("devices") or []
+            devices += len(entry["devices"])
+        else:
+            entry["error"] = answer["error"]
+            unreachable.append(answer["name_label"] or answer["uuid"])
+        entries.append(entry)
+    not_running = [p.to_json() for p in change.not_running()]
+    return {"hosts": entries, "not_running": not_running,
+            "skipped": [s.to_json() for s in change.skipped],
+            "summary": {"objects": len(change.plans),
+                        "objects_changing": len(change.changing),
+                        "devices_changing": devices,
+                        "hosts_not_answering": unreachable}}
+
+
+def _effect_text(change, plan):
+    """What storing the policy does, and when, in words."""
+    summary = plan["summary"]
+    devices = summary["devices_changing"]
+    vifs = sum(1 for p in change.changing if p.cls == "VIF")
+    pifs = len(change.changing) - vifs
+    keys_of = []
+    if vifs:
+        keys_of.append("%d VIF(s) (xapi applies them when each VIF is next "
+                       "plugged)" % vifs)
+    if pifs:
+        keys_of.append("%d PIF(s) (xapi applies them at the PIF's next "
+                       "plug or boot)" % pifs)
+    parts = []
+    if keys_of:
+        parts.append("within seconds the watcher on the pool master writes "
+                     "the ethtool keys of " + " and ".join(keys_of))
+    if devices:
+        parts.append("the watcher on each host changes %d device(s) live "
+                     "within seconds, with no VM restart" % devices)
+    if plan["not_running"]:
+        parts.append("%d VIF(s) of VMs not running take it when they "
+                     "start" % len(plan["not_running"]))
+    text = "; ".join(parts) if parts else \
+        "nothing changes now (no key and no device of what it governs " \
+        "differs)"
+    text = text[0].upper() + text[1:] + "."
+    if summary["hosts_not_answering"]:
+        text += " Hosts not answering (their devices are not in this " \
+            "plan; their watcher enforces it when it runs): %s." % \
+            ", ".join(summary["hosts_not_answering"])
+    if change.skipped:
+        text += " %d object(s) on SR-IOV are skipped (no dom0 device of " \
+            "their own)." % len(change.skipped)
+    tag = change.location.tag
+    if tag is not None and not change.reach and not change.skipped:
+        text += " No VM carries the tag %r yet: the policy applies to VMs " \
+            "as they are tagged." % tag
+    return text
+
+
+def runs_on_host(records, vif_ref, host_ref):
+    """Does the VM of a VIF run on host_ref?"""
+    vm = records.vms.get(records.vifs[vif_ref].get("VM")) or {}
+    return runs_on(vm, host_ref)
 
 
 # -- status -------------------------------------------------------------------
@@ -208,6 +382,8 @@ def status(session, args):
     if spec is not None:
         selection = targeting.select(ctx.records, spec, ctx.host_ref)
         targets = selection.refs
+    skipped = (selection or targeting.select(
+        ctx.records, Target(TARGET_ALL, "ALL"))).skipped
     local = enforce.local_devices(ctx.records, ctx.host_ref, targets)
     vif_refs = sorted(set(d.ref for d in local if d.kind != KIND_PIF))
     plans = planning.plan_db(ctx.records, vif_refs)
@@ -215,9 +391,17 @@ def status(session, args):
                                      plans, LiveStateStore())
     real = [d for d in statuses if d.device is not None]
     devices = _json_list(statuses)
+    _add_drift(statuses, devices, drift.read_drift())
     result = {"host": ctx.host_json(), "devices": devices,
               "summary": {"devices": len(real),
-                          "compliant": sum(1 for d in real if d.compliant)}}
+                          "compliant": sum(1 for d in real if d.compliant),
+                          "drifted": sum(1 for d in devices if d.get("drift")),
+                          # objects the watcher could not write yet
+                          "watch_todo": todo.read_todo().count}}
+    here = [s for s in skipped if s.cls == "VIF" and runs_on_host(
+        ctx.records, s.ref, ctx.host_ref)]
+    if here:  # VIFs of VMs running here with no dom0 device (SR-IOV)
+        result["skipped"] = _json_list(here)
     if scope == fanout.SCOPE_POOL:
         db_refs = selection.refs if selection else \
             eligible_vifs(ctx.records) + sorted(ctx.records.pifs)
@@ -232,6 +416,24 @@ def status(session, args):
             "host": result["host"], "devices": devices,
             "summary": result["summary"]})
     return result
+
+
+def _add_drift(statuses, devices, recorded):
+    """Each device entry's `drift` (docs/policy.md, "Drift"): null, or the
+    live values that differ from desired and since when (the time the
+    watcher first saw it; null when it has not seen it yet)."""
+    for status_, entry in zip(statuses, devices):
+        if status_.device is None or "live" not in entry:
+            continue
+        differs = getattr(status_, "differs", None)
+        if not differs:
+            entry["drift"] = None
+            continue
+        seen = recorded.get(status_.device)
+        entry["drift"] = {
+            "features": dict((f, status_.live.get(f)) for f in differs),
+            "since": seen.since if seen is not None else None,
+            "held": bool(seen.held) if seen is not None else False}
 
 
 # -- live part on this host (scope=local) -------------------------------------
@@ -293,9 +495,33 @@ def _run_local(session, args, operation, confirm):
             "%s target=ALL scope=local changes every device on this host; "
             "nothing was changed. Pass confirm=yes" % operation.verb)
     with host_lock():
-        outcomes = operation.run(ctx.records, ctx.host_ref, LiveStateStore(),
-                                 targets)
-    return _local_json(ctx, False, outcomes)
+        _check_state(reverting=operation.verb == "revert")
+        store = LiveStateStore()
+        set_aside = _set_aside_if_corrupt(store) \
+            if operation.verb == "revert" else None
+        outcomes = operation.run(ctx.records, ctx.host_ref, store, targets)
+    result = _local_json(ctx, False, outcomes)
+    if set_aside is not None:
+        result.update(_set_aside_note(set_aside))
+    return result
+
+
+def _set_aside_if_corrupt(store):
+    """A revert goes on with a corrupt live-state record: it is moved to
+    live-state.json.corrupt-<time> (kept for the admin); its path, or
+    None when the record is fine."""
+    try:
+        store.check()
+    except DeviceError:
+        return store.set_aside()
+    return None
+
+
+def _set_aside_note(path):
+    return {"live_state_set_aside": path,
+            "warnings": ["the live-state record was corrupt: set aside as %s; "
+                         "the database was restored, devices only it "
+                         "remembered were not" % path]}
 
 
 # -- apply --------------------------------------------------------------------
@@ -321,20 +547,53 @@ ApplyPlan = namedtuple("ApplyPlan",
 ChangeRequest = namedtuple("ChangeRequest", "spec dry_run confirm pool_wide")
 
 
-def _change(session, args, request, live, plan, show_plan, carry_out):
+def _check_state(reverting=False):
+    """Before the first database or device change: the state directory
+    takes a write, and the live-state record parses (a revert goes on
+    with a corrupt one: it restores the database, then sets the record
+    aside; see _revert_finish). DeviceError naming the file and the fix,
+    with nothing changed."""
+    statedir.check_writable()
+    if not reverting:
+        LiveStateStore().check()
+
+
+def _change(session, args, request, live, plan, show_plan, carry_out,
+            finish, verb):
     """The one path of apply and revert. scope=local: this host's live part
-    only (`live`, a LiveOperation). Otherwise `plan()` works the change out;
-    with dry_run `show_plan(work)` reports it, else `carry_out(work, args,
-    spec, confirm, pool_wide)` does it under the host lock."""
+    only (`live`, a LiveOperation). Otherwise `plan(ctx_client, op)` works
+    the change out; with dry_run `show_plan(work)` reports it. Else, under
+    the host lock and after the state checks: target=ALL without
+    confirm=yes fails with the plan; then, holding the pool's writer lease
+    as one operation (writer.operation), `carry_out(work, op)` writes the
+    database, and after the lease is given back `finish(work, done, args,
+    pool_wide)` does the live part and the fan-out."""
     if _scope(args) == fanout.SCOPE_LOCAL:
         if request.dry_run:
             return _plan_local(session, args, live)
         return _run_local(session, args, live, request.confirm)
     if request.dry_run:
-        return show_plan(plan())
+        return show_plan(plan(None, None))
     with host_lock():
-        return carry_out(plan(), args, request.spec, request.confirm,
-                         request.pool_wide)
+        _check_state(reverting=verb == "revert")
+        if request.spec.kind == TARGET_ALL and not request.confirm:
+            work = plan(None, None)
+            raise ConfirmRequired(
+                CONFIRM_TEXT[verb], planning.saved_summary(work.plans))
+        client = xapi.Xapi(session)
+        with writer.operation(client, lease.default_holder(verb)) as op:
+            work = plan(client, op.op)
+            done = carry_out(work, op)
+        return finish(work, done, args, request.pool_wide)
+
+
+CONFIRM_TEXT = {
+    "apply": "target=ALL changes every VIF and PIF in the pool and every "
+             "device on this host; nothing was changed. Review the plan and "
+             "pass confirm=yes",
+    "revert": "revert target=ALL restores every VIF and PIF in the pool and "
+              "removes every policy; nothing was changed. Pass confirm=yes",
+}
 
 
 def apply(session, args):
@@ -345,14 +604,17 @@ def apply(session, args):
     request = ChangeRequest(spec, bool_arg(args, "dry_run"), _confirmed(args),
                             bool_arg(args, "pool"))
     force = bool_arg(args, "force")
+    _confirm_policy_store(session, args, request, policy, force)
     return _change(session, args, request, APPLY_LIVE,
-                   lambda: _plan_apply(session, spec, policy,
-                                       request.pool_wide, force),
-                   _apply_dry_run, _apply_changes)
+                   lambda client, op: _plan_apply(
+                       session, spec, policy, request.pool_wide, force,
+                       client, op),
+                   _apply_dry_run, _apply_changes, _apply_finish, "apply")
 
 
-def _plan_apply(session, spec, policy, pool_wide, force):
-    ctx = context.CallContext(session)
+def _plan_apply(session, spec, policy, pool_wide, force, client=None,
+                op=None):
+    ctx = context.CallContext(session, client)
     selection = targeting.select(ctx.records, spec, ctx.host_ref, pool_wide)
     policy_writes = []
     planned = ctx.records
@@ -366,7 +628,7 @@ def _plan_apply(session, spec, policy, pool_wide, force):
             location = write.location
             planned.table(location.cls)[location.ref]["other_config"][
                 location.key] = write.policy
-    plans = planning.plan_db(planned, selection.refs, force)
+    plans = planning.plan_db(planned, selection.refs, force, op)
     live_targets = None if spec.kind == TARGET_ALL else selection.refs
     base = {"host": ctx.host_json(), "target": selection.to_json(),
             "policy": _policy_json(ctx.records, policy_writes)}
@@ -377,27 +639,39 @@ def _apply_dry_run(work):
     outcomes = enforce.plan_live(
         _records_after(work.planned, work.plans), work.ctx.host_ref,
         LiveStateStore(), work.live_targets)
-    objects = [p.to_json() for p in work.plans if p.changes]
+    objects = [p.to_json() for p in work.plans if p.changes or p.refused]
     return dict(work.base, dry_run=True, objects=objects,
                 devices=_json_list(outcomes),
                 summary=dict(_summary_of([], outcomes), objects={
-                    "planned": len(objects),
-                    "unchanged": len(work.plans) - len(objects)}))
+                    "planned": sum(1 for p in work.plans if p.changes),
+                    "refused": sum(1 for p in work.plans if p.refused),
+                    "unchanged": sum(1 for p in work.plans
+                                     if not p.changes and not p.refused)}))
 
 
-def _apply_changes(work, args, spec, confirm, pool_wide):
+def _apply_changes(work, op):
+    """The database part of apply, under the lease: [ObjectWrite]."""
     ctx = work.ctx
-    if spec.kind == TARGET_ALL and not confirm:
-        raise ConfirmRequired(
-            "target=ALL changes every VIF and PIF in the pool and every device "
-            "on this host; nothing was changed. Review the plan and pass "
-            "confirm=yes", planning.saved_summary(work.plans))
     for write in work.policy_writes:
         levels.write_policy(ctx, write.location, write.policy)
-    writes = writer.write_plans(ctx, work.plans)
-    outcomes = enforce.enforce_live(
-        _records_after(work.planned, work.plans), ctx.host_ref,
-        LiveStateStore(), work.live_targets)
+    return writer.write_plans(ctx, work.plans, op)
+
+
+def _done_records(work, writes):
+    """The records as the writes left them (a re-planned object's final
+    map is its plan as carried out)."""
+    after = work.planned.copy()
+    for plan, write in zip(work.plans, writes):
+        done = write.done_plan or plan
+        if write.status in (writer.STATUS_CHANGED, writer.STATUS_UNCHANGED):
+            after.table(done.cls)[done.ref]["other_config"] = dict(done.final)
+    return after
+
+
+def _apply_finish(work, writes, args, pool_wide):
+    ctx = work.ctx
+    outcomes = enforce.enforce_live(_done_records(work, writes), ctx.host_ref,
+                                    LiveStateStore(), work.live_targets)
     return _pool_result(ctx, work.base, args, "apply", writes, outcomes,
                         pool_wide)
 
@@ -434,42 +708,149 @@ def revert(session, args):
     pool_wide = bool_arg(args, "pool")
     request = ChangeRequest(spec, bool_arg(args, "dry_run"), confirm, pool_wide)
     return _change(session, args, request, REVERT_LIVE,
-                   lambda: _plan_revert(session, spec, pool_wide),
-                   _revert_dry_run, _revert_changes)
+                   lambda client, op: _plan_revert(session, spec, pool_wide,
+                                                   client, op),
+                   _revert_dry_run, _revert_changes, _revert_finish, "revert")
 
 
-def _plan_revert(session, spec, pool_wide):
-    ctx = context.CallContext(session)
+def _plan_revert(session, spec, pool_wide, client=None, op=None):
+    ctx = context.CallContext(session, client)
     selection = targeting.select(ctx.records, spec, ctx.host_ref, pool_wide)
     scope = levels.revert_scope(ctx, spec, selection)
-    plans = planning.plan_revert(ctx.records, scope.refs)
+    # a VIF selection skips (SR-IOV) still gives back what was written on
+    # it (by an older version): plan_revert of an unmanaged VIF is empty
+    plans = planning.plan_revert(ctx.records,
+                                 scope.refs + selection.skipped_refs, op)
     live_targets = None if spec.kind == TARGET_ALL else scope.refs
     base = {"host": ctx.host_json(), "target": selection.to_json(),
             "policy": _policy_json(ctx.records, scope.policy_writes),
             "kept": _json_list(scope.kept)}
+    if not scope.policy_writes and not any(p.changes for p in plans):
+        # a target netoffload never changed: nothing is written
+        base["unchanged"] = True
+        base["message"] = ("netoffload has changed nothing for %s=%s in the "
+                           "database: nothing to revert there"
+                           % (spec.kind if spec.kind != TARGET_ALL
+                              else "target", spec.value))
     return RevertPlan(ctx, scope, plans, live_targets, base)
 
 
 def _revert_dry_run(work):
-    objects = [p.to_json() for p in work.plans if p.changes]
+    objects = [p.to_json() for p in work.plans if p.changes or p.refused]
     return dict(work.base, dry_run=True, objects=objects, devices=[], summary={
-        "objects": {"planned": len(objects)}})
+        "objects": {"planned": sum(1 for p in work.plans if p.changes),
+                    "refused": sum(1 for p in work.plans if p.refused)}})
 
 
-def _revert_changes(work, args, spec, confirm, pool_wide):
+def _revert_changes(work, op):
+    """The database part of revert, under the lease: [ObjectWrite]."""
     ctx = work.ctx
-    if spec.kind == TARGET_ALL and not confirm:
-        raise ConfirmRequired(
-            "revert target=ALL restores every VIF and PIF in the pool and "
-            "removes every policy; nothing was changed. Pass confirm=yes",
-            planning.saved_summary(work.plans))
     for write in work.scope.policy_writes:
         levels.write_policy(ctx, write.location, write.policy)
-    writes = writer.write_plans(ctx, work.plans)
-    outcomes = enforce.revert_live(ctx.records, ctx.host_ref,
-                                   LiveStateStore(), work.live_targets)
-    return _pool_result(ctx, work.base, args, "revert", writes, outcomes,
-                        pool_wide)
+    return writer.write_plans(ctx, work.plans, op)
+
+
+def _revert_finish(work, writes, args, pool_wide):
+    """The live part of revert. A corrupt live-state record is set aside
+    (kept as live-state.json.corrupt-<time>) now that the database is
+    restored; devices it alone remembered cannot be restored and are
+    reported."""
+    ctx = work.ctx
+    store = LiveStateStore()
+    set_aside = _set_aside_if_corrupt(store)
+    outcomes = enforce.revert_live(ctx.records, ctx.host_ref, store,
+                                   work.live_targets)
+    result = dict(_pool_result(ctx, work.base, args, "revert", writes,
+                               outcomes, pool_wide))  # type: Dict[str, Any]
+    if set_aside is not None:
+        result.update(_set_aside_note(set_aside))
+    return result
+
+
+# -- report -------------------------------------------------------------------
+
+# The provenance fields of CONTRACTS.md A that a report entry carries over
+# from Resolution.to_json() when the pool side provides them.
+PROVENANCE = ("sources", "contributing", "shadowed", "overrides")
+
+
+def _report_entry(records, vm_ref, vif_ref, resolution):
+    vm = records.vms[vm_ref]
+    vif = records.vifs[vif_ref]
+    network = records.networks.get(vif.get("network")) or {}
+    host = records.hosts.get(vm.get("resident_on")) or {}
+    resolved = resolution.to_json()
+    entry = {"vm": vm.get("name_label", ""), "vm_uuid": vm.get("uuid", ""),
+             "power_state": vm.get("power_state", ""),
+             "host": host.get("name_label") if vm.get("power_state") ==
+             "Running" else None,
+             "vif": "vif%s" % vif.get("device", "?"),
+             "vif_uuid": vif.get("uuid", ""),
+             "network": network.get("name_label", ""),
+             "desired": resolution.live_features,
+             "explicit": dict(resolution.explicit),
+             "off": sorted(f for f, v in resolution.features.items()
+                           if v == "off"),
+             "policy": resolution.policy, "level": resolution.level,
+             "devices": [], "drift": None}
+    for key in PROVENANCE:
+        if key in resolved:
+            entry[key] = resolved[key]
+    entry.setdefault("sources", dict(resolution.sources))
+    if resolution.error:
+        entry["policy"] = "INVALID"
+        entry["policy_error"] = resolution.error
+    return entry
+
+
+def report(session, args):
+    """Pool-wide, from the database: every VIF of every VM (running or
+    halted) with a feature resolved off, an explicit key, an invalid policy
+    or drift on a live device (`all=true`: every VIF), with where each
+    feature comes from; the live part (devices, drift) from every live
+    host's `status scope=local`."""
+    _check_args(args, ("all",))
+    everything = bool_arg(args, "all")
+    ctx = context.CallContext(session)
+    records = ctx.records
+    local = status(session, {"scope": fanout.SCOPE_LOCAL})
+    hosts = fanout.fan_out(ctx, "status", {}, local)
+    live = {}  # (vm uuid, VIF device number) -> [status device entry]
+    for host in hosts:
+        for dev in (host.get("result") or {}).get("devices") or []:
+            vm_uuid = (dev.get("vm") or {}).get("uuid")
+            if vm_uuid and dev.get("device"):
+                devid = dev["device"].rsplit(".", 1)[-1]
+                live.setdefault((vm_uuid, devid), []).append(dev)
+    entries = []
+    for vm_ref in eligible_vms(records):
+        vm = records.vms[vm_ref]
+        for vif_ref in records.vifs_of_vm(vm_ref):
+            entry = _report_entry(records, vm_ref, vif_ref,
+                                  resolve_vif(records, vif_ref))
+            devid = str(records.vifs[vif_ref].get("device"))
+            for dev in live.get((vm.get("uuid"), devid), []):
+                entry["devices"].append(dev["device"])
+                if dev.get("drift") and not entry["drift"]:
+                    entry["drift"] = dict(dev["drift"], device=dev["device"])
+            entry["devices"].sort()
+            if everything or entry["off"] or entry["explicit"] or \
+                    entry["drift"] or entry["policy"] == "INVALID":
+                entries.append(entry)
+    entries.sort(key=lambda e: (e["vm"].lower(), e["vm_uuid"], e["vif"]))
+    invalid = [p.to_json() for p in all_policies(records) if not p.valid]
+    return {
+        "host": ctx.host_json(), "vifs": entries,
+        "invalid_policies": invalid,
+        "hosts_unreachable": [dict((k, h[k]) for k in ("uuid", "name_label",
+                                                       "error"))
+                              for h in hosts if not h.get("ok")],
+        "summary": {
+            "vifs_off": sum(1 for e in entries if e["off"]),
+            "vms_off": len(set(e["vm_uuid"] for e in entries if e["off"])),
+            "explicit": sum(1 for e in entries if e["explicit"]),
+            "drift": sum(1 for e in entries if e["drift"]),
+            "invalid": len(invalid)}}
 
 
 FUNCTIONS = {
@@ -479,4 +860,5 @@ FUNCTIONS = {
     "set_policy": set_policy,
     "apply": apply,
     "revert": revert,
+    "report": report,
 }

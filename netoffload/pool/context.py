@@ -7,8 +7,8 @@ from netoffload.pool import xapi
 class CallContext(object):
     """One call's view: the wrapper, a snapshot and this host."""
 
-    def __init__(self, session):
-        self.xapi = xapi.Xapi(session)
+    def __init__(self, session, client=None):
+        self.xapi = client or xapi.Xapi(session)
         self.records = self.xapi.snapshot()
         self.host_uuid = xapi.local_host_uuid()
         self.host_ref = self.records.host_by_uuid(self.host_uuid) or \

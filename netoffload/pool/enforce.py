@@ -23,10 +23,13 @@ from netoffload.pool.records import (
     BACKEND_OVS,
     as_int,
     eligible_vms,
+    is_sriov_logical_pif,
+    is_sriov_vif,
     network_backend,
     pif_carriers,
     pif_device,
     runs_on,
+    sriov_networks,
 )
 
 # DeviceOutcome.action
@@ -65,6 +68,8 @@ class LocalDevice(object):
                      if v not in ("on", "off")),
                  "policy": resolution.policy,
                  "level": resolution.level}
+        # where each feature comes from (CONTRACTS.md A)
+        entry.update(resolution.provenance_json())
         if resolution.error:
             entry["policy"] = "INVALID"
             entry["policy_error"] = resolution.error
@@ -93,8 +98,10 @@ def local_devices(records, host_ref, targets=None):
     wanted = None if targets is None else set(targets)
     result = []
     backend = network_backend()
+    sriov = sriov_networks(records)
     for ref in records.pifs_of_host(host_ref):
-        if wanted is None or ref in wanted:
+        if (wanted is None or ref in wanted) and \
+                not is_sriov_logical_pif(records.pifs[ref]):
             device = pif_device(records.pifs[ref], backend=backend)
             if device is None:  # see deviceless_pifs
                 continue
@@ -110,6 +117,8 @@ def local_devices(records, host_ref, targets=None):
         for vif_ref in records.vifs_of_vm(vm_ref):
             if wanted is not None and vif_ref not in wanted:
                 continue
+            if is_sriov_vif(records, vif_ref, sriov):
+                continue  # a VF in the guest: no dom0 device
             devid = as_int(records.vifs[vif_ref].get("device"))
             if devid < 0:
                 continue
@@ -148,6 +157,7 @@ def deviceless_pifs(records, host_ref, targets=None):
     for ref in records.pifs_of_host(host_ref):
         pif = records.pifs[ref]
         if (wanted is not None and ref not in wanted) or \
+                is_sriov_logical_pif(pif) or \
                 pif_device(pif, backend=BACKEND_OVS) is not None:
             continue
         result.append(DevicelessPif(records.pif_label(ref),
@@ -379,7 +389,8 @@ class DeviceStatus(_AboutADevice):
     VIF whether its database keys are in line (`db_compliant`, None when
     not planned)."""
     __slots__ = ("live", "read_error", "pending_restore", "differs",
-                 "fixed", "unsupported", "db_compliant", "reapplied_at_plug")
+                 "fixed", "unsupported", "forced", "db_compliant",
+                 "reapplied_at_plug")
 
     def __init__(self, local):
         _AboutADevice.__init__(self, local)
@@ -389,6 +400,7 @@ class DeviceStatus(_AboutADevice):
         self.differs = []
         self.fixed = []
         self.unsupported = []
+        self.forced = []
         self.db_compliant = None  # type: Optional[bool]
         self.reapplied_at_plug = None  # type: Optional[bool]
 
@@ -412,6 +424,7 @@ class DeviceStatus(_AboutADevice):
         entry["differs"] = list(self.differs)
         entry["fixed"] = list(self.fixed)
         entry["unsupported"] = list(self.unsupported)
+        entry["forced"] = list(self.forced)
         if self.db_compliant is not None:
             entry["db_compliant"] = self.db_compliant
             entry["reapplied_at_plug"] = self.reapplied_at_plug
@@ -447,10 +460,17 @@ def device_status(records, host_ref, targets=None, plans=None, store=None):
                               if features.present(f)
                               and features.features[f].fixed
                               and status.live[f] != v)
+        # the policy itself keeps these from their value (tx=off,tso=on):
+        # apply reports them forced, and so does status
+        status.forced = sorted(
+            f for f, v in desired.items() if features.present(f)
+            and status.live[f] != v and f not in status.fixed
+            and ethtool.forced_by(f, v, status.live, desired))
         status.differs = sorted(f for f, v in desired.items()
                                 if features.present(f)
                                 and status.live[f] != v
-                                and f not in status.fixed)
+                                and f not in status.fixed
+                                and f not in status.forced)
         # Recorded features the policy no longer wants, not yet back;
         # nothing is decided while the policy is broken.
         if not local.resolution.error:

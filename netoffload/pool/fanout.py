@@ -47,8 +47,9 @@ FANOUT_SLOW = 30.0
 FanOut = collections.namedtuple("FanOut", "outcomes peak seconds")
 
 
-def fan_out(ctx, fn, args, local_result):
-    """Per host: the local result here, host.call_plugin elsewhere.
+def fan_out(ctx, fn, args, local_result, host_refs=None):
+    """Per host (of `host_refs`; None: every host): the local result here,
+    host.call_plugin elsewhere.
 
     Every entry has `ok`: a host that fails in any way, or does not answer
     within FANOUT_TIMEOUT, is reported and does not fail the others.
@@ -60,6 +61,8 @@ def fan_out(ctx, fn, args, local_result):
     for host_ref in sorted(ctx.records.hosts,
                            key=lambda r: ctx.records.hosts[r].get(
                                "name_label", "")):
+        if host_refs is not None and host_ref not in host_refs:
+            continue
         entry = ctx.host_json(host_ref)
         entries.append(entry)
         if host_ref == ctx.host_ref:

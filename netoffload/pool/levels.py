@@ -14,11 +14,9 @@ from netoffload.pool.precedence import (
     LEVEL_VM,
     resolve_pif,
     resolve_vif,
-    tag_level,
-    vif_level_rank,
 )
 from netoffload.pool.records import is_eligible_vm
-from netoffload.pool.targeting import TARGET_ALL, TARGET_PIF, TARGET_TAG
+from netoffload.pool.targeting import TARGET_ALL, TARGET_PIF
 
 # What set_policy accepts at a level: the policy kinds, the argument that
 # names the object (None: the pool) and the kind when none is given.
@@ -47,6 +45,47 @@ class PolicyLocation(namedtuple("PolicyLocation", "cls ref key uuid name")):
     def to_json(self, policy, previous):
         return {"class": self.cls, "uuid": self.uuid, "name": self.name,
                 "key": self.key, "policy": policy, "previous": previous}
+
+    @property
+    def wide(self):
+        """Does a policy here reach more than one VM? (pool, host, network
+        or tag: storing it needs confirm=yes)"""
+        return self.cls != "VM"
+
+    @property
+    def tag(self):
+        """The tag of a tag policy, else None."""
+        if self.cls == "pool" and self.key.startswith(keys.TAG_PREFIX):
+            return keys.tag_of_key(self.key)
+        return None
+
+    def reach(self, records):
+        """(VIF or PIF refs a policy here governs, [SkippedObject] in
+        reach but left out: VIFs on SR-IOV networks)."""
+        if self.cls == "host":
+            return targeting.split_sriov_pifs(records,
+                                              records.pifs_of_host(self.ref))
+        if self.cls == "pool" and self.key == keys.KEY_PIF:
+            return targeting.split_sriov_pifs(records, sorted(records.pifs))
+        if self.cls == "VM":
+            vifs = records.vifs_of_vm(self.ref)
+        elif self.cls == "network":
+            vifs = targeting.network_vifs(records, self.ref)
+        elif self.tag is not None:
+            vifs = targeting.tagged_vifs(records, self.tag)
+        else:
+            vifs = targeting.eligible_vifs(records)
+        return targeting.split_sriov(records, vifs)
+
+    def stored_in(self, records, text):
+        """A copy of `records` with `text` (None: no key) stored here."""
+        after = records.copy()
+        config = after.table(self.cls)[self.ref]["other_config"]
+        if text is None:
+            config.pop(self.key, None)
+        else:
+            config[self.key] = text
+        return after
 
 
 # A policy text to store at a location (None removes the key).
@@ -141,20 +180,9 @@ def all_policy_locations(ctx):
     return result
 
 
-def _target_level(kind, value):
-    """The VIF level a vm/tag/network target names."""
-    return tag_level(value) if kind == TARGET_TAG else kind
-
-
-def covered_by(kind, value, level):
-    """Does setting the target's level to none take the policy off an
-    object that resolves from `level`? It does unless a level that wins
-    over the target's (precedence.VIF_LEVEL_ORDER) decides the object;
-    another tag's level ranks with the target's tag but is not it."""
-    if level is None or kind == TARGET_ALL:
-        return True
-    target = _target_level(kind, value)
-    return level == target or vif_level_rank(level) > vif_level_rank(target)
+def still_governed(resolution):
+    """Does a policy still decide a feature of this object?"""
+    return bool(resolution.policy_features) and not resolution.error
 
 
 def revert_scope(ctx, spec, selection):
@@ -190,14 +218,28 @@ def revert_scope(ctx, spec, selection):
             refs += [r for r in records.pifs_of_host(host_ref)
                      if r not in refs]
         return RevertScope(writes, refs, [])
-    writes = [PolicyWrite(policy_location(ctx, kind, POLICY_KIND_VIF, value),
-                          NONE)]
+    location = policy_location(ctx, kind, POLICY_KIND_VIF, value)
+    held = location.held(records)
+    # The objects as they resolve once the target's level says none: one
+    # still governed by another level (its VM's own policy, another tag
+    # that still contributes) is not the target's doing and is kept.
+    after = records.copy()
+    after.table(location.cls)[location.ref].setdefault(
+        "other_config", {})[location.key] = NONE
     refs, kept = [], []
     for ref in selection.vifs:
-        level = resolve_vif(records, ref).level
-        if covered_by(kind, value, level):
-            refs.append(ref)
-        else:
+        if still_governed(resolve_vif(after, ref)):
             kept.append(KeptObject("VIF", records.vifs[ref].get("uuid", ""),
-                                   records.vif_label(ref), level))
+                                   records.vif_label(ref),
+                                   resolve_vif(records, ref).level))
+        else:
+            refs.append(ref)
+    owned = [ref for ref in refs
+             if keys.book_keys_present(records.vifs[ref].get("other_config"))]
+    # Only a level that holds a policy, or whose objects netoffload
+    # changed, is set to none: a revert of a target netoffload never
+    # changed writes nothing (no `netoffload-tag:<t>=none` from nowhere).
+    writes = []
+    if (held is not None and held != NONE) or (held is None and owned):
+        writes.append(PolicyWrite(location, NONE))
     return RevertScope(writes, refs + selection.pifs, kept)

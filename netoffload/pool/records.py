@@ -163,6 +163,32 @@ def pif_carriers(records, pif_ref):
     return [pif.get("device", "?")]
 
 
+def is_sriov_logical_pif(pif):
+    """An SR-IOV logical PIF: it carries its NIC's device name but is no
+    kernel device of its own."""
+    return bool(pif.get("sriov_logical_PIF_of"))
+
+
+def is_sriov_vif(records, vif_ref, sriov=None):
+    """A VIF on an SR-IOV network: a VF passed to the guest, with no dom0
+    device. `sriov`: sriov_networks(records), when the caller asks for
+    many VIFs."""
+    network = (records.vifs.get(vif_ref) or {}).get("network")
+    if sriov is not None:
+        return network in sriov
+    return any(is_sriov_logical_pif(pif) for pif in records.pifs.values()
+               if pif.get("network") == network)
+
+
+def sriov_networks(records):
+    """Refs of SR-IOV networks: a PIF of theirs is an SR-IOV logical PIF
+    (non-empty `sriov_logical_PIF_of`, as xapi's network_sriov helpers
+    tell). A VIF on one is a VF passed to the guest: no dom0 device, and
+    xapi applies no ethtool key to it."""
+    return set(pif.get("network") for pif in records.pifs.values()
+               if is_sriov_logical_pif(pif))
+
+
 def is_eligible_vm(vm):
     return not (vm.get("is_a_template") or vm.get("is_a_snapshot")
                 or vm.get("is_control_domain"))

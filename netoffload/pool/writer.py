@@ -1,16 +1,25 @@
-"""XAPI writes: carry out object plans, with lost races re-planned.
+"""XAPI writes: carry out object plans under the bookkeeping protocol
+(docs/policy.md, "Bookkeeping"), with lost races re-planned.
 
-`apply_db(client, plans, clients)` -> [ObjectWrite] per object: changed /
-unchanged / gone / failed, the keys written. An object's writes stay in
-order on one session; objects are spread over several sessions in parallel
-threads.
+- `operation(client, holder)`: the context of every database writer: the
+  pool lease (lease.py), this op's `netoffload-op:<id>` key, and the books
+  a crashed op left half done settled first; yields an `Operation` whose
+  `.op` goes into the plans (planning.plan_db(..., op=op.op)).
+- `apply_db(client, plans, clients, renew)` -> [ObjectWrite] per object: changed /
+  unchanged / gone / failed / refused, the keys written. An object whose
+  plan removes or replaces a key is read again right before its writes,
+  and re-planned when it changed: someone else's value wins. An object's
+  writes stay in order on one session; objects are spread over several
+  sessions in parallel threads.
+- `write_plans(ctx, plans)`: apply_db over up to DB_SESSIONS sessions.
 """
+import contextlib
 import threading
 from typing import List, Optional  # noqa: F401 (type comments)
 
 from netoffload.errors import XapiError
 from netoffload.log import get_logger
-from netoffload.pool import xapi
+from netoffload.pool import keys, lease, planning, xapi
 from netoffload.pool.planning import ObjectPlan, replan  # noqa: F401
 from netoffload.pool.xapi import LostRace, ObjectGone
 
@@ -21,6 +30,7 @@ STATUS_UNCHANGED = "unchanged"
 STATUS_CHANGED = "changed"
 STATUS_GONE = "gone"
 STATUS_FAILED = "failed"
+STATUS_REFUSED = "refused"   # bookkeeping that cannot be trusted: untouched
 
 
 class ObjectWrite(object):
@@ -68,8 +78,24 @@ class ObjectWrite(object):
 
 def _apply_one(client, plan):
     result = ObjectWrite(plan)
+    if plan.refused:
+        result.status = STATUS_REFUSED
+        result.error = list(plan.problems)
+        get_logger().warning("%s %s: bookkeeping refused, left as it is: %s",
+                             plan.cls, plan.uuid, "; ".join(plan.problems))
+        return result
     for _attempt in range(MAX_RACE_RETRIES):
         try:
+            if plan.rereads:
+                # Right before a remove: the map as it is now. Someone
+                # else's value written since the snapshot wins.
+                fresh = client.get_other_config(plan.cls, plan.ref)
+                if _differs(plan, fresh):
+                    plan = replan(plan, fresh)
+                    if plan.refused:
+                        result.status = STATUS_REFUSED
+                        result.error = list(plan.problems)
+                        return result
             for key, value, expected in plan.writes:
                 client.set_other_config_key(plan.cls, plan.ref, key, value,
                                             expected)
@@ -79,8 +105,7 @@ def _apply_one(client, plan):
         except LostRace as race:
             get_logger().info("%s %s: lost a race on other_config; re-planning",
                               plan.cls, plan.uuid)
-            plan = replan(plan, race.other_config,
-                          race.params[2] if len(race.params) > 2 else None)
+            plan = replan(plan, race.other_config)
         except ObjectGone:
             result.status = STATUS_GONE
             return result
@@ -94,7 +119,16 @@ def _apply_one(client, plan):
     return result
 
 
-def apply_db(client, plans, clients=None):
+def _differs(plan, fresh):
+    """Does the fresh map differ from what the plan was made from, in a
+    key the plan reads (ethtool-*, the book)?"""
+    read = set(k for k in set(plan.current) | set(fresh)
+               if keys.feature_of_key(k) or k in keys.BOOK_KEYS
+               or k in keys.LEGACY_KEYS)
+    return any(plan.current.get(k) != fresh.get(k) for k in read)
+
+
+def apply_db(client, plans, clients=None, renew=None):
     """Carry out plans; [ObjectWrite] per object with status changed /
     unchanged / gone / failed, the keys written and the plan carried out.
 
@@ -102,8 +136,13 @@ def apply_db(client, plans, clients=None):
     in parallel threads; an object's own writes stay in order on one client.
     """
     clients = list(clients or [client])
+
+    def one(worker, plan):
+        if renew is not None:
+            renew(worker)  # the lease outlives a long operation
+        return _apply_one(worker, plan)
     if len(clients) == 1 or len(plans) < 2:
-        return [_apply_one(clients[0], plan) for plan in plans]
+        return [one(clients[0], plan) for plan in plans]
     results = [None] * len(plans)  # type: List[Optional[ObjectWrite]]
     indexes = iter(range(len(plans)))
     take = threading.Lock()
@@ -114,7 +153,7 @@ def apply_db(client, plans, clients=None):
                 index = next(indexes, None)
             if index is None:
                 return
-            results[index] = _apply_one(client, plans[index])
+            results[index] = one(client, plans[index])
     threads = [threading.Thread(target=work, args=(c,)) for c in clients]
     for thread in threads:
         thread.daemon = True
@@ -124,18 +163,25 @@ def apply_db(client, plans, clients=None):
     return results
 
 
-# Database writes for many objects are spread over this many sessions.
-DB_SESSIONS = 4
+# Database writes for many objects are spread over at most this many
+# sessions (xapi serves connections in parallel).
+DB_SESSIONS = 8
 
 
 PARALLEL_MIN_OBJECTS = 32
 
 
-def write_plans(ctx, plans):
-    """apply_db, in parallel sessions when there is much to do."""
+def write_plans(ctx, plans, op=None):
+    """apply_db, in parallel sessions when there is much to do. `op` (an
+    Operation): its lease is renewed while writing, and it learns whether
+    an object failed part way (its books are then settled before the op
+    ends, see operation())."""
+    renew = op.renew if op is not None else None
     extra = []
-    if sum(1 for p in plans if p.changes) >= PARALLEL_MIN_OBJECTS:
-        for _ in range(DB_SESSIONS - 1):
+    changing = sum(1 for p in plans if p.changes)
+    if changing >= PARALLEL_MIN_OBJECTS:
+        wanted = min(DB_SESSIONS, changing // (PARALLEL_MIN_OBJECTS // 2))
+        for _ in range(wanted - 1):
             try:
                 extra.append(xapi.Xapi(xapi.open_session()))
             except XapiError as err:
@@ -143,8 +189,99 @@ def write_plans(ctx, plans):
                                   err.message)
                 break
     try:
-        return apply_db(ctx.xapi, plans, [ctx.xapi] + extra)
+        results = apply_db(ctx.xapi, plans, [ctx.xapi] + extra, renew)
+        if op is not None and any(r is None or r.status == STATUS_FAILED
+                                  for r in results):
+            op.unsettled = True
+        return results
     finally:
         for client in extra:
             xapi.close_session(client.session)
             ctx.xapi.calls += client.calls + 2  # + login and logout
+
+
+# -- the operation ---------------------------------------------------------------
+
+class Operation(object):
+    """One database-writing operation: its lease (and so its op id), and
+    whether a write of it failed part way (`unsettled`)."""
+
+    def __init__(self, held_lease):
+        self.lease = held_lease
+        self.unsettled = False
+
+    @property
+    def op(self):
+        return self.lease.op
+
+    def renew(self, client=None):
+        """For apply_db(renew=...): keep the lease while writing."""
+        self.lease.renew_if_due(client)
+
+
+def settle_crashed(client, op):
+    """Books naming an op that crashed (its key on the pool, its lease
+    gone) are settled under `op`: each feature stays as its key stands (a
+    write left half done goes back to where it was); then the crashed
+    op's key goes. Returns the op ids settled. Costs nothing when no op
+    crashed (the pool's map is read once)."""
+    pool_config = client.call("pool.get_other_config", op.lease.pool_ref)
+    crashed = keys.unfinished_ops(pool_config) - {op.op}
+    if not crashed:
+        return set()
+    records = client.snapshot()
+    refs = planning.references(records, crashed)
+    plans = planning.plan_normalise(records, refs, op.op)
+    results = apply_db(client, plans)
+    failed = [r for r in results if r is None or r.status == STATUS_FAILED]
+    if failed:
+        get_logger().warning("%d books of crashed operations not settled "
+                             "yet; their op keys stay", len(failed))
+        return set()
+    for old in sorted(crashed):
+        lease.end_op(client, op.lease, old)
+    get_logger().warning("settled %d books of crashed operation(s) %s",
+                         len(refs), ", ".join(sorted(crashed)))
+    return crashed
+
+
+@contextlib.contextmanager
+def operation(client, holder, ttl_s=None, wait_s=None):
+    """`with operation(client, holder) as op:` write plans made with
+    `op=op.op`. The lease is held throughout; the op key is added before
+    the first write and removed after the last one; a crash in between
+    leaves the op key, which tells the next writer the books naming it
+    are unfinished."""
+    with lease.held(client, holder, ttl_s, wait_s) as held_lease:
+        current = Operation(held_lease)
+        lease.begin_op(client, held_lease)
+        try:
+            settle_crashed(client, current)
+            yield current
+        except Exception:
+            # Stopped part way (an error, not a crash): settle what this
+            # op left now, as the next writer would; if that fails too the
+            # op key stays and the next writer does it.
+            _settle_own(client, current)
+            raise
+        if current.unsettled:
+            # An object failed between its intent and its last write (xapi
+            # refused a call): its entries are pending under this op, and
+            # once the op key goes they would read as someone else's
+            # change. Settle them first, as the next writer would.
+            _settle_own(client, current)
+        else:
+            lease.end_op(client, held_lease)
+
+
+def _settle_own(client, op):
+    try:
+        records = client.snapshot()
+        refs = planning.references(records, {op.op})
+        results = apply_db(client, planning.plan_normalise(records, refs,
+                                                           op.op))
+        if all(r is not None and r.status != STATUS_FAILED
+               for r in results):
+            lease.end_op(client, op.lease)
+    except Exception as err:  # the op key stays: the next writer settles
+        get_logger().warning("op %s left unfinished: %s", op.op, err)

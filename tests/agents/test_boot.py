@@ -252,3 +252,27 @@ def test_boot_does_not_load_the_udev_helper():
     loaded = json.loads(proc.stdout)
     assert "netoffload.agents.cached" in loaded
     assert "netoffload.agents.udev" not in loaded
+
+
+def test_one_xenstore_read_serves_every_domain(tmp_path, monkeypatch, mocker):
+    """cached.vm_uuids_of_domains: one process for all domains; a domain
+    the batch cannot read is looked up alone, and only it fails."""
+    # (a missing domain costs one process more, not one per domain)
+    from netoffload import runner
+    from netoffload.agents import cached
+    from netoffload.errors import NotFound
+    from tests.support.dom0 import SIM_BIN
+    store = tmp_path / "xenstore.json"
+    uuids = dict((d, "%08x-0000-4000-8000-000000000000" % d) for d in (1, 2, 5))
+    store.write_text(json.dumps(dict(
+        ("/local/domain/%d/vm" % d, "/vm/" + u) for d, u in uuids.items())))
+    monkeypatch.setenv("NETOFFLOAD_SIM_XENSTORE", str(store))
+    monkeypatch.setenv("PATH", SIM_BIN + ":" + os.environ["PATH"])
+    run = mocker.spy(runner, "run")
+    assert cached.vm_uuids_of_domains([5, 1, 2, 1]) == uuids
+    assert run.call_count == 1
+    found = cached.vm_uuids_of_domains([1, 3, 5])
+    assert (found[1], found[5]) == (uuids[1], uuids[5])
+    assert isinstance(found[3], NotFound)
+    # the batch stops at domain 3: it alone, then the batch goes on
+    assert run.call_count == 1 + 3

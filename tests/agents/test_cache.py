@@ -58,7 +58,7 @@ def _records():
                                "network": "OpaqueRef:net", "other_config": {}},
             "OpaqueRef:vif1": {"VM": "OpaqueRef:vm", "device": "1",
                                "network": "OpaqueRef:net",
-                               "other_config": {"ethtool-gso": "true"}},
+                               "other_config": {"ethtool-gso": "false"}},
             "OpaqueRef:bsd0": {"VM": "OpaqueRef:bsd", "device": "0",
                                "network": "OpaqueRef:net", "other_config": {}},
             "OpaqueRef:opt0": {"VM": "OpaqueRef:optout", "device": "0",
@@ -347,3 +347,43 @@ def test_a_corrupt_cache_json_is_refused_even_with_an_index(tmp_path):
     with pytest.raises(cache.CacheUnusable) as info:
         cache.open_lookup(directory)
     assert "corrupt" in info.value.message
+
+
+def test_the_bucketed_index_finds_every_entry_of_a_big_cache(tmp_path):
+    directory = str(tmp_path)
+    uuids = ["%08x-0000-4000-8000-%012x" % (i, i) for i in range(3000)]
+    data = _sample(vifs=dict(("%s/%d" % (u, i % 3), {"features": {"tx": "off"},
+                                                     "vm": "vm%d" % i})
+                             for i, u in enumerate(uuids)),
+                   pifs=dict(("eth%d" % i, {"features": {"gro": "off"}})
+                             for i in range(50)))
+    cache_writer.write(data, directory)
+    with cache.open_lookup(directory) as loaded:
+        assert isinstance(loaded, cache.IndexedCache)
+        assert loaded._buckets >= 3050 // 4
+        for i, u in enumerate(uuids):
+            assert loaded.vif(u, i % 3) == ({"tx": "off"}, {
+                "features": {"tx": "off"}, "vm": "vm%d" % i})
+            assert loaded.vif(u, (i % 3) + 1) == (None, None)
+        for i in range(50):
+            assert loaded.pif("eth%d" % i)[0] == {"gro": "off"}
+        assert loaded.pif("eth50") == (None, None)
+    with open(os.path.join(directory, cache.INDEX_FILE), "rb") as handle:
+        size = len(handle.read())
+    assert size > 200000  # the lookups above read a few buckets, not this
+
+
+def test_a_bad_bucket_table_is_a_corrupt_cache(tmp_path):
+    directory = str(tmp_path)
+    cache_writer.write(_sample(), directory)
+    index = os.path.join(directory, cache.INDEX_FILE)
+    with open(index, "rb") as handle:
+        lines = handle.read().split(b"\n")
+    lines[1] = b"x" * len(lines[1])
+    with open(index, "wb") as handle:
+        handle.write(b"\n".join(lines))
+    # same size and inode-independent stamp: the index still belongs
+    with cache.open_lookup(directory) as loaded:
+        assert isinstance(loaded, cache.IndexedCache)
+        with pytest.raises(cache.CacheUnusable):
+            loaded.pif("eth0")

@@ -9,7 +9,7 @@ device side (the cache writer and the pool's precedence are the boot
 unit's and the watcher's).
 """
 import fnmatch
-import json
+import shutil
 import sys
 
 import pytest
@@ -17,7 +17,12 @@ import pytest
 from netoffload.engine import features
 from netoffload.log import SyslogLogger
 
-HEAVY = ("logging", "logging.handlers", "fnmatch", "ctypes", "tempfile")
+HEAVY = ("logging", "logging.handlers", "fnmatch", "ctypes", "tempfile",
+         "json", "typing")
+# a PIF runs no child at all; a guest device runs xenstore-read (aside),
+# through subprocess and what it imports
+CHILD = ("subprocess", "netoffload.runner", "socket", "signal", "enum",
+         "contextlib", "functools", "selectors", "re", "locale")
 # Every netoffload module a bring-up may load: a new one here is start-up
 # time on every interface of every boot.
 OWN_MODULES = {
@@ -27,30 +32,51 @@ OWN_MODULES = {
     "netoffload.agents.udev",
     "netoffload.engine", "netoffload.engine.devices", "netoffload.engine.ethtool",
     "netoffload.engine.ethtool_ioctl", "netoffload.engine.features",
-    "netoffload.engine.livestate",
+    "netoffload.engine.livestate", "netoffload.engine.jsonlite",
     "netoffload.pool", "netoffload.pool.keys",
 }
 
-_LIST_MODULES = ("import sys, json; from netoffload.agents.udev import main; "
+_LIST_MODULES = ("import sys; from netoffload.agents.udev import main; "
                  "main(sys.argv[1:]); "
-                 "sys.stdout.write(json.dumps(sorted(sys.modules)))")
+                 "sys.stdout.write(' '.join(sorted(sys.modules)))")
 
 
 @pytest.mark.root
 @pytest.mark.parametrize("device", ["eth0", "tap5.0"], ids=["pif", "tap"])
 def test_a_bring_up_imports_none_of_the_heavy_modules(dom0, device):
     before = dom0.features(device)
-    # -S: no site (a venv's .pth files import fnmatch themselves); the
-    # code comes from PYTHONPATH
+    # -S: no site (as the installed helper runs: -IS); the code comes from
+    # PYTHONPATH
     proc = dom0.ns.run([sys.executable, "-S", "-c", _LIST_MODULES, device],
                        env=dom0.env(device), check=False, timeout=30)
     assert (proc.returncode, proc.stderr) == (0, "")
     assert dom0.features(device) != before  # it did the whole job
-    loaded = set(json.loads(proc.stdout))
+    loaded = set(proc.stdout.split())
     assert {"netoffload.engine.livestate", "netoffload.engine.ethtool_ioctl"} <= loaded
     assert sorted(loaded & set(HEAVY)) == []
+    if device == "eth0":
+        assert sorted(loaded & set(CHILD)) == []
     assert sorted(m for m in loaded if m.split(".")[0] == "netoffload"
                   and m not in OWN_MODULES) == []
+
+
+@pytest.mark.root
+def test_a_pif_bring_up_runs_no_child_process(dom0, tmp_path):
+    """strace -f: the helper process itself, nothing else (not even
+    ethtool: the features are set by ioctl)."""
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("no strace on this machine")
+    out = str(tmp_path / "strace.out")
+    before = dom0.features("eth0")
+    proc = dom0.ns.run([strace, "-f", "-qq", "-e", "trace=execve", "-o", out,
+                        sys.executable, "-S", "-m", "netoffload.agents.udev",
+                        "eth0"], env=dom0.env("eth0"), check=False, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert dom0.features("eth0") != before
+    with open(out) as handle:
+        execs = [line for line in handle if "execve(" in line]
+    assert len(execs) == 1, execs  # the helper's own python3
 
 
 # Every kernel feature name this project has seen (tests/fixtures and

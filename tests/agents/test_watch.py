@@ -15,7 +15,7 @@ import pytest
 
 from netoffload.agents import cache
 from netoffload.engine.ethtool import parse_features_text
-from netoffload.pool import planning
+from netoffload.pool import keys, planning
 from tests.support import layout, simpool
 from tests.support.wait import wait_for
 
@@ -66,14 +66,13 @@ def test_a_new_vif_gets_its_keys_and_the_watcher_does_not_loop(pool, one_host):
     vif = pool.create_vif(one_host["vm"], one_host["net"], 0)
     config = wait_for(lambda: keys_written(pool.vif_config(vif))
                       and pool.vif_config(vif), what="keys on the VIF")
-    assert config["netoffload-managed"] == "gso,rx,sg,tso,tx,ufo"
-    # 6 keys + 2 bookkeeping keys, then nothing more: our own mod events
-    # plan no writes
-    assert _settled(pool) == 8
+    assert keys.managed_features(config) == set(XAPI_SIX)
+    # 6 keys + 1 book, then nothing more: our own mod events plan no writes
+    assert _settled(pool) == 7
     events_before = pool.admin.call_counts().get("event.from", 0)
     window = 1.5
     time.sleep(window)
-    assert pool.writes() == 8
+    assert pool.writes() == 7
     # Idle, each event.from blocks for the event timeout, except one early
     # return for a due (debounced) cache write and one for finished writes
     # to log (1 s timeout while writes are in flight). A watcher looping on
@@ -93,22 +92,24 @@ def test_a_burst_of_vifs_all_get_keys(pool, one_host):
     # Exactly one add per key and none repeated: a new VIF has no keys, so
     # a remove (a re-write) or a second add (MAP_DUPLICATE_KEY after a
     # re-plan from a snapshot older than our writes) would show here.
-    assert pool.write_calls() == {"VIF.add_to_other_config": 8 * len(vifs)}
+    assert pool.write_calls() == {"VIF.add_to_other_config": 7 * len(vifs)}
 
 
 def test_opt_out_vm_and_explicit_keys_are_left_alone(pool, one_host):
     opted_out = pool.admin.add_vm(name_label="db",
                                   other_config={"netoffload-vif": "none"})
     quiet = pool.create_vif(opted_out, one_host["net"], 0)
+    # a decision (an on/true found on a new VIF is a default now: the
+    # policy applies over it, issue 11)
     explicit = pool.create_vif(one_host["vm"], one_host["net"], 1,
-                               other_config={"ethtool-tx": "on"})
+                               other_config={"ethtool-tx": "TRUE"})
     marker = pool.create_vif(one_host["vm"], one_host["net"], 2)
     wait_for(lambda: keys_written(pool.vif_config(marker)), what="marker VIF")
     _settled(pool, 0.5)
     assert pool.vif_config(quiet) == {}
     config = pool.vif_config(explicit)
-    assert config["ethtool-tx"] == "on"
-    assert "tx" not in config["netoffload-managed"].split(",")
+    assert config["ethtool-tx"] == "TRUE"
+    assert "tx" not in keys.managed_features(config)
     assert all(config["ethtool-" + f] == "off" for f in XAPI_SIX if f != "tx")
 
 
@@ -133,7 +134,7 @@ def test_a_policy_change_reaches_existing_vifs_the_cache_and_live_devices(
     vm_uuid = pool.api.VM.get_uuid(vm)
     pool.set_pool_policy("netoffload-vif", "tx-off")
     vif = pool.create_vif(vm, one_host["net"], 0)
-    wait_for(lambda: pool.vif_config(vif).get("netoffload-managed") == "tx",
+    wait_for(lambda: keys.managed_features(pool.vif_config(vif)) == {"tx"},
              what="tx-off keys")
 
     def live():
@@ -295,3 +296,39 @@ def test_a_failure_that_repeats_with_xapi_reachable_is_an_error_then_exit_1(
                         ("error", True)]
     assert "giving up" in [line for level, line in watcher.log.lines
                            if level == "error"][-1]
+
+
+def test_the_watcher_plans_nothing_from_another_writers_half_done_state(
+        pool, one_host):
+    """Pinned: another writer (a revert ALL on some host) holds the pool
+    lease and has removed one managed key when the watcher sees it; it then
+    finishes (keys, book, policy, op key, lease) while the watcher waits.
+    The watcher must plan from the state as it stands once the lease is
+    gone (nothing to do), never from the half-done state it saw, which
+    would write the keys back and undo them again."""
+    import json
+    wait_synced(one_host["state"])
+    vif = pool.create_vif(one_host["vm"], one_host["net"], 0)
+    wait_for(lambda: keys_written(pool.vif_config(vif)), what="keys")
+    _settled(pool)
+    pool_ref = pool.pool_ref
+    wait_for(lambda: keys.KEY_LEASE not in pool.api.pool.get_other_config(
+        pool_ref), what="the watcher giving its lease back")
+    op = "0123456789abcdef"
+    pool.api.pool.add_to_other_config(pool_ref, keys.KEY_LEASE, json.dumps(
+        {"holder": "revert@elsewhere:1", "op": op,
+         "expires": time.time() + 600}))
+    pool.api.pool.add_to_other_config(pool_ref, keys.op_key(op), "{}")
+    pool.api.VIF.remove_from_other_config(vif, "ethtool-tx")
+    time.sleep(1.0)  # the watcher has seen the half-done state
+    for key in sorted(pool.vif_config(vif)):
+        pool.api.VIF.remove_from_other_config(vif, key)
+    pool.api.pool.remove_from_other_config(pool_ref, "netoffload-vif")
+    pool.api.pool.remove_from_other_config(pool_ref, keys.op_key(op))
+    pool.api.pool.remove_from_other_config(pool_ref, keys.KEY_LEASE)
+    writes = pool.writes()
+    time.sleep(5.0)
+    assert pool.vif_config(vif) == {}
+    assert pool.writes() == writes, "the watcher wrote from a stale view"
+    assert not [k for k in pool.api.pool.get_other_config(pool_ref)
+                if keys.is_pack_key(k)]

@@ -92,5 +92,5 @@ def test_the_watcher_logs_a_cache_it_cannot_write_and_goes_on(tmp_path, blocked)
     watcher.log = type("Log", (), {
         "warning": lambda self, *a: logged.append(a[0] % a[1:]),
         "info": lambda self, *a: None})()
-    watcher._flush_cache()  # must not raise
+    watcher._flush_cache(wait=True)  # must not raise
     assert len(logged) == 1 and logged[0].startswith("watch: cannot write the cache")

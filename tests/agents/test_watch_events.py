@@ -245,3 +245,99 @@ def test_trim_keeps_the_fields_read_and_interns_strings():
                        "network": "n", "other_config": {},
                        "currently_attached": True}
     assert trimmed["VM"] is watch_events.intern("OpaqueRef:" + "vvv")
+
+
+# -- our own writes' events (echoes) -------------------------------------------------
+BEFORE = {"ethtool-tx": "true", "note": "x"}
+AFTER = {"ethtool-tx": "off", "ethtool-sg": "off", "note": "x",
+         "netoffload-book": "{}"}
+
+
+def test_our_own_writes_plan_nothing_again_until_all_show(records):
+    ref = "OpaqueRef:web-0"
+    records.vifs[ref]["other_config"] = dict(BEFORE)
+    echoes = {ref: (dict(BEFORE), dict(AFTER))}
+    halfway = {"ethtool-tx": "off", "note": "x", "netoffload-book": "{}"}
+    batch = apply_events(records, [mod("vif", ref, records.vifs[ref],
+                                       other_config=halfway)], HERE, True,
+                         echoes)
+    # the cache entry is refreshed, nothing is planned, the echo stays
+    assert decisions(batch) == ([], [], [ref], False) and ref in echoes
+    batch = apply_events(records, [mod("vif", ref, records.vifs[ref],
+                                       other_config=dict(AFTER))], HERE, True,
+                         echoes)
+    assert decisions(batch) == ([], [], [ref], False) and ref not in echoes
+    assert records.vifs[ref]["other_config"] == AFTER
+
+
+@pytest.mark.parametrize("change", [
+    {"other_config": dict(BEFORE, **{"ethtool-tx": "on"})},  # a third value
+    {"other_config": dict(AFTER, **{"ethtool-gso": "off"})},  # a new key
+    {"other_config": {"ethtool-tx": "off", "ethtool-sg": "off",
+                      "netoffload-book": "{}"}},  # note removed: not ours
+    {"network": "OpaqueRef:net-b"},  # moved
+])
+def test_someone_elses_change_in_between_is_planned(records, change):
+    ref = "OpaqueRef:web-0"
+    records.vifs[ref]["other_config"] = dict(BEFORE)
+    echoes = {ref: (dict(BEFORE), dict(AFTER))}
+    batch = apply_events(records, [mod("vif", ref, records.vifs[ref],
+                                       **change)], HERE, True, echoes)
+    assert ref in batch.affected and ref not in echoes
+
+
+def test_is_echo_holds_for_every_mix_of_before_and_after():
+    old = _vif("OpaqueRef:web", "OpaqueRef:net-a")
+    keys = sorted(set(BEFORE) | set(AFTER))
+    for mask in range(2 ** len(keys)):
+        config = {}
+        for i, key in enumerate(keys):
+            value = (AFTER if mask >> i & 1 else BEFORE).get(key)
+            if value is not None:
+                config[key] = value
+        assert watch_events.is_echo(old, dict(old, other_config=config),
+                                    (BEFORE, AFTER))
+
+
+# -- what the trimmed records must still tell -----------------------------------------
+def test_trim_keeps_what_precedence_and_sr_iov_read_on_a_pif():
+    """An admin's `properties:gro` is an explicit PIF setting, and an SR-IOV
+    logical PIF marks its network's VIFs as deviceless: trimming must keep
+    both, or the watcher would write ethtool-gro over the property and keys
+    on VFs."""
+    snapshot = dict(_pif(HERE), properties={"gro": "off"},
+                    sriov_logical_PIF_of=["OpaqueRef:sriov"], MAC="aa")
+    trimmed = watch_events.trim("pif", snapshot)
+    assert trimmed["properties"] == {"gro": "off"}
+    assert trimmed["sriov_logical_PIF_of"] == ["OpaqueRef:sriov"]
+    assert "MAC" not in trimmed
+
+
+def test_the_trimmed_property_decides_gro_against_a_pool_policy(records):
+    from netoffload.pool.precedence import resolve_pif
+    records.pool_other_config["netoffload-pif"] = "tx=off,gro=on"
+    ref = "OpaqueRef:pif-here"
+    records.pifs[ref] = watch_events.trim("pif", dict(
+        _pif(HERE), properties={"gro": "off"}))
+    resolution = resolve_pif(records, ref)
+    assert resolution.sources["gro"] == "property"
+    assert resolution.features["gro"] == "off"
+    assert resolution.features["tx"] == "off"
+
+
+def test_vifs_on_an_sr_iov_network_and_its_logical_pif_are_not_eligible(
+        records):
+    """A VF is passed to the guest: no dom0 device, no keys xapi applies."""
+    records.pifs["OpaqueRef:pif-vf"] = dict(
+        _pif(HERE), uuid="pif-vf", network="OpaqueRef:net-b",
+        sriov_logical_PIF_of=["OpaqueRef:sriov"])
+    assert not watch_events.eligible(records, "OpaqueRef:pif-vf")
+    assert watch_events.eligible(records, "OpaqueRef:pif-here")
+    on_b = [r for r, v in records.vifs.items()
+            if v["network"] == "OpaqueRef:net-b"]
+    on_a = [r for r, v in records.vifs.items()
+            if v["network"] == "OpaqueRef:net-a"]
+    assert on_b and on_a
+    assert not any(watch_events.eligible(records, r) for r in on_b)
+    assert all(watch_events.eligible(records, r) for r in on_a
+               if records.vms[records.vifs[r]["VM"]]["uuid"] != "tpl-uuid")

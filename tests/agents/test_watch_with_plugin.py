@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from netoffload.pool import keys
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.root
@@ -32,10 +33,9 @@ XAPI_VIF_KEYS = ("rx", "tx", "sg", "tso", "ufo", "gso")
 
 
 def fully_written(config, features):
-    """The pack's keys for `features` and both bookkeeping keys are there."""
+    """The pack's keys for `features` and its book are there."""
     return (all("ethtool-%s" % f in config for f in features)
-            and "netoffload-managed" in config
-            and "netoffload-saved" in config)
+            and keys.managed_features(config) == set(features))
 
 
 def stays(predicate, seconds=2.0):

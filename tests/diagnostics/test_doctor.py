@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from netoffload.cli import build_parser
+from netoffload.cli import build_parser, output
 from netoffload.diagnostics import doctor
 from netoffload.errors import BadArgument
 from netoffload.plugin import diagnostics
@@ -100,9 +100,12 @@ def _parse_error(command):
     argv = [_PLACEHOLDERS.get(word, word) for word in shlex.split(command)[1:]]
     try:
         args = build_parser().parse_args(argv)
-    except SystemExit:
+    except (SystemExit, BadArgument):  # netoffload.cli's parser raises
         return "argparse refused %r" % argv
-    return None if getattr(args, "handler", None) else "no verb in %r" % argv
+    handler = getattr(args, "handler", None)
+    if handler is None or handler is output.show_group_help:
+        return "no verb in %r" % argv
+    return None
 
 
 def test_every_command_the_doctor_advises_parses_with_the_real_cli(capsys):
@@ -148,7 +151,8 @@ def simpool():
 def test_doctor_plugin_reports_policy_replugs_and_advice(simpool):
     sim, session, host, ns = simpool
     session.xenapi.host.call_plugin(host, "netoffload", "set_policy", {
-        "level": "pool", "kind": "vif", "policy": "sg=off"})
+        "level": "pool", "kind": "vif", "policy": "sg=off",
+        "confirm": "yes"})
     text = session.xenapi.host.call_plugin(host, "netoffload", "doctor", {})
     report = json.loads(text)
     policy = report["policy"]
@@ -161,6 +165,11 @@ def test_doctor_plugin_reports_policy_replugs_and_advice(simpool):
     items = dict((a["item"], a) for a in report["advice"])
     assert "non-compliant device vif5.0" in items
     assert "pending replug vif5.0" in items
+    # the tx key is someone else's: no claim that netoffload enforces it
+    replug = items["pending replug vif5.0"]["advice"]
+    assert "already enforces" not in replug
+    assert "ethtool-tx=off" in replug and "not set by netoffload" in replug
+    assert "set-policy" not in json.dumps(report)
     assert all(a["reason"] for a in report["advice"])
     # no Xen here: reported as unavailable, not as a failure
     assert report["dom0"]["scheduler"]["available"] is False
@@ -182,3 +191,42 @@ def test_doctor_cli_without_xapi_says_so_and_continues(netns):
     assert "unreachable" in report["policy"]["reason"]
     assert report["advice"][0]["item"] == "policy"
     assert "checksum_counters" in report and "devices_with_errors" in report
+
+
+@pytest.mark.root
+def test_doctor_counts_an_invalid_policy_as_status_does(simpool):
+    """A typo stored with xe: status calls the device not compliant (exit
+    1), and the doctor counts it the same way."""
+    sim, session, host, ns = simpool
+    pool = session.xenapi.pool.get_all()[0]
+    session.xenapi.pool.add_to_other_config(pool, "netoffload-vif", "tx=of")
+    status = json.loads(session.xenapi.host.call_plugin(
+        host, "netoffload", "status", {}))
+    not_compliant = sorted(d["device"] for d in status["devices"]
+                           if not d["compliant"])
+    assert not_compliant == ["vif5.0"]
+    report = json.loads(session.xenapi.host.call_plugin(
+        host, "netoffload", "doctor", {}))
+    policy = report["policy"]
+    assert sorted(d["device"] for d in policy["non_compliant"]) == not_compliant
+    assert policy["non_compliant"][0]["policy_error"]
+    assert len(policy["invalid_policies"]) == 1
+    items = [a["item"] for a in report["advice"]]
+    assert "invalid policy netoffload-vif on pool " in " ".join(items) + " "
+    # the invalid policy's item says what to do; no second, vaguer one
+    assert "non-compliant device vif5.0" not in items
+
+
+def test_doctor_counts_overrides_and_drift():
+    """CONTRACTS.md A fields, as status entries carry them."""
+    report = dict(_TROUBLED_REPORT)
+    report["policy"] = dict(_TROUBLED_REPORT["policy"], overrides=[
+        {"device": "vif3.0", "overrides": [
+            {"feature": "tx", "value": "on", "source": "explicit",
+             "why": "changed by someone after netoffload wrote it"}]}],
+        drift=[{"device": "vif1.0", "drift": {"features": {"tx": "on"},
+                                              "since": 1764633600.0}}])
+    items = dict((a["item"], a) for a in doctor._advice(report))
+    assert "vif3.0" in items["explicit settings"]["reason"]
+    assert items["drift vif1.0"]["reason"] == \
+        "live tx=on differ from the policy since 2025-12-02 00:00:00 UTC"

@@ -78,15 +78,40 @@ def minus_requested_of_fixed(kernel):
                 for name, s in kernel.items())
 
 
+def _no_sfeatures(self, device, requests):
+    raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+
+@pytest.fixture(params=["ioctl", "ethtool"])
+def method(request, mocker):
+    """Each test twice: through ETHTOOL_SFEATURES, and through the ethtool
+    binary as on a kernel without the ioctl (EOPNOTSUPP)."""
+    if request.param == "ethtool":
+        mocker.patch.object(ethtool_ioctl.IoctlReader, "write", _no_sfeatures)
+    return request.param
+
+
 @pytest.fixture
-def run_spy(mocker):
-    """runner.run as it is, but counted."""
-    return mocker.patch("netoffload.runner.run", autospec=True,
-                        side_effect=runner.run)
+def run_spy(mocker, method):
+    """Every set request counted: runner.run as it is (ethtool -K), and
+    the ETHTOOL_SFEATURES writes that succeeded."""
+    spy = mocker.patch("netoffload.runner.run", autospec=True,
+                       side_effect=runner.run)
+    real_write = ethtool_ioctl.IoctlReader.write
+    spy.writes = []
+
+    def write(self, device, requests):
+        flags = real_write(self, device, requests)
+        spy.writes.append((device, dict(requests)))
+        return flags
+    mocker.patch.object(ethtool_ioctl.IoctlReader, "write", write)
+    spy.method = method
+    return spy
 
 
 def k_calls(spy):
-    return [c for c in spy.call_args_list if "-K" in c[0][0]]
+    """The set requests: `ethtool -K` runs, or SFEATURES writes."""
+    return [c for c in spy.call_args_list if "-K" in c[0][0]] + spy.writes
 
 
 @pytest.mark.parametrize("kind,maker", KINDS, ids=[k for k, _ in KINDS])
@@ -167,7 +192,10 @@ def test_fixed_feature_is_reported_not_failed(netns, run_spy):
         result = ethtool.apply_features(dev, {"rx": "off", "tso": "off"})
     assert result.features == {"rx": "fixed", "tso": "changed"}
     assert result.ok and not result.errors
-    assert k_calls(run_spy)[0][0][0] == ["ethtool", "-K", dev, "tso", "off"]
+    assert result.command == ["ethtool", "-K", dev, "tso", "off"]
+    assert result.method == run_spy.method
+    if run_spy.method == "ethtool":
+        assert k_calls(run_spy)[0][0][0] == ["ethtool", "-K", dev, "tso", "off"]
 
 
 def test_feature_the_kernel_holds_fails_once_and_is_not_retried(netns, run_spy):
@@ -270,7 +298,8 @@ def test_list_and_read_many(netns):
 
 def test_fallback_to_binary_when_ioctl_unsupported(netns, mocker):
     dev = make_device(netns, "veth", _make_veth)
-    mocker.patch.object(ethtool_ioctl.IoctlReader, "read", autospec=True,
+    mocker.patch.object(ethtool_ioctl.IoctlReader, "read_words",
+                        autospec=True,
                         side_effect=OSError(errno.EOPNOTSUPP, "not supported"))
     with netns.entered():
         got = ethtool.read_features(dev)

@@ -201,6 +201,11 @@ def test_update_key_names_the_key_file_and_rpm_is_signed(pack):
     assert pack.update.get("key") in pack.files
     sig = check(["rpm", "-qp", "--nosignature", "--qf", "%{RSAHEADER:pgpsig}", pack.rpm])
     assert sig != "(none)"
+    # dist/ holds the key under the file name update.xml gives it (README
+    # install step 1), the same key as the .pubkey.asc
+    named = os.path.join(pack.outdir, pack.update.get("key"))
+    with open(named, "rb") as a, open(pack.pubkey, "rb") as b:
+        assert a.read() == b.read()
 
 
 def test_update_installation_size_is_the_rpm_installed_size(pack):

@@ -79,8 +79,8 @@ def built(tmp_path_factory):
     check([sys.executable, BUILD_PY, "rpm", "--outdir", result.outdir,
            "--builddir", str(base / "build-bumped"), "--check", "selftest",
            "--version", result.bumped] + incomplete)
-    result.v1 = os.path.join(result.outdir, "netoffload-%s.rpm" % result.version)
-    result.v2 = os.path.join(result.outdir, "netoffload-%s.rpm" % result.bumped)
+    result.v1 = os.path.join(result.outdir, "netoffload-%s.unsigned.rpm" % result.version)
+    result.v2 = os.path.join(result.outdir, "netoffload-%s.unsigned.rpm" % result.bumped)
     return result
 
 
@@ -134,8 +134,9 @@ def test_rpm_has_the_dist_name_and_header(built):
     assert os.path.isfile(built.v1)
     assert query(built.v1, "%{NAME} %{VERSION} %{RELEASE} %{ARCH}").split() == [
         "netoffload", built.version, "1", "noarch"]
-    standard = os.path.join(built.outdir, "netoffload-%s-1.noarch.rpm" % built.version)
-    assert os.path.isfile(standard)
+    # unsigned: never under the names a signed build (make pack) uses
+    for signed_name in ("netoffload-%s-1.noarch.rpm", "netoffload-%s.rpm"):
+        assert not os.path.exists(os.path.join(built.outdir, signed_name % built.version))
 
 
 @pytest.mark.parametrize("path,mode", EXPECTED, ids=[p for p, _ in EXPECTED])
@@ -157,7 +158,11 @@ def test_file_list_is_exactly_the_layout(built):
     assert not [p for p in listed if p.endswith(".pyc") or "__pycache__" in p]
     allowed_tops = ("/etc/xapi.d/plugins/", "/usr/bin/netoffload", "/usr/libexec/netoffload",
                     "/usr/lib/netoffload", "/usr/lib/udev/rules.d/",
-                    "/usr/lib/systemd/system/", "/var/lib/netoffload")
+                    "/usr/lib/systemd/system/", "/var/lib/netoffload",
+                    "/usr/share/man/man8/netoffload.8",
+                    "/usr/share/bash-completion/completions/netoffload",
+                    # %license: .../netoffload or .../netoffload-X.Y.Z by rpm version
+                    "/usr/share/licenses/netoffload")
     assert [p for p in listed if not p.startswith(allowed_tops)] == []
 
 

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 import netoffload
+from netoffload.pool import keys
 from tests.support import layout
 from tests.support.simpool import live
 from tests.support.tools import interpreter as find_interpreter
@@ -30,12 +31,14 @@ def test_set_and_get_policy_every_level(pool):
     calls = [
         dict(level="pool", kind="vif", policy="all-off"),
         dict(level="pool", kind="pif", policy="TX=False"),
-        dict(level="host", policy="none"),
+        dict(level="host", host="h1", policy="none"),
         dict(level="network", network="LAN 1", policy="tx-off"),
         dict(level="tag", tag="bsd", policy="tx-off"),
         dict(level="vm", vm="web 01", policy="sg=off,tx=off"),
     ]
-    stored = [pool.call("set_policy", **c)["policy"] for c in calls]
+    stored = [json.loads(pool.api.host.call_plugin(
+        pool.hosts["h1"], "netoffload", "set_policy",
+        dict(c, confirm="yes")))["policy"] for c in calls]
     assert stored == ["all-off", "tx=off", "none", "tx-off", "tx-off",
                       "tx=off,sg=off"]
     found = pool.call("get_policy")["policies"]
@@ -43,7 +46,8 @@ def test_set_and_get_policy_every_level(pool):
         ("pool", "pif", "tx=off"), ("pool", "vif", "all-off"),
         ("tag", "vif", "tx-off"), ("host", "pif", "none"),
         ("network", "vif", "tx-off"), ("vm", "vif", "tx=off,sg=off")]
-    cleared = pool.call("set_policy", level="pool", kind="vif", policy="")
+    cleared = pool.call("set_policy", level="pool", kind="vif", policy="",
+                        confirm="yes")
     assert (cleared["policy"], cleared["previous"]) == (None, "all-off")
 
 
@@ -93,7 +97,8 @@ ERROR_CASES = [
 @pytest.mark.parametrize("fn,args,code", [c[1:] for c in ERROR_CASES],
                          ids=[c[0] for c in ERROR_CASES])
 def test_errors_change_nothing(pool, fn, args, code):
-    pool.call("set_policy", level="pool", kind="pif", policy="all-off")
+    pool.call("set_policy", level="pool", kind="pif", policy="all-off",
+              confirm="yes")
     before = pool.state()
     details = pool.fail(fn, **args)
     assert details[0] == code
@@ -138,12 +143,16 @@ def test_apply_all_then_revert_all_is_byte_for_byte(pool):
     assert result["summary"]["devices_failed"] == []
     after = pool.other_configs()
     web_vif = pool.session.xenapi.VIF.get_uuid(pool.web_vif)
-    # someone else's explicit tx=true stays, the other five are ours
-    assert after["VIF/" + web_vif]["ethtool-tx"] == "true"
-    assert after["VIF/" + web_vif]["netoffload-managed"] == "gso,rx,sg,tso,ufo"
+    # tx=true found before netoffload is a default (Xen Orchestra's
+    # stamp, issue 11): the policy applies over it and saves it
+    assert after["VIF/" + web_vif]["ethtool-tx"] == "off"
+    assert keys.read_book(after["VIF/" + web_vif]).entries["tx"] == \
+        keys.Entry("true", "off", None)
+    assert keys.managed_features(after["VIF/" + web_vif]) == set(
+        ("rx", "tx", "sg", "tso", "ufo", "gso"))
     assert live(pool, "h1", "vif6.0")["tx"] == "off"
     assert live(pool, "h1", "tap5.0")["gro"] == "off"
-    assert live(pool, "h1", "vif5.0")["tx"] == "on"  # explicit: left alone
+    assert live(pool, "h1", "vif5.0")["tx"] == "off"
     assert live(pool, "h1", "eth0")["sg"] == "off"
     assert pool.state() != before
     pool.call("revert", target="ALL", confirm="yes")
@@ -195,8 +204,8 @@ def test_vm_with_policy_none_is_untouched(pool):
 
 def test_tag_and_network_levels(pool):
     pool.call("set_policy", level="network", network="LAN 1",
-              policy="gso=off")
-    pool.call("apply", tag="bsd", policy="tx-off")
+              policy="gso=off", confirm="yes")
+    pool.call("apply", tag="bsd", policy="tx-off", confirm="yes")
     assert pool.session.xenapi.VIF.get_other_config(pool.bsd_vif)[
         "ethtool-tx"] == "off"
     result = pool.call("apply", network="LAN 1")
@@ -209,17 +218,34 @@ def test_tag_and_network_levels(pool):
 
 
 def test_explicit_key_kept_unless_forced(pool):
-    pool.call("apply", vm="web 01", policy="tx-off")
-    assert pool.session.xenapi.VIF.get_other_config(pool.web_vif) == {
-        "ethtool-tx": "true"}
+    api = pool.session.xenapi
+    api.VIF.remove_from_other_config(pool.web_vif, "ethtool-tx")
+    api.VIF.add_to_other_config(pool.web_vif, "ethtool-tx", "false")
+    pool.call("apply", vm="web 01", policy="tx=on")
+    assert api.VIF.get_other_config(pool.web_vif) == {"ethtool-tx": "false"}
     pool.call("apply", vm="web 01", force="true")
-    forced = pool.session.xenapi.VIF.get_other_config(pool.web_vif)
-    assert forced == {"ethtool-tx": "off", "netoffload-managed": "tx",
-                      "netoffload-saved": '{"tx":["true","off"]}'}
-    assert live(pool, "h1", "vif5.0")["tx"] == "off"
+    forced = api.VIF.get_other_config(pool.web_vif)
+    assert forced["ethtool-tx"] == "on"
+    assert keys.read_book(forced).entries == {
+        "tx": keys.Entry("false", "on", None)}
     pool.call("revert", vm="web 01")
-    assert pool.session.xenapi.VIF.get_other_config(pool.web_vif) == {
-        "ethtool-tx": "true"}
+    assert api.VIF.get_other_config(pool.web_vif) == {"ethtool-tx": "false"}
+
+
+def test_xo_stamp_is_a_default_the_policy_applies_over(pool):
+    """issue 11 item 1: XO 6 stamps ethtool-tx=true on the VIFs it
+    creates; a tx-off policy must still reach them, and revert puts the
+    stamp back."""
+    api = pool.session.xenapi
+    before = pool.state()
+    pool.call("apply", vm="web 01", policy="tx-off")
+    assert api.VIF.get_other_config(pool.web_vif)["ethtool-tx"] == "off"
+    assert live(pool, "h1", "vif5.0")["tx"] == "off"
+    status = pool.call("status", vm="web 01")
+    vif = [d for d in status["devices"] if d["device"] == "vif5.0"][0]
+    assert vif["desired"] == {"tx": "off"} and vif["compliant"]
+    pool.call("revert", target="ALL", confirm="yes")
+    assert pool.state() == before
 
 
 def test_dry_run_returns_the_plan_and_changes_nothing(pool):
@@ -234,19 +260,22 @@ def test_dry_run_returns_the_plan_and_changes_nothing(pool):
     vif = [d for d in result["devices"] if d["device"] == "vif6.0"][0]
     assert vif["features"]["tx"] == "would-change"
     tap = [d for d in result["devices"] if d["device"] == "tap5.0"][0]
-    assert "tx" not in tap["desired"]  # web 01's VIF has an explicit tx
+    assert tap["desired"]["tx"] == "off"  # web 01's tx=true is a default
 
 
 def test_status_reports_compliance_and_db_state(pool):
-    pool.call("set_policy", level="pool", kind="vif", policy="tx-off")
+    pool.call("set_policy", level="pool", kind="vif", policy="tx-off",
+              confirm="yes")
     status = pool.call("status")
     by_dev = dict((d["device"], d) for d in status["devices"])
     assert sorted(by_dev) == ["eth0", "tap5.0", "vif5.0", "vif6.0"]
     assert by_dev["vif6.0"]["desired"] == {"tx": "off"}
     assert (by_dev["vif6.0"]["compliant"], by_dev["vif6.0"]["db_compliant"],
             by_dev["vif6.0"]["reapplied_at_plug"]) == (False, False, False)
-    assert by_dev["vif5.0"]["desired"] == {}  # only an explicit key
+    # its tx=true is a default (issue 11): the policy covers it
+    assert by_dev["vif5.0"]["desired"] == {"tx": "off"}
     assert by_dev["vif5.0"]["explicit"] == {"tx": "on"}
+    assert by_dev["vif5.0"]["overrides"] == []
     assert by_dev["eth0"]["desired"] == {}
     pool.call("apply", vm="bsd")
     vif6 = [d for d in pool.call("status", vm="bsd")["devices"]][0]
@@ -255,7 +284,7 @@ def test_status_reports_compliance_and_db_state(pool):
 
 
 def test_pif_target_uses_the_host_level(pool):
-    result = pool.call("apply", pif="eth0", policy="sg=off")
+    result = pool.call("apply", pif="eth0", policy="sg=off", confirm="yes")
     assert [p["class"] for p in result["policy"]] == ["host"]
     assert live(pool, "h1", "eth0")["sg"] == "off"
     assert live(pool, "h2", "eth0")["sg"] == "on"
@@ -376,3 +405,188 @@ def test_a_mistyped_policy_set_with_xe_changes_nothing_on_apply(pool):
     assert "tx=of" in device["policy_error"]
     invalid = [p for p in pool.call("get_policy")["policies"] if not p["valid"]]
     assert [(p["level"], p["name"]) for p in invalid] == [("vm", "bsd")]
+
+
+# -- issue 11: nothing changes what the command did not name --------------------
+
+def test_revert_of_a_tag_netoffload_never_changed_changes_nothing(pool):
+    """Issue 11 item 3: `revert tag=lab --pool` with no policy on lab wrote
+    netoffload-tag:lab=none, and a VM tagged lab and pfsense lost its
+    pfsense all-off (lab sorted first)."""
+    api = pool.session.xenapi
+    start = pool.state()
+    for tag in ("lab", "pfsense"):
+        api.VM.add_tags(pool.bsd, tag)
+    pool.call("set_policy", level="tag", tag="pfsense", policy="all-off",
+              confirm="yes")
+    pool.call("apply", tag="pfsense")
+    before = pool.state()
+    result = pool.call("revert", tag="lab", pool="true")
+    assert result["unchanged"] is True and "nothing to revert" in \
+        result["message"]
+    assert result["policy"] == [] and result["objects"] == []
+    assert pool.state() == before
+    assert "netoffload-tag:lab" not in api.pool.get_other_config(
+        pool.pool_ref)
+    [vif] = [d for d in pool.call("status", vm="bsd")["devices"]]
+    assert vif["desired"]["tx"] == "off" and vif["compliant"]
+    assert vif["contributing"] == ["tag:pfsense"]
+    pool.call("revert", target="ALL", confirm="yes")
+    for tag in ("lab", "pfsense"):
+        api.VM.remove_tags(pool.bsd, tag)
+    assert pool.state() == start
+
+
+def test_tag_policies_combine_whatever_the_tag_names(pool):
+    """Issue 11 item 3: per feature off wins, a tag's none adds nothing."""
+    api = pool.session.xenapi
+    start = pool.state()
+    for tag in ("aaa", "zzz"):
+        api.VM.add_tags(pool.bsd, tag)
+    pool.call("set_policy", level="tag", tag="aaa", policy="none",
+              confirm="yes")
+    pool.call("set_policy", level="tag", tag="zzz", policy="tx-off",
+              confirm="yes")
+    pool.call("apply", vm="bsd")
+    assert api.VIF.get_other_config(pool.bsd_vif)["ethtool-tx"] == "off"
+    [vif] = pool.call("status", vm="bsd")["devices"]
+    assert (vif["contributing"], vif["shadowed"]) == (
+        ["tag:zzz"], [{"level": "tag:aaa", "policy": "none"}])
+    pool.call("revert", target="ALL", confirm="yes")
+    for tag in ("aaa", "zzz"):
+        api.VM.remove_tags(pool.bsd, tag)
+    assert pool.state() == start
+
+
+# -- issue 12 item 4: state checked before anything changes ---------------------
+
+def _live_state(pool):
+    return os.path.join(pool.sim.plugin_env(pool.hosts["h1"])[
+        "NETOFFLOAD_STATE_DIR"], "live-state.json")
+
+
+def _assert_set_aside(reported, path):
+    """The plugin reports the dom0 path (/var/lib/netoffload/...); the
+    file is in the host's state directory here."""
+    name = os.path.basename(reported)
+    assert name.startswith("live-state.json.corrupt-")
+    assert os.path.exists(os.path.join(os.path.dirname(path), name))
+    assert not os.path.exists(path)
+
+
+def test_a_corrupt_live_state_record_stops_apply_before_any_change(pool):
+    path = _live_state(pool)
+    with open(path, "w") as handle:
+        handle.write('{"devices": {"vif5.0": ')  # truncated
+    before = pool.state()
+    details = pool.fail("apply", target="ALL", policy="all-off",
+                        confirm="yes")
+    assert details[0] == "NETOFFLOAD_DEVICE_ERROR"
+    assert "live-state.json" in details[1]
+    assert pool.state() == before
+
+
+def test_revert_with_a_truncated_record_restores_the_database(pool):
+    start = pool.other_configs()
+    pool.call("apply", target="ALL", policy="all-off", confirm="yes")
+    path = _live_state(pool)
+    with open(path) as handle:
+        text = handle.read()
+    with open(path, "w") as handle:
+        handle.write(text[:len(text) // 2])
+    result = pool.call("revert", target="ALL", confirm="yes")
+    assert pool.other_configs() == start
+    _assert_set_aside(result["live_state_set_aside"], path)
+
+
+def test_pif_property_gro_is_an_explicit_setting_the_policy_leaves(pool):
+    """Issue 11 item 6: `xe pif-param-set properties:gro=off` is the
+    admin's; a PIF policy must not write ethtool-gro over it."""
+    api = pool.session.xenapi
+    start = pool.state()
+    [pif] = [ref for ref, rec in api.PIF.get_all_records().items()
+             if rec["host"] == pool.hosts["h1"]]
+    api.PIF.set_property(pif, "gro", "off")
+    pool.call("apply", target="ALL", policy="all-off", confirm="yes")
+    config = api.PIF.get_other_config(pif)
+    assert "ethtool-gro" not in config and config["ethtool-tx"] == "off"
+    [eth0] = [d for d in pool.call("status", pif="eth0")["devices"]]
+    assert eth0["sources"]["gro"] == "property"
+    assert eth0["overrides"] == [{"feature": "gro", "value": "off",
+                                  "source": "property",
+                                  "why": "PIF property gro=off"}]
+    assert "gro" not in eth0["desired"]
+    pool.call("revert", target="ALL", confirm="yes")
+    api.PIF.set_property(pif, "gro", "on")
+    assert pool.state() == start
+
+
+def test_a_vif_xo6_created_gets_a_tag_policy_and_revert_restores_the_stamp(
+        pool):
+    """Issue 11 item 1: a VM created from Xen Orchestra 6 under a tag
+    policy (XO stamps ethtool-tx=true on the VIF)."""
+    api = pool.session.xenapi
+    start = pool.other_configs()
+    vm = pool.sim.add_vm("pfsense 2", tags=["pfsense"])
+    vif = pool.create_vif(vm, pool.lan, 0, xo6=True)
+    created = api.VIF.get_other_config(vif)
+    assert created["ethtool-tx"] == "true"
+    pool.call("set_policy", level="tag", tag="pfsense", policy="tx-off",
+              confirm="yes")
+    pool.call("apply", tag="pfsense")
+    assert api.VIF.get_other_config(vif)["ethtool-tx"] == "off"
+    pool.call("revert", target="ALL", confirm="yes")
+    assert api.VIF.get_other_config(vif) == created
+    after = pool.other_configs()
+    assert dict((k, v) for k, v in after.items() if k in start) == start
+
+
+def test_the_fan_out_checks_each_hosts_state_before_its_devices(pool):
+    h2_state = os.path.join(pool.sim.plugin_env(pool.hosts["h2"])[
+        "NETOFFLOAD_STATE_DIR"], "live-state.json")
+    with open(h2_state, "w") as handle:
+        handle.write("{not json")
+    start = pool.state()
+    h2_before = dict((k, v) for k, v in pool.features().items()
+                     if k.startswith("h2/"))
+    result = pool.call("apply", target="ALL", policy="all-off",
+                       confirm="yes", pool="true")
+    h2 = [h for h in result["hosts"] if h["name_label"] == "h2"][0]
+    assert h2["ok"] is False and h2["error"][0] == "NETOFFLOAD_DEVICE_ERROR"
+    assert dict((k, v) for k, v in pool.features().items()
+                if k.startswith("h2/")) == h2_before
+    reverted = pool.call("revert", target="ALL", confirm="yes", pool="true")
+    h2 = [h for h in reverted["hosts"] if h["name_label"] == "h2"][0]
+    assert h2["ok"] is True
+    _assert_set_aside(h2["result"]["live_state_set_aside"], h2_state)
+    assert pool.state() == start
+
+
+def test_status_shows_drift_and_since_when_the_watcher_saw_it(pool):
+    """A governed device set by hand (`ethtool -K`) is drift: status lists
+    the live values that differ and, from the watcher's record, since
+    when; the summary counts it. Policy-forced features are not drift."""
+    from netoffload.agents import drift
+    before = pool.state()
+    pool.call("apply", target="ALL", policy="sg=off,gso=on,tx=off",
+              confirm="yes")
+    entry = _device(pool.call("status"), "vif6.0")
+    assert entry["drift"] is None and entry["compliant"]
+    assert entry["forced"] == ["gso"]   # sg off takes gso: not drift
+    pool.ns["h1"].run(["ethtool", "-K", "vif6.0", "tx", "on"])
+    result = pool.call("status")
+    entry = _device(result, "vif6.0")
+    assert entry["drift"] == {"features": {"tx": "on"}, "since": None,
+                              "held": False}
+    assert not entry["compliant"] and result["summary"]["drifted"] >= 1
+    drift.write_drift({"vif6.0": drift.DriftEntry({"tx": "on"}, 1234.5,
+                                                  False)},
+                      pool.sim.state_dir(pool.hosts["h1"]))
+    entry = _device(pool.call("status"), "vif6.0")
+    assert entry["drift"]["since"] == 1234.5
+    pool.call("revert", target="ALL", confirm="yes")
+    assert pool.state() == before
+
+
+def _device(result, name):
+    return [d for d in result["devices"] if d["device"] == name][0]

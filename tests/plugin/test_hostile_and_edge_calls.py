@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from netoffload.pool import context, fanout, planning
+from netoffload.pool import context, fanout, keys, planning
 from tests.support.poolrecords import build
 from tests.support.simpool import live
 
@@ -36,8 +36,10 @@ def test_local_scope_revert_dry_run_changes_nothing(pool):
 
 @pytest.mark.parametrize("fn", ["apply", "revert"])
 def test_local_scope_all_needs_confirm(pool, fn):
-    pool.call("set_policy", level="pool", kind="vif", policy="all-off")
-    pool.call("set_policy", level="pool", kind="pif", policy="all-off")
+    pool.call("set_policy", level="pool", kind="vif", policy="all-off",
+              confirm="yes")
+    pool.call("set_policy", level="pool", kind="pif", policy="all-off",
+              confirm="yes")
     if fn == "revert":
         pool.call("apply", target="ALL", confirm="yes")
     before = pool.state()
@@ -121,14 +123,21 @@ def test_fan_out_timeout_marks_the_host_and_late_answers_change_nothing(
 
 # -- 2: narrowing a policy restores what it no longer covers --------------------
 
+def set_host_policy(pool, policy):
+    """set_policy level=host host=h1 (pool.call takes host= as the host
+    to call)."""
+    pool.api.host.call_plugin(pool.hosts["h1"], "netoffload", "set_policy", {
+        "level": "host", "host": "h1", "policy": policy, "confirm": "yes"})
+
+
 def test_narrowing_a_policy_restores_the_features_it_drops(pool):
     from netoffload.engine.livestate import LiveStateStore
     state_dir = pool.sim.plugin_env(pool.hosts["h1"])["NETOFFLOAD_STATE_DIR"]
     before = pool.state()
     original = live(pool, "h1", "eth0")
-    pool.call("apply", pif="eth0", policy="all-off")
+    pool.call("apply", pif="eth0", policy="all-off", confirm="yes")
     assert live(pool, "h1", "eth0")["sg"] == "off"
-    pool.call("set_policy", level="host", policy="tx-off")
+    set_host_policy(pool, "tx-off")
     # not yet enforced: status says so, dry-run shows the pending restores
     [eth0] = pool.call("status", pif="eth0")["devices"]
     assert eth0["compliant"] is False
@@ -153,7 +162,7 @@ def test_narrowing_a_policy_restores_the_features_it_drops(pool):
     [eth0] = pool.call("status", pif="eth0")["devices"]
     assert (eth0["compliant"], eth0["pending_restore"]) == (True, {})
     pool.call("revert", pif="eth0")
-    pool.call("set_policy", level="host", policy="")
+    set_host_policy(pool, "")
     assert pool.state() == before
 
 
@@ -172,7 +181,12 @@ def test_key_changed_by_an_admin_after_apply_is_kept_and_survives_revert(pool):
     pool.call("apply", vm="bsd")
     config = api.VIF.get_other_config(pool.bsd_vif)
     assert config["ethtool-tx"] == "on"
-    assert "tx" not in config["netoffload-managed"].split(",")
+    assert "tx" not in keys.managed_features(config)
+    # their decision, shown as such (CONTRACTS.md A)
+    [vif] = pool.call("status", vm="bsd")["devices"]
+    assert vif["overrides"] == [{
+        "feature": "tx", "value": "on", "source": "explicit",
+        "why": "changed by someone after netoffload wrote it"}]
     pool.call("revert", vm="bsd")
     assert api.VIF.get_other_config(pool.bsd_vif) == {"ethtool-tx": "on"}
 
@@ -233,7 +247,8 @@ def test_check_checksums_without_tcpdump_is_a_device_error(pool):
     assert tcpdump
     pool.sim.configure_host(pool.hosts["h1"], dom0_files=dict(
         (path, None) for path in tcpdump))
-    pool.call("set_policy", level="pool", kind="vif", policy="all-off")
+    pool.call("set_policy", level="pool", kind="vif", policy="all-off",
+              confirm="yes")
     before = pool.state()
     details = pool.fail("check_checksums", device="vif6.0", seconds="1")
     assert details[:2] == ["NETOFFLOAD_DEVICE_ERROR", "tcpdump is not installed"]

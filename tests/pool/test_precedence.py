@@ -29,10 +29,26 @@ VIF_CASES = [
           network={"netoffload-vif": "all-off"}, tags=["bsd"]),
      {"tx": "off", "sg": "off"}, {"tx": "tag:bsd", "sg": "tag:bsd"},
      "tx=off,sg=off", "tag:bsd"),
-    ("first-tag-in-sorted-order-wins",
+    # Tags combine per feature, off wins, whatever their names and order
+    # (issue 11 item 3; the old rule took the first tag in sorted order).
+    ("tags-combine-off-wins",
      dict(pool={"netoffload-tag:b": "tx-off", "netoffload-tag:c": "all-off"},
           tags=["c", "b", "a"]),
-     {"tx": "off"}, {"tx": "tag:b"}, "tx-off", "tag:b"),
+     ALL_OFF, dict((f, "tag:b" if f == "tx" else "tag:c") for f in ALL_OFF),
+     "all-off", "tag:b"),
+    ("tags-combine-off-beats-on",
+     dict(pool={"netoffload-tag:a": "tx=on,sg=on",
+                "netoffload-tag:z": "tx=off"}, tags=["a", "z"]),
+     {"tx": "off", "sg": "on"}, {"tx": "tag:z", "sg": "tag:a"},
+     "tx=off,sg=on", "tag:a"),
+    ("tag-none-contributes-nothing",
+     dict(pool={"netoffload-tag:a": "none", "netoffload-tag:z": "tx-off",
+                "netoffload-vif": "all-off"}, tags=["z", "a"]),
+     {"tx": "off"}, {"tx": "tag:z"}, "tx-off", "tag:z"),
+    ("all-tags-none-is-none",
+     dict(pool={"netoffload-tag:a": "none", "netoffload-tag:z": "none",
+                "netoffload-vif": "all-off"}, tags=["z", "a"]),
+     {}, {}, "none", "tag:a"),
     ("tag-without-policy-falls-through",
      dict(pool={"netoffload-vif": "tx-off"}, tags=["plain"]),
      {"tx": "off"}, {"tx": "pool"}, "tx-off", "pool"),
@@ -47,11 +63,26 @@ VIF_CASES = [
      dict(pool={"netoffload-vif": "all-off"},
           network={"netoffload-vif": "none"}),
      {}, {}, "none", "network"),
-    ("explicit-key-wins-per-feature",
+    ("explicit-off-wins-per-feature",
+     dict(pool={"netoffload-vif": "tx=on,sg=off"},
+          vif={"ethtool-tx": "false"}),
+     {"tx": "off", "sg": "off"}, {"tx": "explicit", "sg": "pool"},
+     "tx=on,sg=off", "pool"),
+    # issue 11 item 1: an on/true found before netoffload is a default
+    # (Xen Orchestra 6 stamps ethtool-tx=true on every VIF it creates)
+    ("xo-stamp-is-a-default",
      dict(pool={"netoffload-vif": "tx=off,sg=off"},
           vif={"ethtool-tx": "true"}),
-     {"tx": "on", "sg": "off"}, {"tx": "explicit", "sg": "pool"},
+     {"tx": "off", "sg": "off"}, {"tx": "pool", "sg": "pool"},
      "tx=off,sg=off", "pool"),
+    ("default-without-policy-stays-explicit",
+     dict(vif={"ethtool-tx": "true"}), {"tx": "on"}, {"tx": "explicit"},
+     None, None),
+    ("changed-after-netoffload-wrote-it-is-a-decision",
+     dict(pool={"netoffload-vif": "tx-off"},
+          vif={"ethtool-tx": "on", "netoffload-book":
+               '{"f":{"tx":[null,"off"]},"g":1,"op":"aaaaaaaa"}'}),
+     {"tx": "on"}, {"tx": "explicit"}, "tx-off", "pool"),
     ("managed-key-is-not-explicit",
      dict(pool={"netoffload-vif": "tx-off"},
           vif={"ethtool-tx": "off", "ethtool-sg": "on",
@@ -82,9 +113,49 @@ def test_vif_levels_come_in_precedence_order():
                           "netoffload-tag:c": "all-off"},
                     vm={"netoffload-vif": "none"},
                     network={"netoffload-vif": "tx-off"}, tags=["c", "b"])
-    levels = [level for level, _, _ in vif_levels(records, "OpaqueRef:vif")]
-    assert levels == ["vm", "tag:b", "network", "pool"]
-    assert [vif_level_rank(level) for level in levels] == [0, 1, 2, 3]
+    groups = [[level for level, _, _ in group]
+              for group in vif_levels(records, "OpaqueRef:vif")]
+    assert groups == [["vm"], ["tag:b", "tag:c"], ["network"], ["pool"]]
+    assert [vif_level_rank(g[0]) for g in groups] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("tags", [["a", "b", "c"], ["c", "b", "a"],
+                                  ["b", "c", "a"]])
+def test_tag_combination_does_not_depend_on_tag_order(tags):
+    records = build(pool={"netoffload-tag:a": "tx=on,gso=off",
+                          "netoffload-tag:b": "none",
+                          "netoffload-tag:c": "tx=off,sg=on"}, tags=tags)
+    resolution = resolve_vif(records, "OpaqueRef:vif")
+    assert resolution.features == {"tx": "off", "sg": "on", "gso": "off"}
+    assert resolution.contributing == ["tag:a", "tag:c"]
+    assert resolution.shadowed == [("tag:b", "none")]
+
+
+def test_provenance_names_contributing_shadowed_and_overrides():
+    records = build(pool={"netoffload-vif": "all-off"},
+                    network={"netoffload-vif": "tx=off,sg=off"},
+                    vif={"ethtool-sg": "false", "ethtool-rx": "true"})
+    data = resolve_vif(records, "OpaqueRef:vif").provenance_json()
+    assert data == {
+        "sources": {"tx": "network", "sg": "explicit", "rx": "explicit"},
+        "contributing": ["network"],
+        "shadowed": [{"level": "pool", "policy": "all-off"}],
+        "overrides": [{"feature": "sg", "value": "off", "source": "explicit",
+                       "why": "ethtool-sg=false set before netoffload"}]}
+
+
+def test_pif_property_gro_is_an_explicit_setting():
+    records = build(pool={"netoffload-pif": "all-off"})
+    records.pifs["OpaqueRef:pif"]["properties"] = {"gro": "off"}
+    resolution = resolve_pif(records, "OpaqueRef:pif")
+    assert resolution.sources["gro"] == "property"
+    assert resolution.live_features == dict(
+        (f, "off") for f in ALL_OFF if f != "gro")
+    assert [o.to_json() for o in resolution.overrides] == [
+        {"feature": "gro", "value": "off", "source": "property",
+         "why": "PIF property gro=off"}]
+    records.pifs["OpaqueRef:pif"]["properties"] = {"gro": "on"}  # default
+    assert resolve_pif(records, "OpaqueRef:pif").sources["gro"] == "pool"
 
 
 def test_broken_policy_is_reported():
@@ -95,7 +166,7 @@ def test_broken_policy_is_reported():
 
 def test_force_beats_explicit():
     records = build(pool={"netoffload-vif": "tx-off"},
-                    vif={"ethtool-tx": "true"})
+                    vif={"ethtool-tx": "TRUE"})
     resolution = resolve_vif(records, "OpaqueRef:vif", force=True)
     assert (resolution.features, resolution.sources) == (
         {"tx": "off"}, {"tx": "force"})
@@ -142,27 +213,54 @@ def test_eligible_vms(extra, expected):
     assert eligible_vifs(records) == (["OpaqueRef:vif"] if expected else [])
 
 
-BOOKKEEPING_CASES = [
-    ("managed", keys.parse_managed, "tx, sg,bogus,,", {"tx", "sg"}),
-    ("managed-empty", keys.parse_managed, None, set()),
-    ("saved", keys.parse_saved, '{"tx":"true","sg":null,"x":"1"}',
-     {"tx": "true", "sg": None}),
-    ("saved-corrupt", keys.parse_saved, "{not json", {}),
-    ("saved-not-object", keys.parse_saved, "[1]", {}),
+BOOK_CASES = [
+    ("none", {}, {}, []),
+    ("new-form", {"netoffload-book":
+                  '{"f":{"tx":["true","off"]},"g":3,"op":"abcdef12"}'},
+     {"tx": keys.Entry("true", "off", None)}, []),
+    ("newer-generation-wins", {
+        "netoffload-book": '{"f":{"tx":[null,"off"]},"g":3,"op":"abcdef12"}',
+        "netoffload-book.2": '{"f":{"sg":[null,"off"]},"g":4,"op":"abcdef12"}'},
+     {"sg": keys.Entry(None, "off", None)}, []),
+    ("old-two-key-form", {"netoffload-managed": "tx, sg,bogus,,",
+                          "netoffload-saved": '{"tx":"true","sg":[null,"off"]}'},
+     {"tx": keys.Entry("true", None, None), "sg": keys.Entry(None, "off", None)},
+     []),
+    ("old-form-not-json", {"netoffload-managed": "tx",
+                           "netoffload-saved": "{not json"},
+     {}, ["netoffload-saved is not JSON: the priors of tx are unknown"]),
+    ("book-not-json", {"netoffload-book": "[1]"}, {},
+     ["netoffload-book is not a netoffload book"]),
+    ("hostile-prior", {"netoffload-book": '{"f":{"tx":["%s","off"]},"g":1,'
+                       '"op":null}' % ("x" * 100)}, {},
+     ["netoffload-book: 'tx' holds a value xapi could not have held; "
+      "refused"]),
 ]
 
 
-@pytest.mark.parametrize("parse,text,expected",
-                         [c[1:] for c in BOOKKEEPING_CASES],
-                         ids=[c[0] for c in BOOKKEEPING_CASES])
-def test_bookkeeping_parsers(parse, text, expected):
-    assert parse(text) == expected
+@pytest.mark.parametrize("config,entries,problems",
+                         [c[1:] for c in BOOK_CASES],
+                         ids=[c[0] for c in BOOK_CASES])
+def test_read_book(config, entries, problems):
+    book = keys.read_book(config)
+    assert (book.entries, book.problems) == (entries, problems)
 
 
-def test_bookkeeping_formats_are_compact_and_sorted():
-    assert keys.format_managed({"tx", "gso", "rx"}) == "gso,rx,tx"
-    assert keys.format_saved({"tx": "true", "sg": None}) == \
-        '{"sg":null,"tx":"true"}'
+def test_book_text_is_compact_and_sorted():
+    book = keys.Book({"tx": keys.Entry(None, "off", None),
+                      "gso": keys.Entry("true", "off", "on")}, {"sg"},
+                     "abcdef12", 2)
+    assert book.to_text() == ('{"f":{"gso":["true","off","on"],"tx":[null,'
+                              '"off"]},"g":2,"op":"abcdef12","t":["sg"]}')
+    assert keys.read_book({"netoffload-book": book.to_text()}).entries == \
+        book.entries
+
+
+def test_valid_priors_are_what_xapi_could_hold():
+    assert keys.valid_prior(None) and keys.valid_prior("true")
+    assert keys.valid_prior("x" * 64)
+    assert not keys.valid_prior("x" * 65)
+    assert not keys.valid_prior("a\nb") and not keys.valid_prior(5)
 
 
 def test_all_policies_lists_every_level():

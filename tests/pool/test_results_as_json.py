@@ -41,7 +41,10 @@ def test_local_device_json_names_its_policy_and_what_xapi_ignores():
                      "desired": {"tx": "off"},
                      "explicit": {"sg": "TRUE", "rx": "off"},
                      "ignored_by_xapi": ["sg"], "policy": "tx-off",
-                     "level": "pool", "vm": VM}
+                     "level": "pool", "vm": VM,
+                     # provenance (CONTRACTS.md A)
+                     "sources": {"tx": "pool"}, "contributing": [],
+                     "shadowed": [], "overrides": []}
 
 
 def test_broken_policy_shows_as_invalid_with_its_error():

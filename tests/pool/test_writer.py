@@ -5,7 +5,7 @@ import os
 import pytest
 import XenAPI
 
-from netoffload.pool import planning, writer, xapi
+from netoffload.pool import keys, planning, writer, xapi
 from tests.support.simpool import SimPool
 
 
@@ -38,26 +38,46 @@ def small_pool(sim, vms=1, policy="all-off"):
     return vifs
 
 
+OP = "0123abcd"
+
+
 def test_fresh_apply_is_one_call_per_key(sim, client):
     [vif] = small_pool(sim)
     records = client.snapshot()
-    plans = planning.plan_db(records, [vif])
+    plans = planning.plan_db(records, [vif], op=OP)
     before = client.calls
     [result] = writer.apply_db(client, plans)
     assert result.status == writer.STATUS_CHANGED
-    assert client.calls - before == 8  # 6 ethtool keys + 2 bookkeeping
+    assert client.calls - before == 7  # 6 ethtool keys + 1 book
 
 
 def test_lost_race_rereads_and_keeps_the_other_writers_key(sim, client):
     [vif] = small_pool(sim, policy="tx=off,sg=off")
-    plans = planning.plan_db(client.snapshot(), [vif])
+    plans = planning.plan_db(client.snapshot(), [vif], op=OP)
     # Someone (say Xen Orchestra) sets tx between our read and our write.
     client.session.xenapi.VIF.add_to_other_config(vif, "ethtool-tx", "on")
     [result] = writer.apply_db(client, plans)
     assert result.status == writer.STATUS_CHANGED
-    assert client.session.xenapi.VIF.get_other_config(vif) == {
-        "ethtool-tx": "on", "ethtool-sg": "off",
-        "netoffload-managed": "sg", "netoffload-saved": '{"sg":[null,"off"]}'}
+    config = client.session.xenapi.VIF.get_other_config(vif)
+    book = keys.read_book(config)
+    assert (config["ethtool-tx"], config["ethtool-sg"]) == ("on", "off")
+    assert (book.entries, book.taken) == (
+        {"sg": keys.Entry(None, "off", None)}, {"tx"})
+
+
+def test_a_value_written_before_a_remove_wins(sim, client):
+    """issue 12 item 3: revert reads the object again right before it
+    removes, and a value someone wrote since its snapshot is kept."""
+    [vif] = small_pool(sim, policy="tx=off,sg=off")
+    writer.apply_db(client, planning.plan_db(client.snapshot(), [vif],
+                                             op=OP))
+    plans = planning.plan_revert(client.snapshot(), [vif], op="aaaabbbb")
+    api = client.session.xenapi
+    api.VIF.remove_from_other_config(vif, "ethtool-tx")
+    api.VIF.add_to_other_config(vif, "ethtool-tx", "on")  # the admin's
+    [result] = writer.apply_db(client, plans)
+    assert result.status == writer.STATUS_CHANGED
+    assert api.VIF.get_other_config(vif) == {"ethtool-tx": "on"}
 
 
 def test_object_gone_is_reported_and_others_continue(sim, client):
@@ -72,7 +92,7 @@ def test_object_gone_is_reported_and_others_continue(sim, client):
 def test_parallel_apply_matches_sequential(sim, client, monkeypatch):
     vifs = small_pool(sim, vms=40)
     records = client.snapshot()
-    plans = planning.plan_db(records, vifs)
+    plans = planning.plan_db(records, vifs, op=OP)
     extra = [xapi.Xapi(xapi.open_session()) for _ in range(3)]
     try:
         results = writer.apply_db(client, plans, [client] + extra)
@@ -85,7 +105,7 @@ def test_parallel_apply_matches_sequential(sim, client, monkeypatch):
     after = client.snapshot()
     assert all(after.vifs[v]["other_config"] == p.final
                for v, p in zip(vifs, plans))
-    assert calls == 7 + 40 * 8
+    assert calls == 7 + 40 * 7
 
 
 def test_set_other_config_key_replaces_with_remove_then_add(sim, client):
@@ -157,3 +177,33 @@ def test_url_session(sim, monkeypatch):
         assert xapi.Xapi(session).get_all_records("pool")
     finally:
         xapi.close_session(session)
+
+
+def test_revert_of_a_fresh_all_off_vif_is_eight_calls(sim, client):
+    """6 removes + the book removal + the re-read right before them."""
+    [vif] = small_pool(sim)
+    writer.apply_db(client, planning.plan_db(client.snapshot(), [vif],
+                                             op=OP))
+    plans = planning.plan_revert(client.snapshot(), [vif], op="aaaabbbb")
+    before = client.calls
+    [result] = writer.apply_db(client, plans)
+    assert result.status == writer.STATUS_CHANGED
+    assert client.calls - before == 8
+    assert client.session.xenapi.VIF.get_other_config(vif) == {}
+
+
+class _Ctx(object):
+    def __init__(self, client):
+        self.xapi = client
+
+
+def test_many_objects_are_written_over_at_most_eight_sessions(sim, client):
+    vifs = small_pool(sim, vms=300)
+    plans = planning.plan_db(client.snapshot(), vifs, op=OP)
+    sim.reset_call_counts()
+    results = writer.write_plans(_Ctx(client), plans)
+    counts = sim.call_counts()
+    assert counts.get("session.login_with_password", 0) == \
+        writer.DB_SESSIONS - 1 == 7
+    assert counts["VIF.add_to_other_config"] == 7 * 300
+    assert set(r.status for r in results) == {writer.STATUS_CHANGED}

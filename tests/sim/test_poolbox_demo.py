@@ -139,8 +139,9 @@ def test_03_policy_and_apply_all(story):
     # gro/lro are never written on VIFs: xapi drops them
     fw_vif = db[("VIF", story.box.vif_uuid("pfsense-fw", 1))]
     assert "ethtool-gro" not in fw_vif and "ethtool-lro" not in fw_vif
+    # an ethtool-tx=false set by hand is a decision: kept
     assert db[("VIF", story.box.vif_uuid("db 01 (prod)", 0))][
-        "ethtool-tx"] == "true"
+        "ethtool-tx"] == "false"
 
 
 @pytest.mark.root

@@ -1,0 +1,280 @@
+"""The watcher's lean read of event.from (watch_events.parse_event_reply and
+watch.EventChannel) gives what the XenAPI client gives, trimmed.
+
+Checked against the real client on the simulator's replies, and on xapi's
+own compact form (no whitespace, strings as bare text, `<value/>` for an
+empty string).
+"""
+import pytest
+import XenAPI
+
+from netoffload.agents import watch, watch_events
+from netoffload.errors import XapiError
+from tests.support.simpool import SimPool
+
+XAPI_STYLE = (
+    b"<?xml version=\"1.0\"?><methodResponse><params><param><value><struct>"
+    b"<member><name>Status</name><value>Success</value></member>"
+    b"<member><name>Value</name><value><struct>"
+    b"<member><name>events</name><value><array><data>"
+    b"<value><struct>"
+    b"<member><name>id</name><value>12</value></member>"
+    b"<member><name>class</name><value>VIF</value></member>"
+    b"<member><name>operation</name><value>mod</value></member>"
+    b"<member><name>ref</name><value>OpaqueRef:v1</value></member>"
+    b"<member><name>snapshot</name><value><struct>"
+    b"<member><name>uuid</name><value>u-1</value></member>"
+    b"<member><name>device</name><value>0</value></member>"
+    b"<member><name>MAC</name><value/></member>"
+    b"<member><name>currently_attached</name><value><boolean>1</boolean></value></member>"
+    b"<member><name>other_config</name><value><struct>"
+    b"<member><name>ethtool-tx</name><value>off</value></member>"
+    b"<member><name>note</name><value/></member>"
+    b"</struct></value></member>"
+    b"<member><name>qos_algorithm_params</name><value><struct/></value></member>"
+    b"</struct></value></member>"
+    b"</struct></value>"
+    b"<value><struct>"
+    b"<member><name>class</name><value>vm</value></member>"
+    b"<member><name>operation</name><value>del</value></member>"
+    b"<member><name>ref</name><value>OpaqueRef:m1</value></member>"
+    b"<member><name>snapshot</name><value><struct/></value></member>"
+    b"</struct></value>"
+    b"</data></array></value></member>"
+    b"<member><name>valid_ref_counts</name><value><struct/></value></member>"
+    b"<member><name>token</name><value>tok,1</value></member>"
+    b"</struct></value></member>"
+    b"</struct></value></param></params></methodResponse>")
+
+
+def test_xapi_compact_form():
+    reply = watch_events.parse_event_reply(XAPI_STYLE)
+    assert reply["token"] == "tok,1"
+    vif, vm = reply["events"]
+    assert (vif["class"], vif["operation"], vif["ref"]) == \
+        ("VIF", "mod", "OpaqueRef:v1")
+    # only the fields the pack reads; MAC and qos are left unread
+    assert vif["snapshot"] == {"uuid": "u-1", "device": "0",
+                               "currently_attached": True,
+                               "other_config": {"ethtool-tx": "off",
+                                                "note": ""}}
+    assert vm["snapshot"] == {}
+
+
+def test_a_failure_and_garbage():
+    failure = (b"<methodResponse><params><param><value><struct>"
+               b"<member><name>Status</name><value>Failure</value></member>"
+               b"<member><name>ErrorDescription</name><value><array><data>"
+               b"<value>EVENTS_LOST</value></data></array></value></member>"
+               b"</struct></value></param></params></methodResponse>")
+    with pytest.raises(watch_events.EventReplyError) as err:
+        watch_events.parse_event_reply(failure)
+    assert err.value.details == ["EVENTS_LOST"]
+    for junk in (b"", b"<html>busy</html>", b"<methodResponse"):
+        with pytest.raises(ValueError):
+            watch_events.parse_event_reply(junk)
+
+
+def test_the_simulators_replies_read_as_the_xenapi_client_reads_them(
+        monkeypatch):
+    with SimPool() as box:
+        host = box.add_host("h1")
+        net = box.admin.add_network(name_label="n0",
+                                    other_config={"netoffload-vif": "tx-off"})
+        vm = box.admin.add_vm(name_label="caf\u00e9 & <web>",
+                              power_state="Running", resident_on=host,
+                              tags=["a", "b"])
+        box.create_vif(vm, net, 0, other_config={"ethtool-tx": "true",
+                                                 "k": "<&>"})
+        monkeypatch.setenv("NETOFFLOAD_XAPI_SOCKET", box.socket_path)
+        channel = watch.EventChannel()
+        session = box.session
+        classes = ["pool", "host", "network", "vm", "vif", "pif"]
+        try:
+            lean = channel.call(session._session, classes, "", 0.0)
+        finally:
+            channel.close()
+        full = getattr(session.xenapi.event, "from")(classes, "", 0.0)
+    assert lean["events"]
+    assert len(lean["events"]) == len(full["events"])
+    for mine, theirs in zip(lean["events"], full["events"]):
+        cls = theirs["class"].lower()
+        assert mine["ref"] == theirs["ref"] and mine["class"] == theirs["class"]
+        assert mine["operation"] == theirs["operation"]
+        if cls in watch_events.KEEP:
+            assert watch_events.trim(cls, mine["snapshot"]) == \
+                watch_events.trim(cls, theirs["snapshot"])
+
+
+def test_a_lost_session_is_a_resync_not_a_retry():
+    with SimPool() as box:
+        box.add_host("h1")
+        channel = watch.EventChannel(("socket", box.socket_path))
+        try:
+            with pytest.raises(XapiError) as err:
+                channel.call("OpaqueRef:not-a-session", ["pool"], "", 0.0)
+        finally:
+            channel.close()
+    assert "session was renewed" in err.value.message
+    from netoffload.pool import retry
+    assert not retry.is_transient(err.value)
+    assert XenAPI  # the client the comparison above is made with
+
+
+def test_sets_the_pack_never_reads_are_cut_before_parsing():
+    import xmlrpc.client
+    refs = ["OpaqueRef:vif-%d" % i for i in range(3000)]
+    reply = xmlrpc.client.dumps(({"Status": "Success", "Value": {
+        "token": "t", "events": [
+            {"class": "network", "operation": "mod", "ref": "OpaqueRef:n",
+             "snapshot": {"uuid": "n-1", "name_label": "net0", "VIFs": refs,
+                          "PIFs": [], "other_config": {
+                              "VIFs": "an admin's key", "netoffload-vif":
+                              "tx-off"}}},
+            {"class": "vm", "operation": "mod", "ref": "OpaqueRef:v",
+             "snapshot": {"uuid": "v-1", "tags": ["VIFs", "x"],
+                          "VIFs": refs[:2]}}]}},), methodresponse=True)
+    data = reply.encode("utf-8")
+    cut = watch_events.strip_unread_sets(data)
+    assert len(cut) < len(data) / 20
+    assert b"OpaqueRef:vif-" not in cut
+    net, vm = watch_events.parse_event_reply(data)["events"]
+    assert net["snapshot"] == {"uuid": "n-1", "name_label": "net0",
+                               "other_config": {"VIFs": "an admin's key",
+                                                "netoffload-vif": "tx-off"}}
+    assert vm["snapshot"]["tags"] == ["VIFs", "x"]
+    # xapi's compact form
+    compact = data.replace(b"\n", b"")
+    assert b"OpaqueRef:vif-" not in watch_events.strip_unread_sets(compact)
+    assert watch_events.parse_event_reply(compact)["events"][0] == net
+
+
+def test_get_all_records_read_lean_equals_the_client_trimmed(monkeypatch):
+    from netoffload.pool.records import CLASSES
+    with SimPool() as box:
+        host = box.add_host("h1")
+        net = box.admin.add_network(name_label="n0",
+                                    other_config={"netoffload-vif": "tx-off"})
+        box.admin.add_pif(host=host, network=net, device="eth0")
+        for i in range(30):
+            vm = box.admin.add_vm(name_label="vm %d <&>" % i, tags=["t%d" % i])
+            box.create_vif(vm, net, 0, other_config={"k": "v%d" % i})
+        channel = watch.EventChannel(("socket", box.socket_path))
+        session = box.session
+        try:
+            for xapi_class in CLASSES:
+                lean = channel.all_records(session._session, xapi_class)
+                full = getattr(session.xenapi, xapi_class.name).get_all_records()
+                assert sorted(lean) == sorted(full)
+                for ref, record in full.items():
+                    assert watch_events.trim(xapi_class.event, lean[ref]) == \
+                        watch_events.trim(xapi_class.event, record)
+            # the connection stays usable after a streamed reply
+            assert channel.call(session._session, ["pool"], "", 0.0)["token"]
+            with pytest.raises(XapiError) as err:
+                channel.all_records("OpaqueRef:nobody", CLASSES[0])
+            assert "session was renewed" in err.value.message
+        finally:
+            channel.close()
+
+
+def test_lean_writer_calls_map_errors_as_the_client_wrapper_does():
+    from netoffload.pool import xapi
+    with SimPool() as box:
+        box.add_host("h1")
+        net = box.admin.add_network(name_label="n0")
+        vm = box.admin.add_vm(name_label="v")
+        vif = box.create_vif(vm, net, 0, other_config={"a": "1"})
+        lean = watch.LeanXapi(box.session,
+                              watch.EventChannel(("socket", box.socket_path)))
+        try:
+            lean.set_other_config_key("VIF", vif, "ethtool-tx", "off", None)
+            assert lean.get_other_config("VIF", vif) == \
+                box.api.VIF.get_other_config(vif) == \
+                {"a": "1", "ethtool-tx": "off"}
+            with pytest.raises(XapiError) as dup:
+                lean.call("VIF.add_to_other_config", vif, "a", "2")
+            assert dup.value.params[:1] == ["MAP_DUPLICATE_KEY"]
+            # someone else's value in between: a lost race, their map given
+            box.api.VIF.add_to_other_config(vif, "ethtool-sg", "on")
+            with pytest.raises(xapi.LostRace) as race:
+                lean.set_other_config_key("VIF", vif, "ethtool-sg", "off", None)
+            assert race.value.other_config["ethtool-sg"] == "on"
+            box.api.VIF.destroy(vif)
+            with pytest.raises(xapi.ObjectGone):
+                lean.set_other_config_key("VIF", vif, "ethtool-gso", "off", None)
+            assert lean.calls == 6
+        finally:
+            lean.channel.close()
+
+
+def _one_reply_server(path, replies):
+    """A unix socket server answering each request with the next raw reply
+    of `replies` (bytes; None: close the connection before answering)."""
+    import socket
+    import threading
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(4)
+
+    def serve():
+        pending = list(replies)
+        while pending:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                while pending:
+                    request = b""
+                    while b"</methodCall>" not in request:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        request += chunk
+                    if not request:
+                        break
+                    reply = pending.pop(0)
+                    if reply is None:
+                        break  # hang up: the client must come back
+                    conn.sendall(reply)
+    thread = threading.Thread(target=serve)
+    thread.daemon = True
+    thread.start()
+    return listener, thread
+
+
+def _reply_bytes(value):
+    import xmlrpc.client
+    return xmlrpc.client.dumps(({"Status": "Success", "Value": value},),
+                               methodresponse=True).encode()
+
+
+def test_the_wire_reads_sized_chunked_and_closing_replies(tmp_path):
+    import os
+
+    from sim.xapi_sim import socket_dir
+    directory = socket_dir("wire")
+    path = os.path.join(directory, "s")
+    one, two, three = (_reply_bytes(v) for v in ("a", {"k": "v"}, ["x"]))
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(p), p)
+                       for p in (two[:10], two[10:])) + b"0\r\n\r\n"
+    replies = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(one) + one,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked,
+        None,  # an idle keep-alive connection closed by the server
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + three,
+    ]
+    listener, thread = _one_reply_server(path, replies)
+    channel = watch.EventChannel(("socket", path))
+    try:
+        assert channel.value("x.y", ("s",)) == "a"
+        assert channel.value("x.y", ("s",)) == {"k": "v"}
+        assert channel.value("x.y", ("s",)) == ["x"]  # sent again, once
+    finally:
+        channel.close()
+        listener.close()
+        thread.join(5)
+        for name in os.listdir(directory):
+            os.unlink(os.path.join(directory, name))
+        os.rmdir(directory)

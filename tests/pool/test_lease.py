@@ -1,0 +1,136 @@
+"""The pool-wide writer lease (pool/lease.py) against the simulator's
+real add_to_other_config semantics, with a clock the test moves."""
+import json
+
+import pytest
+
+from netoffload.errors import Busy
+from netoffload.pool import keys, lease, writer, xapi
+from tests.support.simpool import SimPool
+
+
+class Clock(object):
+    def __init__(self):
+        self.now = 1000000.0
+        self.slept = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+        self.slept += seconds
+
+
+@pytest.fixture
+def pool(monkeypatch):
+    with SimPool() as box:
+        box.sim.add_host("h1")
+        monkeypatch.setenv("NETOFFLOAD_XAPI_SOCKET", box.socket_path)
+        yield box
+
+
+@pytest.fixture
+def client(pool):
+    session = xapi.open_session()
+    try:
+        yield xapi.Xapi(session)
+    finally:
+        xapi.close_session(session)
+
+
+def pool_config(pool):
+    return pool.api.pool.get_other_config(pool.pool_ref)
+
+
+def test_take_hold_and_give_back(pool, client):
+    clock = Clock()
+    with lease.held(client, "apply@h1:1", ttl_s=60, clock=clock) as held:
+        value = json.loads(pool_config(pool)[keys.KEY_LEASE])
+        assert value == {"holder": "apply@h1:1", "op": held.op,
+                         "expires": 1000060.0}
+        assert keys.valid_op_id(held.op)
+    assert pool_config(pool) == {}
+
+
+def test_held_lease_waits_then_busy_naming_the_holder(pool, client):
+    clock = Clock()
+    first = lease.acquire(client, "apply@h1:1", ttl_s=60, clock=clock)
+    with pytest.raises(Busy) as err:
+        lease.acquire(client, "watch@h2:7", ttl_s=60, wait_s=5,
+                      sleep=clock.sleep, clock=clock)
+    assert "apply@h1:1" in err.value.message and first.op in err.value.message
+    assert 5 <= clock.slept < 7
+    assert json.loads(pool_config(pool)[keys.KEY_LEASE])["holder"] == \
+        "apply@h1:1"
+
+
+def test_an_expired_lease_is_taken_over_and_the_break_key_cleared(pool,
+                                                                  client):
+    clock = Clock()
+    dead = lease.acquire(client, "apply@h1:1", ttl_s=60, clock=clock)
+    clock.now += 61
+    taken = lease.acquire(client, "apply@h2:2", ttl_s=60, wait_s=0,
+                          clock=clock)
+    config = pool_config(pool)
+    assert json.loads(config[keys.KEY_LEASE])["op"] == taken.op != dead.op
+    assert [k for k in config if k.startswith(keys.LEASE_BREAK_PREFIX)] == []
+    lease.release(dead)  # not its lease any more: left alone
+    assert json.loads(pool_config(pool)[keys.KEY_LEASE])["op"] == taken.op
+    lease.release(taken)
+    assert pool_config(pool) == {}
+
+
+def test_two_takers_of_one_expired_lease_cannot_both_take_it(pool, client):
+    clock = Clock()
+    dead = lease.acquire(client, "apply@h1:1", ttl_s=60, clock=clock)
+    clock.now += 61
+    # another taker has won the break key of that lease and is at work
+    pool.api.pool.add_to_other_config(
+        pool.pool_ref, "%s%s.1" % (keys.LEASE_BREAK_PREFIX, dead.op),
+        "%.3f" % (clock.now + 30))
+    with pytest.raises(Busy):
+        lease.acquire(client, "apply@h3:3", ttl_s=60, wait_s=1,
+                      sleep=clock.sleep, clock=clock)
+    # ... unless that taker died too: its break key expires, index 2 wins
+    clock.now += 31
+    taken = lease.acquire(client, "apply@h3:3", ttl_s=60, wait_s=0,
+                          sleep=clock.sleep, clock=clock)
+    config = pool_config(pool)
+    assert json.loads(config[keys.KEY_LEASE])["op"] == taken.op
+    assert [k for k in config if k.startswith(keys.LEASE_BREAK_PREFIX)] == []
+
+
+def test_a_lease_that_is_not_json_counts_as_expired(pool, client):
+    pool.api.pool.add_to_other_config(pool.pool_ref, keys.KEY_LEASE, "junk")
+    taken = lease.acquire(client, "apply@h1:1", ttl_s=60, wait_s=0)
+    assert json.loads(pool_config(pool)[keys.KEY_LEASE])["op"] == taken.op
+
+
+def test_renewal_pushes_the_expiry_and_notices_a_take_over(pool, client):
+    clock = Clock()
+    held = lease.acquire(client, "apply@h1:1", ttl_s=60, clock=clock)
+    held.renew_if_due()
+    assert json.loads(pool_config(pool)[keys.KEY_LEASE])["expires"] == \
+        1000060.0  # not due yet
+    clock.now += 40
+    held.renew_if_due()
+    assert json.loads(pool_config(pool)[keys.KEY_LEASE])["expires"] == \
+        1000100.0
+    clock.now += 61
+    lease.acquire(client, "apply@h2:2", ttl_s=60, wait_s=0, clock=clock)
+    with pytest.raises(Busy):
+        held.renew_if_due()
+
+
+def test_an_operation_marks_itself_unfinished_until_it_ends(pool, client):
+    with writer.operation(client, "apply@h1:1") as op:
+        assert keys.unfinished_ops(pool_config(pool)) == {op.op}
+    assert pool_config(pool) == {}
+
+
+def test_an_operation_that_fails_settles_its_own_books(pool, client):
+    with pytest.raises(RuntimeError):
+        with writer.operation(client, "apply@h1:1"):
+            raise RuntimeError("stopped part way")
+    assert pool_config(pool) == {}

@@ -11,11 +11,16 @@ paths against it, one step at a time:
    host; a new VM is created and started, the watcher writes its VIF keys,
    its vif/tap devices appear and the udev helper, run as udev would run it,
    brings them into policy;
-4. a host reboot (devices recreated with kernel defaults) and the boot unit
+4. a VM created as Xen Orchestra 6 creates VMs (its VIF stamped
+   ``ethtool-tx=true``) and tagged pfsense: the tag policy applies over the
+   stamp, which is saved;
+5. drift: ``ethtool -K vif1.0 tx on`` by hand; the watcher puts it back
+   and logs it to the host's journal;
+6. a host reboot (devices recreated with kernel defaults) and the boot unit
    (``python -m netoffload.agents.boot``) restoring policy;
-5. ``check_checksums`` on a vif carrying traffic, and ``doctor``;
-6. ``revert ALL --pool``: every other-config map and every device's
-   ``ethtool -k`` back to exactly where they started.
+7. ``check_checksums`` on a vif carrying traffic, and ``doctor``;
+8. ``revert ALL --pool``: every other-config map and every device's
+   ``ethtool -k`` back to exactly where they started (XO's stamp too).
 
 Each step checks what it did against an independent oracle: the expectations
 written by hand in VM_SPECS, the simulator's database read through the XenAPI
@@ -36,8 +41,9 @@ import sys
 import textwrap
 import time
 
-from netoffload.pool.keys import KEY_LEASE, OP_PREFIX
+from netoffload.pool.keys import KEY_LEASE, OP_PREFIX, read_book
 from sim import poolbox
+from sim.xapi_sim import XO6_VIF_OTHER_CONFIG
 
 # -- the scenario's pool, and what the policy must make of it ---------------
 
@@ -71,6 +77,16 @@ VM_SPECS = (
     VMSpec("archive", None, None, (0,), False, (), {}, {}, "tx-off"),
 )
 NEW_VM = VMSpec("new-app", 2, 6, (0,), True, (), {}, {}, "tx-off")
+# A VM created as Xen Orchestra 6 creates VMs: every VIF stamped
+# ethtool-tx=true (its form's default). Tagged pfsense: the tag policy
+# applies over the stamp, which is saved so that revert puts it back.
+XO_VM = VMSpec("fw-xo", 3, 7, (0,), False, (TAG,), {},
+               {0: dict(XO6_VIF_OTHER_CONFIG)}, "all-off")
+# The drift step: an admin turns tx back on by hand on web01's vif; the
+# watcher (ethtool netlink notifications) must put it back within this.
+DRIFT_VM = "web01"
+DRIFT_FEATURES = {"tx": "on"}
+DRIFT_BOUND = 10.0
 
 # VM-level policies set in step 2 (a name with a space, through the CLI).
 VM_POLICIES = (("legacy appliance", "none"),)
@@ -207,6 +223,34 @@ class Scenario(object):
         self.baseline_db = None          # {(class, uuid): other_config}
         self.baseline_live = None        # {host: {dev: ethtool -k text}}
         self.steps = []
+        self.receivers = []              # the hosts' syslog stand-ins
+
+    def close(self):
+        """Stop the syslog receivers (the box closes itself)."""
+        for receiver in self.receivers:
+            receiver.stop()
+        self.receivers = []
+
+    def _start_journals(self):
+        """Each host's syslog (/dev/log in dom0) is a socket of its own
+        that the box writes to <host>/journal.log, as `make box` does: the
+        watcher, the udev helper and the plugin log there."""
+        from sim.box import SyslogReceiver  # sim.box imports this module
+        for host in self.box.hosts:
+            sock = os.path.join(host.dir, "log.sock")
+            self.receivers.append(SyslogReceiver(
+                sock, os.path.join(host.dir, "journal.log"), host.name))
+            env = self.box._host_env_extra(host)
+            env["NETOFFLOAD_SYSLOG_SOCKET"] = sock
+            self.box.sim.configure_host(host.ref, env=env)
+
+    def journal(self, host):
+        """The lines of host's journal so far."""
+        try:
+            with open(os.path.join(host.dir, "journal.log")) as handle:
+                return handle.read().splitlines()
+        except (OSError, IOError):
+            return []
 
     # -- helpers ------------------------------------------------------------
     def _cli(self, step, host, args, input_text=None, timeout=90,
@@ -331,6 +375,7 @@ class Scenario(object):
     def step_build(self, step):
         box = self.box
         box.start()
+        self._start_journals()
         self.out.say("  %d hosts, each a network namespace with eth0, eth1 "
                      "(veth to a shared switch namespace) and bond0."
                      % len(box.hosts))
@@ -479,6 +524,102 @@ class Scenario(object):
         self._check_policy_state(step, [spec], host_filter=host)
         self._report_checks(step)
 
+    def step_xo_vm(self, step):
+        box = self.box
+        spec = XO_VM
+        host = box.hosts[min(spec.host, len(box.hosts)) - 1]
+        stamp = spec.vif_other_config[0]
+        self.out.say("  Creating VM %r as Xen Orchestra 6 does: tag %s, its VIF "
+                     "stamped %s (XO's form default), started on %s." % (
+                         spec.name, TAG, _pairs(stamp), host.name))
+        started = time.time()
+        box.create_vm(spec)
+        vif_uuid = box.vif_uuid(spec.name, 0)
+        vm_key = ("VM", box.vm_uuids[spec.name])
+        self.baseline_db[("VIF", vif_uuid)] = dict(stamp)
+        self.baseline_db[vm_key] = box.db_other_config().get(vm_key, {})
+        box.start_vm(spec, host, plug=False)
+        want = DB_EXPECT[spec.expect]
+        keys = box.wait_vif_keys(vif_uuid, want, timeout=15)
+        step.data["watcher_seconds"] = round(time.time() - started, 3)
+        got = box.db_other_config().get(("VIF", vif_uuid), {})
+        step.check("the watcher applied the tag policy over XO's stamp "
+                   "(ethtool-tx=off)", keys is not None,
+                   "VIF other-config: %r" % (got,))
+        self.out.say("  Watcher wrote the six keys off (ethtool-tx: %s -> %s) "
+                     "in %.2f s." % (stamp["ethtool-tx"], got.get("ethtool-tx"),
+                                     step.data["watcher_seconds"]))
+        entry = read_book(got).entries.get("tx")
+        prior = entry.prior if entry is not None else None
+        step.check("XO's stamp is saved in the VIF's bookkeeping (tx prior "
+                   "%s)" % prior, prior == stamp["ethtool-tx"],
+                   "netoffload book: %r" % (read_book(got),))
+        step.check("%s's cache knows the VIF" % host.name,
+                   box.wait_cached(host, box.vm_uuids[spec.name], timeout=15))
+        guest = box.plug_vm(spec, host)
+        for dev in guest.devices():
+            self.baseline_live.setdefault(host.name, {})[dev] = \
+                host.ns.ethtool_k(dev)
+            run = box.udev_add(host, dev)
+            self.out.say("  udev add %s: RUN %s -> exit %s" % (
+                dev, run["run"], run["rc"]))
+            step.check("udev brings %s into policy (exit 0)" % dev,
+                       run["matched"] and run["rc"] == 0,
+                       run.get("detail", "") or run.get("stderr", "")[-300:])
+        self._check_policy_state(step, [spec], host_filter=host)
+        proc = self._cli(step, host, ["status", "vm=%s" % spec.name])
+        step.check("status exits 0", proc.returncode == 0,
+                   proc.stderr.strip()[-300:])
+        rows = [line.split() for line in proc.stdout.splitlines()
+                if line.split()[:1] == ["vif%d.0" % guest.domid]]
+        step.check("status: DESIRED all-off, WHY tag:%s, STATE ok" % TAG,
+                   len(rows) == 1 and rows[0][3:] == [
+                       TAG_POLICY, "tag:%s" % TAG, "ok"],
+                   "rows: %r" % rows)
+        self._report_checks(step)
+
+    def step_drift(self, step):
+        box = self.box
+        spec = [s for s in box.vm_specs if s.name == DRIFT_VM][0]
+        host = box.host_of(spec.name)
+        dev = "vif%d.0" % spec.domid
+        wanted = LIVE_EXPECT[spec.expect]
+        lines_before = len(self.journal(host))
+        argv = ["ethtool", "-K", dev]
+        for feature, value in sorted(DRIFT_FEATURES.items()):
+            argv += [feature, value]
+        self.out.say("  Someone turns offload back on by hand, outside "
+                     "netoffload:")
+        self.out.say("  [%s dom0]# %s" % (host.name, " ".join(argv)))
+        started = time.time()
+        proc = host.ns.run(argv, check=False, timeout=10)
+        step.commands.append({"host": host.name, "argv": argv,
+                              "rc": proc.returncode, "stdout": proc.stdout,
+                              "stderr": proc.stderr, "seconds": 0.0})
+        step.check("ethtool -K exits 0", proc.returncode == 0,
+                   proc.stderr.strip()[-300:])
+        corrected = box._poll(lambda: not live_mismatches(
+            host.ns.ethtool_k(dev), wanted), DRIFT_BOUND, interval=0.1)
+        seconds = round(time.time() - started, 3)
+        step.data["drift_seconds"] = seconds
+        step.check("the watcher corrected it within %g s" % DRIFT_BOUND,
+                   corrected, "still differs after %.1f s: %r" % (
+                       seconds, live_mismatches(host.ns.ethtool_k(dev),
+                                                wanted)))
+        logged = box._poll(lambda: [
+            line for line in self.journal(host)[lines_before:]
+            if "drift on %s" % dev in line], 5)
+        step.data["log"] = logged or []
+        self.out.say("  Back to %s in %.2f s. [%s dom0]# journalctl -t "
+                     "netoffload -n 1" % (_pairs(wanted), seconds, host.name))
+        self.out.block("\n".join(logged or []))
+        seen = "drift on %s: %s" % (dev, _pairs(DRIFT_FEATURES))
+        step.check("the watcher logged the drift it saw (%s) and its "
+                   "re-enforcement" % seen, bool(logged) and
+                   seen in logged[-1] and "re-enforced" in logged[-1],
+                   "journal: %r" % self.journal(host)[lines_before:][-3:])
+        self._report_checks(step)
+
     def step_reboot(self, step):
         box = self.box
         host = box.hosts[min(PIF_POLICY_HOST, len(box.hosts)) - 1]
@@ -574,6 +715,12 @@ class Scenario(object):
             step.check("every device's ethtool -k as it started (%s)" %
                        attempt, not ldiffs, "differs: %s" % ", ".join(
                            ldiffs[:10]))
+        if (XO_VM.name, 0) in box.vif_uuids:
+            got = box.db_other_config().get(
+                ("VIF", box.vif_uuid(XO_VM.name, 0)))
+            step.check("%s's VIF holds XO's stamp again, exactly (%s)" % (
+                XO_VM.name, _pairs(XO_VM.vif_other_config[0])),
+                got == XO_VM.vif_other_config[0], "got %r" % (got,))
         step.data["objects_compared"] = len(self.baseline_db)
         step.data["devices_compared"] = sum(len(v) for v in
                                             box.live_features().values())
@@ -595,13 +742,16 @@ STEPS = {
     "new_vm": ("step_new_vm",
                "A new VM: the watcher writes its keys, udev brings its "
                "devices into policy"),
+    "xo_vm": ("step_xo_vm", "A VM created by Xen Orchestra 6, under the "
+              "tag policy"),
+    "drift": ("step_drift", "Drift: a hand-made ethtool -K is corrected"),
     "reboot": ("step_reboot", "A host reboots: the boot unit restores policy"),
     "diagnostics": ("step_diagnostics",
                     "Is offload really the problem? check_checksums, doctor"),
     "revert": ("step_revert", "revert ALL: back to exactly where we started"),
 }
-STEP_ORDER = ("build", "status_before", "policy_apply", "new_vm", "reboot",
-              "diagnostics", "revert")
+STEP_ORDER = ("build", "status_before", "policy_apply", "new_vm", "xo_vm",
+              "drift", "reboot", "diagnostics", "revert")
 
 
 def _count_packets(result):
@@ -633,6 +783,10 @@ def _wanted_text(wanted):
     if len(wanted) == len(ALL_FEATURES) and set(wanted.values()) == {"off"}:
         return "all off"
     return ",".join("%s=%s" % kv for kv in sorted(wanted.items()))
+
+
+def _pairs(mapping):
+    return " ".join("%s=%s" % kv for kv in sorted(mapping.items()))
 
 
 def _shell_quote(arg):
@@ -695,6 +849,7 @@ def run(hosts=3, narrator=None, keep=False):
             run_shell(box)
     finally:
         box.close()
+        scenario.close()
     return record["ok"], record
 
 

@@ -95,6 +95,7 @@ def story():
         yield story
     finally:
         story.box.close()
+        story.scenario.close()
 
 
 @pytest.mark.root
@@ -161,6 +162,27 @@ def test_04_new_vm_watcher_and_udev(story):
 
 
 @pytest.mark.root
+def test_04b_xo_created_vm_under_the_tag_policy(story):
+    step = story.step("xo_vm")
+    db = story.box.db_other_config()
+    vif = db[("VIF", story.box.vif_uuid(demo.XO_VM.name, 0))]
+    # the tag policy applied over XO's ethtool-tx=true; the stamp is saved
+    assert vif["ethtool-tx"] == "off"
+    assert demo.read_book(vif).entries["tx"].prior == "true"
+    assert step.data["watcher_seconds"] < 15
+    status = [c for c in step.commands if c["argv"][1:2] == ["status"]]
+    assert "tag:%s" % demo.TAG in status[0]["stdout"]
+
+
+@pytest.mark.root
+def test_04c_drift_is_corrected_and_logged(story):
+    step = story.step("drift")
+    assert step.commands[0]["argv"][:2] == ["ethtool", "-K"]
+    assert step.data["drift_seconds"] < demo.DRIFT_BOUND
+    assert any("re-enforced" in line for line in step.data["log"])
+
+
+@pytest.mark.root
 def test_05_reboot_and_boot_unit(story):
     step = story.step("reboot")
     boot = [c for c in step.commands if "netoffload.agents.boot" in c["argv"]]
@@ -182,6 +204,9 @@ def test_06_check_checksums_and_doctor(story):
 def test_07_revert_all_restores_everything(story):
     step = story.step("revert")
     assert step.data["objects_compared"] >= 20
+    xo_vif = story.box.db_other_config()[
+        ("VIF", story.box.vif_uuid(demo.XO_VM.name, 0))]
+    assert xo_vif == {"ethtool-tx": "true"}
     assert step.data["devices_compared"] >= 20
 
 

@@ -369,9 +369,9 @@ def _plan_everywhere(client, fn, args, plan):
             entry.update(ok=False, error=["HOST_OFFLINE", "the host is not live"])
             continue
         progress("%s: planning on %s ..." % (fn, host.get("name_label")))
-        local_args = dict((k, v) for k, v in args.items()
-                          if k not in ("pool", "policy", "force"))
-        local_args.update(scope="local", dry_run="true")
+        # with --policy/--force the host plans over the database as it
+        # would be (pool= says where a pif= policy would be stored)
+        local_args = dict(args, scope="local", dry_run="true")
         try:
             entry.update(ok=True, result=client.call(fn, local_args, ref))
         except errors.NetoffloadError as err:
@@ -384,9 +384,6 @@ def _plan(client, fn, args, pool_wide):
     plan = client.call(fn, dict(args, dry_run="true"))
     if pool_wide and fn == "apply":
         _plan_everywhere(client, fn, args, plan)
-        if "policy" in args or "force" in args:
-            plan["note"] = "the other hosts' live plans use the policy as " \
-                "stored now; --policy/--force take effect there when applied"
     return plan
 
 

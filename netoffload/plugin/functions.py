@@ -604,6 +604,14 @@ def apply(session, args):
     request = ChangeRequest(spec, bool_arg(args, "dry_run"), _confirmed(args),
                             bool_arg(args, "pool"))
     force = bool_arg(args, "force")
+    if _scope(args) == fanout.SCOPE_LOCAL and request.dry_run and \
+            (policy is not None or force):
+        # another host's preview of `apply --pool --dry-run --policy/--force`:
+        # its live plan as the database would be, nothing stored
+        work = _plan_apply(session, spec, policy, request.pool_wide, force)
+        return _local_json(work.ctx, True, enforce.plan_live(
+            _records_after(work.planned, work.plans), work.ctx.host_ref,
+            LiveStateStore(), work.live_targets))
     _confirm_policy_store(session, args, request, policy, force)
     return _change(session, args, request, APPLY_LIVE,
                    lambda client, op: _plan_apply(

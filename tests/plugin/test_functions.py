@@ -590,3 +590,18 @@ def test_status_shows_drift_and_since_when_the_watcher_saw_it(pool):
 
 def _device(result, name):
     return [d for d in result["devices"] if d["device"] == name][0]
+
+
+def test_another_hosts_dry_run_plan_honours_the_new_policy(pool):
+    """`apply ALL --policy P --pool --dry-run` previews every host: each
+    host plans its live part over the database as P would leave it (not
+    as the policy is stored now), and nothing is stored."""
+    before = pool.state()
+    stored_now = pool.call("apply", host="h2", target="ALL", scope="local",
+                           dry_run="true")
+    assert [d for d in stored_now["devices"] if d["action"] != "none"] == []
+    preview = pool.call("apply", host="h2", target="ALL", scope="local",
+                        dry_run="true", policy="all-off", pool="true")
+    vif7 = [d for d in preview["devices"] if d["device"] == "vif7.0"][0]
+    assert vif7["action"] == "plan" and preview["dry_run"] is True
+    assert pool.state() == before

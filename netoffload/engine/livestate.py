@@ -143,6 +143,14 @@ class _Batch(object):
         return self._lock.__exit__(*exc)
 
 
+def _new_record(owner):
+    """A device's record before anything is remembered in it."""
+    record = {"features": {}, "requested": {}}
+    if owner is not None:
+        record["owner"] = owner
+    return record
+
+
 class LiveStateStore(object):
     """Per device: `features` {short: value before our first change} and
     `requested` {kernel bit: what was requested before}, so that restore
@@ -320,9 +328,7 @@ class LiveStateStore(object):
             devices = self._load()
             record = self._owned(devices.get(device), owner)
             if record is None:
-                record = {"features": {}, "requested": {}}
-                if owner is not None:
-                    record["owner"] = owner
+                record = _new_record(owner)
                 if devices.pop(device, None) is not None:
                     self._save(devices)  # another owner's past: not ours
             current = reader.read(device)
@@ -348,9 +354,7 @@ class LiveStateStore(object):
             devices = self._load()
             record = self._owned(devices.get(device), owner)
             if record is None:
-                record = {"features": {}, "requested": {}}
-                if owner is not None:
-                    record["owner"] = owner
+                record = _new_record(owner)
             held = record.get("held")
             if held is None:
                 held = record["held"] = {
@@ -446,9 +450,7 @@ class LiveStateStore(object):
                     continue
                 record = self._owned(devices.get(device), owner)
                 if record is None:
-                    record = {"features": {}, "requested": {}}
-                    if owner is not None:
-                        record["owner"] = owner
+                    record = _new_record(owner)
                     changed = devices.pop(device, None) is not None or changed
                 plan = ethtool.plan(current, wanted)
                 added = [f for f in plan[0] if f not in record["features"]]

@@ -25,6 +25,8 @@ from netoffload.pool.records import (
     as_int,
     eligible_vifs,
     is_eligible_vm,
+    is_sriov_logical_pif,
+    is_sriov_vif,
     sriov_networks,
 )
 
@@ -102,33 +104,32 @@ def find_by_name_or_uuid(table, value, what, eligible=None):
     return matches[0]
 
 
-def split_sriov(records, vif_refs):
-    """(VIF refs with a dom0 device, [SkippedObject] on SR-IOV networks)."""
-    sriov = sriov_networks(records)
+def _split(refs, skipped_if, skipped_object):
     kept, skipped = [], []
-    for ref in vif_refs:
-        vif = records.vifs[ref]
-        if vif.get("network") in sriov:
-            skipped.append(SkippedObject("VIF", ref, vif.get("uuid", ""),
-                                         records.vif_label(ref),
-                                         SKIPPED_SRIOV))
+    for ref in refs:
+        if skipped_if(ref):
+            skipped.append(skipped_object(ref))
         else:
             kept.append(ref)
     return kept, skipped
+
+
+def split_sriov(records, vif_refs):
+    """(VIF refs with a dom0 device, [SkippedObject] on SR-IOV networks)."""
+    sriov = sriov_networks(records)
+    return _split(vif_refs, lambda ref: is_sriov_vif(records, ref, sriov),
+                  lambda ref: SkippedObject(
+                      "VIF", ref, records.vifs[ref].get("uuid", ""),
+                      records.vif_label(ref), SKIPPED_SRIOV))
 
 
 def split_sriov_pifs(records, pif_refs):
     """(PIF refs, [SkippedObject] SR-IOV logical PIFs)."""
-    kept, skipped = [], []
-    for ref in pif_refs:
-        pif = records.pifs[ref]
-        if pif.get("sriov_logical_PIF_of"):
-            skipped.append(SkippedObject("PIF", ref, pif.get("uuid", ""),
-                                         records.pif_label(ref),
-                                         SKIPPED_SRIOV))
-        else:
-            kept.append(ref)
-    return kept, skipped
+    return _split(pif_refs,
+                  lambda ref: is_sriov_logical_pif(records.pifs[ref]),
+                  lambda ref: SkippedObject(
+                      "PIF", ref, records.pifs[ref].get("uuid", ""),
+                      records.pif_label(ref), SKIPPED_SRIOV))
 
 
 def tagged_vifs(records, tag):

@@ -218,8 +218,11 @@ def _advice(report):
                                 sorted(device["pending_restore"])))
             items.append({
                 "item": "non-compliant device %s" % device["device"],
-                "advice": "run `netoffload apply TARGET` for its target to "
-                          "enforce the policy live (no VM restart needed)",
+                "advice": "the watcher re-enforces a drifted device within "
+                          "seconds (held ones excepted); if it stays out of "
+                          "policy, check `systemctl status netoffload-watch` "
+                          "and run `netoffload apply TARGET` for its target "
+                          "(live, no VM restart needed)",
                 "reason": "; ".join(what) or "not compliant"})
         for entry in policy.get("invalid_policies", []):
             items.append({
@@ -275,8 +278,10 @@ def _advice(report):
         if policy["db_out_of_date"]:
             items.append({
                 "item": "database keys",
-                "advice": "run `netoffload apply TARGET` to bring the "
-                          "ethtool-* keys in line",
+                "advice": "the watcher on the pool master writes them "
+                          "within seconds; if they stay out of date, check "
+                          "`systemctl status netoffload-watch` on the master "
+                          "and run `netoffload apply TARGET`",
                 "reason": "%d device(s) have keys the policy does not match"
                           % len(policy["db_out_of_date"])})
     dropped = dict((k, v["value"]) for k, v in report["checksum_counters"].items()

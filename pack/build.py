@@ -351,6 +351,7 @@ def build_rpm(opts, signer=None):
          "--define", "check_report %s" % report,
          "--define", "allow_incomplete %d" % (1 if opts.allow_incomplete else 0),
          "--define", "check_python %s" % sys.executable,
+         "--define", "check_tests %s" % " ".join(opts.check_tests),
          "--define", "_build_name_fmt %{NAME}-%{VERSION}-%{RELEASE}.%{ARCH}.rpm",
          spec])
     if check == "pytest":
@@ -452,6 +453,10 @@ def parse_args(argv=None):
                         "project's tests that need no root; auto (default) = pytest when "
                         "this python has pytest, pytest-mock and XenAPI, else selftest "
                         "(the stdlib-only selftest, for dom0-like build hosts)")
+    parser.add_argument("--check-tests", nargs="+", default=["tests"],
+                        metavar="PATH",
+                        help="the test paths %%check's pytest runs (default: tests, "
+                        "all that need no root)")
     parser.add_argument("--allow-incomplete", action="store_true",
                         help="development build: leave out a missing plugin, units or rules")
     parser.add_argument("--sign", action="store_true",

@@ -14,11 +14,7 @@ pytestmark = pytest.mark.root
 
 
 def _make(ns, kind):
-    if kind == "veth":
-        ns.add_veth("dut", "dutpeer")
-    else:
-        ns.add_tap("dut")
-    return "dut"
+    return ns.add_guest_like("dut", kind)
 
 
 def enforce_once(store, dev, desired):

@@ -11,11 +11,7 @@ KINDS = ["veth", "tap"]
 
 
 def _make(ns, kind):
-    if kind == "veth":
-        ns.add_veth("dut", "dutpeer")
-    else:
-        ns.add_tap("dut")
-    return "dut"
+    return ns.add_guest_like("dut", kind)
 
 
 @pytest.mark.root

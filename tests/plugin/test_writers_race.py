@@ -10,7 +10,6 @@ import XenAPI
 
 from netoffload.pool import keys
 from tests.plugin.test_crash_sweep import canon
-from tests.support.simpool import dom0_pool
 
 ALL = dict(target="ALL", confirm="yes")
 
@@ -65,15 +64,6 @@ def _in_thread(fn, sim_pool, host, **args):
     thread.daemon = True
     thread.start()
     return thread, box
-
-
-@pytest.fixture
-def pool():
-    box = dom0_pool()
-    try:
-        yield box
-    finally:
-        box.close()
 
 
 def _lease_refusals(pool):

@@ -88,6 +88,13 @@ class NetNS(object):
             self.ip("link", "set", name, "up")
         return name
 
+    def add_guest_like(self, name, kind):
+        """A veth (with peer <name>peer) or a tap named `name`: the two
+        kinds a dom0 vif/tap device can be in these tests."""
+        if kind == "veth":
+            return self.add_veth(name, name + "peer")
+        return self.add_tap(name)
+
     def add_link(self, name, kind, *extra, **kw):
         self.ip("link", "add", name, *(list(extra) + ["type", kind]))
         if kw.get("up", True):

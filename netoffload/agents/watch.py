@@ -1082,8 +1082,10 @@ class Watcher(object):
             # in slices: a full sync plans every object, and holding 10,000
             # plans at once would leave the heap that much bigger for good
             for start in range(0, len(idle), PLAN_SLICE):
+                # under a lease already held: planned with its op at once
                 plans = planning.plan_db(self.records,
-                                          idle[start:start + PLAN_SLICE])
+                                          idle[start:start + PLAN_SLICE],
+                                          **self._op_args())
                 self._warn_policy_errors(
                     (p.resolution.level, p.resolution.error, p.label)
                     for p in plans if p.resolution.error)
@@ -1101,7 +1103,9 @@ class Watcher(object):
         objects go to the to-do."""
         try:
             op_args = self._take_lease()
-            if op_args:
+            if any(p.op != op_args.get("op") for p in plans):
+                # planned before this lease was taken: its op goes in the
+                # books' intent
                 plans = [p for p in planning.plan_db(
                     self.records, [p.ref for p in plans], **op_args)
                     if p.writes]

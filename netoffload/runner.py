@@ -1,6 +1,13 @@
-"""Running dom0 tools: argument lists only, C locale, always a timeout."""
+"""Running dom0 tools: argument lists only, C locale, always a timeout.
+
+`run` is the general way (subprocess); `run_small` is for one short tool
+on a path whose start-up time counts (the udev helper's xenstore-read):
+the same rules, without importing subprocess (selectors, threading,
+signal and more: four times a bare interpreter's start).
+"""
+import errno
 import os
-import subprocess
+import time
 
 from netoffload.errors import DeviceError
 
@@ -32,6 +39,7 @@ def run(argv, timeout=DEFAULT_TIMEOUT, check=False, extra_env=None,
     if isinstance(argv, str) or not argv:
         raise TypeError("argv must be a non-empty list")
     argv = [str(a) for a in argv]
+    import subprocess  # noqa: PLC0415 (start-up: the module doc)
     try:
         proc = subprocess.run(
             argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -48,3 +56,107 @@ def run(argv, timeout=DEFAULT_TIMEOUT, check=False, extra_env=None,
             " ".join(argv), proc.returncode, proc.stderr.strip()),
             str(proc.returncode))
     return proc
+
+
+class Completed(object):
+    """What run_small gives: subprocess.CompletedProcess's fields."""
+    __slots__ = ("args", "returncode", "stdout", "stderr")
+
+    def __init__(self, args, returncode, stdout, stderr):
+        self.args = args
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+
+
+def _spawn(argv, env, out_w, err_w, report_w):
+    """fork + exec with stdin /dev/null and stdout/stderr on the pipes;
+    the child writes the exec errno to report_w (close-on-exec) if the
+    exec fails. The pid."""
+    pid = os.fork()
+    if pid:
+        return pid
+    try:  # the child: only fd work and exec, then _exit whatever happens
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        os.execvpe(argv[0], argv, env)
+    except OSError as err:
+        try:
+            os.write(report_w, str(err.errno or 0).encode("ascii"))
+        except OSError:
+            pass
+    finally:
+        os._exit(127)
+    return pid  # pragma: no cover - never reached
+
+
+def run_small(argv, timeout=DEFAULT_TIMEOUT):
+    """run(argv, timeout) for a short tool with little output, without the
+    subprocess import: a Completed with text stdout/stderr. A missing
+    binary or a timeout raises DeviceError, as run does."""
+    import select  # noqa: PLC0415 (a C module; only this function uses it)
+    if isinstance(argv, str) or not argv:
+        raise TypeError("argv must be a non-empty list")
+    argv = [str(a) for a in argv]
+    env = environment()
+    pipes = [os.pipe() for _ in range(3)]  # stdout, stderr, exec errors
+    try:
+        pid = _spawn(argv, env, pipes[0][1], pipes[1][1], pipes[2][1])
+    except BaseException:
+        for read_end, write_end in pipes:
+            os.close(read_end)
+            os.close(write_end)
+        raise
+    for _, write_end in pipes:
+        os.close(write_end)
+    chunks = dict((read_end, []) for read_end, _ in pipes)
+    open_ends = list(chunks)
+    deadline = time.monotonic() + timeout
+    try:
+        while open_ends:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DeviceError("%s timed out after %ss" % (argv[0], timeout),
+                                  " ".join(argv))
+            ready = select.select(open_ends, [], [], left)[0]
+            for fd in ready:
+                data = os.read(fd, 65536)
+                if data:
+                    chunks[fd].append(data)
+                else:
+                    open_ends.remove(fd)
+    except BaseException:
+        _kill(pid)
+        raise
+    finally:
+        for fd in chunks:
+            os.close(fd)
+    status = os.waitpid(pid, 0)[1]
+    report = b"".join(chunks[pipes[2][0]])
+    if report:
+        code = int(report) if report.isdigit() else 0
+        if code == errno.ENOENT:
+            raise DeviceError("%s is not installed" % argv[0], argv[0])
+        raise DeviceError("cannot run %s: %s" % (argv[0], os.strerror(code)),
+                          argv[0])
+    if os.WIFSIGNALED(status):
+        returncode = -os.WTERMSIG(status)
+    else:
+        returncode = os.WEXITSTATUS(status)
+    text = [b"".join(chunks[pipes[i][0]]).decode("utf-8", "replace")
+            for i in (0, 1)]
+    return Completed(argv, returncode, text[0], text[1])
+
+
+def _kill(pid):
+    """End a child that overran (or whose reader failed) and reap it."""
+    try:
+        os.kill(pid, 9)
+    except OSError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except OSError:
+        pass

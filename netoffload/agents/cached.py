@@ -8,7 +8,8 @@ features are applied through LiveStateStore, so that revert can restore
 the device. A device the cache does not list is left alone.
 
 This is on the udev helper's path: keep its imports light (no re; the
-runner, for xenstore-read, only for a guest device).
+runner, for xenstore-read, only for a guest device, and its run_small:
+no subprocess import).
 """
 from netoffload.agents import cache
 from netoffload.engine import devices
@@ -21,7 +22,7 @@ XENSTORE_READ = "xenstore-read"
 
 def _xenstore_read(path):
     from netoffload import runner  # noqa: PLC0415 (start-up: module doc)
-    done = runner.run([XENSTORE_READ, path], timeout=XENSTORE_TIMEOUT)
+    done = runner.run_small([XENSTORE_READ, path], timeout=XENSTORE_TIMEOUT)
     if done.returncode != 0:
         raise NotFound("xenstore has no %s (%s)" % (
             path, done.stderr.strip() or "exit %d" % done.returncode))

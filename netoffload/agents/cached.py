@@ -8,13 +8,12 @@ features are applied through LiveStateStore, so that revert can restore
 the device. A device the cache does not list is left alone.
 
 This is on the udev helper's path: keep its imports light (no re; the
-runner, for xenstore-read, only for a guest device, and its run_small:
-no subprocess import).
+runner, for xenstore-read, and the pool's keys only for a guest device;
+runner.run_small: no subprocess import).
 """
 from netoffload.agents import cache
 from netoffload.engine import devices
 from netoffload.errors import DeviceError, NotFound
-from netoffload.pool import keys
 
 XENSTORE_TIMEOUT = 3.0
 XENSTORE_READ = "xenstore-read"
@@ -91,6 +90,7 @@ def target_of(device, loaded, vm_uuid=None):
         wanted, entry = loaded.pif(device)
         return Target(device, wanted, entry, None, "PIF")
     kind, domid, devid = guest
+    from netoffload.pool import keys  # noqa: PLC0415 (a PIF needs no pool import)
     if vm_uuid is None:
         vm_uuid = vm_uuid_of_domain(domid)
     wanted, entry = loaded.vif(vm_uuid, devid)

@@ -17,6 +17,7 @@ belongs to the network namespace it was created in.
 """
 import errno
 import fcntl
+import sys
 
 try:
     # the C modules themselves: `socket` imports enum, selectors and more,
@@ -27,15 +28,6 @@ try:
 except ImportError:  # pragma: no cover - every CPython has them
     import socket as socket_module
     import struct
-
-try:
-    # ctypes' C module, for buffers whose address we can put in an ifreq:
-    # `array` (buffer_info) imports collections.abc since Python 3.10,
-    # which takes a third of a bare interpreter's start on each bring-up;
-    # the ctypes package itself costs as much again.
-    import _ctypes
-except ImportError:  # pragma: no cover - a python built without libffi
-    _ctypes = None
 
 SIOCETHTOOL = 0x8946
 ETHTOOL_GSTRINGS = 0x1b
@@ -62,26 +54,49 @@ FALLBACK_ERRNOS = frozenset(e for e in (
     errno.EAFNOSUPPORT, errno.EFAULT))
 
 
-if _ctypes is not None:
-    class _Char(_ctypes._SimpleCData):
-        """ctypes.c_char, without importing the ctypes package."""
-        _type_ = "c"
+def _array_buffer(size):
+    """(buffer, address): a zeroed, writable buffer whose address stays
+    put while it lives (ioctl data), as an array (buffer_info)."""
+    import array  # noqa: PLC0415 (start-up: see _buffer)
+    buf = array.array("B", bytes(size))
+    return buf, buf.buffer_info()[0]
 
-    _BUFFER_TYPES = {}  # size -> ctypes array type (ctypes caches them too)
 
-    def _buffer(size):
-        """(buffer, address): a zeroed, writable buffer whose address stays
-        put while it lives (ioctl data)."""
-        kind = _BUFFER_TYPES.get(size)
-        if kind is None:
-            kind = _BUFFER_TYPES[size] = _Char * size
-        buf = kind()
-        return buf, _ctypes.addressof(buf)
-else:  # pragma: no cover - see the import
-    def _buffer(size):
-        import array  # noqa: PLC0415 (start-up: see the import of _ctypes)
-        buf = array.array("B", bytes(size))
-        return buf, buf.buffer_info()[0]
+_CTYPES = []  # [(_ctypes, its c_char)], made on first use
+_CTYPES_TYPES = {}  # size -> array type
+
+
+def _ctypes_buffer(size):
+    """_array_buffer's twin over ctypes' C module (`ctypes` itself costs as
+    much as the array import it replaces)."""
+    if not _CTYPES:
+        import _ctypes  # noqa: PLC0415 (start-up: see _buffer)
+
+        class _Char(_ctypes._SimpleCData):  # ctypes.c_char
+            _type_ = "c"
+        _CTYPES.append((_ctypes, _Char))
+    module, char = _CTYPES[0]
+    kind = _CTYPES_TYPES.get(size)
+    if kind is None:
+        kind = _CTYPES_TYPES[size] = char * size
+    buf = kind()
+    return buf, module.addressof(buf)
+
+
+def _pick_buffer():
+    """array where it is cheap: since Python 3.10 importing it imports
+    collections.abc (a third of a bare interpreter's start, on every udev
+    bring-up) unless that is loaded already; there ctypes' C module."""
+    if sys.version_info < (3, 10) or "collections.abc" in sys.modules:
+        return _array_buffer
+    try:
+        import _ctypes  # noqa: F401, PLC0415 (is it there?)
+    except ImportError:  # pragma: no cover - a python built without libffi
+        return _array_buffer
+    return _ctypes_buffer
+
+
+_buffer = _pick_buffer()
 
 
 class IoctlReader(object):

@@ -69,10 +69,29 @@ class Completed(object):
         self.stderr = stderr
 
 
+def _which(name, path):
+    """The file execvpe would run for name on path (PATH's text)."""
+    if "/" in name:
+        return name
+    for directory in path.split(os.pathsep):
+        candidate = os.path.join(directory or ".", name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), name)
+
+
 def _spawn(argv, env, out_w, err_w, report_w):
-    """fork + exec with stdin /dev/null and stdout/stderr on the pipes;
-    the child writes the exec errno to report_w (close-on-exec) if the
-    exec fails. The pid."""
+    """Start argv with stdin /dev/null and stdout/stderr on the pipes; the
+    pid. posix_spawn (3.8+; glibc starts the child without copying this
+    process) raises the exec's OSError here; with fork + exec the child
+    writes the errno to report_w (close-on-exec) instead."""
+    spawn = getattr(os, "posix_spawn", None)
+    if spawn is not None:
+        return spawn(_which(argv[0], env.get("PATH", "")), argv, env,
+                     file_actions=[
+                         (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                         (os.POSIX_SPAWN_DUP2, out_w, 1),
+                         (os.POSIX_SPAWN_DUP2, err_w, 2)])
     pid = os.fork()
     if pid:
         return pid
@@ -92,6 +111,12 @@ def _spawn(argv, env, out_w, err_w, report_w):
     return pid  # pragma: no cover - never reached
 
 
+def _cannot_run(name, code):
+    if code == errno.ENOENT:
+        return DeviceError("%s is not installed" % name, name)
+    return DeviceError("cannot run %s: %s" % (name, os.strerror(code)), name)
+
+
 def run_small(argv, timeout=DEFAULT_TIMEOUT):
     """run(argv, timeout) for a short tool with little output, without the
     subprocess import: a Completed with text stdout/stderr. A missing
@@ -104,10 +129,12 @@ def run_small(argv, timeout=DEFAULT_TIMEOUT):
     pipes = [os.pipe() for _ in range(3)]  # stdout, stderr, exec errors
     try:
         pid = _spawn(argv, env, pipes[0][1], pipes[1][1], pipes[2][1])
-    except BaseException:
+    except BaseException as err:
         for read_end, write_end in pipes:
             os.close(read_end)
             os.close(write_end)
+        if isinstance(err, OSError) and err.errno:
+            raise _cannot_run(argv[0], err.errno) from err
         raise
     for _, write_end in pipes:
         os.close(write_end)
@@ -136,11 +163,7 @@ def run_small(argv, timeout=DEFAULT_TIMEOUT):
     status = os.waitpid(pid, 0)[1]
     report = b"".join(chunks[pipes[2][0]])
     if report:
-        code = int(report) if report.isdigit() else 0
-        if code == errno.ENOENT:
-            raise DeviceError("%s is not installed" % argv[0], argv[0])
-        raise DeviceError("cannot run %s: %s" % (argv[0], os.strerror(code)),
-                          argv[0])
+        raise _cannot_run(argv[0], int(report) if report.isdigit() else 0)
     if os.WIFSIGNALED(status):
         returncode = -os.WTERMSIG(status)
     else:

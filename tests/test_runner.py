@@ -59,3 +59,31 @@ def test_run_small_leaks_no_descriptor():
 def test_run_small_refuses_a_string():
     with pytest.raises(TypeError):
         runner.run_small("ls -l")
+
+
+@pytest.mark.parametrize("spawn", ["posix_spawn", "fork"])
+def test_run_small_by_fork_where_there_is_no_posix_spawn(mocker, spawn,
+                                                         tmp_path):
+    """Python 3.6 and 3.7 have no os.posix_spawn: fork + exec, the same
+    results and errors."""
+    if spawn == "fork":
+        mocker.patch.object(os, "posix_spawn", None, create=True)
+    elif not hasattr(os, "posix_spawn"):
+        pytest.skip("no os.posix_spawn before Python 3.8")
+    done = runner.run_small(["sh", "-c", "cat; echo out; echo err >&2"])
+    assert (done.returncode, done.stdout, done.stderr) == (0, "out\n", "err\n")
+    with pytest.raises(DeviceError, match="no-such-tool-xyz is not installed"):
+        runner.run_small(["no-such-tool-xyz"])
+    tool = tmp_path / "tool"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o600)
+    with pytest.raises(DeviceError, match="cannot run .*: Permission denied"):
+        runner.run_small([str(tool)])
+
+
+def test_run_small_finds_tools_on_the_runner_path(tmp_path, monkeypatch):
+    """The tool is looked up on the environment the runner gives it (the
+    sbin directories added), not only on the caller's PATH."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    done = runner.run_small(["ip", "-V"])  # /sbin or /usr/sbin
+    assert done.returncode == 0 and "ip" in done.stdout.lower() + done.stderr.lower()

@@ -45,15 +45,15 @@ LOCK_FILE = "live-state.lock"
 FORMAT_VERSION = 1
 LOCK_TIMEOUT = 30.0
 CORRUPT_SUFFIX = ".corrupt-"
-BIG_RECORD = 64  # devices; a bigger record is written by the json module
 HOLD_SET = "set"  # the holder: `netoffload set`
 
 
 def atomic_write_json(path, data, mode=0o600):
     """Write JSON so that readers see the old or the new file, never half
-    (the text json.dumps(indent=1, sort_keys=True) gives, without the json
-    import: jsonlite; a record of more than BIG_RECORD devices compact,
-    by json's C encoder).
+    (the text json.dumps(sort_keys=True, separators=(",", ":")) gives:
+    compact, by json's C encoder without the json import, through
+    jsonlite; a few microseconds where an indented record took the udev
+    helper a pure Python encoding on every bring-up).
 
     The file is fsynced before the rename (never an empty record after a
     power loss), the directory is not: the live state it describes does
@@ -62,13 +62,7 @@ def atomic_write_json(path, data, mode=0o600):
     bring-up milliseconds.
 
     DeviceError naming the file (a full disk with its own message)."""
-    if len(data.get("devices") or ()) > BIG_RECORD:
-        # a boot pass's thousand devices: json's C encoder, which it uses
-        # only without indent (json's import is nothing beside the work)
-        import json  # noqa: PLC0415 (start-up: jsonlite's module doc)
-        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    else:
-        text = jsonlite.dumps(data)
+    text = jsonlite.dumps_compact(data)
     try:
         statedir.atomic_write(path, text + "\n", mode, sync_dir=False)
     except (IOError, OSError) as err:

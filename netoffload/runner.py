@@ -141,28 +141,31 @@ def run_small(argv, timeout=DEFAULT_TIMEOUT):
     for _, write_end in pipes:
         os.close(write_end)
     chunks = dict((read_end, []) for read_end, _ in pipes)
-    open_ends = list(chunks)
+    poller = select.poll()  # not select.select: no limit on the fd numbers
+    for fd in chunks:
+        poller.register(fd, select.POLLIN)
+    left_open = len(chunks)
     deadline = time.monotonic() + timeout
     try:
-        while open_ends:
+        while left_open:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise DeviceError("%s timed out after %ss" % (argv[0], timeout),
                                   " ".join(argv))
-            ready = select.select(open_ends, [], [], left)[0]
-            for fd in ready:
+            for fd, _ in poller.poll(left * 1000.0):
                 data = os.read(fd, 65536)
                 if data:
                     chunks[fd].append(data)
-                else:
-                    open_ends.remove(fd)
+                else:  # end of file (POLLHUP included)
+                    poller.unregister(fd)
+                    left_open -= 1
     except BaseException:
         _kill(pid)
         raise
     finally:
         for fd in chunks:
             os.close(fd)
-    status = os.waitpid(pid, 0)[1]
+    status = _reap(pid, deadline, argv, timeout)
     report = b"".join(chunks[pipes[2][0]])
     if report:
         raise _cannot_run(argv[0], int(report) if report.isdigit() else 0)
@@ -173,6 +176,22 @@ def run_small(argv, timeout=DEFAULT_TIMEOUT):
     text = [b"".join(chunks[pipes[i][0]]).decode("utf-8", "replace")
             for i in (0, 1)]
     return Completed(argv, returncode, text[0], text[1])
+
+
+def _reap(pid, deadline, argv, timeout):
+    """The exit status of a child whose output has ended; it may still run
+    (it closed its output and went on): it gets the time left, no more."""
+    pause = 0.0001
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        if time.monotonic() >= deadline:
+            _kill(pid)
+            raise DeviceError("%s timed out after %ss" % (argv[0], timeout),
+                              " ".join(argv))
+        time.sleep(pause)  # an exiting child is reapable within microseconds
+        pause = min(pause * 2, 0.01)
 
 
 def _kill(pid):

@@ -87,3 +87,12 @@ def test_run_small_finds_tools_on_the_runner_path(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     done = runner.run_small(["ip", "-V"])  # /sbin or /usr/sbin
     assert done.returncode == 0 and "ip" in done.stdout.lower() + done.stderr.lower()
+
+
+def test_run_small_times_out_a_tool_that_closes_its_output_and_goes_on():
+    start = time.monotonic()
+    with pytest.raises(DeviceError, match="timed out after 0.3s"):
+        runner.run_small(["sh", "-c", "exec >&- 2>&-; sleep 30"], timeout=0.3)
+    assert time.monotonic() - start < 5
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)

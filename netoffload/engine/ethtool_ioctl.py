@@ -76,6 +76,9 @@ def _ctypes_buffer(size):
             _type_ = "c"
         _CTYPES.append((_ctypes, _Char))
     module, char = _CTYPES[0]
+    # one array type serves every request up to a page (each new type is
+    # a class to build); the kernel uses only what the command says
+    size = max(size, 4096)
     kind = _CTYPES_TYPES.get(size)
     if kind is None:
         kind = _CTYPES_TYPES[size] = char * size

@@ -38,7 +38,7 @@ def test_both_buffers_read_and_set_features_through_the_kernel(netns, mocker, ma
 def test_a_buffer_is_zeroed_and_its_address_is_its_data(size):
     for make in (ethtool_ioctl._array_buffer, ethtool_ioctl._ctypes_buffer):
         buf, address = make(size)
-        assert bytes(buf) == bytes(size)
+        assert len(bytes(buf)) >= size and not any(bytes(buf))
         assert isinstance(address, int) and address > 0
         memoryview(buf).cast("B")[0] = 1  # writable
         assert bytes(buf)[:1] == b"\x01"

@@ -99,11 +99,24 @@ def _hold_from(raw):
     }
 
 
+_CANONICAL = {"on": "on", "off": "off"}
+
+
 def _onoff_map(raw, key_ok):
+    """{key: 'on'|'off'} of the entries of raw whose key passes key_ok and
+    whose value value_or_none takes. Every record is read whole on every
+    bring-up, so what we wrote ourselves ('on'/'off') goes the short way."""
     if not isinstance(raw, dict):
         return {}
-    return dict((k, value_or_none(v)) for k, v in raw.items()
-                if key_ok(k) and value_or_none(v) is not None)
+    result = {}
+    canonical = _CANONICAL.get
+    for key, value in raw.items():
+        norm = canonical(value) if value.__class__ is str else None
+        if norm is None:
+            norm = value_or_none(value)
+        if norm is not None and key_ok(key):
+            result[key] = norm
+    return result
 
 
 class _Held(object):

@@ -1,0 +1,98 @@
+"""runner.run_small: run's rules (argument list, C locale, stdin
+/dev/null, a timeout, a clear DeviceError) without the subprocess import."""
+import os
+import sys
+import time
+
+import pytest
+
+from netoffload import runner
+from netoffload.errors import DeviceError
+
+
+def test_run_small_gives_exit_code_stdout_and_stderr_as_text():
+    done = runner.run_small(["sh", "-c", 'echo "out é"; echo err >&2; '
+                             'echo "$LC_ALL"; exit 3'])
+    assert (done.returncode, done.stdout, done.stderr) == (3, "out é\nC\n",
+                                                           "err\n")
+    assert done.args == ["sh", "-c", done.args[2]]
+
+
+def test_run_small_matches_run():
+    argv = [sys.executable, "-c", "import sys; print(sys.stdin.read() == '');"
+            " print(sorted(a for a in sys.argv[1:])); sys.exit(1)", "b", "a;x"]
+    small, full = runner.run_small(argv), runner.run(argv)
+    assert (small.returncode, small.stdout, small.stderr) == \
+        (full.returncode, full.stdout, full.stderr) == (1, "True\n['a;x', 'b']\n", "")
+
+
+def test_run_small_a_missing_binary_is_a_device_error():
+    with pytest.raises(DeviceError, match="no-such-tool-xyz is not installed"):
+        runner.run_small(["no-such-tool-xyz", "a"])
+
+
+def test_run_small_a_tool_that_cannot_run_says_why(tmp_path):
+    tool = tmp_path / "tool"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o600)  # not executable
+    with pytest.raises(DeviceError, match="cannot run .*: Permission denied"):
+        runner.run_small([str(tool)])
+
+
+def test_run_small_kills_a_tool_that_overruns_and_leaves_no_child():
+    start = time.monotonic()
+    with pytest.raises(DeviceError, match="timed out after 0.3s"):
+        runner.run_small(["sleep", "30"], timeout=0.3)
+    assert time.monotonic() - start < 5
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # reaped
+
+
+def test_run_small_leaks_no_descriptor():
+    before = sorted(os.listdir("/proc/self/fd"))
+    runner.run_small(["true"])
+    with pytest.raises(DeviceError):
+        runner.run_small(["no-such-tool-xyz"])
+    assert sorted(os.listdir("/proc/self/fd")) == before
+
+
+def test_run_small_refuses_a_string():
+    with pytest.raises(TypeError):
+        runner.run_small("ls -l")
+
+
+@pytest.mark.parametrize("spawn", ["posix_spawn", "fork"])
+def test_run_small_by_fork_where_there_is_no_posix_spawn(mocker, spawn,
+                                                         tmp_path):
+    """Python 3.6 and 3.7 have no os.posix_spawn: fork + exec, the same
+    results and errors."""
+    if spawn == "fork":
+        mocker.patch.object(os, "posix_spawn", None, create=True)
+    elif not hasattr(os, "posix_spawn"):
+        pytest.skip("no os.posix_spawn before Python 3.8")
+    done = runner.run_small(["sh", "-c", "cat; echo out; echo err >&2"])
+    assert (done.returncode, done.stdout, done.stderr) == (0, "out\n", "err\n")
+    with pytest.raises(DeviceError, match="no-such-tool-xyz is not installed"):
+        runner.run_small(["no-such-tool-xyz"])
+    tool = tmp_path / "tool"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o600)
+    with pytest.raises(DeviceError, match="cannot run .*: Permission denied"):
+        runner.run_small([str(tool)])
+
+
+def test_run_small_finds_tools_on_the_runner_path(tmp_path, monkeypatch):
+    """The tool is looked up on the environment the runner gives it (the
+    sbin directories added), not only on the caller's PATH."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    done = runner.run_small(["ip", "-V"])  # /sbin or /usr/sbin
+    assert done.returncode == 0 and "ip" in done.stdout.lower() + done.stderr.lower()
+
+
+def test_run_small_times_out_a_tool_that_closes_its_output_and_goes_on():
+    start = time.monotonic()
+    with pytest.raises(DeviceError, match="timed out after 0.3s"):
+        runner.run_small(["sh", "-c", "exec >&- 2>&-; sleep 30"], timeout=0.3)
+    assert time.monotonic() - start < 5
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)

@@ -123,6 +123,15 @@ def _scope(args):
     return scope
 
 
+def _context(session, args, client=None):
+    """The call's CallContext: scope=local (the fan-out asking for this
+    host's part) takes a local snapshot, with the objects the arguments
+    name; any other call the whole pool's."""
+    if _scope(args) == fanout.SCOPE_LOCAL:
+        return context.CallContext(session, client, context.names_of(args))
+    return context.CallContext(session, client)
+
+
 def _policy_arg(args, key="policy"):
     text = string_arg(args, key)
     if text is None:
@@ -222,7 +231,7 @@ def set_policy(session, args):
     dry_run = bool_arg(args, "dry_run")
     confirm = _confirmed(args)
     scope = _scope(args)
-    ctx = context.CallContext(session)
+    ctx = _context(session, args)
     location = levels.policy_location(ctx, request.level, request.kind,
                                       request.selector)
     change = policychange.plan_change(ctx.records, location, request.text)
@@ -376,7 +385,7 @@ def status(session, args):
     spec = optional_target(args)
     pool_wide = bool_arg(args, "pool")
     scope = _scope(args)
-    ctx = context.CallContext(session)
+    ctx = _context(session, args)
     targets = None
     selection = None
     if spec is not None:
@@ -475,7 +484,7 @@ def _local_json(ctx, dry_run, outcomes):
 def _plan_local(session, args, operation):
     """scope=local with dry_run: what the live part would do here."""
     spec = parse_target(args)
-    ctx = context.CallContext(session)
+    ctx = _context(session, args)
     targets = operation.targets(ctx, spec)
     return _local_json(ctx, True, operation.plan(
         ctx.records, ctx.host_ref, LiveStateStore(), targets))
@@ -488,7 +497,7 @@ def _run_local(session, args, operation, confirm):
     confirm=yes (the fan-out forwards it).
     """
     spec = parse_target(args)
-    ctx = context.CallContext(session)
+    ctx = _context(session, args)
     targets = operation.targets(ctx, spec)
     if spec.kind == TARGET_ALL and not confirm:
         raise ConfirmRequired(
@@ -608,7 +617,8 @@ def apply(session, args):
             (policy is not None or force):
         # another host's preview of `apply --pool --dry-run --policy/--force`:
         # its live plan as the database would be, nothing stored
-        work = _plan_apply(session, spec, policy, request.pool_wide, force)
+        work = _plan_apply(session, spec, policy, request.pool_wide, force,
+                           args=args)
         return _local_json(work.ctx, True, enforce.plan_live(
             _records_after(work.planned, work.plans), work.ctx.host_ref,
             LiveStateStore(), work.live_targets))
@@ -621,8 +631,8 @@ def apply(session, args):
 
 
 def _plan_apply(session, spec, policy, pool_wide, force, client=None,
-                op=None):
-    ctx = context.CallContext(session, client)
+                op=None, args=None):
+    ctx = _context(session, args or {}, client)
     selection = targeting.select(ctx.records, spec, ctx.host_ref, pool_wide)
     policy_writes = []
     planned = ctx.records

@@ -15,6 +15,10 @@ reported on its own and an unreachable host does not fail the others.
 `scope=local` is that internal call: live part only, no database writes and
 no further fan-out.
 
+`wait=SECONDS` (0..300) on set_policy, apply and revert: how long the call
+waits for another writer's pool lease before NETOFFLOAD_BUSY (default
+lease.default_wait(), 20 s); checked before anything changes.
+
 Where `policy=` is stored by `apply` (the level the target names):
 ALL -> pool `netoffload-vif` and `netoffload-pif`; vm -> the VM; tag -> pool
 `netoffload-tag:<tag>`; network -> the network; pif -> this host's
@@ -39,6 +43,7 @@ from netoffload.engine.policy import parse_policy
 from netoffload.errors import BadArgument, ConfirmRequired, DeviceError
 from netoffload.plugin.args import (
     bool_arg,
+    int_arg,
     reject_unknown,
     required_arg,
     string_arg,
@@ -123,6 +128,13 @@ def _scope(args):
     return scope
 
 
+def _wait(args):
+    """wait=SECONDS (0..lease.MAX_WAIT_S): how long to wait for the pool's
+    writer lease before NETOFFLOAD_BUSY; None: the default
+    (lease.default_wait)."""
+    return int_arg(args, "wait", None, 0, lease.MAX_WAIT_S)
+
+
 def _context(session, args, client=None):
     """The call's CallContext: scope=local (the fan-out asking for this
     host's part) takes a local snapshot, with the objects the arguments
@@ -180,7 +192,7 @@ def get_policy(session, args):
 # names the object, dry_run, confirm=yes and scope (scope=local: the
 # fan-out asking a host for its devices' part of the plan).
 SET_POLICY_ARGS = ("level", "kind", "policy", "vm", "network", "tag", "host",
-                   "dry_run", "confirm", "scope")
+                   "dry_run", "confirm", "scope", "wait")
 
 # One set_policy call's arguments, checked: the level, the policy kind,
 # the selector's value (None at the pool level) and the text to store
@@ -228,6 +240,7 @@ def set_policy(session, args):
     """
     _check_args(args, SET_POLICY_ARGS)
     request = _policy_request(args)
+    wait = _wait(args)
     dry_run = bool_arg(args, "dry_run")
     confirm = _confirmed(args)
     scope = _scope(args)
@@ -253,7 +266,8 @@ def set_policy(session, args):
             "(CLI: answer YES or pass --yes)" % (
                 _reach_text(request), _effect_text(change, plan)),
             json.dumps(plan, sort_keys=True, separators=(",", ":")))
-    with lease.held(ctx.xapi, lease.default_holder("set_policy")):
+    with lease.held(ctx.xapi, lease.default_holder("set_policy"),
+                    wait_s=wait):
         levels.write_policy(ctx, location, request.text)
     result["stored"] = True
     result["message"] = "stored. " + _effect_text(change, plan)
@@ -590,7 +604,8 @@ def _change(session, args, request, live, plan, show_plan, carry_out,
             raise ConfirmRequired(
                 CONFIRM_TEXT[verb], planning.saved_summary(work.plans))
         client = xapi.Xapi(session)
-        with writer.operation(client, lease.default_holder(verb)) as op:
+        with writer.operation(client, lease.default_holder(verb),
+                              wait_s=_wait(args)) as op:
             work = plan(client, op.op)
             done = carry_out(work, op)
         return finish(work, done, args, request.pool_wide)
@@ -607,8 +622,9 @@ CONFIRM_TEXT = {
 
 def apply(session, args):
     _check_args(args, TARGET_KEYS + ("policy", "dry_run", "confirm", "pool",
-                                     "force", "scope"))
+                                     "force", "scope", "wait"))
     spec = parse_target(args)
+    _wait(args)
     policy = _policy_arg(args)
     request = ChangeRequest(spec, bool_arg(args, "dry_run"), _confirmed(args),
                             bool_arg(args, "pool"))
@@ -720,8 +736,10 @@ RevertPlan = namedtuple("RevertPlan", "ctx scope plans live_targets base")
 
 
 def revert(session, args):
-    _check_args(args, TARGET_KEYS + ("confirm", "pool", "scope", "dry_run"))
+    _check_args(args, TARGET_KEYS + ("confirm", "pool", "scope", "dry_run",
+                                     "wait"))
     spec = parse_target(args)
+    _wait(args)
     confirm = _confirmed(args)
     pool_wide = bool_arg(args, "pool")
     request = ChangeRequest(spec, bool_arg(args, "dry_run"), confirm, pool_wide)

@@ -102,6 +102,10 @@ def _spawn(argv, env, out_w, err_w, report_w):
         os.dup2(null, 0)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
+        # a pipe end that already was 1 (this process started with its
+        # stdio closed) is not copied by dup2 and keeps its close-on-exec
+        os.set_inheritable(1, True)
+        os.set_inheritable(2, True)
         os.execvpe(argv[0], argv, env)
     except OSError as err:
         try:

@@ -129,3 +129,29 @@ def test_run_small_kills_its_child_when_a_signal_handler_raises(mocker, spawn,
         signal.signal(signal.SIGALRM, previous)
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)  # killed and reaped: no child at all
+
+
+_CLOSED_STDIO_CODE = """
+import os, sys
+sys.path.insert(0, %r)
+if sys.argv[1] == "fork":
+    os.posix_spawn = None
+from netoffload import runner
+done = runner.run_small(["sh", "-c", "echo out; echo err >&2"])
+os.write(3, repr((done.returncode, done.stdout, done.stderr)).encode())
+"""
+
+
+@pytest.mark.parametrize("spawn", ["posix_spawn", "fork"])
+def test_run_small_in_a_process_whose_stdio_is_closed(spawn):
+    """With 0, 1 and 2 closed the pipes take those numbers (stdout's write
+    end is 1 itself): the tool still gets its stdout and stderr."""
+    import subprocess
+    if spawn == "posix_spawn" and not hasattr(os, "posix_spawn"):
+        pytest.skip("no os.posix_spawn before Python 3.8")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(runner.__file__)))
+    done = subprocess.run(
+        ["sh", "-c", 'exec "$0" -c "$1" "$2" 3>&1 <&- >&- 2>&-',
+         sys.executable, _CLOSED_STDIO_CODE % repo, spawn],
+        stdout=subprocess.PIPE, universal_newlines=True, timeout=30)
+    assert done.stdout == repr((0, "out\n", "err\n"))

@@ -102,6 +102,10 @@ def _spawn(argv, env, out_w, err_w, report_w):
         os.dup2(null, 0)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
+        # a pipe end that already was 1 (this process started with its
+        # stdio closed) is not copied by dup2 and keeps its close-on-exec
+        os.set_inheritable(1, True)
+        os.set_inheritable(2, True)
         os.execvpe(argv[0], argv, env)
     except OSError as err:
         try:
@@ -123,7 +127,6 @@ def run_small(argv, timeout=DEFAULT_TIMEOUT):
     """run(argv, timeout) for a short tool with little output, without the
     subprocess import: a Completed with text stdout/stderr. A missing
     binary or a timeout raises DeviceError, as run does."""
-    import select  # noqa: PLC0415 (a C module; only this function uses it)
     if isinstance(argv, str) or not argv:
         raise TypeError("argv must be a non-empty list")
     argv = [str(a) for a in argv]
@@ -138,34 +141,23 @@ def run_small(argv, timeout=DEFAULT_TIMEOUT):
         if isinstance(err, OSError) and err.errno:
             raise _cannot_run(argv[0], err.errno) from err
         raise
-    for _, write_end in pipes:
-        os.close(write_end)
-    chunks = dict((read_end, []) for read_end, _ in pipes)
-    poller = select.poll()  # not select.select: no limit on the fd numbers
-    for fd in chunks:
-        poller.register(fd, select.POLLIN)
-    left_open = len(chunks)
     deadline = time.monotonic() + timeout
+    chunks = dict((read_end, []) for read_end, _ in pipes)
     try:
-        while left_open:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise DeviceError("%s timed out after %ss" % (argv[0], timeout),
-                                  " ".join(argv))
-            for fd, _ in poller.poll(left * 1000.0):
-                data = os.read(fd, 65536)
-                if data:
-                    chunks[fd].append(data)
-                else:  # end of file (POLLHUP included)
-                    poller.unregister(fd)
-                    left_open -= 1
+        # from here on anything that raises (the udev helper's SIGALRM
+        # deadline is a handler that raises) kills and reaps the child, as
+        # subprocess.run does: never a tool left running behind us
+        try:
+            for _, write_end in pipes:
+                os.close(write_end)
+            _read_all(chunks, deadline, argv, timeout)
+        finally:
+            for fd in chunks:
+                os.close(fd)
+        status = _reap(pid, deadline, argv, timeout)
     except BaseException:
         _kill(pid)
         raise
-    finally:
-        for fd in chunks:
-            os.close(fd)
-    status = _reap(pid, deadline, argv, timeout)
     report = b"".join(chunks[pipes[2][0]])
     if report:
         raise _cannot_run(argv[0], int(report) if report.isdigit() else 0)
@@ -178,6 +170,27 @@ def run_small(argv, timeout=DEFAULT_TIMEOUT):
     return Completed(argv, returncode, text[0], text[1])
 
 
+def _read_all(chunks, deadline, argv, timeout):
+    """Read every pipe of chunks ({fd: [data]}) to its end, by deadline."""
+    import select  # noqa: PLC0415 (a C module; only run_small uses it)
+    poller = select.poll()  # not select.select: no limit on the fd numbers
+    for fd in chunks:
+        poller.register(fd, select.POLLIN)
+    left_open = len(chunks)
+    while left_open:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DeviceError("%s timed out after %ss" % (argv[0], timeout),
+                              " ".join(argv))
+        for fd, _ in poller.poll(left * 1000.0):
+            data = os.read(fd, 65536)
+            if data:
+                chunks[fd].append(data)
+            else:  # end of file (POLLHUP included)
+                poller.unregister(fd)
+                left_open -= 1
+
+
 def _reap(pid, deadline, argv, timeout):
     """The exit status of a child whose output has ended; it may still run
     (it closed its output and went on): it gets the time left, no more."""
@@ -186,8 +199,7 @@ def _reap(pid, deadline, argv, timeout):
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             return status
-        if time.monotonic() >= deadline:
-            _kill(pid)
+        if time.monotonic() >= deadline:  # run_small kills it
             raise DeviceError("%s timed out after %ss" % (argv[0], timeout),
                               " ".join(argv))
         time.sleep(pause)  # an exiting child is reapable within microseconds

@@ -96,3 +96,62 @@ def test_run_small_times_out_a_tool_that_closes_its_output_and_goes_on():
     assert time.monotonic() - start < 5
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)
+
+
+class _Alarm(Exception):
+    pass
+
+
+def _raise_alarm(signum, frame):
+    raise _Alarm()
+
+
+@pytest.mark.parametrize("spawn", ["posix_spawn", "fork"])
+@pytest.mark.parametrize("script", ["sleep 30", "exec >&- 2>&-; sleep 30"],
+                         ids=["while-reading", "while-reaping"])
+def test_run_small_kills_its_child_when_a_signal_handler_raises(mocker, spawn,
+                                                                script):
+    """The udev helper's deadline is a SIGALRM handler that raises: whatever
+    run_small is waiting on (the output, or the exit of a child that closed
+    its output), the child is killed and reaped, as subprocess.run does."""
+    import signal
+    if spawn == "fork":
+        mocker.patch.object(os, "posix_spawn", None, create=True)
+    elif not hasattr(os, "posix_spawn"):
+        pytest.skip("no os.posix_spawn before Python 3.8")
+    previous = signal.signal(signal.SIGALRM, _raise_alarm)
+    signal.setitimer(signal.ITIMER_REAL, 0.3)
+    try:
+        with pytest.raises(_Alarm):
+            runner.run_small(["sh", "-c", script], timeout=20)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # killed and reaped: no child at all
+
+
+_CLOSED_STDIO_CODE = """
+import os, sys
+sys.path.insert(0, %r)
+if sys.argv[1] == "fork":
+    os.posix_spawn = None
+from netoffload import runner
+done = runner.run_small(["sh", "-c", "echo out; echo err >&2"])
+os.write(3, repr((done.returncode, done.stdout, done.stderr)).encode())
+"""
+
+
+@pytest.mark.parametrize("spawn", ["posix_spawn", "fork"])
+def test_run_small_in_a_process_whose_stdio_is_closed(spawn):
+    """With 0, 1 and 2 closed the pipes take those numbers (stdout's write
+    end is 1 itself): the tool still gets its stdout and stderr."""
+    import subprocess
+    if spawn == "posix_spawn" and not hasattr(os, "posix_spawn"):
+        pytest.skip("no os.posix_spawn before Python 3.8")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(runner.__file__)))
+    done = subprocess.run(
+        ["sh", "-c", 'exec "$0" -c "$1" "$2" 3>&1 <&- >&- 2>&-',
+         sys.executable, _CLOSED_STDIO_CODE % repo, spawn],
+        stdout=subprocess.PIPE, universal_newlines=True, timeout=30)
+    assert done.stdout == repr((0, "out\n", "err\n"))

@@ -44,6 +44,55 @@ def test_dumps_equals_json_and_loads_reads_it_back(seed):
         value, sort_keys=True, separators=(",", ":"))
 
 
+def test_a_live_state_record():
+    record = {"version": 1, "devices": {"vif5.0": {
+        "features": {"tx": "on", "sg": "off"}, "owner": "ab/0",
+        "requested": {"tx-checksum-ip-generic": "on"},
+        "held": {"by": "set", "since": 1764632000.123, "added": ["gro"],
+                 "wanted": {}, "features": {}, "requested": {}}}}}
+    text = json.dumps(record, indent=1, sort_keys=True)
+    assert jsonlite.dumps(record) == text
+    assert jsonlite.loads(text) == record  # a record written before 91a5334
+    compact = jsonlite.dumps_compact(record)
+    assert compact == json.dumps(record, sort_keys=True, separators=(",", ":"))
+    assert jsonlite.loads(compact) == record
+
+
+@pytest.mark.parametrize("parser", ["c", "python"])
+@pytest.mark.parametrize("text", [
+    "", " ", "{", "}", "[1,]", "{\"a\":1,}", "{\"a\" 1}", "01", "1.", ".5",
+    "-", "1e", "1e+", "+1", "tru", "nul", "\"abc", "\"a\x01b\"", "\"\\x\"",
+    "\"\\u12\"", "{} {}", "[1 2]", "{'a': 1}", "1-2", "--1", "[", "[[[]]",
+    "\x00", "{\"a\":1}x", "\"\\ud800\"", "NaN", "Infinity", "-Infinity",
+    "[" * 100 + "]" * 100, "{\"a\": [1, {\"b\": null}], \"c\": -0.0}",
+    "  [1, 2.5e3, -3E-2, true, false, null]  ",
+    # what the C scanner is handed: json's blanks only, no BOM, no tail
+    "\ufeff{}", " \ufeff{}", "{}\ufeff", "\x0b{}", "\x0c{}", "\u00a0{}",
+    "{}\u2028", "\t\n\r {}\t\n\r", "\"\t\"", "[-NaN]", "1E400",
+], ids=lambda t: repr(t)[:20])
+def test_loads_is_never_more_lenient_than_json(mocker, parser, text):
+    if parser == "python":
+        mocker.patch.object(jsonlite, "_C", [(None, None)])
+    try:
+        expected = ("ok", repr(json.loads(text)))
+    except ValueError:
+        expected = ("error", None)
+    try:
+        got = ("ok", repr(jsonlite.loads(text)))
+    except ValueError:
+        got = ("error", None)
+    assert got == expected
+
+
+def test_big_text_goes_to_json_without_the_c_scanner(mocker):
+    text = json.dumps({"k%d" % i: "v" for i in range(5000)})
+    assert len(text) > jsonlite.LITE_LIMIT
+    mocker.patch.object(jsonlite, "_C", [(None, None)])
+    parse = mocker.spy(jsonlite, "_parse")
+    assert jsonlite.loads(text) == json.loads(text)
+    assert not parse.called
+
+
 @pytest.mark.parametrize("seed", range(50))
 def test_the_python_parser_agrees_with_the_c_scanner(mocker, seed):
     """Where json's C scanner is missing, the Python parser takes over."""

@@ -9,6 +9,12 @@ import errno
 import os
 import time
 
+try:
+    # the C module: `signal` wraps it in enums, a large import
+    import _signal as signal  # pyright: ignore[reportMissingModuleSource]
+except ImportError:  # pragma: no cover - every CPython 3 has it
+    import signal
+
 from netoffload.errors import DeviceError
 
 DEFAULT_TIMEOUT = 10.0
@@ -80,6 +86,11 @@ def _which(name, path):
     raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), name)
 
 
+# Python starts with these ignored and a child would inherit that; the
+# tool gets the default dispositions, as subprocess gives it.
+_PYTHON_IGNORED = (signal.SIGPIPE, signal.SIGXFSZ)
+
+
 def _spawn(argv, env, out_w, err_w, report_w):
     """Start argv with stdin /dev/null and stdout/stderr on the pipes; the
     pid. posix_spawn (3.8+; glibc starts the child without copying this
@@ -93,11 +104,14 @@ def _spawn(argv, env, out_w, err_w, report_w):
                        for name in ("OPEN", "DUP2"))
         return spawn(_which(argv[0], env.get("PATH", "")), argv, env,
                      file_actions=[(opens, 0, os.devnull, os.O_RDONLY, 0),
-                                   (dup2, out_w, 1), (dup2, err_w, 2)])
+                                   (dup2, out_w, 1), (dup2, err_w, 2)],
+                     setsigdef=_PYTHON_IGNORED)
     pid = os.fork()
     if pid:
         return pid
     try:  # the child: only fd work and exec, then _exit whatever happens
+        for signum in _PYTHON_IGNORED:
+            signal.signal(signum, signal.SIG_DFL)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(out_w, 1)

@@ -1,6 +1,7 @@
 """runner.run_small: run's rules (argument list, C locale, stdin
 /dev/null, a timeout, a clear DeviceError) without the subprocess import."""
 import os
+import signal
 import sys
 import time
 
@@ -155,3 +156,17 @@ def test_run_small_in_a_process_whose_stdio_is_closed(spawn):
          sys.executable, _CLOSED_STDIO_CODE % repo, spawn],
         stdout=subprocess.PIPE, universal_newlines=True, timeout=30)
     assert done.stdout == repr((0, "out\n", "err\n"))
+
+
+@pytest.mark.parametrize("spawn", ["posix_spawn", "fork"])
+def test_run_small_gives_the_tool_default_signal_dispositions(mocker, spawn):
+    """Python ignores SIGPIPE and SIGXFSZ; the tool must not inherit that
+    (a tool writing to a closed pipe dies of SIGPIPE, as under run)."""
+    if spawn == "fork":
+        mocker.patch.object(os, "posix_spawn", None, create=True)
+    elif not hasattr(os, "posix_spawn"):
+        pytest.skip("no os.posix_spawn before Python 3.8")
+    argv = ["sh", "-c", "grep SigIgn /proc/$$/status"]
+    ignored = int(runner.run_small(argv).stdout.split()[1], 16)
+    assert ignored & (1 << (signal.SIGPIPE - 1)) == 0
+    assert ignored & (1 << (signal.SIGXFSZ - 1)) == 0

@@ -196,6 +196,7 @@ def write_plans(ctx, plans, op=None):
         return results
     finally:
         for client in extra:
+            client.close()
             xapi.close_session(client.session)
             ctx.xapi.calls += client.calls + 2  # + login and logout
 

@@ -33,6 +33,7 @@ reply cut short, the socket's OSError family.
 the two can become one.
 """
 import os
+import re
 import socket
 import threading
 import xmlrpc.client
@@ -127,6 +128,9 @@ def local_host_uuid(path=None):
 
 # the reply body is read in pieces of this size
 RECV_CHUNK = 1 << 16
+# a reply header that frames the body: name, value
+_FRAMING = re.compile(rb"(?im)^[ \t]*(content-length|transfer-encoding|"
+                      rb"connection)[ \t]*:([^\r\n]*)")
 
 
 class HttpWire(object):
@@ -185,16 +189,15 @@ class HttpWire(object):
                 # an idle keep-alive connection the server had closed:
                 # nothing of the request was answered, send it again
         head, _, self._buf = self._buf.partition(b"\r\n\r\n")
-        lines = head.split(b"\r\n")
-        status = lines[0].split(None, 2)
+        first, _, rest = head.partition(b"\r\n")
+        status = first.split(None, 2)
         if len(status) < 2 or not status[0].startswith(b"HTTP/") or \
                 not status[1].isdigit():
             self.close()
-            raise http_client().BadStatusLine(repr(lines[0]))
-        fields = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            fields[name.strip().lower()] = value.strip().lower()
+            raise http_client().BadStatusLine(repr(first))
+        # the three fields that frame the body; the rest are not read
+        fields = dict((name.lower(), value.strip().lower())
+                      for name, value in _FRAMING.findall(rest))
         keep = fields.get(b"connection") != b"close"
         if fields.get(b"transfer-encoding") == b"chunked":
             body_iter = self._chunked(keep)
@@ -288,7 +291,10 @@ def wire_for(session):
 
 def _escape(text):
     # xmlrpc.client.escape
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    if "&" in text or "<" in text or ">" in text:
+        return text.replace("&", "&amp;").replace("<", "&lt;").replace(
+            ">", "&gt;")
+    return text
 
 
 def request_body(method, params, encoding="utf-8", allow_none=True):

@@ -61,11 +61,24 @@ def xml_value(value, out=None):
     if kind is str:  # the common case first (DateTime is a str subclass)
         parts.append("<value>%s</value>" % _escape(value))
     elif kind is dict and out is not None:
+        # a record or a map: its plain members written here, the rest by
+        # the general case below (the same text either way)
         parts.append("<value><struct>")
         for key, item in value.items():
             parts.append("<member><name>%s</name>" % _escape(str(key)))
-            if type(item) is str:
+            item_kind = type(item)
+            if item_kind is str:
                 parts.append("<value>%s</value></member>" % _escape(item))
+            elif item_kind is int:
+                parts.append("<value>%d</value></member>" % item)
+            elif item_kind is bool:
+                parts.append("<value><boolean>%d</boolean></value></member>"
+                             % item)
+            elif item_kind is list and all(type(v) is str for v in item):
+                parts.append("<value><array><data>%s</data></array></value>"
+                             "</member>" % "".join(
+                                 ["<value>%s</value>" % _escape(v)
+                                  for v in item]))
             else:
                 xml_value(item, parts)
                 parts.append("</member>")
@@ -261,6 +274,28 @@ def _read_header_lines(rfile):
             return lines
 
 
+def _buffered_header_lines(rfile):
+    """The header lines _read_header_lines would read, taken in one read
+    when the whole block is already buffered, every line ends in CRLF and
+    it is within the limits; else None (nothing consumed)."""
+    try:
+        ahead = rfile.peek(_MAX_HEADER_LINE)
+    except (AttributeError, OSError, ValueError):
+        return None
+    if ahead[:2] == b"\r\n":
+        return [rfile.read(2)]
+    end = ahead.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    block = ahead[:end + 4]
+    count = block.count(b"\n")
+    if count != block.count(b"\r\n") or count > _MAX_HEADERS:
+        return None  # a bare LF ends a line (or the block) earlier
+    block = rfile.read(len(block))
+    lines = block.split(b"\r\n")[:-1]
+    return [line + b"\r\n" for line in lines]
+
+
 class _DateCache(object):
     """The Date header's text, made once per second (it has no finer
     resolution) instead of once per reply."""
@@ -324,7 +359,8 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = not (plain.group(3) == b"1" and
                                      self.protocol_version >= "HTTP/1.1")
         try:
-            lines = _read_header_lines(self.rfile)
+            lines = _buffered_header_lines(self.rfile) or \
+                _read_header_lines(self.rfile)
         except http.client.LineTooLong as err:
             self.send_error(431, "Line too long", str(err))
             return False

@@ -353,10 +353,21 @@ def _value(elem):
     raise xmlrpc.client.ResponseError("unknown XML-RPC type %s" % tag)
 
 
+# xapi's reply to a call that returns "" (every other-config write), as
+# its compact XML-RPC writes it: known without parsing
+_EMPTY_SUCCESS = (b'<?xml version="1.0"?><methodResponse><params><param>'
+                  b'<value><struct><member><name>Status</name><value>Success'
+                  b'</value></member><member><name>Value</name><value>'
+                  b'</value></member></struct></value></param></params>'
+                  b'</methodResponse>')
+
+
 def parse_reply(data):
     """A methodResponse's single value, as xmlrpc.client.loads gives it;
     xmlrpc.client.Fault for a <fault>, ExpatError for a reply that is not
     XML (cut short)."""
+    if data == _EMPTY_SUCCESS:
+        return {"Status": "Success", "Value": ""}
     try:
         root = ElementTree.fromstring(data)
     except ElementTree.ParseError as err:

@@ -53,3 +53,98 @@ def test_failure_details_are_strings():
     assert xapi.failure_details(failure) == ["HANDLE_INVALID", "VIF",
                                           "OpaqueRef:x"]
     assert xapi.failure_details(ValueError("x")) == ["UNKNOWN"]
+
+
+# -- the lean wire ---------------------------------------------------------------
+
+REQUEST_PARAMS = [
+    ("OpaqueRef:1", "ethtool-tx", "off"),
+    ("a&b<c>d", "\u00e9\u20ac", "", "line\nbreak\ttab"),
+    ("s", {"target": "ALL"}),
+    ("s", ["vif", "vm"], "", 30.0),
+    ("s", 5, True, None),
+]
+
+
+@pytest.mark.parametrize("params", REQUEST_PARAMS)
+def test_request_body_is_the_xmlrpc_clients(params):
+    import xmlrpc.client
+    assert xapi.request_body("VIF.add_to_other_config", params) == \
+        xmlrpc.client.dumps(params, "VIF.add_to_other_config",
+                            allow_none=True).encode("utf-8")
+
+
+def test_parse_reply_decodes_as_xmlrpc_client_does():
+    import xmlrpc.client
+
+    from sim import wire
+    values = ["", "x & <y>", {"a": "b", "l": ["1", "2"], "t": True, "i": 5,
+                              "f": 1.5, "n": None, "m": {}},
+              [], ["a", {"b": []}], wire.DateTime("20240101T00:00:00Z"),
+              wire.Int32(3)]
+    for value in values:
+        body = wire.xml_success(value).encode("utf-8")
+        expected = xmlrpc.client.loads(body)[0][0]
+        got = xapi.parse_reply(body)
+        assert got == expected and \
+            type(got["Value"]) is type(expected["Value"])
+    failure = wire.xml_response({"Status": "Failure", "ErrorDescription": [
+        "HANDLE_INVALID", "VIF", "OpaqueRef:x"]}).encode("utf-8")
+    assert xapi.parse_reply(failure) == xmlrpc.client.loads(failure)[0][0]
+    fault = xmlrpc.client.dumps(xmlrpc.client.Fault(3, "boom"),
+                                methodresponse=True).encode("utf-8")
+    with pytest.raises(xmlrpc.client.Fault) as info:
+        xapi.parse_reply(fault)
+    assert (info.value.faultCode, info.value.faultString) == (3, "boom")
+    from xml.parsers.expat import ExpatError
+    with pytest.raises(ExpatError):  # a reply cut short, as XenAPI raises
+        xapi.parse_reply(failure[:40])
+
+
+def test_no_wire_for_a_session_whose_endpoint_is_unknown():
+    import XenAPI
+
+    class Fake(object):
+        xenapi = None
+    assert xapi.wire_for(Fake()) is None
+    assert xapi.wire_for(XenAPI.Session("https://192.0.2.1/")) is None
+    wire = xapi.wire_for(XenAPI.Session("http://192.0.2.1:8080/"))
+    assert wire.address == ("192.0.2.1", 8080)
+    wire = xapi.wire_for(XenAPI.xapi_local())
+    assert wire.address == "/var/lib/xcp/xapi"
+
+
+def test_lean_and_xenapi_calls_agree_on_results_and_errors(monkeypatch):
+    from tests.support.simpool import SimPool
+    with SimPool() as pool:
+        sim = pool.sim
+        vm = sim.add_vm("vm")
+        vif = sim.add_vif(vm, sim.add_network("LAN"), 0,
+                          other_config={"k": "v & <w>"})
+        monkeypatch.setenv("NETOFFLOAD_XAPI_SOCKET", sim.socket_path)
+        session = xapi.open_session()
+        try:
+            lean, plain = xapi.Xapi(session), xapi.Xapi(session, lean=False)
+            assert lean._wire is not None and plain._wire is None
+
+            def outcome(client, method, *params):
+                try:
+                    return ("ok", client.call(method, *params))
+                except xapi.XapiError as err:
+                    return (type(err).__name__, err.message, err.params)
+            calls = [("VIF.get_other_config", vif),
+                     ("VIF.get_record", vif),
+                     ("VIF.add_to_other_config", vif, "k", "x"),
+                     ("VIF.get_other_config", "OpaqueRef:gone"),
+                     ("VIF.no_such_call", vif),
+                     ("VM.get_by_name_label", "vm")]
+            for call in calls:
+                assert outcome(lean, *call) == outcome(plain, *call)
+            assert lean._wire.sock is not None  # the calls used the wire
+            assert lean.calls == plain.calls == len(calls)
+            sim.restart()  # sessions die: XenAPI logs in again, then the wire
+            assert lean.call("VIF.get_other_config", vif) == {"k": "v & <w>"}
+            assert lean.call("VIF.get_other_config", vif) == {"k": "v & <w>"}
+            lean.close()
+        finally:
+            xapi.close_session(session)

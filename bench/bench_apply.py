@@ -23,7 +23,9 @@ plugin's are), through the product's own wire and through the XenAPI
 client; the plugin's start (host.call_plugin of `version`: the
 simulator's mount namespace, the network namespace, python3 and the
 imports), and that start plus the bare calls. The load average is
-recorded (the machine is shared).
+recorded (the machine is shared), and every measurement is taken in each
+of BENCH_ROUNDS rounds (3; apply, revert ALL and the floors side by side),
+the best of each reported.
 Prints a table and writes bench/results/bench_apply.json.
 """
 import json
@@ -48,6 +50,9 @@ TARGET_SPEEDUP = 20.0
 TARGET_CALLS_PER_VIF = 7
 TARGET_WALL_S = 1.5
 SESSIONS = 8
+# apply + revert + the floors, this many times; the best of each is
+# reported (the machine is shared: the least disturbed run of each)
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 VIF_KEYS = ("rx", "tx", "sg", "tso", "ufo", "gso")
 # The bench's own call; everything the plugin does (its extra sessions'
 # logins and logouts included) is counted.
@@ -106,6 +111,7 @@ def floor_child(socket_path, vif, calls, transport):
     netoffload.pool.xapi.Xapi; "xenapi": the XenAPI client). Prints the
     wall time of the calls alone."""
     import threading
+
     from netoffload.pool import xapi
     sim = type("Sim", (), {"socket_path": socket_path})
     sessions = [session_for(sim) for _ in range(SESSIONS)]
@@ -183,18 +189,37 @@ def main():
         sim = pool.sim
         host, vif_refs = build(pool)
         nvifs = len(vif_refs)
-        launch = run_launch(sim, host)
-        wall, calls, result, revert_wall, revert_calls = run_netoffload(
-            sim, host)
+        rounds = []
+        for _ in range(ROUNDS):
+            # one round: every measurement next to the others in time
+            launch = run_launch(sim, host)
+            wall, calls, result, revert_wall, revert_calls = run_netoffload(
+                sim, host)
+            if any(sim.db.tables["VIF"][ref]["other_config"]
+                   for ref in vif_refs):
+                raise SystemExit("revert ALL left keys: rounds differ")
+            rounds.append({
+                "launch_s": launch, "wall_s": wall, "calls": calls,
+                "revert_wall_s": revert_wall, "revert_calls": revert_calls,
+                "floor_s": run_floor(sim, calls),
+                "revert_floor_s": run_floor(sim, revert_calls),
+                "xenapi_floor_s": run_floor(sim, calls, "xenapi"),
+                "loadavg": round(os.getloadavg()[0], 2)})
+        if len(set((r["calls"], r["revert_calls"]) for r in rounds)) != 1:
+            raise SystemExit("rounds made different numbers of calls")
+
+        def best(name):
+            return min(r[name] for r in rounds)
+        launch, wall, revert_wall = (best("launch_s"), best("wall_s"),
+                                     best("revert_wall_s"))
+        measured_floor, revert_floor, xenapi_floor = (
+            best("floor_s"), best("revert_floor_s"), best("xenapi_floor_s"))
         changed = sum(1 for o in result["objects"] if o["status"] == "changed")
         keys_written = sum(len(o["written"]) for o in result["objects"])
         policy_writes = len(result["policy"])
         session = session_for(sim)
         uuids = [session.xenapi.VIF.get_uuid(r) for r in vif_refs]
         session.xenapi.session.logout()
-        measured_floor = run_floor(sim, calls)
-        revert_floor = run_floor(sim, revert_calls)
-        xenapi_floor = run_floor(sim, calls, "xenapi")
         load_after = os.getloadavg()
         sample = uuids[:min(XE_SAMPLE, nvifs)]
         xe_wall_sample, xe_calls_sample = run_xe(sim, sample)
@@ -232,6 +257,17 @@ def main():
             "revert_wall_over_floor_with_launch": round(
                 revert_wall / (launch + revert_floor), 2),
         },
+        "rounds": [dict((k, round(v, 3) if isinstance(v, float) else v)
+                        for k, v in r.items()) for r in rounds],
+        "round_ratios": {
+            "wall_over_floor_with_launch": [round(
+                r["wall_s"] / (r["launch_s"] + r["floor_s"]), 2)
+                for r in rounds],
+            "revert_wall_over_floor_with_launch": [round(
+                r["revert_wall_s"] / (r["launch_s"] + r["revert_floor_s"]),
+                2) for r in rounds]},
+        "times_are": "the best of %d rounds (each number its own best; "
+                     "every round's in 'rounds')" % ROUNDS,
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in load_after],
         "cpus": os.cpu_count(),
@@ -249,9 +285,15 @@ def main():
                     "speedup": ">= %dx" % TARGET_SPEEDUP},
         "python": platform.python_version(),
     }
-    data["meets_targets"] = bool(
+    data["apply_meets_targets"] = bool(
         calls - constant <= TARGET_CALLS_PER_VIF * nvifs and constant <= 30
         and wall <= TARGET_WALL_S and data["speedup"] >= TARGET_SPEEDUP)
+    # "revert ALL the same": its calls and its wall time
+    data["revert_meets_targets"] = bool(
+        revert_calls - constant <= TARGET_CALLS_PER_VIF * nvifs
+        and revert_wall <= TARGET_WALL_S)
+    data["meets_targets"] = data["apply_meets_targets"] and \
+        data["revert_meets_targets"]
 
     rows = [
         ("", "netoffload", "xe per key"),
@@ -282,12 +324,14 @@ def main():
         ("load average before/after", "%.1f / %.1f" % (
             load_before[0], load_after[0]), "(%d CPUs)" % os.cpu_count()),
     ]
-    print("bench_apply: %d VMs x %d VIFs, all-off, %.0f ms per XAPI call" % (
-        VMS, VIFS_PER_VM, LATENCY_MS))
+    print("bench_apply: %d VMs x %d VIFs, all-off, %.0f ms per XAPI call, "
+          "best of %d rounds" % (VMS, VIFS_PER_VM, LATENCY_MS, ROUNDS))
     for row in rows:
         print("  %-24s %-18s %s" % row)
-    print("  speedup: %.1fx (target >= %dx); meets targets: %s" % (
-        data["speedup"], TARGET_SPEEDUP, data["meets_targets"]))
+    print("  speedup: %.1fx (target >= %dx); meets targets: apply %s, "
+          "revert %s" % (data["speedup"], TARGET_SPEEDUP,
+                         data["apply_meets_targets"],
+                         data["revert_meets_targets"]))
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     with open(os.path.join(ROOT, "bench", "results", "bench_apply.json"),
               "w") as handle:

@@ -37,6 +37,7 @@ import re
 import socket
 import threading
 import xmlrpc.client
+from typing import Any, Optional  # noqa: F401 (type comments)
 from xml.etree import ElementTree
 from xml.parsers.expat import ExpatError
 
@@ -313,6 +314,7 @@ def request_body(method, params, encoding="utf-8", allow_none=True):
 
 
 def _value(elem):
+    # type: (Any) -> Any
     """An XML-RPC <value> element as xmlrpc.client decodes it."""
     if len(elem) == 0:
         return elem.text or ""
@@ -363,6 +365,7 @@ _EMPTY_SUCCESS = (b'<?xml version="1.0"?><methodResponse><params><param>'
 
 
 def parse_reply(data):
+    # type: (bytes) -> Any
     """A methodResponse's single value, as xmlrpc.client.loads gives it;
     xmlrpc.client.Fault for a <fault>, ExpatError for a reply that is not
     XML (cut short)."""
@@ -378,8 +381,8 @@ def parse_reply(data):
         if root.tag == "methodResponse" and fault is not None:
             detail = _value(fault)
             if isinstance(detail, dict):
-                raise xmlrpc.client.Fault(detail.get("faultCode"),
-                                          detail.get("faultString"))
+                raise xmlrpc.client.Fault(detail.get("faultCode", 0),
+                                          detail.get("faultString", ""))
         raise xmlrpc.client.ResponseError("not an XML-RPC reply")
     return _value(value)
 
@@ -397,7 +400,8 @@ class Xapi(object):
         self.session = session
         self.calls = 0
         self._count_lock = threading.Lock()
-        self._wire = wire_for(session) if lean else None
+        self._wire = wire_for(session) if lean else \
+            None  # type: Optional[HttpWire]
         self._wire_lock = threading.Lock()
 
     def close(self):
@@ -407,12 +411,14 @@ class Xapi(object):
                 self._wire.close()
 
     def _xenapi_call(self, method, params):
+        # type: (str, Any) -> Any
         target = self.session.xenapi
         for part in method.split("."):
             target = getattr(target, part)
         return target(*params)
 
     def _lean_call(self, method, params):
+        # type: (str, Any) -> Any
         """What XenAPI's session.xenapi.<method>(*params) does, over our
         wire; SESSION_INVALID goes to XenAPI, which logs in again."""
         session = self.session
@@ -420,8 +426,10 @@ class Xapi(object):
                             getattr(session, "_ServerProxy__encoding", None)
                             or "utf-8",
                             getattr(session, "_ServerProxy__allow_none", True))
+        wire = self._wire
+        assert wire is not None  # call() takes this path only with a wire
         with self._wire_lock:
-            status, reason, data = self._wire.request(body)
+            status, reason, data = wire.request(body)
         if status != 200:
             raise xmlrpc.client.ProtocolError(
                 getattr(session, "_ServerProxy__host", "xapi"), status,
@@ -435,7 +443,7 @@ class Xapi(object):
                 raise xmlrpc.client.Fault(
                     500, "Missing Value in response from server")
             return result["Value"]
-        details = result.get("ErrorDescription")
+        details = result.get("ErrorDescription")  # type: Any
         if not details:
             raise xmlrpc.client.Fault(
                 500, "Missing ErrorDescription in response from server")
@@ -444,6 +452,7 @@ class Xapi(object):
         raise _xenapi().Failure(details)
 
     def call(self, method, *params):
+        # type: (str, Any) -> Any
         """session.xenapi.<method>(*params) with our error mapping."""
         client_lib = _xenapi()
         with self._count_lock:

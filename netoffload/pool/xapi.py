@@ -164,6 +164,19 @@ class HttpWire(object):
 
     def post(self, body):
         """Send the request; (status, reason, iterator over the body)."""
+        status, reason, fields = self._exchange(body)
+        keep = fields.get(b"connection") != b"close"
+        if fields.get(b"transfer-encoding") == b"chunked":
+            body_iter = self._chunked(keep)
+        elif b"content-length" in fields:
+            body_iter = self._sized(int(fields[b"content-length"]), keep)
+        else:
+            body_iter = self._to_eof()
+        return status, reason, body_iter
+
+    def _exchange(self, body):
+        """Send the request, read the reply's head: (status, reason, the
+        framing fields)."""
         request = self._head + b"Content-Length: %d\r\n\r\n" % len(body) \
             + body
         for attempt in (0, 1):
@@ -199,15 +212,8 @@ class HttpWire(object):
         # the three fields that frame the body; the rest are not read
         fields = dict((name.lower(), value.strip().lower())
                       for name, value in _FRAMING.findall(rest))
-        keep = fields.get(b"connection") != b"close"
-        if fields.get(b"transfer-encoding") == b"chunked":
-            body_iter = self._chunked(keep)
-        elif b"content-length" in fields:
-            body_iter = self._sized(int(fields[b"content-length"]), keep)
-        else:
-            body_iter = self._to_eof()
         reason = status[2].decode("ascii", "replace") if len(status) > 2 else ""
-        return int(status[1]), reason, body_iter
+        return int(status[1]), reason, fields
 
     def _sized(self, length, keep):
         while length > 0:
@@ -253,8 +259,21 @@ class HttpWire(object):
         """POST body; (status, reason, the whole reply body). A failure
         part way closes the connection (the next request opens another)."""
         try:
-            status, reason, chunks = self.post(body)
-            return status, reason, b"".join(chunks)
+            status, reason, fields = self._exchange(body)
+            length = fields.get(b"content-length")
+            if length is None or b"transfer-encoding" in fields:
+                keep = fields.get(b"connection") != b"close"
+                chunks = self._chunked(keep) if fields.get(
+                    b"transfer-encoding") == b"chunked" else self._to_eof()
+                return status, reason, b"".join(chunks)
+            # the common reply: its length known, read at once
+            length = int(length)
+            while len(self._buf) < length:
+                self._buf += self._recv()
+            data, self._buf = self._buf[:length], self._buf[length:]
+            if fields.get(b"connection") == b"close":
+                self.close()
+            return status, reason, data
         except BaseException:
             self.close()
             raise

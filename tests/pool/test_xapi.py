@@ -148,3 +148,69 @@ def test_lean_and_xenapi_calls_agree_on_results_and_errors(monkeypatch):
             lean.close()
         finally:
             xapi.close_session(session)
+
+
+def _serve(replies):
+    """A unix socket server answering each request on a connection with the
+    next canned reply (bytes), closing the connection after a b"" one."""
+    import socket
+    import tempfile
+    import threading
+    path = tempfile.mktemp(prefix="nowire", dir="/tmp")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(4)
+    requests = []
+
+    def run():
+        queue = list(replies)
+        while queue:
+            conn, _ = server.accept()
+            with conn:
+                while queue:
+                    data = conn.recv(65536)
+                    if not data:
+                        break
+                    requests.append(data)
+                    reply = queue.pop(0)
+                    if reply == b"":
+                        break  # close: the client must reconnect
+                    conn.sendall(reply)
+        server.close()
+    thread = threading.Thread(target=run)
+    thread.daemon = True
+    thread.start()
+    return path, requests
+
+
+def test_http_wire_reads_sized_chunked_and_closing_replies():
+    import socket
+    sized = (b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\n"
+             b"content-length: 5\r\n\r\nhello")
+    chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n")
+    closing = (b"HTTP/1.1 500 Internal Error\r\nConnection: close\r\n"
+               b"Content-Length: 2\r\n\r\nno")
+    path, requests = _serve([sized, chunked, closing, sized])
+    wire = xapi.HttpWire(socket.AF_UNIX, path, "h", "/RPC2",
+                         [("originator", "me")])
+    assert wire.request(b"<a/>") == (200, "OK", b"hello")
+    assert wire.request(b"<b/>") == (200, "OK", b"abcde")
+    assert wire.request(b"<c/>") == (500, "Internal Error", b"no")
+    assert wire.sock is None  # Connection: close
+    assert wire.request(b"<d/>") == (200, "OK", b"hello")  # a new one
+    assert requests[0] == (b"POST /RPC2 HTTP/1.1\r\nHost: h\r\n"
+                           b"originator: me\r\nContent-Type: text/xml\r\n"
+                           b"Content-Length: 4\r\n\r\n<a/>")
+    wire.close()
+
+
+def test_http_wire_sends_again_on_an_idle_connection_the_server_closed():
+    import socket
+    sized = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    path, requests = _serve([sized, b"", sized])
+    wire = xapi.HttpWire(socket.AF_UNIX, path)
+    assert wire.request(b"1")[2] == b"ok"
+    assert wire.request(b"2")[2] == b"ok"  # closed unanswered: sent again
+    assert [r[-1:] for r in requests] == [b"1", b"2", b"2"]
+    wire.close()

@@ -345,15 +345,19 @@ def _value(elem):
     if tag == "struct":
         out = {}
         for member in child:
-            name = member.find("name")
-            value = member.find("value")
-            if name is None or value is None:
-                raise xmlrpc.client.ResponseError("a struct member without "
-                                                  "a name or a value")
+            if len(member) == 2 and member[0].tag == "name" and \
+                    member[1].tag == "value":
+                name, value = member[0], member[1]  # xapi's order
+            else:
+                name, value = member.find("name"), member.find("value")
+                if name is None or value is None:
+                    raise xmlrpc.client.ResponseError(
+                        "a struct member without a name or a value")
             out[name.text or ""] = _value(value)
         return out
     if tag == "array":
-        data = child.find("data")
+        data = child[0] if len(child) and child[0].tag == "data" else \
+            child.find("data")
         return [] if data is None else [_value(v) for v in data]
     if tag in ("int", "i4", "i8", "i1", "i2", "biginteger"):
         return int(text)

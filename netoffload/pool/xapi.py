@@ -196,12 +196,17 @@ class HttpWire(object):
                 while b"\r\n\r\n" not in self._buf:
                     self._buf += self._recv()
                 break
-            except (ConnectionError, socket.timeout):
+            except ConnectionError:
+                answered = bool(self._buf)
                 self.close()
-                if attempt or not reused or self._buf:
+                if attempt or not reused or answered:
                     raise
                 # an idle keep-alive connection the server had closed:
-                # nothing of the request was answered, send it again
+                # nothing of the request was answered, send it again (a
+                # timeout is not retried: the call may be running)
+            except BaseException:
+                self.close()
+                raise
         head, _, self._buf = self._buf.partition(b"\r\n\r\n")
         first, _, rest = head.partition(b"\r\n")
         status = first.split(None, 2)

@@ -152,7 +152,8 @@ def test_lean_and_xenapi_calls_agree_on_results_and_errors(monkeypatch):
 
 def _serve(replies):
     """A unix socket server answering each request on a connection with the
-    next canned reply (bytes), closing the connection after a b"" one."""
+    next canned reply (bytes); b"": the connection is closed unanswered;
+    (bytes,): those bytes, then the connection is closed."""
     import socket
     import tempfile
     import threading
@@ -175,7 +176,10 @@ def _serve(replies):
                     reply = queue.pop(0)
                     if reply == b"":
                         break  # close: the client must reconnect
-                    conn.sendall(reply)
+                    conn.sendall(reply if isinstance(reply, bytes)
+                                 else reply[0])
+                    if not isinstance(reply, bytes):
+                        break
         server.close()
     thread = threading.Thread(target=run)
     thread.daemon = True
@@ -213,4 +217,22 @@ def test_http_wire_sends_again_on_an_idle_connection_the_server_closed():
     assert wire.request(b"1")[2] == b"ok"
     assert wire.request(b"2")[2] == b"ok"  # closed unanswered: sent again
     assert [r[-1:] for r in requests] == [b"1", b"2", b"2"]
+    wire.close()
+
+
+def test_http_wire_does_not_send_again_after_part_of_a_reply():
+    import socket
+    sized = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    cut = b"HTTP/1.1 200 OK\r\nContent-Le"  # then the connection goes
+    path, requests = _serve([sized, (cut,), sized])
+    wire = xapi.HttpWire(socket.AF_UNIX, path)
+    socket.setdefaulttimeout(30)  # the wire's sockets take it
+    try:
+        assert wire.request(b"1")[2] == b"ok"
+    finally:
+        socket.setdefaulttimeout(None)
+    with pytest.raises(ConnectionError):
+        wire.request(b"2")  # answered in part: the call may have run
+    assert wire.request(b"3")[2] == b"ok"
+    assert [r[-1:] for r in requests] == [b"1", b"2", b"3"]
     wire.close()

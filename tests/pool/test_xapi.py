@@ -154,6 +154,7 @@ def _serve(replies):
     """A unix socket server answering each request on a connection with the
     next canned reply (bytes); b"": the connection is closed unanswered;
     (bytes,): those bytes, then the connection is closed."""
+    import os
     import socket
     import tempfile
     import threading
@@ -181,6 +182,7 @@ def _serve(replies):
                     if not isinstance(reply, bytes):
                         break
         server.close()
+        os.unlink(path)
     thread = threading.Thread(target=run)
     thread.daemon = True
     thread.start()

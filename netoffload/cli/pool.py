@@ -124,10 +124,10 @@ def pool_summary(result):
     else:
         summary["devices_changed"] = sum(1 for d in devices
                                          if d.get("ran_command"))
-        summary["devices_failed"] = sorted(
-            "%s/%s" % (h["name_label"], d) for h in hosts if h.get("ok")
-            for d in (h["result"].get("summary") or {}).get(
-                "devices_failed") or [])
+        for key in ("devices_failed", "devices_held"):
+            summary[key] = sorted(
+                "%s/%s" % (h["name_label"], d) for h in hosts if h.get("ok")
+                for d in (h["result"].get("summary") or {}).get(key) or [])
     return summary
 
 

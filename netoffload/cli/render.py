@@ -254,6 +254,8 @@ def state_of(dev):
         return state
     outcomes = dev.get("features") or {}
     action = dev.get("action") or ""
+    if action == "held":
+        return "HELD: left alone"
     state = {"plan": "would change", "apply": "applied", "restore":
              "restored", "none": "nothing to do"}.get(action, action)
     changed = [f for f in FEATURES if outcomes.get(f) in (
@@ -273,6 +275,16 @@ def state_of(dev):
     return state
 
 
+def hold_note(dev):
+    """Why apply left a device alone: an admin's `netoffload set`."""
+    name = dev["device"]
+    wanted = (dev.get("held") or {}).get("wanted") or {}
+    return ("%s: held by netoffload set (%s), left alone; `netoffload "
+            "restore %s` ends the hold and brings it into policy" % (
+                name, ",".join("%s=%s" % item for item in sorted(
+                    wanted.items())), name))
+
+
 def print_devices(devices, out, explain=True):
     """A device table (status, or the live part of apply/revert), then the
     notes that say why."""
@@ -288,6 +300,8 @@ def print_devices(devices, out, explain=True):
                      features_text(wanted_of(dev)), why(dev), state_of(dev)])
         if explain:
             notes.extend(why_notes(dev))
+        if dev.get("action") == "held":
+            notes.append(hold_note(dev))
         for err in dev.get("errors") or ([dev["error"]] if dev.get("error")
                                          else []):
             notes.append("%s: %s" % (dev["device"], err))
@@ -373,8 +387,11 @@ def summary_line(result):
     devices = sum(s.get("devices") or 0 for s in device_summaries)
     changed = sum(s.get("devices_changed") or 0 for s in device_summaries)
     failed = sum(len(s.get("devices_failed") or []) for s in device_summaries)
+    held = sum(len(s.get("devices_held") or []) for s in device_summaries)
     line = "objects: %s; devices: %d, %d changed, %d failed" % (
         ", ".join(parts) or "none", devices, changed, failed)
+    if held:
+        line += ", %d held by netoffload set (left alone)" % held
     if hosts:
         down = [h["name_label"] for h in hosts if not h.get("ok")]
         line += "; hosts: %d%s" % (len(hosts), ", unreachable: " +

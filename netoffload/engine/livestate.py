@@ -294,14 +294,20 @@ class LiveStateStore(object):
             return set()
         return set(d for d, r in self._load().items() if r.get("held"))
 
-    def holds(self):
-        """{device: {"by", "wanted", "since"}} of every held device."""
+    def holds(self, owners=None):
+        """{device: {"by", "wanted", "since"}} of every held device.
+
+        owners: {device: owner}, as for recorded(): a listed device whose
+        record belongs to another owner is not held (its hold was another
+        VM's, on a name that came back with domids reused)."""
         if not os.path.exists(self.path):
             return {}
+        owners = owners or {}
         return dict((d, {"by": r["held"]["by"],
                          "wanted": dict(r["held"]["wanted"]),
                          "since": r["held"]["since"]})
-                    for d, r in self._load().items() if r.get("held"))
+                    for d, r in self._load().items() if r.get("held")
+                    and self._owned(r, owners.get(d)) is not None)
 
     def recorded(self, owners=None):
         """{device: {short: 'on'|'off'}} as it was before our changes.

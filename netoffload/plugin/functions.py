@@ -161,7 +161,9 @@ def _summary_of(writes, devices):
         statuses[write.status] = statuses.get(write.status, 0) + 1
     return {"objects": statuses, "devices": len(devices),
             "devices_changed": sum(1 for d in devices if d.ran_command),
-            "devices_failed": [d.device for d in devices if d.failed]}
+            "devices_failed": [d.device for d in devices if d.failed],
+            "devices_held": [d.device for d in devices
+                             if d.held is not None]}
 
 
 def _json_list(items):

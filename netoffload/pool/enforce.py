@@ -7,7 +7,7 @@ devices of the VMs running here.
 - `device_status` -> [DeviceStatus]: live vs desired, compliance (and a
   `DevicelessPif` for a PIF with no kernel device).
 """
-from typing import Dict, Optional  # noqa: F401 (type comments)
+from typing import Any, Dict, Optional  # noqa: F401 (type comments)
 
 from netoffload.engine import ethtool
 from netoffload.engine.devices import (
@@ -41,6 +41,7 @@ ACTION_INVALID = "invalid"    # a broken policy: the device is left alone
 ACTION_FAILED = "failed"      # a device error
 ACTION_ABSENT = "absent"      # recorded, but no such device now
 ACTION_GONE = "gone"          # a departed guest device: its record dropped
+ACTION_HELD = "held"          # an admin holds it (`netoffload set`): left alone
 
 
 class LocalDevice(object):
@@ -197,10 +198,11 @@ class DeviceOutcome(_AboutADevice):
     the restore's ApplyResult when both ran; `pending_restore` {short:
     value} the recorded features its policy no longer wants;
     `restore_plan` {short: value} what a revert would restore; `error` the
-    message of a device error.
+    message of a device error; `held` the hold ({"by", "wanted", "since"})
+    of a device an admin holds, which apply leaves alone.
     """
     __slots__ = ("action", "result", "restored", "pending_restore",
-                 "restore_plan", "error")
+                 "restore_plan", "error", "held")
 
     def __init__(self, local, action=ACTION_NONE):
         _AboutADevice.__init__(self, local)
@@ -210,6 +212,7 @@ class DeviceOutcome(_AboutADevice):
         self.pending_restore = {}  # type: Dict[str, str]
         self.restore_plan = None  # type: Optional[Dict[str, str]]
         self.error = None  # type: Optional[str]
+        self.held = None  # type: Optional[Dict[str, Any]]
 
     def fail(self, err):
         """One device failed: say so here; the others still run."""
@@ -258,6 +261,8 @@ class DeviceOutcome(_AboutADevice):
         if self.error is not None:
             entry["ok"] = False
             entry["errors"] = [self.error]
+        if self.held is not None:
+            entry["held"] = dict(self.held)
         entry["action"] = self.action
         return entry
 
@@ -268,9 +273,13 @@ class DeviceOutcome(_AboutADevice):
 def _run_live(records, host_ref, store, targets, step):
     """A DeviceOutcome per present local device, filled in by
     `step(store, outcome)`; a device whose policy is broken is left alone
-    (action invalid, see planning.plan_object)."""
+    (action invalid, see planning.plan_object), and so is a device an
+    admin holds with `netoffload set` (action held: `netoffload restore
+    DEV` ends the hold and brings it into policy)."""
     present = set(ethtool.list_devices())
     locals_ = local_devices(records, host_ref, targets)
+    holds = store.holds(dict((d.device, d.owner) for d in locals_)) \
+        if locals_ else {}
     # a guest device's record from another VM (domids restart at boot)
     # is not this device's past
     recorded = store.recorded(dict((d.device, d.owner) for d in locals_))
@@ -279,6 +288,11 @@ def _run_live(records, host_ref, store, targets, step):
         if local.device not in present:
             continue
         outcome = DeviceOutcome(local)
+        if local.device in holds:
+            outcome.action = ACTION_HELD
+            outcome.held = holds[local.device]
+            outcomes.append(outcome)
+            continue
         if local.resolution.error:
             outcome.action = ACTION_INVALID
             outcomes.append(outcome)

@@ -233,3 +233,21 @@ def test_drift_of_a_held_device_says_it_is_left_alone():
     assert note == "eth1: DRIFT since 2025-12-02 00:00:00 UTC: live gro=on " \
         "differs from the policy (held by `netoffload set`: left alone until " \
         "`netoffload restore`)"
+
+
+def test_a_held_device_is_shown_as_left_alone_and_counted():
+    held = {"device": "eth1", "kind": "pif", "action": "held",
+            "held": {"by": "set", "wanted": {"tx": "on"}, "since": 1.0}}
+    result = {"host": {"name_label": "h1", "uuid": "1"}, "dry_run": False,
+              "objects": [], "policy": [], "devices": [held],
+              "summary": {"objects": {}, "devices": 1, "devices_changed": 0,
+                          "devices_failed": [], "devices_held": ["eth1"]}}
+    out = io.StringIO()
+    render.print_result(result, out)
+    text = out.getvalue()
+    assert "HELD: left alone" in text
+    assert "eth1: held by netoffload set (tx=on), left alone; `netoffload " \
+        "restore eth1` ends the hold and brings it into policy" in " ".join(
+            text.split())
+    assert text.splitlines()[-1] == "done: objects: none; devices: 1, 0 " \
+        "changed, 0 failed, 1 held by netoffload set (left alone)"

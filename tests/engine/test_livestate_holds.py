@@ -29,6 +29,9 @@ def test_restore_after_set_leaves_the_device_in_policy(netns, state_dir,
         assert result.features["gro"] == "changed"
         assert store.held_devices() == {dev}
         assert store.holds()[dev]["wanted"] == {"gro": "on", "tx": "on"}
+        # the name with another VM's owner (domids reused): not its hold
+        assert store.holds({dev: "vm/0"})[dev]["by"] == "set"
+        assert store.holds({dev: "other-vm/0"}) == {}
         assert netns.ethtool_k(dev) != in_policy
         # a second set adds to the hold, the first priors stay
         store.hold(dev, {"gro": "off", "sg": "on"}, owner="vm/0")

@@ -149,6 +149,34 @@ def test_busy_when_the_host_lock_is_held(pool):
 
 # -- apply / revert ----------------------------------------------------------------
 
+def test_apply_leaves_a_device_an_admin_holds_and_says_so(pool):
+    """`netoffload set` holds a device until `netoffload restore`: apply,
+    even of ALL, does not undo the admin's change behind their back. It
+    lists the device as held (plan and apply alike) and applies the rest;
+    once the hold ends, the next apply brings the device into policy."""
+    from netoffload.engine.livestate import LiveStateStore
+    state = pool.sim.plugin_env(pool.hosts["h1"])["NETOFFLOAD_STATE_DIR"]
+    with pool.ns["h1"].entered():
+        LiveStateStore(state).hold("eth0", {"tx": "on", "sg": "on"})
+    held = live(pool, "h1", "eth0")
+    plan = pool.call("apply", target="ALL", policy="all-off", dry_run="true")
+    assert [d["action"] for d in plan["devices"]
+            if d["device"] == "eth0"] == ["held"]
+    result = pool.call("apply", target="ALL", policy="all-off", confirm="yes")
+    eth0 = [d for d in result["devices"] if d["device"] == "eth0"][0]
+    assert (eth0["action"], eth0["held"]["by"], eth0["held"]["wanted"]) == (
+        "held", "set", {"tx": "on", "sg": "on"})
+    assert result["summary"]["devices_held"] == ["eth0"]
+    assert live(pool, "h1", "eth0") == held
+    assert live(pool, "h1", "vif5.0")["tx"] == "off"  # the rest: applied
+    with pool.ns["h1"].entered():
+        LiveStateStore(state).release("eth0")
+    again = pool.call("apply", target="ALL", policy="all-off", confirm="yes")
+    assert again["summary"]["devices_held"] == []
+    assert live(pool, "h1", "eth0")["sg"] == "off"
+    pool.call("revert", target="ALL", confirm="yes")
+
+
 def test_apply_all_then_revert_all_is_byte_for_byte(pool):
     before = pool.state()
     result = pool.call("apply", target="ALL", policy="all-off", confirm="yes")

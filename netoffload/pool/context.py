@@ -21,6 +21,11 @@ from netoffload.pool.records import PoolRecords, is_eligible_vm
 Names = namedtuple("Names", "vm network host tag")
 NO_NAMES = Names(None, None, None, None)
 
+# Above this many VMs resident on the host, its VMs and their VIFs come
+# from one get_all_records each: a get_record per VM and per VIF would
+# cost more calls than those two reads cost time.
+PER_RECORD_VMS = 24
+
 # xapi's null reference (a field that points nowhere).
 NULL_REF = "OpaqueRef:NULL"
 
@@ -67,6 +72,15 @@ def _records(client, cls, refs, into):
             continue
 
 
+def _whole_class_part(client, cls, refs, into):
+    """Add the records of refs from one `cls.get_all_records` (an object
+    destroyed meanwhile is not in it, as with _records)."""
+    everything = client.get_all_records(cls)
+    for ref in refs:
+        if ref in everything:
+            into.setdefault(ref, everything[ref])
+
+
 def _by_name_or_uuid(client, cls, value):
     """Refs of the `cls` objects whose uuid or name_label is `value`
     (targeting.find_by_name_or_uuid then decides among them)."""
@@ -111,7 +125,10 @@ def local_snapshot(client, host_ref, names=NO_NAMES):
 
     Each table is a subset of the whole pool's; everything a local call
     asks about this host's devices reads only these records. Cost: a few
-    calls plus one per local object, instead of every record of the pool.
+    calls plus one per local object, instead of every record of the pool;
+    on a host with more than PER_RECORD_VMS resident VMs, the VM and VIF
+    classes are read whole instead (two calls) and only this host's part
+    kept.
     """
     pool = client.get_all_records("pool")
     hosts = {}
@@ -119,9 +136,15 @@ def local_snapshot(client, host_ref, names=NO_NAMES):
     host = hosts.get(host_ref) or {}
     pifs, vms, vifs, networks = {}, {}, {}, {}
     _records(client, "PIF", host.get("PIFs") or [], pifs)
-    _records(client, "VM", host.get("resident_VMs") or [], vms)
-    for vm in list(vms.values()):
-        _records(client, "VIF", vm.get("VIFs") or [], vifs)
+    resident = host.get("resident_VMs") or []
+    if len(resident) > PER_RECORD_VMS:
+        _whole_class_part(client, "VM", resident, vms)
+        _whole_class_part(client, "VIF", [
+            ref for vm in vms.values() for ref in vm.get("VIFs") or []], vifs)
+    else:
+        _records(client, "VM", resident, vms)
+        for vm in list(vms.values()):
+            _records(client, "VIF", vm.get("VIFs") or [], vifs)
     _records(client, "network", sorted(set(
         vif.get("network") for vif in vifs.values())), networks)
     logical = _sriov_logical_pifs(client)

@@ -77,6 +77,19 @@ def test_local_snapshot_is_this_hosts_part(pool):
     assert reads == ["network_sriov.get_all_records", "pool.get_all_records"]
 
 
+def test_a_host_with_many_vms_reads_vms_and_vifs_whole(pool, monkeypatch):
+    """Past PER_RECORD_VMS resident VMs, two whole-class reads replace a
+    get_record per VM and per VIF; the snapshot holds the same records."""
+    few = _snapshots(pool)[1]
+    monkeypatch.setattr(context, "PER_RECORD_VMS", 0)
+    whole, many, calls = _snapshots(pool)
+    assert _tables(many) == _tables(few)
+    assert set(many.vifs) == set(pool.web_vifs)
+    assert calls.get("VM.get_all_records") == 1
+    assert calls.get("VIF.get_all_records") == 1
+    assert not calls.get("VM.get_record") and not calls.get("VIF.get_record")
+
+
 def test_names_are_looked_up_pool_wide(pool):
     names = context.Names("db", "other", "h3", None)
     whole, local, calls = _snapshots(pool, names)

@@ -47,8 +47,6 @@ import collections
 import concurrent.futures
 import contextlib
 import gc
-import http.client
-import json
 import queue
 import random
 import signal
@@ -57,7 +55,6 @@ import sys
 import threading
 import time
 import urllib.parse
-import xmlrpc.client
 
 from netoffload import exitcodes, paths
 from netoffload.agents import cache_writer, drift, todo, watch_events
@@ -302,20 +299,104 @@ class BackgroundWriter(object):
                     self._cond.notify_all()
 
 
+class WireError(ConnectionResetError):
+    """A reply that is not HTTP: xapi went away mid-reply (a passing
+    failure, as http.client's BadStatusLine is to retry.is_transient)."""
+
+
+class HttpStatusError(Exception):
+    """xapi (or something in front of it) answered with an HTTP error
+    status (never a passing one: see Unavailable)."""
+
+    def __init__(self, status, reason):
+        Exception.__init__(self, "HTTP %d %s" % (status, reason))
+        self.errcode = status
+
+
+class Unavailable(WireError):
+    """HTTP 502/503/504: a xapi (or a proxy) not ready yet, tried again."""
+
+
+HTTP_UNAVAILABLE = (502, 503, 504)
+
+
+class LeanSession(object):
+    """A xapi session logged in over the watcher's own wire (EventChannel),
+    not the XenAPI client: importing XenAPI brings xmlrpc.client,
+    http.client, the email package and ssl, 7 MiB of RSS. `_session` holds
+    its ref, where XenAPI's Session keeps it; `login()` again after
+    SESSION_INVALID is what the XenAPI client does on its own."""
+
+    def __init__(self, endpoint=None):
+        self.channel = EventChannel(endpoint)
+        self._session = None
+
+    def login(self):
+        """Log in (as xapi.open_session does); XapiError if that fails."""
+        try:
+            self._session = str(self.channel.value(
+                "session.login_with_password",
+                ("root", "", "1.0", xapi.ORIGINATOR)))
+        except watch_events.EventReplyError as err:
+            self.channel.close()
+            raise xapi.XapiError("cannot log in to xapi: %s" % (err.details,),
+                                 *[str(d) for d in err.details]) from err
+        except (OSError, IOError, HttpStatusError, ValueError) as err:
+            self.channel.close()
+            raise xapi.XapiError("cannot reach xapi: %s" % err) from err
+        return self
+
+    def logout(self):
+        """Log out, ignoring errors (the session may be gone)."""
+        try:
+            if self._session is not None:
+                self.channel.value("session.logout", (self._session,))
+        except Exception:  # best effort, as xapi.close_session
+            pass
+        self.channel.close()
+
+
+def open_lean_session():
+    """A new LeanSession, logged in (xapi.open_session's endpoint and
+    credentials)."""
+    return LeanSession().login()
+
+
+def close_session(session):
+    """Log out of a LeanSession or a XenAPI session (best effort)."""
+    if isinstance(session, LeanSession):
+        session.logout()
+    else:
+        xapi.close_session(session)
+
+
 class LeanXapi(xapi.Xapi):
     """xapi.Xapi whose calls go through an EventChannel of their own
     (the session's ref, xapi.Xapi's error mapping) instead of the XenAPI
     client: a key write's request and reply cost a third of the CPU.
-    One thread at a time per object."""
+    One thread at a time per object.
 
-    def __init__(self, session, channel=None):
+    relogin: on SESSION_INVALID, log the LeanSession in again and make the
+    call once more, as the XenAPI client does (the watcher's own session:
+    its lease is given back through it after a xapi restart)."""
+
+    def __init__(self, session, channel=None, relogin=False):
         xapi.Xapi.__init__(self, session)
         self.channel = channel or EventChannel()
+        self.relogin = relogin and isinstance(session, LeanSession)
 
     def call(self, method, *params):
         with self._count_lock:
             self.calls += 1
         try:
+            try:
+                return self.channel.value(
+                    method, (getattr(self.session, "_session", None),) + params)
+            except watch_events.EventReplyError as err:
+                if not (self.relogin and err.details and
+                        err.details[0] == "SESSION_INVALID"):
+                    raise
+            self.session.login()
             return self.channel.value(
                 method, (getattr(self.session, "_session", None),) + params)
         except watch_events.EventReplyError as err:
@@ -325,13 +406,30 @@ class LeanXapi(xapi.Xapi):
                                       % method, *details) from err
             raise xapi.XapiError("%s failed: %s" % (method, " ".join(details)),
                                  *details) from err
-        except (OSError, IOError, http.client.HTTPException,
-                xmlrpc.client.ProtocolError) as err:
+        except (OSError, IOError, HttpStatusError) as err:
             raise xapi.XapiError("%s failed: cannot reach xapi: %s"
                                  % (method, err)) from err
         except ValueError as err:
             raise xapi.XapiError("%s failed: a reply that is not XML-RPC: %s"
                                  % (method, err)) from err
+
+    def snapshot(self):
+        """PoolRecords as the watcher keeps them (the fields in
+        watch_events.KEEP, read as they stream in), for the settling of a
+        crashed operation (writer.settle_crashed): a whole pool through
+        a full parse would cost seconds and tens of MiB. host_metrics:
+        unknown (None), which the books' settling does not read."""
+        tables = []
+        for xapi_class in CLASSES:
+            with self._count_lock:
+                self.calls += 1
+            try:
+                tables.append(self.channel.all_records(
+                    getattr(self.session, "_session", None), xapi_class))
+            except (OSError, IOError, HttpStatusError, ValueError) as err:
+                raise xapi.XapiError("%s.get_all_records failed: %s"
+                                     % (xapi_class.name, err)) from err
+        return PoolRecords(*tables)
 
 
 class RetryingXapi(LeanXapi):
@@ -403,7 +501,7 @@ class _Wire(object):
         if len(status) < 2 or not status[0].startswith(b"HTTP/") or \
                 not status[1].isdigit():
             self.close()
-            raise http.client.BadStatusLine(repr(lines[0]))
+            raise WireError("not an HTTP reply: %r" % lines[0][:80])
         fields = {}
         for line in lines[1:]:
             name, _, value = line.partition(b":")
@@ -516,12 +614,14 @@ class EventChannel(object):
     def _call(self, method, params, parse, stream=False, map_errors=True):
         """parse(the reply's bytes), or with stream parse(an iterator of
         its chunks)."""
-        body = xmlrpc.client.dumps(params, method)
+        body = watch_events.dumps_call(method, params)
         conn = self._connection()
         try:
-            status, reason, chunks = conn.post(body.encode("utf-8"))
+            status, reason, chunks = conn.post(body)
+            if status in HTTP_UNAVAILABLE:
+                raise Unavailable("xapi: HTTP %d %s" % (status, reason))
             if status != 200:
-                raise xmlrpc.client.ProtocolError("xapi", status, reason, {})
+                raise HttpStatusError(status, reason)
             if stream:
                 result = parse(chunks)
                 for _rest in chunks:  # keep the connection usable
@@ -641,7 +741,7 @@ class KeyWriters(object):
         for channel in self._channels:
             channel.close()
         for session in self._sessions:
-            xapi.close_session(session)
+            close_session(session)
         self._sessions, self._channels = [], []
         self._clients = None
 
@@ -662,7 +762,7 @@ class Watcher(object):
         self.coalesce = max(0.0, float(coalesce))
         self._next_call = 0.0     # monotonic time the next event.from may start
         self.backoff_max = float(backoff_max)
-        self._open_session = open_session or xapi.open_session
+        self._open_session = open_session or open_lean_session
         self._sleep = sleep
         self.log = get_logger()
         self.session = None
@@ -762,7 +862,9 @@ class Watcher(object):
     def _connect(self):
         self._disconnect()
         self.session = self._open_session()
-        self.client = xapi.Xapi(self.session)
+        self.client = LeanXapi(self.session, self.session.channel,
+                               relogin=True) \
+            if isinstance(self.session, LeanSession) else xapi.Xapi(self.session)
         self.session_ref = getattr(self.session, "_session", None)
         self.host_ref = self.client.local_host_ref()
 
@@ -774,7 +876,7 @@ class Watcher(object):
         self._writers.close()
         self._channel.close()
         if self.session is not None:
-            xapi.close_session(self.session)
+            close_session(self.session)
         self.session = self.client = None
 
     # -- writing (master) --------------------------------------------------------
@@ -958,33 +1060,32 @@ class Watcher(object):
         # The token first: whatever changes after it comes again as an event.
         # (Tokens are pool-wide, so the smallest class is enough to get one.)
         self.token = self._events_of(["pool"], "", 0.0)["token"]
-        self.records = None
+        # The old snapshot goes before the new one is read: its records'
+        # memory is where the new ones land, so a resync does not grow the
+        # heap. (Nothing plans from it meanwhile: the drift thread sees no
+        # records and waits.)
+        with self._lock:
+            self.records = None
+            self._echoes.clear()
+        release_memory()
         tables = {}
         self._connected()
         for xapi_class in CLASSES:
-            # read lean: only the fields the pack reads become objects
-            raw = retry.call_with_retry(
+            # read lean, as it streams in: only the fields the pack reads
+            # become objects, each record a small Record at once
+            tables[xapi_class.table] = retry.call_with_retry(
                 self._channel.all_records, self.session_ref, xapi_class,
                 attempts=CALL_ATTEMPTS, budget_s=CALL_BUDGET, sleep=self._sleep)
-            # Through one JSON string: the records are then built again
-            # after the parse's garbage is freed, packed together instead
-            # of scattered among its holes, so the heap can shrink back.
-            packed = json.dumps(raw)
-            del raw
-            gc.collect()
-            tables[xapi_class.table] = dict(
-                (watch_events.intern(ref), watch_events.compact_record(record))
-                for ref, record in json.loads(packed).items())
-            del packed
         records = PoolRecords(*[tables[c.table] for c in CLASSES])
+        tables = None
         release_memory()
         self.stats["syncs"] += 1
         with self._lock:
             self.records = records
             self.was_master = self.is_master
             self.log.info("watch: synced %d VMs, %d VIFs, %d PIFs (%s)",
-                          len(tables["vms"]), len(tables["vifs"]),
-                          len(tables["pifs"]),
+                          len(records.vms), len(records.vifs),
+                          len(records.pifs),
                           "master" if self.was_master else "member")
             self._cache.restart(self.host_ref)
             self._policy_warned = set()

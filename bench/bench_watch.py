@@ -27,6 +27,7 @@ root.
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -51,6 +52,19 @@ IN_POLICY = dict([("ethtool-" + f, "off") for f in XAPI_SIX] + [
     (keys.KEY_BOOK, keys.Book(
         dict((f, keys.Entry(None, "off", None)) for f in XAPI_SIX),
         op="0123456789abcdef", gen=1).to_text())])
+
+
+PROFILE_LOAD = """
+import cProfile, signal, sys
+from netoffload.agents import watch
+profiler = cProfile.Profile()
+signal.signal(signal.SIGUSR1, lambda *a: profiler.enable())
+def _dump(*a):
+    profiler.disable()
+    profiler.dump_stats(%r)
+signal.signal(signal.SIGUSR2, _dump)
+sys.exit(watch.main(sys.argv[1:]))
+"""
 
 
 def rss_kib(pid):
@@ -212,8 +226,14 @@ def main():
         state = env["NETOFFLOAD_STATE_DIR"]
         profile = (["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]]
                    if os.environ.get("BENCH_PROFILE") else [])
+        if os.environ.get("BENCH_PROFILE_LOAD"):
+            # the event loop's thread profiled during the load only
+            # (SIGUSR1 starts, SIGUSR2 stops and writes the file)
+            profile = ["-c", PROFILE_LOAD % os.environ["BENCH_PROFILE_LOAD"]]
         extra = [] if args.coalesce is None else ["--coalesce", str(args.coalesce)]
-        watcher = ns.popen([sys.executable] + profile + ["-m", "netoffload.agents.watch",
+        module = [] if os.environ.get("BENCH_PROFILE_LOAD") else [
+            "-m", "netoffload.agents.watch"]
+        watcher = ns.popen([sys.executable] + profile + module + [
                             "--event-timeout", "5"] + extra, env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         sync_start = time.monotonic()
@@ -228,6 +248,8 @@ def main():
         listener.ready.wait(30)
         probe = Probe(sock)
         probe.start()
+        if os.environ.get("BENCH_PROFILE_LOAD"):
+            watcher.send_signal(signal.SIGUSR1)
         cpu_start = (cpu_seconds(sim.pid), cpu_seconds(watcher.pid), time.monotonic())
         time.sleep(0.5)
         vms = [admin.add_vm(name_label="load-vm-%d" % i) for i in range(100)]
@@ -257,6 +279,8 @@ def main():
         rss.append((time.monotonic() - t0, rss_kib(watcher.pid)))
         listener.stopping = True
         probe.stopping = True
+        if os.environ.get("BENCH_PROFILE_LOAD"):
+            watcher.send_signal(signal.SIGUSR2)
         elapsed = time.monotonic() - cpu_start[2]
         watcher_cpu = cpu_seconds(watcher.pid) - cpu_start[1]
         cpu_share = {"simulator": round((cpu_seconds(sim.pid) - cpu_start[0]) / elapsed, 2),

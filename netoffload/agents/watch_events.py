@@ -171,6 +171,12 @@ class Record(object):
     def __len__(self):
         return sum(1 for k in self.__slots__ if hasattr(self, k))
 
+    def __bool__(self):  # `record or {}` everywhere: not through __len__
+        for key in self.__slots__:
+            if hasattr(self, key):
+                return True
+        return False
+
     def copy(self):
         return dict(self.items())
 
@@ -233,11 +239,22 @@ def policy_view(cls, record):
     if cls == "host":
         return config.get(keys.KEY_PIF)
     if cls == "pool":
+        # the writers' protocol keys (lease, its break keys, operations)
+        # change with every write, the watcher's own included, and decide
+        # no policy: an object a writer touched comes again as its own
+        # event, and what waited for another writer's lease is taken up
+        # when it goes (the daemon's deferral), so no full replan here
         return tuple(sorted((k, v) for k, v in config.items()
-                            if keys.is_pack_key(k)))
+                            if keys.is_pack_key(k) and not is_protocol_key(k)))
     # VIF / PIF: its own keys and where it hangs
     return tuple(sorted(config.items())) + tuple(
         (k, record.get(k)) for k in ("VM", "network", "host", "device", "VLAN"))
+
+
+def is_protocol_key(key):
+    """A pool key of the writers' protocol (lease.py), not of policy."""
+    return key == keys.KEY_LEASE or \
+        key.startswith((keys.LEASE_BREAK_PREFIX, keys.OP_PREFIX))
 
 
 def run_view(record):

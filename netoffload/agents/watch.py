@@ -76,6 +76,7 @@ CACHE_DEBOUNCE = 0.5
 # While events keep coming the cache is still written at least this often.
 CACHE_MAX_LAG = 5.0
 PLAN_SLICE = 200
+CACHE_SLICE = 500
 SWITCH_INTERVAL = 0.0005
 BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 30.0
@@ -149,6 +150,18 @@ def limit_malloc_arenas():
         pass
 
 
+def share_entry_texts(entries, refs):
+    """Intern the JSON text of the cache entries of refs (None: all): the
+    VIFs of one VM under one policy have the same entry (it names the VM,
+    not the VIF), so a pool's 16,000 entries hold about as many texts as
+    it has VMs (7.6 MiB -> about 3 MiB for 16,000 VIFs on 1,600 VMs)."""
+    for table in (entries.vifs, entries.pifs):
+        for ref in (list(table) if refs is None else refs):
+            entry = table.get(ref)
+            if entry is not None:
+                table[ref] = (entry[0], sys.intern(entry[1]))
+
+
 # DebouncedCache.flush when the entries had changed: whether the files were
 # rewritten (not if they held the same content), and the entries per section
 Flushed = collections.namedtuple("Flushed", "written counts")
@@ -208,7 +221,20 @@ class DebouncedCache(object):
             return None
         self.due = self.deadline = None
         dirty, self.dirty = self.dirty, set()
-        self.entries.refresh(records, dirty)
+        if dirty is None:
+            # everything, in slices, each entry's text shared at once (a
+            # whole pool's texts made first would leave the heap that big);
+            # refs no longer in the pool are among them and go
+            entries = self.entries
+            refs = sorted(set(entries.vifs) | set(entries.pifs) |
+                          set(records.vifs) | set(records.pifs))
+            for start in range(0, len(refs), CACHE_SLICE):
+                chunk = refs[start:start + CACHE_SLICE]
+                entries.refresh(records, chunk)
+                share_entry_texts(entries, chunk)
+        else:
+            self.entries.refresh(records, dirty)
+            share_entry_texts(self.entries, dirty)
         encoded = self.entries.encoded(records)
         if not self.entries.changed:
             return None

@@ -38,10 +38,9 @@ sys.path.insert(0, ROOT)
 
 import XenAPI  # noqa: E402
 
+from netoffload.pool import keys  # noqa: E402
 from tests.support.netns import NetNS  # noqa: E402
 from tests.support.simpool import SimPool  # noqa: E402
-
-from netoffload.pool import keys  # noqa: E402
 
 XAPI_SIX = ("rx", "tx", "sg", "tso", "ufo", "gso")
 # In policy as the pack leaves an object today: the six keys and one book
@@ -192,6 +191,8 @@ def main():
         ROOT, "bench", "results", "bench_watch.json"))
     parser.add_argument("--no-restart", action="store_true",
                         help="skip the resync after a restart")
+    parser.add_argument("--watcher-log", default=None,
+                        help="a file for the watcher's stderr (its log)")
     parser.add_argument("--restarts", type=int, default=2,
                         help="simulator restarts after the load, each "
                              "followed by a resync (RSS must stay flat)")
@@ -235,7 +236,9 @@ def main():
             "-m", "netoffload.agents.watch"]
         watcher = ns.popen([sys.executable] + profile + module + [
                             "--event-timeout", "5"] + extra, env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                           stdout=subprocess.DEVNULL,
+                           stderr=open(args.watcher_log, "a") if args.watcher_log
+                           else subprocess.DEVNULL)
         sync_start = time.monotonic()
         while not os.path.exists(os.path.join(state, "cache.json")):
             time.sleep(0.05)

@@ -134,18 +134,33 @@ def release_memory(collect=True):
         pass
 
 
-# glibc's mallopt parameter: how many malloc arenas threads may spread over
+# glibc's mallopt parameters: how many malloc arenas threads may spread
+# over; from which size a block is mapped on its own (and unmapped when
+# freed); how much free memory at the top of the heap is kept
 M_ARENA_MAX = -8
+M_MMAP_THRESHOLD = -3
+M_TRIM_THRESHOLD = -1
 MALLOC_ARENAS = 2
+# Fixed, so that glibc does not raise them by itself: after the first
+# MB-sized event reply is freed it would serve the next ones from the heap
+# and keep up to twice that at its top, and the RSS would creep up with
+# every big reply and cache text.
+MMAP_THRESHOLD = 256 * 1024
+TRIM_THRESHOLD = 256 * 1024
 
 
 def limit_malloc_arenas():
     """Keep the writer, cache and drift threads on few malloc arenas:
     glibc gives busy threads arenas of their own (up to 8 per core), each
-    keeping the memory freed in it, and the RSS creeps up with them."""
+    keeping the memory freed in it, and the RSS creeps up with them. Big
+    blocks (event replies, cache texts) are mapped and given back when
+    freed."""
     try:
         import ctypes  # noqa: PLC0415 (once, at start)
-        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, MALLOC_ARENAS)
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_ARENA_MAX, MALLOC_ARENAS)
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
     except (OSError, AttributeError):  # not glibc: nothing to do
         pass
 
@@ -1096,6 +1111,7 @@ class Watcher(object):
         release_memory()
         tables = {}
         self._connected()
+        started = time.monotonic()
         for xapi_class in CLASSES:
             # read lean, as it streams in: only the fields the pack reads
             # become objects, each record a small Record at once
@@ -1106,6 +1122,7 @@ class Watcher(object):
         tables = None
         release_memory()
         self.stats["syncs"] += 1
+        read = time.monotonic()
         with self._lock:
             self.records = records
             self.was_master = self.is_master
@@ -1118,7 +1135,11 @@ class Watcher(object):
             self._echoes.clear()
             self._reconcile(set(records.vifs) | set(records.pifs),
                             live=EVERY_DEVICE)
+            planned = time.monotonic()
             self._flush_cache()
+        self.log.info("watch: full sync: read in %.2fs, planned in %.2fs, "
+                      "cache entries in %.2fs", read - started,
+                      planned - read, time.monotonic() - planned)
         self._start_drift()
 
     def _step(self):

@@ -77,25 +77,44 @@ class Config(dict):
 
     __slots__ = ()
 
-    def _read_only(self, *args, **kwargs):
-        raise TypeError("a snapshot's other_config is shared and read-only; "
-                        "work on a copy (dict(...))")
+    @staticmethod
+    def _read_only():
+        return TypeError("a snapshot's other_config is shared and read-only; "
+                         "work on a copy (dict(...))")
 
-    __setitem__ = __delitem__ = __ior__ = _read_only
-    clear = pop = popitem = setdefault = update = _read_only
+    def __setitem__(self, *args, **kwargs):
+        raise self._read_only()
 
-    def __hash__(self):
-        return hash(frozenset(self.items()))
+    def __delitem__(self, *args, **kwargs):
+        raise self._read_only()
+
+    def __ior__(self, *args, **kwargs):
+        raise self._read_only()
+
+    def clear(self, *args, **kwargs):
+        raise self._read_only()
+
+    def pop(self, *args, **kwargs):
+        raise self._read_only()
+
+    def popitem(self, *args, **kwargs):
+        raise self._read_only()
+
+    def setdefault(self, *args, **kwargs):
+        raise self._read_only()
+
+    def update(self, *args, **kwargs):
+        raise self._read_only()
 
     def __reduce__(self):
         return (Config, (dict(self),))
 
 
 EMPTY_CONFIG = Config()
-# The shared maps: {Config: the same Config}. Cleared when it grows past
-# CONFIGS_MAX (maps no record holds any more would pile up otherwise);
-# records keep theirs, only later ones share anew.
-_CONFIGS = {EMPTY_CONFIG: EMPTY_CONFIG}
+# The shared maps, by their items. Cleared when it grows past CONFIGS_MAX
+# (maps no record holds any more would pile up otherwise); records keep
+# theirs, only later ones share anew.
+_CONFIGS = {frozenset(): EMPTY_CONFIG}
 CONFIGS_MAX = 2048
 
 
@@ -106,15 +125,16 @@ def share_config(config):
     config = Config((intern(k), intern(v) if isinstance(v, str) else v)
                     for k, v in config.items())
     try:
-        found = _CONFIGS.get(config)
+        items = frozenset(config.items())
     except TypeError:  # a value that is no string: not shared
         return config
+    found = _CONFIGS.get(items)
     if found is not None:
         return found
     if len(_CONFIGS) >= CONFIGS_MAX:
         _CONFIGS.clear()
-        _CONFIGS[EMPTY_CONFIG] = EMPTY_CONFIG
-    _CONFIGS[config] = config
+        _CONFIGS[frozenset()] = EMPTY_CONFIG
+    _CONFIGS[items] = config
     return config
 
 
@@ -127,6 +147,7 @@ class Record(object):
 
     __slots__ = ()
     FIELDS = frozenset()
+    CLASS = ""
 
     def __init__(self, values):
         for key, value in values.items():

@@ -1227,6 +1227,10 @@ class Watcher(object):
             waiting = [ref for ref in targets if ref in busy]
             self._writers.recheck.update(waiting)
             idle = [ref for ref in targets if ref not in busy]
+            if len(idle) >= PLAN_SLICE:
+                idle, quiet = self._needing_plans(idle)
+                if len(self._todo):  # in policy already (a lost reply)
+                    self._todo.done(quiet)
             # in slices: a full sync plans every object, and holding 10,000
             # plans at once would leave the heap that much bigger for good
             for start in range(0, len(idle), PLAN_SLICE):
@@ -1244,6 +1248,38 @@ class Watcher(object):
                     self._submit(plans)
         self._save_todo()
         self._enforce(None if live is EVERY_DEVICE else set(targets) | set(live))
+
+    def _needing_plans(self, refs):
+        """(refs to plan, VIF refs whose plan writes nothing). A VIF's plan
+        depends on its own other_config, its VM's other_config and tags,
+        its network's other_config and the pool's (the same for all): VIFs
+        holding the very same maps (the snapshot shares equal maps, see
+        watch_events.share_config) get the same writes. One of each such
+        group is planned; if it writes nothing, neither do the others,
+        which are not planned (a full sync of a pool in policy: one plan
+        per group instead of one per VIF)."""
+        records = self.records
+        groups = collections.OrderedDict()
+        for ref in refs:
+            vif = records.vifs.get(ref)
+            if vif is None:
+                groups[ref] = [ref]  # a PIF: planned on its own
+                continue
+            vm = records.vms.get(vif.get("VM")) or {}
+            network = records.networks.get(vif.get("network")) or {}
+            # identities of maps alive in the snapshot: equal ids, same maps
+            key = (id(vif.get("other_config")), id(vm.get("other_config")),
+                   tuple(vm.get("tags") or ()),
+                   id(network.get("other_config")))
+            groups.setdefault(key, []).append(ref)
+        planned, quiet = [], []
+        for members in groups.values():
+            if len(members) > 1 and not planning.plan_db(
+                    records, members[:1], **self._op_args())[0].writes:
+                quiet.extend(members)
+            else:
+                planned.extend(members)
+        return planned, quiet
 
     def _submit(self, plans):
         """Start the writes of plans under the pool writer lease (planned

@@ -238,7 +238,10 @@ def main():
                             "--event-timeout", "5"] + extra, env=env,
                            stdout=subprocess.DEVNULL,
                            stderr=open(args.watcher_log, "a") if args.watcher_log
-                           else subprocess.DEVNULL)
+                           else subprocess.DEVNULL,
+                           # `-m` puts the working directory first on the
+                           # path: it must be the tree under test
+                           cwd=args.watcher_root)
         sync_start = time.monotonic()
         while not os.path.exists(os.path.join(state, "cache.json")):
             time.sleep(0.05)

@@ -9,14 +9,21 @@ and PIF:
 
 - Start and every reconnect begin with a full sync: an event token is taken
   first, then one get_all_records per class (parsed as it streams in,
-  only the fields the pack reads kept), then a full reconcile runs, so
-  nothing created while we were away is missed; anything that changed after
+  only the fields the pack reads kept), then a full reconcile runs (one
+  plan per group of VIFs holding the very same maps), so nothing created
+  while we were away is missed; anything that changed after
   the token arrives again as an event (planning is idempotent).
 - event.from and get_all_records go over a connection of their own
   (EventChannel), their XML parsed in C and only the fields in
   watch_events.KEEP turned into values; big sets of refs nobody reads (a
-  network's VIFs) are cut out first. Records are interned and small, so
-  memory stays flat; after a sync the freed heap goes back to the OS.
+  network's VIFs) are cut out first. Every call, the login included, goes
+  over the watcher's own wire (LeanSession, LeanXapi): neither XenAPI nor
+  xmlrpc.client, http.client or ssl is loaded (7 MiB of RSS).
+- The snapshot is made of small read-only records (watch_events.Record),
+  strings interned and equal other_config maps shared, built as the sync's
+  replies stream in; the old snapshot goes before a resync reads the new
+  one, and big blocks go back to the OS when freed, so memory stays flat
+  across resyncs.
 - For each batch the pure core (netoffload.agents.watch_events) updates the
   snapshot and works out which VIFs and PIFs it affects, which need live
   enforcement and which cache entries change; this module acts on that.

@@ -312,13 +312,16 @@ def main():
         probe_p50 = percentile(probe.samples, 50)
         floor_ms = writes_per_vif * probe_p50
         rss_load = [v for _, v in rss]
-        resyncs, rss_resync = [], []
+        resyncs, rss_resync, rss_settled = [], [], []
         for _ in range(0 if args.no_restart else args.restarts):
             resyncs.append(restart_and_resync(admin, sock, net, vms[0],
                                               str(99 - len(resyncs))))
             time.sleep(2.0)  # the resync's cache write done
             rss_resync.append(rss_kib(watcher.pid))
             rss.append((time.monotonic() - t0, rss_resync[-1]))
+            time.sleep(3.0)  # settled: no transient of the resync left
+            rss_settled.append(rss_kib(watcher.pid))
+            rss.append((time.monotonic() - t0, rss_settled[-1]))
         resync_seconds = resyncs[0] if resyncs else None
         rss_values = [v for _, v in rss]
         result = {
@@ -345,6 +348,8 @@ def main():
                         "max_during_load": round(max(rss_load) / 1024.0, 1),
                         "after_resyncs": [round(v / 1024.0, 1)
                                           for v in rss_resync],
+                        "after_resyncs_settled": [round(v / 1024.0, 1)
+                                                  for v in rss_settled],
                         "end": round(rss_values[-1] / 1024.0, 1)},
             "rss_samples_kib": rss,
             "latency_by_second_p50_max_ms": latency_by_second,
@@ -375,6 +380,8 @@ def main():
                              result["rss_mib"]["max_during_load"]),
                             ("RSS after resyncs (MiB)", " ".join(
                                 str(v) for v in result["rss_mib"]["after_resyncs"])),
+                            ("... 5 s later (MiB)", " ".join(
+                                str(round(v / 1024.0, 1)) for v in rss_settled)),
                             ("RSS end (MiB)", result["rss_mib"]["end"]),
                             ("sim probe p50 (ms)", result["sim_probe_ms"]["p50"]),
                             ("sim probe p99 (ms)", result["sim_probe_ms"]["p99"]),

@@ -2,7 +2,8 @@
 """Watcher benchmark against the XAPI simulator with 1 ms added per call.
 
 1. A pool with --pool-vifs VIFs (default 10,000) whose keys are already in
-   policy is loaded into the simulator; the watcher starts (in a throw-away
+   policy (the six keys and one book, as the pack leaves them) is loaded
+   into the simulator; the watcher starts (in a throw-away
    netns, so it can never touch this machine's devices) and syncs.
 2. VIF.create runs at a sustained --rate (default 100/s) for --seconds
    (default 60). A listener on event.from timestamps the moment each new
@@ -11,16 +12,20 @@
 3. The watcher's RSS is sampled every second from /proc, its CPU time
    read from /proc before and after the load: CPU ms per event (per
    VIF.create) and the share of one core.
-4. Then the simulator restarts (sessions gone, like a master's xapi
-   restart): the time until the watcher has resynchronised the whole pool
-   and written the keys of a VIF created right after the restart.
+4. Then the simulator restarts --restarts times (default 2; sessions
+   gone, like a master's xapi restart): each time, how long until the
+   watcher has resynchronised the whole pool and written the keys of a VIF
+   created right after the restart, and its RSS 2 s and 7 s after that
+   (flat: no growth from one resync to the next).
 
 Targets (issue 15 item 4): p99 <= 60 ms; CPU <= 25 % of one core; RSS <=
 35 MiB and flat over the run. The floor of the latency in the same run:
 the writes of one VIF one after the other, each costing the simulator's
 round trip measured by a probe (`floor_ms`), and the ratio p99 / floor.
-`--watcher-root` runs another tree's watcher (e.g. a worktree of main) for
-a before/after pair in the same session.
+`--watcher-root` runs another tree's watcher (e.g. an export of main) for
+a before/after pair in the same session (as its working directory too).
+BENCH_PROFILE=file profiles the watcher's whole run, BENCH_PROFILE_LOAD=file
+its event loop during the load only.
 Prints a table and writes bench/results/bench_watch.json (or --out). Needs
 root.
 """

@@ -1266,6 +1266,8 @@ class Watcher(object):
         which are not planned (a full sync of a pool in policy: one plan
         per group instead of one per VIF)."""
         records = self.records
+        if records is None:
+            return list(refs), []
         groups = collections.OrderedDict()
         for ref in refs:
             vif = records.vifs.get(ref)

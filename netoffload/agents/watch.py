@@ -742,7 +742,10 @@ class KeyWriters(object):
                 for _ in range(self.size)]
             self._clients = queue.Queue()
             for session in self._sessions:
-                client = RetryingXapi(session)
+                # over the login's own connection (a XenAPI session's
+                # calls: a connection of their own)
+                client = RetryingXapi(session,
+                                      getattr(session, "channel", None))
                 self._channels.append(client.channel)
                 self._clients.put(client)
             self._executor = concurrent.futures.ThreadPoolExecutor(self.size)

@@ -4,6 +4,16 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# The suite runs in TEST_JOBS processes (pytest-xdist), one test file per
+# process at a time, so a module's fixtures are built once and its tests keep
+# their order. Most tests wait on processes, namespaces and simulated
+# latency rather than on the CPU. Tests marked `serial` measure throughput or
+# timing and run afterwards, one at a time. Exit status 5 means no test was
+# selected, which a narrowed PYTEST_ARGS can cause in either phase.
+TEST_JOBS ?= 3
+PYTEST_PHASES = \
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile -m "$(1)not serial" $(PYTEST_ARGS) || [ $$? -eq 5 ]; \
+	$(PY) -m pytest -m "$(1)serial" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 .PHONY: all bootstrap test test-fast lint demo box rpm pack bench clean
 
@@ -13,7 +23,7 @@ bootstrap:
 	PYTHON=$(PYTHON) tools/bootstrap
 
 test: bootstrap
-	$(PY) -m pytest $(PYTEST_ARGS)
+	set -e; $(call PYTEST_PHASES,)
 
 # The static checks alone: ruff, basedpyright at Python 3.6, vermin and the
 # dom0 import rules (settings in pyproject.toml). `make test` runs them too.
@@ -22,7 +32,7 @@ lint: bootstrap
 
 # Tests that need neither root nor network namespaces.
 test-fast: bootstrap
-	$(PY) -m pytest -m "not root" $(PYTEST_ARGS)
+	set -e; $(call PYTEST_PHASES,not root and )
 
 demo: bootstrap
 	$(PY) -m sim.demo $(DEMO_ARGS)

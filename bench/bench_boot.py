@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -83,7 +84,7 @@ def make_devices(ns, work, prefix_vif, prefix_tap, count, first_domid):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--domains", type=int, default=500)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--cache-vifs", type=int, default=10000)
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -153,7 +154,7 @@ def main():
                   "device %.3f s: %.1fx" % (r + 1, len(mine), ours, baseline,
                                              baseline / ours))
         speedups = sorted(x["speedup"] for x in rounds)
-        median = speedups[len(speedups) // 2]
+        median = round(statistics.median(speedups), 1)  # even counts too
         result = {"domains": args.domains, "cache_vifs": args.cache_vifs,
                   "rounds": rounds, "median_speedup": median,
                   "worst_speedup": speedups[0], "target_speedup": 10,

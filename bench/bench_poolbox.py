@@ -18,9 +18,12 @@
    more status run, not timed, is watched through /proc: the most member
    plugin processes alive at once (the fan-out's concurrency as xapi sees
    it) and the peak RSS (VmHWM) of the calling plugin process; also the
-   XAPI logins of a status run, one whole-pool snapshot's time (each member
-   takes one), and the peak RSS of this process (the box: simulator and
-   namespaces' driver) and of any child.
+   XAPI logins and XAPI calls (all, and get_all_records) of a status run,
+   one whole-pool snapshot's time (what a member took before) and one local
+   snapshot's (what a member's scope=local call takes now: its host's part,
+   context.local_snapshot; for a member with guests and one without), and
+   the peak RSS of this process (the box: simulator and namespaces' driver)
+   and of any child.
 
 Targets: the end-to-end test (and `make demo`) under ~60 s. Needs root.
 Prints a table and writes bench/results/bench_poolbox.json.
@@ -37,6 +40,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from netoffload.pool import context  # noqa: E402
 from netoffload.pool import xapi as pool_xapi  # noqa: E402
 from sim import demo, poolbox  # noqa: E402
 
@@ -173,8 +177,29 @@ def snapshot_seconds(box, rounds=5):
     return statistics.median(times)
 
 
+def local_snapshot_seconds(box, host_ref, rounds=5):
+    """Median wall time and XAPI calls of one local snapshot of a host
+    (what its scope=local call reads)."""
+    api = pool_xapi.Xapi(box.session())
+    times = []
+    for _ in range(rounds):
+        calls = api.calls
+        started = time.time()
+        context.local_snapshot(api, host_ref)
+        times.append(time.time() - started)
+    return statistics.median(times), api.calls - calls
+
+
 def logins(box):
     return box.sim.call_counts().get("session.login_with_password", 0)
+
+
+def calls_since(box, before):
+    """(all XAPI calls, get_all_records calls) served since `before`."""
+    now = box.sim.call_counts()
+    diff = dict((m, n - before.get(m, 0)) for m, n in now.items())
+    return (sum(diff.values()),
+            sum(n for m, n in diff.items() if m.endswith(".get_all_records")))
 
 
 def scale(hosts):
@@ -196,6 +221,7 @@ def scale(hosts):
             statuses.append(seconds)
         answered = len(json.loads(proc.stdout).get("hosts", []))
         before = logins(box)
+        counts = box.sim.call_counts()
         watcher = Watcher()
         watcher.start()
         try:
@@ -205,9 +231,17 @@ def scale(hosts):
             watcher.stop.set()
             watcher.join()
         status_logins = logins(box) - before
+        status_calls, status_get_all = calls_since(box, counts)
         snapshot_s = snapshot_seconds(box)
-        timed_cli(master, "policy", "set", "pool", "vif", "tx-off")
-        timed_cli(master, "policy", "set", "pool", "pif", "gro=off")
+        # a member with guests (the demo's are on the first hosts) and the
+        # last host, which has none
+        local_guests_s, local_guests_calls = local_snapshot_seconds(
+            box, box.hosts[1].ref)
+        local_bare_s, local_bare_calls = local_snapshot_seconds(
+            box, box.hosts[-1].ref)
+        timed_cli(master, "policy", "set", "pool", "vif", "tx-off", "--yes")
+        timed_cli(master, "policy", "set", "pool", "pif", "gro=off",
+                  "--yes")
         applied, proc = timed_cli(master, "apply", "ALL", "--pool", "--yes",
                                   "--json")
         apply_failed = [h["name_label"] for h in
@@ -246,7 +280,13 @@ def scale(hosts):
                 watcher.member_hwm_kib / 1024.0, 1),
             "watched_samples": watcher.samples,
             "status_logins": status_logins,
+            "status_xapi_calls": status_calls,
+            "status_get_all_records_calls": status_get_all,
             "snapshot_s_median": round(snapshot_s, 4),
+            "local_snapshot_guests_s_median": round(local_guests_s, 4),
+            "local_snapshot_guests_calls": local_guests_calls,
+            "local_snapshot_bare_s_median": round(local_bare_s, 4),
+            "local_snapshot_bare_calls": local_bare_calls,
             "apply_all_pool_s": round(applied, 3),
             "apply_hosts_failed": apply_failed,
             "revert_all_pool_s": round(reverted, 3)}
@@ -323,8 +363,19 @@ def main():
                          entry["floor_unbounded_caller_rss_mib"])))
         rows.append(("scale %d hosts: XAPI logins in one status --pool" %
                      hosts, "%d" % entry["status_logins"]))
+        rows.append(("scale %d hosts: XAPI calls in one status --pool "
+                     "(get_all_records)" % hosts, "%d (%d)" % (
+                         entry["status_xapi_calls"],
+                         entry["status_get_all_records_calls"])))
         rows.append(("scale %d hosts: one whole-pool snapshot" % hosts,
                      "%.1f ms" % (entry["snapshot_s_median"] * 1000)))
+        rows.append(("scale %d hosts: one local snapshot, member with "
+                     "guests / without (calls)" % hosts,
+                     "%.1f / %.1f ms (%d / %d)" % (
+                         entry["local_snapshot_guests_s_median"] * 1000,
+                         entry["local_snapshot_bare_s_median"] * 1000,
+                         entry["local_snapshot_guests_calls"],
+                         entry["local_snapshot_bare_calls"])))
     small, big = (results["scale"][str(h)] for h in SCALE_HOSTS)
     ratios = {}
     for name, key in (("status", "status_pool_s_median"),

@@ -3,6 +3,8 @@
 
 Measures, in-process, against the real XenAPI client:
 - per-call round trip over the unix socket and HTTP (latency 0 and 1 ms);
+- CPU per call on each side with the client in another process (as the
+  plugin is), through the XenAPI client and through the pack's own wire;
 - VIF.get_all_records with 10,000 VIFs;
 - event.from wake-up delay after a write from another client;
 - VIF.create throughput with and without the on-disk journal;
@@ -56,6 +58,37 @@ def per_call_us(api, vif, calls):
     return (time.perf_counter() - start) / calls * 1e6
 
 
+CPU_CALLS = 3000
+CPU_CHILD = """
+import sys, time, XenAPI
+from netoffload.pool import xapi
+socket_path, vif, transport, calls = sys.argv[1:5]
+session = XenAPI.Session("http://%s/" % socket_path.replace("/", "_"),
+                         transport=XenAPI.UDSTransport())
+session.login_with_password("root", "")
+client = xapi.Xapi(session, lean=transport == "lean")
+start = time.process_time()
+for i in range(int(calls)):
+    if i % 3 == 0:
+        client.call("VIF.get_other_config", vif)
+    elif i % 3 == 1:
+        client.call("VIF.add_to_other_config", vif, "cpu", "off")
+    else:
+        client.call("VIF.remove_from_other_config", vif, "cpu")
+print(time.process_time() - start)
+"""
+
+
+def cpu_child(socket_path, vif, transport):
+    """CPU_CALLS calls from another process, a third each a read, an add
+    and a remove of one key; the child's CPU seconds for them."""
+    out = subprocess.run(
+        [sys.executable, "-c", CPU_CHILD, socket_path, vif, transport,
+         str(CPU_CALLS)], cwd=ROOT, check=True, timeout=600,
+        stdout=subprocess.PIPE, universal_newlines=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
 def rss_mib():
     with open("/proc/self/status") as fh:
         for line in fh:
@@ -86,6 +119,18 @@ def main():
         sim.set_latency_ms(1)
         results["call_us_unix_1ms"] = per_call_us(unix, vif, 500)
         sim.set_latency_ms(0)
+
+        # CPU per call on each side, the client in another process (as the
+        # plugin is): the simulator's serving, the XenAPI client's and the
+        # pack's own wire's (netoffload.pool.xapi.Xapi)
+        for transport in ("xenapi", "lean"):
+            sim_cpu = time.process_time()
+            client_cpu = cpu_child(sim.socket_path, vif, transport)
+            sim_cpu = time.process_time() - sim_cpu
+            results["sim_cpu_us_per_call_%s" % transport] = \
+                sim_cpu / CPU_CALLS * 1e6
+            results["client_cpu_us_per_call_%s" % transport] = \
+                client_cpu / CPU_CALLS * 1e6
 
         # event.from wake-up delay
         token = getattr(unix.event, "from")(["vif"], "", 1.0)["token"]
@@ -176,6 +221,12 @@ def main():
         ("round trip, unix socket, 0 ms added", "call_us_unix_0ms", "us"),
         ("round trip, HTTP, 0 ms added", "call_us_http_0ms", "us"),
         ("round trip, unix socket, 1 ms added", "call_us_unix_1ms", "us"),
+        ("simulator CPU per call, XenAPI client", "sim_cpu_us_per_call_xenapi",
+         "us"),
+        ("simulator CPU per call, the pack's wire", "sim_cpu_us_per_call_lean",
+         "us"),
+        ("XenAPI client CPU per call", "client_cpu_us_per_call_xenapi", "us"),
+        ("the pack's wire, CPU per call", "client_cpu_us_per_call_lean", "us"),
         ("event.from wake after a write, p50", "event_wake_ms_p50", "ms"),
         ("event.from wake after a write, p99", "event_wake_ms_p99", "ms"),
         ("host.call_plugin, trivial plugin", "call_plugin_ms_median", "ms"),
@@ -190,6 +241,7 @@ def main():
     print("%-42s %12s" % ("simulator", "value"))
     for label, key, unit in rows:
         print("%-42s %9.1f %s" % (label, results[key], unit))
+    results["loadavg"] = [round(x, 2) for x in os.getloadavg()]
     out = os.path.join(ROOT, "bench", "results", "bench_sim.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as fh:

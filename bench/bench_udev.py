@@ -17,6 +17,15 @@ live-state record. In the same loop, interleaved: `python3 -I -S -c pass`
 the xenstore-read stand-in (a /bin/sh script of builtins, standing in for
 dom0's C tool; guest runs are also reported minus its time).
 
+Two floors are measured in the same loop: `python3 -I -S` plus one
+fsynced record write (what recording priors costs at the least), and
+bench/udev_floor.py, the irreducible parts of a bring-up done the
+cheapest way Python offers (the cache entry read from the same index, the
+lock, the record read and parsed, the ioctls of one change, the record
+written and fsynced, a syslog line; no package, no `os`) on twin devices
+with a state directory of its own. `python3 -I -S -c "import os"` shows
+what the package's first import costs before any of its own code.
+
 Prints a table and writes bench/results/bench_udev.json. Needs root.
 """
 import argparse
@@ -138,6 +147,7 @@ def main():
     if os.geteuid() != 0:
         sys.stderr.write("bench_udev needs root for a network namespace\n")
         return 2
+    loadavg_at_start = open("/proc/loadavg").read().split()[:3]
     work = tempfile.mkdtemp(prefix="nobenchudev")
     ns = NetNS("benchudev")
     try:
@@ -154,6 +164,12 @@ def main():
             handle.write(SH_STAND_IN)
         os.chmod(os.path.join(sh_bin, "xenstore-read"), 0o755)
         helper = entry_script(work, "netoffload.agents.udev", "-IS")
+        floor_state = os.path.join(work, "floorstate")
+        os.makedirs(floor_state, mode=0o700)
+        shutil.copy(os.path.join(state, cache.INDEX_FILE), floor_state)
+        with open(os.path.join(floor_state, "live-state.json"), "w") as handle:
+            handle.write('{"devices":{},"version":1}\n')
+        floor_script = os.path.join(ROOT, "bench", "udev_floor.py")
         # udev gives RUN programs a minimal environment: no PYTHONPATH here
         env = {"PATH": "%s:/usr/sbin:/usr/bin:/sbin:/bin" % sh_bin,
                "ACTION": "add", "SUBSYSTEM": "net",
@@ -165,11 +181,13 @@ def main():
         rows = dict((k, []) for k in (
             "helper PIF (veth eth*)", "helper guest (tap, sh stand-in)",
             "python3 -I -S -c pass", "python3 -I -S + fsynced record write",
-            "python3 -c pass",
+            "floor: minimal helper (udev_floor.py)",
+            "python3 -I -S -c 'import os'", "python3 -c pass",
             "bare ethtool -K (veth)", "sh xenstore-read stand-in"))
         for i in range(args.devices + 1):
             ns.add_veth("eth%d" % i, "peer%d" % i)
             ns.add_veth("bare%d" % i, "bpeer%d" % i)
+            ns.add_veth("floor%d" % i, "fpeer%d" % i)
             ns.add_tap("tap%d.0" % (i + 1))
         with ns.entered():
             # warm the page cache and the .pyc files: "cold" is the
@@ -187,6 +205,11 @@ def main():
                          dict(env, INTERFACE=tap)),
                         ("python3 -I -S + fsynced record write",
                          [PYTHON, "-I", "-S", "-c", RECORD_FLOOR], env),
+                        ("floor: minimal helper (udev_floor.py)",
+                         [PYTHON, "-I", "-S", floor_script, floor_state,
+                          "floor%d" % i, "eth%d" % i], env),
+                        ("python3 -I -S -c 'import os'",
+                         [PYTHON, "-I", "-S", "-c", "import os"], env),
                         ("python3 -c pass", [PYTHON, "-c", "pass"], env),
                         ("bare ethtool -K (veth)",
                          ["ethtool", "-K", "bare%d" % i] + set_all_off, env),
@@ -196,7 +219,7 @@ def main():
                         # eth0 went through strace above: take a fresh one
                         argv = [helper, "eth%d" % last]
                     ms, proc = timed_run(argv, run_env, key)
-                    if key.startswith("helper"):
+                    if key.startswith(("helper", "floor")):
                         assert proc.returncode == 0 and not proc.stderr, proc.stderr
                     rows[key].append(ms)
         # every helper run changed its device (recorded for revert): none
@@ -214,6 +237,12 @@ def main():
             medians["python3 -I -S + fsynced record write"] / floor, 2)
         cpu_ratio = round(cpu["helper PIF (veth eth*)"]
                           / cpu["python3 -I -S -c pass"], 2)
+        floor_key = "floor: minimal helper (udev_floor.py)"
+        minimal_ratio = round(medians[floor_key] / floor, 2)
+        minimal_cpu_ratio = round(cpu[floor_key] / cpu["python3 -I -S -c pass"], 2)
+        pif_to_minimal = round(medians["helper PIF (veth eth*)"]
+                               / medians[floor_key], 2)
+        pif_cpu_to_minimal = round(cpu["helper PIF (veth eth*)"] / cpu[floor_key], 2)
         guest_own = medians["helper guest (tap, sh stand-in)"] \
             - medians["sh xenstore-read stand-in"]
         guest_ratio = round(guest_own / floor, 2)
@@ -229,6 +258,14 @@ def main():
                   "guest_minus_stand_in_ms": round(guest_own, 2),
                   "guest_minus_stand_in_ratio_to_python_IS": guest_ratio,
                   "children_on_pif_path": children,
+                  "minimal_floor_ratio_to_python_IS": minimal_ratio,
+                  "minimal_floor_cpu_ratio_to_python_IS": minimal_cpu_ratio,
+                  "pif_ratio_to_minimal_floor": pif_to_minimal,
+                  "pif_cpu_ratio_to_minimal_floor": pif_cpu_to_minimal,
+                  "guest_cpu_ratio_to_python_IS": round(
+                      cpu["helper guest (tap, sh stand-in)"]
+                      / cpu["python3 -I -S -c pass"], 2),
+                  "loadavg_at_start": loadavg_at_start,
                   "loadavg": open("/proc/loadavg").read().split()[:3],
                   "target_ratio": 1.5}
         print("udev helper, cold, %d devices each, cache of %d VIFs (%d bytes)"
@@ -241,9 +278,14 @@ def main():
               "%.2fx CPU" % (pif_ratio, cpu_ratio))
         print("floor with the record write / python3 -I -S -c pass: %.2fx"
               % record_floor_ratio)
+        print("minimal helper floor / python3 -I -S -c pass: %.2fx wall, "
+              "%.2fx CPU" % (minimal_ratio, minimal_cpu_ratio))
+        print("PIF helper / minimal helper floor: %.2fx wall, %.2fx CPU"
+              % (pif_to_minimal, pif_cpu_to_minimal))
         print("guest helper minus stand-in / python3 -I -S: %.2fx" % guest_ratio)
         print("child processes on the PIF path: %s" % (children,))
-        print("load average %s" % " ".join(result["loadavg"]))
+        print("load average %s at the start, %s at the end" % (
+            " ".join(loadavg_at_start), " ".join(result["loadavg"])))
         os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
         with open(os.path.join(ROOT, "bench", "results", "bench_udev.json"), "w") as out:
             json.dump(result, out, indent=1, sort_keys=True)

@@ -258,6 +258,7 @@ class XapiSim(object):
             if not self.db.tables["pool"]:
                 self.db.create("pool", {"name_label": ""})
         self._methods = self._build_methods()
+        self._generic_entries = {}  # method -> _generic's entry
         # Calls with an Async form: xapi's custom messages, constructors and
         # destructors; not field accessors, session or event calls
         # (ocaml/idl/datamodel_common.ml call ~flags, datamodel_utils.ml).
@@ -503,10 +504,17 @@ class XapiSim(object):
         entry = self._methods.get(method)
         if entry is not None:
             return entry
+        entry = self._generic_entries.get(method)
+        if entry is not None:
+            return entry
         cls, _, name = method.partition(".")
         if cls not in schema.CLASSES:
             return None
-        return self._generic(cls, name)
+        entry = self._generic(cls, name)
+        if entry is not None:
+            # a class's calls follow from the schema alone: made once
+            self._generic_entries[method] = entry
+        return entry
 
     def _generic(self, cls, name):
         fields = schema.CLASSES[cls]

@@ -3,6 +3,9 @@
 from typing import Any, Callable, Union
 
 SIGALRM: int
+SIGPIPE: int
+SIGXFSZ: int
+SIG_DFL: int
 
 def alarm(seconds: int) -> int: ...
 def signal(signalnum: int, handler: Union[Callable[[int, Any], Any], int, None]) -> Any: ...

@@ -56,7 +56,6 @@ from netoffload import paths
 from netoffload.engine import jsonlite
 from netoffload.engine.features import FEATURES, VALUES
 from netoffload.errors import NotFound
-from netoffload.pool import keys
 
 FORMAT = 1
 CACHE_FILE = "cache.json"
@@ -193,6 +192,8 @@ class LocalCache(object):
     def vif(self, vm_uuid, devid):
         if not is_uuid(vm_uuid) or not _is_devid(devid):
             return None, None
+        # a guest device only: a PIF's bring-up skips the pool package
+        from netoffload.pool import keys  # noqa: PLC0415
         return self._lookup("vifs", keys.owner_key(vm_uuid, devid))
 
     def _lookup(self, section, key):

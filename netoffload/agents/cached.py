@@ -8,12 +8,12 @@ features are applied through LiveStateStore, so that revert can restore
 the device. A device the cache does not list is left alone.
 
 This is on the udev helper's path: keep its imports light (no re; the
-runner, for xenstore-read, only for a guest device).
+runner, for xenstore-read, and the pool's keys only for a guest device;
+runner.run_small: no subprocess import).
 """
 from netoffload.agents import cache
 from netoffload.engine import devices
 from netoffload.errors import DeviceError, NotFound
-from netoffload.pool import keys
 
 XENSTORE_TIMEOUT = 3.0
 XENSTORE_READ = "xenstore-read"
@@ -21,7 +21,7 @@ XENSTORE_READ = "xenstore-read"
 
 def _xenstore_read(path):
     from netoffload import runner  # noqa: PLC0415 (start-up: module doc)
-    done = runner.run([XENSTORE_READ, path], timeout=XENSTORE_TIMEOUT)
+    done = runner.run_small([XENSTORE_READ, path], timeout=XENSTORE_TIMEOUT)
     if done.returncode != 0:
         raise NotFound("xenstore has no %s (%s)" % (
             path, done.stderr.strip() or "exit %d" % done.returncode))
@@ -90,6 +90,7 @@ def target_of(device, loaded, vm_uuid=None):
         wanted, entry = loaded.pif(device)
         return Target(device, wanted, entry, None, "PIF")
     kind, domid, devid = guest
+    from netoffload.pool import keys  # noqa: PLC0415 (a PIF needs no pool import)
     if vm_uuid is None:
         vm_uuid = vm_uuid_of_domain(domid)
     wanted, entry = loaded.vif(vm_uuid, devid)

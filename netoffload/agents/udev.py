@@ -13,7 +13,7 @@ device) is netoffload.agents.cached, shared with the boot unit; this module
 adds the udev side: the device from argv or $INTERFACE, the deadline, the
 `remove` action, one log line and exit status 0.
 
-It applies inline: a Python start, a cache read and one `ethtool -K` take
+It applies inline: a Python start, a cache read and one ETHTOOL_SFEATURES ioctl take
 tens of milliseconds, far inside udev's event timeout, and doing it inside
 the event means vif-real and we never race over the same device. A hard
 deadline (DEADLINE seconds, SIGALRM) bounds it anyway; subprocesses have
@@ -27,7 +27,7 @@ for the new device's past.
 It logs one line to syslog and always exits 0: a missing or corrupt cache, an
 unknown domain, a bad name or an ethtool failure leaves the device alone.
 Running it twice is harmless (Windows PV guests register their vif twice);
-the second run finds nothing to change and runs no ethtool -K.
+the second run finds nothing to change and sends no request.
 """
 import os
 import sys

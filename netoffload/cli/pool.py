@@ -9,7 +9,12 @@ TARGET is `ALL`, `vm=NAME`, `tag=T`, `network=N` or `pif=DEV`.
 for `YES` on the terminal, like the original script's sanity check; with no
 terminal and no --yes they stop with exit code 2 (with --json: the plan in
 the error document).
+
+`--wait SECONDS` (apply, revert, policy set/clear): how long the change
+waits for another writer's pool lease before NETOFFLOAD_BUSY (the
+plugin's `wait=`; default 20 s).
 """
+import argparse
 import csv
 import json
 import sys
@@ -18,7 +23,7 @@ import time
 from netoffload import errors, exitcodes
 from netoffload.cli import output, render
 from netoffload.cli.output import add_json, emit_json, examples, progress
-from netoffload.pool import xapi
+from netoffload.pool import lease, xapi
 
 PLUGIN = "netoffload"
 TARGET_KINDS = ("vm", "tag", "network", "pif")
@@ -287,7 +292,34 @@ def _policy_args(ns, text):
     for key in ("vm", "network", "tag", "host"):
         if getattr(ns, key):
             args[key] = getattr(ns, key)
+    _add_wait(args, ns)
     return args
+
+
+def wait_seconds(text):
+    """--wait's value: whole seconds, 0..lease.MAX_WAIT_S."""
+    try:
+        seconds = int(text, 10)
+    except ValueError:
+        seconds = -1
+    if not 0 <= seconds <= lease.MAX_WAIT_S:
+        raise argparse.ArgumentTypeError(
+            "%r is not a number of seconds from 0 to %d" % (
+                text[:40], lease.MAX_WAIT_S))
+    return seconds
+
+
+def _add_wait(args, ns):
+    if ns.wait is not None:
+        args["wait"] = str(ns.wait)
+
+
+def _add_wait_option(parser):
+    parser.add_argument(
+        "--wait", type=wait_seconds, metavar="SECONDS",
+        help="wait up to SECONDS (0..%d) for another netoffload writer in "
+        "the pool to finish, then fail with NETOFFLOAD_BUSY (default %d)"
+        % (lease.MAX_WAIT_S, lease.DEFAULT_WAIT_S))
 
 
 def print_policy(res, out):
@@ -425,6 +457,7 @@ def _apply(ns):
                       (ns.dry_run, "dry_run")):
         if flag:
             args[key] = "true"
+    _add_wait(args, ns)
     return _run_change("apply", args, ns)
 
 
@@ -434,6 +467,7 @@ def _revert(ns):
         args["pool"] = "true"
     if ns.dry_run:
         args["dry_run"] = "true"
+    _add_wait(args, ns)
     return _run_change("revert", args, ns)
 
 
@@ -628,6 +662,7 @@ def register(subparsers):
                        help="show the plan, store nothing")
         s.add_argument("--yes", action="store_true",
                        help="do not ask (pool, host, network, tag levels)")
+        _add_wait_option(s)
 
     p = _parser(subparsers, "apply", "bring keys and devices in line with "
                 "the policy",
@@ -651,6 +686,7 @@ def register(subparsers):
                    help="do not ask before changing ALL")
     p.add_argument("--force", action="store_true",
                    help="also overwrite explicit ethtool-* keys (saved first)")
+    _add_wait_option(p)
 
     p = _parser(subparsers, "revert", "restore saved keys and live state",
                 "Restore the ethtool-* keys and live features netoffload "
@@ -666,6 +702,7 @@ def register(subparsers):
                    help="show what would be restored; change nothing")
     p.add_argument("--yes", action="store_true",
                    help="do not ask before reverting ALL")
+    _add_wait_option(p)
 
     p = _parser(subparsers, "report", "which VMs have offload off, and why",
                 "Pool-wide, from the database: every VIF of every VM "

@@ -25,7 +25,11 @@ ethtool binary and list_devices import theirs when used. Dicts keep their
 insertion order (CPython 3.6+), so no OrderedDict.
 """
 import errno
-import operator
+
+try:
+    import _operator as operator  # the C module: operator.py is start-up time
+except ImportError:  # pragma: no cover - every CPython has it
+    import operator
 
 from netoffload.engine.devices import validate_device
 from netoffload.engine.ethtool_ioctl import (

@@ -15,17 +15,19 @@ valid bit: the kernel or the driver kept it). This is what `ethtool -K`
 does, through the ioctl or the equivalent netlink request. The socket
 belongs to the network namespace it was created in.
 """
-import array
 import errno
 import fcntl
-import struct
+import sys
 
 try:
-    # the C module itself: `socket` imports enum, selectors and more, a
-    # large part of the udev helper's start (only .socket() is used here)
+    # the C modules themselves: `socket` imports enum, selectors and more,
+    # `struct` is a file that re-exports _struct; both are start-up time of
+    # the udev helper (only .socket() and the packing functions are used)
     import _socket as socket_module
-except ImportError:  # pragma: no cover - every CPython has it
+    import _struct as struct
+except ImportError:  # pragma: no cover - every CPython has them
     import socket as socket_module
+    import struct
 
 SIOCETHTOOL = 0x8946
 ETHTOOL_GSTRINGS = 0x1b
@@ -52,9 +54,52 @@ FALLBACK_ERRNOS = frozenset(e for e in (
     errno.EAFNOSUPPORT, errno.EFAULT))
 
 
-def _buffer(size):
-    """A zeroed, writable buffer whose address stays put (ioctl data)."""
-    return array.array("B", bytes(size))
+def _array_buffer(size):
+    """(buffer, address): a zeroed, writable buffer whose address stays
+    put while it lives (ioctl data), as an array (buffer_info)."""
+    import array  # noqa: PLC0415 (start-up: see _buffer)
+    buf = array.array("B", bytes(size))
+    return buf, buf.buffer_info()[0]
+
+
+_CTYPES = []  # [(_ctypes, its c_char)], made on first use
+_CTYPES_TYPES = {}  # size -> array type
+
+
+def _ctypes_buffer(size):
+    """_array_buffer's twin over ctypes' C module (`ctypes` itself costs as
+    much as the array import it replaces)."""
+    if not _CTYPES:
+        import _ctypes  # noqa: PLC0415 (start-up: see _buffer)
+
+        class _Char(_ctypes._SimpleCData):  # ctypes.c_char
+            _type_ = "c"
+        _CTYPES.append((_ctypes, _Char))
+    module, char = _CTYPES[0]
+    # one array type serves every request up to a page (each new type is
+    # a class to build); the kernel uses only what the command says
+    size = max(size, 4096)
+    kind = _CTYPES_TYPES.get(size)
+    if kind is None:
+        kind = _CTYPES_TYPES[size] = char * size
+    buf = kind()
+    return buf, module.addressof(buf)
+
+
+def _pick_buffer():
+    """array where it is cheap: since Python 3.10 importing it imports
+    collections.abc (a third of a bare interpreter's start, on every udev
+    bring-up) unless that is loaded already; there ctypes' C module."""
+    if sys.version_info < (3, 10) or "collections.abc" in sys.modules:
+        return _array_buffer
+    try:
+        import _ctypes  # noqa: F401, PLC0415 (is it there?)
+    except ImportError:  # pragma: no cover - a python built without libffi
+        return _array_buffer
+    return _ctypes_buffer
+
+
+_buffer = _pick_buffer()
 
 
 class IoctlReader(object):
@@ -76,23 +121,23 @@ class IoctlReader(object):
     def __exit__(self, *exc):
         self.close()
 
-    def _ioctl(self, device, buf):
-        """The ioctl's return value (SFEATURES returns flags in it)."""
-        # buf is an array: buffer_info() gives its address without ctypes
-        # (a few ms of the udev helper's start-up)
+    def _ioctl(self, device, buffer):
+        """The ioctl's return value (SFEATURES returns flags in it);
+        buffer: (buf, address) from _buffer, the ethtool command in buf."""
         ifreq = bytearray(_IFREQ_SIZE)
         struct.pack_into("%dsP" % IFNAMSIZ, ifreq, 0, device.encode("ascii"),
-                         buf.buffer_info()[0])
+                         buffer[1])
         fd = self._sock.fileno()
         if fd < 0:
             raise OSError(errno.EBADF, "the ioctl reader is closed")
         return fcntl.ioctl(fd, SIOCETHTOOL, ifreq, True)
 
     def _feature_count(self, device):
-        buf = _buffer(struct.calcsize("=IIQI"))
+        buffer = _buffer(struct.calcsize("=IIQI"))
+        buf = buffer[0]
         struct.pack_into("=IIQ", buf, 0, ETHTOOL_GSSET_INFO, 0,
                          1 << ETH_SS_FEATURES)
-        self._ioctl(device, buf)
+        self._ioctl(device, buffer)
         mask = struct.unpack_from("=Q", buf, 8)[0]
         if not mask & (1 << ETH_SS_FEATURES):
             raise OSError(errno.EOPNOTSUPP, "no feature strings")
@@ -101,11 +146,11 @@ class IoctlReader(object):
     def _feature_names(self, device, count):
         names = self._strings.get(count)
         if names is None:
-            buf = _buffer(12 + count * ETH_GSTRING_LEN)
-            struct.pack_into("=III", buf, 0, ETHTOOL_GSTRINGS,
+            buffer = _buffer(12 + count * ETH_GSTRING_LEN)
+            struct.pack_into("=III", buffer[0], 0, ETHTOOL_GSTRINGS,
                              ETH_SS_FEATURES, count)
-            self._ioctl(device, buf)
-            raw = buf.tobytes()[12:]
+            self._ioctl(device, buffer)
+            raw = bytes(buffer[0])[12:]
             names = tuple(
                 raw[i * ETH_GSTRING_LEN:(i + 1) * ETH_GSTRING_LEN]
                 .split(b"\0", 1)[0].decode("ascii", "replace")
@@ -142,10 +187,10 @@ class IoctlReader(object):
             words[2 * (position // 32)] |= bit
             if on:
                 words[2 * (position // 32) + 1] |= bit
-        buf = _buffer(8 + blocks * _SET_BLOCK.size)
-        struct.pack_into("=II%dI" % len(words), buf, 0, ETHTOOL_SFEATURES,
-                         blocks, *words)
-        return self._ioctl(device, buf)
+        buffer = _buffer(8 + blocks * _SET_BLOCK.size)
+        struct.pack_into("=II%dI" % len(words), buffer[0], 0,
+                         ETHTOOL_SFEATURES, blocks, *words)
+        return self._ioctl(device, buffer)
 
     def read_words(self, device):
         """(names, words): the kernel's feature names (a tuple, the same
@@ -154,10 +199,10 @@ class IoctlReader(object):
         OSError from the ioctl."""
         count, names = self._names(device)
         blocks = (count + 31) // 32
-        buf = _buffer(8 + blocks * _BLOCK.size)
-        struct.pack_into("=II", buf, 0, ETHTOOL_GFEATURES, blocks)
-        self._ioctl(device, buf)
-        return names, struct.unpack_from("=%dI" % (4 * blocks), buf, 8)
+        buffer = _buffer(8 + blocks * _BLOCK.size)
+        struct.pack_into("=II", buffer[0], 0, ETHTOOL_GFEATURES, blocks)
+        self._ioctl(device, buffer)
+        return names, struct.unpack_from("=%dI" % (4 * blocks), buffer[0], 8)
 
     def read(self, device):
         """[(name, active, fixed, requested)] in kernel order, where fixed

@@ -120,6 +120,15 @@ def kernel_bits_for(short, kernel_names):
 
 
 _GROUPS = {}  # kernel names -> groups; a dict, not functools (start-up)
+_HEADS = []  # [(short, pattern, the pattern's text before its first *)]
+
+
+def _pattern_heads():
+    if not _HEADS:
+        _HEADS.extend((short, pattern, pattern.split("*", 1)[0])
+                      for short, patterns in KERNEL_PATTERNS.items()
+                      for pattern in patterns)
+    return _HEADS
 
 
 def group_bits(kernel_names):
@@ -131,14 +140,15 @@ def group_bits(kernel_names):
         if len(_GROUPS) >= 8:
             _GROUPS.clear()
         members = dict((short, []) for short in KERNEL_PATTERNS)
+        heads = _pattern_heads()
         for name in kernel_names:
             if name[:3] not in ("tx-", "rx-"):
                 continue  # every pattern starts so: most bits end here
-            for short, patterns in KERNEL_PATTERNS.items():
-                for pattern in patterns:
-                    if _star_match(name, pattern):
-                        members[short].append(name)
-                        break
+            for short, pattern, head in heads:
+                # the head test is _star_match's first, without the call
+                if name.startswith(head) and _star_match(name, pattern) \
+                        and name not in members[short]:
+                    members[short].append(name)
         groups = _GROUPS[kernel_names] = dict(
             (short, tuple(names)) for short, names in members.items())
     return groups

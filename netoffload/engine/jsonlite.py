@@ -7,10 +7,16 @@ of objects, strings, numbers, true/false/null, so this module handles it:
 
 - `dumps(value)` gives exactly `json.dumps(value, indent=1, sort_keys=True)`
   (ensure_ascii escapes included; tests compare the two);
-- `loads(text)` parses strict JSON; on anything it does not take (or text
-  larger than LITE_LIMIT, where the C parser is faster than the import is
-  slow) it hands the text to `json.loads`, so it never accepts more than
-  `json` does and fails with the same ValueError.
+- `dumps_compact(value)` gives exactly `json.dumps(value, sort_keys=True,
+  separators=(",", ":"))`, through json's C encoder (`_json`) when it is
+  there;
+- `loads(text)` parses strict JSON with json's own C scanner (`_json`,
+  which does not import json: the same values, a fraction of a pure
+  Python parse), else with the parser below; on anything it does not take
+  (or text larger than LITE_LIMIT for the Python parser, where the C
+  parser is faster than the import is slow) it hands the text to
+  `json.loads`, so it never accepts more than `json` does and fails with
+  the same ValueError.
 """
 
 LITE_LIMIT = 32 * 1024
@@ -237,9 +243,69 @@ def _parse(text, i, depth):
     raise _NotLite()  # NaN, Infinity and anything else: json decides
 
 
+_C = []  # [(scanner or None, _json or None)], made on first use
+
+
+class _ScanContext(object):
+    """What json.scanner.c_make_scanner reads from a JSONDecoder, as
+    json.loads's default decoder has it."""
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = {"-Infinity": float("-inf"), "Infinity": float("inf"),
+                      "NaN": float("nan")}.__getitem__
+    memo = None
+
+
+def _not_serializable(value):
+    raise TypeError("not JSON serializable: %r" % (value,))
+
+
+def _c_parts():
+    """(scanner, the _json module) from json's C accelerator; None for
+    what this Python lacks."""
+    if not _C:
+        try:
+            import _json  # noqa: PLC0415 (only what json itself uses)
+        except ImportError:  # pragma: no cover - every CPython 3 has it
+            _json = None
+        scanner = getattr(_json, "make_scanner", None)
+        encodes = all(hasattr(_json, name) for name in (
+            "make_encoder", "encode_basestring_ascii"))
+        _C.append((scanner(_ScanContext()) if scanner else None,
+                   _json if encodes else None))
+    return _C[0]
+
+
+def dumps_compact(value):
+    """json.dumps(value, sort_keys=True, separators=(",", ":"))."""
+    module = _c_parts()[1]
+    if module is None:  # pragma: no cover - see _c_parts
+        import json  # noqa: PLC0415 (start-up: see the module doc)
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    # what json.dumps builds for these arguments (a new one each time: its
+    # circular-reference markers are per call)
+    encode = module.make_encoder(
+        {}, _not_serializable, module.encode_basestring_ascii, None, ":",
+        ",", True, False, True)
+    return "".join(encode(value, 0))
+
+
 def loads(text):
     """json.loads(text), mostly without importing json."""
-    if len(text) <= LITE_LIMIT:
+    scan = _c_parts()[0] if isinstance(text, str) else None
+    if scan is not None:
+        if not text.startswith("\ufeff"):  # json refuses a BOM
+            try:
+                value, end = scan(text, _skip(text, 0))
+            except (StopIteration, ValueError):
+                pass  # json.loads below says what is wrong
+            else:
+                if _skip(text, end) == len(text):
+                    return value
+    elif len(text) <= LITE_LIMIT:
         try:
             value, end = _parse(text, 0, 0)
             if _skip(text, end) == len(text):

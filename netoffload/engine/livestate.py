@@ -45,15 +45,15 @@ LOCK_FILE = "live-state.lock"
 FORMAT_VERSION = 1
 LOCK_TIMEOUT = 30.0
 CORRUPT_SUFFIX = ".corrupt-"
-BIG_RECORD = 64  # devices; a bigger record is written by the json module
 HOLD_SET = "set"  # the holder: `netoffload set`
 
 
 def atomic_write_json(path, data, mode=0o600):
     """Write JSON so that readers see the old or the new file, never half
-    (the text json.dumps(indent=1, sort_keys=True) gives, without the json
-    import: jsonlite; a record of more than BIG_RECORD devices compact,
-    by json's C encoder).
+    (the text json.dumps(sort_keys=True, separators=(",", ":")) gives:
+    compact, by json's C encoder without the json import, through
+    jsonlite; a few microseconds where an indented record took the udev
+    helper a pure Python encoding on every bring-up).
 
     The file is fsynced before the rename (never an empty record after a
     power loss), the directory is not: the live state it describes does
@@ -62,13 +62,7 @@ def atomic_write_json(path, data, mode=0o600):
     bring-up milliseconds.
 
     DeviceError naming the file (a full disk with its own message)."""
-    if len(data.get("devices") or ()) > BIG_RECORD:
-        # a boot pass's thousand devices: json's C encoder, which it uses
-        # only without indent (json's import is nothing beside the work)
-        import json  # noqa: PLC0415 (start-up: jsonlite's module doc)
-        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    else:
-        text = jsonlite.dumps(data)
+    text = jsonlite.dumps_compact(data)
     try:
         statedir.atomic_write(path, text + "\n", mode, sync_dir=False)
     except (IOError, OSError) as err:
@@ -105,11 +99,24 @@ def _hold_from(raw):
     }
 
 
+_CANONICAL = {"on": "on", "off": "off"}
+
+
 def _onoff_map(raw, key_ok):
+    """{key: 'on'|'off'} of the entries of raw whose key passes key_ok and
+    whose value value_or_none takes. Every record is read whole on every
+    bring-up, so what we wrote ourselves ('on'/'off') goes the short way."""
     if not isinstance(raw, dict):
         return {}
-    return dict((k, value_or_none(v)) for k, v in raw.items()
-                if key_ok(k) and value_or_none(v) is not None)
+    result = {}
+    canonical = _CANONICAL.get
+    for key, value in raw.items():
+        norm = canonical(value) if value.__class__ is str else None
+        if norm is None:
+            norm = value_or_none(value)
+        if norm is not None and key_ok(key):
+            result[key] = norm
+    return result
 
 
 class _Held(object):

@@ -1,7 +1,9 @@
 """The plugin entry point's table: `FUNCTIONS` {name: fn(session, args)}.
 
-Each function from netoffload.plugin.functions.FUNCTIONS and
-netoffload.plugin.diagnostics.PLUGIN_FUNCTIONS is wrapped so that xapi gets what it expects:
+Each function of netoffload.plugin.functions.FUNCTIONS and
+netoffload.plugin.diagnostics.PLUGIN_FUNCTIONS (MODULES says which) is
+imported only when it is called: a `status` does not pay for the
+diagnostics' imports. It is wrapped so that xapi gets what it expects:
 - success: the result dict as JSON text (sort_keys);
 - NetoffloadError: XenAPIPlugin.Failure(code, [message, params...]);
 - anything else (a bug, an unexpected OS or XenAPI failure): logged with its
@@ -16,12 +18,28 @@ Nothing is ever printed on stdout: XenAPIPlugin.dispatch prints the response.
 dom0 locale (netoffload.textio) before XenAPIPlugin.dispatch decodes
 argv[1] (outside its try block) and prints the response.
 """
+import importlib
 import json
 import traceback
 
 from netoffload import errors, textio
 from netoffload.log import get_logger
-from netoffload.plugin import diagnostics, functions
+
+# Which module's table holds each plugin function: (module, table name).
+_FUNCTIONS = ("netoffload.plugin.functions", "FUNCTIONS")
+_DIAGNOSTICS = ("netoffload.plugin.diagnostics", "PLUGIN_FUNCTIONS")
+MODULES = {
+    "version": _FUNCTIONS,
+    "status": _FUNCTIONS,
+    "get_policy": _FUNCTIONS,
+    "set_policy": _FUNCTIONS,
+    "apply": _FUNCTIONS,
+    "revert": _FUNCTIONS,
+    "report": _FUNCTIONS,
+    "check_checksums": _DIAGNOSTICS,
+    "counters": _DIAGNOSTICS,
+    "doctor": _DIAGNOSTICS,
+}
 
 
 def _failure(code, params):
@@ -60,10 +78,24 @@ def wrap(name, fn):
     return call
 
 
+def load(name):
+    """The function `name`, its module imported now (and its table read
+    now, at the call)."""
+    module, table = MODULES[name]
+    return getattr(importlib.import_module(module), table)[name]
+
+
+def lazy(name):
+    """fn(session, args) that imports `name`'s module when called; an
+    import that fails is reported like any other bug (see wrap)."""
+    def call(session, args):
+        return load(name)(session, args)
+    call.__name__ = name
+    return call
+
+
 def build_functions():
-    table = dict(functions.FUNCTIONS)
-    table.update(diagnostics.PLUGIN_FUNCTIONS)
-    return dict((name, wrap(name, fn)) for name, fn in table.items())
+    return dict((name, wrap(name, lazy(name))) for name in MODULES)
 
 
 FUNCTIONS = build_functions()

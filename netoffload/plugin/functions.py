@@ -15,6 +15,10 @@ reported on its own and an unreachable host does not fail the others.
 `scope=local` is that internal call: live part only, no database writes and
 no further fan-out.
 
+`wait=SECONDS` (0..300) on set_policy, apply and revert: how long the call
+waits for another writer's pool lease before NETOFFLOAD_BUSY (default
+lease.default_wait(), 20 s); checked before anything changes.
+
 Where `policy=` is stored by `apply` (the level the target names):
 ALL -> pool `netoffload-vif` and `netoffload-pif`; vm -> the VM; tag -> pool
 `netoffload-tag:<tag>`; network -> the network; pif -> this host's
@@ -39,6 +43,7 @@ from netoffload.engine.policy import parse_policy
 from netoffload.errors import BadArgument, ConfirmRequired, DeviceError
 from netoffload.plugin.args import (
     bool_arg,
+    int_arg,
     reject_unknown,
     required_arg,
     string_arg,
@@ -123,6 +128,22 @@ def _scope(args):
     return scope
 
 
+def _wait(args):
+    """wait=SECONDS (0..lease.MAX_WAIT_S): how long to wait for the pool's
+    writer lease before NETOFFLOAD_BUSY; None: the default
+    (lease.default_wait)."""
+    return int_arg(args, "wait", None, 0, lease.MAX_WAIT_S)
+
+
+def _context(session, args, client=None):
+    """The call's CallContext: scope=local (the fan-out asking for this
+    host's part) takes a local snapshot, with the objects the arguments
+    name; any other call the whole pool's."""
+    if _scope(args) == fanout.SCOPE_LOCAL:
+        return context.CallContext(session, client, context.names_of(args))
+    return context.CallContext(session, client)
+
+
 def _policy_arg(args, key="policy"):
     text = string_arg(args, key)
     if text is None:
@@ -171,7 +192,7 @@ def get_policy(session, args):
 # names the object, dry_run, confirm=yes and scope (scope=local: the
 # fan-out asking a host for its devices' part of the plan).
 SET_POLICY_ARGS = ("level", "kind", "policy", "vm", "network", "tag", "host",
-                   "dry_run", "confirm", "scope")
+                   "dry_run", "confirm", "scope", "wait")
 
 # One set_policy call's arguments, checked: the level, the policy kind,
 # the selector's value (None at the pool level) and the text to store
@@ -219,10 +240,11 @@ def set_policy(session, args):
     """
     _check_args(args, SET_POLICY_ARGS)
     request = _policy_request(args)
+    wait = _wait(args)
     dry_run = bool_arg(args, "dry_run")
     confirm = _confirmed(args)
     scope = _scope(args)
-    ctx = context.CallContext(session)
+    ctx = _context(session, args)
     location = levels.policy_location(ctx, request.level, request.kind,
                                       request.selector)
     change = policychange.plan_change(ctx.records, location, request.text)
@@ -244,7 +266,8 @@ def set_policy(session, args):
             "(CLI: answer YES or pass --yes)" % (
                 _reach_text(request), _effect_text(change, plan)),
             json.dumps(plan, sort_keys=True, separators=(",", ":")))
-    with lease.held(ctx.xapi, lease.default_holder("set_policy")):
+    with lease.held(ctx.xapi, lease.default_holder("set_policy"),
+                    wait_s=wait):
         levels.write_policy(ctx, location, request.text)
     result["stored"] = True
     result["message"] = "stored. " + _effect_text(change, plan)
@@ -376,7 +399,7 @@ def status(session, args):
     spec = optional_target(args)
     pool_wide = bool_arg(args, "pool")
     scope = _scope(args)
-    ctx = context.CallContext(session)
+    ctx = _context(session, args)
     targets = None
     selection = None
     if spec is not None:
@@ -475,7 +498,7 @@ def _local_json(ctx, dry_run, outcomes):
 def _plan_local(session, args, operation):
     """scope=local with dry_run: what the live part would do here."""
     spec = parse_target(args)
-    ctx = context.CallContext(session)
+    ctx = _context(session, args)
     targets = operation.targets(ctx, spec)
     return _local_json(ctx, True, operation.plan(
         ctx.records, ctx.host_ref, LiveStateStore(), targets))
@@ -488,7 +511,7 @@ def _run_local(session, args, operation, confirm):
     confirm=yes (the fan-out forwards it).
     """
     spec = parse_target(args)
-    ctx = context.CallContext(session)
+    ctx = _context(session, args)
     targets = operation.targets(ctx, spec)
     if spec.kind == TARGET_ALL and not confirm:
         raise ConfirmRequired(
@@ -581,7 +604,8 @@ def _change(session, args, request, live, plan, show_plan, carry_out,
             raise ConfirmRequired(
                 CONFIRM_TEXT[verb], planning.saved_summary(work.plans))
         client = xapi.Xapi(session)
-        with writer.operation(client, lease.default_holder(verb)) as op:
+        with writer.operation(client, lease.default_holder(verb),
+                              wait_s=_wait(args)) as op:
             work = plan(client, op.op)
             done = carry_out(work, op)
         return finish(work, done, args, request.pool_wide)
@@ -598,8 +622,9 @@ CONFIRM_TEXT = {
 
 def apply(session, args):
     _check_args(args, TARGET_KEYS + ("policy", "dry_run", "confirm", "pool",
-                                     "force", "scope"))
+                                     "force", "scope", "wait"))
     spec = parse_target(args)
+    _wait(args)
     policy = _policy_arg(args)
     request = ChangeRequest(spec, bool_arg(args, "dry_run"), _confirmed(args),
                             bool_arg(args, "pool"))
@@ -608,7 +633,8 @@ def apply(session, args):
             (policy is not None or force):
         # another host's preview of `apply --pool --dry-run --policy/--force`:
         # its live plan as the database would be, nothing stored
-        work = _plan_apply(session, spec, policy, request.pool_wide, force)
+        work = _plan_apply(session, spec, policy, request.pool_wide, force,
+                           args=args)
         return _local_json(work.ctx, True, enforce.plan_live(
             _records_after(work.planned, work.plans), work.ctx.host_ref,
             LiveStateStore(), work.live_targets))
@@ -621,8 +647,8 @@ def apply(session, args):
 
 
 def _plan_apply(session, spec, policy, pool_wide, force, client=None,
-                op=None):
-    ctx = context.CallContext(session, client)
+                op=None, args=None):
+    ctx = _context(session, args or {}, client)
     selection = targeting.select(ctx.records, spec, ctx.host_ref, pool_wide)
     policy_writes = []
     planned = ctx.records
@@ -710,8 +736,10 @@ RevertPlan = namedtuple("RevertPlan", "ctx scope plans live_targets base")
 
 
 def revert(session, args):
-    _check_args(args, TARGET_KEYS + ("confirm", "pool", "scope", "dry_run"))
+    _check_args(args, TARGET_KEYS + ("confirm", "pool", "scope", "dry_run",
+                                     "wait"))
     spec = parse_target(args)
+    _wait(args)
     confirm = _confirmed(args)
     pool_wide = bool_arg(args, "pool")
     request = ChangeRequest(spec, bool_arg(args, "dry_run"), confirm, pool_wide)

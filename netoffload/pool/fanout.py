@@ -54,6 +54,10 @@ def fan_out(ctx, fn, args, local_result, host_refs=None):
     Every entry has `ok`: a host that fails in any way, or does not answer
     within FANOUT_TIMEOUT, is reported and does not fail the others.
     """
+    if ctx.records.local_to is not None:
+        # a scope=local call never fans out, and its snapshot does not
+        # hold the other hosts
+        raise ValueError("fan_out needs a whole-pool snapshot")
     call_args = dict((k, v) for k, v in args.items() if k != "pool")
     call_args["scope"] = SCOPE_LOCAL
     entries = []

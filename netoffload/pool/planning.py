@@ -269,11 +269,18 @@ def plan_object(cls, ref, record, label, resolution, force=False, op=None,
     for key, value in key_writes:
         _put(view, writes, key, value)
     final_op = op if (needs_intent or key_writes or normalised) else book.op
-    held = keys.read_book(view)
     if not (final or taken):
         if keys.book_keys_present(view):
             writes += _book_writes(view, {}, set(), final_op)
-    elif not _same_book(held, final, taken, final_op):
+        return ObjectPlan(cls, ref, record, label, resolution, writes, view,
+                          force, op, unfinished, (), reverting)
+    if needs_intent and final == intent:
+        # the intent written above (under op, stale keys gone) is already
+        # the final book: a fresh claim's one book write
+        return ObjectPlan(cls, ref, record, label, resolution, writes, view,
+                          force, op, unfinished, (), reverting)
+    held = keys.read_book(view)
+    if not _same_book(held, final, taken, final_op):
         if held.slot is not None and held.entries == final and \
                 held.taken == set(taken) and held.op == final_op:
             for key in held.stale:  # only leftovers to clear

@@ -46,6 +46,9 @@ class PoolRecords(object):
         self.vifs = vifs or {}
         # None: unknown (no host_metrics class); treat every host as live.
         self.host_metrics = host_metrics
+        # None: the whole pool; a host ref: a local snapshot of that host
+        # (context.local_snapshot), which knows no other host's devices.
+        self.local_to = None
 
     # -- the pool ----------------------------------------------------------------
     @property
@@ -66,9 +69,11 @@ class PoolRecords(object):
         def dup(table):
             return dict((ref, dict(rec, other_config=dict(
                 rec.get("other_config") or {}))) for ref, rec in table.items())
-        return PoolRecords(dup(self.pool), dup(self.hosts), dup(self.networks),
-                           dup(self.pifs), dup(self.vms), dup(self.vifs),
-                           self.host_metrics)
+        copied = PoolRecords(dup(self.pool), dup(self.hosts),
+                             dup(self.networks), dup(self.pifs),
+                             dup(self.vms), dup(self.vifs), self.host_metrics)
+        copied.local_to = self.local_to
+        return copied
 
     def table(self, cls):
         """The table of a class named as XenAPI does ("VIF") or as

@@ -11,7 +11,9 @@
   and re-planned when it changed: someone else's value wins. An object's
   writes stay in order on one session; objects are spread over several
   sessions in parallel threads.
-- `write_plans(ctx, plans)`: apply_db over up to DB_SESSIONS sessions.
+- `write_plans(ctx, plans)`: apply_db over up to DB_SESSIONS sessions;
+  the extra ones log in each in its own writer thread, while the first
+  objects are already being written (ExtraSessions).
 """
 import contextlib
 import threading
@@ -128,20 +130,52 @@ def _differs(plan, fresh):
     return any(plan.current.get(k) != fresh.get(k) for k in read)
 
 
-def apply_db(client, plans, clients=None, renew=None):
+class ExtraSessions(object):
+    """`count` more writers for apply_db, each with a session of its own
+    that it opens in its own thread (so the first objects are written
+    while the others log in) and closes when the work is done. One that
+    cannot log in does not write; the others share its objects."""
+
+    def __init__(self, count, open_client=None):
+        self.count = max(0, int(count))
+        self._open = open_client or (lambda: xapi.Xapi(xapi.open_session()))
+        self._lock = threading.Lock()
+        self.opened = []  # the clients that logged in
+
+    def open(self):
+        """A new client, or None (logged)."""
+        try:
+            client = self._open()
+        except XapiError as err:
+            get_logger().info("writing with fewer sessions: %s", err.message)
+            return None
+        with self._lock:
+            self.opened.append(client)
+        return client
+
+    @staticmethod
+    def close(client):
+        client.close()
+        xapi.close_session(client.session)
+
+
+def apply_db(client, plans, clients=None, renew=None, extra=None):
     """Carry out plans; [ObjectWrite] per object with status changed /
     unchanged / gone / failed, the keys written and the plan carried out.
 
     `clients`: Xapi objects (one session each) to spread the objects over
-    in parallel threads; an object's own writes stay in order on one client.
+    in parallel threads; `extra` (ExtraSessions): more such threads, each
+    logging in on its own; an object's own writes stay in order on one
+    client.
     """
     clients = list(clients or [client])
+    more = extra.count if extra is not None and len(plans) >= 2 else 0
 
     def one(worker, plan):
         if renew is not None:
             renew(worker)  # the lease outlives a long operation
         return _apply_one(worker, plan)
-    if len(clients) == 1 or len(plans) < 2:
+    if len(clients) + more == 1 or len(plans) < 2:
         return [one(clients[0], plan) for plan in plans]
     results = [None] * len(plans)  # type: List[Optional[ObjectWrite]]
     indexes = iter(range(len(plans)))
@@ -154,7 +188,18 @@ def apply_db(client, plans, clients=None, renew=None):
             if index is None:
                 return
             results[index] = one(client, plans[index])
+
+    def work_extra():
+        assert extra is not None  # more > 0 only with extra
+        client = extra.open()
+        if client is None:
+            return
+        try:
+            work(client)
+        finally:
+            extra.close(client)
     threads = [threading.Thread(target=work, args=(c,)) for c in clients]
+    threads += [threading.Thread(target=work_extra) for _ in range(more)]
     for thread in threads:
         thread.daemon = True
         thread.start()
@@ -177,26 +222,19 @@ def write_plans(ctx, plans, op=None):
     an object failed part way (its books are then settled before the op
     ends, see operation())."""
     renew = op.renew if op is not None else None
-    extra = []
+    wanted = 1
     changing = sum(1 for p in plans if p.changes)
     if changing >= PARALLEL_MIN_OBJECTS:
         wanted = min(DB_SESSIONS, changing // (PARALLEL_MIN_OBJECTS // 2))
-        for _ in range(wanted - 1):
-            try:
-                extra.append(xapi.Xapi(xapi.open_session()))
-            except XapiError as err:
-                get_logger().info("writing with fewer sessions: %s",
-                                  err.message)
-                break
+    extra = ExtraSessions(wanted - 1)
     try:
-        results = apply_db(ctx.xapi, plans, [ctx.xapi] + extra, renew)
+        results = apply_db(ctx.xapi, plans, [ctx.xapi], renew, extra)
         if op is not None and any(r is None or r.status == STATUS_FAILED
                                   for r in results):
             op.unsettled = True
         return results
     finally:
-        for client in extra:
-            xapi.close_session(client.session)
+        for client in extra.opened:
             ctx.xapi.calls += client.calls + 2  # + login and logout
 
 

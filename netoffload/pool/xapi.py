@@ -19,8 +19,27 @@ Replacing an other-config value is remove-then-add (xapi has no "set one
 key"; `set_other_config` would overwrite everyone else's keys). When the key
 is known absent (`expected is None`) the remove is skipped, which is what
 keeps a fresh apply at one call per key.
+
+The wire: `Xapi` makes its calls itself over one keep-alive HTTP/1.1
+connection (`HttpWire`) to the endpoint of its XenAPI session (xapi's unix
+socket, or plain http), XML-RPC on `/` as xapi speaks it (DESIGN.md §1);
+the XenAPI client, whose http.client and xmlrpc.client cost more CPU per
+call than xapi's own work on a key write, logs in and out, re-logs in after
+SESSION_INVALID, and serves a session it cannot see the endpoint of (https,
+another transport). The same errors come out either way: XenAPI.Failure
+mapped as below, xmlrpc.client.Fault and ProtocolError, ExpatError for a
+reply cut short, the socket's OSError family.
+`HttpWire.post` has the watcher's `_Wire.post` form (agents/watch.py), so
+the two can become one.
 """
+import os
+import re
+import socket
 import threading
+import xmlrpc.client
+from typing import Any, Optional  # noqa: F401 (type comments)
+from xml.etree import ElementTree
+from xml.parsers.expat import ExpatError
 
 from netoffload import paths
 from netoffload.errors import NotFound, XapiError
@@ -106,6 +125,296 @@ def local_host_uuid(path=None):
     return uuid
 
 
+# -- the wire -----------------------------------------------------------------
+
+# the reply body is read in pieces of this size
+RECV_CHUNK = 1 << 16
+# a reply header that frames the body: name, value
+_FRAMING = re.compile(rb"(?im)^[ \t]*(content-length|transfer-encoding|"
+                      rb"connection)[ \t]*:([^\r\n]*)")
+
+
+class HttpWire(object):
+    """One keep-alive HTTP/1.1 connection to xapi: POST a body, read the
+    reply by hand (status line, Content-Length or chunked body).
+    One request at a time."""
+
+    def __init__(self, family, address, host="localhost", handler="/",
+                 extra_headers=()):
+        self.family = family
+        self.address = address
+        self.sock = None
+        self._buf = b""
+        self._head = ("POST %s HTTP/1.1\r\nHost: %s\r\n%s"
+                      "Content-Type: text/xml\r\n" % (
+                          handler, host, "".join(
+                              "%s: %s\r\n" % pair for pair in extra_headers))
+                      ).encode("latin-1")
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+        self.sock, self._buf = None, b""
+
+    def _recv(self):
+        data = self.sock.recv(RECV_CHUNK) if self.sock is not None else b""
+        if not data:
+            raise ConnectionResetError("xapi closed the connection")
+        return data
+
+    def post(self, body):
+        """Send the request; (status, reason, iterator over the body)."""
+        status, reason, fields = self._exchange(body)
+        keep = fields.get(b"connection") != b"close"
+        if fields.get(b"transfer-encoding") == b"chunked":
+            body_iter = self._chunked(keep)
+        elif b"content-length" in fields:
+            body_iter = self._sized(int(fields[b"content-length"]), keep)
+        else:
+            body_iter = self._to_eof()
+        return status, reason, body_iter
+
+    def _exchange(self, body):
+        """Send the request, read the reply's head: (status, reason, the
+        framing fields)."""
+        request = self._head + b"Content-Length: %d\r\n\r\n" % len(body) \
+            + body
+        for attempt in (0, 1):
+            sock = self.sock
+            reused = sock is not None
+            if sock is None:
+                sock = socket.socket(self.family, socket.SOCK_STREAM)
+                sock.settimeout(socket.getdefaulttimeout())
+                try:
+                    sock.connect(self.address)
+                except BaseException:
+                    sock.close()
+                    raise
+                self.sock = sock
+            try:
+                sock.sendall(request)
+                while b"\r\n\r\n" not in self._buf:
+                    self._buf += self._recv()
+                break
+            except ConnectionError:
+                answered = bool(self._buf)
+                self.close()
+                if attempt or not reused or answered:
+                    raise
+                # an idle keep-alive connection the server had closed:
+                # nothing of the request was answered, send it again (a
+                # timeout is not retried: the call may be running)
+            except BaseException:
+                self.close()
+                raise
+        head, _, self._buf = self._buf.partition(b"\r\n\r\n")
+        first, _, rest = head.partition(b"\r\n")
+        status = first.split(None, 2)
+        if len(status) < 2 or not status[0].startswith(b"HTTP/") or \
+                not status[1].isdigit():
+            self.close()
+            raise http_client().BadStatusLine(repr(first))
+        # the three fields that frame the body; the rest are not read
+        fields = dict((name.lower(), value.strip().lower())
+                      for name, value in _FRAMING.findall(rest))
+        reason = status[2].decode("ascii", "replace") if len(status) > 2 else ""
+        return int(status[1]), reason, fields
+
+    def _sized(self, length, keep):
+        while length > 0:
+            if not self._buf:
+                self._buf = self._recv()
+            piece, self._buf = self._buf[:length], self._buf[length:]
+            length -= len(piece)
+            yield piece
+        if not keep:
+            self.close()
+
+    def _chunked(self, keep):
+        while True:
+            while b"\r\n" not in self._buf:
+                self._buf += self._recv()
+            size_line, _, self._buf = self._buf.partition(b"\r\n")
+            size = int(size_line.split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while b"\r\n" not in self._buf:  # (no trailers from xapi)
+                    self._buf += self._recv()
+                self._buf = self._buf.partition(b"\r\n")[2]
+                break
+            for piece in self._sized(size, True):
+                yield piece
+            while len(self._buf) < 2:
+                self._buf += self._recv()
+            self._buf = self._buf[2:]
+        if not keep:
+            self.close()
+
+    def _to_eof(self):
+        if self._buf:
+            yield self._buf
+        self._buf = b""
+        while self.sock is not None:
+            data = self.sock.recv(RECV_CHUNK)
+            if not data:
+                break
+            yield data
+        self.close()
+
+    def request(self, body):
+        """POST body; (status, reason, the whole reply body). A failure
+        part way closes the connection (the next request opens another)."""
+        try:
+            status, reason, fields = self._exchange(body)
+            length = fields.get(b"content-length")
+            if length is None or b"transfer-encoding" in fields:
+                keep = fields.get(b"connection") != b"close"
+                chunks = self._chunked(keep) if fields.get(
+                    b"transfer-encoding") == b"chunked" else self._to_eof()
+                return status, reason, b"".join(chunks)
+            # the common reply: its length known, read at once
+            length = int(length)
+            while len(self._buf) < length:
+                self._buf += self._recv()
+            data, self._buf = self._buf[:length], self._buf[length:]
+            if fields.get(b"connection") == b"close":
+                self.close()
+            return status, reason, data
+        except BaseException:
+            self.close()
+            raise
+
+
+def http_client():
+    import http.client  # noqa: PLC0415 (only on an unexpected reply)
+    return http.client
+
+
+def wire_for(session):
+    """An HttpWire to the endpoint `session` (a XenAPI.Session) talks to,
+    or None when that is not plain HTTP over a unix socket or TCP."""
+    transport = getattr(session, "_ServerProxy__transport", None)
+    host = getattr(session, "_ServerProxy__host", None)
+    handler = getattr(session, "_ServerProxy__handler", None) or "/"
+    if not isinstance(host, str) or not host or transport is None:
+        return None
+    uds = getattr(_xenapi(), "UDSTransport", None)
+    if uds is not None and type(transport) is uds:
+        # XenAPI's unix transport: the host names the socket, '_' for '/'
+        extra = [(name, os.environ[var]) for name, var in (
+            ("traceparent", "TRACEPARENT"), ("baggage", "BAGGAGE"),
+            ("originator", "ORIGINATOR")) if os.environ.get(var)]
+        return HttpWire(socket.AF_UNIX, host.replace("_", "/"), host,
+                        handler, extra)
+    if type(transport) is xmlrpc.client.Transport:
+        name, _, port = host.rpartition(":")
+        if not name or not port.isdigit():
+            name, port = host, "80"
+        return HttpWire(socket.AF_INET, (name.strip("[]"), int(port)), host,
+                        handler)
+    return None
+
+
+def _escape(text):
+    # xmlrpc.client.escape
+    if "&" in text or "<" in text or ">" in text:
+        return text.replace("&", "&amp;").replace("<", "&lt;").replace(
+            ">", "&gt;")
+    return text
+
+
+def request_body(method, params, encoding="utf-8", allow_none=True):
+    """The methodCall xmlrpc.client (so XenAPI) sends: the same bytes;
+    strings, by far the most common parameters, without its marshaller."""
+    if encoding == "utf-8" and all(type(p) is str for p in params):
+        text = "".join(["<?xml version='1.0'?>\n<methodCall>\n<methodName>",
+                        method, "</methodName>\n<params>\n"] +
+                       ["<param>\n<value><string>%s</string></value>\n"
+                        "</param>\n" % _escape(p) for p in params] +
+                       ["</params>\n</methodCall>\n"])
+    else:
+        text = xmlrpc.client.dumps(tuple(params), method, encoding=encoding,
+                                   allow_none=allow_none)
+    return text.encode(encoding, "xmlcharrefreplace")
+
+
+def _value(elem):
+    # type: (Any) -> Any
+    """An XML-RPC <value> element as xmlrpc.client decodes it."""
+    if len(elem) == 0:
+        return elem.text or ""
+    child = elem[0]
+    tag = child.tag
+    text = child.text or ""
+    if tag == "string":
+        return text
+    if tag == "struct":
+        out = {}
+        for member in child:
+            if len(member) == 2 and member[0].tag == "name" and \
+                    member[1].tag == "value":
+                name, value = member[0], member[1]  # xapi's order
+            else:
+                name, value = member.find("name"), member.find("value")
+                if name is None or value is None:
+                    raise xmlrpc.client.ResponseError(
+                        "a struct member without a name or a value")
+            out[name.text or ""] = _value(value)
+        return out
+    if tag == "array":
+        data = child[0] if len(child) and child[0].tag == "data" else \
+            child.find("data")
+        return [] if data is None else [_value(v) for v in data]
+    if tag in ("int", "i4", "i8", "i1", "i2", "biginteger"):
+        return int(text)
+    if tag == "boolean":
+        if text not in ("0", "1"):
+            raise TypeError("bad boolean value")
+        return text == "1"
+    if tag in ("double", "float", "bigdecimal"):
+        return float(text)
+    if tag == "nil":
+        return None
+    if tag == "dateTime.iso8601":
+        return xmlrpc.client.DateTime(text)
+    if tag == "base64":
+        binary = xmlrpc.client.Binary()
+        binary.decode(text.encode("ascii"))
+        return binary
+    raise xmlrpc.client.ResponseError("unknown XML-RPC type %s" % tag)
+
+
+# xapi's reply to a call that returns "" (every other-config write), as
+# its compact XML-RPC writes it: known without parsing
+_EMPTY_SUCCESS = (b'<?xml version="1.0"?><methodResponse><params><param>'
+                  b'<value><struct><member><name>Status</name><value>Success'
+                  b'</value></member><member><name>Value</name><value>'
+                  b'</value></member></struct></value></param></params>'
+                  b'</methodResponse>')
+
+
+def parse_reply(data):
+    # type: (bytes) -> Any
+    """A methodResponse's single value, as xmlrpc.client.loads gives it;
+    xmlrpc.client.Fault for a <fault>, ExpatError for a reply that is not
+    XML (cut short)."""
+    if data == _EMPTY_SUCCESS:
+        return {"Status": "Success", "Value": ""}
+    try:
+        root = ElementTree.fromstring(data)
+    except ElementTree.ParseError as err:
+        raise ExpatError(str(err)) from err
+    value = root.find("params/param/value")
+    if root.tag != "methodResponse" or value is None:
+        fault = root.find("fault/value")
+        if root.tag == "methodResponse" and fault is not None:
+            detail = _value(fault)
+            if isinstance(detail, dict):
+                raise xmlrpc.client.Fault(detail.get("faultCode", 0),
+                                          detail.get("faultString", ""))
+        raise xmlrpc.client.ResponseError("not an XML-RPC reply")
+    return _value(value)
+
+
 def failure_details(failure):
     return [str(d) for d in getattr(failure, "details", None) or ["UNKNOWN"]]
 
@@ -113,21 +422,73 @@ def failure_details(failure):
 class Xapi(object):
     """A thin wrapper over one session: error mapping and call counting."""
 
-    def __init__(self, session):
+    def __init__(self, session, lean=True):
+        """lean: make the calls over an HttpWire of our own when the
+        session's endpoint allows (see the module docstring)."""
         self.session = session
         self.calls = 0
         self._count_lock = threading.Lock()
+        self._wire = wire_for(session) if lean else \
+            None  # type: Optional[HttpWire]
+        self._wire_lock = threading.Lock()
 
-    def call(self, method, *params):
-        """session.xenapi.<method>(*params) with our error mapping."""
-        client_lib = _xenapi()
+    def close(self):
+        """Close our own connection (the session stays logged in)."""
+        if self._wire is not None:
+            with self._wire_lock:
+                self._wire.close()
+
+    def _xenapi_call(self, method, params):
+        # type: (str, Any) -> Any
         target = self.session.xenapi
         for part in method.split("."):
             target = getattr(target, part)
+        return target(*params)
+
+    def _lean_call(self, method, params):
+        # type: (str, Any) -> Any
+        """What XenAPI's session.xenapi.<method>(*params) does, over our
+        wire; SESSION_INVALID goes to XenAPI, which logs in again."""
+        session = self.session
+        body = request_body(method, (session._session,) + tuple(params),
+                            getattr(session, "_ServerProxy__encoding", None)
+                            or "utf-8",
+                            getattr(session, "_ServerProxy__allow_none", True))
+        wire = self._wire
+        assert wire is not None  # call() takes this path only with a wire
+        with self._wire_lock:
+            status, reason, data = wire.request(body)
+        if status != 200:
+            raise xmlrpc.client.ProtocolError(
+                getattr(session, "_ServerProxy__host", "xapi"), status,
+                reason, {})
+        result = parse_reply(data)
+        if type(result) is not dict or "Status" not in result:
+            raise xmlrpc.client.Fault(
+                500, "Missing Status in response from server")
+        if result["Status"] == "Success":
+            if "Value" not in result:
+                raise xmlrpc.client.Fault(
+                    500, "Missing Value in response from server")
+            return result["Value"]
+        details = result.get("ErrorDescription")  # type: Any
+        if not details:
+            raise xmlrpc.client.Fault(
+                500, "Missing ErrorDescription in response from server")
+        if details[0] == "SESSION_INVALID":
+            return self._xenapi_call(method, params)
+        raise _xenapi().Failure(details)
+
+    def call(self, method, *params):
+        # type: (str, Any) -> Any
+        """session.xenapi.<method>(*params) with our error mapping."""
+        client_lib = _xenapi()
         with self._count_lock:
             self.calls += 1
         try:
-            return target(*params)
+            if self._wire is not None:
+                return self._lean_call(method, params)
+            return self._xenapi_call(method, params)
         except client_lib.Failure as failure:
             details = failure_details(failure)
             if details[0] == "HANDLE_INVALID":

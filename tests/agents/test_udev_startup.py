@@ -18,11 +18,15 @@ from netoffload.engine import features
 from netoffload.log import SyslogLogger
 
 HEAVY = ("logging", "logging.handlers", "fnmatch", "ctypes", "tempfile",
-         "json", "typing")
-# a PIF runs no child at all; a guest device runs xenstore-read (aside),
-# through subprocess and what it imports
-CHILD = ("subprocess", "netoffload.runner", "socket", "signal", "enum",
-         "contextlib", "functools", "selectors", "re", "locale")
+         "json", "typing",
+         # array imports collections.abc (3.10+), operator is a file over
+         # _operator; a guest device's xenstore-read runs without
+         # subprocess (runner.run_small)
+         "array", "collections", "collections.abc", "operator", "struct",
+         "subprocess", "socket", "signal", "enum", "contextlib", "functools",
+         "selectors", "threading", "re", "locale")
+# a PIF runs no child at all; a guest device runs xenstore-read (aside)
+CHILD = ("netoffload.runner", "select")
 # Every netoffload module a bring-up may load: a new one here is start-up
 # time on every interface of every boot.
 OWN_MODULES = {

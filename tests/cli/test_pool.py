@@ -58,6 +58,12 @@ USAGE_CASES = [
     ("all-without-tty-or-yes", ["apply", "ALL", "--policy", "all-off"],
      "--yes"),
     ("shell-in-name", ["status", "vm=$(reboot)"], "NETOFFLOAD_NOT_FOUND"),
+    ("wait-too-long", ["apply", "vm=bsd", "--policy", "all-off", "--wait",
+                       "301"], "from 0 to 300"),
+    ("wait-not-seconds", ["revert", "ALL", "--yes", "--wait", "soon"],
+     "from 0 to 300"),
+    ("wait-negative", ["policy", "set", "pool", "vif", "tx-off", "--yes",
+                       "--wait", "-1"], "from 0 to 300"),
 ]
 
 
@@ -69,6 +75,30 @@ def test_usage_errors_exit_2_and_change_nothing(pool, argv, message):
     assert done.returncode == 2
     assert message in done.stderr
     assert pool.state() == before
+
+
+def test_wait_is_how_long_a_change_waits_for_the_pool_lease(pool):
+    import time
+    lease = json.dumps({"holder": "apply@elsewhere:1",
+                        "op": "0123456789abcdef",
+                        "expires": time.time() + 600})
+    pool.api.pool.add_to_other_config(pool.pool_ref, "netoffload-lease",
+                                      lease)
+    try:
+        before = pool.state()
+        for argv in (["apply", "vm=bsd", "--policy", "all-off"],
+                     ["revert", "vm=bsd"],
+                     ["policy", "set", "vm", "vif", "tx-off", "--vm", "bsd"]):
+            started = time.time()
+            done = cli(pool, *(argv + ["--wait", "1", "--json"]))
+            assert 1 <= time.time() - started < 15, argv
+            assert done.returncode != 0, argv
+            assert json.loads(done.stdout)["error"]["code"] == \
+                "NETOFFLOAD_BUSY", (argv, done.stdout)
+            assert pool.state() == before
+    finally:
+        pool.api.pool.remove_from_other_config(pool.pool_ref,
+                                               "netoffload-lease")
 
 
 def test_apply_vm_then_status_then_revert(pool):

@@ -65,6 +65,7 @@ def live(ns, dev):
 
 
 @pytest.mark.root
+@pytest.mark.serial  # compares two throughput runs: other tests' load skews one
 def test_client_gives_nonzero_consistent_figures(path):
     a, _b = path
     runs = []

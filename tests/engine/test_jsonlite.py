@@ -40,6 +40,8 @@ def test_dumps_equals_json_and_loads_reads_it_back(seed):
     assert repr(jsonlite.loads(text)) == repr(json.loads(text))
     compact = json.dumps(value)
     assert repr(jsonlite.loads(compact)) == repr(json.loads(compact))
+    assert jsonlite.dumps_compact(value) == json.dumps(
+        value, sort_keys=True, separators=(",", ":"))
 
 
 def test_a_live_state_record():
@@ -50,9 +52,13 @@ def test_a_live_state_record():
                  "wanted": {}, "features": {}, "requested": {}}}}}
     text = json.dumps(record, indent=1, sort_keys=True)
     assert jsonlite.dumps(record) == text
-    assert jsonlite.loads(text) == record
+    assert jsonlite.loads(text) == record  # a record written before 91a5334
+    compact = jsonlite.dumps_compact(record)
+    assert compact == json.dumps(record, sort_keys=True, separators=(",", ":"))
+    assert jsonlite.loads(compact) == record
 
 
+@pytest.mark.parametrize("parser", ["c", "python"])
 @pytest.mark.parametrize("text", [
     "", " ", "{", "}", "[1,]", "{\"a\":1,}", "{\"a\" 1}", "01", "1.", ".5",
     "-", "1e", "1e+", "+1", "tru", "nul", "\"abc", "\"a\x01b\"", "\"\\x\"",
@@ -60,8 +66,13 @@ def test_a_live_state_record():
     "\x00", "{\"a\":1}x", "\"\\ud800\"", "NaN", "Infinity", "-Infinity",
     "[" * 100 + "]" * 100, "{\"a\": [1, {\"b\": null}], \"c\": -0.0}",
     "  [1, 2.5e3, -3E-2, true, false, null]  ",
+    # what the C scanner is handed: json's blanks only, no BOM, no tail
+    "\ufeff{}", " \ufeff{}", "{}\ufeff", "\x0b{}", "\x0c{}", "\u00a0{}",
+    "{}\u2028", "\t\n\r {}\t\n\r", "\"\t\"", "[-NaN]", "1E400",
 ], ids=lambda t: repr(t)[:20])
-def test_loads_is_never_more_lenient_than_json(text):
+def test_loads_is_never_more_lenient_than_json(mocker, parser, text):
+    if parser == "python":
+        mocker.patch.object(jsonlite, "_C", [(None, None)])
     try:
         expected = ("ok", repr(json.loads(text)))
     except ValueError:
@@ -73,9 +84,53 @@ def test_loads_is_never_more_lenient_than_json(text):
     assert got == expected
 
 
-def test_big_text_goes_to_json(mocker):
+def test_big_text_goes_to_json_without_the_c_scanner(mocker):
     text = json.dumps({"k%d" % i: "v" for i in range(5000)})
     assert len(text) > jsonlite.LITE_LIMIT
+    mocker.patch.object(jsonlite, "_C", [(None, None)])
     parse = mocker.spy(jsonlite, "_parse")
     assert jsonlite.loads(text) == json.loads(text)
     assert not parse.called
+
+
+@pytest.mark.parametrize("seed", range(50))
+def test_the_python_parser_agrees_with_the_c_scanner(mocker, seed):
+    """Where json's C scanner is missing, the Python parser takes over."""
+    value = _random_value(random.Random(seed))
+    texts = [json.dumps(value, indent=1, sort_keys=True), json.dumps(value)]
+    expected = [repr(jsonlite.loads(t)) for t in texts]
+    mocker.patch.object(jsonlite, "_C", [(None, None)])
+    parse = mocker.spy(jsonlite, "_parse")
+    assert [repr(jsonlite.loads(t)) for t in texts] == expected
+    assert parse.call_count > 0
+
+
+_NO_JSON_CODE = """
+import sys
+from netoffload.engine import jsonlite
+value = jsonlite.loads(' {"a": [1, 2.5, null, "\\u00e9"]}\\n')
+text = jsonlite.dumps_compact({"b": 1, "a": [True]})
+print(repr(value), "json" in sys.modules, "json.decoder" in sys.modules, text)
+"""
+
+
+def test_loads_uses_the_c_scanner_and_no_json_import():
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-S", "-c", _NO_JSON_CODE],
+                         stdout=subprocess.PIPE, universal_newlines=True,
+                         check=True, timeout=30).stdout
+    assert out == "{'a': [1, 2.5, None, '\u00e9']} False False " \
+        '{"a":[true],"b":1}\n'
+
+
+@pytest.mark.parametrize("value", [{1: "a", 2: "b"}, {1: "a", "b": 2},
+                                   {"a": object()}, [set()], [{"x": 1e400}]])
+def test_dumps_compact_does_what_json_does(value):
+    def outcome(dump):
+        try:
+            return ("ok", dump(value))
+        except (TypeError, ValueError) as err:
+            return ("error", type(err))
+    assert outcome(jsonlite.dumps_compact) == outcome(
+        lambda v: json.dumps(v, sort_keys=True, separators=(",", ":")))

@@ -218,3 +218,19 @@ def test_a_batch_reads_the_record_once_under_one_lock(netns, state_dir,
 def livestate_statedir():
     import netoffload.engine.livestate as livestate_module
     return livestate_module.statedir
+
+
+def test_a_hand_edited_record_is_read_as_before(tmp_path):
+    """The short way for 'on'/'off' takes nothing the long way would
+    not: other spellings are normalised, junk is dropped."""
+    path = tmp_path / "live-state.json"
+    path.write_text(json.dumps({"version": 1, "devices": {
+        "eth0": {"features": {"tx": "On ", "sg": "false", "rx": "off",
+                              "tso": ["on"], "gso": None, "bogus": "on",
+                              "gro": True},
+                 "requested": {"tx-checksum-ipv4": "TRUE", "rx-gro": "off",
+                               "x": "maybe", "y": 1}}}}))
+    recorded = LiveStateStore(str(tmp_path))._read()
+    assert recorded == {"eth0": {
+        "features": {"tx": "on", "sg": "off", "rx": "off", "gro": "on"},
+        "requested": {"tx-checksum-ipv4": "on", "rx-gro": "off"}}}

@@ -355,6 +355,37 @@ def test_sigkill_of_the_plugin_during_force_apply_loses_nothing(
           "crash points, all exact" % total)
 
 
+def test_a_killed_writers_lease_is_broken_at_once_on_its_own_host(
+        killing_pool, monkeypatch):
+    """The plugin is SIGKILLed right after it took the pool's lease (its
+    first mutating call). A writer on another host cannot tell that it is
+    dead: it waits (here the 1 s it asks for) and gets BUSY. The next
+    writer on the same host sees the holder's process gone and takes the
+    lease at once, not after its 300 s expiry; then all is as after a
+    crash (the repeated apply settles it; revert ALL restores)."""
+    pool = killing_pool
+    pool.add_host("h2", netns=True)
+    db_start = pool.other_configs()
+    args = dict(target="ALL", policy="tx=on,sg=off", confirm="yes",
+                force="true")
+    _kill_plugin_after(pool, monkeypatch, 1)
+    details = pool.fail("apply", **args)
+    assert "signal" in " ".join(details), details
+    monkeypatch.undo()
+    config = pool.api.pool.get_other_config(pool.pool_ref)
+    held = json.loads(config[keys.KEY_LEASE])
+    assert held["host"] == pool.api.host.get_uuid(pool.hosts["h1"])
+    assert held["expires"] > time.time() + 200
+    details = pool.fail("apply", "h2", wait="1", **args)
+    assert details[0] == "NETOFFLOAD_BUSY"
+    started = time.time()
+    result = pool.call("apply", **args)
+    assert time.time() - started < 15  # no wait for the lease at all
+    assert result["summary"]["objects"]
+    pool.call("revert", target="ALL", confirm="yes")
+    assert pool.other_configs() == db_start
+
+
 def _recording_popen(pool):
     real_popen = subprocess.Popen
 

@@ -91,6 +91,18 @@ ERROR_CASES = [
     ("bad-bool", "apply", {"vm": "bsd", "dry_run": "perhaps"},
      "NETOFFLOAD_BAD_ARGUMENT"),
     ("bad-scope", "status", {"scope": "galaxy"}, "NETOFFLOAD_BAD_ARGUMENT"),
+    # wait= (seconds for the pool lease): 0..300, whole seconds
+    ("wait-too-long", "apply", {"vm": "bsd", "policy": "all-off",
+                                "wait": "301"}, "NETOFFLOAD_BAD_ARGUMENT"),
+    ("wait-negative", "revert", {"target": "ALL", "confirm": "yes",
+                                 "wait": "-1"}, "NETOFFLOAD_BAD_ARGUMENT"),
+    ("wait-not-a-number", "set_policy",
+     {"level": "pool", "kind": "vif", "policy": "tx-off", "confirm": "yes",
+      "wait": "soon"}, "NETOFFLOAD_BAD_ARGUMENT"),
+    ("wait-fraction", "apply", {"target": "ALL", "confirm": "yes",
+                                "wait": "1.5"}, "NETOFFLOAD_BAD_ARGUMENT"),
+    ("wait-where-no-lease", "status", {"wait": "5"},
+     "NETOFFLOAD_BAD_ARGUMENT"),
 ]
 
 

@@ -183,15 +183,19 @@ def test_the_store_waits_for_the_pool_writer_lease(pool):
     """Another writer holds the pool-wide lease (CONTRACTS E): set_policy
     fails with BUSY naming it and stores nothing."""
     import time
-    # (the plugin waits its bounded default for the lease: ~20 s)
+
+    from netoffload.pool import lease
+    # (the plugin waits the 2 s it asks for, wait=; its default is 20 s)
     pool.api.pool.add_to_other_config(pool.pool_ref, "netoffload-lease",
                                       json.dumps({
                                           "holder": "apply@elsewhere:1",
                                           "op": "0123456789abcdef",
                                           "expires": time.time() + 600}))
     before = pool.state()
+    started = time.time()
     details = pool.fail("set_policy", level="pool", kind="vif",
-                        policy="tx-off", confirm="yes")
+                        policy="tx-off", confirm="yes", wait="2")
+    assert 2 <= time.time() - started < lease.DEFAULT_WAIT_S
     assert details[0] == "NETOFFLOAD_BUSY"
     assert "apply@elsewhere" in " ".join(details)
     assert pool.state() == before

@@ -207,3 +207,26 @@ def test_many_objects_are_written_over_at_most_eight_sessions(sim, client):
         writer.DB_SESSIONS - 1 == 7
     assert counts["VIF.add_to_other_config"] == 7 * 300
     assert set(r.status for r in results) == {writer.STATUS_CHANGED}
+
+
+def test_writers_that_cannot_log_in_leave_their_objects_to_the_others(
+        sim, client, monkeypatch):
+    vifs = small_pool(sim, vms=300)
+    plans = planning.plan_db(client.snapshot(), vifs, op=OP)
+    tries = []
+    real_open = xapi.open_session
+
+    def flaky():
+        tries.append(1)
+        if len(tries) % 2:
+            raise xapi.XapiError("cannot reach xapi: refused")
+        return real_open()
+    monkeypatch.setattr(xapi, "open_session", flaky)
+    sim.reset_call_counts()
+    results = writer.write_plans(_Ctx(client), plans)
+    counts = sim.call_counts()
+    assert len(tries) == writer.DB_SESSIONS - 1
+    assert counts["session.login_with_password"] == len(tries) // 2 == \
+        counts["session.logout"]
+    assert counts["VIF.add_to_other_config"] == 7 * 300
+    assert set(r.status for r in results) == {writer.STATUS_CHANGED}

@@ -53,3 +53,188 @@ def test_failure_details_are_strings():
     assert xapi.failure_details(failure) == ["HANDLE_INVALID", "VIF",
                                           "OpaqueRef:x"]
     assert xapi.failure_details(ValueError("x")) == ["UNKNOWN"]
+
+
+# -- the lean wire ---------------------------------------------------------------
+
+REQUEST_PARAMS = [
+    ("OpaqueRef:1", "ethtool-tx", "off"),
+    ("a&b<c>d", "\u00e9\u20ac", "", "line\nbreak\ttab"),
+    ("s", {"target": "ALL"}),
+    ("s", ["vif", "vm"], "", 30.0),
+    ("s", 5, True, None),
+]
+
+
+@pytest.mark.parametrize("params", REQUEST_PARAMS)
+def test_request_body_is_the_xmlrpc_clients(params):
+    import xmlrpc.client
+    assert xapi.request_body("VIF.add_to_other_config", params) == \
+        xmlrpc.client.dumps(params, "VIF.add_to_other_config",
+                            allow_none=True).encode("utf-8")
+
+
+def test_parse_reply_decodes_as_xmlrpc_client_does():
+    import xmlrpc.client
+
+    from sim import wire
+    values = ["", "x & <y>", {"a": "b", "l": ["1", "2"], "t": True, "i": 5,
+                              "f": 1.5, "n": None, "m": {}},
+              [], ["a", {"b": []}], wire.DateTime("20240101T00:00:00Z"),
+              wire.Int32(3)]
+    for value in values:
+        body = wire.xml_success(value).encode("utf-8")
+        expected = xmlrpc.client.loads(body)[0][0]
+        got = xapi.parse_reply(body)
+        assert got == expected and \
+            type(got["Value"]) is type(expected["Value"])
+    failure = wire.xml_response({"Status": "Failure", "ErrorDescription": [
+        "HANDLE_INVALID", "VIF", "OpaqueRef:x"]}).encode("utf-8")
+    assert xapi.parse_reply(failure) == xmlrpc.client.loads(failure)[0][0]
+    fault = xmlrpc.client.dumps(xmlrpc.client.Fault(3, "boom"),
+                                methodresponse=True).encode("utf-8")
+    with pytest.raises(xmlrpc.client.Fault) as info:
+        xapi.parse_reply(fault)
+    assert (info.value.faultCode, info.value.faultString) == (3, "boom")
+    from xml.parsers.expat import ExpatError
+    with pytest.raises(ExpatError):  # a reply cut short, as XenAPI raises
+        xapi.parse_reply(failure[:40])
+
+
+def test_no_wire_for_a_session_whose_endpoint_is_unknown():
+    import XenAPI
+
+    class Fake(object):
+        xenapi = None
+    assert xapi.wire_for(Fake()) is None
+    assert xapi.wire_for(XenAPI.Session("https://192.0.2.1/")) is None
+    wire = xapi.wire_for(XenAPI.Session("http://192.0.2.1:8080/"))
+    assert wire.address == ("192.0.2.1", 8080)
+    wire = xapi.wire_for(XenAPI.xapi_local())
+    assert wire.address == "/var/lib/xcp/xapi"
+
+
+def test_lean_and_xenapi_calls_agree_on_results_and_errors(monkeypatch):
+    from tests.support.simpool import SimPool
+    with SimPool() as pool:
+        sim = pool.sim
+        vm = sim.add_vm("vm")
+        vif = sim.add_vif(vm, sim.add_network("LAN"), 0,
+                          other_config={"k": "v & <w>"})
+        monkeypatch.setenv("NETOFFLOAD_XAPI_SOCKET", sim.socket_path)
+        session = xapi.open_session()
+        try:
+            lean, plain = xapi.Xapi(session), xapi.Xapi(session, lean=False)
+            assert lean._wire is not None and plain._wire is None
+
+            def outcome(client, method, *params):
+                try:
+                    return ("ok", client.call(method, *params))
+                except xapi.XapiError as err:
+                    return (type(err).__name__, err.message, err.params)
+            calls = [("VIF.get_other_config", vif),
+                     ("VIF.get_record", vif),
+                     ("VIF.add_to_other_config", vif, "k", "x"),
+                     ("VIF.get_other_config", "OpaqueRef:gone"),
+                     ("VIF.no_such_call", vif),
+                     ("VM.get_by_name_label", "vm")]
+            for call in calls:
+                assert outcome(lean, *call) == outcome(plain, *call)
+            assert lean._wire.sock is not None  # the calls used the wire
+            assert lean.calls == plain.calls == len(calls)
+            sim.restart()  # sessions die: XenAPI logs in again, then the wire
+            assert lean.call("VIF.get_other_config", vif) == {"k": "v & <w>"}
+            assert lean.call("VIF.get_other_config", vif) == {"k": "v & <w>"}
+            lean.close()
+        finally:
+            xapi.close_session(session)
+
+
+def _serve(replies):
+    """A unix socket server answering each request on a connection with the
+    next canned reply (bytes); b"": the connection is closed unanswered;
+    (bytes,): those bytes, then the connection is closed."""
+    import os
+    import socket
+    import tempfile
+    import threading
+    path = tempfile.mktemp(prefix="nowire", dir="/tmp")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(4)
+    requests = []
+
+    def run():
+        queue = list(replies)
+        while queue:
+            conn, _ = server.accept()
+            with conn:
+                while queue:
+                    data = conn.recv(65536)
+                    if not data:
+                        break
+                    requests.append(data)
+                    reply = queue.pop(0)
+                    if reply == b"":
+                        break  # close: the client must reconnect
+                    conn.sendall(reply if isinstance(reply, bytes)
+                                 else reply[0])
+                    if not isinstance(reply, bytes):
+                        break
+        server.close()
+        os.unlink(path)
+    thread = threading.Thread(target=run)
+    thread.daemon = True
+    thread.start()
+    return path, requests
+
+
+def test_http_wire_reads_sized_chunked_and_closing_replies():
+    import socket
+    sized = (b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\n"
+             b"content-length: 5\r\n\r\nhello")
+    chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n")
+    closing = (b"HTTP/1.1 500 Internal Error\r\nConnection: close\r\n"
+               b"Content-Length: 2\r\n\r\nno")
+    path, requests = _serve([sized, chunked, closing, sized])
+    wire = xapi.HttpWire(socket.AF_UNIX, path, "h", "/RPC2",
+                         [("originator", "me")])
+    assert wire.request(b"<a/>") == (200, "OK", b"hello")
+    assert wire.request(b"<b/>") == (200, "OK", b"abcde")
+    assert wire.request(b"<c/>") == (500, "Internal Error", b"no")
+    assert wire.sock is None  # Connection: close
+    assert wire.request(b"<d/>") == (200, "OK", b"hello")  # a new one
+    assert requests[0] == (b"POST /RPC2 HTTP/1.1\r\nHost: h\r\n"
+                           b"originator: me\r\nContent-Type: text/xml\r\n"
+                           b"Content-Length: 4\r\n\r\n<a/>")
+    wire.close()
+
+
+def test_http_wire_sends_again_on_an_idle_connection_the_server_closed():
+    import socket
+    sized = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    path, requests = _serve([sized, b"", sized])
+    wire = xapi.HttpWire(socket.AF_UNIX, path)
+    assert wire.request(b"1")[2] == b"ok"
+    assert wire.request(b"2")[2] == b"ok"  # closed unanswered: sent again
+    assert [r[-1:] for r in requests] == [b"1", b"2", b"2"]
+    wire.close()
+
+
+def test_http_wire_does_not_send_again_after_part_of_a_reply():
+    import socket
+    sized = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    cut = b"HTTP/1.1 200 OK\r\nContent-Le"  # then the connection goes
+    path, requests = _serve([sized, (cut,), sized])
+    wire = xapi.HttpWire(socket.AF_UNIX, path)
+    socket.setdefaulttimeout(30)  # the wire's sockets take it
+    try:
+        assert wire.request(b"1")[2] == b"ok"
+    finally:
+        socket.setdefaulttimeout(None)
+    with pytest.raises(ConnectionError):
+        wire.request(b"2")  # answered in part: the call may have run
+    assert wire.request(b"3")[2] == b"ok"
+    assert [r[-1:] for r in requests] == [b"1", b"2", b"3"]
+    wire.close()

@@ -9,14 +9,21 @@ and PIF:
 
 - Start and every reconnect begin with a full sync: an event token is taken
   first, then one get_all_records per class (parsed as it streams in,
-  only the fields the pack reads kept), then a full reconcile runs, so
-  nothing created while we were away is missed; anything that changed after
+  only the fields the pack reads kept), then a full reconcile runs (one
+  plan per group of VIFs holding the very same maps), so nothing created
+  while we were away is missed; anything that changed after
   the token arrives again as an event (planning is idempotent).
 - event.from and get_all_records go over a connection of their own
   (EventChannel), their XML parsed in C and only the fields in
   watch_events.KEEP turned into values; big sets of refs nobody reads (a
-  network's VIFs) are cut out first. Records are interned and small, so
-  memory stays flat; after a sync the freed heap goes back to the OS.
+  network's VIFs) are cut out first. Every call, the login included, goes
+  over the watcher's own wire (LeanSession, LeanXapi): neither XenAPI nor
+  xmlrpc.client, http.client or ssl is loaded (7 MiB of RSS).
+- The snapshot is made of small read-only records (watch_events.Record),
+  strings interned and equal other_config maps shared, built as the sync's
+  replies stream in; the old snapshot goes before a resync reads the new
+  one, and big blocks go back to the OS when freed, so memory stays flat
+  across resyncs.
 - For each batch the pure core (netoffload.agents.watch_events) updates the
   snapshot and works out which VIFs and PIFs it affects, which need live
   enforcement and which cache entries change; this module acts on that.
@@ -47,8 +54,6 @@ import collections
 import concurrent.futures
 import contextlib
 import gc
-import http.client
-import json
 import queue
 import random
 import signal
@@ -57,7 +62,6 @@ import sys
 import threading
 import time
 import urllib.parse
-import xmlrpc.client
 
 from netoffload import exitcodes, paths
 from netoffload.agents import cache_writer, drift, todo, watch_events
@@ -79,6 +83,7 @@ CACHE_DEBOUNCE = 0.5
 # While events keep coming the cache is still written at least this often.
 CACHE_MAX_LAG = 5.0
 PLAN_SLICE = 200
+CACHE_SLICE = 500
 SWITCH_INTERVAL = 0.0005
 BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 30.0
@@ -136,20 +141,47 @@ def release_memory(collect=True):
         pass
 
 
-# glibc's mallopt parameter: how many malloc arenas threads may spread over
+# glibc's mallopt parameters: how many malloc arenas threads may spread
+# over; from which size a block is mapped on its own (and unmapped when
+# freed); how much free memory at the top of the heap is kept
 M_ARENA_MAX = -8
+M_MMAP_THRESHOLD = -3
+M_TRIM_THRESHOLD = -1
 MALLOC_ARENAS = 2
+# Fixed, so that glibc does not raise them by itself: after the first
+# MB-sized event reply is freed it would serve the next ones from the heap
+# and keep up to twice that at its top, and the RSS would creep up with
+# every big reply and cache text.
+MMAP_THRESHOLD = 256 * 1024
+TRIM_THRESHOLD = 256 * 1024
 
 
 def limit_malloc_arenas():
     """Keep the writer, cache and drift threads on few malloc arenas:
     glibc gives busy threads arenas of their own (up to 8 per core), each
-    keeping the memory freed in it, and the RSS creeps up with them."""
+    keeping the memory freed in it, and the RSS creeps up with them. Big
+    blocks (event replies, cache texts) are mapped and given back when
+    freed."""
     try:
         import ctypes  # noqa: PLC0415 (once, at start)
-        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, MALLOC_ARENAS)
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_ARENA_MAX, MALLOC_ARENAS)
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
     except (OSError, AttributeError):  # not glibc: nothing to do
         pass
+
+
+def share_entry_texts(entries, refs):
+    """Intern the JSON text of the cache entries of refs (None: all): the
+    VIFs of one VM under one policy have the same entry (it names the VM,
+    not the VIF), so a pool's 16,000 entries hold about as many texts as
+    it has VMs (7.6 MiB -> about 3 MiB for 16,000 VIFs on 1,600 VMs)."""
+    for table in (entries.vifs, entries.pifs):
+        for ref in (list(table) if refs is None else refs):
+            entry = table.get(ref)
+            if entry is not None:
+                table[ref] = (entry[0], sys.intern(entry[1]))
 
 
 # DebouncedCache.flush when the entries had changed: whether the files were
@@ -211,7 +243,20 @@ class DebouncedCache(object):
             return None
         self.due = self.deadline = None
         dirty, self.dirty = self.dirty, set()
-        self.entries.refresh(records, dirty)
+        if dirty is None:
+            # everything, in slices, each entry's text shared at once (a
+            # whole pool's texts made first would leave the heap that big);
+            # refs no longer in the pool are among them and go
+            entries = self.entries
+            refs = sorted(set(entries.vifs) | set(entries.pifs) |
+                          set(records.vifs) | set(records.pifs))
+            for start in range(0, len(refs), CACHE_SLICE):
+                chunk = refs[start:start + CACHE_SLICE]
+                entries.refresh(records, chunk)
+                share_entry_texts(entries, chunk)
+        else:
+            self.entries.refresh(records, dirty)
+            share_entry_texts(self.entries, dirty)
         encoded = self.entries.encoded(records)
         if not self.entries.changed:
             return None
@@ -302,20 +347,104 @@ class BackgroundWriter(object):
                     self._cond.notify_all()
 
 
+class WireError(ConnectionResetError):
+    """A reply that is not HTTP: xapi went away mid-reply (a passing
+    failure, as http.client's BadStatusLine is to retry.is_transient)."""
+
+
+class HttpStatusError(Exception):
+    """xapi (or something in front of it) answered with an HTTP error
+    status (never a passing one: see Unavailable)."""
+
+    def __init__(self, status, reason):
+        Exception.__init__(self, "HTTP %d %s" % (status, reason))
+        self.errcode = status
+
+
+class Unavailable(WireError):
+    """HTTP 502/503/504: a xapi (or a proxy) not ready yet, tried again."""
+
+
+HTTP_UNAVAILABLE = (502, 503, 504)
+
+
+class LeanSession(object):
+    """A xapi session logged in over the watcher's own wire (EventChannel),
+    not the XenAPI client: importing XenAPI brings xmlrpc.client,
+    http.client, the email package and ssl, 7 MiB of RSS. `_session` holds
+    its ref, where XenAPI's Session keeps it; `login()` again after
+    SESSION_INVALID is what the XenAPI client does on its own."""
+
+    def __init__(self, endpoint=None):
+        self.channel = EventChannel(endpoint)
+        self._session = None
+
+    def login(self):
+        """Log in (as xapi.open_session does); XapiError if that fails."""
+        try:
+            self._session = str(self.channel.value(
+                "session.login_with_password",
+                ("root", "", "1.0", xapi.ORIGINATOR)))
+        except watch_events.EventReplyError as err:
+            self.channel.close()
+            raise xapi.XapiError("cannot log in to xapi: %s" % (err.details,),
+                                 *[str(d) for d in err.details]) from err
+        except (OSError, IOError, HttpStatusError, ValueError) as err:
+            self.channel.close()
+            raise xapi.XapiError("cannot reach xapi: %s" % err) from err
+        return self
+
+    def logout(self):
+        """Log out, ignoring errors (the session may be gone)."""
+        try:
+            if self._session is not None:
+                self.channel.value("session.logout", (self._session,))
+        except Exception:  # best effort, as xapi.close_session
+            pass
+        self.channel.close()
+
+
+def open_lean_session():
+    """A new LeanSession, logged in (xapi.open_session's endpoint and
+    credentials)."""
+    return LeanSession().login()
+
+
+def close_session(session):
+    """Log out of a LeanSession or a XenAPI session (best effort)."""
+    if isinstance(session, LeanSession):
+        session.logout()
+    else:
+        xapi.close_session(session)
+
+
 class LeanXapi(xapi.Xapi):
     """xapi.Xapi whose calls go through an EventChannel of their own
     (the session's ref, xapi.Xapi's error mapping) instead of the XenAPI
     client: a key write's request and reply cost a third of the CPU.
-    One thread at a time per object."""
+    One thread at a time per object.
 
-    def __init__(self, session, channel=None):
+    relogin: on SESSION_INVALID, log the LeanSession in again and make the
+    call once more, as the XenAPI client does (the watcher's own session:
+    its lease is given back through it after a xapi restart)."""
+
+    def __init__(self, session, channel=None, relogin=False):
         xapi.Xapi.__init__(self, session)
         self.channel = channel or EventChannel()
+        self.relogin = relogin and isinstance(session, LeanSession)
 
     def call(self, method, *params):
         with self._count_lock:
             self.calls += 1
         try:
+            try:
+                return self.channel.value(
+                    method, (getattr(self.session, "_session", None),) + params)
+            except watch_events.EventReplyError as err:
+                if not (self.relogin and err.details and
+                        err.details[0] == "SESSION_INVALID"):
+                    raise
+            self.session.login()
             return self.channel.value(
                 method, (getattr(self.session, "_session", None),) + params)
         except watch_events.EventReplyError as err:
@@ -325,13 +454,30 @@ class LeanXapi(xapi.Xapi):
                                       % method, *details) from err
             raise xapi.XapiError("%s failed: %s" % (method, " ".join(details)),
                                  *details) from err
-        except (OSError, IOError, http.client.HTTPException,
-                xmlrpc.client.ProtocolError) as err:
+        except (OSError, IOError, HttpStatusError) as err:
             raise xapi.XapiError("%s failed: cannot reach xapi: %s"
                                  % (method, err)) from err
         except ValueError as err:
             raise xapi.XapiError("%s failed: a reply that is not XML-RPC: %s"
                                  % (method, err)) from err
+
+    def snapshot(self):
+        """PoolRecords as the watcher keeps them (the fields in
+        watch_events.KEEP, read as they stream in), for the settling of a
+        crashed operation (writer.settle_crashed): a whole pool through
+        a full parse would cost seconds and tens of MiB. host_metrics:
+        unknown (None), which the books' settling does not read."""
+        tables = []
+        for xapi_class in CLASSES:
+            with self._count_lock:
+                self.calls += 1
+            try:
+                tables.append(self.channel.all_records(
+                    getattr(self.session, "_session", None), xapi_class))
+            except (OSError, IOError, HttpStatusError, ValueError) as err:
+                raise xapi.XapiError("%s.get_all_records failed: %s"
+                                     % (xapi_class.name, err)) from err
+        return PoolRecords(*tables)
 
 
 class RetryingXapi(LeanXapi):
@@ -403,7 +549,7 @@ class _Wire(object):
         if len(status) < 2 or not status[0].startswith(b"HTTP/") or \
                 not status[1].isdigit():
             self.close()
-            raise http.client.BadStatusLine(repr(lines[0]))
+            raise WireError("not an HTTP reply: %r" % lines[0][:80])
         fields = {}
         for line in lines[1:]:
             name, _, value = line.partition(b":")
@@ -516,12 +662,14 @@ class EventChannel(object):
     def _call(self, method, params, parse, stream=False, map_errors=True):
         """parse(the reply's bytes), or with stream parse(an iterator of
         its chunks)."""
-        body = xmlrpc.client.dumps(params, method)
+        body = watch_events.dumps_call(method, params)
         conn = self._connection()
         try:
-            status, reason, chunks = conn.post(body.encode("utf-8"))
+            status, reason, chunks = conn.post(body)
+            if status in HTTP_UNAVAILABLE:
+                raise Unavailable("xapi: HTTP %d %s" % (status, reason))
             if status != 200:
-                raise xmlrpc.client.ProtocolError("xapi", status, reason, {})
+                raise HttpStatusError(status, reason)
             if stream:
                 result = parse(chunks)
                 for _rest in chunks:  # keep the connection usable
@@ -594,7 +742,10 @@ class KeyWriters(object):
                 for _ in range(self.size)]
             self._clients = queue.Queue()
             for session in self._sessions:
-                client = RetryingXapi(session)
+                # over the login's own connection (a XenAPI session's
+                # calls: a connection of their own)
+                client = RetryingXapi(session,
+                                      getattr(session, "channel", None))
                 self._channels.append(client.channel)
                 self._clients.put(client)
             self._executor = concurrent.futures.ThreadPoolExecutor(self.size)
@@ -641,7 +792,7 @@ class KeyWriters(object):
         for channel in self._channels:
             channel.close()
         for session in self._sessions:
-            xapi.close_session(session)
+            close_session(session)
         self._sessions, self._channels = [], []
         self._clients = None
 
@@ -662,7 +813,7 @@ class Watcher(object):
         self.coalesce = max(0.0, float(coalesce))
         self._next_call = 0.0     # monotonic time the next event.from may start
         self.backoff_max = float(backoff_max)
-        self._open_session = open_session or xapi.open_session
+        self._open_session = open_session or open_lean_session
         self._sleep = sleep
         self.log = get_logger()
         self.session = None
@@ -762,7 +913,9 @@ class Watcher(object):
     def _connect(self):
         self._disconnect()
         self.session = self._open_session()
-        self.client = xapi.Xapi(self.session)
+        self.client = LeanXapi(self.session, self.session.channel,
+                               relogin=True) \
+            if isinstance(self.session, LeanSession) else xapi.Xapi(self.session)
         self.session_ref = getattr(self.session, "_session", None)
         self.host_ref = self.client.local_host_ref()
 
@@ -774,7 +927,7 @@ class Watcher(object):
         self._writers.close()
         self._channel.close()
         if self.session is not None:
-            xapi.close_session(self.session)
+            close_session(self.session)
         self.session = self.client = None
 
     # -- writing (master) --------------------------------------------------------
@@ -958,40 +1111,45 @@ class Watcher(object):
         # The token first: whatever changes after it comes again as an event.
         # (Tokens are pool-wide, so the smallest class is enough to get one.)
         self.token = self._events_of(["pool"], "", 0.0)["token"]
-        self.records = None
+        # The old snapshot goes before the new one is read: its records'
+        # memory is where the new ones land, so a resync does not grow the
+        # heap. (Nothing plans from it meanwhile: the drift thread sees no
+        # records and waits.)
+        with self._lock:
+            self.records = None
+            self._echoes.clear()
+        release_memory()
         tables = {}
         self._connected()
+        started = time.monotonic()
         for xapi_class in CLASSES:
-            # read lean: only the fields the pack reads become objects
-            raw = retry.call_with_retry(
+            # read lean, as it streams in: only the fields the pack reads
+            # become objects, each record a small Record at once
+            tables[xapi_class.table] = retry.call_with_retry(
                 self._channel.all_records, self.session_ref, xapi_class,
                 attempts=CALL_ATTEMPTS, budget_s=CALL_BUDGET, sleep=self._sleep)
-            # Through one JSON string: the records are then built again
-            # after the parse's garbage is freed, packed together instead
-            # of scattered among its holes, so the heap can shrink back.
-            packed = json.dumps(raw)
-            del raw
-            gc.collect()
-            tables[xapi_class.table] = dict(
-                (watch_events.intern(ref), watch_events.compact_record(record))
-                for ref, record in json.loads(packed).items())
-            del packed
         records = PoolRecords(*[tables[c.table] for c in CLASSES])
+        tables = None
         release_memory()
         self.stats["syncs"] += 1
+        read = time.monotonic()
         with self._lock:
             self.records = records
             self.was_master = self.is_master
             self.log.info("watch: synced %d VMs, %d VIFs, %d PIFs (%s)",
-                          len(tables["vms"]), len(tables["vifs"]),
-                          len(tables["pifs"]),
+                          len(records.vms), len(records.vifs),
+                          len(records.pifs),
                           "master" if self.was_master else "member")
             self._cache.restart(self.host_ref)
             self._policy_warned = set()
             self._echoes.clear()
             self._reconcile(set(records.vifs) | set(records.pifs),
                             live=EVERY_DEVICE)
+            planned = time.monotonic()
             self._flush_cache()
+        self.log.info("watch: full sync: read in %.2fs, planned in %.2fs, "
+                      "cache entries in %.2fs", read - started,
+                      planned - read, time.monotonic() - planned)
         self._start_drift()
 
     def _step(self):
@@ -1079,6 +1237,10 @@ class Watcher(object):
             waiting = [ref for ref in targets if ref in busy]
             self._writers.recheck.update(waiting)
             idle = [ref for ref in targets if ref not in busy]
+            if len(idle) >= PLAN_SLICE:
+                idle, quiet = self._needing_plans(idle)
+                if len(self._todo):  # in policy already (a lost reply)
+                    self._todo.done(quiet)
             # in slices: a full sync plans every object, and holding 10,000
             # plans at once would leave the heap that much bigger for good
             for start in range(0, len(idle), PLAN_SLICE):
@@ -1096,6 +1258,40 @@ class Watcher(object):
                     self._submit(plans)
         self._save_todo()
         self._enforce(None if live is EVERY_DEVICE else set(targets) | set(live))
+
+    def _needing_plans(self, refs):
+        """(refs to plan, VIF refs whose plan writes nothing). A VIF's plan
+        depends on its own other_config, its VM's other_config and tags,
+        its network's other_config and the pool's (the same for all): VIFs
+        holding the very same maps (the snapshot shares equal maps, see
+        watch_events.share_config) get the same writes. One of each such
+        group is planned; if it writes nothing, neither do the others,
+        which are not planned (a full sync of a pool in policy: one plan
+        per group instead of one per VIF)."""
+        records = self.records
+        if records is None:
+            return list(refs), []
+        groups = collections.OrderedDict()
+        for ref in refs:
+            vif = records.vifs.get(ref)
+            if vif is None:
+                groups[ref] = [ref]  # a PIF: planned on its own
+                continue
+            vm = records.vms.get(vif.get("VM")) or {}
+            network = records.networks.get(vif.get("network")) or {}
+            # identities of maps alive in the snapshot: equal ids, same maps
+            key = (id(vif.get("other_config")), id(vm.get("other_config")),
+                   tuple(vm.get("tags") or ()),
+                   id(network.get("other_config")))
+            groups.setdefault(key, []).append(ref)
+        planned, quiet = [], []
+        for members in groups.values():
+            if len(members) > 1 and not planning.plan_db(
+                    records, members[:1], **self._op_args())[0].writes:
+                quiet.extend(members)
+            else:
+                planned.extend(members)
+        return planned, quiet
 
     def _submit(self, plans):
         """Start the writes of plans under the pool writer lease (planned

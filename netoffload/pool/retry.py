@@ -18,11 +18,10 @@ and xmlrpc.client's protocol errors (a reply cut short while xapi goes
 down), and our XapiError wrapping any of these (`raise ... from`).
 """
 import errno
-import http.client
 import random
 import socket
+import sys
 import time
-import xmlrpc.client
 from xml.parsers.expat import ExpatError
 
 # xapi error codes that mean "try again": the session died with a restart
@@ -88,14 +87,22 @@ def _transient_one(exc):
         return True
     if isinstance(exc, (OSError, IOError)):
         return exc.errno in TRANSIENT_ERRNOS
-    if isinstance(exc, (http.client.HTTPException, ExpatError)):
+    # http.client and xmlrpc.client only when loaded: no exception of
+    # theirs exists otherwise, and the watcher does without them (7 MiB)
+    http_client = sys.modules.get("http.client")
+    if isinstance(exc, ExpatError) or (
+            http_client is not None and
+            isinstance(exc, http_client.HTTPException)):
         # RemoteDisconnected is a ConnectionResetError (handled above);
         # BadStatusLine, IncompleteRead, CannotSendRequest, a reply whose
         # XML stops short: xapi went away mid-reply; the next one may work
         return True
-    if isinstance(exc, xmlrpc.client.ProtocolError):
+    xmlrpc_client = sys.modules.get("xmlrpc.client")
+    if xmlrpc_client is None:
+        return None
+    if isinstance(exc, xmlrpc_client.ProtocolError):
         return exc.errcode in _HTTP_TRANSIENT
-    if isinstance(exc, xmlrpc.client.Fault):
+    if isinstance(exc, xmlrpc_client.Fault):
         if exc.faultCode not in _CLIENT_FAULTS:
             return False
         needle = _CLIENT_FAULTS[exc.faultCode]

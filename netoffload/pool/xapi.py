@@ -36,7 +36,6 @@ import os
 import re
 import socket
 import threading
-import xmlrpc.client
 from typing import Any, Optional  # noqa: F401 (type comments)
 from xml.etree import ElementTree
 from xml.parsers.expat import ExpatError
@@ -284,6 +283,13 @@ class HttpWire(object):
             raise
 
 
+def _xmlrpc():
+    # On use: xmlrpc.client brings http.client, the email package and ssl
+    # (7 MiB), which the watcher, making its calls itself, does without.
+    import xmlrpc.client  # noqa: PLC0415
+    return xmlrpc.client
+
+
 def http_client():
     import http.client  # noqa: PLC0415 (only on an unexpected reply)
     return http.client
@@ -305,7 +311,7 @@ def wire_for(session):
             ("originator", "ORIGINATOR")) if os.environ.get(var)]
         return HttpWire(socket.AF_UNIX, host.replace("_", "/"), host,
                         handler, extra)
-    if type(transport) is xmlrpc.client.Transport:
+    if type(transport) is _xmlrpc().Transport:
         name, _, port = host.rpartition(":")
         if not name or not port.isdigit():
             name, port = host, "80"
@@ -332,7 +338,7 @@ def request_body(method, params, encoding="utf-8", allow_none=True):
                         "</param>\n" % _escape(p) for p in params] +
                        ["</params>\n</methodCall>\n"])
     else:
-        text = xmlrpc.client.dumps(tuple(params), method, encoding=encoding,
+        text = _xmlrpc().dumps(tuple(params), method, encoding=encoding,
                                    allow_none=allow_none)
     return text.encode(encoding, "xmlcharrefreplace")
 
@@ -356,7 +362,7 @@ def _value(elem):
             else:
                 name, value = member.find("name"), member.find("value")
                 if name is None or value is None:
-                    raise xmlrpc.client.ResponseError(
+                    raise _xmlrpc().ResponseError(
                         "a struct member without a name or a value")
             out[name.text or ""] = _value(value)
         return out
@@ -375,12 +381,12 @@ def _value(elem):
     if tag == "nil":
         return None
     if tag == "dateTime.iso8601":
-        return xmlrpc.client.DateTime(text)
+        return _xmlrpc().DateTime(text)
     if tag == "base64":
-        binary = xmlrpc.client.Binary()
+        binary = _xmlrpc().Binary()
         binary.decode(text.encode("ascii"))
         return binary
-    raise xmlrpc.client.ResponseError("unknown XML-RPC type %s" % tag)
+    raise _xmlrpc().ResponseError("unknown XML-RPC type %s" % tag)
 
 
 # xapi's reply to a call that returns "" (every other-config write), as
@@ -409,9 +415,9 @@ def parse_reply(data):
         if root.tag == "methodResponse" and fault is not None:
             detail = _value(fault)
             if isinstance(detail, dict):
-                raise xmlrpc.client.Fault(detail.get("faultCode", 0),
+                raise _xmlrpc().Fault(detail.get("faultCode", 0),
                                           detail.get("faultString", ""))
-        raise xmlrpc.client.ResponseError("not an XML-RPC reply")
+        raise _xmlrpc().ResponseError("not an XML-RPC reply")
     return _value(value)
 
 
@@ -459,21 +465,21 @@ class Xapi(object):
         with self._wire_lock:
             status, reason, data = wire.request(body)
         if status != 200:
-            raise xmlrpc.client.ProtocolError(
+            raise _xmlrpc().ProtocolError(
                 getattr(session, "_ServerProxy__host", "xapi"), status,
                 reason, {})
         result = parse_reply(data)
         if type(result) is not dict or "Status" not in result:
-            raise xmlrpc.client.Fault(
+            raise _xmlrpc().Fault(
                 500, "Missing Status in response from server")
         if result["Status"] == "Success":
             if "Value" not in result:
-                raise xmlrpc.client.Fault(
+                raise _xmlrpc().Fault(
                     500, "Missing Value in response from server")
             return result["Value"]
         details = result.get("ErrorDescription")  # type: Any
         if not details:
-            raise xmlrpc.client.Fault(
+            raise _xmlrpc().Fault(
                 500, "Missing ErrorDescription in response from server")
         if details[0] == "SESSION_INVALID":
             return self._xenapi_call(method, params)

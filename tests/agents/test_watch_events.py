@@ -178,6 +178,26 @@ def test_a_pool_key_that_is_not_ours_changes_nothing(records):
     assert decisions(batch) == ([], [], [], False)
 
 
+@pytest.mark.parametrize("key, value", [
+    ("netoffload-lease", '{"expires":1.0,"holder":"watch@h","op":"0a1b2c3d4e5f"}'),
+    ("netoffload-op:0a1b2c3d4e5f", '{"holder":"watch@h"}'),
+    ("netoffload-lease-break:0a1b2c3d4e5f.1", "12.5"),
+])
+def test_the_writers_protocol_keys_on_the_pool_replan_nothing(records, key,
+                                                               value):
+    """Every write takes, renews or gives back the lease (the watcher's own
+    too): replanning and re-resolving the whole pool for each made the
+    latency seconds under load. A real policy key beside it still counts."""
+    config = dict(records.pool[POOL]["other_config"], **{key: value})
+    batch = apply_events(records, [mod("pool", POOL, records.pool[POOL],
+                                       other_config=config)], HERE, True)
+    assert decisions(batch) == ([], [], [], False)
+    config = dict(config, **{"netoffload-vif": "tx-off"})
+    batch = apply_events(records, [mod("pool", POOL, records.pool[POOL],
+                                       other_config=config)], HERE, True)
+    assert sorted(batch.affected) == sorted(set(records.vifs) | set(records.pifs))
+
+
 def test_becoming_the_master_takes_over_everything(records):
     promotion = mod("pool", POOL, records.pool[POOL], master=THERE)
     batch = apply_events(records, [promotion], THERE, False)
@@ -341,3 +361,82 @@ def test_vifs_on_an_sr_iov_network_and_its_logical_pif_are_not_eligible(
     assert not any(watch_events.eligible(records, r) for r in on_b)
     assert all(watch_events.eligible(records, r) for r in on_a
                if records.vms[records.vifs[r]["VM"]]["uuid"] != "tpl-uuid")
+
+
+# -- the snapshot's compact records -----------------------------------------------
+def test_a_record_reads_as_the_dict_it_was_made_from():
+    fields = {"uuid": "u", "device": "0", "VM": "OpaqueRef:v",
+              "network": "n", "other_config": {"k": "v"}}
+    record = watch_events.trim("vif", dict(fields, MAC="aa"))
+    assert record == fields and fields == record and not record != fields
+    assert record != dict(fields, device="1")
+    assert dict(record) == fields and record.copy() == fields
+    assert sorted(record) == sorted(fields) == sorted(record.keys())
+    assert sorted(record.items()) == sorted(fields.items())
+    assert len(record) == 5 and bool(record)
+    assert record["VM"] == "OpaqueRef:v" and record.get("VM") == "OpaqueRef:v"
+    # a field the snapshot lacked is absent, as in the dict
+    assert "currently_attached" not in record and "MAC" not in record
+    assert record.get("currently_attached", 7) == 7 and record.get("MAC") is None
+    with pytest.raises(KeyError):
+        record["currently_attached"]
+    assert record.get("keys") is None and "items" not in record
+    assert dict(record, other_config={}) == dict(fields, other_config={})
+    assert not watch_events.trim("vif", {"MAC": "aa"})
+
+
+def test_records_and_their_maps_are_read_only_and_equal_maps_shared():
+    one = watch_events.trim("vif", {"uuid": "1", "other_config": {"a": "b"}})
+    two = watch_events.trim("vif", {"uuid": "2", "other_config": {"a": "b"}})
+    assert one["other_config"] is two["other_config"]
+    with pytest.raises(TypeError):
+        one["other_config"]["a"] = "c"
+    for change in (lambda c: c.update(a="c"), lambda c: c.pop("a"),
+                   lambda c: c.setdefault("x", "y"), lambda c: c.clear(),
+                   lambda c: c.__delitem__("a")):
+        with pytest.raises(TypeError):
+            change(one["other_config"])
+    assert two["other_config"] == {"a": "b"}
+    with pytest.raises(TypeError):
+        one.uuid = "3"
+    copy = dict(one["other_config"])
+    copy["a"] = "c"  # a copy is the reader's own
+    assert type(copy) is dict and one["other_config"] == {"a": "b"}
+    assert watch_events.trim("vif", {"other_config": None})["other_config"] \
+        is watch_events.trim("vif", {"other_config": {}})["other_config"]
+
+
+def test_the_shared_maps_are_bounded(monkeypatch):
+    monkeypatch.setattr(watch_events, "_CONFIGS", {})
+    monkeypatch.setattr(watch_events, "CONFIGS_MAX", 4)
+    kept = [watch_events.share_config({"n": str(i)}) for i in range(10)]
+    assert len(watch_events._CONFIGS) <= 4
+    assert [dict(c) for c in kept] == [{"n": str(i)} for i in range(10)]
+    assert watch_events.share_config({"n": "9"}) is kept[9]
+
+
+def test_records_survive_copy_and_pickle():
+    import copy
+    import pickle
+    record = watch_events.trim("vm", {"uuid": "u", "tags": ["a"],
+                                      "other_config": {"k": "v"}})
+    for again in (copy.deepcopy(record), pickle.loads(pickle.dumps(record))):
+        assert again == record and type(again) is type(record)
+
+
+@pytest.mark.parametrize("params", [
+    ("OpaqueRef:s", ["pool", "vif"], "token&<>", 30.0),
+    ("s", {"k": "v&", "n": [1, True, 2.5, -3]}, ""),
+    ("root", "", "1.0", "netoffload"),
+    ("\u00e9t\u00e9", 1e20, 0.1, False),
+])
+def test_a_call_is_written_as_xmlrpc_client_writes_it(params):
+    import xmlrpc.client
+    assert watch_events.dumps_call("VIF.add_to_other_config", params) == \
+        xmlrpc.client.dumps(params, "VIF.add_to_other_config").encode("utf-8")
+
+
+def test_a_call_with_what_xmlrpc_cannot_carry_is_refused():
+    for bad in ((None,), (2 ** 40,), ({1: "a"},), (object(),)):
+        with pytest.raises((TypeError, OverflowError)):
+            watch_events.dumps_call("x.y", bad)

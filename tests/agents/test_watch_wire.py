@@ -278,3 +278,112 @@ def test_the_wire_reads_sized_chunked_and_closing_replies(tmp_path):
         for name in os.listdir(directory):
             os.unlink(os.path.join(directory, name))
         os.rmdir(directory)
+
+
+def test_the_watcher_loads_no_xenapi_xmlrpc_http_client_or_ssl():
+    """Those modules are 7 MiB of the watcher's RSS; it logs in, writes
+    its calls and reads HTTP itself."""
+    import subprocess
+    import sys
+
+    from tests.support import layout
+    code = ("import sys; from netoffload.agents import watch; "
+            "print(' '.join(m for m in ('XenAPI', 'xmlrpc.client', "
+            "'http.client', 'ssl', 'email', 'decimal') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=layout.REPO,
+                         stdout=subprocess.PIPE, universal_newlines=True,
+                         timeout=60, check=True).stdout
+    assert out.strip() == ""
+
+
+def test_a_lean_session_logs_in_again_where_the_xenapi_client_would():
+    """The watcher's own session (relogin=True) outlives SESSION_INVALID
+    as the XenAPI client's does (its lease is given back through it after a
+    xapi restart); a writer session (relogin=False) reports it."""
+    from netoffload.pool import retry
+    with SimPool() as box:
+        box.add_host("h1")
+        session = watch.LeanSession(("socket", box.socket_path)).login()
+        first = session._session
+        assert first.startswith("OpaqueRef:")
+        own = watch.LeanXapi(session, session.channel, relogin=True)
+        writer = watch.LeanXapi(session, watch.EventChannel(
+            ("socket", box.socket_path)))
+        try:
+            pool = own.call("pool.get_all")[0]
+            session.channel.value("session.logout", (first,))
+            with pytest.raises(XapiError) as gone:
+                writer.call("pool.get_other_config", pool)
+            assert gone.value.params[:1] == ["SESSION_INVALID"]
+            assert retry.is_transient(gone.value)
+            assert own.call("pool.get_other_config", pool) == \
+                box.api.pool.get_other_config(pool)
+            assert session._session != first
+            assert own.calls == 2 and writer.calls == 1
+        finally:
+            writer.channel.close()
+            session.logout()
+
+
+def test_a_failed_login_is_a_xapi_error_and_unreachable_is_transient(tmp_path):
+    from netoffload.pool import retry
+    with pytest.raises(XapiError) as err:
+        watch.LeanSession(("socket", str(tmp_path / "none"))).login()
+    assert "cannot reach xapi" in err.value.message
+    assert retry.is_transient(err.value)
+
+
+def test_lean_settling_reads_the_pool_trimmed_as_the_client_does():
+    """writer.settle_crashed's snapshot through the watcher's own wire: the
+    fields the pack reads, equal to the XenAPI client's records trimmed."""
+    with SimPool() as box:
+        box.add_host("h1")
+        net = box.admin.add_network(name_label="n0")
+        vm = box.admin.add_vm(name_label="v")
+        box.create_vif(vm, net, 0, other_config={"a": "1"})
+        lean = watch.LeanXapi(box.session,
+                              watch.EventChannel(("socket", box.socket_path)))
+        try:
+            mine = lean.snapshot()
+            assert lean.calls == 6
+            from netoffload.pool.records import CLASSES
+            for xapi_class in CLASSES:
+                theirs = box.api.__getattr__(xapi_class.name).get_all_records()
+                table = mine.table(xapi_class.event)
+                assert set(table) == set(theirs)
+                for ref, record in theirs.items():
+                    assert table[ref] == watch_events.trim(xapi_class.event,
+                                                           record)
+        finally:
+            lean.channel.close()
+
+
+@pytest.mark.parametrize("status, transient", [
+    (b"HTTP/1.1 503 Service Unavailable", True),
+    (b"HTTP/1.1 502 Bad Gateway", True),
+    (b"HTTP/1.1 404 Not Found", False),
+    (b"SSH-2.0-OpenSSH", True),  # not HTTP: cut short, a passing failure
+])
+def test_http_failures_are_told_as_before(status, transient):
+    import os
+
+    from netoffload.pool import retry
+    from sim.xapi_sim import socket_dir
+    directory = socket_dir("wire")
+    path = os.path.join(directory, "s")
+    listener, thread = _one_reply_server(
+        path, [status + b"\r\nContent-Length: 0\r\n\r\n"])
+    session = watch.LeanSession()
+    session._session = "OpaqueRef:s"
+    lean = watch.LeanXapi(session, watch.EventChannel(("socket", path)))
+    try:
+        with pytest.raises(XapiError) as err:
+            lean.call("pool.get_all")
+        assert retry.is_transient(err.value) is transient
+    finally:
+        lean.channel.close()
+        listener.close()
+        thread.join(5)
+        for name in os.listdir(directory):
+            os.unlink(os.path.join(directory, name))
+        os.rmdir(directory)

@@ -70,7 +70,7 @@ from netoffload.engine import ethtool, livestate
 from netoffload.errors import DeviceError, NetoffloadError
 from netoffload.log import get_logger
 from netoffload.pool import enforce, keys, planning, retry, writer, xapi
-from netoffload.pool.lease import LeaseInfo
+from netoffload.pool.lease import Holder, LeaseInfo
 from netoffload.pool.records import CLASSES, PoolRecords
 
 EVENT_CLASSES = [c.event for c in CLASSES]
@@ -493,120 +493,14 @@ class RetryingXapi(LeanXapi):
                                      budget_s=CALL_BUDGET)
 
 
-class _Wire(object):
-    """One keep-alive HTTP/1.1 connection to xapi: a POST, and its reply
-    read by hand (status line, Content-Length or chunked body). Python's
-    http.client parses headers through the email package, which cost more
-    CPU than the rest of a key write together."""
+class _Wire(xapi.HttpWire):
+    """The shared lean connection (xapi.HttpWire: one keep-alive HTTP/1.1
+    connection, its reply read by hand, a request sent again only when a
+    reused connection had answered nothing of it), whose reply that is not
+    HTTP is a WireError: without http.client in the watcher's process."""
 
-    def __init__(self, family, address):
-        self.family = family
-        self.address = address
-        self.sock = None
-        self._buf = b""
-
-    def close(self):
-        if self.sock is not None:
-            self.sock.close()
-        self.sock, self._buf = None, b""
-
-    def _recv(self):
-        data = self.sock.recv(STREAM_CHUNK) if self.sock is not None else b""
-        if not data:
-            raise ConnectionResetError("xapi closed the connection")
-        return data
-
-    def post(self, body):
-        """Send the request; (status, reason, iterator over the body)."""
-        request = (b"POST / HTTP/1.1\r\nHost: localhost\r\n"
-                   b"Content-Type: text/xml\r\nContent-Length: %d\r\n\r\n"
-                   % len(body)) + body
-        for attempt in (0, 1):
-            sock = self.sock
-            reused = sock is not None
-            if sock is None:
-                sock = socket.socket(self.family, socket.SOCK_STREAM)
-                sock.settimeout(socket.getdefaulttimeout())
-                try:
-                    sock.connect(self.address)
-                except BaseException:
-                    sock.close()
-                    raise
-                self.sock = sock
-            try:
-                sock.sendall(request)
-                while b"\r\n\r\n" not in self._buf:
-                    self._buf += self._recv()
-                break
-            except (ConnectionError, socket.timeout):
-                self.close()
-                if attempt or not reused or self._buf:
-                    raise
-                # an idle keep-alive connection the server had closed
-        head, _, self._buf = self._buf.partition(b"\r\n\r\n")
-        lines = head.split(b"\r\n")
-        status = lines[0].split(None, 2)
-        if len(status) < 2 or not status[0].startswith(b"HTTP/") or \
-                not status[1].isdigit():
-            self.close()
-            raise WireError("not an HTTP reply: %r" % lines[0][:80])
-        fields = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            fields[name.strip().lower()] = value.strip().lower()
-        keep = fields.get(b"connection") != b"close"
-        if fields.get(b"transfer-encoding") == b"chunked":
-            body_iter = self._chunked(keep)
-        elif b"content-length" in fields:
-            body_iter = self._sized(int(fields[b"content-length"]), keep)
-        else:
-            body_iter = self._to_eof()
-        reason = status[2].decode("ascii", "replace") if len(status) > 2 else ""
-        return int(status[1]), reason, body_iter
-
-    def _sized(self, length, keep):
-        while length > 0:
-            if not self._buf:
-                self._buf = self._recv()
-            piece, self._buf = self._buf[:length], self._buf[length:]
-            length -= len(piece)
-            yield piece
-        if not keep:
-            self.close()
-
-    def _chunked(self, keep):
-        while True:
-            while b"\r\n" not in self._buf:
-                self._buf += self._recv()
-            size_line, _, self._buf = self._buf.partition(b"\r\n")
-            size = int(size_line.split(b";")[0].strip() or b"0", 16)
-            if size == 0:
-                while b"\r\n" not in self._buf:  # (no trailers from xapi)
-                    self._buf += self._recv()
-                self._buf = self._buf.partition(b"\r\n")[2]
-                break
-            for piece in self._sized(size, True):
-                yield piece
-            while len(self._buf) < 2:
-                self._buf += self._recv()
-            self._buf = self._buf[2:]
-        if not keep:
-            self.close()
-
-    def _to_eof(self):
-        if self._buf:
-            yield self._buf
-        self._buf = b""
-        while self.sock is not None:
-            data = self.sock.recv(STREAM_CHUNK)
-            if not data:
-                break
-            yield data
-        self.close()
-
-
-# get_all_records' reply is read and parsed in pieces of this size
-STREAM_CHUNK = 1 << 16
+    def _bad_status(self, first):
+        return WireError("not an HTTP reply: %r" % first[:80])
 
 
 class EventChannel(object):
@@ -830,6 +724,7 @@ class Watcher(object):
         self.stats = {"syncs": 0, "batches": 0, "writes": 0, "objects_written": 0,
                       "cache_writes": 0, "live_applied": 0, "errors": 0}
         self._store = None
+        self._holder_self = None  # this process as a lease holder, once known
         self._writers = KeyWriters(self._open_session, writers)
         self._channel = EventChannel()
         # {ref: (other_config before, after)} of writes submitted: their
@@ -1042,7 +937,15 @@ class Watcher(object):
             return None  # a dead writer's: taken over at our next write
         if self._operation is not None and info.op == self._operation.op:
             return None  # ours
+        if info.gone(self._this_process()):
+            return None  # a dead writer of this host's: taken over as well
         return info
+
+    def _this_process(self):
+        """This process as a lease holder (host uuid, pid, start, boot)."""
+        if self._holder_self is None:
+            self._holder_self = Holder.this_process()
+        return self._holder_self
 
     def _resume_deferred(self):
         """Plan what waited for another writer, once its lease is gone."""
@@ -1411,15 +1314,10 @@ class Watcher(object):
                 monitor.close()
 
     def _held_devices(self):
-        """Devices an admin holds with `netoffload set` (CONTRACTS.md C).
-
-        LiveStateStore.held_devices() comes with live-engine's holds; until
-        that is merged no device is held."""
-        held = getattr(self._live_store(), "held_devices", None)
-        if held is None:
-            return set()
+        """Devices an admin holds with `netoffload set`; None when the
+        live-state record cannot be read."""
         try:
-            return set(held())
+            return set(self._live_store().held_devices())
         except NetoffloadError as err:
             self.log.warning("watch: cannot read the holds: %s", err.message)
             return None

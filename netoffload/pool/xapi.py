@@ -212,12 +212,17 @@ class HttpWire(object):
         if len(status) < 2 or not status[0].startswith(b"HTTP/") or \
                 not status[1].isdigit():
             self.close()
-            raise http_client().BadStatusLine(repr(first))
+            raise self._bad_status(first)
         # the three fields that frame the body; the rest are not read
         fields = dict((name.lower(), value.strip().lower())
                       for name, value in _FRAMING.findall(rest))
         reason = status[2].decode("ascii", "replace") if len(status) > 2 else ""
         return int(status[1]), reason, fields
+
+    def _bad_status(self, first):
+        # type: (bytes) -> Exception
+        """The exception for a reply whose first line is not HTTP."""
+        return http_client().BadStatusLine(repr(first))
 
     def _sized(self, length, keep):
         while length > 0:

@@ -332,3 +332,28 @@ def test_the_watcher_plans_nothing_from_another_writers_half_done_state(
     assert pool.writes() == writes, "the watcher wrote from a stale view"
     assert not [k for k in pool.api.pool.get_other_config(pool_ref)
                 if keys.is_pack_key(k)]
+
+
+def test_a_dead_writer_of_this_host_does_not_hold_up_the_watcher(
+        pool, one_host):
+    """A writer on this host that died holding the lease (its pid gone)
+    cannot hold the watcher up until the lease's expiry: a new VIF gets
+    its keys at once, the lease taken over through its break key."""
+    import json
+    import subprocess
+    wait_synced(one_host["state"])
+    pool_ref = pool.pool_ref
+    wait_for(lambda: keys.KEY_LEASE not in pool.api.pool.get_other_config(
+        pool_ref), what="the watcher giving its lease back")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with open("/proc/sys/kernel/random/boot_id") as handle:
+        boot = handle.read().strip()
+    pool.api.pool.add_to_other_config(pool_ref, keys.KEY_LEASE, json.dumps(
+        {"holder": "apply@xs1:%d" % dead.pid, "op": "fedcba9876543210",
+         "expires": time.time() + 600,
+         "host": pool.api.host.get_uuid(one_host["host"]), "pid": dead.pid,
+         "start": "1", "boot": boot}))
+    vif = pool.create_vif(one_host["vm"], one_host["net"], 0)
+    wait_for(lambda: keys_written(pool.vif_config(vif)), timeout=10,
+             what="keys despite a dead writer's lease")

@@ -11,6 +11,7 @@ import XenAPI
 from netoffload.agents import watch, watch_events
 from netoffload.errors import XapiError
 from tests.support.simpool import SimPool
+from tests.support.wireserver import serve_replies
 
 XAPI_STYLE = (
     b"<?xml version=\"1.0\"?><methodResponse><params><param><value><struct>"
@@ -387,3 +388,28 @@ def test_http_failures_are_told_as_before(status, transient):
         for name in os.listdir(directory):
             os.unlink(os.path.join(directory, name))
         os.rmdir(directory)
+
+
+def test_the_watchers_wire_never_sends_a_call_again_after_part_of_a_reply():
+    """A key write answered in part may have run: sending it again would
+    turn a lease taken by us into MAP_DUPLICATE_KEY, another holder. Only
+    a reused connection that answered nothing is tried again."""
+    import socket
+    sized = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    cut = b"HTTP/1.1 200 OK\r\nContent-Le"  # then the connection goes
+    path, requests = serve_replies([sized, (cut,), sized, b"", sized,
+                                    (b"SSH-2.0-x\r\n\r\n",)])
+    wire = watch._Wire(socket.AF_UNIX, path)
+    socket.setdefaulttimeout(30)  # the wire's sockets take it
+    try:
+        assert wire.request(b"1")[2] == b"ok"
+        with pytest.raises(ConnectionError):
+            wire.request(b"2")
+        assert wire.request(b"3")[2] == b"ok"
+        assert wire.request(b"4")[2] == b"ok"  # idle, closed unanswered
+        with pytest.raises(watch.WireError, match="not an HTTP reply"):
+            wire.request(b"5")
+    finally:
+        socket.setdefaulttimeout(None)
+        wire.close()
+    assert [r[-1:] for r in requests] == [b"1", b"2", b"3", b"4", b"4", b"5"]

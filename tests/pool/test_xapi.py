@@ -3,6 +3,7 @@ import pytest
 
 from netoffload.errors import NotFound
 from netoffload.pool import xapi
+from tests.support.wireserver import serve_replies
 
 INVENTORY_CASES = [
     ("single-quotes", "INSTALLATION_UUID='6f1d-aa'\n", "6f1d-aa"),
@@ -150,45 +151,6 @@ def test_lean_and_xenapi_calls_agree_on_results_and_errors(monkeypatch):
             xapi.close_session(session)
 
 
-def _serve(replies):
-    """A unix socket server answering each request on a connection with the
-    next canned reply (bytes); b"": the connection is closed unanswered;
-    (bytes,): those bytes, then the connection is closed."""
-    import os
-    import socket
-    import tempfile
-    import threading
-    path = tempfile.mktemp(prefix="nowire", dir="/tmp")
-    server = socket.socket(socket.AF_UNIX)
-    server.bind(path)
-    server.listen(4)
-    requests = []
-
-    def run():
-        queue = list(replies)
-        while queue:
-            conn, _ = server.accept()
-            with conn:
-                while queue:
-                    data = conn.recv(65536)
-                    if not data:
-                        break
-                    requests.append(data)
-                    reply = queue.pop(0)
-                    if reply == b"":
-                        break  # close: the client must reconnect
-                    conn.sendall(reply if isinstance(reply, bytes)
-                                 else reply[0])
-                    if not isinstance(reply, bytes):
-                        break
-        server.close()
-        os.unlink(path)
-    thread = threading.Thread(target=run)
-    thread.daemon = True
-    thread.start()
-    return path, requests
-
-
 def test_http_wire_reads_sized_chunked_and_closing_replies():
     import socket
     sized = (b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\n"
@@ -197,7 +159,7 @@ def test_http_wire_reads_sized_chunked_and_closing_replies():
                b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n")
     closing = (b"HTTP/1.1 500 Internal Error\r\nConnection: close\r\n"
                b"Content-Length: 2\r\n\r\nno")
-    path, requests = _serve([sized, chunked, closing, sized])
+    path, requests = serve_replies([sized, chunked, closing, sized])
     wire = xapi.HttpWire(socket.AF_UNIX, path, "h", "/RPC2",
                          [("originator", "me")])
     assert wire.request(b"<a/>") == (200, "OK", b"hello")
@@ -214,7 +176,7 @@ def test_http_wire_reads_sized_chunked_and_closing_replies():
 def test_http_wire_sends_again_on_an_idle_connection_the_server_closed():
     import socket
     sized = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-    path, requests = _serve([sized, b"", sized])
+    path, requests = serve_replies([sized, b"", sized])
     wire = xapi.HttpWire(socket.AF_UNIX, path)
     assert wire.request(b"1")[2] == b"ok"
     assert wire.request(b"2")[2] == b"ok"  # closed unanswered: sent again
@@ -226,7 +188,7 @@ def test_http_wire_does_not_send_again_after_part_of_a_reply():
     import socket
     sized = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
     cut = b"HTTP/1.1 200 OK\r\nContent-Le"  # then the connection goes
-    path, requests = _serve([sized, (cut,), sized])
+    path, requests = serve_replies([sized, (cut,), sized])
     wire = xapi.HttpWire(socket.AF_UNIX, path)
     socket.setdefaulttimeout(30)  # the wire's sockets take it
     try:

@@ -144,7 +144,48 @@ def bench_apply(data):
                 mine["floor_with_launch_s"])))
 
 
+def bench_watch(data):
+    lat, rss, targets = data["latency_ms"], data["rss_mib"], data["targets"]
+    share = data["cpu_ms_per_event"] * data["rate_target"] / 1000.0
+    resyncs = rss.get("after_resyncs_settled") or rss.get("after_resyncs")
+    flat = max(resyncs) <= rss["max_during_load"]
+    return (
+        "| `bench_watch`: VIF.create → keys written at %.0f creates/s for %.0f "
+        "s, %s VIFs in the pool, %.0f ms per XAPI call | %.1f creates/s "
+        "reached, %d created, %d missed: p50 %.1f ms, p99 %.1f ms = **%.2f×** "
+        "the floor of that run (%.1f ms: a VIF's %.0f writes one after "
+        "another at the simulator's median round trip); **%.2f ms CPU per "
+        "create** (%.0f %% of a core at %.0f/s); RSS %.1f MiB after the sync, "
+        "%.1f MiB max as the pool grew to %s VIFs, %s MiB after %d resyncs; "
+        "a resync after a master restart %.1f s (bench/results/"
+        "watcher-round.md)%s | p99 ≤ %d ms: %s; CPU ≤ %.0f %%: %s; RSS ≤ %d "
+        "MiB and flat: %s |" % (
+            data["rate_target"], data["seconds"],
+            "{:,}".format(data["pool_vifs"]), data["latency_ms_per_call"],
+            data["rate_achieved"], data["created"], data["missing"],
+            lat["p50"], lat["p99"], data["p99_over_floor"], data["floor_ms"],
+            data["writes_per_vif"], data["cpu_ms_per_event"], share * 100,
+            data["rate_target"], rss["after_sync"], rss["max_during_load"],
+            "{:,}".format(data["pool_vifs"] + data["created"]),
+            " / ".join("%.1f" % v for v in resyncs), len(resyncs),
+            data["resync_after_restart_seconds"],
+            ", load average %s at the end" % data["loadavg_at_end"][0]
+            if data.get("loadavg_at_end") else "",
+            targets["p99_ms"],
+            "met" if lat["p99"] <= targets["p99_ms"] else
+            "not met (%.1f× the floor)" % data["p99_over_floor"],
+            targets["cpu_share"] * 100,
+            "met in this run" if share <= targets["cpu_share"] else "not met",
+            targets["rss_mib"],
+            ("met" if rss["max_during_load"] <= targets["rss_mib"] else
+             "flat, but %.1f MiB at %s VIFs" % (
+                 rss["max_during_load"],
+                 "{:,}".format(data["pool_vifs"] + data["created"])))
+            if flat else "not flat"))
+
+
 ROWS = {"`bench_pack`": (bench_pack, "bench_pack"),
+        "`bench_watch`": (bench_watch, "bench_watch"),
         "`bench_apply`": (bench_apply, "bench_apply"),
         "`bench_udev`": (bench_udev, "bench_udev"),
         "`bench_boot`": (bench_boot, "bench_boot"),

@@ -184,7 +184,16 @@ def bench_watch(data):
             if flat else "not flat"))
 
 
+def bench_read(data):
+    return (
+        "| `bench_read`: read 8 features of %d veth devices | ioctl %.0f ms "
+        "vs one `ethtool -k` per device %.2f s: **%.0f×** | ≥ %.0f× |" % (
+            data["devices"], data["ioctl_seconds"] * 1000,
+            data["ethtool_seconds"], data["speedup"], data["target"]))
+
+
 ROWS = {"`bench_pack`": (bench_pack, "bench_pack"),
+        "`bench_read`": (bench_read, "bench_read"),
         "`bench_watch`": (bench_watch, "bench_watch"),
         "`bench_apply`": (bench_apply, "bench_apply"),
         "`bench_udev`": (bench_udev, "bench_udev"),

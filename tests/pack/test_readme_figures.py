@@ -28,3 +28,12 @@ def test_a_drifted_figure_is_found_and_rewritten():
     assert drifted != text
     fixed, changed = module.regenerate(drifted)
     assert len(changed) == 1 and fixed == module.regenerate(text)[0]
+
+
+def test_every_benchmark_row_but_diag_is_generated():
+    module = _module()
+    with open(module.README) as handle:
+        names = [line.split("|")[1].strip().split(":")[0]
+                 for line in handle if line.startswith("| `bench_")]
+    assert names and sorted(n for n in names if n != "`bench_diag`") == \
+        sorted(module.ROWS)

@@ -137,7 +137,7 @@ def release_memory(collect=True):
     try:
         import ctypes  # noqa: PLC0415 (only after a big transient)
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
+    except (ImportError, OSError, AttributeError):  # no ctypes, not glibc
         pass
 
 
@@ -168,7 +168,7 @@ def limit_malloc_arenas():
         libc.mallopt(M_ARENA_MAX, MALLOC_ARENAS)
         libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
         libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
-    except (OSError, AttributeError):  # not glibc: nothing to do
+    except (ImportError, OSError, AttributeError):  # no ctypes, not glibc
         pass
 
 

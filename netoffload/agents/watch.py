@@ -137,7 +137,7 @@ def release_memory(collect=True):
     try:
         import ctypes  # noqa: PLC0415 (only after a big transient)
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
+    except (ImportError, OSError, AttributeError):  # no ctypes, not glibc
         pass
 
 
@@ -168,7 +168,7 @@ def limit_malloc_arenas():
         libc.mallopt(M_ARENA_MAX, MALLOC_ARENAS)
         libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
         libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
-    except (OSError, AttributeError):  # not glibc: nothing to do
+    except (ImportError, OSError, AttributeError):  # no ctypes, not glibc
         pass
 
 
@@ -1189,11 +1189,19 @@ class Watcher(object):
             groups.setdefault(key, []).append(ref)
         planned, quiet = [], []
         for members in groups.values():
-            if len(members) > 1 and not planning.plan_db(
-                    records, members[:1], **self._op_args())[0].writes:
-                quiet.extend(members)
-            else:
-                planned.extend(members)
+            if len(members) > 1:
+                plan = planning.plan_db(records, members[:1],
+                                        **self._op_args())[0]
+                if not plan.writes:
+                    # a broken policy plans no writes: still one warning
+                    # per broken key, as planning each VIF would give
+                    if plan.resolution.error:
+                        self._warn_policy_errors([(
+                            plan.resolution.level, plan.resolution.error,
+                            plan.label)])
+                    quiet.extend(members)
+                    continue
+            planned.extend(members)
         return planned, quiet
 
     def _submit(self, plans):

@@ -693,6 +693,11 @@ def parse_records_stream(chunks, cls):
                     if name is not None and value is not None and \
                             name.text in ("Status", "ErrorDescription"):
                         top[name.text] = xml_value(value)
+                    elif name is not None and name.text == "Value":
+                        # its records went one by one; a Value that is
+                        # no struct is no get_all_records reply
+                        top["Value"] = value is not None and \
+                            value.find("struct") is not None
                 elif elem.tag == "fault" and depth == 2:
                     value = elem.find("value")
                     raise EventReplyError(["XMLRPC_FAULT", str(
@@ -701,9 +706,14 @@ def parse_records_stream(chunks, cls):
         parser.close()
     except ElementTree.ParseError as err:
         raise ValueError("get_all_records: not XML: %s" % err) from err
+    if "Status" not in top:
+        raise ValueError("get_all_records: not an XML-RPC reply")
     if top.get("Status") != "Success":
         raise EventReplyError([str(d) for d in
                                top.get("ErrorDescription") or ["UNKNOWN"]])
+    if not top.get("Value"):
+        # not "no records": a reply with no map of them at all
+        raise ValueError("get_all_records: a reply with no Value")
     return result
 
 

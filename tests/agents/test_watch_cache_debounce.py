@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from netoffload.agents import cache
+from netoffload.agents import cache, watch
 from netoffload.agents.watch import CACHE_MAX_LAG, DebouncedCache, Watcher
 from netoffload.pool.records import PoolRecords
 
@@ -94,3 +94,41 @@ def test_the_watcher_logs_a_cache_it_cannot_write_and_goes_on(tmp_path, blocked)
         "info": lambda self, *a: None})()
     watcher._flush_cache(wait=True)  # must not raise
     assert len(logged) == 1 and logged[0].startswith("watch: cannot write the cache")
+
+
+def test_the_malloc_settings_fall_back_where_there_is_no_glibc_or_ctypes(
+        monkeypatch):
+    """mallopt and malloc_trim through ctypes are glibc's: without them
+    (musl: no libc.so.6, a libc without the functions, a Python built
+    without ctypes) the watcher runs on with the allocator's defaults."""
+    import ctypes
+    import sys
+
+    calls = []
+
+    class Libc(object):
+        def mallopt(self, param, value):
+            calls.append((param, value))
+            return 1
+
+        def malloc_trim(self, pad):
+            calls.append(("trim", pad))
+            return 1
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: Libc())
+    watch.limit_malloc_arenas()
+    watch.release_memory(collect=False)
+    assert calls == [(watch.M_ARENA_MAX, watch.MALLOC_ARENAS),
+                     (watch.M_MMAP_THRESHOLD, watch.MMAP_THRESHOLD),
+                     (watch.M_TRIM_THRESHOLD, watch.TRIM_THRESHOLD),
+                     ("trim", 0)]
+
+    def no_libc(name):
+        raise OSError("%s: cannot open shared object file" % name)
+    for cdll in (no_libc, lambda name: object()):  # no libc; no functions
+        monkeypatch.setattr(ctypes, "CDLL", cdll)
+        watch.limit_malloc_arenas()
+        watch.release_memory(collect=False)
+    monkeypatch.setitem(sys.modules, "ctypes", None)  # no ctypes at all
+    watch.limit_malloc_arenas()
+    watch.release_memory()

@@ -61,3 +61,37 @@ def test_only_what_may_write_is_planned_and_nothing_is_missed(tmp_path):
     assert set(r for r in refs if r.startswith("OpaqueRef:vif-d-")) <= \
         set(planned)
     assert {"OpaqueRef:vif-a-0", "OpaqueRef:vif-c-1"} <= set(quiet)
+
+
+class _Log(object):
+    """The watcher's logger, recording what it is given."""
+
+    def __init__(self):
+        self.lines = []
+
+    def __getattr__(self, level):
+        return lambda text, *args: self.lines.append(
+            (level, text % args if args else text))
+
+
+def test_a_broken_policy_over_whole_groups_is_still_warned_once(tmp_path):
+    """docs/policy.md: the watcher logs one warning per broken key. Over
+    groups of VIFs sharing every map (a full sync of a pool past
+    PLAN_SLICE VIFs) only one VIF of a group is planned, and its plan
+    writes nothing under a broken policy: the warning is still given."""
+    count = watch.PLAN_SLICE + 10
+    records = _records(dict(
+        ("vm%03d" % n, ([], {"netoffload-vif": "tx=of"}, [{}, {}]))
+        for n in range(count // 2 + 1)))
+    watcher = watch.Watcher(state_dir=str(tmp_path))
+    watcher.records, watcher.host_ref = records, "OpaqueRef:h"
+    watcher.log = _Log()
+    refs = set(records.vifs)
+    assert len(refs) >= watch.PLAN_SLICE and watcher.is_master
+    watcher._reconcile(refs)
+    warned = [text for level, text in watcher.log.lines
+              if level == "warning" and "invalid policy" in text]
+    assert len(warned) == 1 and "'tx=of'" in warned[0], watcher.log.lines
+    watcher._reconcile(refs)  # one per broken key, not one per pass
+    assert len([text for _, text in watcher.log.lines
+                if "invalid policy" in text]) == 1

@@ -76,6 +76,29 @@ def test_a_failure_and_garbage():
             watch_events.parse_event_reply(junk)
 
 
+
+def _records_reply(value):
+    return (b"<?xml version=\"1.0\"?><methodResponse><params><param><value>"
+            b"<struct><member><name>Status</name><value>Success</value>"
+            b"</member>" + value + b"</struct></value></param></params>"
+            b"</methodResponse>")
+
+
+def test_a_records_reply_with_no_map_of_records_is_an_error_not_none():
+    """get_all_records read as it streams: a reply that holds no map of
+    records (no Value, or a Value that is no struct) is no reply of that
+    call, not a class without objects, which would drop every cache entry
+    of the class; a map of none is {}."""
+    empty = _records_reply(b"<member><name>Value</name><value><struct/>"
+                           b"</value></member>")
+    assert watch_events.parse_records_stream([empty], "vif") == {}
+    for value in (b"", b"<member><name>Value</name><value/></member>",
+                  b"<member><name>Value</name><value>x</value></member>"):
+        with pytest.raises(ValueError):
+            watch_events.parse_records_stream([_records_reply(value)], "vif")
+    with pytest.raises(ValueError):
+        watch_events.parse_records_stream([b"<html>busy</html>"], "vif")
+
 def test_the_simulators_replies_read_as_the_xenapi_client_reads_them(
         monkeypatch):
     with SimPool() as box:

@@ -275,11 +275,17 @@ class HttpWire(object):
                 chunks = self._chunked(keep) if fields.get(
                     b"transfer-encoding") == b"chunked" else self._to_eof()
                 return status, reason, b"".join(chunks)
-            # the common reply: its length known, read at once
+            # the common reply: its length known, read at once (the
+            # pieces joined once: adding each to the buffer copied the
+            # whole reply per piece, seconds for a pool's records)
             length = int(length)
-            while len(self._buf) < length:
-                self._buf += self._recv()
-            data, self._buf = self._buf[:length], self._buf[length:]
+            pieces, have = [self._buf], len(self._buf)
+            while have < length:
+                piece = self._recv()
+                pieces.append(piece)
+                have += len(piece)
+            whole = b"".join(pieces) if len(pieces) > 1 else self._buf
+            data, self._buf = whole[:length], whole[length:]
             if fields.get(b"connection") == b"close":
                 self.close()
             return status, reason, data

@@ -182,13 +182,7 @@ class HttpWire(object):
             sock = self.sock
             reused = sock is not None
             if sock is None:
-                sock = socket.socket(self.family, socket.SOCK_STREAM)
-                sock.settimeout(socket.getdefaulttimeout())
-                try:
-                    sock.connect(self.address)
-                except BaseException:
-                    sock.close()
-                    raise
+                sock = self._connect()
                 self.sock = sock
             try:
                 sock.sendall(request)
@@ -223,6 +217,21 @@ class HttpWire(object):
         # type: (bytes) -> Exception
         """The exception for a reply whose first line is not HTTP."""
         return http_client().BadStatusLine(repr(first))
+
+    def _connect(self):
+        """A new connection to the address (the default socket timeout)."""
+        if self.family != socket.AF_UNIX:
+            # TCP: a host name or an address of either family (IPv6 too),
+            # as http.client connects
+            return socket.create_connection(self.address)
+        sock = socket.socket(self.family, socket.SOCK_STREAM)
+        sock.settimeout(socket.getdefaulttimeout())
+        try:
+            sock.connect(self.address)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def _sized(self, length, keep):
         while length > 0:
@@ -323,6 +332,8 @@ def wire_for(session):
         return HttpWire(socket.AF_UNIX, host.replace("_", "/"), host,
                         handler, extra)
     if type(transport) is _xmlrpc().Transport:
+        if "@" in host:
+            return None  # user:password@: XenAPI sends them (Basic auth)
         name, _, port = host.rpartition(":")
         if not name or not port.isdigit():
             name, port = host, "80"

@@ -113,6 +113,43 @@ def test_no_wire_for_a_session_whose_endpoint_is_unknown():
     assert wire.address == ("192.0.2.1", 8080)
     wire = xapi.wire_for(XenAPI.xapi_local())
     assert wire.address == "/var/lib/xcp/xapi"
+    # credentials in the URL: XenAPI's Basic auth, which the wire lacks
+    assert xapi.wire_for(XenAPI.Session("http://root:pw@192.0.2.1/")) is None
+
+
+def test_http_wire_reaches_an_ipv6_endpoint():
+    """http://[::1]:port/ (XenAPI connects to it with http.client) is
+    reached by the wire too, not tried as an IPv4 address."""
+    import socket
+    import threading
+
+    import XenAPI
+    try:
+        server = socket.socket(socket.AF_INET6)
+        server.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    server.listen(1)
+    port = server.getsockname()[1]
+    got = []
+
+    def answer():
+        conn, _ = server.accept()
+        with conn:
+            got.append(conn.recv(65536))
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    thread = threading.Thread(target=answer)
+    thread.daemon = True
+    thread.start()
+    wire = xapi.wire_for(XenAPI.Session("http://[::1]:%d/" % port))
+    socket.setdefaulttimeout(30)  # the wire's sockets take it
+    try:
+        assert wire.request(b"<a/>") == (200, "OK", b"ok")
+    finally:
+        socket.setdefaulttimeout(None)
+        wire.close()
+        server.close()
+    assert got[0].startswith(b"POST / HTTP/1.1\r\nHost: [::1]:%d\r\n" % port)
 
 
 def test_lean_and_xenapi_calls_agree_on_results_and_errors(monkeypatch):

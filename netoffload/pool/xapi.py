@@ -182,13 +182,7 @@ class HttpWire(object):
             sock = self.sock
             reused = sock is not None
             if sock is None:
-                sock = socket.socket(self.family, socket.SOCK_STREAM)
-                sock.settimeout(socket.getdefaulttimeout())
-                try:
-                    sock.connect(self.address)
-                except BaseException:
-                    sock.close()
-                    raise
+                sock = self._connect()
                 self.sock = sock
             try:
                 sock.sendall(request)
@@ -223,6 +217,21 @@ class HttpWire(object):
         # type: (bytes) -> Exception
         """The exception for a reply whose first line is not HTTP."""
         return http_client().BadStatusLine(repr(first))
+
+    def _connect(self):
+        """A new connection to the address (the default socket timeout)."""
+        if self.family != socket.AF_UNIX:
+            # TCP: a host name or an address of either family (IPv6 too),
+            # as http.client connects
+            return socket.create_connection(self.address)
+        sock = socket.socket(self.family, socket.SOCK_STREAM)
+        sock.settimeout(socket.getdefaulttimeout())
+        try:
+            sock.connect(self.address)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def _sized(self, length, keep):
         while length > 0:
@@ -275,11 +284,17 @@ class HttpWire(object):
                 chunks = self._chunked(keep) if fields.get(
                     b"transfer-encoding") == b"chunked" else self._to_eof()
                 return status, reason, b"".join(chunks)
-            # the common reply: its length known, read at once
+            # the common reply: its length known, read at once (the
+            # pieces joined once: adding each to the buffer copied the
+            # whole reply per piece, seconds for a pool's records)
             length = int(length)
-            while len(self._buf) < length:
-                self._buf += self._recv()
-            data, self._buf = self._buf[:length], self._buf[length:]
+            pieces, have = [self._buf], len(self._buf)
+            while have < length:
+                piece = self._recv()
+                pieces.append(piece)
+                have += len(piece)
+            whole = b"".join(pieces) if len(pieces) > 1 else self._buf
+            data, self._buf = whole[:length], whole[length:]
             if fields.get(b"connection") == b"close":
                 self.close()
             return status, reason, data
@@ -317,6 +332,8 @@ def wire_for(session):
         return HttpWire(socket.AF_UNIX, host.replace("_", "/"), host,
                         handler, extra)
     if type(transport) is _xmlrpc().Transport:
+        if "@" in host:
+            return None  # user:password@: XenAPI sends them (Basic auth)
         name, _, port = host.rpartition(":")
         if not name or not port.isdigit():
             name, port = host, "80"

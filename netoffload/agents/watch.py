@@ -51,11 +51,9 @@ and PIF:
 """
 import argparse
 import collections
-import concurrent.futures
 import contextlib
 import gc
 import queue
-import random
 import signal
 import socket
 import sys
@@ -601,11 +599,31 @@ class EventChannel(object):
             self._conn = None
 
 
+class Finished(object):
+    """A write its thread finished: result() gives what writer.apply_db
+    returned, or raises what it raised (as a future's result() does)."""
+
+    __slots__ = ("_value", "_error")
+
+    def __init__(self, value=None, error=None):
+        self._value = value
+        self._error = error
+
+    def result(self):
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 class KeyWriters(object):
     """The master's writer pool: extra XAPI sessions, one thread each, each
     writing one object's keys at a time (so an object's keys keep their
-    order) while the event loop goes on. Sessions and threads start with
-    the first submit.
+    order) while the event loop goes on. Sessions start with the first
+    submit, threads as the writes need them (up to one per session).
+
+    Its own threads and queue rather than concurrent.futures: that module
+    loads logging (about 0.5 MiB of the watcher's RSS together), and every
+    write would carry a Future with its own Condition.
 
     `recheck` holds the in-flight refs that changed while their writes
     ran: the watcher plans them again once the snapshot shows our writes.
@@ -617,9 +635,12 @@ class KeyWriters(object):
         self._sessions = []
         self._channels = []
         self._clients = None    # queue of idle Xapi clients
-        self._executor = None
-        self._inflight = {}     # ref -> (plan, future)
-        self._finished = collections.deque()  # refs whose writes are done
+        self._plans = None      # queue of plans not started; None: stop
+        self._threads = []
+        self._idle = 0          # threads waiting for a plan
+        self._idle_lock = threading.Lock()
+        self._inflight = {}     # ref -> plan
+        self._finished = collections.deque()  # (ref, Finished or None)
         self.recheck = set()
 
     def in_flight(self):
@@ -628,7 +649,7 @@ class KeyWriters(object):
 
     def submit(self, plans):
         """Start the writes of plans in the writer threads."""
-        if self._executor is None:
+        if self._plans is None:
             self._sessions = [
                 retry.call_with_retry(self._open_session,
                                       attempts=CALL_ATTEMPTS,
@@ -642,12 +663,35 @@ class KeyWriters(object):
                                       getattr(session, "channel", None))
                 self._channels.append(client.channel)
                 self._clients.put(client)
-            self._executor = concurrent.futures.ThreadPoolExecutor(self.size)
+            self._plans = queue.Queue()
         for plan in plans:
-            future = self._executor.submit(self._write_one, plan)
-            self._inflight[plan.ref] = (plan, future)
-            future.add_done_callback(
-                lambda _f, ref=plan.ref: self._finished.append(ref))
+            self._inflight[plan.ref] = plan
+            self._plans.put(plan)
+            if self._idle <= 0 and len(self._threads) < self.size:
+                # none waiting (a thread counted idle may be about to
+                # take one: at worst one thread more, never above size)
+                thread = threading.Thread(target=self._work,
+                                          args=(self._plans,),
+                                          name="netoffload-writer")
+                thread.daemon = True
+                thread.start()
+                self._threads.append(thread)
+
+    def _work(self, plans):
+        while True:
+            with self._idle_lock:
+                self._idle += 1
+            plan = plans.get()
+            with self._idle_lock:
+                self._idle -= 1
+            if plan is None:  # stop
+                return
+            try:
+                done = Finished(self._write_one(plan))
+            except BaseException as err:  # handed over, as a future does
+                done = Finished(error=err)
+            self._finished.append((plan.ref, done))
+            done = plan = None
 
     def _write_one(self, plan):
         assert self._clients is not None  # submit() made them first
@@ -658,25 +702,37 @@ class KeyWriters(object):
             self._clients.put(client)
 
     def finished(self):
-        """[(ref, plan, future)] of the writes done since the last call, in
-        the order they finished; a cancelled one (never started) comes with
-        future None."""
+        """[(ref, plan, Finished)] of the writes done since the last call,
+        in the order they finished; a cancelled one (never started) comes
+        with None."""
         done = []
         while self._finished:
-            ref = self._finished.popleft()
-            plan, future = self._inflight.pop(ref, (None, None))
+            ref, outcome = self._finished.popleft()
+            plan = self._inflight.pop(ref, None)
             if plan is None:
                 continue
-            done.append((ref, plan, None if future.cancelled() else future))
+            done.append((ref, plan, outcome))
         return done
 
     def stop(self):
         """Cancel the writes not started, wait for the running ones."""
-        for _plan, future in self._inflight.values():
-            future.cancel()
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        plans, self._plans = self._plans, None
+        if plans is None:
+            return
+        while True:
+            try:
+                plan = plans.get_nowait()
+            except queue.Empty:
+                break
+            if plan is not None:
+                self._finished.append((plan.ref, None))
+        for _thread in self._threads:
+            plans.put(None)
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
+        with self._idle_lock:
+            self._idle = 0
 
     def close(self):
         """Forget every write and close the sessions (after stop)."""
@@ -794,6 +850,7 @@ class Watcher(object):
                     if failures >= FAILURES_LOUD else "")
                 self._disconnect()
                 try:
+                    import random  # noqa: PLC0415 (on a failure only)
                     self._sleep(backoff * (0.8 + 0.4 * random.random()))
                 except _Stop:
                     break
@@ -832,13 +889,13 @@ class Watcher(object):
         writes show."""
         written, failed, again = [], [], []
         now, wall = time.monotonic(), time.time()
-        for ref, plan, future in self._writers.finished():
-            if future is None:
+        for ref, plan, outcome in self._writers.finished():
+            if outcome is None:
                 result = writer.ObjectWrite.failed(
                     plan, ["not written: the watcher reconnected"])
             else:
                 try:
-                    result = future.result()
+                    result = outcome.result()
                 except Exception as err:  # a writer thread's surprise
                     result = writer.ObjectWrite.failed(
                         plan, ["%s: %s" % (type(err).__name__, err)])

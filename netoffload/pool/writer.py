@@ -17,13 +17,18 @@
 """
 import contextlib
 import threading
-from typing import List, Optional  # noqa: F401 (type comments)
 
 from netoffload.errors import XapiError
 from netoffload.log import get_logger
 from netoffload.pool import keys, lease, planning, xapi
 from netoffload.pool.planning import ObjectPlan, replan  # noqa: F401
 from netoffload.pool.xapi import LostRace, ObjectGone
+
+# Only for the type checker (basedpyright takes a name TYPE_CHECKING as
+# true): typing costs the watcher about 0.2 MiB of RSS at run time.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Optional  # noqa: F401 (type comments)
 
 MAX_RACE_RETRIES = 3
 

@@ -36,13 +36,18 @@ import os
 import re
 import socket
 import threading
-from typing import Any, Optional  # noqa: F401 (type comments)
 from xml.etree import ElementTree
 from xml.parsers.expat import ExpatError
 
 from netoffload import paths
 from netoffload.errors import NotFound, XapiError
 from netoffload.pool.records import CLASSES, PoolRecords
+
+# Only for the type checker (basedpyright takes a name TYPE_CHECKING as
+# true): typing costs the watcher about 0.2 MiB of RSS at run time.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Optional  # noqa: F401 (type comments)
 
 ORIGINATOR = "netoffload"
 

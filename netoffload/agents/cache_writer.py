@@ -231,31 +231,38 @@ class Encoded(object):
         crc32 buckets, about four per bucket, behind a table of offsets.
         Every piece is ASCII (JSON escapes the rest; keys are plain), so
         lengths in characters are lengths in bytes."""
-        lines = []
+        # Each line is made when its bucket is written, not all at once: a
+        # pool's 16,000 lines held together were megabytes of small strings
+        # made by the cache-writer thread amid the watcher's own objects
+        # (its RSS kept the high-water mark).
+        names = []
         for name, prefix in (("pifs", "pif"), ("vifs", "vif")):
             table = self.sections[name]
             for key in sorted(table):
                 # lookups use validated names only: other keys can stay out
                 if _PLAIN_KEY_RE.match(key):
-                    lines.append((prefix, key, "%s %s %s\n" % (
-                        prefix, key, table[key])))
+                    names.append((prefix, key, table))
         buckets = 1
-        while buckets * 4 < len(lines):
+        while buckets * 4 < len(names):
             buckets *= 2
         grouped = [[] for _ in range(buckets)]
-        for prefix, key, line in lines:
-            grouped[index_bucket(prefix, key, buckets)].append(line)
+        for item in names:
+            grouped[index_bucket(item[0], item[1], buckets)].append(item)
+        del names
         head = INDEX_MAGIC + encode_entry(dict(
             self.header, cache=cache_stamp, buckets=buckets)) + "\n"
         offset = len(head) + (buckets + 1) * OFFSET_WIDTH + 1
         offsets = [offset]
         for group in grouped:
-            offset += sum(len(line) for line in group)
+            # "<prefix> <key> <entry>\n"
+            offset += sum(len(prefix) + len(key) + len(table[key]) + 3
+                          for prefix, key, table in group)
             offsets.append(offset)
         yield head
         yield "".join("%0*d" % (OFFSET_WIDTH, o) for o in offsets) + "\n"
         for group in grouped:
-            yield "".join(group)
+            yield "".join("%s %s %s\n" % (prefix, key, table[key])
+                          for prefix, key, table in group)
 
     def index_text(self, cache_stamp):
         return "".join(self.index_chunks(cache_stamp))

@@ -20,6 +20,8 @@ ENV_XAPI_SOCKET = "NETOFFLOAD_XAPI_SOCKET"
 ENV_XAPI_URL = "NETOFFLOAD_XAPI_URL"
 ENV_SYSLOG_SOCKET = "NETOFFLOAD_SYSLOG_SOCKET"
 SYSLOG_SOCKET = "/dev/log"
+# changes at every boot: what was true of the kernel's state before it is not
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
 
 
 def state_dir(explicit=None):
@@ -52,3 +54,12 @@ def syslog_socket():
     """The syslog socket: $NETOFFLOAD_SYSLOG_SOCKET (the pool in a box gives
     each host its own, read by its `journalctl` stand-in), else /dev/log."""
     return os.environ.get(ENV_SYSLOG_SOCKET) or SYSLOG_SOCKET
+
+
+def boot_id():
+    """This boot's id, or "" when it cannot be read."""
+    try:
+        with open(BOOT_ID) as handle:
+            return handle.read(64).strip()
+    except (IOError, OSError):
+        return ""

@@ -96,7 +96,21 @@ def _hold_from(raw):
         "added": sorted(f for f in added if f in FEATURES)
         if isinstance(added, list) else [],
         "since": since if isinstance(since, (int, float)) else None,
+        "boot": raw.get("boot") if isinstance(raw.get("boot"), str) else None,
     }
+
+
+def _holds_now(record):
+    """Is the record's hold of this boot? A hold keeps the kernel state
+    `set` made, which a reboot does not keep: the udev helper and the boot
+    pass put the device back into policy, and the hold ends with the boot
+    it was made in. (A hold without a boot id, older, is taken as this
+    boot's.)"""
+    held = record.get("held")
+    if not held:
+        return False
+    boot = held.get("boot")
+    return not boot or boot == paths.boot_id()
 
 
 _CANONICAL = {"on": "on", "off": "off"}
@@ -289,10 +303,11 @@ class LiveStateStore(object):
 
     def held_devices(self):
         """The devices an admin holds with `netoffload set` (until
-        `netoffload restore`): the watcher leaves them alone."""
+        `netoffload restore`, or the next boot): the watcher and apply
+        leave them alone."""
         if not os.path.exists(self.path):
             return set()
-        return set(d for d, r in self._load().items() if r.get("held"))
+        return set(d for d, r in self._load().items() if _holds_now(r))
 
     def holds(self, owners=None):
         """{device: {"by", "wanted", "since"}} of every held device.
@@ -306,7 +321,7 @@ class LiveStateStore(object):
         return dict((d, {"by": r["held"]["by"],
                          "wanted": dict(r["held"]["wanted"]),
                          "since": r["held"]["since"]})
-                    for d, r in self._load().items() if r.get("held")
+                    for d, r in self._load().items() if _holds_now(r)
                     and self._owned(r, owners.get(d)) is not None)
 
     def recorded(self, owners=None):
@@ -368,11 +383,12 @@ class LiveStateStore(object):
             record = self._owned(devices.get(device), owner)
             if record is None:
                 record = _new_record(owner)
-            held = record.get("held")
-            if held is None:
+            held = record.get("held") if _holds_now(record) else None
+            if held is None:  # (a past boot's hold is replaced)
                 held = record["held"] = {
                     "by": HOLD_SET, "wanted": {}, "features": {},
-                    "requested": {}, "added": [], "since": time.time()}
+                    "requested": {}, "added": [], "since": time.time(),
+                    "boot": paths.boot_id()}
             held["wanted"].update(wanted)
             current = reader.read(device)
             to_change, _ = ethtool.plan(current, wanted)
@@ -403,6 +419,10 @@ class LiveStateStore(object):
             record = devices.get(device) or {}
             held = record.get("held")
             if held is None:
+                return None
+            if not _holds_now(record):  # a past boot's: nothing to undo
+                del record["held"]
+                self._save(devices)
                 return None
             chosen = dict(held["features"])
             if chosen:

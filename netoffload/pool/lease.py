@@ -37,6 +37,7 @@ import socket
 import threading
 import time
 
+from netoffload import paths
 from netoffload.errors import Busy, NotFound, XapiError
 from netoffload.log import get_logger
 from netoffload.pool import keys
@@ -70,18 +71,6 @@ def default_ttl():
 def default_wait():
     """NETOFFLOAD_LEASE_WAIT seconds, default DEFAULT_WAIT_S."""
     return _env_seconds("NETOFFLOAD_LEASE_WAIT", DEFAULT_WAIT_S)
-
-
-_BOOT_ID = "/proc/sys/kernel/random/boot_id"
-
-
-def _boot_id():
-    """This machine's boot id, or "" when it cannot be read."""
-    try:
-        with open(_BOOT_ID) as handle:
-            return handle.read(64).strip()
-    except (IOError, OSError):
-        return ""
 
 
 def _start_time(pid):
@@ -125,7 +114,7 @@ class Holder(object):
     def this_process(cls):
         pid = os.getpid()
         start = _start_time(pid)
-        return cls(_this_host_uuid(), pid, start or "", _boot_id())
+        return cls(_this_host_uuid(), pid, start or "", paths.boot_id())
 
     def to_json(self):
         return {"host": self.host, "pid": self.pid, "start": self.start,

@@ -100,3 +100,28 @@ def test_revert_of_a_held_device_ends_the_hold(netns, state_dir):
         assert store.restore(dev).ok
     assert netns.ethtool_k(dev) == original
     assert store.held_devices() == set() and store.recorded() == {}
+
+
+@pytest.mark.root
+def test_a_hold_ends_with_the_boot_it_was_made_in(netns, state_dir,
+                                                   monkeypatch):
+    """The kernel state `set` made does not survive a reboot (the udev
+    helper and the boot pass put the device back into policy), so neither
+    does its hold: the watcher and apply take the device again, restore
+    has nothing to undo, and a new `set` starts a new hold."""
+    from netoffload import paths
+    dev = _make(netns, "veth")
+    store = LiveStateStore(state_dir)
+    with netns.entered():
+        store.hold(dev, {"tx": "off"})
+        assert store.held_devices() == {dev}
+        monkeypatch.setattr(paths, "boot_id", lambda: "the-next-boot")
+        assert store.held_devices() == set() and store.holds() == {}
+        before = netns.ethtool_k(dev)
+        assert store.release(dev) is None  # nothing of this boot to undo
+        assert netns.ethtool_k(dev) == before
+        assert "held" not in store._load()[dev]
+        store.hold(dev, {"sg": "off"})
+        hold = store._load()[dev]["held"]
+        assert (hold["boot"], hold["wanted"]) == ("the-next-boot",
+                                                  {"sg": "off"})

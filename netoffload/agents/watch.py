@@ -1301,18 +1301,9 @@ class Watcher(object):
             refs = watch_events.local_targets(self.records, self.host_ref, refs)
             if not refs:
                 return
-        held = self._held_devices()
-        if held is None:
-            return  # holds unknown: touch no device
-        if held:
-            # an admin's `netoffload set` stands until `restore`: the
-            # objects with a held device are left alone here
-            locals_ = enforce.local_devices(self.records, self.host_ref, refs)
-            skip = set(d.ref for d in locals_ if d.device in held)
-            if skip:
-                refs = set(d.ref for d in locals_) - skip
-                if not refs:
-                    return
+        # an admin's `netoffload set` stands until `restore`: enforce_live
+        # leaves a held device alone (and touches none when the live-state
+        # record cannot be read)
         try:
             results = enforce.enforce_live(self.records, self.host_ref,
                                              self._live_store(), targets=refs)

@@ -6,7 +6,7 @@ simulator.
 - with ethtool netlink notifications (kernel 5.6+), at once: the periodic
   read is set to an hour, so only a notification can explain a fix;
 - with the periodic read (`--drift-poll`), within its interval;
-- a device an admin holds (CONTRACTS.md C: LiveStateStore.held_devices) is
+- a device an admin holds (`netoffload set`: LiveStateStore.held_devices) is
   left alone and recorded in drift.json with the time first seen.
 """
 import subprocess
@@ -111,9 +111,8 @@ def test_a_manual_ethtool_change_is_put_back_and_logged(
 
 def test_a_held_device_is_left_alone_and_its_drift_recorded_since(
         pool, running, netns, monkeypatch, tmp_path):
-    """In process, so the hold can be set: with live-engine's
-    LiveStateStore.hold/release (CONTRACTS.md C) when they are there, else
-    the store is given held_devices() for the test."""
+    """In process, so the hold can be set (LiveStateStore.hold/release,
+    what `netoffload set` and `restore` run)."""
     env = pool.admin.host_env(host=running["host"])
     for key, value in env.items():
         if key.startswith("NETOFFLOAD_"):
@@ -121,24 +120,13 @@ def test_a_held_device_is_left_alone_and_its_drift_recorded_since(
     device = running["device"]
     state = env["NETOFFLOAD_STATE_DIR"]
     store = livestate.LiveStateStore(state)
-    holds = set()
-    hold = getattr(store, "hold", None)
-    release = getattr(store, "release", None)
-    real_holds = hold is not None and release is not None
-    if not real_holds:
-        monkeypatch.setattr(livestate.LiveStateStore, "held_devices",
-                            lambda self: set(holds), raising=False)
     watcher = watch_mod.Watcher(state_dir=state, drift_interval=0)
     with netns.entered():
         watcher._connect()
         watcher._full_sync()  # enforces the device
         try:
             assert in_policy(netns, device)
-            if hold is not None and release is not None:
-                hold(device, {"tx": "on"})
-            else:
-                netns.run(["ethtool", "-K", device, "tx", "on"])
-                holds.add(device)
+            store.hold(device, {"tx": "on"})
             watcher.check_drift()
             assert live(netns, device)["tx"] == "on"  # held: left alone
             first = drift.read_drift(state)
@@ -153,10 +141,7 @@ def test_a_held_device_is_left_alone_and_its_drift_recorded_since(
             watcher._enforce(None)
             assert live(netns, device)["tx"] == "on"
             # the hold is released (`restore`): back in policy
-            if hold is not None and release is not None:
-                release(device)
-            else:
-                holds.clear()
+            store.release(device)
             watcher.check_drift()
             assert in_policy(netns, device)
             assert drift.read_drift(state) == {}

@@ -36,7 +36,7 @@ class DriftEntry(collections.namedtuple("DriftEntry", "features since held")):
     __slots__ = ()
 
     def to_json(self):
-        """The status JSON of CONTRACTS.md A (`held` besides)."""
+        """The status JSON of docs/policy.md (`held` besides)."""
         return {"features": dict(self.features), "since": self.since,
                 "held": self.held}
 

@@ -962,7 +962,7 @@ class Watcher(object):
         else:
             self.log.info("watch: to-do empty: every object's keys written")
 
-    # -- the pool-wide writer lease (CONTRACTS.md E) ---------------------------
+    # -- the pool-wide writer lease (docs/policy.md, "Operations and the lease") -----
     def _take_lease(self):
         """Hold the pool writer lease, as one operation, while writing:
         {"op": id} to plan with (writer.operation: the lease, the op key,

@@ -16,7 +16,7 @@ from netoffload.pool import keys
 MAX_WIDTH = 100
 ELLIPSIS = ".."  # ASCII: dom0's plugin-less shell may have no UTF-8 locale
 
-# Sources of a feature other than a policy level (CONTRACTS.md A).
+# Sources of a feature other than a policy level (docs/policy.md).
 SOURCE_EXPLICIT = "explicit"
 SOURCE_FORCE = "force"
 SOURCE_PROPERTY = "property"

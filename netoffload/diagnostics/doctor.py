@@ -138,7 +138,7 @@ def policy_section(session=None):
                                  if d.db_compliant is False),
         "pending_replugs": pending,
         "invalid_policies": invalid,
-        # CONTRACTS.md A: present once the pool side reports them
+        # docs/policy.md: present once the pool side reports them
         "overrides": [{"device": d.device, "overrides": e["overrides"]}
                       for d, e in entries if e.get("overrides")],
         "drift": [{"device": d.device, "drift": e["drift"]}

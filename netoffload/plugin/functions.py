@@ -807,7 +807,7 @@ def _revert_finish(work, writes, args, pool_wide):
 
 # -- report -------------------------------------------------------------------
 
-# The provenance fields of CONTRACTS.md A that a report entry carries over
+# The provenance fields of docs/policy.md that a report entry carries over
 # from Resolution.to_json() when the pool side provides them.
 PROVENANCE = ("sources", "contributing", "shadowed", "overrides")
 

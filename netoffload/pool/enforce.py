@@ -73,7 +73,7 @@ class LocalDevice(object):
                      if v not in ("on", "off")),
                  "policy": resolution.policy,
                  "level": resolution.level}
-        # where each feature comes from (CONTRACTS.md A)
+        # where each feature comes from (docs/policy.md)
         entry.update(resolution.provenance_json())
         if resolution.error:
             entry["policy"] = "INVALID"

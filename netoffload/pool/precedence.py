@@ -147,7 +147,7 @@ class Resolution(object):
                     if self.sources.get(f) not in EXPLICIT_SOURCES)
 
     def provenance_json(self):
-        """The CONTRACTS.md A fields: sources, contributing, shadowed,
+        """The docs/policy.md fields: sources, contributing, shadowed,
         overrides."""
         return {"sources": dict(self.sources),
                 "contributing": list(self.contributing),

@@ -1,4 +1,4 @@
-"""Transient XAPI failures and bounded retries (CONTRACTS.md D).
+"""Transient XAPI failures and bounded retries.
 
 `is_transient(exc)`: True for a failure that passes by itself: xapi
 refused or reset the connection, its listen queue was full (EAGAIN), a call

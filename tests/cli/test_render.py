@@ -1,5 +1,5 @@
 """The CLI's human output from plugin JSON (no xapi): the "why" of each
-device from the provenance fields of CONTRACTS.md A, profile names, no
+device from the provenance fields of docs/policy.md, profile names, no
 Python reprs, 100 columns at most. The fixtures follow the contract
 exactly; entries from an older plugin (no provenance fields) still render."""
 import io
@@ -168,7 +168,7 @@ def test_an_explicit_key_no_policy_names_is_explained():
 
 def test_report_table_csv_and_notes_from_contract_fields():
     """print_report / print_report_csv over a report whose VIFs carry the
-    provenance fields, drift and an invalid policy (CONTRACTS.md A)."""
+    provenance fields, drift and an invalid policy (docs/policy.md)."""
     from netoffload.cli import pool as cli_pool
     report = {
         "host": {"name_label": "host1", "uuid": "h1"},

@@ -218,7 +218,7 @@ def test_doctor_counts_an_invalid_policy_as_status_does(simpool):
 
 
 def test_doctor_counts_overrides_and_drift():
-    """CONTRACTS.md A fields, as status entries carry them."""
+    """docs/policy.md fields, as status entries carry them."""
     report = dict(_TROUBLED_REPORT)
     report["policy"] = dict(_TROUBLED_REPORT["policy"], overrides=[
         {"device": "vif3.0", "overrides": [

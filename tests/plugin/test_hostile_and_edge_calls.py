@@ -182,7 +182,7 @@ def test_key_changed_by_an_admin_after_apply_is_kept_and_survives_revert(pool):
     config = api.VIF.get_other_config(pool.bsd_vif)
     assert config["ethtool-tx"] == "on"
     assert "tx" not in keys.managed_features(config)
-    # their decision, shown as such (CONTRACTS.md A)
+    # their decision, shown as such (docs/policy.md)
     [vif] = pool.call("status", vm="bsd")["devices"]
     assert vif["overrides"] == [{
         "feature": "tx", "value": "on", "source": "explicit",

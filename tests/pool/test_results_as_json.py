@@ -42,7 +42,7 @@ def test_local_device_json_names_its_policy_and_what_xapi_ignores():
                      "explicit": {"sg": "TRUE", "rx": "off"},
                      "ignored_by_xapi": ["sg"], "policy": "tx-off",
                      "level": "pool", "vm": VM,
-                     # provenance (CONTRACTS.md A)
+                     # provenance (docs/policy.md)
                      "sources": {"tx": "pool"}, "contributing": [],
                      "shadowed": [], "overrides": []}
 

@@ -54,6 +54,26 @@ def _escape(text):
             .replace(">", "&gt;").replace('"', "&quot;"))
 
 
+_JUST_STR = frozenset((str,))
+# The bytes _TO_ESCAPE matches, and a few more (tab, newline, CR): a text
+# holding none of them needs no escaping.
+_ESCAPE_OR_SPACE = bytes(range(32)) + b'&<>"'
+
+
+def _str_values(items):
+    """<value>s of a list of plain strings (exactly str): the items escaped
+    one by one, or, when none needs it (a network's 10,000 VIF refs), joined
+    at once: the same text, in C loops."""
+    joined = "".join(items)
+    try:
+        raw = joined.encode("ascii")
+    except UnicodeEncodeError:
+        raw = None
+    if raw is not None and len(raw.translate(None, _ESCAPE_OR_SPACE)) == len(raw):
+        return "<value>" + "</value><value>".join(items) + "</value>" if items else ""
+    return "".join(["<value>%s</value>" % _escape(v) for v in items])
+
+
 def xml_value(value, out=None):
     """A value as xapi's XML-RPC writes it (one <value> element)."""
     parts = [] if out is None else out
@@ -74,11 +94,9 @@ def xml_value(value, out=None):
             elif item_kind is bool:
                 parts.append("<value><boolean>%d</boolean></value></member>"
                              % item)
-            elif item_kind is list and all(type(v) is str for v in item):
+            elif item_kind is list and set(map(type, item)) <= _JUST_STR:
                 parts.append("<value><array><data>%s</data></array></value>"
-                             "</member>" % "".join(
-                                 ["<value>%s</value>" % _escape(v)
-                                  for v in item]))
+                             "</member>" % _str_values(item))
             else:
                 xml_value(item, parts)
                 parts.append("</member>")

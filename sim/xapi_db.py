@@ -89,6 +89,7 @@ class Database(object):
             rec[name] = value
         if not rec.get("uuid"):
             rec["uuid"] = str(uuidlib.uuid4())
+        fresh = not ref  # a new ref is in no parent's set yet
         ref = ref or new_ref()
         gen = self._bump()
         self.tables[cls][ref] = rec
@@ -97,7 +98,7 @@ class Database(object):
         self.by_uuid[cls][rec["uuid"]] = ref
         for child, cfield, parent, pfield in schema.RELATIONS:
             if child == cls:
-                self._link(parent, rec[cfield], pfield, ref, True)
+                self._link(parent, rec[cfield], pfield, ref, True, fresh)
         self._journal_row(cls, ref)
         self.lock.notify_all()
         return ref
@@ -129,12 +130,14 @@ class Database(object):
             self._write_journal({"op": "del", "cls": cls, "ref": ref})
         self.lock.notify_all()
 
-    def _link(self, parent_cls, parent_ref, field, child_ref, add):
+    def _link(self, parent_cls, parent_ref, field, child_ref, add,
+              fresh=False):
         table = self.tables[parent_cls]
         if parent_ref not in table:
             return  # NULL or dangling: xapi keeps no back-pointer either
         members = table[parent_ref][field]
-        if add and child_ref not in members:
+        # `fresh`: a ref just made, so no scan of a network's 10,000 VIFs
+        if add and (fresh or child_ref not in members):
             members.append(child_ref)
         elif not add and child_ref in members:
             members.remove(child_ref)

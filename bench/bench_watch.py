@@ -6,9 +6,12 @@
    into the simulator; the watcher starts (in a throw-away
    netns, so it can never touch this machine's devices) and syncs.
 2. VIF.create runs at a sustained --rate (default 100/s) for --seconds
-   (default 60). A listener on event.from timestamps the moment each new
-   VIF's six ethtool keys are all written: latency = that minus the return
-   of its VIF.create.
+   (default 60). The simulator times each VIF.create and each key write
+   when it has changed its database: latency = the commit of a new VIF's
+   last ethtool key minus the commit of its VIF.create. A listener on
+   event.from (another event client, as Xen Orchestra is) also timestamps
+   the first event in which a VIF carries all six keys, from the return
+   of its VIF.create: "seen by an event client", reported beside it.
 3. The watcher's RSS is sampled every second from /proc, its CPU time
    read from /proc before and after the load: CPU ms per event (per
    VIF.create) and the share of one core.
@@ -21,7 +24,10 @@
 Targets (issue 15 item 4): p99 <= 60 ms; CPU <= 25 % of one core; RSS <=
 35 MiB and flat over the run. The floor of the latency in the same run:
 the writes of one VIF one after the other, each costing the simulator's
-round trip measured by a probe (`floor_ms`), and the ratio p99 / floor.
+round trip measured by a probe (`floor_ms`), and the ratio p99 / floor;
+and the floor with a VIF's keys written at once after its book
+(`floor_parallel_ms`): the create's event, the book, the keys: three
+round trips.
 `--watcher-root` runs another tree's watcher (e.g. an export of main) for
 a before/after pair in the same session (as its working directory too).
 BENCH_PROFILE=file profiles the watcher's whole run, BENCH_PROFILE_LOAD=file
@@ -152,6 +158,22 @@ class Listener(threading.Thread):
                     self.done[event["ref"]] = now
 
 
+def keys_committed(trace):
+    """{VIF ref: (VIF.create committed, last of its six keys committed
+    "off")} from the simulator's commit times, for the VIFs that got all
+    six."""
+    created, keys_at = {}, {}
+    for at, method, params, result in trace:
+        if method == "VIF.create":
+            created[result] = at
+        elif params[1].startswith("ethtool-") and params[1][8:] in XAPI_SIX \
+                and params[2] == "off":
+            keys_at.setdefault(params[0], {})[params[1]] = at
+    return dict((ref, (at, max(keys_at[ref].values())))
+                for ref, at in created.items()
+                if len(keys_at.get(ref, ())) == len(XAPI_SIX))
+
+
 def restart_and_resync(admin, sock, net, vm, device="99"):
     """Restart the simulator (sessions gone, as when the master's xapi
     restarts); seconds until the watcher, resynchronised, has written the
@@ -261,6 +283,7 @@ def main():
         probe.start()
         if os.environ.get("BENCH_PROFILE_LOAD"):
             watcher.send_signal(signal.SIGUSR1)
+        admin.trace_commits(methods=["VIF.create", "VIF.add_to_other_config"])
         cpu_start = (cpu_seconds(sim.pid), cpu_seconds(watcher.pid), time.monotonic())
         time.sleep(0.5)
         vms = [admin.add_vm(name_label="load-vm-%d" % i) for i in range(100)]
@@ -299,14 +322,18 @@ def main():
         cpu_ms_per_event = 1000.0 * watcher_cpu / max(1, len(created))
         with open("/proc/loadavg") as handle:
             loadavg = handle.read().split()[:3]
-        latencies = [1000.0 * (listener.done[r] - t) for r, t in created.items()
-                     if r in listener.done]
+        committed = keys_committed(admin.traced_commits())
+        admin.trace_commits(methods=[])
+        latencies = [1000.0 * (committed[r][1] - committed[r][0])
+                     for r in created if r in committed]
         missing = len(created) - len(latencies)
+        seen = [1000.0 * (listener.done[r] - t) for r, t in created.items()
+                if r in listener.done]
         by_second = {}
         for ref, t in created.items():
-            if ref in listener.done:
+            if ref in committed:
                 by_second.setdefault(int(t - t0), []).append(
-                    1000.0 * (listener.done[ref] - t))
+                    1000.0 * (committed[ref][1] - committed[ref][0]))
         latency_by_second = [[sec, round(percentile(v, 50), 1), round(max(v), 1)]
                              for sec, v in sorted(by_second.items())]
         counts = admin.call_counts()
@@ -337,7 +364,11 @@ def main():
             "latency_ms": {"p50": round(percentile(latencies, 50), 1),
                            "p99": round(percentile(latencies, 99), 1),
                            "max": round(max(latencies), 1) if latencies else None},
+            "latency_seen_by_event_client_ms": {
+                "p50": round(percentile(seen, 50), 1),
+                "p99": round(percentile(seen, 99), 1)},
             "floor_ms": round(floor_ms, 1),
+            "floor_parallel_ms": round(3 * probe_p50, 1),
             "p99_over_floor": round(percentile(latencies, 99) / floor_ms, 2)
             if floor_ms else None,
             "writes_per_vif": round(writes_per_vif, 2),
@@ -368,12 +399,16 @@ def main():
         }
         print("VIF.create -> keys written, %d VIFs in pool, %.0f ms/call, %.0f s at %.1f/s"
               % (args.pool_vifs, args.latency_ms, args.seconds, achieved_rate))
-        print("%-28s %10s" % ("metric", "value"))
+        print("%-38s %10s" % ("metric", "value"))
         for name, value in (("created", len(created)), ("missing", missing),
                             ("latency p50 (ms)", result["latency_ms"]["p50"]),
                             ("latency p99 (ms)", result["latency_ms"]["p99"]),
                             ("latency max (ms)", result["latency_ms"]["max"]),
+                            ("seen by an event client p50/p99 (ms)", "%s / %s" % (
+                                result["latency_seen_by_event_client_ms"]["p50"],
+                                result["latency_seen_by_event_client_ms"]["p99"])),
                             ("floor (ms)", result["floor_ms"]),
+                            ("floor, keys at once (ms)", result["floor_parallel_ms"]),
                             ("p99 / floor", result["p99_over_floor"]),
                             ("writes per VIF", result["writes_per_vif"]),
                             ("CPU ms per event", result["cpu_ms_per_event"]),
@@ -393,7 +428,7 @@ def main():
                             ("sim CPU (cores)", cpu_share["simulator"]),
                             ("watcher CPU (cores)", cpu_share["watcher"]),
                             ("load average", " ".join(loadavg))):
-            print("%-28s %10s" % (name, value))
+            print("%-38s %10s" % (name, value))
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as out:
             json.dump(result, out, indent=1, sort_keys=True)

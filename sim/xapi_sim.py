@@ -243,6 +243,8 @@ class XapiSim(object):
         self.host_config = {}  # host ref -> {plugin_dir, netns, env, cwd}
         self._counts = collections.Counter()
         self._count_lock = threading.Lock()
+        self._traced = frozenset()  # methods whose commits are timed
+        self._trace = []
         self._servers = []
         self._threads = []
         self._host_servers = {}  # host ref -> (server, thread) of its own socket
@@ -395,7 +397,14 @@ class XapiSim(object):
                 return success(self.list_methods())
             if method.startswith(ASYNC_PREFIX):
                 return success(self._async(method, params, via_host))
-            return success(self._bind_call(method, params, via_host)())
+            value = self._bind_call(method, params, via_host)()
+            if method in self._traced:
+                # committed, the reply not sent yet; CLOCK_MONOTONIC is
+                # the same in every process of the machine
+                entry = [time.monotonic(), method, list(params[1:]), value]
+                with self._count_lock:
+                    self._trace.append(entry)
+            return success(value)
         except ApiError as exc:
             return failure(exc.description())
         except Exception as exc:  # a sim bug: report as xapi would
@@ -1136,7 +1145,7 @@ class XapiSim(object):
              "start_vm", "shutdown_vm", "destroy_vm", "destroy_vif", "set_master",
              "set_host_live", "configure_host", "call_counts",
              "reset_call_counts", "snapshot_db", "restart", "set_latency_ms",
-             "info", "host_env")
+             "trace_commits", "traced_commits", "info", "host_env")
 
     def _admin_call(self, name, params):
         try:
@@ -1356,6 +1365,21 @@ class XapiSim(object):
         with self._count_lock:
             self._counts.clear()
         return ""
+
+    def trace_commits(self, methods):
+        """From now on, time each successful call of `methods` (a list;
+        empty: stop) at the moment it has changed the database."""
+        with self._count_lock:
+            self._traced = frozenset(methods)
+            self._trace = []
+        return ""
+
+    def traced_commits(self):
+        """[[monotonic seconds, method, params without the session,
+        result]] of the traced calls so far, each timed once it changed
+        the database."""
+        with self._count_lock:
+            return list(self._trace)
 
     def snapshot_db(self):
         """Every object except sessions: {class: {ref: record}} (a copy)."""

@@ -26,7 +26,7 @@ from netoffload.agents.cache import (
 from netoffload.engine import devices
 from netoffload.errors import BadArgument
 from netoffload.pool import keys
-from netoffload.pool.precedence import resolve_pif, resolve_vif
+from netoffload.pool.precedence import resolve_pif, resolve_vif, vif_policy_inputs
 from netoffload.pool.records import (
     is_eligible_vm,
     is_sriov_logical_pif,
@@ -121,11 +121,13 @@ def pif_entry(records, pif_ref, host_ref, on_error=None, backend=None):
     return None if entry is None else (device, entry)
 
 
-def vif_entry(records, vif_ref, on_error=None, sriov=None):
+def vif_entry(records, vif_ref, on_error=None, sriov=None, resolved=None):
     """(key, entry) for one VIF of an eligible VM whose policy sets
     something, else None (or `on_error` if its policy string is broken).
     A VIF on an SR-IOV network has no dom0 device: None. `sriov`:
-    sriov_networks(records), when building for many VIFs."""
+    sriov_networks(records), when building for many VIFs. `resolved`: a
+    dict kept over one unchanged snapshot, so that VIFs with the same
+    policy inputs are resolved once (a busy pool's new VIFs all are)."""
     vif = records.vifs.get(vif_ref)
     vm = records.vms.get((vif or {}).get("VM"))
     if vm is None or not is_eligible_vm(vm) or \
@@ -135,7 +137,13 @@ def vif_entry(records, vif_ref, on_error=None, sriov=None):
         key = keys.owner_key(vm["uuid"], vif.get("device", ""))
     except (KeyError, ValueError, TypeError, AttributeError):
         return None
-    resolution = resolve_vif(records, vif_ref)
+    if resolved is None:
+        resolution = resolve_vif(records, vif_ref)
+    else:
+        inputs = vif_policy_inputs(records, vif_ref)
+        resolution = resolved.get(inputs)
+        if resolution is None:
+            resolution = resolved[inputs] = resolve_vif(records, vif_ref)
     if resolution.error:
         return on_error
     entry = entry_from_resolution(resolution, vm.get("name_label", ""))
@@ -396,6 +404,8 @@ class CacheEntries(object):
     def refresh(self, records, refs=None):
         previous = {}
         backend = network_backend()
+        # for this call only: the snapshot does not change during it
+        resolved, sriov = {}, sriov_networks(records)
         if refs is None:
             previous = dict(self.vifs, **self.pifs)
             self.vifs, self.pifs = {}, {}
@@ -408,7 +418,8 @@ class CacheEntries(object):
                     backend=backend)
             elif ref in records.vifs:
                 table, found = self.vifs, vif_entry(
-                    records, ref, on_error=KEEP)
+                    records, ref, on_error=KEEP, sriov=sriov,
+                    resolved=resolved)
             else:  # deleted
                 table, found = (self.vifs if ref in self.vifs else self.pifs), None
             if found is KEEP:

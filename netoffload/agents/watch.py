@@ -67,7 +67,7 @@ from netoffload.agents.cache_writer import CacheEntries
 from netoffload.engine import ethtool, livestate
 from netoffload.errors import DeviceError, NetoffloadError
 from netoffload.log import get_logger
-from netoffload.pool import enforce, keys, planning, retry, writer, xapi
+from netoffload.pool import enforce, keys, planning, precedence, retry, writer, xapi
 from netoffload.pool.lease import Holder, LeaseInfo
 from netoffload.pool.records import CLASSES, PoolRecords
 
@@ -1237,13 +1237,8 @@ class Watcher(object):
             if vif is None:
                 groups[ref] = [ref]  # a PIF: planned on its own
                 continue
-            vm = records.vms.get(vif.get("VM")) or {}
-            network = records.networks.get(vif.get("network")) or {}
-            # identities of maps alive in the snapshot: equal ids, same maps
-            key = (id(vif.get("other_config")), id(vm.get("other_config")),
-                   tuple(vm.get("tags") or ()),
-                   id(network.get("other_config")))
-            groups.setdefault(key, []).append(ref)
+            groups.setdefault(precedence.vif_policy_inputs(records, ref),
+                              []).append(ref)
         planned, quiet = [], []
         for members in groups.values():
             if len(members) > 1:

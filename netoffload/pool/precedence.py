@@ -326,6 +326,20 @@ def vif_levels(records, vif_ref):
             [(LEVEL_POOL, pool_config, KEY_VIF)]]
 
 
+def vif_policy_inputs(records, vif_ref):
+    """What resolve_vif reads of one VIF besides the pool's map, each map
+    by its identity: two VIFs of one unchanged snapshot with the same key
+    resolve alike. (The watcher's snapshot shares equal maps, so VIFs with
+    the same keys share them; elsewhere every map is its own and nothing
+    is shared.)"""
+    vif = records.vifs[vif_ref]
+    vm = records.vms.get(vif.get("VM")) or {}
+    network = records.networks.get(vif.get("network")) or {}
+    return (id(vif.get("other_config")), id(vm.get("other_config")),
+            tuple(sorted(set(vm.get("tags") or ()))),
+            id(network.get("other_config")))
+
+
 def resolve_vif(records, vif_ref, force=False):
     vif = records.vifs[vif_ref]
     resolution = Resolution()

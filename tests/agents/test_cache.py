@@ -70,6 +70,45 @@ def _records():
 
 # -- building ------------------------------------------------------------------
 
+
+def test_refreshing_many_vifs_that_share_maps_gives_each_its_own_entry():
+    """CacheEntries.refresh resolves VIFs whose policy inputs are the very
+    same maps once (the watcher's snapshot shares equal maps): every entry
+    must still be what resolving that VIF alone gives (build)."""
+    records = _records()
+    shared_vm = {}          # one map object held by several VMs
+    explicit = {"ethtool-gso": "false"}
+    records.vms["OpaqueRef:vm"]["other_config"] = shared_vm
+    records.vms["OpaqueRef:bsd"]["other_config"] = shared_vm  # tags differ
+    records.vms["OpaqueRef:vm2"] = _vm("22222222-1111-2222-3333-444444444444",
+                                       "web 02", other_config=shared_vm,
+                                       tags=["bsd", "other"])
+    records.vms["OpaqueRef:vm3"] = _vm("33333333-1111-2222-3333-444444444444",
+                                       "web 03", other_config={
+                                           "netoffload-vif": "tso-off"})
+    records.networks["OpaqueRef:net2"] = {"uuid": "net2-uuid", "other_config": {
+        "netoffload-vif": "gso-off"}}
+    empty = {}
+    for n, (vm, net, config) in enumerate([
+            ("vm", "net", empty), ("vm", "net", explicit), ("bsd", "net", empty),
+            ("bsd", "net", explicit), ("vm2", "net", empty), ("vm2", "net2", empty),
+            ("vm3", "net", empty), ("vm3", "net2", explicit), ("optout", "net", empty),
+            ("vm", "net2", empty)]):
+        records.vifs["OpaqueRef:s%d" % n] = {
+            "VM": "OpaqueRef:" + vm, "device": str(10 + n),
+            "network": "OpaqueRef:" + net, "other_config": config}
+    entries = cache_writer.CacheEntries(HOST_A)
+    entries.refresh(records)
+    got = entries.encoded(records).sections["vifs"]
+    expected = dict((key, cache_writer.encode_entry(entry)) for key, entry in
+                    cache_writer.build(records, HOST_A)["vifs"].items())
+    assert got == expected
+    features = dict((key, json.loads(text)["features"])
+                    for key, text in got.items())
+    assert len(set(json.dumps(f, sort_keys=True) for f in features.values())) >= 3
+
+
+
 def test_build_lists_this_hosts_pifs_and_every_vif_in_the_pool():
     data = cache_writer.build(_records(), HOST_A, generated_at="2024-01-01T00:00:00Z")
     assert data["format"] == cache.FORMAT

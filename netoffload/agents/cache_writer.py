@@ -5,11 +5,13 @@ The format is described in netoffload.agents.cache (the reader, which the
 udev helper imports); the boot unit builds the whole cache with `build`,
 the watcher keeps a `CacheEntries` and refreshes only what changed.
 """
+import binascii
 import datetime
 import errno
 import json
 import os
 import re
+from itertools import accumulate
 
 from netoffload import paths, statedir
 from netoffload.agents.cache import (
@@ -19,7 +21,6 @@ from netoffload.agents.cache import (
     INDEX_MAGIC,
     OFFSET_WIDTH,
     PIF_MARKER_DIR,
-    index_bucket,
     index_head,
     stamp,
 )
@@ -181,8 +182,43 @@ def build(records, host_ref, generated_at=None):
     return data
 
 
+# cache.json and cache.index are written in pieces of this many entries
+# (or buckets, about four entries each)
+CHUNK_ENTRIES = 2048
+CHUNK_BUCKETS = 512
+# the characters of _PLAIN_KEY_RE
+_PLAIN_CHARS = (b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                b"0123456789_.:@/-")
+
+
+def _is_plain(key):
+    return _PLAIN_KEY_RE.match(key) is not None
+
+
+def _all_plain(keys):
+    """Is every key of the list plain (_PLAIN_KEY_RE)? In C loops: the
+    keys joined by newlines hold nothing else than plain characters and
+    those newlines, and none is empty."""
+    if not keys:
+        return True
+    try:
+        joined = "\n".join(keys).encode("ascii")
+    except UnicodeEncodeError:
+        return False
+    rest = joined.translate(None, _PLAIN_CHARS)
+    return len(rest) == len(keys) - 1 and rest.count(b"\n") == len(rest) \
+        and "" not in keys
+
+
 def _json_key(key):
     return '"%s"' % key if _PLAIN_KEY_RE.match(key) else json.dumps(key)
+
+
+def _json_keys(keys):
+    """The JSON texts of keys (most are plain: quoted as they are)."""
+    if _all_plain(keys):
+        return map('"%s"'.__mod__, keys)
+    return map(_json_key, keys)
 
 
 class Encoded(object):
@@ -213,16 +249,20 @@ class Encoded(object):
         return dict((name, len(self.sections[name])) for name in self.SECTIONS)
 
     def chunks(self):
-        """cache.json in pieces (a big pool's file is never one string)."""
+        """cache.json in pieces (a big pool's file is never one string):
+        the head's members, and each section in slices of entries."""
         head = self.header
         sep = "{"
         for name in sorted(set(head) | set(self.SECTIONS)):
             if name in self.SECTIONS:
                 yield '%s"%s":{' % (sep, name)
-                inner = ""
-                for key in sorted(self.sections[name]):
-                    yield "%s%s:%s" % (inner, _json_key(key), self.sections[name][key])
-                    inner = ","
+                table = self.sections[name]
+                names = sorted(table)
+                for start in range(0, len(names), CHUNK_ENTRIES):
+                    part = names[start:start + CHUNK_ENTRIES]
+                    yield ("," if start else "") + ",".join(map(
+                        "%s:%s".__mod__,
+                        zip(_json_keys(part), map(table.__getitem__, part))))
                 yield "}"
             else:
                 yield "%s%s:%s" % (sep, json.dumps(name), encode_entry(head[name]))
@@ -242,35 +282,45 @@ class Encoded(object):
         # Each line is made when its bucket is written, not all at once: a
         # pool's 16,000 lines held together were megabytes of small strings
         # made by the cache-writer thread amid the watcher's own objects
-        # (its RSS kept the high-water mark).
-        names = []
+        # (its RSS kept the high-water mark). The per-entry work runs in
+        # map() over built-in calls: this runs every few seconds under load.
+        names = []  # "<prefix> <key>" of each line, and its entry's text
+        texts = []
         for name, prefix in (("pifs", "pif"), ("vifs", "vif")):
             table = self.sections[name]
-            for key in sorted(table):
-                # lookups use validated names only: other keys can stay out
-                if _PLAIN_KEY_RE.match(key):
-                    names.append((prefix, key, table))
+            # lookups use validated names only: other keys can stay out
+            plain = sorted(table)
+            if not _all_plain(plain):
+                plain = [key for key in plain if _is_plain(key)]
+            names.extend(map((prefix + " ").__add__, plain))
+            texts.extend(map(table.__getitem__, plain))
         buckets = 1
         while buckets * 4 < len(names):
             buckets *= 2
-        grouped = [[] for _ in range(buckets)]
-        for item in names:
-            grouped[index_bucket(item[0], item[1], buckets)].append(item)
-        del names
+        bucket_of = list(map(buckets.__rmod__, map(binascii.crc32, map(
+            str.encode, names))))
+        # the lines in bucket order, each bucket's in key order (a stable
+        # sort), and where each line ends ("<prefix> <key> <entry>\n")
+        order = sorted(range(len(names)), key=bucket_of.__getitem__)
+        ends = list(accumulate(map((2).__add__, map(
+            int.__add__, map(len, map(names.__getitem__, order)),
+            map(len, map(texts.__getitem__, order))))))
+        counts = [0] * buckets
+        for bucket in bucket_of:
+            counts[bucket] += 1
+        del bucket_of
+        lines_before = [0] + list(accumulate(counts))  # of each bucket
         head = INDEX_MAGIC + encode_entry(dict(
             self.header, cache=cache_stamp, buckets=buckets)) + "\n"
-        offset = len(head) + (buckets + 1) * OFFSET_WIDTH + 1
-        offsets = [offset]
-        for group in grouped:
-            # "<prefix> <key> <entry>\n"
-            offset += sum(len(prefix) + len(key) + len(table[key]) + 3
-                          for prefix, key, table in group)
-            offsets.append(offset)
+        start = len(head) + (buckets + 1) * OFFSET_WIDTH + 1
         yield head
-        yield "".join("%0*d" % (OFFSET_WIDTH, o) for o in offsets) + "\n"
-        for group in grouped:
-            yield "".join("%s %s %s\n" % (prefix, key, table[key])
-                          for prefix, key, table in group)
+        yield "".join("%0*d" % (OFFSET_WIDTH, start + (ends[n - 1] if n else 0))
+                      for n in lines_before) + "\n"
+        for first in range(0, buckets, CHUNK_BUCKETS):
+            part = order[lines_before[first]:
+                         lines_before[min(first + CHUNK_BUCKETS, buckets)]]
+            yield "".join(map("%s %s\n".__mod__, zip(
+                map(names.__getitem__, part), map(texts.__getitem__, part))))
 
     def index_text(self, cache_stamp):
         return "".join(self.index_chunks(cache_stamp))

@@ -426,3 +426,50 @@ def test_a_bad_bucket_table_is_a_corrupt_cache(tmp_path):
         assert isinstance(loaded, cache.IndexedCache)
         with pytest.raises(cache.CacheUnusable):
             loaded.pif("eth0")
+
+
+def _index_by_the_format(encoded, cache_stamp):
+    """cache.index as netoffload.agents.cache describes it, built the plain
+    way: a line per entry with a plain key, lines in crc32 buckets (key
+    order inside a bucket), a table of byte offsets."""
+    import binascii
+    import re as _re
+    lines = ["%s %s %s\n" % (prefix, key, encoded.sections[name][key])
+             for name, prefix in (("pifs", "pif"), ("vifs", "vif"))
+             for key in sorted(encoded.sections[name])
+             if _re.match(r"^[A-Za-z0-9_.:@/-]+\Z", key)]
+    buckets = 1
+    while buckets * 4 < len(lines):
+        buckets *= 2
+    grouped = [[] for _ in range(buckets)]
+    for line in lines:
+        name = " ".join(line.split(" ", 2)[:2])
+        grouped[binascii.crc32(name.encode()) % buckets].append(line)
+    head = cache.INDEX_MAGIC + cache_writer.encode_entry(dict(
+        encoded.header, cache=cache_stamp, buckets=buckets)) + "\n"
+    offsets = [len(head) + (buckets + 1) * cache.OFFSET_WIDTH + 1]
+    for group in grouped:
+        offsets.append(offsets[-1] + sum(len(line) for line in group))
+    return head + "".join("%010d" % o for o in offsets) + "\n" + \
+        "".join("".join(group) for group in grouped)
+
+
+@pytest.mark.parametrize("count", [0, 1, 5, 2047, 2049, 9000])
+def test_cache_files_are_the_format_built_the_plain_way(count):
+    """cache.json and cache.index are built in C loops over slices of
+    entries: the text is still json.dumps's, and the index the format's."""
+    import random
+    import uuid as uuidlib
+    rng = random.Random(count)
+    vifs = dict(("%s/%d" % (uuidlib.UUID(int=rng.getrandbits(128)), n % 7),
+                 {"features": {"tx": "off"}, "vm": "v%d" % (n % 5)})
+                for n in range(count))
+    vifs['we"ird/0'] = vifs["caf\u00e9/1"] = {"features": {"rx": "off"}}
+    data = {"format": 1, "generated_at": "x", "host": {"uuid": "u"},
+            "policy": {}, "pifs": {"eth0": {"features": {}}, "bad key": {}},
+            "vifs": vifs}
+    encoded = cache_writer.Encoded.from_data(data)
+    assert encoded.text() == json.dumps(data, sort_keys=True,
+                                        separators=(",", ":")) + "\n"
+    assert encoded.index_text([1, 2, 3]) == _index_by_the_format(encoded,
+                                                                 [1, 2, 3])

@@ -138,16 +138,23 @@ def vif_entry(records, vif_ref, on_error=None, sriov=None, resolved=None):
         key = keys.owner_key(vm["uuid"], vif.get("device", ""))
     except (KeyError, ValueError, TypeError, AttributeError):
         return None
+    vm_name = vm.get("name_label", "")
     if resolved is None:
         resolution = resolve_vif(records, vif_ref)
     else:
         inputs = vif_policy_inputs(records, vif_ref)
+        known = resolved.get((inputs, vm_name))
+        if known is not None:  # (entry or None) of an alike VIF
+            return None if known[0] is None else (key, known[0])
         resolution = resolved.get(inputs)
         if resolution is None:
             resolution = resolved[inputs] = resolve_vif(records, vif_ref)
     if resolution.error:
         return on_error
-    entry = entry_from_resolution(resolution, vm.get("name_label", ""))
+    entry = entry_from_resolution(resolution, vm_name)
+    if resolved is not None:
+        # the same dict for alike VIFs: never changed once made
+        resolved[(inputs, vm_name)] = (entry,)
     return None if entry is None else (key, entry)
 
 
@@ -456,6 +463,7 @@ class CacheEntries(object):
         backend = network_backend()
         # for this call only: the snapshot does not change during it
         resolved, sriov = {}, sriov_networks(records)
+        texts = {}  # id(entry) -> its JSON, entries kept alive by resolved
         if refs is None:
             previous = dict(self.vifs, **self.pifs)
             self.vifs, self.pifs = {}, {}
@@ -477,7 +485,17 @@ class CacheEntries(object):
                 if ref in previous:
                     table[ref] = previous[ref]
                 continue
-            new = None if found is None else (found[0], encode_entry(found[1]))
+            if found is None:
+                new = None
+            elif table is self.vifs:
+                # alike VIFs share one entry dict, which `resolved` keeps
+                # alive for this call (so its id names it): encoded once
+                text = texts.get(id(found[1]))
+                if text is None:
+                    text = texts[id(found[1])] = encode_entry(found[1])
+                new = (found[0], text)
+            else:
+                new = (found[0], encode_entry(found[1]))
             if table.get(ref) != new:
                 self.changed = True
                 if new is None:
@@ -494,5 +512,5 @@ class CacheEntries(object):
         sections = {}
         for name, table in (("pifs", self.pifs), ("vifs", self.vifs)):
             # as build: for a key held twice, the later ref wins
-            sections[name] = dict(table[ref] for ref in sorted(table))
+            sections[name] = dict(map(table.__getitem__, sorted(table)))
         return Encoded(head, sections)

@@ -240,9 +240,22 @@ class Encoded(object):
 
     SECTIONS = ("pifs", "vifs")
 
-    def __init__(self, head, sections):
+    def __init__(self, head, sections=None, tables=None):
+        """`tables` instead of `sections`: {name: {ref: (key, json
+        text)}}, assembled into sections (for a key held twice, the later
+        ref wins) when they are first read: in the thread that writes."""
         self.header = head
-        self.sections = sections
+        self._sections = sections
+        self._tables = tables
+
+    @property
+    def sections(self):
+        if self._sections is None:
+            tables, self._tables = self._tables or {}, None
+            self._sections = dict(
+                (name, dict(map(table.__getitem__, sorted(table))))
+                for name, table in tables.items())
+        return self._sections
 
     @classmethod
     def from_data(cls, data):
@@ -509,8 +522,7 @@ class CacheEntries(object):
         if bare != self._header:
             self._header = bare
             self.changed = True
-        sections = {}
-        for name, table in (("pifs", self.pifs), ("vifs", self.vifs)):
-            # as build: for a key held twice, the later ref wins
-            sections[name] = dict(map(table.__getitem__, sorted(table)))
-        return Encoded(head, sections)
+        # copies (a C loop each): the sorting and assembling happen in
+        # the writer's thread, not in the caller's (the event loop)
+        return Encoded(head, tables={"pifs": dict(self.pifs),
+                                     "vifs": dict(self.vifs)})

@@ -401,7 +401,8 @@ class XapiSim(object):
             if method in self._traced:
                 # committed, the reply not sent yet; CLOCK_MONOTONIC is
                 # the same in every process of the machine
-                entry = [time.monotonic(), method, list(params[1:]), value]
+                entry = [time.monotonic(), method, list(params[1:]),
+                         value if isinstance(value, str) else ""]
                 with self._count_lock:
                     self._trace.append(entry)
             return success(value)
@@ -1376,8 +1377,9 @@ class XapiSim(object):
 
     def traced_commits(self):
         """[[monotonic seconds, method, params without the session,
-        result]] of the traced calls so far, each timed once it changed
-        the database."""
+        result if a string (a new object's ref) else ""]] of the traced
+        calls so far, each timed once it had run (changed the
+        database)."""
         with self._count_lock:
             return list(self._trace)
 
@@ -1522,7 +1524,7 @@ def keep_big_blocks():
     the simulator more than building the reply (xapi, a compiled server,
     pays neither). Best effort: no ctypes or not glibc, nothing changes."""
     try:
-        import ctypes  # noqa: PLC0415 (the simulator process only)
+        import ctypes  # the simulator process only
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)
         libc.mallopt(_M_TRIM_THRESHOLD, 128 * 1024 * 1024)

@@ -139,6 +139,7 @@ def vif_entry(records, vif_ref, on_error=None, sriov=None, resolved=None):
     except (KeyError, ValueError, TypeError, AttributeError):
         return None
     vm_name = vm.get("name_label", "")
+    inputs = None
     if resolved is None:
         resolution = resolve_vif(records, vif_ref)
     else:

@@ -71,7 +71,16 @@ from netoffload.pool import enforce, keys, planning, precedence, retry, writer, 
 from netoffload.pool.lease import Holder, LeaseInfo
 from netoffload.pool.records import CLASSES, PoolRecords
 
-EVENT_CLASSES = [c.event for c in CLASSES]
+# Networks are read on a channel of their own: every VIF created or
+# destroyed changes its network's record (its VIFs set), so on a network
+# of 10,000 VIFs each batch of the main channel would carry a 1 MB record
+# that xapi builds and we read, only to learn nothing about policy.
+NETWORK_EVENT_CLASSES = ["network"]
+EVENT_CLASSES = [c.event for c in CLASSES
+                 if c.event not in NETWORK_EVENT_CLASSES]
+# While networks keep changing, read them at most this often: a policy set
+# on a network then reaches its VIFs this much later at worst.
+NETWORK_COALESCE = 0.5
 EVENT_TIMEOUT = 30.0
 # After a batch, wait this long before asking for the next one: the several
 # writes of one object (ours: 8 per new VIF) then arrive as one event, not
@@ -598,6 +607,18 @@ class EventChannel(object):
             self._conn.close()
             self._conn = None
 
+    def abort(self):
+        """From another thread: end a call in progress (a long wait) on
+        this channel; the call then fails as a connection failure does,
+        and the calling thread closes the channel."""
+        conn = self._conn
+        sock = getattr(conn, "sock", None) if conn is not None else None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
 
 class Finished(object):
     """A write its thread finished: result() gives what writer.apply_db
@@ -803,10 +824,18 @@ class Watcher(object):
         self.drift_netlink = drift_netlink
         self._drift_record = drift.read_drift(self.state_dir)
         self._drift_thread = None
+        # the network channel's thread: its token (None: no synced
+        # snapshot to apply events to) and the sync its token belongs to
+        self._network_channel = EventChannel()
+        self._network_token = None
+        self._sync_epoch = 0
+        self._network_thread = None
+        self._network_pause = threading.Event()  # set: stop pausing
 
     # -- lifecycle -------------------------------------------------------------
     def stop(self):
         self.stopping = True
+        self._network_pause.set()
 
     def run(self):
         """The loop; 0 when stopped, 1 after MAX_FAILURES failures in a row
@@ -855,11 +884,15 @@ class Watcher(object):
                 except _Stop:
                     break
                 backoff = min(backoff * 2, self.backoff_max)
-        self.stopping = True  # the drift thread too
+        self.stopping = True  # the drift and network threads too
+        self._network_pause.set()
         with self._lock:
             self._flush_cache()
         self._cache_writer.wait()
         self._disconnect()
+        if self._network_thread is not None:
+            self._network_thread.join(5.0)
+        self._network_channel.close()
         return self.exit_code
 
     def _connect(self):
@@ -874,7 +907,10 @@ class Watcher(object):
     def _disconnect(self):
         self._writers.stop()
         with self._lock:
+            self._network_token = None  # the network thread waits for a sync
+            self._sync_epoch += 1
             self._harvest()  # log and count what did get written; no replans
+        self._network_channel.abort()  # its call's session is going
         self._release_lease()
         self._writers.close()
         self._channel.close()
@@ -924,8 +960,11 @@ class Watcher(object):
                 self._writers.recheck.discard(ref)
                 if watch_events.shows(self.records, ref, result.written):
                     again.append(ref)
-                # else: the event of our last write is still to come, and
-                # that event plans the object again
+                else:
+                    # the event of our last write is still to come: it
+                    # plans the object again, so it must not pass for
+                    # an echo of ours (which plans nothing)
+                    self._echoes.pop(ref, None)
         self.stats["writes"] += sum(len(r.written) for r in written)
         self.stats["objects_written"] += len(written)
         if written or failed:
@@ -1071,6 +1110,9 @@ class Watcher(object):
         # The token first: whatever changes after it comes again as an event.
         # (Tokens are pool-wide, so the smallest class is enough to get one.)
         self.token = self._events_of(["pool"], "", 0.0)["token"]
+        with self._lock:
+            self._network_token = None
+            self._sync_epoch += 1
         # The old snapshot goes before the new one is read: its records'
         # memory is where the new ones land, so a resync does not grow the
         # heap. (Nothing plans from it meanwhile: the drift thread sees no
@@ -1095,6 +1137,8 @@ class Watcher(object):
         read = time.monotonic()
         with self._lock:
             self.records = records
+            # the network channel starts from the same (pool-wide) token
+            self._network_token = self.token
             self.was_master = self.is_master
             self.log.info("watch: synced %d VMs, %d VIFs, %d PIFs (%s)",
                           len(records.vms), len(records.vifs),
@@ -1111,6 +1155,7 @@ class Watcher(object):
                       "cache entries in %.2fs", read - started,
                       planned - read, time.monotonic() - planned)
         self._start_drift()
+        self._start_network()
 
     def _step(self):
         timeout = self._cache.wait_limit(time.monotonic(), self.event_timeout)
@@ -1124,18 +1169,19 @@ class Watcher(object):
             self._resume_deferred()
             if again:
                 self._reconcile(again)
-        if self._writers.in_flight():
-            timeout = min(timeout, 1.0)  # to log finished writes promptly
-        if self._lease is not None:
-            timeout = min(timeout, LEASE_IDLE)  # to give it back in time
-        if self._deferred or self._deferred_live:
-            timeout = min(timeout, 1.0)  # a dead writer's lease expires
-        retry_at = self._todo.next_due()
-        if retry_at is not None:
-            timeout = max(0.0, min(timeout, retry_at - time.monotonic()))
-        # Snapshots in this batch may predate the last writes of objects in
-        # flight now, even if those writes finish before we look at them.
-        busy = self._writers.in_flight()
+            # (under the lock: the network thread submits writes too)
+            if self._writers.in_flight():
+                timeout = min(timeout, 1.0)  # to log finished writes promptly
+            if self._lease is not None:
+                timeout = min(timeout, LEASE_IDLE)  # to give it back in time
+            if self._deferred or self._deferred_live:
+                timeout = min(timeout, 1.0)  # a dead writer's lease expires
+            retry_at = self._todo.next_due()
+            if retry_at is not None:
+                timeout = max(0.0, min(timeout, retry_at - time.monotonic()))
+            # Snapshots in this batch may predate the last writes of objects
+            # in flight now, even if those writes finish before we see them.
+            busy = self._writers.in_flight()
         result = self._events(self.token, timeout)
         self.token = result["token"]
         events = result.get("events") or []
@@ -1327,6 +1373,53 @@ class Watcher(object):
                                               name="drift")
         self._drift_thread.daemon = True
         self._drift_thread.start()
+
+    def _start_network(self):
+        """The network channel's thread, once, after the first full sync."""
+        if self._network_thread is not None:
+            return
+        self._network_thread = threading.Thread(target=self._network_loop,
+                                                name="networks")
+        self._network_thread.daemon = True
+        self._network_thread.start()
+
+    def _network_loop(self):
+        """event.from on networks, applied to the snapshot under the lock
+        as the loop applies its own batches. A failure is the loop's to
+        handle (it reconnects and resyncs: a new token here); a batch read
+        across a resync is dropped, the new snapshot being newer."""
+        while not self.stopping:
+            with self._lock:
+                epoch, token = self._sync_epoch, self._network_token
+                session_ref = self.session_ref
+                busy = self._writers.in_flight()
+                if self._cache.is_due(time.monotonic()):
+                    self._flush_cache()  # the loop may be in a long wait
+            if token is None or session_ref is None:
+                self._network_pause.wait(0.2)
+                continue
+            try:
+                result = self._network_channel.call(
+                    session_ref, NETWORK_EVENT_CLASSES, token,
+                    min(self.event_timeout, max(
+                        0.1, self._cache.wait_limit(time.monotonic(),
+                                                    self.event_timeout))))
+            except Exception:  # the loop reconnects and resyncs
+                self._network_pause.wait(0.5)
+                continue
+            events = result.get("events") or []
+            with self._lock:
+                if epoch != self._sync_epoch or self.stopping:
+                    continue
+                self._network_token = result["token"]
+                if events:
+                    self.stats["batches"] += 1
+                    affected, live = self._apply_events(events)
+                    if affected or live:
+                        self._reconcile(affected, live=live, busy=busy)
+                    self._resume_deferred()
+            if events:
+                self._network_pause.wait(NETWORK_COALESCE)
 
     def _drift_loop(self):
         monitor = drift.FeatureMonitor.open() if self.drift_netlink else None

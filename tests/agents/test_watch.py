@@ -357,3 +357,46 @@ def test_a_dead_writer_of_this_host_does_not_hold_up_the_watcher(
     vif = pool.create_vif(one_host["vm"], one_host["net"], 0)
     wait_for(lambda: keys_written(pool.vif_config(vif)), timeout=10,
              what="keys despite a dead writer's lease")
+
+
+def _set_network_policy(pool, net, policy):
+    config = pool.api.network.get_other_config(net)
+    config["netoffload-vif"] = policy
+    pool.api.network.set_other_config(net, config)
+
+
+def test_networks_are_read_on_their_own_channel_and_their_policy_arrives(
+        pool, one_host):
+    """Every VIF created changes its network's record (its VIFs set): the
+    main event channel does not ask for networks, so its batches carry no
+    network record; a network's policy still reaches its VIFs, from the
+    network channel, while VIFs keep coming, and after xapi restarts."""
+    wait_synced(one_host["state"])
+    net = one_host["net"]
+    pool.admin.trace_commits(methods=["event.from"])
+    vms = [pool.admin.add_vm(name_label="n%d" % i) for i in range(20)]
+    vifs = []
+    for i, vm in enumerate(vms):
+        vifs.append(pool.create_vif(vm, net, 0))
+        if i == 10:
+            _set_network_policy(pool, net, "tx-off")
+        time.sleep(0.05)
+    wait_for(lambda: all(keys.managed_features(pool.vif_config(v)) == {"tx"}
+                         for v in vifs), timeout=20,
+             what="the network's tx-off on all its VIFs")
+    calls = [params[0] for _, _, params, _ in pool.admin.traced_commits()]
+    pool.admin.trace_commits(methods=[])
+    with_network = [c for c in calls if "network" in c or "*" in c]
+    without = [c for c in calls if c not in with_network]
+    # the burst made many main-channel batches; the network channel waits
+    # NETWORK_COALESCE after each of its own
+    assert len(without) >= 10
+    assert with_network and all(c == ["network"] for c in with_network)
+    assert len(with_network) <= len(without) // 2 + 2
+
+    pool.kill()
+    pool.start()
+    _set_network_policy(pool, net, "all-off")
+    wait_for(lambda: all(keys_written(pool.vif_config(v)) for v in vifs),
+             timeout=30, what="all-off from the network after a restart")
+    assert one_host["watcher"].poll() is None

@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import re
+import time
 from itertools import accumulate
 
 from netoffload import paths, statedir
@@ -192,8 +193,8 @@ def build(records, host_ref, generated_at=None):
 
 # cache.json and cache.index are written in pieces of this many entries
 # (or buckets, about four entries each)
-CHUNK_ENTRIES = 2048
-CHUNK_BUCKETS = 512
+CHUNK_ENTRIES = 512
+CHUNK_BUCKETS = 128
 # the characters of _PLAIN_KEY_RE
 _PLAIN_CHARS = (b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
                 b"0123456789_.:@/-")
@@ -248,6 +249,12 @@ class Encoded(object):
         self.header = head
         self._sections = sections
         self._tables = tables
+        self._sorted = {}  # section -> its keys, sorted (once)
+
+    def sorted_keys(self, name):
+        if name not in self._sorted:
+            self._sorted[name] = sorted(self.sections[name])
+        return self._sorted[name]
 
     @property
     def sections(self):
@@ -278,7 +285,7 @@ class Encoded(object):
             if name in self.SECTIONS:
                 yield '%s"%s":{' % (sep, name)
                 table = self.sections[name]
-                names = sorted(table)
+                names = self.sorted_keys(name)
                 for start in range(0, len(names), CHUNK_ENTRIES):
                     part = names[start:start + CHUNK_ENTRIES]
                     yield ("," if start else "") + ",".join(map(
@@ -310,7 +317,7 @@ class Encoded(object):
         for name, prefix in (("pifs", "pif"), ("vifs", "vif")):
             table = self.sections[name]
             # lookups use validated names only: other keys can stay out
-            plain = sorted(table)
+            plain = self.sorted_keys(name)
             if not _all_plain(plain):
                 plain = [key for key in plain if _is_plain(key)]
             names.extend(map((prefix + " ").__add__, plain))
@@ -391,13 +398,15 @@ def _same_content(path, encoded):
                    encoded.sections).text() == text
 
 
-def write(data, directory=None, changed=None):
+def write(data, directory=None, changed=None, pause=None):
     """Store data (a dict, or Encoded) as the cache; False if it held the
     same content already.
 
     With changed=True it is written without reading the file back to
     compare (the watcher knows which entries changed).
     cache.index is rewritten with cache.json (or when it is missing/stale).
+    `pause` (seconds): slept after each piece of the files, so that the
+    other threads of a busy process run between them (the watcher's).
     """
     directory = paths.state_dir(directory)
     statedir.ensure(directory)
@@ -410,7 +419,7 @@ def write(data, directory=None, changed=None):
         changed = not _same_content(path, encoded)
     written = None
     if changed:
-        written = statedir.atomic_write(path, encoded.chunks())
+        written = statedir.atomic_write(path, _paced(encoded.chunks(), pause))
     if changed or not _index_matches(directory):
         # Stamped with the file *we* wrote (its temp file's fstat): a stat
         # of cache.json now may be another writer's newer file, and an
@@ -419,10 +428,17 @@ def write(data, directory=None, changed=None):
         # take it as stale and parse cache.json itself.
         if written is None:
             written = os.stat(path)  # unchanged: the content is ours too
-        statedir.atomic_write(os.path.join(directory, INDEX_FILE),
-                              encoded.index_chunks(stamp(written)))
+        statedir.atomic_write(os.path.join(directory, INDEX_FILE), _paced(
+            encoded.index_chunks(stamp(written)), pause))
     sync_pif_markers(sorted(encoded.sections["pifs"]), directory)
     return changed
+
+
+def _paced(pieces, pause):
+    for piece in pieces:
+        yield piece
+        if pause:
+            time.sleep(pause)
 
 
 def sync_pif_markers(pif_devices, directory=None):

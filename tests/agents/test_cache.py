@@ -473,3 +473,25 @@ def test_cache_files_are_the_format_built_the_plain_way(count):
                                         separators=(",", ":")) + "\n"
     assert encoded.index_text([1, 2, 3]) == _index_by_the_format(encoded,
                                                                  [1, 2, 3])
+
+
+def test_a_paced_write_writes_the_same_files_and_pauses_between_pieces(
+        tmp_path, mocker):
+    """write(pause=...) (the watcher's cache thread) sleeps after each piece
+    of cache.json and cache.index, so a busy process's other threads run
+    between them; the files are those of an unpaced write."""
+    vifs = dict(("%08d-1111-2222-3333-444444444444/0" % n,
+                 {"features": {"tx": "off"}}) for n in range(3000))
+    data = {"format": 1, "generated_at": "x", "host": {"uuid": "u"},
+            "policy": {}, "pifs": {}, "vifs": vifs}
+    plain, paced = tmp_path / "plain", tmp_path / "paced"
+    cache_writer.write(data, str(plain))
+    sleep = mocker.patch("netoffload.agents.cache_writer.time.sleep")
+    cache_writer.write(data, str(paced), pause=0.001)
+    # cache.json: 3000 entries in pieces of CHUNK_ENTRIES; the index too
+    assert sleep.call_count >= 2 * (3000 // cache_writer.CHUNK_ENTRIES)
+    assert all(call.args == (0.001,) for call in sleep.call_args_list)
+    assert (paced / "cache.json").read_text() == (plain / "cache.json").read_text()
+    index = [(d / "cache.index").read_text().split("\n", 1) for d in (plain, paced)]
+    # the first line names the cache.json it belongs to (inode, mtime)
+    assert index[0][1] == index[1][1]

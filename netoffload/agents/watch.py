@@ -53,7 +53,6 @@ import argparse
 import collections
 import contextlib
 import gc
-import queue
 import signal
 import socket
 import sys
@@ -735,7 +734,9 @@ class KeyWriters(object):
             return None
         count = len(outcome.run)
         with self._lock:
-            self._tasks.extend((outcome, i) for i in range(1, count))
+            tasks = self._tasks
+            assert tasks is not None  # stop() waits for begun objects
+            tasks.extend((outcome, i) for i in range(1, count))
             self._ready.notify(count - 1)
             short = count - 1 - self._waiting
         self._spawn(short)

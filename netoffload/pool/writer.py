@@ -218,7 +218,8 @@ class KeyRun(object):
         self.run = run
         self.tail = tail
         self.attempt = attempt
-        self.outcomes = [None] * len(run)  # WRITTEN or the exception
+        # per key: None (not yet), WRITTEN or the exception it raised
+        self.outcomes = [None] * len(run)  # type: List[object]
         self.left = len(run)
 
     def write_key(self, client, index):
@@ -240,7 +241,9 @@ class KeyRun(object):
             if outcome is WRITTEN:
                 result.written.append((key, value))
                 result.status = STATUS_CHANGED
-        errors = [o for o in self.outcomes if o is not WRITTEN]
+        if None in self.outcomes:
+            raise RuntimeError("KeyRun.finish before every key was written")
+        errors = [o for o in self.outcomes if isinstance(o, BaseException)]
         for error in errors:
             if not isinstance(error, XapiError):
                 raise error  # a bug (or a stop) in a key write
@@ -248,7 +251,8 @@ class KeyRun(object):
             result.status = STATUS_GONE
             return result
         for error in errors:
-            if not isinstance(error, LostRace):
+            if isinstance(error, XapiError) and \
+                    not isinstance(error, LostRace):
                 result.fail([error.message] + error.params)
                 return result
         if errors:

@@ -28,10 +28,11 @@ and PIF:
   snapshot and works out which VIFs and PIFs it affects, which need live
   enforcement and which cache entries change; this module acts on that.
 - On the pool master only (pool.master is this host), `planning.plan_db` +
-  `apply_db` write the `ethtool-*` keys of the affected objects that need
-  them, under the pool-wide writer lease. Writes run in writer threads
-  (one object per session at a time, so an object's keys keep their order;
-  each call tried again after a transient failure, pool.retry) while the
+  the writer threads (KeyWriters: writer.begin, then an object's
+  `ethtool-*` keys at once over several sessions once its intent book is
+  written, then its final book) write the keys of the affected objects
+  that need them, under the pool-wide writer lease (each call tried again
+  after a transient failure, pool.retry) while the
   loop goes on reading events. The events of our own writes are known as
   such (watch_events.is_echo) and plan nothing; an object that changed
   otherwise while its writes were in flight is planned again afterwards.
@@ -90,9 +91,9 @@ BACKOFF_MAX = 30.0
 # restarts it, and the journal shows the failed unit).
 FAILURES_LOUD = 3
 MAX_FAILURES = 10
-# Extra sessions the master writes through in parallel (one object per
-# session at a time, so each object's keys keep their order). xapi caps
-# sessions per originator; a handful is well inside that.
+# Extra sessions the master writes through in parallel (an object's keys
+# at once, each on a free one: KeyWriters). xapi caps sessions per
+# originator; a handful is well inside that.
 WRITERS = 8
 # One XAPI call that fails for a passing reason (retry.is_transient) is
 # tried again this often, within this many seconds, before the object goes

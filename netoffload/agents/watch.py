@@ -698,7 +698,13 @@ class KeyWriters(object):
                     name="netoffload-writer")
                 thread.daemon = True
                 self._threads.append(thread)
-                thread.start()
+                try:
+                    thread.start()
+                except RuntimeError:  # no more threads to be had
+                    self._threads.pop()
+                    if self._threads:
+                        return  # the others take the tasks
+                    raise
                 count -= 1
 
     def _work(self, client):
@@ -737,7 +743,8 @@ class KeyWriters(object):
         with self._lock:
             tasks = self._tasks
             assert tasks is not None  # stop() waits for begun objects
-            tasks.extend((outcome, i) for i in range(1, count))
+            # ahead of the objects not begun: what is begun ends first
+            tasks.extendleft((outcome, i) for i in range(count - 1, 0, -1))
             self._ready.notify(count - 1)
             short = count - 1 - self._waiting
         self._spawn(short)

@@ -644,10 +644,12 @@ class KeyWriters(object):
         self._channels = []
         self._clients = []      # one Xapi client per thread
         self._lock = threading.Lock()
-        self._ready = threading.Condition(self._lock)    # a task queued
         self._drained = threading.Condition(self._lock)  # no object open
-        self._tasks = None      # deque of tasks; None: stopped
-        self._waiting = 0       # threads waiting for a task
+        self._tasks = None      # deque of tasks no thread has; None: stopped
+        # Parked threads, each [lock it blocks on, the task handed to it]:
+        # a task goes straight to one (one lock release wakes it, no
+        # shared condition to take again), else waits in _tasks.
+        self._parked = []
         self._open = 0          # objects submitted and not finished
         self._threads = []
         self._spawn_lock = threading.Lock()
@@ -679,15 +681,32 @@ class KeyWriters(object):
         for plan in plans:
             self._inflight[plan.ref] = plan
         with self._lock:
-            self._tasks.extend(plans)
             self._open += len(plans)
-            self._ready.notify(len(plans))
-            short = len(plans) - self._waiting
+            short = self._hand(plans, False)
         self._spawn(short)
 
+    def _hand(self, tasks, first):
+        """Give tasks to parked threads, queue the rest (first: ahead of
+        those queued); how many are queued. Under _lock."""
+        queued = self._tasks
+        assert queued is not None  # stop() waits for begun objects
+        parked = self._parked
+        count = 0
+        for task in tasks:
+            if parked:
+                slot = parked.pop()
+                slot[1] = task
+                slot[0].release()
+            elif first:
+                queued.appendleft(task)
+                count += 1
+            else:
+                queued.append(task)
+                count += 1
+        return count
+
     def _spawn(self, count):
-        """Up to `count` more threads, never above size (a thread counted
-        waiting may be about to take a task: at worst one more)."""
+        """Up to `count` more threads, never above size."""
         if count <= 0 or len(self._threads) >= self.size:
             return
         with self._spawn_lock:
@@ -709,20 +728,24 @@ class KeyWriters(object):
 
     def _work(self, client):
         self._local.client = client
+        slot = [threading.Lock(), None]
+        slot[0].acquire()
         follow = None   # a task this thread goes on with itself
         while True:
             task = follow
             if task is None:
                 with self._lock:
-                    tasks = self._tasks
-                    while tasks is not None and not tasks:
-                        self._waiting += 1
-                        self._ready.wait()
-                        self._waiting -= 1
-                        tasks = self._tasks
-                    if tasks is None:  # stopped, nothing left
+                    if self._tasks is None:
+                        return  # stopped
+                    if self._tasks:
+                        task = self._tasks.popleft()
+                    else:
+                        self._parked.append(slot)
+                if task is None:
+                    slot[0].acquire()  # until a task is handed over
+                    task, slot[1] = slot[1], None
+                    if task is None:  # stopped
                         return
-                    task = tasks.popleft()
             if task.__class__ is tuple:
                 follow = self._write_key(client, task[0], task[1])
             else:
@@ -730,7 +753,7 @@ class KeyWriters(object):
             task = None
 
     def _begin(self, plan):
-        """An object's head; its first key task (the others queued)."""
+        """An object's head; its first key task (the others handed on)."""
         try:
             outcome = self._write_one(plan)
         except BaseException as err:  # handed over, as a future does
@@ -739,14 +762,10 @@ class KeyWriters(object):
         if not isinstance(outcome, writer.KeyRun):
             self._done(plan.ref, Finished(outcome))
             return None
-        count = len(outcome.run)
         with self._lock:
-            tasks = self._tasks
-            assert tasks is not None  # stop() waits for begun objects
             # ahead of the objects not begun: what is begun ends first
-            tasks.extendleft((outcome, i) for i in range(count - 1, 0, -1))
-            self._ready.notify(count - 1)
-            short = count - 1 - self._waiting
+            short = self._hand([(outcome, i) for i in
+                                range(len(outcome.run) - 1, 0, -1)], True)
         self._spawn(short)
         return (outcome, 0)
 
@@ -804,13 +823,15 @@ class KeyWriters(object):
             while self._open > 0:
                 self._drained.wait()
             self._tasks = None
-            self._ready.notify_all()
+            for slot in self._parked:
+                slot[1] = None
+                slot[0].release()
+            self._parked = []
         for plan in cancelled:
             self._finished.append((plan.ref, None))
         for thread in self._threads:
             thread.join()
         self._threads = []
-        self._waiting = 0
 
     def close(self):
         """Forget every write and close the sessions (after stop)."""

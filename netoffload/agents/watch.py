@@ -28,10 +28,11 @@ and PIF:
   snapshot and works out which VIFs and PIFs it affects, which need live
   enforcement and which cache entries change; this module acts on that.
 - On the pool master only (pool.master is this host), `planning.plan_db` +
-  `apply_db` write the `ethtool-*` keys of the affected objects that need
-  them, under the pool-wide writer lease. Writes run in writer threads
-  (one object per session at a time, so an object's keys keep their order;
-  each call tried again after a transient failure, pool.retry) while the
+  the writer threads (KeyWriters: writer.begin, then an object's
+  `ethtool-*` keys at once over several sessions once its intent book is
+  written, then its final book) write the keys of the affected objects
+  that need them, under the pool-wide writer lease (each call tried again
+  after a transient failure, pool.retry) while the
   loop goes on reading events. The events of our own writes are known as
   such (watch_events.is_echo) and plan nothing; an object that changed
   otherwise while its writes were in flight is planned again afterwards.
@@ -53,7 +54,6 @@ import argparse
 import collections
 import contextlib
 import gc
-import queue
 import signal
 import socket
 import sys
@@ -105,9 +105,9 @@ BACKOFF_MAX = 30.0
 # restarts it, and the journal shows the failed unit).
 FAILURES_LOUD = 3
 MAX_FAILURES = 10
-# Extra sessions the master writes through in parallel (one object per
-# session at a time, so each object's keys keep their order). xapi caps
-# sessions per originator; a handful is well inside that.
+# Extra sessions the master writes through in parallel (an object's keys
+# at once, each on a free one: KeyWriters). xapi caps sessions per
+# originator; a handful is well inside that.
 WRITERS = 8
 # One XAPI call that fails for a passing reason (retry.is_transient) is
 # tried again this often, within this many seconds, before the object goes
@@ -642,10 +642,18 @@ class Finished(object):
 
 
 class KeyWriters(object):
-    """The master's writer pool: extra XAPI sessions, one thread each, each
-    writing one object's keys at a time (so an object's keys keep their
-    order) while the event loop goes on. Sessions start with the first
-    submit, threads as the writes need them (up to one per session).
+    """The master's writer pool: extra XAPI sessions, one thread each,
+    writing objects' keys while the event loop goes on. Sessions start
+    with the first submit, threads as the writes need them (up to one per
+    session; each thread writes through its own session).
+
+    An object is written in steps, each a task of the one queue that any
+    thread takes: its head (the re-read, the writes up to the intent
+    book: writer.begin), then each key of its run (writer.split_writes:
+    the ethtool-* keys the intent names, at once on free threads), then,
+    by the thread that finished the last key, its tail (the final book:
+    KeyRun.finish). No thread waits for another while it holds a
+    session; a plan with no such run is written in order by its head.
 
     Its own threads and queue rather than concurrent.futures: that module
     loads logging (about 0.5 MiB of the watcher's RSS together), and every
@@ -660,11 +668,18 @@ class KeyWriters(object):
         self.size = max(1, int(size))
         self._sessions = []
         self._channels = []
-        self._clients = None    # queue of idle Xapi clients
-        self._plans = None      # queue of plans not started; None: stop
+        self._clients = []      # one Xapi client per thread
+        self._lock = threading.Lock()
+        self._drained = threading.Condition(self._lock)  # no object open
+        self._tasks = None      # deque of tasks no thread has; None: stopped
+        # Parked threads, each [lock it blocks on, the task handed to it]:
+        # a task goes straight to one (one lock release wakes it, no
+        # shared condition to take again), else waits in _tasks.
+        self._parked = []
+        self._open = 0          # objects submitted and not finished
         self._threads = []
-        self._idle = 0          # threads waiting for a plan
-        self._idle_lock = threading.Lock()
+        self._spawn_lock = threading.Lock()
+        self._local = threading.local()   # .client: this thread's
         self._inflight = {}     # ref -> plan
         self._finished = collections.deque()  # (ref, Finished or None)
         self.recheck = set()
@@ -675,57 +690,136 @@ class KeyWriters(object):
 
     def submit(self, plans):
         """Start the writes of plans in the writer threads."""
-        if self._plans is None:
-            self._sessions = [
-                retry.call_with_retry(self._open_session,
-                                      attempts=CALL_ATTEMPTS,
-                                      budget_s=CALL_BUDGET)
-                for _ in range(self.size)]
-            self._clients = queue.Queue()
-            for session in self._sessions:
-                # over the login's own connection (a XenAPI session's
-                # calls: a connection of their own)
-                client = RetryingXapi(session,
-                                      getattr(session, "channel", None))
-                self._channels.append(client.channel)
-                self._clients.put(client)
-            self._plans = queue.Queue()
+        if self._tasks is None:
+            if not self._sessions:
+                self._sessions = [
+                    retry.call_with_retry(self._open_session,
+                                          attempts=CALL_ATTEMPTS,
+                                          budget_s=CALL_BUDGET)
+                    for _ in range(self.size)]
+                # each over the login's own connection (a XenAPI
+                # session's calls: a connection of their own)
+                self._clients = [
+                    RetryingXapi(session, getattr(session, "channel", None))
+                    for session in self._sessions]
+                self._channels = [c.channel for c in self._clients]
+            self._tasks = collections.deque()
         for plan in plans:
             self._inflight[plan.ref] = plan
-            self._plans.put(plan)
-            if self._idle <= 0 and len(self._threads) < self.size:
-                # none waiting (a thread counted idle may be about to
-                # take one: at worst one thread more, never above size)
-                thread = threading.Thread(target=self._work,
-                                          args=(self._plans,),
-                                          name="netoffload-writer")
-                thread.daemon = True
-                thread.start()
-                self._threads.append(thread)
+        with self._lock:
+            self._open += len(plans)
+            short = self._hand(plans, False)
+        self._spawn(short)
 
-    def _work(self, plans):
+    def _hand(self, tasks, first):
+        """Give tasks to parked threads, queue the rest (first: ahead of
+        those queued); how many are queued. Under _lock."""
+        queued = self._tasks
+        assert queued is not None  # stop() waits for begun objects
+        parked = self._parked
+        count = 0
+        for task in tasks:
+            if parked:
+                slot = parked.pop()
+                slot[1] = task
+                slot[0].release()
+            elif first:
+                queued.appendleft(task)
+                count += 1
+            else:
+                queued.append(task)
+                count += 1
+        return count
+
+    def _spawn(self, count):
+        """Up to `count` more threads, never above size."""
+        if count <= 0 or len(self._threads) >= self.size:
+            return
+        with self._spawn_lock:
+            while count > 0 and len(self._threads) < self.size:
+                thread = threading.Thread(
+                    target=self._work,
+                    args=(self._clients[len(self._threads)],),
+                    name="netoffload-writer")
+                thread.daemon = True
+                self._threads.append(thread)
+                try:
+                    thread.start()
+                except RuntimeError:  # no more threads to be had
+                    self._threads.pop()
+                    if self._threads:
+                        return  # the others take the tasks
+                    raise
+                count -= 1
+
+    def _work(self, client):
+        self._local.client = client
+        slot = [threading.Lock(), None]
+        slot[0].acquire()
+        follow = None   # a task this thread goes on with itself
         while True:
-            with self._idle_lock:
-                self._idle += 1
-            plan = plans.get()
-            with self._idle_lock:
-                self._idle -= 1
-            if plan is None:  # stop
-                return
-            try:
-                done = Finished(self._write_one(plan))
-            except BaseException as err:  # handed over, as a future does
-                done = Finished(error=err)
-            self._finished.append((plan.ref, done))
-            done = plan = None
+            task = follow
+            if task is None:
+                with self._lock:
+                    if self._tasks is None:
+                        return  # stopped
+                    if self._tasks:
+                        task = self._tasks.popleft()
+                    else:
+                        self._parked.append(slot)
+                if task is None:
+                    slot[0].acquire()  # until a task is handed over
+                    task, slot[1] = slot[1], None
+                    if task is None:  # stopped
+                        return
+            if task.__class__ is tuple:
+                follow = self._write_key(client, task[0], task[1])
+            else:
+                follow = self._begin(task)
+            task = None
+
+    def _begin(self, plan):
+        """An object's head; its first key task (the others handed on)."""
+        try:
+            outcome = self._write_one(plan)
+        except BaseException as err:  # handed over, as a future does
+            self._done(plan.ref, Finished(error=err))
+            return None
+        if not isinstance(outcome, writer.KeyRun):
+            self._done(plan.ref, Finished(outcome))
+            return None
+        with self._lock:
+            # ahead of the objects not begun: what is begun ends first
+            short = self._hand([(outcome, i) for i in
+                                range(len(outcome.run) - 1, 0, -1)], True)
+        self._spawn(short)
+        return (outcome, 0)
 
     def _write_one(self, plan):
-        assert self._clients is not None  # submit() made them first
-        client = self._clients.get()
+        """writer.begin on this thread's session: an ObjectWrite, or a
+        KeyRun whose keys are to be written."""
+        return writer.begin(self._local.client, plan)
+
+    def _write_key(self, client, run, index):
+        """One key of a run; the thread of the last one finishes it."""
+        run.write_key(client, index)
+        with self._lock:
+            run.left -= 1
+            if run.left:
+                return None
         try:
-            return writer.apply_db(client, [plan])[0]
-        finally:
-            self._clients.put(client)
+            done = Finished(run.finish(client))
+        except BaseException as err:  # handed over, as a future does
+            done = Finished(error=err)
+        self._done(run.plan.ref, done)
+        return None
+
+    def _done(self, ref, finished):
+        self._finished.append((ref, finished))
+        with self._lock:
+            self._open -= 1
+            if self._open <= 0:
+                self._drained.notify_all()
 
     def finished(self):
         """[(ref, plan, Finished)] of the writes done since the last call,
@@ -741,24 +835,29 @@ class KeyWriters(object):
         return done
 
     def stop(self):
-        """Cancel the writes not started, wait for the running ones."""
-        plans, self._plans = self._plans, None
-        if plans is None:
-            return
-        while True:
-            try:
-                plan = plans.get_nowait()
-            except queue.Empty:
-                break
-            if plan is not None:
-                self._finished.append((plan.ref, None))
-        for _thread in self._threads:
-            plans.put(None)
+        """Cancel the writes not started, wait for the running ones (an
+        object whose head is written gets its keys and final book)."""
+        with self._lock:
+            tasks = self._tasks
+            if tasks is None:
+                return
+            cancelled = [t for t in tasks if t.__class__ is not tuple]
+            kept = [t for t in tasks if t.__class__ is tuple]
+            tasks.clear()
+            tasks.extend(kept)
+            self._open -= len(cancelled)
+            while self._open > 0:
+                self._drained.wait()
+            self._tasks = None
+            for slot in self._parked:
+                slot[1] = None
+                slot[0].release()
+            self._parked = []
+        for plan in cancelled:
+            self._finished.append((plan.ref, None))
         for thread in self._threads:
             thread.join()
         self._threads = []
-        with self._idle_lock:
-            self._idle = 0
 
     def close(self):
         """Forget every write and close the sessions (after stop)."""
@@ -769,8 +868,7 @@ class KeyWriters(object):
             channel.close()
         for session in self._sessions:
             close_session(session)
-        self._sessions, self._channels = [], []
-        self._clients = None
+        self._sessions, self._channels, self._clients = [], [], []
 
 
 class Watcher(object):

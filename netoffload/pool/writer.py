@@ -14,6 +14,12 @@
 - `write_plans(ctx, plans)`: apply_db over up to DB_SESSIONS sessions;
   the extra ones log in each in its own writer thread, while the first
   objects are already being written (ExtraSessions).
+- `begin(client, plan)` -> ObjectWrite, or a KeyRun whose keys are then
+  written at once over several sessions (KeyRun.write_key) and finished
+  with KeyRun.finish: the watcher's writers (agents/watch.py KeyWriters).
+  `split_writes` says which writes of a plan may go out together: the
+  ethtool-* keys its intent book names, after the intent and before the
+  final book (docs/policy.md, "Writing one object").
 """
 import contextlib
 import threading
@@ -86,12 +92,32 @@ class ObjectWrite(object):
 def _apply_one(client, plan):
     result = ObjectWrite(plan)
     if plan.refused:
-        result.status = STATUS_REFUSED
-        result.error = list(plan.problems)
-        get_logger().warning("%s %s: bookkeeping refused, left as it is: %s",
-                             plan.cls, plan.uuid, "; ".join(plan.problems))
-        return result
-    for _attempt in range(MAX_RACE_RETRIES):
+        return _refused(result, plan)
+    return _write_in_order(client, plan, result)
+
+
+def _refused(result, plan):
+    result.status = STATUS_REFUSED
+    result.error = list(plan.problems)
+    get_logger().warning("%s %s: bookkeeping refused, left as it is: %s",
+                         plan.cls, plan.uuid, "; ".join(plan.problems))
+    return result
+
+
+def _write(client, plan, writes, result):
+    """Write `writes` of `plan` in order, noting each in `result`."""
+    for key, value, expected in writes:
+        client.set_other_config_key(plan.cls, plan.ref, key, value, expected)
+        result.written.append((key, value))
+        result.status = STATUS_CHANGED
+
+
+def _write_in_order(client, plan, result, attempt=0, split=False):
+    """The writes of `plan`, re-planned after a lost race (attempt: the
+    races lost so far). split: stop after the head of a plan that has a
+    run of keys to write in parallel (split_writes) and return a KeyRun
+    instead of the ObjectWrite."""
+    while attempt < MAX_RACE_RETRIES:
         try:
             if plan.rereads:
                 # Right before a remove: the map as it is now. Someone
@@ -103,16 +129,18 @@ def _apply_one(client, plan):
                         result.status = STATUS_REFUSED
                         result.error = list(plan.problems)
                         return result
-            for key, value, expected in plan.writes:
-                client.set_other_config_key(plan.cls, plan.ref, key, value,
-                                            expected)
-                result.written.append((key, value))
-                result.status = STATUS_CHANGED
+            if split:
+                head, run, tail = split_writes(plan.writes)
+                if run:
+                    _write(client, plan, head, result)
+                    return KeyRun(plan, result, run, tail, attempt)
+            _write(client, plan, plan.writes, result)
             break
         except LostRace as race:
             get_logger().info("%s %s: lost a race on other_config; re-planning",
                               plan.cls, plan.uuid)
             plan = replan(plan, race.other_config)
+            attempt += 1
         except ObjectGone:
             result.status = STATUS_GONE
             return result
@@ -124,6 +152,150 @@ def _apply_one(client, plan):
         return result
     result.done_plan = plan
     return result
+
+
+# -- one object's keys in parallel (the watcher) -------------------------------
+#
+# Once an object's intent book is written, every key it names is classified
+# on its own after a crash (keys.entry_state: prior, `was`, absent or the new
+# value), so any subset of those key writes is a state the next writer
+# settles: they may go out at once, over several sessions. The final book
+# (and stale book removals) must wait until every one of them is done.
+
+def split_writes(writes):
+    """(head, run, tail) of a plan's writes: `run` is the consecutive
+    ethtool-* writes right after the intent book (a book key added under
+    an op, whose entries name each of those keys' features; removals of
+    other book keys may sit between), each key once; they may be written
+    in any order, at once. `head` (up to and including the intent) and
+    `tail` (the final book, stale keys) stay in order: head before the
+    run, tail after all of it. No such run of 2 or more: ([...], [], [])."""
+    writes = list(writes)
+    intent = None
+    for index, (key, value, _) in enumerate(writes):
+        if key in keys.BOOK_KEYS and value is not None:
+            intent = index
+            break
+    if intent is None:
+        return writes, [], []
+    book = keys.read_book({writes[intent][0]: writes[intent][1]})
+    if book.op is None or book.problems:
+        return writes, [], []
+    start = intent + 1
+    while start < len(writes) and writes[start][1] is None and \
+            writes[start][0] in keys.BOOK_KEYS + keys.LEGACY_KEYS:
+        start += 1
+    end, seen = start, set()
+    while end < len(writes):
+        key, value, _ = writes[end]
+        feature = keys.feature_of_key(key)
+        entry = book.entries.get(feature)
+        if entry is None or key in seen or \
+                value not in (entry.value, entry.prior):
+            break
+        seen.add(key)
+        end += 1
+    if end - start < 2:
+        return writes, [], []
+    return writes[:start], writes[start:end], writes[end:]
+
+
+# KeyRun.outcomes: a key written
+WRITTEN = "written"
+
+
+class KeyRun(object):
+    """One object's write after its head: the run's keys to write, each
+    with write_key (any session, any order, at once), then finish() on
+    one session once all of them are done. `left` is for the caller's
+    count of the keys not yet done."""
+    __slots__ = ("plan", "result", "run", "tail", "attempt", "outcomes",
+                 "left")
+
+    def __init__(self, plan, result, run, tail, attempt):
+        self.plan = plan
+        self.result = result
+        self.run = run
+        self.tail = tail
+        self.attempt = attempt
+        # per key: None (not yet), WRITTEN or the exception it raised
+        self.outcomes = [None] * len(run)  # type: List[object]
+        self.left = len(run)
+
+    def write_key(self, client, index):
+        """Write the run's index-th key; its outcome is kept, not raised."""
+        key, value, expected = self.run[index]
+        try:
+            client.set_other_config_key(self.plan.cls, self.plan.ref, key,
+                                        value, expected)
+            self.outcomes[index] = WRITTEN
+        except BaseException as err:  # handed to finish()
+            self.outcomes[index] = err
+
+    def finish(self, client):
+        """After every write_key: the ObjectWrite, with the tail written
+        (or, after a lost race in the run, the object read again,
+        re-planned and written in order, as apply_db does)."""
+        plan, result = self.plan, self.result
+        for (key, value, _), outcome in zip(self.run, self.outcomes):
+            if outcome is WRITTEN:
+                result.written.append((key, value))
+                result.status = STATUS_CHANGED
+        if None in self.outcomes:
+            raise RuntimeError("KeyRun.finish before every key was written")
+        errors = [o for o in self.outcomes if isinstance(o, BaseException)]
+        for error in errors:
+            if not isinstance(error, XapiError):
+                raise error  # a bug (or a stop) in a key write
+        if any(isinstance(e, ObjectGone) for e in errors):
+            result.status = STATUS_GONE
+            return result
+        for error in errors:
+            if isinstance(error, XapiError) and \
+                    not isinstance(error, LostRace):
+                result.fail([error.message] + error.params)
+                return result
+        if errors:
+            # someone else wrote one of the keys: once all of ours are
+            # done, the map as it is now decides the rest
+            get_logger().info("%s %s: lost a race on other_config; "
+                              "re-planning", plan.cls, plan.uuid)
+            try:
+                fresh = client.get_other_config(plan.cls, plan.ref)
+            except ObjectGone:
+                result.status = STATUS_GONE
+                return result
+            except XapiError as err:
+                result.fail([err.message] + err.params)
+                return result
+            return _write_in_order(client, replan(plan, fresh), result,
+                                   self.attempt + 1)
+        try:
+            _write(client, plan, self.tail, result)
+        except LostRace as race:
+            get_logger().info("%s %s: lost a race on other_config; "
+                              "re-planning", plan.cls, plan.uuid)
+            return _write_in_order(client, replan(plan, race.other_config),
+                                   result, self.attempt + 1)
+        except ObjectGone:
+            result.status = STATUS_GONE
+            return result
+        except XapiError as err:
+            result.fail([err.message] + err.params)
+            return result
+        result.done_plan = plan
+        return result
+
+
+def begin(client, plan):
+    """The first step of writing one object with its keys in parallel:
+    the re-read (plan.rereads) and the writes up to its intent book.
+    Returns the ObjectWrite when that is all (no run of keys to write in
+    parallel: written in order, as apply_db does), else a KeyRun."""
+    result = ObjectWrite(plan)
+    if plan.refused:
+        return _refused(result, plan)
+    return _write_in_order(client, plan, result, split=True)
 
 
 def _differs(plan, fresh):

@@ -104,3 +104,221 @@ def test_the_watcher_loads_no_concurrent_futures_logging_or_typing():
                          stdout=subprocess.PIPE, timeout=60,
                          universal_newlines=True).stdout
     assert out.strip() == ""
+
+
+# -- an object's keys at once, against the simulator ------------------------------
+# (the real writes: writer.begin / KeyRun on the watcher's lean sessions)
+
+SIX = ("rx", "tx", "sg", "tso", "ufo", "gso")
+ALL_ON = ",".join(f + "=on" for f in SIX)
+OP = "0123abcd"
+WRITES = ("VIF.add_to_other_config", "VIF.remove_from_other_config",
+          "VIF.get_other_config")
+
+
+class Traced(object):
+    """The in-process simulator with every VIF other_config call logged
+    as ("start"|"end", method, key) in the order they happened (start: the
+    request arrived); `before` (method, key) -> what to do before the
+    call is served."""
+
+    def __init__(self, monkeypatch, pool):
+        self.pool = pool
+        self.log = []
+        self.before = {}
+        self._lock = threading.Lock()
+        handle = type(pool.sim).handle.__get__(pool.sim)
+
+        def traced(method, params, via_host=None):
+            if method not in WRITES:
+                return handle(method, params, via_host)
+            key = params[2] if len(params) > 2 else None
+            with self._lock:
+                self.log.append(("start", method, key))
+            hook = self.before.get((method, key))
+            try:
+                reply = hook(handle) if hook is not None else None
+                if reply is not None:
+                    return reply  # served by the hook
+                return handle(method, params, via_host)
+            finally:
+                with self._lock:
+                    self.log.append(("end", method, key))
+        monkeypatch.setattr(pool.sim, "handle", traced)
+
+    def index(self, event, method, key):
+        return [i for i, e in enumerate(self.log)
+                if e == (event, method, key)]
+
+
+@pytest.fixture
+def simpool(monkeypatch):
+    from tests.support.simpool import SimPool
+    with SimPool() as pool:
+        monkeypatch.setenv("NETOFFLOAD_XAPI_SOCKET", pool.sim.socket_path)
+        monkeypatch.delenv("NETOFFLOAD_XAPI_URL", raising=False)
+        sim = pool.sim
+        sim.add_host("h1")
+        lan = sim.add_network("LAN")
+        pool.vif = sim.add_vif(sim.add_vm("vm"), lan, 0,
+                               other_config={"note": "mine"})
+        yield pool
+
+
+def _plan(pool, policy):
+    from netoffload.pool import planning, xapi
+    pool.set_pool_policy("netoffload-vif", policy)
+    client = xapi.Xapi(pool.session)
+    [plan] = planning.plan_db(client.snapshot(), [pool.vif], op=OP)
+    return plan
+
+
+def _owned_off(pool):
+    """The VIF's six keys written off (and owned) first."""
+    from netoffload.pool import writer, xapi
+    [result] = writer.apply_db(xapi.Xapi(pool.session),
+                               [_plan(pool, "all-off")])
+    assert result.status == writer.STATUS_CHANGED
+
+
+def _write(plan):
+    writers = watch.KeyWriters(watch.open_lean_session, watch.WRITERS)
+    try:
+        writers.submit([plan])
+        [(ref, _plan_back, outcome)] = collect(writers, 1)
+        assert ref == plan.ref
+        return outcome.result()
+    finally:
+        writers.stop()
+        writers.close()
+
+
+@pytest.mark.parametrize("owned", [False, True], ids=["claim", "change"])
+def test_an_objects_keys_are_in_flight_at_once_and_the_book_waits(
+        simpool, monkeypatch, owned):
+    """Every key add of the run is held until all six are in flight (a
+    barrier: with keys written one after another it breaks and the write
+    fails); the final book starts after every key write returned."""
+    from netoffload.pool import keys, writer
+    if owned:
+        _owned_off(simpool)
+    plan = _plan(simpool, ALL_ON if owned else "all-off")
+    trace = Traced(monkeypatch, simpool)
+    barrier = threading.Barrier(len(SIX), timeout=10)
+
+    def all_in_flight(_handle):
+        barrier.wait()
+    for feature in SIX:
+        trace.before[("VIF.add_to_other_config",
+                      keys.ethtool_key(feature))] = all_in_flight
+    result = _write(plan)
+    assert result.status == writer.STATUS_CHANGED, result.error
+    assert not barrier.broken
+    assert result.written == [(k, v) for k, v, _ in plan.writes]
+    config = simpool.api.VIF.get_other_config(simpool.vif)
+    assert config == plan.final
+    ends = [i for f in SIX for i in trace.index(
+        "end", "VIF.add_to_other_config", keys.ethtool_key(f))]
+    starts = [i for f in SIX for i in trace.index(
+        "start", "VIF.add_to_other_config", keys.ethtool_key(f))]
+    assert len(ends) == len(starts) == len(SIX)
+    # all six started before any of them ended: at once
+    assert max(starts) < min(ends)
+    book_adds = [i for k in keys.BOOK_KEYS for i in trace.index(
+        "start", "VIF.add_to_other_config", k)]
+    intent, final = min(book_adds), max(book_adds)
+    assert intent < min(starts)
+    if owned:  # a final book after the intent: only once all keys are in
+        assert len(book_adds) == 2 and final > max(ends)
+        last_removal = max(i for k in keys.BOOK_KEYS for i in trace.index(
+            "start", "VIF.remove_from_other_config", k))
+        assert last_removal > max(ends)
+    else:  # a fresh claim: the intent is the final book, nothing after
+        assert book_adds == [intent]
+
+
+@pytest.mark.parametrize("owned", [False, True], ids=["claim", "change"])
+def test_an_admin_writing_a_key_while_the_run_is_in_flight_wins(
+        simpool, monkeypatch, owned):
+    """The admin sets ethtool-tx right before our add of it (after our
+    remove, for a change): MAP_DUPLICATE_KEY. Once every key write of the
+    run is done, the map is read again and the rest re-planned: their
+    value stays, recorded as theirs (t); the other five are ours; the
+    other keys of the map are untouched."""
+    from netoffload.pool import keys, writer
+    if owned:
+        _owned_off(simpool)
+    target = "on" if owned else "off"
+    theirs = "false" if owned else "on"
+    plan = _plan(simpool, ALL_ON if owned else "all-off")
+    trace = Traced(monkeypatch, simpool)
+    admin = simpool.session._session
+
+    def admin_edit(handle):
+        trace.before.clear()  # once
+        reply = handle("VIF.add_to_other_config",
+                       [admin, simpool.vif, "ethtool-tx", theirs])
+        assert reply["Status"] == "Success", reply
+    trace.before[("VIF.add_to_other_config", "ethtool-tx")] = admin_edit
+    result = _write(plan)
+    assert result.status == writer.STATUS_CHANGED, result.error
+    config = simpool.api.VIF.get_other_config(simpool.vif)
+    book = keys.read_book(config)
+    assert config["ethtool-tx"] == theirs
+    assert book.taken == {"tx"}
+    assert config["note"] == "mine"
+    assert dict((f, config[keys.ethtool_key(f)]) for f in SIX
+                if f != "tx") == dict((f, target) for f in SIX if f != "tx")
+    assert sorted(book.entries) == sorted(f for f in SIX if f != "tx")
+    assert all(e.value == target and e.was is None
+               for e in book.entries.values())
+    assert book.op == OP and not book.stale
+    assert result.done_plan is not None and result.done_plan.final == config
+    # what was written, in plan order: never tx
+    assert "ethtool-tx" not in dict(result.written)
+    ours = [k for k, _ in result.written if k.startswith("ethtool-")]
+    assert ours == [k for k, _, _ in plan.writes
+                    if k.startswith("ethtool-") and k != "ethtool-tx"]
+    # the re-read that decided the rest came after every key write
+    reads = trace.index("start", "VIF.get_other_config", None)
+    key_ends = [i for i, e in enumerate(trace.log)
+                if e[0] == "end" and (e[2] or "").startswith("ethtool-")]
+    assert reads and max(reads) > max(key_ends)
+
+
+def test_a_key_xapi_refuses_fails_the_object_and_the_book_is_not_finished(
+        simpool, monkeypatch):
+    from netoffload.pool import keys, writer
+    _owned_off(simpool)
+    plan = _plan(simpool, ALL_ON)
+    trace = Traced(monkeypatch, simpool)
+    trace.before[("VIF.add_to_other_config", "ethtool-sg")] = \
+        lambda _handle: {"Status": "Failure",
+                         "ErrorDescription": ["INTERNAL_ERROR", "refused"]}
+    result = _write(plan)
+    assert result.status == writer.STATUS_FAILED
+    assert result.error and "INTERNAL_ERROR" in " ".join(result.error)
+    assert result.done_plan is None
+    config = simpool.api.VIF.get_other_config(simpool.vif)
+    # the five others are written, the final book is not (the watcher
+    # settles its op: writer.operation)
+    assert [config.get(keys.ethtool_key(f)) for f in SIX] == [
+        None if f == "sg" else "on" for f in SIX]
+    assert keys.read_book(config).entries["sg"].was == "off"
+    assert not trace.index("start", "VIF.add_to_other_config",
+                           keys.KEY_BOOK)
+
+
+def test_a_vif_destroyed_while_its_keys_are_written_is_gone(
+        simpool, monkeypatch):
+    from netoffload.pool import keys, writer
+    plan = _plan(simpool, "all-off")
+    trace = Traced(monkeypatch, simpool)
+
+    def destroy(_handle):
+        trace.before.clear()
+        simpool.sim.destroy_vif(simpool.vif)
+    trace.before[("VIF.add_to_other_config", keys.ethtool_key("gso"))] = \
+        destroy
+    result = _write(plan)
+    assert result.status == writer.STATUS_GONE

@@ -230,3 +230,150 @@ def test_writers_that_cannot_log_in_leave_their_objects_to_the_others(
         counts["session.logout"]
     assert counts["VIF.add_to_other_config"] == 7 * 300
     assert set(r.status for r in results) == {writer.STATUS_CHANGED}
+
+
+# -- split_writes: which writes of a plan may go out at once (the watcher) ------
+
+SIX = ("rx", "tx", "sg", "tso", "ufo", "gso")
+SIX_OFF = dict(("ethtool-" + f, "off") for f in SIX)
+OLD_OP = "feedbeef"     # finished: no op key on the pool
+
+
+def _book(entries, op=OLD_OP, gen=1, key=keys.KEY_BOOK):
+    return {key: keys.Book(dict((f, keys.Entry(*(list(e) + [None])[:3]))
+                                for f, e in entries.items()),
+                           (), op, gen).to_text()}
+
+
+def _plan(pool=None, vif=None, revert=False):
+    from tests.support.poolrecords import build
+    records = build(pool=pool, vif=vif)
+    make = planning.plan_revert if revert else planning.plan_db
+    [plan] = make(records, ["OpaqueRef:vif"], op=OP)
+    return plan
+
+
+def _checked_split(plan):
+    """split_writes of a real plan, with what must hold of any split."""
+    head, run, tail = writer.split_writes(plan.writes)
+    assert head + run + tail == plan.writes
+    if not run:
+        assert tail == []
+        return head, run, tail
+    # the run: distinct ethtool-* keys, each named by the intent book that
+    # the head ends with (then only removals of other book keys), under op
+    assert len(run) >= 2
+    assert len(set(k for k, _, _ in run)) == len(run)
+    assert all(keys.feature_of_key(k) for k, _, _ in run)
+    [intent] = [i for i, (k, v, _) in enumerate(head)
+                if k in keys.BOOK_KEYS and v is not None]
+    assert all(v is None and k in keys.BOOK_KEYS + keys.LEGACY_KEYS
+               for k, v, _ in head[intent + 1:])
+    book = keys.read_book({head[intent][0]: head[intent][1]})
+    assert book.op == OP
+    for key, value, _ in run:
+        entry = book.entries[keys.feature_of_key(key)]
+        assert value in (entry.value, entry.prior)
+    # after the run only book keys: the final book, stale removals
+    assert all(k in keys.BOOK_KEYS + keys.LEGACY_KEYS for k, _, _ in tail)
+    return head, run, tail
+
+
+def test_split_of_a_fresh_claim_is_the_book_then_six_keys_at_once():
+    plan = _plan(pool={"netoffload-vif": "all-off"})
+    head, run, tail = _checked_split(plan)
+    assert [k for k, _, _ in head] == [keys.KEY_BOOK]
+    assert sorted(k for k, _, _ in run) == sorted(SIX_OFF)
+    assert tail == []
+
+
+def test_split_of_a_value_to_value_change_keeps_the_final_book_after():
+    vif = dict(SIX_OFF, **_book(dict((f, (None, "off")) for f in SIX)))
+    plan = _plan(pool={"netoffload-vif": ",".join(f + "=on" for f in SIX)},
+                 vif=vif)
+    head, run, tail = _checked_split(plan)
+    assert [k for k, _, _ in head] == [keys.KEY_BOOK_ALT, keys.KEY_BOOK]
+    assert [(v, e) for _, v, e in run] == [("on", "off")] * 6
+    intent = keys.read_book({head[0][0]: head[0][1]})
+    assert set(e.was for e in intent.entries.values()) == {"off"}
+    assert [(k, v is None) for k, v, _ in tail] == [
+        (keys.KEY_BOOK, False), (keys.KEY_BOOK_ALT, True)]
+
+
+def test_split_of_a_revert_to_values_runs_the_restores_after_the_intent():
+    # priors that are values (an XO stamp): each restore is a replace
+    vif = dict(SIX_OFF, **_book(dict((f, ("true", "off")) for f in SIX)))
+    head, run, tail = _checked_split(_plan(vif=vif, revert=True))
+    assert [(k, v) for k, v, _ in run] == [
+        ("ethtool-" + f, "true") for f in ("rx", "tx", "sg", "tso", "ufo",
+                                          "gso")]
+    assert [(k, v is None) for k, v, _ in head] == [
+        (keys.KEY_BOOK_ALT, False), (keys.KEY_BOOK, True)]
+    assert [(k, v) for k, v, _ in tail] == [(keys.KEY_BOOK_ALT, None)]
+
+
+def test_split_of_a_revert_to_absent_keys_has_no_intent_so_no_run():
+    vif = dict(SIX_OFF, **_book(dict((f, (None, "off")) for f in SIX)))
+    plan = _plan(vif=vif, revert=True)
+    assert len(plan.writes) == 7
+    assert _checked_split(plan) == (plan.writes, [], [])
+
+
+def test_split_of_a_legacy_migration_leaves_the_old_keys_removed_first():
+    legacy = {"netoffload-managed": "gso,rx,sg,tso,tx,ufo",
+              "netoffload-saved": '{"gso":[null,"off"],"rx":[null,"off"],'
+                                  '"sg":[null,"off"],"tso":[null,"off"],'
+                                  '"tx":[null,"off"],"ufo":[null,"off"]}'}
+    plan = _plan(pool={"netoffload-vif": "tx=on,rx=on"},
+                 vif=dict(SIX_OFF, **legacy))
+    head, run, tail = _checked_split(plan)
+    assert [k for k, _, _ in head] == [keys.KEY_BOOK] + list(
+        keys.LEGACY_KEYS)
+    # tx, rx replaced by "on"; the four the policy no longer covers go
+    # back to their prior, absent: in the intent too, so in the run
+    assert sorted((k, v) for k, v, _ in run) == sorted(
+        ("ethtool-" + f, "on" if f in ("tx", "rx") else None) for f in SIX)
+    assert [k for k, _, _ in tail] == [keys.KEY_BOOK_ALT, keys.KEY_BOOK]
+
+
+def test_split_keeps_a_crashed_ops_fixes_in_the_head_before_the_intent():
+    crashed = "0badc0de"
+    # crashed mid-replace: tx and rx absent, sg still at `was`
+    vif = dict(_book({"tx": ("true", "off", "on"), "rx": (None, "off", "on"),
+                      "sg": (None, "off", "on")}, op=crashed),
+               **{"ethtool-sg": "on"})
+    plan = _plan(pool={"netoffload-vif": "all-off",
+                       keys.op_key(crashed): "{}"}, vif=vif)
+    head, run, tail = _checked_split(plan)
+    # tx gets back its `was` (rx's prior is absent: nothing to put back)
+    assert [(k, v) for k, v, _ in head[:1]] == [("ethtool-tx", "on")]
+    assert head[1][0] in keys.BOOK_KEYS and head[1][1] is not None
+    assert sorted(k for k, _, _ in run) == sorted(SIX_OFF)
+
+
+def test_split_finds_no_run_where_no_intent_precedes_the_keys():
+    # a final book only (normalised), a claim of one key, hand-made writes
+    book_text = _book({"tx": (None, "off")}, op=OP)[keys.KEY_BOOK]
+    for writes in (
+            [(keys.KEY_BOOK, book_text, None)],
+            [(keys.KEY_BOOK, book_text, None), ("ethtool-tx", "off", None)],
+            [("ethtool-tx", "off", None), ("ethtool-sg", "off", None),
+             (keys.KEY_BOOK, book_text, None)],
+            # a book under no op is not an intent
+            [(keys.KEY_BOOK, _book({"tx": (None, "off"), "sg": (
+                None, "off")}, op=None)[keys.KEY_BOOK], None),
+             ("ethtool-tx", "off", None), ("ethtool-sg", "off", None)]):
+        assert writer.split_writes(writes) == (writes, [], [])
+
+
+def test_split_stops_the_run_at_a_key_the_intent_does_not_name():
+    text = _book({"tx": (None, "off"), "sg": (None, "off"),
+                  "rx": (None, "off")}, op=OP)[keys.KEY_BOOK]
+    writes = [(keys.KEY_BOOK, text, None), ("ethtool-tx", "off", None),
+              ("ethtool-sg", "off", None), ("ethtool-gso", "off", None),
+              ("ethtool-rx", "off", None)]
+    assert writer.split_writes(writes) == (writes[:1], writes[1:3],
+                                           writes[3:])
+    # a value the entry does not hold ends it too
+    writes[2] = ("ethtool-sg", "on", None)
+    assert writer.split_writes(writes) == (writes, [], [])

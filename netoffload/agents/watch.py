@@ -1499,7 +1499,6 @@ class Watcher(object):
             with self._lock:
                 epoch, token = self._sync_epoch, self._network_token
                 session_ref = self.session_ref
-                busy = self._writers.in_flight()
                 if self._cache.is_due(time.monotonic()):
                     self._flush_cache()  # the loop may be in a long wait
             if token is None or session_ref is None:
@@ -1524,7 +1523,12 @@ class Watcher(object):
                         self.stats["batches"] += 1
                         affected, live = self._apply_events(events)
                         if affected or live:
-                            self._reconcile(affected, live=live, busy=busy)
+                            # no `busy` taken before the call: the loop
+                            # may have collected those writes since, and
+                            # a ref put in recheck with no write left to
+                            # collect is never planned again (_reconcile
+                            # adds the writes in flight now)
+                            self._reconcile(affected, live=live)
                         self._resume_deferred()
                 except Exception as err:  # as in the loop: resync
                     self._network_error = err

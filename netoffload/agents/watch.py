@@ -1009,10 +1009,13 @@ class Watcher(object):
         self.host_ref = self.client.local_host_ref()
 
     def _disconnect(self):
-        self._writers.stop()
         with self._lock:
+            # first: a network batch applied after the writers stopped
+            # would start them again, on sessions about to be closed
             self._network_token = None  # the network thread waits for a sync
             self._sync_epoch += 1
+        self._writers.stop()
+        with self._lock:
             self._harvest()  # log and count what did get written; no replans
         self._network_channel.abort()  # its call's session is going
         self._release_lease()

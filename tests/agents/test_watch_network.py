@@ -4,6 +4,7 @@ a network's policy reaches a VIF whose keys were being written when the
 network channel's call began; nothing is written once the writers are
 stopped for a reconnect."""
 import threading
+import time
 
 import pytest
 
@@ -124,3 +125,70 @@ def test_a_network_policy_reaches_a_vif_written_when_its_call_began(
     wait_for(lambda: keys.managed_features(pool.vif_config(late[0])) ==
              {"tx"}, timeout=10,
              what="the network's policy on the VIF written as the call began")
+
+
+def test_no_write_is_submitted_once_the_writers_are_stopped_for_a_reconnect(
+        pool, running):
+    """Pinned: the loop fails and reconnects; while its writers stop, the
+    network channel's call returns a network's new policy. No write may be
+    submitted from then until the writers are closed (before: the network
+    thread applied the batch and started writer threads again, on
+    sessions about to be logged out, their results then forgotten)."""
+    from netoffload.pool import xapi
+    run = running()
+    watcher = run.watcher
+    run.start()
+    vif = pool.create_vif(run.vm, run.net, 0)
+    wait_for(lambda: all_off(pool.vif_config(vif)), what="keys on a VIF")
+    writes = watcher._writers
+    fail, armed = threading.Event(), threading.Event()
+    returned, window, late_submits = [], [], []
+
+    def events(token, timeout, _orig=watcher._events):
+        if fail.is_set():
+            fail.clear()
+            raise xapi.XapiError("test: the event channel failed")
+        return _orig(token, timeout)
+    watcher._events = events
+
+    def network_call(*args, _orig=watcher._network_channel.call):
+        result = _orig(*args)
+        returned.append(result)
+        return result
+    watcher._network_channel.call = network_call
+
+    def stop(_orig=writes.stop):
+        _orig()
+        if not armed.is_set():
+            return
+        armed.clear()
+        window.append("open")
+        seen = len(returned)
+        set_network_policy(pool, run.net, "tx-off")
+        # its call returns the change at once, unless the network thread
+        # no longer calls (no token: it waits for the resync)
+        wait_for(lambda: len(returned) > seen or
+                 watcher._network_token is None, what="the network call back")
+        time.sleep(0.5)  # the network thread's batch, if it is applied
+    writes.stop = stop
+
+    def close(_orig=writes.close):
+        if window == ["open"]:
+            window.append("closed")
+        _orig()
+    writes.close = close
+
+    def submit(plans, _orig=writes.submit):
+        if window == ["open"]:
+            late_submits.append([p.ref for p in plans])
+        return _orig(plans)
+    writes.submit = submit
+
+    armed.set()
+    fail.set()
+    wait_for(lambda: window == ["open", "closed"], timeout=20,
+             what="the reconnect's disconnect")
+    assert late_submits == []
+    # nothing lost either: the resync plans the network's policy
+    wait_for(lambda: keys.managed_features(pool.vif_config(vif)) == {"tx"},
+             timeout=20, what="the network's policy after the resync")

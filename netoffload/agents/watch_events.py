@@ -436,12 +436,15 @@ def local_targets(records, host_ref, refs):
 
 
 def shows(records, ref, written):
-    """True if the snapshot of ref holds every (key, value) in written."""
+    """True if the snapshot of ref holds every (key, value) in written,
+    the last value of a key written twice (a book key: the intent, then
+    the final book or its removal)."""
     record = records.vifs.get(ref) or records.pifs.get(ref)
     if record is None:
         return False
     config = record.get("other_config") or {}
-    return all(config.get(key) == value for key, value in written)
+    return all(config.get(key) == value
+               for key, value in dict(written).items())
 
 
 # -- an XML-RPC call, written lean ----------------------------------------------

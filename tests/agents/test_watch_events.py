@@ -254,6 +254,13 @@ def test_shows_tells_whether_the_snapshot_holds_our_writes(records):
     assert not watch_events.shows(records, ref, [("ethtool-tx", "off"),
                                                  ("ethtool-sg", "off")])
     assert not watch_events.shows(records, "OpaqueRef:gone", [])
+    # a key written twice (a book: intent, then final or removed): its last
+    assert watch_events.shows(records, ref, [
+        ("netoffload-book.2", "intent"), ("netoffload-managed", "x"),
+        ("ethtool-tx", "off"), ("netoffload-managed", "tx"),
+        ("netoffload-book.2", None)])
+    assert not watch_events.shows(records, ref, [
+        ("netoffload-managed", "tx"), ("netoffload-managed", "x")])
 
 
 def test_trim_keeps_the_fields_read_and_interns_strings():

@@ -192,3 +192,49 @@ def test_no_write_is_submitted_once_the_writers_are_stopped_for_a_reconnect(
     # nothing lost either: the resync plans the network's policy
     wait_for(lambda: keys.managed_features(pool.vif_config(vif)) == {"tx"},
              timeout=20, what="the network's policy after the resync")
+
+
+@pytest.mark.parametrize("event_first", [False, True],
+                         ids=["collected-first", "event-first"])
+def test_a_network_policy_reaches_a_vif_whose_policy_change_was_in_flight(
+        pool, running, event_first):
+    """Pinned: a managed VIF's keys are being changed value to value (the
+    pool's policy changed: intent book, keys, final book, the book keys
+    each written twice) when its network's policy changes. Once that write
+    is collected the VIF must get the network's policy, whether the event
+    of its last write came before the loop collected it or after."""
+    run = running()
+    watcher = run.watcher
+    run.start()
+    vif = pool.create_vif(run.vm, run.net, 0)
+    wait_for(lambda: all_off(pool.vif_config(vif)), what="keys on a VIF")
+    writes = watcher._writers
+    held, gate = threading.Event(), threading.Event()
+
+    def write_one(plan, _orig=writes._write_one):
+        if plan.ref == vif and not held.is_set():
+            held.set()
+            assert gate.wait(20)
+        return _orig(plan)
+    writes._write_one = write_one
+    pool.set_pool_policy("netoffload-vif", ",".join(
+        f + "=on" for f in XAPI_SIX))
+    assert held.wait(20)
+    set_network_policy(pool, run.net, "tx-off")
+    wait_for(lambda: watcher.records.networks[run.net].get(
+        "other_config", {}).get(keys.KEY_VIF) == "tx-off",
+        what="the network's policy seen")
+    time.sleep(0.2)
+    if event_first:
+        # the loop collects the write only once the event of its last
+        # write (the final book) is in its snapshot
+        def finished(_orig=writes.finished):
+            config = watcher.records.vifs[vif].get("other_config") or {}
+            if any(ref == vif for ref, _done in list(writes._finished)) \
+                    and keys.KEY_BOOK_ALT in config:
+                return []
+            return _orig()
+        writes.finished = finished
+    gate.set()
+    wait_for(lambda: keys.managed_features(pool.vif_config(vif)) == {"tx"},
+             timeout=15, what="the network's policy on the VIF")

@@ -511,8 +511,17 @@ class _Wire(xapi.HttpWire):
     reused connection had answered nothing of it), whose reply that is not
     HTTP is a WireError: without http.client in the watcher's process."""
 
+    aborted = False  # EventChannel.abort: the call is not sent again
+
     def _bad_status(self, first):
         return WireError("not an HTTP reply: %r" % first[:80])
+
+    def _connect(self):
+        # an aborted call's connection cut is not an idle connection the
+        # server closed (HttpWire sends the call again on a new one then)
+        if self.aborted:
+            raise ConnectionAbortedError("the call was aborted")
+        return xapi.HttpWire._connect(self)
 
 
 class EventChannel(object):
@@ -617,7 +626,10 @@ class EventChannel(object):
         this channel; the call then fails as a connection failure does,
         and the calling thread closes the channel."""
         conn = self._conn
-        sock = getattr(conn, "sock", None) if conn is not None else None
+        if conn is None:
+            return
+        conn.aborted = True
+        sock = conn.sock
         if sock is not None:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
@@ -1014,6 +1026,7 @@ class Watcher(object):
             # would start them again, on sessions about to be closed
             self._network_token = None  # the network thread waits for a sync
             self._sync_epoch += 1
+            self._network_error = None  # the resync to come is what it asks
         self._writers.stop()
         with self._lock:
             self._harvest()  # log and count what did get written; no replans
@@ -1206,7 +1219,11 @@ class Watcher(object):
         result = retry.call_with_retry(
             self._channel.call, self.session_ref, classes, token,
             float(timeout), attempts=CALL_ATTEMPTS, budget_s=CALL_BUDGET,
-            sleep=self._sleep)
+            sleep=self._sleep,
+            # not once the network thread failed: it aborted this call
+            # for the loop to resync (_step raises its error)
+            transient=lambda err: self._network_error is None and
+            retry.is_transient(err))
         if getattr(self.session, "_session", None) != self.session_ref:
             # the XenAPI client logged in again after SESSION_INVALID: xapi
             # restarted and our token means nothing any more

@@ -238,3 +238,71 @@ def test_a_network_policy_reaches_a_vif_whose_policy_change_was_in_flight(
     gate.set()
     wait_for(lambda: keys.managed_features(pool.vif_config(vif)) == {"tx"},
              timeout=15, what="the network's policy on the VIF")
+
+
+def test_abort_ends_a_long_wait_on_a_reused_connection():
+    """EventChannel.abort from another thread ends the call in progress
+    (the network thread's at a reconnect or stop, the loop's when the
+    network thread failed), also on a keep-alive connection used before:
+    the wire must not take the cut for an idle connection the server
+    closed and send the call again, to wait the whole timeout."""
+    from tests.support.simpool import SimPool
+    with SimPool() as pool:
+        endpoint = ("socket", pool.sim.socket_path)
+        session = watch.LeanSession(endpoint).login()
+        channel = watch.EventChannel(endpoint)
+        try:
+            token = channel.call(session._session, ["network"], "",
+                                 0.0)["token"]
+            outcome = []
+
+            def wait():
+                started = time.monotonic()
+                try:
+                    channel.call(session._session, ["network"], token, 20.0)
+                    outcome.append("returned")
+                except Exception as err:  # what abort makes of the call
+                    outcome.append(type(err).__name__)
+                outcome.append(time.monotonic() - started)
+            waiter = threading.Thread(target=wait)
+            waiter.start()
+            time.sleep(0.5)  # in the call, on the reused connection
+            channel.abort()
+            waiter.join(25)
+            assert outcome[0] != "returned"
+            assert outcome[1] < 3.0
+        finally:
+            channel.close()
+            session.logout()
+
+
+def test_a_network_batch_that_fails_has_the_loop_resync_at_once(
+        pool, running):
+    """The network thread cannot apply a batch: the loop, in a long wait
+    on its own channel, is woken to reconnect and resync (before: the
+    abort of its call was taken for a blip, the call sent again, and the
+    resync waited for the loop's whole event timeout, the network
+    channel idle meanwhile)."""
+    run = running(event_timeout=30.0)
+    watcher = run.watcher
+    run.start()
+    vif = pool.create_vif(run.vm, run.net, 0)
+    wait_for(lambda: all_off(pool.vif_config(vif)), what="keys on a VIF")
+    wait_for(lambda: watcher._lease is None, timeout=10,
+             what="the lease given back")
+    time.sleep(1.0)  # the loop in a long wait now
+    failed = []
+
+    def apply_events(events, _orig=watcher._apply_events):
+        if threading.current_thread().name == "networks" and not failed:
+            failed.append(time.monotonic())
+            raise RuntimeError("test: a network batch that cannot apply")
+        return _orig(events)
+    watcher._apply_events = apply_events
+    assert watcher.stats["syncs"] == 1
+    set_network_policy(pool, run.net, "tx-off")
+    wait_for(lambda: failed, what="the network batch failing")
+    wait_for(lambda: watcher.stats["syncs"] == 2, timeout=5,
+             what="the resync")
+    wait_for(lambda: keys.managed_features(pool.vif_config(vif)) == {"tx"},
+             timeout=10, what="the network's policy after the resync")

@@ -1216,14 +1216,21 @@ class Watcher(object):
         # a blip (refused, reset, a reply cut short) is tried again on the
         # same token rather than cost a full resync
         self._connected()
-        result = retry.call_with_retry(
-            self._channel.call, self.session_ref, classes, token,
-            float(timeout), attempts=CALL_ATTEMPTS, budget_s=CALL_BUDGET,
-            sleep=self._sleep,
-            # not once the network thread failed: it aborted this call
-            # for the loop to resync (_step raises its error)
-            transient=lambda err: self._network_error is None and
-            retry.is_transient(err))
+        try:
+            result = retry.call_with_retry(
+                self._channel.call, self.session_ref, classes, token,
+                float(timeout), attempts=CALL_ATTEMPTS, budget_s=CALL_BUDGET,
+                sleep=self._sleep,
+                # not once the network thread failed: it aborted this call
+                # for the loop to resync
+                transient=lambda err: self._network_error is None and
+                retry.is_transient(err))
+        except Exception:
+            with self._lock:
+                failed, self._network_error = self._network_error, None
+            if failed is not None:
+                raise failed from None  # the reason, not the cut it made
+            raise
         if getattr(self.session, "_session", None) != self.session_ref:
             # the XenAPI client logged in again after SESSION_INVALID: xapi
             # restarted and our token means nothing any more

@@ -277,7 +277,7 @@ def test_abort_ends_a_long_wait_on_a_reused_connection():
 
 
 def test_a_network_batch_that_fails_has_the_loop_resync_at_once(
-        pool, running):
+        pool, running, monkeypatch):
     """The network thread cannot apply a batch: the loop, in a long wait
     on its own channel, is woken to reconnect and resync (before: the
     abort of its call was taken for a blip, the call sent again, and the
@@ -299,10 +299,19 @@ def test_a_network_batch_that_fails_has_the_loop_resync_at_once(
             raise RuntimeError("test: a network batch that cannot apply")
         return _orig(events)
     watcher._apply_events = apply_events
+    warned = []
+
+    def warning(msg, *args, _orig=watcher.log.warning):
+        warned.append(msg % args)
+        _orig(msg, *args)
+    monkeypatch.setattr(watcher.log, "warning", warning)  # a shared logger
     assert watcher.stats["syncs"] == 1
     set_network_policy(pool, run.net, "tx-off")
     wait_for(lambda: failed, what="the network batch failing")
     wait_for(lambda: watcher.stats["syncs"] == 2, timeout=5,
              what="the resync")
+    # the reason logged is the network thread's, not the cut it made
+    assert any("a network batch that cannot apply; reconnecting" in line
+               for line in warned), warned
     wait_for(lambda: keys.managed_features(pool.vif_config(vif)) == {"tx"},
              timeout=10, what="the network's policy after the resync")

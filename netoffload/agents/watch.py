@@ -1527,7 +1527,12 @@ class Watcher(object):
                 epoch, token = self._sync_epoch, self._network_token
                 session_ref = self.session_ref
                 if self._cache.is_due(time.monotonic()):
-                    self._flush_cache()  # the loop may be in a long wait
+                    try:
+                        self._flush_cache()  # the loop may be in a long wait
+                    except Exception as err:  # as in the loop: resync
+                        self._network_error = err
+                        self._network_token = token = None
+                        self._channel.abort()
             if token is None or session_ref is None:
                 self._network_pause.wait(0.2)
                 continue

@@ -315,3 +315,36 @@ def test_a_network_batch_that_fails_has_the_loop_resync_at_once(
                for line in warned), warned
     wait_for(lambda: keys.managed_features(pool.vif_config(vif)) == {"tx"},
              timeout=10, what="the network's policy after the resync")
+
+
+def test_a_cache_flush_that_fails_in_the_network_thread_has_the_loop_resync(
+        pool, running, monkeypatch):
+    """Pinned: the network thread is the one that flushes the due cache
+    (the loop in a long wait), and the flush fails: as when the loop's own
+    flush fails, the loop reconnects and resyncs, and networks are read
+    on (before: the network thread died, silently, and no network's
+    policy reached a VIF again)."""
+    run = running(event_timeout=30.0)
+    watcher = run.watcher
+    run.start()
+    vif = pool.create_vif(run.vm, run.net, 0)
+    wait_for(lambda: all_off(pool.vif_config(vif)), what="keys on a VIF")
+    failed = []
+
+    def flush_cache(wait=False, _orig=watcher._flush_cache):
+        if threading.current_thread().name != "networks":
+            if not failed and watcher._cache.is_due(time.monotonic()):
+                return None  # pinned: the network thread flushes first
+            return _orig(wait)
+        if not failed:
+            failed.append(True)
+            raise OSError("test: a flush that fails")
+        return _orig(wait)
+    monkeypatch.setattr(watcher, "_flush_cache", flush_cache)
+    pool.create_vif(pool.admin.add_vm(name_label="more"), run.net, 0)
+    wait_for(lambda: failed, timeout=10, what="the network thread's flush")
+    wait_for(lambda: watcher.stats["syncs"] == 2, timeout=10,
+             what="the resync")
+    set_network_policy(pool, run.net, "tx-off")
+    wait_for(lambda: keys.managed_features(pool.vif_config(vif)) == {"tx"},
+             timeout=10, what="the network's policy after the resync")

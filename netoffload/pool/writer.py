@@ -202,6 +202,7 @@ def split_writes(writes):
 
 # KeyRun.outcomes: a key written
 WRITTEN = "written"
+UNCHANGED = object()  # KeyRun.write_key: the key holds what the plan read
 
 
 class KeyRun(object):
@@ -222,9 +223,13 @@ class KeyRun(object):
         self.outcomes = [None] * len(run)  # type: List[object]
         self.left = len(run)
 
-    def write_key(self, client, index):
-        """Write the run's index-th key; its outcome is kept, not raised."""
-        key, value, expected = self.run[index]
+    def write_key(self, client, index, expected=UNCHANGED):
+        """Write the run's index-th key; its outcome is kept, not raised.
+        `expected`: what the key holds now when a caller's own call
+        already changed it (a remove of a replace done)."""
+        key, value, planned = self.run[index]
+        if expected is UNCHANGED:
+            expected = planned
         try:
             client.set_other_config_key(self.plan.cls, self.plan.ref, key,
                                         value, expected)

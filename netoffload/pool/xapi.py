@@ -149,6 +149,7 @@ class HttpWire(object):
         self.address = address
         self.sock = None
         self._buf = b""
+        self._request, self._reused = b"", False  # the request sent last
         self._head = ("POST %s HTTP/1.1\r\nHost: %s\r\n%s"
                       "Content-Type: text/xml\r\n" % (
                           handler, host, "".join(
@@ -168,7 +169,14 @@ class HttpWire(object):
 
     def post(self, body):
         """Send the request; (status, reason, iterator over the body)."""
-        status, reason, fields = self._exchange(body)
+        self.send(body)
+        return self.reply()
+
+    def reply(self):
+        """The reply to the request send() sent: (status, reason, iterator
+        over its body), to be read whole before this connection's next
+        request."""
+        status, reason, fields = self.read_head()
         keep = fields.get(b"connection") != b"close"
         if fields.get(b"transfer-encoding") == b"chunked":
             body_iter = self._chunked(keep)
@@ -181,27 +189,54 @@ class HttpWire(object):
     def _exchange(self, body):
         """Send the request, read the reply's head: (status, reason, the
         framing fields)."""
-        request = self._head + b"Content-Length: %d\r\n\r\n" % len(body) \
-            + body
-        for attempt in (0, 1):
-            sock = self.sock
-            reused = sock is not None
-            if sock is None:
-                sock = self._connect()
-                self.sock = sock
+        self.send(body)
+        return self.read_head()
+
+    def send(self, body):
+        """Send a request, not reading its reply (reply() or read_head()
+        does): a caller may send on several connections, then read."""
+        self._request = self._head + b"Content-Length: %d\r\n\r\n" \
+            % len(body) + body
+        self._reused = self.sock is not None
+        if self.sock is None:
+            self.sock = self._connect()
+        try:
+            self.sock.sendall(self._request)
+        except ConnectionError:
+            self.close()
+            if not self._reused:
+                raise
+            self._send_again()
+        except BaseException:
+            self.close()
+            raise
+
+    def _send_again(self):
+        """An idle keep-alive connection the server had closed: nothing of
+        the request was answered, send it again on a new one (a timeout is
+        not retried: the call may be running)."""
+        self._reused = False
+        self.sock = self._connect()
+        try:
+            self.sock.sendall(self._request)
+        except BaseException:
+            self.close()
+            raise
+
+    def read_head(self):
+        """The head of the reply to the request sent: (status, reason,
+        the framing fields)."""
+        while True:
             try:
-                sock.sendall(request)
                 while b"\r\n\r\n" not in self._buf:
                     self._buf += self._recv()
                 break
             except ConnectionError:
                 answered = bool(self._buf)
                 self.close()
-                if attempt or not reused or answered:
+                if not self._reused or answered:
                     raise
-                # an idle keep-alive connection the server had closed:
-                # nothing of the request was answered, send it again (a
-                # timeout is not retried: the call may be running)
+                self._send_again()
             except BaseException:
                 self.close()
                 raise

@@ -322,3 +322,35 @@ def test_a_vif_destroyed_while_its_keys_are_written_is_gone(
         destroy
     result = _write(plan)
     assert result.status == writer.STATUS_GONE
+
+
+@pytest.mark.parametrize("carried_out", [True, False],
+                         ids=["reply-lost", "request-lost"])
+@pytest.mark.parametrize("owned", [False, True], ids=["claim", "change"])
+def test_a_key_whose_call_is_cut_in_the_run_is_written_again_the_checked_way(
+        simpool, monkeypatch, owned, carried_out):
+    """The run's calls are sent at once, each on a connection of its own:
+    a call whose connection is cut (after xapi carried it out, or before)
+    is written again through the checked path (a repeated add finds our
+    value: MAP_DUPLICATE_KEY, read back, done), and the object ends as
+    planned."""
+    from netoffload.pool import keys, writer
+    if owned:
+        _owned_off(simpool)
+    plan = _plan(simpool, ALL_ON if owned else "all-off")
+    handle = type(simpool.sim).handle.__get__(simpool.sim)
+    cuts = []
+
+    def cut(method, params, via_host=None):
+        if method == "VIF.add_to_other_config" and len(params) > 2 and \
+                params[2] == keys.ethtool_key("tso") and not cuts:
+            cuts.append(handle(method, params, via_host) if carried_out
+                        else None)
+            raise ConnectionAbortedError("the connection is cut")
+        return handle(method, params, via_host)
+    monkeypatch.setattr(simpool.sim, "handle", cut)
+    result = _write(plan)
+    assert cuts and (cuts[0] is None) != carried_out
+    assert result.status == writer.STATUS_CHANGED, result.error
+    assert result.written == [(k, v) for k, v, _ in plan.writes]
+    assert simpool.api.VIF.get_other_config(simpool.vif) == plan.final

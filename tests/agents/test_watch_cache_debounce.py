@@ -132,3 +132,32 @@ def test_the_malloc_settings_fall_back_where_there_is_no_glibc_or_ctypes(
     monkeypatch.setitem(sys.modules, "ctypes", None)  # no ctypes at all
     watch.limit_malloc_arenas()
     watch.release_memory()
+
+
+def test_the_snapshot_is_left_out_of_collections_and_back_in_at_a_resync(
+        monkeypatch):
+    """tune_gc: full collections seldom (a big pool's snapshot scanned
+    every few seconds stopped every thread for 20-70 ms); freeze_heap
+    after a sync puts what lives then out of every collection, thaw_heap
+    before a resync puts it back; on a Python without gc.freeze (3.6)
+    both do nothing."""
+    import gc
+    saved = gc.get_threshold()
+    try:
+        watch.tune_gc()
+        assert gc.get_threshold() == saved[:2] + (watch.GC_FULL_AFTER,)
+    finally:
+        gc.set_threshold(*saved)
+    if hasattr(gc, "freeze"):
+        keep = [[i] for i in range(1000)]  # a snapshot's worth of objects
+        try:
+            watch.freeze_heap()
+            assert gc.get_freeze_count() >= len(keep)
+            watch.thaw_heap()
+            assert gc.get_freeze_count() == 0
+        finally:
+            gc.unfreeze()
+    for name in ("freeze", "unfreeze"):
+        monkeypatch.delattr(gc, name, raising=False)
+    watch.freeze_heap()
+    watch.thaw_heap()

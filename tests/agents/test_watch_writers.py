@@ -354,3 +354,69 @@ def test_a_key_whose_call_is_cut_in_the_run_is_written_again_the_checked_way(
     assert result.status == writer.STATUS_CHANGED, result.error
     assert result.written == [(k, v) for k, v, _ in plan.writes]
     assert simpool.api.VIF.get_other_config(simpool.vif) == plan.final
+
+
+def test_an_admin_edit_after_a_remove_whose_reply_is_lost_is_kept(
+        simpool, monkeypatch):
+    """A change: our remove of ethtool-tso is carried out, its reply lost
+    (the connection cut); right then the admin writes the key. Whether
+    our remove ran is not known, so the checked write must not remove
+    the key blind (that would delete the admin's value): the map is
+    read, their value found, and it stays theirs (t), as when the admin
+    writes between our remove and our add."""
+    from netoffload.pool import keys, writer
+    _owned_off(simpool)
+    plan = _plan(simpool, ALL_ON)
+    handle = type(simpool.sim).handle.__get__(simpool.sim)
+    admin = simpool.session._session
+    tso = keys.ethtool_key("tso")
+    cuts = []
+
+    def cut(method, params, via_host=None):
+        if method == "VIF.remove_from_other_config" and len(params) > 2 \
+                and params[2] == tso and not cuts:
+            cuts.append(handle(method, params, via_host))
+            reply = handle("VIF.add_to_other_config",
+                           [admin, simpool.vif, tso, "off-by-admin"])
+            assert reply["Status"] == "Success", reply
+            raise ConnectionAbortedError("the connection is cut")
+        return handle(method, params, via_host)
+    monkeypatch.setattr(simpool.sim, "handle", cut)
+    result = _write(plan)
+    assert cuts
+    assert result.status == writer.STATUS_CHANGED, result.error
+    config = simpool.api.VIF.get_other_config(simpool.vif)
+    assert config[tso] == "off-by-admin"
+    book = keys.read_book(config)
+    assert book.taken == {"tso"}
+    assert tso not in dict(result.written)
+    assert dict((f, config[keys.ethtool_key(f)]) for f in SIX
+                if f != "tso") == dict((f, "on") for f in SIX if f != "tso")
+
+
+@pytest.mark.parametrize("carried_out", [True, False],
+                         ids=["reply-lost", "request-lost"])
+def test_a_remove_whose_reply_is_lost_ends_the_change_as_planned(
+        simpool, monkeypatch, carried_out):
+    """The remove of a replace cut (after xapi carried it out, or
+    before), nobody else writing: the map read back tells which, and the
+    key gets our value."""
+    from netoffload.pool import keys, writer
+    _owned_off(simpool)
+    plan = _plan(simpool, ALL_ON)
+    handle = type(simpool.sim).handle.__get__(simpool.sim)
+    cuts = []
+
+    def cut(method, params, via_host=None):
+        if method == "VIF.remove_from_other_config" and len(params) > 2 \
+                and params[2] == keys.ethtool_key("gso") and not cuts:
+            cuts.append(handle(method, params, via_host) if carried_out
+                        else None)
+            raise ConnectionAbortedError("the connection is cut")
+        return handle(method, params, via_host)
+    monkeypatch.setattr(simpool.sim, "handle", cut)
+    result = _write(plan)
+    assert cuts and (cuts[0] is None) != carried_out
+    assert result.status == writer.STATUS_CHANGED, result.error
+    assert result.written == [(k, v) for k, v, _ in plan.writes]
+    assert simpool.api.VIF.get_other_config(simpool.vif) == plan.final

@@ -821,7 +821,10 @@ class KeyWriters(object):
         from what it holds after our calls; nothing is lost by that: a
         failed call changed nothing, a lost reply's add shows as our
         value, and a lost reply's remove is settled from the map read
-        again (_settle_unsure_removes), never made again blind."""
+        again (_settle_unsure_removes), never made again blind. Once a
+        key's retries ran out (xapi or the session gone), the keys left
+        fail with it: the object fails as it would, without waiting out
+        the retries of each key in turn."""
         cls, ref = run.plan.cls, run.plan.ref
         wires = getattr(self._local, "wires", None)
         if wires is None:
@@ -879,9 +882,17 @@ class KeyWriters(object):
                 run.outcomes[i] = writer.WRITTEN
         if unsure:
             self._settle_unsure_removes(client, run, unsure, holds)
+        gave_up = None  # a key's retries ran out: xapi or the session gone
         for i in range(len(run.run)):
-            if run.outcomes[i] is None:
+            if run.outcomes[i] is None and gave_up is not None:
+                run.outcomes[i] = gave_up  # would wait as long, serially
+            elif run.outcomes[i] is None:
                 run.write_key(client, i, expected=holds[i])
+                outcome = run.outcomes[i]
+                if isinstance(outcome, xapi.XapiError) and not isinstance(
+                        outcome, (xapi.LostRace, xapi.ObjectGone)) and \
+                        retry.is_transient(outcome):
+                    gave_up = outcome
 
     @staticmethod
     def _settle_unsure_removes(client, run, unsure, holds):

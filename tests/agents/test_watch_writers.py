@@ -420,3 +420,36 @@ def test_a_remove_whose_reply_is_lost_ends_the_change_as_planned(
     assert result.status == writer.STATUS_CHANGED, result.error
     assert result.written == [(k, v) for k, v, _ in plan.writes]
     assert simpool.api.VIF.get_other_config(simpool.vif) == plan.final
+
+
+def test_a_run_whose_session_died_fails_without_retrying_every_key(
+        simpool, monkeypatch):
+    """The session dies (a master restart) once the intent is written:
+    every key call of the run fails. The checked fallback retries one key
+    until its retries run out; the other keys would wait as long each
+    (serially on this thread: 9 s here, while the watcher's reconnect
+    waits for this object), so they fail with it: the object fails as it
+    would anyway, its book not finished (settled later)."""
+    from netoffload.pool import keys, writer
+    _owned_off(simpool)
+    plan = _plan(simpool, ALL_ON)
+    handle = type(simpool.sim).handle.__get__(simpool.sim)
+    run_keys = [keys.ethtool_key(f) for f in SIX]
+    calls = []
+
+    def dead(method, params, via_host=None):
+        if method.endswith("_other_config") and len(params) > 2 and \
+                params[2] in run_keys:
+            calls.append(method)
+            return {"Status": "Failure",
+                    "ErrorDescription": ["SESSION_INVALID", params[0]]}
+        return handle(method, params, via_host)
+    monkeypatch.setattr(simpool.sim, "handle", dead)
+    result = _write(plan)
+    assert result.status == writer.STATUS_FAILED
+    assert "SESSION_INVALID" in result.error
+    # the six at once, then one key's retries
+    assert len(calls) <= len(SIX) + watch.CALL_ATTEMPTS
+    config = simpool.api.VIF.get_other_config(simpool.vif)
+    assert [config[k] for k in run_keys] == ["off"] * len(SIX)
+    assert sorted(keys.read_book(config).entries) == sorted(SIX)

@@ -453,3 +453,43 @@ def test_a_run_whose_session_died_fails_without_retrying_every_key(
     config = simpool.api.VIF.get_other_config(simpool.vif)
     assert [config[k] for k in run_keys] == ["off"] * len(SIX)
     assert sorted(keys.read_book(config).entries) == sorted(SIX)
+
+
+def test_a_key_answered_with_an_http_error_leaves_its_connection_in_step(
+        simpool, monkeypatch):
+    """One key's call of the run answered HTTP 500 (its body read, the
+    connection kept): written again the checked way; the next object on
+    the same thread (and so the same connections) reads its own
+    replies, and both end as planned."""
+    from netoffload.pool import keys, planning, writer, xapi
+    from sim.wire import BadRequest
+    sim = simpool.sim
+    second = sim.add_vif(sim.add_vm("vm2"), sim.add_network("LAN2"), 0)
+    first_plan = _plan(simpool, "all-off")
+    [second_plan] = planning.plan_db(xapi.Xapi(simpool.session).snapshot(),
+                                     [second], op=OP)
+    handle = type(sim).handle.__get__(sim)
+    cut = []
+
+    def http_error(method, params, via_host=None):
+        if method == "VIF.add_to_other_config" and len(params) > 2 and \
+                params[2] == keys.ethtool_key("tso") and not cut:
+            cut.append(params[1])
+            raise BadRequest("refused at the HTTP layer")
+        return handle(method, params, via_host)
+    monkeypatch.setattr(sim, "handle", http_error)
+    writers = watch.KeyWriters(watch.open_lean_session, 1)
+    try:
+        results = []
+        for plan in (first_plan, second_plan):
+            writers.submit([plan])
+            [(_ref, _p, outcome)] = collect(writers, 1)
+            results.append(outcome.result())
+    finally:
+        writers.stop()
+        writers.close()
+    assert cut == [simpool.vif]
+    for result, plan, ref in zip(results, (first_plan, second_plan),
+                                 (simpool.vif, second)):
+        assert result.status == writer.STATUS_CHANGED, result.error
+        assert simpool.api.VIF.get_other_config(ref) == plan.final

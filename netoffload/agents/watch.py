@@ -863,8 +863,12 @@ class KeyWriters(object):
         error, a lost reply, a race) is written again the checked way
         (KeyRun.write_key: retries, MAP_DUPLICATE_KEY, HANDLE_INVALID),
         from what it holds after our calls; nothing is lost by that: a
-        failed call changed nothing, and a lost reply's add shows as our
-        value."""
+        failed call changed nothing, a lost reply's add shows as our
+        value, and a lost reply's remove is settled from the map read
+        again (_settle_unsure_removes), never made again blind. Once a
+        key's retries ran out (xapi or the session gone), the keys left
+        fail with it: the object fails as it would, without waiting out
+        the retries of each key in turn."""
         cls, ref = run.plan.cls, run.plan.ref
         wires = getattr(self._local, "wires", None)
         if wires is None:
@@ -877,6 +881,7 @@ class KeyWriters(object):
             self._channels.append(wires[-1])
         session = getattr(client.session, "_session", None)
         holds = [expected for _, _, expected in run.run]  # after our calls
+        unsure = []  # removes whose reply was lost
         stage = [(i, "remove" if expected is not None else "add")
                  for i, (_, value, expected) in enumerate(run.run)
                  if expected is not None or value is not None]
@@ -907,6 +912,8 @@ class KeyWriters(object):
                     done = False  # xapi's failure: nothing changed
                 except Exception:  # written the checked way below
                     wires[i].close()
+                    if call == "remove":
+                        unsure.append(i)  # it may have run
                     continue
                 if not done:
                     continue
@@ -917,9 +924,42 @@ class KeyWriters(object):
                         stage.append((i, "add"))  # the add of a replace
                         continue
                 run.outcomes[i] = writer.WRITTEN
+        if unsure:
+            self._settle_unsure_removes(client, run, unsure, holds)
+        gave_up = None  # a key's retries ran out: xapi or the session gone
         for i in range(len(run.run)):
-            if run.outcomes[i] is None:
+            if run.outcomes[i] is None and gave_up is not None:
+                run.outcomes[i] = gave_up  # would wait as long, serially
+            elif run.outcomes[i] is None:
                 run.write_key(client, i, expected=holds[i])
+                outcome = run.outcomes[i]
+                if isinstance(outcome, xapi.XapiError) and not isinstance(
+                        outcome, (xapi.LostRace, xapi.ObjectGone)) and \
+                        retry.is_transient(outcome):
+                    gave_up = outcome
+
+    @staticmethod
+    def _settle_unsure_removes(client, run, unsure, holds):
+        """Removes whose reply was lost may have run: a blind remove
+        again would delete what someone wrote since. The map read once:
+        the key absent (ours ran), as planned (it did not), or someone
+        else's value (a lost race: theirs stays)."""
+        cls, ref = run.plan.cls, run.plan.ref
+        try:
+            fresh = client.get_other_config(cls, ref)
+        except xapi.XapiError as err:  # ObjectGone too: finish() tells
+            for i in unsure:
+                run.outcomes[i] = err
+            return
+        for i in unsure:
+            key, _, planned = run.run[i]
+            now = fresh.get(key)
+            if now is None:
+                holds[i] = None
+            elif now != planned:
+                run.outcomes[i] = xapi.LostRace(
+                    "%s %s: %s was changed by someone else" % (cls, ref, key),
+                    fresh, cls, ref, key)
 
     def _write_one(self, plan):
         """writer.begin on this thread's session: an ObjectWrite, or a

@@ -354,3 +354,142 @@ def test_a_key_whose_call_is_cut_in_the_run_is_written_again_the_checked_way(
     assert result.status == writer.STATUS_CHANGED, result.error
     assert result.written == [(k, v) for k, v, _ in plan.writes]
     assert simpool.api.VIF.get_other_config(simpool.vif) == plan.final
+
+
+def test_an_admin_edit_after_a_remove_whose_reply_is_lost_is_kept(
+        simpool, monkeypatch):
+    """A change: our remove of ethtool-tso is carried out, its reply lost
+    (the connection cut); right then the admin writes the key. Whether
+    our remove ran is not known, so the checked write must not remove
+    the key blind (that would delete the admin's value): the map is
+    read, their value found, and it stays theirs (t), as when the admin
+    writes between our remove and our add."""
+    from netoffload.pool import keys, writer
+    _owned_off(simpool)
+    plan = _plan(simpool, ALL_ON)
+    handle = type(simpool.sim).handle.__get__(simpool.sim)
+    admin = simpool.session._session
+    tso = keys.ethtool_key("tso")
+    cuts = []
+
+    def cut(method, params, via_host=None):
+        if method == "VIF.remove_from_other_config" and len(params) > 2 \
+                and params[2] == tso and not cuts:
+            cuts.append(handle(method, params, via_host))
+            reply = handle("VIF.add_to_other_config",
+                           [admin, simpool.vif, tso, "off-by-admin"])
+            assert reply["Status"] == "Success", reply
+            raise ConnectionAbortedError("the connection is cut")
+        return handle(method, params, via_host)
+    monkeypatch.setattr(simpool.sim, "handle", cut)
+    result = _write(plan)
+    assert cuts
+    assert result.status == writer.STATUS_CHANGED, result.error
+    config = simpool.api.VIF.get_other_config(simpool.vif)
+    assert config[tso] == "off-by-admin"
+    book = keys.read_book(config)
+    assert book.taken == {"tso"}
+    assert tso not in dict(result.written)
+    assert dict((f, config[keys.ethtool_key(f)]) for f in SIX
+                if f != "tso") == dict((f, "on") for f in SIX if f != "tso")
+
+
+@pytest.mark.parametrize("carried_out", [True, False],
+                         ids=["reply-lost", "request-lost"])
+def test_a_remove_whose_reply_is_lost_ends_the_change_as_planned(
+        simpool, monkeypatch, carried_out):
+    """The remove of a replace cut (after xapi carried it out, or
+    before), nobody else writing: the map read back tells which, and the
+    key gets our value."""
+    from netoffload.pool import keys, writer
+    _owned_off(simpool)
+    plan = _plan(simpool, ALL_ON)
+    handle = type(simpool.sim).handle.__get__(simpool.sim)
+    cuts = []
+
+    def cut(method, params, via_host=None):
+        if method == "VIF.remove_from_other_config" and len(params) > 2 \
+                and params[2] == keys.ethtool_key("gso") and not cuts:
+            cuts.append(handle(method, params, via_host) if carried_out
+                        else None)
+            raise ConnectionAbortedError("the connection is cut")
+        return handle(method, params, via_host)
+    monkeypatch.setattr(simpool.sim, "handle", cut)
+    result = _write(plan)
+    assert cuts and (cuts[0] is None) != carried_out
+    assert result.status == writer.STATUS_CHANGED, result.error
+    assert result.written == [(k, v) for k, v, _ in plan.writes]
+    assert simpool.api.VIF.get_other_config(simpool.vif) == plan.final
+
+
+def test_a_run_whose_session_died_fails_without_retrying_every_key(
+        simpool, monkeypatch):
+    """The session dies (a master restart) once the intent is written:
+    every key call of the run fails. The checked fallback retries one key
+    until its retries run out; the other keys would wait as long each
+    (serially on this thread: 9 s here, while the watcher's reconnect
+    waits for this object), so they fail with it: the object fails as it
+    would anyway, its book not finished (settled later)."""
+    from netoffload.pool import keys, writer
+    _owned_off(simpool)
+    plan = _plan(simpool, ALL_ON)
+    handle = type(simpool.sim).handle.__get__(simpool.sim)
+    run_keys = [keys.ethtool_key(f) for f in SIX]
+    calls = []
+
+    def dead(method, params, via_host=None):
+        if method.endswith("_other_config") and len(params) > 2 and \
+                params[2] in run_keys:
+            calls.append(method)
+            return {"Status": "Failure",
+                    "ErrorDescription": ["SESSION_INVALID", params[0]]}
+        return handle(method, params, via_host)
+    monkeypatch.setattr(simpool.sim, "handle", dead)
+    result = _write(plan)
+    assert result.status == writer.STATUS_FAILED
+    assert "SESSION_INVALID" in result.error
+    # the six at once, then one key's retries
+    assert len(calls) <= len(SIX) + watch.CALL_ATTEMPTS
+    config = simpool.api.VIF.get_other_config(simpool.vif)
+    assert [config[k] for k in run_keys] == ["off"] * len(SIX)
+    assert sorted(keys.read_book(config).entries) == sorted(SIX)
+
+
+def test_a_key_answered_with_an_http_error_leaves_its_connection_in_step(
+        simpool, monkeypatch):
+    """One key's call of the run answered HTTP 500 (its body read, the
+    connection kept): written again the checked way; the next object on
+    the same thread (and so the same connections) reads its own
+    replies, and both end as planned."""
+    from netoffload.pool import keys, planning, writer, xapi
+    from sim.wire import BadRequest
+    sim = simpool.sim
+    second = sim.add_vif(sim.add_vm("vm2"), sim.add_network("LAN2"), 0)
+    first_plan = _plan(simpool, "all-off")
+    [second_plan] = planning.plan_db(xapi.Xapi(simpool.session).snapshot(),
+                                     [second], op=OP)
+    handle = type(sim).handle.__get__(sim)
+    cut = []
+
+    def http_error(method, params, via_host=None):
+        if method == "VIF.add_to_other_config" and len(params) > 2 and \
+                params[2] == keys.ethtool_key("tso") and not cut:
+            cut.append(params[1])
+            raise BadRequest("refused at the HTTP layer")
+        return handle(method, params, via_host)
+    monkeypatch.setattr(sim, "handle", http_error)
+    writers = watch.KeyWriters(watch.open_lean_session, 1)
+    try:
+        results = []
+        for plan in (first_plan, second_plan):
+            writers.submit([plan])
+            [(_ref, _p, outcome)] = collect(writers, 1)
+            results.append(outcome.result())
+    finally:
+        writers.stop()
+        writers.close()
+    assert cut == [simpool.vif]
+    for result, plan, ref in zip(results, (first_plan, second_plan),
+                                 (simpool.vif, second)):
+        assert result.status == writer.STATUS_CHANGED, result.error
+        assert simpool.api.VIF.get_other_config(ref) == plan.final

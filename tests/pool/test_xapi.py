@@ -273,3 +273,117 @@ def test_http_wire_reads_a_large_sized_reply_in_linear_time(monkeypatch):
     finally:
         wire.close()
         theirs.close()
+
+
+def _holding_server(answers):
+    """A unix socket server: on each connection, requests are answered
+    with `answers` in turn (bytes); (bytes,): those, then the connection
+    closed; None: read the request and answer nothing, holding the
+    connection open. (path, requests, stop)."""
+    import os
+    import socket
+    import tempfile
+    import threading
+    path = tempfile.mktemp(prefix="nowire", dir="/tmp")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(8)
+    requests, done = [], threading.Event()
+    queue = list(answers)
+
+    def serve(conn):
+        conn.settimeout(None)
+        with conn:
+            while queue:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                requests.append(data)
+                reply = queue.pop(0)
+                if reply is None:
+                    done.wait(30)
+                    return
+                conn.sendall(reply if isinstance(reply, bytes) else reply[0])
+                if not isinstance(reply, bytes):
+                    return
+
+    def run():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+    threading.Thread(target=run, daemon=True).start()
+
+    def stop():
+        done.set()
+        server.close()
+        os.unlink(path)
+    return path, requests, stop
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["post", "send-reply"])
+def test_http_wire_never_sends_again_after_a_timeout(split):
+    """A reused connection whose reply does not come in time: the call
+    may be running in xapi, so it is not sent again (post and the
+    send/reply split alike), and the next request opens a new
+    connection."""
+    import socket
+    sized = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    path, requests, stop = _holding_server([sized, None, sized])
+    wire = xapi.HttpWire(socket.AF_UNIX, path)
+    socket.setdefaulttimeout(0.5)  # the wire's sockets take it
+    try:
+        assert wire.request(b"1")[2] == b"ok"
+        with pytest.raises(socket.timeout):
+            if split:
+                wire.send(b"2")
+                wire.reply()
+            else:
+                wire.post(b"2")
+        assert wire.sock is None
+        assert [r[-1:] for r in requests] == [b"1", b"2"]
+        wire.send(b"3")
+        status, _, body = wire.reply()
+        assert (status, b"".join(body)) == (200, b"ok")
+        assert [r[-1:] for r in requests] == [b"1", b"2", b"3"]
+    finally:
+        socket.setdefaulttimeout(None)
+        wire.close()
+        stop()
+
+
+def test_http_wire_send_reply_on_several_connections_resends_a_stale_one():
+    """Requests sent on two connections before either reply is read; the
+    second, reused, had been closed by the server while idle: its reply
+    comes from its request sent again on a new connection; the first's
+    reply is its own."""
+    import socket
+    sized = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
+    path, requests, stop = _holding_server(
+        [(sized + b"aa",), sized + b"cc", sized + b"dd"])
+    one = xapi.HttpWire(socket.AF_UNIX, path)
+    two = xapi.HttpWire(socket.AF_UNIX, path)
+    try:
+        assert two.request(b"x")[2] == b"aa"  # then closed by the server
+        assert wait_for_requests(requests, 1)
+        one.send(b"1")
+        assert wait_for_requests(requests, 2)
+        two.send(b"2")
+        _, _, body_two = two.reply()
+        _, _, body_one = one.reply()
+        assert (b"".join(body_one), b"".join(body_two)) == (b"cc", b"dd")
+        assert [r[-1:] for r in requests] == [b"x", b"1", b"2"]
+    finally:
+        one.close()
+        two.close()
+        stop()
+
+
+def wait_for_requests(requests, count):
+    import time
+    deadline = time.monotonic() + 10
+    while len(requests) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return len(requests) >= count

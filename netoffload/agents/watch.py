@@ -81,6 +81,8 @@ EVENT_CLASSES = [c.event for c in CLASSES
 # While networks keep changing, read them at most this often: a policy set
 # on a network then reaches its VIFs this much later at worst.
 NETWORK_COALESCE = 0.5
+# After this many failed network calls in a row (0.5 s apart), a warning.
+NETWORK_FAILURES_LOUD = 10
 EVENT_TIMEOUT = 30.0
 # After a batch, wait this long before asking for the next one: the several
 # writes of one object (ours: 7 per new VIF) then arrive as one event, not
@@ -700,10 +702,8 @@ class KeyWriters(object):
     before any reply is read (_write_run_at_once: no other thread woken,
     which cost more CPU than the calls), then its tail (the final book:
     KeyRun.finish). A plan with no such run is written in order by its
-    head. With a client that has no lean channel (a XenAPI session) the
-    run's keys are tasks of the one queue instead, at once on free
-    threads, the tail written by the thread that finished the last key;
-    no thread waits for another while it holds a session.
+    head; a client with no lean channel to send on writes the run's keys
+    one after the other.
 
     Its own threads and queue rather than concurrent.futures: that module
     loads logging (about 0.5 MiB of the watcher's RSS together), and every
@@ -758,26 +758,23 @@ class KeyWriters(object):
             self._inflight[plan.ref] = plan
         with self._lock:
             self._open += len(plans)
-            short = self._hand(plans, False)
+            short = self._hand(plans)
         self._spawn(short)
 
-    def _hand(self, tasks, first):
-        """Give tasks to parked threads, queue the rest (first: ahead of
-        those queued); how many are queued. Under _lock."""
+    def _hand(self, plans):
+        """Give plans to parked threads, queue the rest; how many are
+        queued. Under _lock."""
         queued = self._tasks
-        assert queued is not None  # stop() waits for begun objects
+        assert queued is not None  # submit() made it
         parked = self._parked
         count = 0
-        for task in tasks:
+        for plan in plans:
             if parked:
                 slot = parked.pop()
-                slot[1] = task
+                slot[1] = plan
                 slot[0].release()
-            elif first:
-                queued.appendleft(task)
-                count += 1
             else:
-                queued.append(task)
+                queued.append(plan)
                 count += 1
         return count
 
@@ -806,54 +803,45 @@ class KeyWriters(object):
         self._local.client = client
         slot = [threading.Lock(), None]
         slot[0].acquire()
-        follow = None   # a task this thread goes on with itself
         while True:
-            task = follow
-            if task is None:
-                with self._lock:
-                    if self._tasks is None:
-                        return  # stopped
-                    if self._tasks:
-                        task = self._tasks.popleft()
-                    else:
-                        self._parked.append(slot)
-                if task is None:
-                    slot[0].acquire()  # until a task is handed over
-                    task, slot[1] = slot[1], None
-                    if task is None:  # stopped
-                        return
-            if task.__class__ is tuple:
-                follow = self._write_key(client, task[0], task[1])
-            else:
-                follow = self._begin(task)
-            task = None
+            plan = None
+            with self._lock:
+                if self._tasks is None:
+                    return  # stopped
+                if self._tasks:
+                    plan = self._tasks.popleft()
+                else:
+                    self._parked.append(slot)
+            if plan is None:
+                slot[0].acquire()  # until a plan is handed over
+                plan, slot[1] = slot[1], None
+                if plan is None:  # stopped
+                    return
+            self._write_object(plan)
+            plan = None
 
-    def _begin(self, plan):
-        """An object's head; its first key task (the others handed on)."""
+    def _write_object(self, plan):
+        """One object, whole, on this thread: its head, its key run at
+        once, its tail."""
         try:
             outcome = self._write_one(plan)
         except BaseException as err:  # handed over, as a future does
             self._done(plan.ref, Finished(error=err))
-            return None
+            return
         if not isinstance(outcome, writer.KeyRun):
             self._done(plan.ref, Finished(outcome))
-            return None
+            return
         client = self._local.client
-        if getattr(client, "channel", None) is not None:
-            # the whole object on this thread: no other thread woken
-            try:
+        try:
+            if getattr(client, "channel", None) is not None:
                 self._write_run_at_once(client, outcome)
-                done = Finished(outcome.finish(client))
-            except BaseException as err:  # handed over, as a future does
-                done = Finished(error=err)
-            self._done(plan.ref, done)
-            return None
-        with self._lock:
-            # ahead of the objects not begun: what is begun ends first
-            short = self._hand([(outcome, i) for i in
-                                range(len(outcome.run) - 1, 0, -1)], True)
-        self._spawn(short)
-        return (outcome, 0)
+            else:  # no lean channel to send on: one key after the other
+                for index in range(len(outcome.run)):
+                    outcome.write_key(client, index)
+            done = Finished(outcome.finish(client))
+        except BaseException as err:  # handed over, as a future does
+            done = Finished(error=err)
+        self._done(plan.ref, done)
 
     def _write_run_at_once(self, client, run):
         """The keys of a run at once from this thread: each key's call
@@ -966,20 +954,6 @@ class KeyWriters(object):
         KeyRun whose keys are to be written."""
         return writer.begin(self._local.client, plan)
 
-    def _write_key(self, client, run, index):
-        """One key of a run; the thread of the last one finishes it."""
-        run.write_key(client, index)
-        with self._lock:
-            run.left -= 1
-            if run.left:
-                return None
-        try:
-            done = Finished(run.finish(client))
-        except BaseException as err:  # handed over, as a future does
-            done = Finished(error=err)
-        self._done(run.plan.ref, done)
-        return None
-
     def _done(self, ref, finished):
         self._finished.append((ref, finished))
         with self._lock:
@@ -1007,10 +981,8 @@ class KeyWriters(object):
             tasks = self._tasks
             if tasks is None:
                 return
-            cancelled = [t for t in tasks if t.__class__ is not tuple]
-            kept = [t for t in tasks if t.__class__ is tuple]
+            cancelled = list(tasks)
             tasks.clear()
-            tasks.extend(kept)
             self._open -= len(cancelled)
             while self._open > 0:
                 self._drained.wait()
@@ -1678,6 +1650,7 @@ class Watcher(object):
         as the loop applies its own batches. A failure is the loop's to
         handle (it reconnects and resyncs: a new token here); a batch read
         across a resync is dropped, the new snapshot being newer."""
+        failures = 0  # calls in a row that failed
         while not self.stopping:
             with self._lock:
                 epoch, token = self._sync_epoch, self._network_token
@@ -1698,9 +1671,21 @@ class Watcher(object):
                     min(self.event_timeout, max(
                         0.1, self._cache.wait_limit(time.monotonic(),
                                                     self.event_timeout))))
-            except Exception:  # the loop reconnects and resyncs
+            except Exception as err:  # the loop reconnects and resyncs
+                failures += 1
+                if failures == NETWORK_FAILURES_LOUD:
+                    # a failure of this channel alone would otherwise
+                    # leave networks' policy unread without a word
+                    self.log.warning(
+                        "watch: reading network events failed %d times in "
+                        "a row (%s: %s); networks' policy is not followed "
+                        "until it works again", failures,
+                        type(err).__name__, err)
                 self._network_pause.wait(0.5)
                 continue
+            if failures >= NETWORK_FAILURES_LOUD:
+                self.log.info("watch: reading network events again")
+            failures = 0
             events = result.get("events") or []
             with self._lock:
                 if epoch != self._sync_epoch or self.stopping:

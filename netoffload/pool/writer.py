@@ -208,10 +208,8 @@ UNCHANGED = object()  # KeyRun.write_key: the key holds what the plan read
 class KeyRun(object):
     """One object's write after its head: the run's keys to write, each
     with write_key (any session, any order, at once), then finish() on
-    one session once all of them are done. `left` is for the caller's
-    count of the keys not yet done."""
-    __slots__ = ("plan", "result", "run", "tail", "attempt", "outcomes",
-                 "left")
+    one session once all of them are done."""
+    __slots__ = ("plan", "result", "run", "tail", "attempt", "outcomes")
 
     def __init__(self, plan, result, run, tail, attempt):
         self.plan = plan
@@ -221,7 +219,6 @@ class KeyRun(object):
         self.attempt = attempt
         # per key: None (not yet), WRITTEN or the exception it raised
         self.outcomes = [None] * len(run)  # type: List[object]
-        self.left = len(run)
 
     def write_key(self, client, index, expected=UNCHANGED):
         """Write the run's index-th key; its outcome is kept, not raised.

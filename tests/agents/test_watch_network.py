@@ -348,3 +348,45 @@ def test_a_cache_flush_that_fails_in_the_network_thread_has_the_loop_resync(
     set_network_policy(pool, run.net, "tx-off")
     wait_for(lambda: keys.managed_features(pool.vif_config(vif)) == {"tx"},
              timeout=10, what="the network's policy after the resync")
+
+
+def test_a_network_channel_that_keeps_failing_is_said_once_and_again_when_back(
+        pool, running, monkeypatch):
+    """Only the network channel fails (the loop's works, so nothing
+    reconnects): after NETWORK_FAILURES_LOUD calls in a row one warning
+    says networks' policy is not followed, one line when it works again,
+    and the policy set meanwhile arrives."""
+    run = running(event_timeout=2.0)
+    watcher = run.watcher
+    run.start()
+    vif = pool.create_vif(run.vm, run.net, 0)
+    wait_for(lambda: all_off(pool.vif_config(vif)), what="keys on a VIF")
+    lines = []
+    for level in ("warning", "info"):
+        def log(msg, *args, _orig=getattr(watcher.log, level), _level=level):
+            lines.append((_level, msg % args))
+            _orig(msg, *args)
+        monkeypatch.setattr(watcher.log, level, log)  # a shared logger
+    failing = [True]
+    real_call = watcher._network_channel.call
+
+    def call(*args):
+        if failing[0]:
+            raise ConnectionRefusedError("test: the network channel fails")
+        return real_call(*args)
+    monkeypatch.setattr(watcher._network_channel, "call", call)
+    watcher._network_channel.abort()  # its long wait ends: the next fails
+    set_network_policy(pool, run.net, "tx-off")
+
+    def warned():
+        return [text for level, text in lines if level == "warning"
+                and "reading network events failed" in text]
+    wait_for(warned, timeout=15, what="the warning")
+    time.sleep(2.0)  # more failures: still one warning
+    assert len(warned()) == 1
+    assert "ConnectionRefusedError" in warned()[0]
+    assert keys.managed_features(pool.vif_config(vif)) == set(XAPI_SIX)
+    failing[0] = False
+    wait_for(lambda: keys.managed_features(pool.vif_config(vif)) == {"tx"},
+             timeout=10, what="the network's policy once the channel works")
+    assert ("info", "watch: reading network events again") in lines

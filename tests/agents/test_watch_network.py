@@ -362,11 +362,16 @@ def test_a_network_channel_that_keeps_failing_is_said_once_and_again_when_back(
     vif = pool.create_vif(run.vm, run.net, 0)
     wait_for(lambda: all_off(pool.vif_config(vif)), what="keys on a VIF")
     lines = []
+
+    def recorder(level):
+        original = getattr(watcher.log, level)
+
+        def log(msg, *args):
+            lines.append((level, msg % args))
+            original(msg, *args)
+        return log
     for level in ("warning", "info"):
-        def log(msg, *args, _orig=getattr(watcher.log, level), _level=level):
-            lines.append((_level, msg % args))
-            _orig(msg, *args)
-        monkeypatch.setattr(watcher.log, level, log)  # a shared logger
+        monkeypatch.setattr(watcher.log, level, recorder(level))  # shared
     failing = [True]
     real_call = watcher._network_channel.call
 

@@ -860,10 +860,7 @@ class KeyWriters(object):
         cls, ref = run.plan.cls, run.plan.ref
         wires = getattr(self._local, "wires", None)
         if wires is None:
-            endpoint = client.channel.endpoint
-            wires = self._local.wires = [EventChannel(endpoint) for _ in
-                                         range(len(run.run))]
-            self._channels.extend(wires)
+            wires = self._local.wires = []  # this thread's, one per key
         while len(wires) < len(run.run):
             wires.append(EventChannel(client.channel.endpoint))
             self._channels.append(wires[-1])

@@ -104,6 +104,15 @@ def _refused(result, plan):
     return result
 
 
+def _ended(result, err):
+    """The object's write ended by xapi's `err`: gone, or failed."""
+    if isinstance(err, ObjectGone):
+        result.status = STATUS_GONE
+    else:
+        result.fail([err.message] + err.params)
+    return result
+
+
 def _write(client, plan, writes, result):
     """Write `writes` of `plan` in order, noting each in `result`."""
     for key, value, expected in writes:
@@ -141,12 +150,8 @@ def _write_in_order(client, plan, result, attempt=0, split=False):
                               plan.cls, plan.uuid)
             plan = replan(plan, race.other_config)
             attempt += 1
-        except ObjectGone:
-            result.status = STATUS_GONE
-            return result
         except XapiError as err:
-            result.fail([err.message] + err.params)
-            return result
+            return _ended(result, err)
     else:
         result.fail(["lost %d races in a row" % MAX_RACE_RETRIES])
         return result
@@ -249,14 +254,11 @@ class KeyRun(object):
         for error in errors:
             if not isinstance(error, XapiError):
                 raise error  # a bug (or a stop) in a key write
-        if any(isinstance(e, ObjectGone) for e in errors):
-            result.status = STATUS_GONE
-            return result
-        for error in errors:
-            if isinstance(error, XapiError) and \
-                    not isinstance(error, LostRace):
-                result.fail([error.message] + error.params)
-                return result
+        # gone first, then the first failure that is not a lost race
+        ending = [e for e in errors if isinstance(e, ObjectGone)] + \
+            [e for e in errors if not isinstance(e, LostRace)]
+        if ending:
+            return _ended(result, ending[0])
         if errors:
             # someone else wrote one of the keys: once all of ours are
             # done, the map as it is now decides the rest
@@ -264,12 +266,8 @@ class KeyRun(object):
                               "re-planning", plan.cls, plan.uuid)
             try:
                 fresh = client.get_other_config(plan.cls, plan.ref)
-            except ObjectGone:
-                result.status = STATUS_GONE
-                return result
             except XapiError as err:
-                result.fail([err.message] + err.params)
-                return result
+                return _ended(result, err)
             return _write_in_order(client, replan(plan, fresh), result,
                                    self.attempt + 1)
         try:
@@ -279,12 +277,8 @@ class KeyRun(object):
                               "re-planning", plan.cls, plan.uuid)
             return _write_in_order(client, replan(plan, race.other_config),
                                    result, self.attempt + 1)
-        except ObjectGone:
-            result.status = STATUS_GONE
-            return result
         except XapiError as err:
-            result.fail([err.message] + err.params)
-            return result
+            return _ended(result, err)
         result.done_plan = plan
         return result
 

@@ -54,6 +54,12 @@ class Running(object):
                  timeout=20, what="the watcher's first full sync")
         return self
 
+    def keyed_vif(self, pool):
+        """A new VIF on the network, once the watcher has written its keys."""
+        vif = pool.create_vif(self.vm, self.net, 0)
+        wait_for(lambda: all_off(pool.vif_config(vif)), what="keys on a VIF")
+        return vif
+
     def stop(self):
         self.watcher.stop()
         self.watcher._channel.abort()
@@ -138,8 +144,7 @@ def test_no_write_is_submitted_once_the_writers_are_stopped_for_a_reconnect(
     run = running()
     watcher = run.watcher
     run.start()
-    vif = pool.create_vif(run.vm, run.net, 0)
-    wait_for(lambda: all_off(pool.vif_config(vif)), what="keys on a VIF")
+    vif = run.keyed_vif(pool)
     writes = watcher._writers
     fail, armed = threading.Event(), threading.Event()
     returned, window, late_submits = [], [], []
@@ -206,8 +211,7 @@ def test_a_network_policy_reaches_a_vif_whose_policy_change_was_in_flight(
     run = running()
     watcher = run.watcher
     run.start()
-    vif = pool.create_vif(run.vm, run.net, 0)
-    wait_for(lambda: all_off(pool.vif_config(vif)), what="keys on a VIF")
+    vif = run.keyed_vif(pool)
     writes = watcher._writers
     held, gate = threading.Event(), threading.Event()
 
@@ -286,8 +290,7 @@ def test_a_network_batch_that_fails_has_the_loop_resync_at_once(
     run = running(event_timeout=30.0)
     watcher = run.watcher
     run.start()
-    vif = pool.create_vif(run.vm, run.net, 0)
-    wait_for(lambda: all_off(pool.vif_config(vif)), what="keys on a VIF")
+    vif = run.keyed_vif(pool)
     wait_for(lambda: watcher._lease is None, timeout=10,
              what="the lease given back")
     time.sleep(1.0)  # the loop in a long wait now
@@ -327,8 +330,7 @@ def test_a_cache_flush_that_fails_in_the_network_thread_has_the_loop_resync(
     run = running(event_timeout=30.0)
     watcher = run.watcher
     run.start()
-    vif = pool.create_vif(run.vm, run.net, 0)
-    wait_for(lambda: all_off(pool.vif_config(vif)), what="keys on a VIF")
+    vif = run.keyed_vif(pool)
     failed = []
 
     def flush_cache(wait=False, _orig=watcher._flush_cache):
@@ -359,8 +361,7 @@ def test_a_network_channel_that_keeps_failing_is_said_once_and_again_when_back(
     run = running(event_timeout=2.0)
     watcher = run.watcher
     run.start()
-    vif = pool.create_vif(run.vm, run.net, 0)
-    wait_for(lambda: all_off(pool.vif_config(vif)), what="keys on a VIF")
+    vif = run.keyed_vif(pool)
     lines = []
 
     def recorder(level):

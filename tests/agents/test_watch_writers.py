@@ -181,6 +181,24 @@ def _owned_off(pool):
     assert result.status == writer.STATUS_CHANGED
 
 
+def _cut_once(pool, monkeypatch, method, key, carried_out):
+    """The first `method` call on `key` has its connection cut, after the
+    simulator carried it out or before; the list gets its reply (None:
+    not carried out)."""
+    handle = type(pool.sim).handle.__get__(pool.sim)
+    cuts = []
+
+    def cut(called, params, via_host=None):
+        if called == method and len(params) > 2 and params[2] == key \
+                and not cuts:
+            cuts.append(handle(called, params, via_host) if carried_out
+                        else None)
+            raise ConnectionAbortedError("the connection is cut")
+        return handle(called, params, via_host)
+    monkeypatch.setattr(pool.sim, "handle", cut)
+    return cuts
+
+
 def _write(plan):
     writers = watch.KeyWriters(watch.open_lean_session, watch.WRITERS)
     try:
@@ -338,17 +356,8 @@ def test_a_key_whose_call_is_cut_in_the_run_is_written_again_the_checked_way(
     if owned:
         _owned_off(simpool)
     plan = _plan(simpool, ALL_ON if owned else "all-off")
-    handle = type(simpool.sim).handle.__get__(simpool.sim)
-    cuts = []
-
-    def cut(method, params, via_host=None):
-        if method == "VIF.add_to_other_config" and len(params) > 2 and \
-                params[2] == keys.ethtool_key("tso") and not cuts:
-            cuts.append(handle(method, params, via_host) if carried_out
-                        else None)
-            raise ConnectionAbortedError("the connection is cut")
-        return handle(method, params, via_host)
-    monkeypatch.setattr(simpool.sim, "handle", cut)
+    cuts = _cut_once(simpool, monkeypatch, "VIF.add_to_other_config",
+                     keys.ethtool_key("tso"), carried_out)
     result = _write(plan)
     assert cuts and (cuts[0] is None) != carried_out
     assert result.status == writer.STATUS_CHANGED, result.error
@@ -404,17 +413,8 @@ def test_a_remove_whose_reply_is_lost_ends_the_change_as_planned(
     from netoffload.pool import keys, writer
     _owned_off(simpool)
     plan = _plan(simpool, ALL_ON)
-    handle = type(simpool.sim).handle.__get__(simpool.sim)
-    cuts = []
-
-    def cut(method, params, via_host=None):
-        if method == "VIF.remove_from_other_config" and len(params) > 2 \
-                and params[2] == keys.ethtool_key("gso") and not cuts:
-            cuts.append(handle(method, params, via_host) if carried_out
-                        else None)
-            raise ConnectionAbortedError("the connection is cut")
-        return handle(method, params, via_host)
-    monkeypatch.setattr(simpool.sim, "handle", cut)
+    cuts = _cut_once(simpool, monkeypatch, "VIF.remove_from_other_config",
+                     keys.ethtool_key("gso"), carried_out)
     result = _write(plan)
     assert cuts and (cuts[0] is None) != carried_out
     assert result.status == writer.STATUS_CHANGED, result.error

@@ -14,7 +14,6 @@ give the same keys and books as a run that never crashed (compared by what
 the books say); `revert ALL` must give every other_config map back
 exactly, the pool's lease and op keys included.
 """
-import copy
 import itertools
 
 import pytest
@@ -67,17 +66,6 @@ class Pool(object):
     def close(self):
         xapi.close_session(self.session)
         self.pool.close()
-
-    def save(self):
-        with self.pool.sim.db.lock:
-            return copy.deepcopy(self.pool.sim.db.tables)
-
-    def restore(self, tables):
-        db = self.pool.sim.db
-        with db.lock:
-            for cls, table in copy.deepcopy(tables).items():
-                if cls != "session":
-                    db.tables[cls] = table
 
     def configs(self):
         return self.pool.other_configs()
@@ -143,7 +131,7 @@ def test_any_subset_of_a_key_run_after_the_intent_recovers_exactly(
         if first_run:
             box.command()
             box.pool.set_pool_policy("netoffload-vif", policy)
-        prepared = box.save()
+        prepared = box.pool.save_tables()
         assert set(r.status for r in box.command(revert)) == {
             writer.STATUS_CHANGED}
         clean = canon(box.configs())
@@ -151,7 +139,7 @@ def test_any_subset_of_a_key_run_after_the_intent_recovers_exactly(
         crashes = 0
         for group in range(0, len(SUBSETS), OBJECTS):
             subsets = SUBSETS[group:group + OBJECTS]
-            box.restore(prepared)
+            box.pool.restore_tables(prepared)
             box.crash(subsets, revert)
             crashes += 1
             pool_config = box.configs()["pool/" + box.pool.api.pool.get_uuid(

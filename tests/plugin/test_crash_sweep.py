@@ -15,7 +15,6 @@ the N-th, so not even a `finally` reaches xapi); one scenario kills a real
 plugin subprocess run through host.call_plugin (SIGKILL from the
 simulator right after it served the N-th mutating call).
 """
-import copy
 import json
 import re
 import subprocess
@@ -139,17 +138,6 @@ class Sweep(object):
         self.pool.close()
 
     # -- the database ------------------------------------------------------------
-    def save(self):
-        with self.pool.sim.db.lock:
-            return copy.deepcopy(self.pool.sim.db.tables)
-
-    def restore(self, tables):
-        db = self.pool.sim.db
-        with db.lock:
-            for cls, table in copy.deepcopy(tables).items():
-                if cls != "session":
-                    db.tables[cls] = table
-
     def configs(self):
         return self.pool.other_configs()
 
@@ -215,17 +203,17 @@ def sweep():
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_a_crash_after_any_mutating_call_loses_nothing(sweep, name):
     before_steps, (fn, args) = SCENARIOS[name]
-    pristine = sweep.save()
+    pristine = sweep.pool.save_tables()
     start = sweep.configs()
 
     def prepare():
-        sweep.restore(pristine)
+        sweep.pool.restore_tables(pristine)
         for step in before_steps:
             if step == "legacy":
                 sweep.legacy_apply()
             else:
                 sweep.run(*step)
-        return sweep.save()
+        return sweep.pool.save_tables()
 
     prepared = prepare()
     # the run that never crashes: how many mutating calls, and its end
@@ -235,7 +223,7 @@ def test_a_crash_after_any_mutating_call_loses_nothing(sweep, name):
     clean = canon(sweep.configs())
     points = 0
     for kill_after in range(1, total + 1):
-        sweep.restore(prepared)
+        sweep.pool.restore_tables(prepared)
         assert sweep.crash(kill_after, fn, args), kill_after
         points += 1
         expire_lease(sweep.pool.sim)  # the dead writer's lease expires
@@ -246,21 +234,21 @@ def test_a_crash_after_any_mutating_call_loses_nothing(sweep, name):
     FIGURES[name] = (points, total)
     print("crash sweep %s: %d crash points, all exact" % (name, points))
     assert points == total > 5
-    sweep.restore(pristine)
+    sweep.pool.restore_tables(pristine)
 
 
 def test_revert_all_crashed_then_apply_and_revert_recovers(sweep):
     """Recovery by apply first (the issue's order), from every point of a
     crashed revert ALL."""
-    pristine = sweep.save()
+    pristine = sweep.pool.save_tables()
     start = sweep.configs()
     sweep.run(*_apply("all-off", force=True))
-    applied = sweep.save()
+    applied = sweep.pool.save_tables()
     sweep.injector.reset()
     sweep.run(*REVERT_ALL)
     total = sweep.injector.mutating
     for kill_after in range(1, total + 1):
-        sweep.restore(applied)
+        sweep.pool.restore_tables(applied)
         assert sweep.crash(kill_after, *REVERT_ALL)
         expire_lease(sweep.pool.sim)
         sweep.run(*_apply("all-off"))
@@ -268,7 +256,7 @@ def test_revert_all_crashed_then_apply_and_revert_recovers(sweep):
         assert sweep.configs() == start, kill_after
     print("crash sweep revert-all (recovered by apply, revert ALL): %d "
           "crash points, all exact" % total)
-    sweep.restore(pristine)
+    sweep.pool.restore_tables(pristine)
 
 
 # -- one scenario with a real plugin process, killed by SIGKILL ---------------------
@@ -401,12 +389,12 @@ def test_a_crash_while_settling_a_crash_loses_nothing(sweep, name):
     """The recovery itself killed part way (while it settles the first
     crash's books, or after): two crashed ops, then a clean recovery."""
     before_steps, (fn, args) = SCENARIOS[name]
-    pristine = sweep.save()
+    pristine = sweep.pool.save_tables()
     start = sweep.configs()
-    sweep.restore(pristine)
+    sweep.pool.restore_tables(pristine)
     for step in before_steps:
         sweep.run(*step)
-    prepared = sweep.save()
+    prepared = sweep.pool.save_tables()
     sweep.injector.reset()
     sweep.run(fn, args)
     total = sweep.injector.mutating
@@ -414,7 +402,7 @@ def test_a_crash_while_settling_a_crash_loses_nothing(sweep, name):
     runs = 0
     for first in range(2, total + 1, 4):
         for second in range(1, 9):
-            sweep.restore(prepared)
+            sweep.pool.restore_tables(prepared)
             assert sweep.crash(first, fn, args)
             expire_lease(sweep.pool.sim)
             sweep.crash(second, fn, args)
@@ -426,7 +414,7 @@ def test_a_crash_while_settling_a_crash_loses_nothing(sweep, name):
             runs += 1
     print("double crash sweep %s: %d pairs of crash points, all exact"
           % (name, runs))
-    sweep.restore(pristine)
+    sweep.pool.restore_tables(pristine)
 
 
 def test_a_write_xapi_refuses_mid_replace_loses_nothing(sweep, monkeypatch):
@@ -434,7 +422,7 @@ def test_a_write_xapi_refuses_mid_replace_loses_nothing(sweep, monkeypatch):
     removed). The object fails, the operation still ends, and its half-done
     entry must not be left to read as someone else's change: the stamp
     tx=true is put back, stays a default, and revert restores it."""
-    pristine = sweep.save()
+    pristine = sweep.pool.save_tables()
     start = sweep.configs()
     stamped = sweep.pool.api.VIF.get_uuid(sweep.stamped)
     original = xapi.Xapi.call
@@ -465,4 +453,4 @@ def test_a_write_xapi_refuses_mid_replace_loses_nothing(sweep, monkeypatch):
         "true", "off", None)
     sweep.run(*REVERT_ALL)
     assert sweep.configs() == start
-    sweep.restore(pristine)
+    sweep.pool.restore_tables(pristine)

@@ -24,6 +24,7 @@ directory. Fixed layouts used by several test packages are functions here
 `PoolBox` (sim/poolbox.py) is the bigger sibling for end-to-end stories:
 several hosts wired through a switch namespace, guests with traffic.
 """
+import copy
 import json
 import os
 import shutil
@@ -240,6 +241,20 @@ class SimPool(object):
     def snapshot_db(self):
         source = self.sim if self.sim is not None else self.admin
         return source.snapshot_db()
+
+    def save_tables(self):
+        """A copy of the in-process simulator's database (restore_tables
+        puts it back: a crash test's fresh start for each kill point)."""
+        with self.sim.db.lock:
+            return copy.deepcopy(self.sim.db.tables)
+
+    def restore_tables(self, tables):
+        """The database as save_tables copied it; sessions stay live."""
+        db = self.sim.db
+        with db.lock:
+            for cls, table in copy.deepcopy(tables).items():
+                if cls != "session":
+                    db.tables[cls] = table
 
     def other_configs(self):
         snap = self.snapshot_db()
